@@ -1,0 +1,221 @@
+/*
+ * aviaryd — the broker program: parse the configuration, open the
+ * listeners, run the core thread's event loop until SIGTERM or SIGINT.
+ * Thin by design: the work is in broker/, net/ and codec/.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "broker/broker.h"
+#include "net/listener.h"
+#include "util/config.h"
+#include "util/log.h"
+
+#define DESKTOP_DEFAULT_LISTEN "tcp://127.0.0.1:1883"
+/* On SIGTERM, connections get this long to flush before the loop ends regardless. */
+#define SHUTDOWN_GRACE_MSEC 2000
+
+enum exit_code {
+    EXIT_OK = 0,
+    EXIT_CONFIG = 1,   /* bad command line or configuration */
+    EXIT_LISTEN = 2,   /* a listener could not be opened */
+    EXIT_RUNTIME = 3,  /* out of memory or an event loop failure at start */
+};
+
+struct daemon_state {
+    struct event_base *base;
+    struct broker *broker;
+    struct listener **listeners;
+    size_t listener_count;
+    struct event *sigterm, *sigint, *drain;
+    int drain_ticks;
+};
+
+static void close_listeners(struct daemon_state *d)
+{
+    for (size_t i = 0; i < d->listener_count; i++)
+        listener_free(d->listeners[i]);
+    d->listener_count = 0;
+}
+
+/* Wait for the closing connections to flush, then end the loop. */
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon_state *d = arg;
+    if (d->broker->conn_count == 0 || ++d->drain_ticks * 50 >= SHUTDOWN_GRACE_MSEC)
+        event_base_loopbreak(d->base);
+}
+
+static void stop_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct daemon_state *d = arg;
+    struct timeval tick = {0, 50000};
+
+    if (d->broker->stopping)
+        return;
+    log_notice("received %s: shutting down", strsignal((int)sig));
+    d->broker->stopping = true;
+    close_listeners(d);
+    broker_close_all(d->broker, "server shutting down");
+    d->drain = event_new(d->base, -1, EV_PERSIST, drain_cb, d);
+    if (!d->drain || event_add(d->drain, &tick) < 0)
+        event_base_loopbreak(d->base);
+}
+
+static int open_listeners(struct daemon_state *d, const struct config *cfg)
+{
+    static const char *const desktop_default[] = {DESKTOP_DEFAULT_LISTEN};
+    const char *const *urls = (const char *const *)cfg->listen;
+    size_t count = cfg->listen_count;
+    bool defaults = !cfg->listen_set;
+    char err[256];
+
+    if (defaults) {
+        urls = desktop_default;
+        count = 1;
+    }
+    d->listeners = calloc(count, sizeof(*d->listeners));
+    if (!d->listeners)
+        return -1;
+    for (size_t i = 0; i < count; i++) {
+        struct listener *l = listener_open(d->broker, urls[i], defaults, err, sizeof(err));
+        if (!l) {
+            log_error("%s", err);
+            fprintf(stderr, "aviaryd: %s\n", err);
+            return -1;
+        }
+        d->listeners[d->listener_count++] = l;
+        printf("listening on %s\n", listener_url(l));
+        log_notice("listening on %s", listener_url(l));
+    }
+    fflush(stdout);
+    return 0;
+}
+
+static int write_pid_file(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        log_error("pid-file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    fprintf(f, "%ld\n", (long)getpid());
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* Detach from the terminal; the parent exits at once. */
+static int daemonize(void)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid > 0)
+        _exit(EXIT_OK);
+    if (setsid() < 0)
+        return -1;
+    int fd = open("/dev/null", O_RDWR);
+    if (fd < 0)
+        return -1;
+    dup2(fd, STDIN_FILENO);
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    if (fd > STDERR_FILENO)
+        close(fd);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct config cfg;
+    enum config_action action;
+    char err[512];
+    struct daemon_state d = {0};
+    int status = EXIT_RUNTIME;
+
+    config_init(&cfg);
+    if (config_parse_args(&cfg, argc, argv, &action, err, sizeof(err)) < 0 ||
+        config_validate(&cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "aviaryd: %s\n", err);
+        config_free(&cfg);
+        return EXIT_CONFIG;
+    }
+    if (action == CONFIG_HELP) {
+        config_usage(stdout, "aviaryd");
+        config_free(&cfg);
+        return EXIT_OK;
+    }
+    if (action == CONFIG_VERSION) {
+        printf("aviaryd %s\n", PACKAGE_VERSION);
+        config_free(&cfg);
+        return EXIT_OK;
+    }
+    if (cfg.mode == CONFIG_MODE_CLOUD) {
+        fprintf(stderr, "aviaryd: mode cloud: multi-tenant mode needs the instance store, "
+                        "which this version does not have yet; use mode desktop\n");
+        config_free(&cfg);
+        return EXIT_CONFIG;
+    }
+
+    /* A daemon has no stderr: its log goes to syslog. */
+    log_open("aviaryd", (enum log_level)cfg.log_level, cfg.syslog || cfg.daemonize);
+    if (cfg.daemonize && daemonize() < 0) {
+        log_error("cannot daemonize: %s", strerror(errno));
+        goto out;
+    }
+    /* A peer that vanishes must cost us an error code, not the process. */
+    signal(SIGPIPE, SIG_IGN);
+
+    d.base = event_base_new();
+    d.broker = d.base ? broker_new(d.base, &cfg.limits) : NULL;
+    if (!d.broker) {
+        log_error("cannot start: out of memory");
+        goto out;
+    }
+    if (open_listeners(&d, &cfg) < 0) {
+        status = EXIT_LISTEN;
+        goto out;
+    }
+    d.sigterm = evsignal_new(d.base, SIGTERM, stop_cb, &d);
+    d.sigint = evsignal_new(d.base, SIGINT, stop_cb, &d);
+    if (!d.sigterm || !d.sigint || event_add(d.sigterm, NULL) < 0 ||
+        event_add(d.sigint, NULL) < 0) {
+        log_error("cannot install signal handlers");
+        goto out;
+    }
+    if (cfg.pid_file && write_pid_file(cfg.pid_file) < 0)
+        goto out;
+
+    log_notice("aviaryd %s started in desktop mode (pid %ld)", PACKAGE_VERSION, (long)getpid());
+    if (event_base_dispatch(d.base) < 0) {
+        log_error("event loop failed");
+        goto out;
+    }
+    log_notice("stopped");
+    status = EXIT_OK;
+out:
+    if (cfg.pid_file && status == EXIT_OK)
+        unlink(cfg.pid_file);
+    close_listeners(&d);
+    free(d.listeners);
+    broker_free(d.broker);
+    if (d.sigterm)
+        event_free(d.sigterm);
+    if (d.sigint)
+        event_free(d.sigint);
+    if (d.drain)
+        event_free(d.drain);
+    if (d.base)
+        event_base_free(d.base);
+    config_free(&cfg);
+    return status;
+}

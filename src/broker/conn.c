@@ -1,0 +1,414 @@
+#include "broker/conn.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "broker/broker.h"
+#include "broker/handlers.h"
+#include "broker/instance.h"
+#include "broker/message.h"
+#include "broker/session.h"
+#include "util/log.h"
+
+/* A client has this long to send CONNECT after the TCP connection opens. */
+#define CONN_CONNECT_TIMEOUT_SEC 10
+/* After conn_close(), pending output (a CONNACK, say) gets this long to drain. */
+#define CONN_LINGER_SEC 5
+/*
+ * Bytes of output a slow reader may have pending before QoS 0 messages to it
+ * are dropped (QoS 1/2 are bounded by the in-flight window and queue instead).
+ */
+#define CONN_MAX_OUTBOUND_BYTES (8u * 1024 * 1024)
+
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+
+struct conn *conn_new(struct broker *b, struct bufferevent *bev, const struct conn_meta *meta)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        log_error("out of memory accepting a connection from %s", meta->peer);
+        bufferevent_free(bev);
+        return NULL;
+    }
+    c->broker = b;
+    c->bev = bev;
+    c->meta = *meta;
+    c->state = CONN_AWAIT_CONNECT;
+    c->id = ++b->next_conn_id;
+    snprintf(c->client_id, sizeof(c->client_id), "-");
+
+    c->next = b->conns;
+    if (b->conns)
+        b->conns->prev = c;
+    b->conns = c;
+    b->conn_count++;
+
+    struct timeval connect_timeout = {CONN_CONNECT_TIMEOUT_SEC, 0};
+    bufferevent_setcb(bev, conn_read_cb, NULL, conn_event_cb, c);
+    bufferevent_set_timeouts(bev, &connect_timeout, NULL);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    log_debug("conn %llu: accepted from %s", (unsigned long long)c->id, meta->peer);
+    return c;
+}
+
+void conn_free(struct conn *c)
+{
+    struct broker *b = c->broker;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        b->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    b->conn_count--;
+    bufferevent_free(c->bev);
+    /*
+     * The will goes out here rather than in conn_close(): a close can happen
+     * in the middle of routing another message, and routing is not reentrant.
+     */
+    if (c->will_due && c->will) {
+        log_info("client %s: publishing its will on %s", c->client_id, c->will->topic);
+        instance_publish(c->will_instance, c->will);
+    }
+    message_unref(c->will);
+    session_free(c->ended_session);
+    free(c);
+}
+
+/* Output drained after close: the conn can go. */
+static void conn_linger_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        broker_reap_later(c->broker, c);
+}
+
+static void conn_linger_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    broker_reap_later(c->broker, c);
+}
+
+/* Detach from the session; the will is due unless the client said DISCONNECT. */
+static void conn_detach(struct conn *c, bool clean_disconnect)
+{
+    struct session *s = c->session;
+
+    if (c->will && !clean_disconnect && s) {
+        c->will_due = true;
+        c->will_instance = s->instance;
+    }
+    if (!s)
+        return;
+    c->session = NULL;
+    s->conn = NULL;
+    /*
+     * A clean session ends with its connection. It leaves the instance's table
+     * now (so a new connection with the same id starts afresh) but is freed by
+     * the reaper: we may be inside a walk of the topic tree that holds it.
+     */
+    if (s->clean) {
+        strmap_remove(&s->instance->sessions, s->client_id);
+        c->ended_session = s;
+    }
+}
+
+static void conn_vclose(struct conn *c, bool clean_disconnect, const char *fmt, va_list ap)
+{
+    char reason[256];
+
+    if (c->state == CONN_CLOSING)
+        return;
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    /* An orderly DISCONNECT is routine; every other close is worth a notice. */
+    log_msg(clean_disconnect ? LOG_LEVEL_INFO : LOG_LEVEL_NOTICE,
+            "client %s (%s, conn %llu): closed: %s", c->client_id, c->meta.peer,
+            (unsigned long long)c->id, reason);
+    c->state = CONN_CLOSING;
+    conn_detach(c, clean_disconnect);
+
+    /* Stop reading but let what we already queued (a CONNACK, say) reach the client. */
+    bufferevent_disable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        broker_reap_later(c->broker, c);
+        return;
+    }
+    struct timeval linger = {CONN_LINGER_SEC, 0};
+    bufferevent_setcb(c->bev, NULL, conn_linger_write_cb, conn_linger_event_cb, c);
+    bufferevent_set_timeouts(c->bev, NULL, &linger);
+}
+
+void conn_close(struct conn *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    conn_vclose(c, false, fmt, ap);
+    va_end(ap);
+}
+
+void conn_close_clean(struct conn *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    conn_vclose(c, true, fmt, ap);
+    va_end(ap);
+}
+
+size_t conn_output_pending(const struct conn *c)
+{
+    return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+int conn_send(struct conn *c, const struct mqtt_packet *pkt)
+{
+    uint8_t small[256];
+    uint8_t *buf = small;
+
+    if (c->state == CONN_CLOSING)
+        return -1;
+    long need = codec_encode(pkt, c->version, small, sizeof(small));
+    if (need < 0) {
+        conn_close(c, "cannot encode packet type %d: %s", pkt->type, codec_strerror((int)need));
+        return -1;
+    }
+    if ((size_t)need > sizeof(small)) {
+        buf = malloc((size_t)need);
+        if (!buf) {
+            conn_close(c, "out of memory encoding packet type %d", pkt->type);
+            return -1;
+        }
+        codec_encode(pkt, c->version, buf, (size_t)need);
+    }
+    int rc = bufferevent_write(c->bev, buf, (size_t)need);
+    if (buf != small)
+        free(buf);
+    if (rc < 0) {
+        conn_close(c, "out of memory queueing output");
+        return -1;
+    }
+    return 0;
+}
+
+static void conn_release_message(const void *data, size_t len, void *arg)
+{
+    message_unref(arg);
+}
+
+int conn_send_publish(struct conn *c, struct message *m, uint8_t qos, uint16_t packet_id,
+                      bool dup, bool retain, bool leading_slash)
+{
+    /* Topic plus one '/': bounded by the topic limit, but never trust a stack size for it. */
+    char topic_small[256];
+    char *topic = topic_small;
+    size_t topic_len = m->topic_len + (leading_slash ? 1 : 0);
+    uint8_t head[16 + sizeof(topic_small)];
+    uint8_t *hbuf = head;
+    int rc = -1;
+
+    if (c->state == CONN_CLOSING)
+        return -1;
+    if (qos == 0 && conn_output_pending(c) > CONN_MAX_OUTBOUND_BYTES) {
+        if (c->dropped_qos0++ == 0)
+            log_warning("client %s (%s): output buffer over %u bytes, dropping QoS 0 messages",
+                        c->client_id, c->meta.peer, CONN_MAX_OUTBOUND_BYTES);
+        return 0;
+    }
+    if (topic_len + 1 > sizeof(topic_small) && !(topic = malloc(topic_len + 1)))
+        goto out;
+    if (leading_slash)
+        topic[0] = '/';
+    memcpy(topic + (leading_slash ? 1 : 0), m->topic, m->topic_len);
+
+    struct mqtt_packet pkt = {.type = MQTT_PUBLISH};
+    pkt.u.publish = (struct mqtt_publish){
+        .qos = qos,
+        .dup = dup,
+        .retain = retain,
+        .packet_id = packet_id,
+        .topic = {(const uint8_t *)topic, topic_len},
+        .payload = {m->payload, m->payload_len},
+    };
+    long need = codec_encode_publish_head(&pkt.u.publish, c->version, head, sizeof(head));
+    if (need < 0) {
+        conn_close(c, "cannot encode PUBLISH: %s", codec_strerror((int)need));
+        goto out;
+    }
+    if ((size_t)need > sizeof(head)) {
+        if (!(hbuf = malloc((size_t)need)))
+            goto oom;
+        codec_encode_publish_head(&pkt.u.publish, c->version, hbuf, (size_t)need);
+    }
+    struct evbuffer *output = bufferevent_get_output(c->bev);
+    if (evbuffer_add(output, hbuf, (size_t)need) < 0)
+        goto oom;
+    if (m->payload_len) {
+        message_ref(m);
+        if (evbuffer_add_reference(output, m->payload, m->payload_len, conn_release_message,
+                                   m) < 0) {
+            message_unref(m);
+            goto oom;
+        }
+    }
+    rc = 0;
+    goto out;
+oom:
+    conn_close(c, "out of memory queueing a PUBLISH");
+out:
+    if (hbuf != head)
+        free(hbuf);
+    if (topic != topic_small)
+        free(topic);
+    return rc;
+}
+
+/* The largest remaining length any packet may announce before we refuse to buffer it. */
+static size_t conn_max_packet(const struct conn *c)
+{
+    const struct limits *l = &c->broker->limits;
+    if (c->session)
+        l = &c->session->instance->limits;
+    /* A PUBLISH: topic length prefix and topic, packet id, payload; plus property room. */
+    return l->max_payload + 2 + l->max_topic_length + 2 + 1024;
+}
+
+static void conn_dispatch(struct conn *c, const struct mqtt_packet *p)
+{
+    if (c->state == CONN_AWAIT_CONNECT && p->type != MQTT_CONNECT) {
+        conn_close(c, "first packet is type %d, not CONNECT", p->type);
+        return;
+    }
+    switch (p->type) {
+    case MQTT_CONNECT:
+        if (c->state != CONN_AWAIT_CONNECT) {
+            conn_close(c, "second CONNECT on one connection");
+            return;
+        }
+        handle_connect(c, p);
+        break;
+    case MQTT_PUBLISH:
+        handle_publish(c, p);
+        break;
+    case MQTT_PUBACK:
+    case MQTT_PUBREC:
+    case MQTT_PUBREL:
+    case MQTT_PUBCOMP:
+        handle_ack(c, p);
+        break;
+    case MQTT_SUBSCRIBE:
+        handle_subscribe(c, p);
+        break;
+    case MQTT_UNSUBSCRIBE:
+        handle_unsubscribe(c, p);
+        break;
+    case MQTT_PINGREQ: {
+        struct mqtt_packet resp = {.type = MQTT_PINGRESP};
+        conn_send(c, &resp);
+        break;
+    }
+    case MQTT_DISCONNECT:
+        conn_close_clean(c, "client sent DISCONNECT");
+        break;
+    default:
+        conn_close(c, "packet type %d is not sent to a server", p->type);
+        break;
+    }
+}
+
+/* CONNECT with a protocol name or level we do not speak: answer CONNACK 1 when we can. */
+static void conn_refuse_protocol(struct conn *c, const uint8_t *buf, size_t len)
+{
+    struct mqtt_packet p;
+    codec_decode(buf, len, 0, &p);
+    const struct mqtt_buf *name = &p.u.connect.protocol_name;
+    bool known_name = (name->len == 4 && memcmp(name->data, "MQTT", 4) == 0) ||
+                      (name->len == 6 && memcmp(name->data, "MQIsdp", 6) == 0);
+    if (known_name) {
+        struct mqtt_packet ack = {.type = MQTT_CONNACK};
+        ack.u.connack.code = MQTT_CONNACK_BAD_VERSION;
+        c->version = MQTT_V311;
+        conn_send(c, &ack);
+        conn_close(c, "CONNACK 1: unsupported protocol level %u", p.u.connect.version);
+        return;
+    }
+    conn_close(c, "CONNECT with an unknown protocol name");
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+
+    while (c->state != CONN_CLOSING) {
+        size_t avail = evbuffer_get_length(in);
+        uint8_t head[5];
+        size_t n = avail < sizeof(head) ? avail : sizeof(head);
+        uint8_t type_flags;
+        size_t header_len;
+        uint32_t remaining;
+
+        if (avail < 2)
+            return;
+        evbuffer_copyout(in, head, n);
+        int rc = codec_frame(head, n, &type_flags, &header_len, &remaining);
+        if (rc == CODEC_INCOMPLETE)
+            return;
+        if (rc < 0) {
+            conn_close(c, "malformed packet: %s", codec_strerror(rc));
+            return;
+        }
+        /* Refuse oversized packets before buffering them. */
+        if (remaining > conn_max_packet(c)) {
+            conn_close(c, "packet of %lu bytes exceeds the limit (max-payload %zu bytes)",
+                       (unsigned long)remaining,
+                       c->session ? c->session->instance->limits.max_payload
+                                  : c->broker->limits.max_payload);
+            return;
+        }
+        size_t total = header_len + remaining;
+        if (avail < total)
+            return;
+        uint8_t *buf = evbuffer_pullup(in, (ssize_t)total);
+        if (!buf) {
+            conn_close(c, "out of memory reading a packet");
+            return;
+        }
+        struct mqtt_packet p;
+        rc = codec_decode(buf, total, c->version, &p);
+        if (rc == CODEC_E_PROTOCOL_NAME && c->state == CONN_AWAIT_CONNECT &&
+            (type_flags >> 4) == MQTT_CONNECT) {
+            conn_refuse_protocol(c, buf, total);
+            return;
+        }
+        if (rc < 0) {
+            conn_close(c, "malformed packet (type %d): %s", type_flags >> 4, codec_strerror(rc));
+            return;
+        }
+        conn_dispatch(c, &p);
+        /* The handlers copied what they keep; the packet's bytes can go. */
+        evbuffer_drain(in, total);
+    }
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    if (what & BEV_EVENT_TIMEOUT) {
+        if (c->state == CONN_AWAIT_CONNECT)
+            conn_close(c, "no CONNECT within %d s", CONN_CONNECT_TIMEOUT_SEC);
+        else
+            conn_close(c, "keep-alive timeout: nothing received for 1.5 x %u s", c->keepalive);
+    } else if (what & BEV_EVENT_EOF) {
+        conn_close(c, "connection lost: closed by the peer without DISCONNECT");
+    } else if (what & BEV_EVENT_ERROR) {
+        conn_close(c, "connection lost: %s", strerror(errno));
+    }
+}

@@ -1,0 +1,54 @@
+/*
+ * instance — one tenant: its topic tree (subscriptions and retained
+ * messages), its sessions keyed by client id, and its limits.
+ *
+ * Desktop mode has exactly one instance; cloud mode will have many, and
+ * nothing ever crosses from one to another. The broker owns its instances;
+ * an instance owns its tree, its sessions and its retained messages.
+ * Core thread only.
+ */
+#ifndef AVIARY_INSTANCE_H
+#define AVIARY_INSTANCE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util/limits.h"
+#include "util/strmap.h"
+
+struct broker;
+struct message;
+struct session;
+
+struct instance {
+    struct broker *broker;
+    char *name;               /* owned */
+    struct limits limits;
+    struct topic_tree *tree;  /* owned */
+    struct strmap sessions;   /* client id -> struct session (owned) */
+    uint64_t messages_in;     /* PUBLISHes accepted */
+    uint64_t messages_out;    /* deliveries handed to sessions */
+};
+
+/* A new empty instance named `name` (copied) with `limits`. NULL when out of memory. */
+struct instance *instance_new(struct broker *b, const char *name, const struct limits *limits);
+
+/* Free the instance, its sessions, subscriptions and retained messages. */
+void instance_free(struct instance *inst);
+
+/*
+ * Route `m` to every session with a matching subscription, once per session
+ * at the highest QoS of its matching subscriptions, and, when `m->retain`,
+ * update the retained store (an empty payload clears it). The caller keeps
+ * its reference to `m`.
+ */
+void instance_publish(struct instance *inst, struct message *m);
+
+/*
+ * Send `s` the retained messages matching the normalised `filter` at up to
+ * `qos`, with RETAIN 1.
+ */
+void instance_send_retained(struct instance *inst, struct session *s, const char *filter,
+                            uint8_t qos, bool leading_slash);
+
+#endif

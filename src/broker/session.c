@@ -1,0 +1,299 @@
+#include "broker/session.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/conn.h"
+#include "broker/instance.h"
+#include "broker/message.h"
+#include "broker/topic.h"
+#include "util/log.h"
+
+struct session *session_new(struct instance *inst, const char *client_id, bool clean)
+{
+    struct session *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->client_id = strdup(client_id);
+    if (!s->client_id) {
+        free(s);
+        return NULL;
+    }
+    s->instance = inst;
+    s->clean = clean;
+    return s;
+}
+
+static void outgoing_free_list(struct outgoing *o)
+{
+    while (o) {
+        struct outgoing *next = o->next;
+        message_unref(o->msg);
+        free(o);
+        o = next;
+    }
+}
+
+void session_free(struct session *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->sub_count; i++) {
+        topic_tree_unsubscribe(s->instance->tree, s->subs[i].filter, s);
+        free(s->subs[i].filter);
+    }
+    free(s->subs);
+    outgoing_free_list(s->inflight_head);
+    outgoing_free_list(s->queue_head);
+    free(s->incoming_qos2);
+    free(s->client_id);
+    free(s);
+}
+
+static struct session_sub *session_sub_find(struct session *s, const char *filter)
+{
+    for (size_t i = 0; i < s->sub_count; i++)
+        if (strcmp(s->subs[i].filter, filter) == 0)
+            return &s->subs[i];
+    return NULL;
+}
+
+bool session_sub_exists(struct session *s, const char *filter)
+{
+    return session_sub_find(s, filter) != NULL;
+}
+
+int session_sub_record(struct session *s, const char *filter, uint8_t options,
+                       bool leading_slash, int is_new)
+{
+    struct session_sub *sub = is_new ? NULL : session_sub_find(s, filter);
+
+    if (!sub) {
+        if (s->sub_count == s->sub_cap) {
+            size_t cap = s->sub_cap ? s->sub_cap * 2 : 4;
+            struct session_sub *subs = realloc(s->subs, cap * sizeof(*subs));
+            if (!subs)
+                return -ENOMEM;
+            s->subs = subs;
+            s->sub_cap = cap;
+        }
+        char *copy = strdup(filter);
+        if (!copy)
+            return -ENOMEM;
+        sub = &s->subs[s->sub_count++];
+        sub->filter = copy;
+    }
+    sub->options = options;
+    sub->leading_slash = leading_slash;
+    return 0;
+}
+
+int session_sub_forget(struct session *s, const char *filter)
+{
+    struct session_sub *sub = session_sub_find(s, filter);
+    if (!sub)
+        return -ENOENT;
+    free(sub->filter);
+    *sub = s->subs[--s->sub_count];
+    return 0;
+}
+
+/* The next packet id not used by the in-flight window (ids are 1..65535). */
+static uint16_t session_next_packet_id(struct session *s)
+{
+    for (;;) {
+        if (++s->last_packet_id == 0)
+            s->last_packet_id = 1;
+        bool used = false;
+        for (struct outgoing *o = s->inflight_head; o; o = o->next)
+            if (o->packet_id == s->last_packet_id) {
+                used = true;
+                break;
+            }
+        if (!used)
+            return s->last_packet_id;
+    }
+}
+
+static void list_append(struct outgoing **head, struct outgoing **tail, struct outgoing *o)
+{
+    o->next = NULL;
+    if (*tail)
+        (*tail)->next = o;
+    else
+        *head = o;
+    *tail = o;
+}
+
+static struct outgoing *list_pop(struct outgoing **head, struct outgoing **tail)
+{
+    struct outgoing *o = *head;
+    if (o) {
+        *head = o->next;
+        if (!*head)
+            *tail = NULL;
+        o->next = NULL;
+    }
+    return o;
+}
+
+/* Put `o` in the in-flight window and send it. */
+static void session_send_inflight(struct session *s, struct outgoing *o)
+{
+    o->packet_id = session_next_packet_id(s);
+    o->state = o->qos == 1 ? OUT_AWAIT_PUBACK : OUT_AWAIT_PUBREC;
+    list_append(&s->inflight_head, &s->inflight_tail, o);
+    s->inflight_count++;
+    conn_send_publish(s->conn, o->msg, o->qos, o->packet_id, false, o->retain, o->leading_slash);
+}
+
+/* Move queued messages into the window while it has room and the client is here. */
+static void session_fill_window(struct session *s)
+{
+    size_t window = s->instance->limits.max_inflight;
+    while (s->conn && s->conn->state == CONN_ACTIVE && s->inflight_count < window &&
+           s->queue_head) {
+        struct outgoing *o = list_pop(&s->queue_head, &s->queue_tail);
+        s->queue_count--;
+        session_send_inflight(s, o);
+    }
+}
+
+void session_deliver(struct session *s, struct message *m, uint8_t qos, bool leading_slash,
+                     bool retain)
+{
+    bool online = s->conn && s->conn->state == CONN_ACTIVE;
+
+    if (qos == 0) {
+        if (online)
+            conn_send_publish(s->conn, m, 0, 0, false, retain, leading_slash);
+        return;
+    }
+    struct outgoing *o = calloc(1, sizeof(*o));
+    if (!o) {
+        log_error("client %s: out of memory queueing a message on %s", s->client_id, m->topic);
+        return;
+    }
+    o->msg = message_ref(m);
+    o->qos = qos;
+    o->leading_slash = leading_slash;
+    o->retain = retain;
+
+    if (online && s->inflight_count < s->instance->limits.max_inflight && !s->queue_head) {
+        session_send_inflight(s, o);
+        return;
+    }
+    if (s->queue_count >= s->instance->limits.max_queued_messages) {
+        struct outgoing *oldest = list_pop(&s->queue_head, &s->queue_tail);
+        if (oldest) {
+            s->queue_count--;
+            if (s->dropped++ % 1000 == 0)
+                log_warning("client %s: queue full (max-queued-messages %zu), dropping the "
+                            "oldest message (%llu dropped so far)",
+                            s->client_id, s->instance->limits.max_queued_messages,
+                            (unsigned long long)s->dropped);
+            outgoing_free_list(oldest);
+        }
+        if (s->instance->limits.max_queued_messages == 0) {
+            outgoing_free_list(o);
+            return;
+        }
+    }
+    list_append(&s->queue_head, &s->queue_tail, o);
+    s->queue_count++;
+}
+
+void session_resume(struct session *s, struct conn *c)
+{
+    for (struct outgoing *o = s->inflight_head; o; o = o->next) {
+        if (o->state == OUT_AWAIT_PUBCOMP) {
+            struct mqtt_packet rel = {.type = MQTT_PUBREL, .flags = 2};
+            rel.u.ack.packet_id = o->packet_id;
+            conn_send(c, &rel);
+        } else {
+            conn_send_publish(c, o->msg, o->qos, o->packet_id, true, o->retain,
+                              o->leading_slash);
+        }
+    }
+    session_fill_window(s);
+}
+
+int session_ack(struct session *s, uint8_t type, uint16_t packet_id)
+{
+    struct outgoing *prev = NULL, *o;
+
+    for (o = s->inflight_head; o; prev = o, o = o->next)
+        if (o->packet_id == packet_id)
+            break;
+    if (!o)
+        return -ENOENT;
+
+    bool expected = (type == MQTT_PUBACK && o->state == OUT_AWAIT_PUBACK) ||
+                    (type == MQTT_PUBREC && o->state == OUT_AWAIT_PUBREC) ||
+                    (type == MQTT_PUBCOMP && o->state == OUT_AWAIT_PUBCOMP);
+    if (!expected) {
+        /* A repeated PUBREC while waiting for PUBCOMP: answer PUBREL again. */
+        if (type == MQTT_PUBREC && o->state == OUT_AWAIT_PUBCOMP && s->conn) {
+            struct mqtt_packet rel = {.type = MQTT_PUBREL, .flags = 2};
+            rel.u.ack.packet_id = packet_id;
+            conn_send(s->conn, &rel);
+            return 0;
+        }
+        return -ENOENT;
+    }
+    if (type == MQTT_PUBREC) {
+        /* The receiver has the message now; only the id stays in flight. */
+        message_unref(o->msg);
+        o->msg = NULL;
+        o->state = OUT_AWAIT_PUBCOMP;
+        if (s->conn) {
+            struct mqtt_packet rel = {.type = MQTT_PUBREL, .flags = 2};
+            rel.u.ack.packet_id = packet_id;
+            conn_send(s->conn, &rel);
+        }
+        return 0;
+    }
+    /* PUBACK or PUBCOMP: the exchange is complete. */
+    if (prev)
+        prev->next = o->next;
+    else
+        s->inflight_head = o->next;
+    if (s->inflight_tail == o)
+        s->inflight_tail = prev;
+    s->inflight_count--;
+    o->next = NULL;
+    outgoing_free_list(o);
+    session_fill_window(s);
+    return 0;
+}
+
+bool session_qos2_seen(struct session *s, uint16_t packet_id, int *err)
+{
+    *err = 0;
+    for (size_t i = 0; i < s->incoming_qos2_count; i++)
+        if (s->incoming_qos2[i] == packet_id)
+            return true;
+    if (s->incoming_qos2_count == s->incoming_qos2_cap) {
+        size_t cap = s->incoming_qos2_cap ? s->incoming_qos2_cap * 2 : 8;
+        uint16_t *ids = realloc(s->incoming_qos2, cap * sizeof(*ids));
+        if (!ids) {
+            *err = -ENOMEM;
+            return false;
+        }
+        s->incoming_qos2 = ids;
+        s->incoming_qos2_cap = cap;
+    }
+    s->incoming_qos2[s->incoming_qos2_count++] = packet_id;
+    return false;
+}
+
+int session_qos2_release(struct session *s, uint16_t packet_id)
+{
+    for (size_t i = 0; i < s->incoming_qos2_count; i++)
+        if (s->incoming_qos2[i] == packet_id) {
+            s->incoming_qos2[i] = s->incoming_qos2[--s->incoming_qos2_count];
+            return 0;
+        }
+    return -ENOENT;
+}

@@ -1,0 +1,739 @@
+/*
+ * topic — the topic rules of SPEC §3 and the topic tree.
+ *
+ * The tree is a trie with one node per level. A node's ordinary children live
+ * in an open-addressing table (linear probing, power-of-two size) so that a
+ * node with thousands of children (one per device, typically) is still found
+ * in O(1); the `+` and `#` children of a filter have their own pointers, since
+ * matching asks for them at every level. Level names are hashed with a keyed
+ * SipHash-1-3 whose key is drawn per tree: topic names come from clients, and
+ * an unkeyed hash would let one client pile all its topics into one probe
+ * chain and stall the core thread that every instance shares.
+ *
+ * Recursion: matching loops along literal levels and recurses only into `+`
+ * children; retained matching and nothing else recurses over a subtree. Both
+ * are bounded by the number of levels of a stored topic, which is at most
+ * max-topic-length + 1 (129 with the default limit), so the stack is never at
+ * risk for any sane configuration. Freeing the tree uses no recursion at all.
+ */
+#include "broker/topic.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+/* ---------------------------------------------------------------- rules */
+
+const char *topic_strerror(int err)
+{
+    switch (err) {
+    case TOPIC_OK:
+        return "no error";
+    case TOPIC_E_EMPTY:
+        return "empty topic";
+    case TOPIC_E_TOO_LONG:
+        return "topic longer than the limit";
+    case TOPIC_E_CHARSET:
+        return "character outside the allowed set";
+    case TOPIC_E_WILDCARD:
+        return "wildcard (+, # or *) in a topic name or misplaced in a filter";
+    default:
+        return "unknown topic error";
+    }
+}
+
+/* The SPEC §3 set, without the wildcards; spelled out so no locale can widen it. */
+static bool topic_char_plain(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    switch (c) {
+    case '.':
+    case ',':
+    case ':':
+    case ';':
+    case '-':
+    case '_':
+    case '$':
+    case '/':
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Length before content: an oversized string from the wire is refused unread. */
+static int topic_check_length(size_t len, size_t max_len)
+{
+    if (len == 0)
+        return TOPIC_E_EMPTY;
+    if (len > max_len)
+        return TOPIC_E_TOO_LONG;
+    return TOPIC_OK;
+}
+
+int topic_check_name(const char *topic, size_t len, size_t max_len)
+{
+    int rc = topic_check_length(len, max_len);
+    if (rc != TOPIC_OK)
+        return rc;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)topic[i];
+        /* `*` is outside a name's character set, but "wildcard" tells the client why. */
+        if (c == '+' || c == '#' || c == '*')
+            return TOPIC_E_WILDCARD;
+        if (!topic_char_plain(c))
+            return TOPIC_E_CHARSET;
+    }
+    return TOPIC_OK;
+}
+
+int topic_check_filter(const char *filter, size_t len, size_t max_len)
+{
+    int rc = topic_check_length(len, max_len);
+    if (rc != TOPIC_OK)
+        return rc;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)filter[i];
+        bool starts_level = i == 0 || filter[i - 1] == '/';
+        bool ends_level = i + 1 == len || filter[i + 1] == '/';
+        if (c == '+' || c == '*') {
+            if (!starts_level || !ends_level)
+                return TOPIC_E_WILDCARD;
+        } else if (c == '#') {
+            if (!starts_level || i + 1 != len)
+                return TOPIC_E_WILDCARD;
+        } else if (!topic_char_plain(c)) {
+            return TOPIC_E_CHARSET;
+        }
+    }
+    return TOPIC_OK;
+}
+
+size_t topic_normalize(const char *in, size_t len, char *out, bool *had_slash)
+{
+    size_t start = len > 0 && in[0] == '/' ? 1 : 0;
+    size_t n = 0;
+
+    if (had_slash)
+        *had_slash = start == 1;
+    for (size_t i = start; i < len; i++) {
+        char c = in[i];
+        if (c == '*' && (i == start || in[i - 1] == '/') && (i + 1 == len || in[i + 1] == '/'))
+            c = '+';
+        out[n++] = c;
+    }
+    out[n] = '\0';
+    return n;
+}
+
+/* ---------------------------------------------------------------- tree */
+
+struct topic_node {
+    struct topic_node *parent;
+    struct topic_node *child_plus; /* the "+" level of a filter */
+    struct topic_node *child_hash; /* the "#" level of a filter */
+    struct topic_node **slots;     /* other children: open addressing, NULL = free */
+    size_t child_count;
+    size_t child_cap; /* 0 or a power of two */
+    struct topic_sub *subs;
+    size_t sub_count;
+    size_t sub_cap;
+    void *retained;
+    uint64_t hash; /* of `level`, kept for rehashing the parent's table */
+    size_t len;
+    char level[]; /* NUL-terminated; may be empty */
+};
+
+struct topic_tree {
+    struct topic_node *root; /* stands for "no level yet"; never pruned, never retains */
+    uint64_t key[2];         /* SipHash key */
+    size_t node_count;       /* nodes besides the root */
+    size_t sub_count;
+    size_t retained_count;
+    long fail_after; /* test hook: allocations left before failing, < 0 = never */
+};
+
+#define CHILD_MIN_CAP 4
+
+/* Every allocation that changes the tree goes through here, so tests can fail any one. */
+static void *tree_alloc(struct topic_tree *t, void *old, size_t size)
+{
+    if (t->fail_after == 0)
+        return NULL;
+    if (t->fail_after > 0)
+        t->fail_after--;
+    return realloc(old, size);
+}
+
+void topic_tree_fail_allocs_after(struct topic_tree *t, long n)
+{
+    t->fail_after = n;
+}
+
+static uint64_t rotl64(uint64_t x, int b)
+{
+    return (x << b) | (x >> (64 - b));
+}
+
+#define SIPROUND \
+    do { \
+        v0 += v1; \
+        v1 = rotl64(v1, 13); \
+        v1 ^= v0; \
+        v0 = rotl64(v0, 32); \
+        v2 += v3; \
+        v3 = rotl64(v3, 16); \
+        v3 ^= v2; \
+        v0 += v3; \
+        v3 = rotl64(v3, 21); \
+        v3 ^= v0; \
+        v2 += v1; \
+        v1 = rotl64(v1, 17); \
+        v1 ^= v2; \
+        v2 = rotl64(v2, 32); \
+    } while (0)
+
+/* SipHash-1-3 (one compression round, three finalisation rounds). */
+static uint64_t level_hash(const struct topic_tree *t, const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    uint64_t v0 = t->key[0] ^ 0x736f6d6570736575ULL;
+    uint64_t v1 = t->key[1] ^ 0x646f72616e646f6dULL;
+    uint64_t v2 = t->key[0] ^ 0x6c7967656e657261ULL;
+    uint64_t v3 = t->key[1] ^ 0x7465646279746573ULL;
+    size_t whole = len & ~(size_t)7;
+
+    for (size_t i = 0; i < whole; i += 8) {
+        uint64_t m = 0;
+        for (int b = 0; b < 8; b++)
+            m |= (uint64_t)p[i + b] << (8 * b);
+        v3 ^= m;
+        SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t m = (uint64_t)len << 56;
+    for (size_t b = 0; b < (len & 7); b++)
+        m |= (uint64_t)p[whole + b] << (8 * b);
+    v3 ^= m;
+    SIPROUND;
+    v0 ^= m;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+#undef SIPROUND
+
+static void tree_seed(struct topic_tree *t)
+{
+    if (getrandom(t->key, sizeof(t->key), GRND_NONBLOCK) == (ssize_t)sizeof(t->key))
+        return;
+    /* No entropy yet (early boot): a weaker key still beats a fixed one. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    t->key[0] = (uint64_t)(uintptr_t)t ^ ((uint64_t)ts.tv_nsec << 20) ^ 0x9e3779b97f4a7c15ULL;
+    t->key[1] = (uint64_t)ts.tv_sec * 0xbf58476d1ce4e5b9ULL ^ (uint64_t)time(NULL);
+}
+
+static struct topic_node *node_new(struct topic_tree *t, struct topic_node *parent,
+                                   const char *level, size_t len, uint64_t hash)
+{
+    struct topic_node *n = tree_alloc(t, NULL, sizeof(*n) + len + 1);
+    if (!n)
+        return NULL;
+    memset(n, 0, sizeof(*n));
+    n->parent = parent;
+    n->hash = hash;
+    n->len = len;
+    memcpy(n->level, level, len);
+    n->level[len] = '\0';
+    return n;
+}
+
+static bool node_is_empty(const struct topic_node *n)
+{
+    return n->sub_count == 0 && !n->retained && n->child_count == 0 && !n->child_plus &&
+           !n->child_hash;
+}
+
+static struct topic_node *node_find_child(const struct topic_tree *t, const struct topic_node *n,
+                                          const char *level, size_t len)
+{
+    if (n->child_count == 0)
+        return NULL;
+    uint64_t h = level_hash(t, level, len);
+    size_t mask = n->child_cap - 1;
+    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+        struct topic_node *c = n->slots[i];
+        if (!c)
+            return NULL;
+        if (c->hash == h && c->len == len && memcmp(c->level, level, len) == 0)
+            return c;
+    }
+}
+
+static void slots_put(struct topic_node **slots, size_t cap, struct topic_node *c)
+{
+    size_t mask = cap - 1;
+    size_t i = (size_t)c->hash & mask;
+    while (slots[i])
+        i = (i + 1) & mask;
+    slots[i] = c;
+}
+
+/* Move the children into a table of `cap` slots; the old table stays on failure. */
+static int node_rehash(struct topic_tree *t, struct topic_node *n, size_t cap)
+{
+    struct topic_node **slots = tree_alloc(t, NULL, cap * sizeof(*slots));
+    if (!slots)
+        return -ENOMEM;
+    memset(slots, 0, cap * sizeof(*slots));
+    for (size_t i = 0; i < n->child_cap; i++)
+        if (n->slots[i])
+            slots_put(slots, cap, n->slots[i]);
+    free(n->slots);
+    n->slots = slots;
+    n->child_cap = cap;
+    return 0;
+}
+
+static struct topic_node *node_add_child(struct topic_tree *t, struct topic_node *n,
+                                         const char *level, size_t len)
+{
+    /* Keep the load at or under 3/4 so probe chains stay short. */
+    if ((n->child_count + 1) * 4 > n->child_cap * 3) {
+        size_t cap = n->child_cap ? n->child_cap * 2 : CHILD_MIN_CAP;
+        if (node_rehash(t, n, cap) < 0)
+            return NULL;
+    }
+    struct topic_node *c = node_new(t, n, level, len, level_hash(t, level, len));
+    if (!c)
+        return NULL;
+    slots_put(n->slots, n->child_cap, c);
+    n->child_count++;
+    t->node_count++;
+    return c;
+}
+
+/*
+ * Take `c` out of its parent's table. Linear probing without tombstones: the
+ * entries after the hole that could not have been placed there are shifted
+ * back, so every lookup can still stop at the first free slot.
+ */
+static void node_remove_child(struct topic_tree *t, struct topic_node *n, struct topic_node *c)
+{
+    size_t mask = n->child_cap - 1;
+    size_t hole = (size_t)c->hash & mask;
+    while (n->slots[hole] != c)
+        hole = (hole + 1) & mask;
+    n->slots[hole] = NULL;
+    for (size_t j = (hole + 1) & mask; n->slots[j]; j = (j + 1) & mask) {
+        size_t home = (size_t)n->slots[j]->hash & mask;
+        /* It stays when its home lies cyclically in (hole, j]. */
+        bool stays = hole < j ? (home > hole && home <= j) : (home > hole || home <= j);
+        if (!stays) {
+            n->slots[hole] = n->slots[j];
+            n->slots[j] = NULL;
+            hole = j;
+        }
+    }
+    n->child_count--;
+    if (n->child_count == 0) {
+        free(n->slots);
+        n->slots = NULL;
+        n->child_cap = 0;
+    } else if (n->child_cap > CHILD_MIN_CAP && n->child_count * 8 <= n->child_cap) {
+        /* Give back a table emptied by a mass unsubscribe; failing to is harmless. */
+        (void)node_rehash(t, n, n->child_cap / 4);
+    }
+}
+
+static void node_free(struct topic_node *n)
+{
+    free(n->slots);
+    free(n->subs);
+    free(n);
+}
+
+/* Free `n` and each ancestor left with nothing in it, stopping at the root. */
+static void tree_prune(struct topic_tree *t, struct topic_node *n)
+{
+    while (n != t->root && node_is_empty(n)) {
+        struct topic_node *parent = n->parent;
+        if (parent->child_plus == n)
+            parent->child_plus = NULL;
+        else if (parent->child_hash == n)
+            parent->child_hash = NULL;
+        else
+            node_remove_child(t, parent, n);
+        node_free(n);
+        t->node_count--;
+        n = parent;
+    }
+}
+
+static const char *level_end(const char *p)
+{
+    while (*p && *p != '/')
+        p++;
+    return p;
+}
+
+/*
+ * The node of a normalised topic or filter, created when `create` is set.
+ * Returns NULL when it does not exist, or when creating it ran out of memory
+ * (then no node created on the way is left behind).
+ */
+static struct topic_node *tree_find(struct topic_tree *t, const char *topic, bool create)
+{
+    struct topic_node *n = t->root;
+    const char *p = topic;
+
+    for (;;) {
+        const char *e = level_end(p);
+        size_t len = (size_t)(e - p);
+        struct topic_node **special = NULL;
+        if (len == 1 && *p == '+')
+            special = &n->child_plus;
+        else if (len == 1 && *p == '#')
+            special = &n->child_hash;
+
+        struct topic_node *c = special ? *special : node_find_child(t, n, p, len);
+        if (!c && create) {
+            if (special) {
+                c = node_new(t, n, p, len, 0);
+                if (c) {
+                    *special = c;
+                    t->node_count++;
+                }
+            } else {
+                c = node_add_child(t, n, p, len);
+            }
+            if (!c) {
+                tree_prune(t, n);
+                return NULL;
+            }
+        }
+        if (!c)
+            return NULL;
+        n = c;
+        if (*e == '\0')
+            return n;
+        p = e + 1;
+    }
+}
+
+struct topic_tree *topic_tree_new(void)
+{
+    struct topic_tree *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->fail_after = -1;
+    tree_seed(t);
+    t->root = node_new(t, NULL, "", 0, 0);
+    if (!t->root) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+/*
+ * Take one child away from `n` for destruction. The table is never probed
+ * again, so child_cap serves as a cursor that only moves down: every slot is
+ * looked at once, whatever the number of children.
+ */
+static struct topic_node *node_take_child(struct topic_node *n)
+{
+    struct topic_node *c;
+    if ((c = n->child_plus)) {
+        n->child_plus = NULL;
+        return c;
+    }
+    if ((c = n->child_hash)) {
+        n->child_hash = NULL;
+        return c;
+    }
+    while (n->child_cap > 0) {
+        c = n->slots[--n->child_cap];
+        if (c)
+            return c;
+    }
+    return NULL;
+}
+
+void topic_tree_free(struct topic_tree *t, void (*release)(void *msg))
+{
+    if (!t)
+        return;
+    struct topic_node *n = t->root;
+    while (n) {
+        struct topic_node *c = node_take_child(n);
+        if (c) {
+            n = c;
+            continue;
+        }
+        struct topic_node *parent = n->parent;
+        if (n->retained && release)
+            release(n->retained);
+        node_free(n);
+        n = parent;
+    }
+    free(t);
+}
+
+int topic_tree_subscribe(struct topic_tree *t, const char *filter, const struct topic_sub *sub)
+{
+    struct topic_node *n = tree_find(t, filter, true);
+    if (!n)
+        return -ENOMEM;
+    for (size_t i = 0; i < n->sub_count; i++) {
+        if (n->subs[i].owner == sub->owner) {
+            n->subs[i] = *sub;
+            return 0;
+        }
+    }
+    if (n->sub_count == n->sub_cap) {
+        /* Most filters have one subscriber; start small and double. */
+        size_t cap = n->sub_cap ? n->sub_cap * 2 : 1;
+        struct topic_sub *subs = tree_alloc(t, n->subs, cap * sizeof(*subs));
+        if (!subs) {
+            tree_prune(t, n); /* the node may have been made for this call */
+            return -ENOMEM;
+        }
+        n->subs = subs;
+        n->sub_cap = cap;
+    }
+    n->subs[n->sub_count++] = *sub;
+    t->sub_count++;
+    return 1;
+}
+
+int topic_tree_unsubscribe(struct topic_tree *t, const char *filter, const void *owner)
+{
+    struct topic_node *n = tree_find(t, filter, false);
+    if (!n)
+        return -ENOENT;
+    for (size_t i = 0; i < n->sub_count; i++) {
+        if (n->subs[i].owner != owner)
+            continue;
+        /* Order among subscribers carries no meaning, so the last one fills the gap. */
+        n->subs[i] = n->subs[--n->sub_count];
+        t->sub_count--;
+        if (n->sub_count == 0) {
+            free(n->subs);
+            n->subs = NULL;
+            n->sub_cap = 0;
+        }
+        tree_prune(t, n);
+        return 0;
+    }
+    return -ENOENT;
+}
+
+static void node_report_subs(const struct topic_node *n, topic_match_fn fn, void *ctx)
+{
+    for (size_t i = 0; i < n->sub_count; i++)
+        fn(ctx, &n->subs[i]);
+}
+
+/*
+ * Report the subscriptions below `n` that match the rest of the topic, `p`
+ * (the start of a level, or NULL once every level is used). Literal levels are
+ * followed in the loop; only a `+` child costs a recursion.
+ */
+static void tree_match_from(const struct topic_tree *t, const struct topic_node *n, const char *p,
+                            topic_match_fn fn, void *ctx)
+{
+    while (n) {
+        if (!p) {
+            node_report_subs(n, fn, ctx);
+            if (n->child_hash) /* "a/#" matches "a" */
+                node_report_subs(n->child_hash, fn, ctx);
+            return;
+        }
+        const char *e = level_end(p);
+        const char *next = *e ? e + 1 : NULL;
+        /* MQTT-4.7.2-1: a wildcard first level never matches a `$` topic. */
+        bool dollar = n == t->root && *p == '$';
+        if (!dollar) {
+            if (n->child_hash)
+                node_report_subs(n->child_hash, fn, ctx);
+            if (n->child_plus)
+                tree_match_from(t, n->child_plus, next, fn, ctx);
+        }
+        n = node_find_child(t, n, p, (size_t)(e - p));
+        p = next;
+    }
+}
+
+void topic_tree_match(const struct topic_tree *t, const char *topic, topic_match_fn fn,
+                      void *ctx)
+{
+    tree_match_from(t, t->root, topic, fn, ctx);
+}
+
+void *topic_tree_retain(struct topic_tree *t, const char *topic, void *msg, bool *ok)
+{
+    if (ok)
+        *ok = true;
+    if (!msg) {
+        /* Clearing allocates nothing: a topic that was never retained stays absent. */
+        struct topic_node *n = tree_find(t, topic, false);
+        if (!n || !n->retained)
+            return NULL;
+        void *old = n->retained;
+        n->retained = NULL;
+        t->retained_count--;
+        tree_prune(t, n);
+        return old;
+    }
+    struct topic_node *n = tree_find(t, topic, true);
+    if (!n) {
+        if (ok)
+            *ok = false;
+        return msg;
+    }
+    void *old = n->retained;
+    n->retained = msg;
+    if (!old)
+        t->retained_count++;
+    return old;
+}
+
+/* The topic name of the node being visited, grown on the heap past the inline part. */
+struct name_buf {
+    char *p;
+    size_t len;
+    size_t cap;
+    char inline_buf[256];
+};
+
+/*
+ * Append `n`'s level. Returns false when memory ran out; the buffer is then
+ * unchanged and the caller skips that subtree, since it cannot name it.
+ */
+static bool name_push(const struct topic_tree *t, struct name_buf *b, const struct topic_node *n)
+{
+    bool sep = n->parent != t->root;
+    size_t need = b->len + (sep ? 1 : 0) + n->len + 1;
+    if (need > b->cap) {
+        size_t cap = b->cap * 2 > need ? b->cap * 2 : need;
+        char *p = NULL;
+        /* A tree failing every allocation (the test hook) fails this one too. */
+        if (t->fail_after != 0)
+            p = b->p == b->inline_buf ? malloc(cap) : realloc(b->p, cap);
+        if (!p)
+            return false;
+        if (b->p == b->inline_buf)
+            memcpy(p, b->inline_buf, b->len + 1);
+        b->p = p;
+        b->cap = cap;
+    }
+    if (sep)
+        b->p[b->len++] = '/';
+    memcpy(b->p + b->len, n->level, n->len);
+    b->len += n->len;
+    b->p[b->len] = '\0';
+    return true;
+}
+
+static void name_pop(struct name_buf *b, size_t len)
+{
+    b->len = len;
+    b->p[len] = '\0';
+}
+
+static void retained_report(const struct topic_node *n, struct name_buf *b,
+                            topic_retained_fn fn, void *ctx)
+{
+    if (n->retained)
+        fn(ctx, b->p, n->retained);
+}
+
+/* Retained messages live only on literal levels, so `+` and `#` children are not visited. */
+static void retained_all(const struct topic_tree *t, const struct topic_node *n,
+                         struct name_buf *b, topic_retained_fn fn, void *ctx)
+{
+    retained_report(n, b, fn, ctx);
+    for (size_t i = 0; i < n->child_cap; i++) {
+        const struct topic_node *c = n->slots[i];
+        if (!c || (n == t->root && c->level[0] == '$'))
+            continue;
+        size_t len = b->len;
+        if (!name_push(t, b, c))
+            continue;
+        retained_all(t, c, b, fn, ctx);
+        name_pop(b, len);
+    }
+}
+
+static void retained_match_from(const struct topic_tree *t, const struct topic_node *n,
+                                const char *p, struct name_buf *b, topic_retained_fn fn,
+                                void *ctx)
+{
+    if (!p) {
+        retained_report(n, b, fn, ctx);
+        return;
+    }
+    const char *e = level_end(p);
+    const char *next = *e ? e + 1 : NULL;
+    size_t len = (size_t)(e - p);
+
+    if (len == 1 && *p == '#') {
+        retained_all(t, n, b, fn, ctx); /* includes `n` itself: "a/#" matches "a" */
+        return;
+    }
+    if (len == 1 && *p == '+') {
+        for (size_t i = 0; i < n->child_cap; i++) {
+            const struct topic_node *c = n->slots[i];
+            if (!c || (n == t->root && c->level[0] == '$'))
+                continue;
+            size_t saved = b->len;
+            if (!name_push(t, b, c))
+                continue;
+            retained_match_from(t, c, next, b, fn, ctx);
+            name_pop(b, saved);
+        }
+        return;
+    }
+    const struct topic_node *c = node_find_child(t, n, p, len);
+    size_t saved = b->len;
+    if (!c || !name_push(t, b, c))
+        return;
+    retained_match_from(t, c, next, b, fn, ctx);
+    name_pop(b, saved);
+}
+
+void topic_tree_retained_match(const struct topic_tree *t, const char *filter,
+                               topic_retained_fn fn, void *ctx)
+{
+    struct name_buf b;
+    b.p = b.inline_buf;
+    b.len = 0;
+    b.cap = sizeof(b.inline_buf);
+    b.inline_buf[0] = '\0';
+    retained_match_from(t, t->root, filter, &b, fn, ctx);
+    if (b.p != b.inline_buf)
+        free(b.p);
+}
+
+size_t topic_tree_retained_count(const struct topic_tree *t)
+{
+    return t->retained_count;
+}
+
+size_t topic_tree_sub_count(const struct topic_tree *t)
+{
+    return t->sub_count;
+}
+
+size_t topic_tree_node_count(const struct topic_tree *t)
+{
+    return t->node_count;
+}

@@ -1,0 +1,140 @@
+/*
+ * topic — aviary's topic rules (SPEC §3) and the topic tree of one instance.
+ *
+ * The rules: a topic or filter is ASCII letters, digits and . , : ; - _ $ / + #
+ * (and * in filters); a whole-level `*` in a filter is `+`; one leading `/` is
+ * insignificant, so "/a/b" and "a/b" are the same topic. Callers check with
+ * topic_check_name()/topic_check_filter() and then normalise once at the edge
+ * with topic_normalize(); the tree only ever sees normalised strings.
+ *
+ * The tree holds subscriptions (owner pointer plus options) and retained
+ * messages (opaque pointers) at the nodes of a trie of levels. It owns its
+ * nodes and its copies of level strings; it never owns or frees an owner or a
+ * retained message except through the callback given to topic_tree_free().
+ * Only the broker's core thread calls it; it has no locks.
+ */
+#ifndef AVIARY_TOPIC_H
+#define AVIARY_TOPIC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum topic_err {
+    TOPIC_OK = 0,
+    TOPIC_E_EMPTY = -1,    /* zero length */
+    TOPIC_E_TOO_LONG = -2, /* longer than the limit */
+    TOPIC_E_CHARSET = -3,  /* a character outside the allowed set */
+    TOPIC_E_WILDCARD = -4, /* a wildcard in a topic name, or misplaced in a filter */
+};
+
+/* "topic longer than 128 characters" style text needs the limit: this gives the
+ * fixed part, e.g. "character outside the allowed set". */
+const char *topic_strerror(int err);
+
+/*
+ * Check a topic name (PUBLISH) of `len` bytes: not empty, at most `max_len`
+ * characters, only the allowed characters, no `+`, `#` or `*`.
+ * Returns TOPIC_OK or a negative enum topic_err.
+ */
+int topic_check_name(const char *topic, size_t len, size_t max_len);
+
+/*
+ * Check a topic filter (SUBSCRIBE): as topic_check_name(), but `+` and `*`
+ * must fill a whole level and `#` must be a whole level and the last one.
+ */
+int topic_check_filter(const char *filter, size_t len, size_t max_len);
+
+/*
+ * Normalise a checked topic or filter: drop one leading '/', and turn every
+ * level that is exactly "*" into "+". Writes a NUL-terminated result to `out`,
+ * which must hold len + 1 bytes. Sets *had_slash when a '/' was dropped.
+ * Returns the length of the result.
+ */
+size_t topic_normalize(const char *in, size_t len, char *out, bool *had_slash);
+
+/* One subscription as the tree stores it. */
+struct topic_sub {
+    void *owner;       /* the subscriber (a session); never dereferenced by the tree */
+    uint8_t options;   /* SUBSCRIBE options byte: QoS in bits 0-1, MQTT 5 flags above */
+    bool leading_slash; /* the filter as subscribed had a leading '/' */
+    uint32_t sub_id;   /* MQTT 5 subscription identifier, 0 for none */
+};
+
+struct topic_tree;
+
+/* A new empty tree, or NULL when out of memory. The caller owns it. */
+struct topic_tree *topic_tree_new(void);
+
+/*
+ * Free the tree. `release` (may be NULL) is called once for every retained
+ * message still in it. Subscriptions' owners are not touched.
+ */
+void topic_tree_free(struct topic_tree *t, void (*release)(void *msg));
+
+/*
+ * Add or replace the subscription of `sub->owner` to the normalised `filter`.
+ * Returns 1 when it is new, 0 when it replaced that owner's existing
+ * subscription to the same filter (options updated), -ENOMEM.
+ */
+int topic_tree_subscribe(struct topic_tree *t, const char *filter, const struct topic_sub *sub);
+
+/*
+ * Remove the subscription of `owner` to the normalised `filter`.
+ * Returns 0, or -ENOENT when there was none. Empty nodes are pruned.
+ */
+int topic_tree_unsubscribe(struct topic_tree *t, const char *filter, const void *owner);
+
+typedef void (*topic_match_fn)(void *ctx, const struct topic_sub *sub);
+
+/*
+ * Call `fn` once for every subscription whose filter matches the normalised
+ * topic name `topic`, applying the `$` rule: a filter whose first level is
+ * `+` or `#` does not match a topic whose first level starts with '$'.
+ * `a/#` matches `a`. The same owner may be reported once per matching filter;
+ * deduplication is the caller's. `fn` must not change the tree.
+ */
+void topic_tree_match(const struct topic_tree *t, const char *topic, topic_match_fn fn,
+                      void *ctx);
+
+/*
+ * Set the retained message of the normalised topic name `topic` to `msg`
+ * (NULL clears it). Returns the message it replaces (NULL if none), which the
+ * caller releases. When setting fails for lack of memory, returns `msg`
+ * itself, so the caller can tell (and keeps ownership); *ok is set to false.
+ */
+void *topic_tree_retain(struct topic_tree *t, const char *topic, void *msg, bool *ok);
+
+typedef void (*topic_retained_fn)(void *ctx, const char *topic, void *msg);
+
+/*
+ * Call `fn` for every retained message whose topic matches the normalised
+ * `filter` (with the `$` rule), passing the normalised topic name.
+ * `fn` must not change the tree.
+ */
+void topic_tree_retained_match(const struct topic_tree *t, const char *filter,
+                               topic_retained_fn fn, void *ctx);
+
+/* Number of retained messages in the tree. */
+size_t topic_tree_retained_count(const struct topic_tree *t);
+
+/* Number of subscriptions in the tree. */
+size_t topic_tree_sub_count(const struct topic_tree *t);
+
+/*
+ * Number of nodes besides the root: one per distinct level prefix of a filter
+ * or retained topic. Emptied nodes are pruned, so a tree with no subscriptions
+ * and no retained messages has 0. For tests and memory statistics.
+ */
+size_t topic_tree_node_count(const struct topic_tree *t);
+
+/*
+ * For tests only: after `n` more allocations the tree's own allocations fail,
+ * until called again; a negative `n` (the default) never fails. Lets the
+ * out-of-memory paths of subscribe and retain be exercised one by one.
+ * topic_tree_retained_match() takes no allocation from the count but fails
+ * its (rare, heap-grown) name buffer while the count is 0.
+ */
+void topic_tree_fail_allocs_after(struct topic_tree *t, long n);
+
+#endif

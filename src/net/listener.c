@@ -1,0 +1,186 @@
+#include "net/listener.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#include "broker/broker.h"
+#include "broker/conn.h"
+#include "util/config.h"
+#include "util/log.h"
+
+/* How many following ports a desktop default listener tries when its port is taken. */
+#define LISTENER_PORT_TRIES 100
+
+struct listener {
+    struct broker *broker;
+    struct evconnlistener *evl;
+    enum conn_transport transport;
+    char url[128];
+};
+
+/* "127.0.0.1:5000" or "[::1]:5000" */
+static void format_address(const struct sockaddr *sa, char *out, size_t size)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+        snprintf(out, size, "%s:%u", host, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+        snprintf(out, size, "[%s]:%u", host, port);
+    } else {
+        snprintf(out, size, "unknown");
+    }
+}
+
+static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
+                               struct sockaddr *sa, int salen, void *arg)
+{
+    struct listener *l = arg;
+    struct conn_meta meta = {.transport = l->transport, .over_tls = false};
+    int one = 1;
+
+    format_address(sa, meta.peer, sizeof(meta.peer));
+    /* MQTT packets are small and latency matters more than batching. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct bufferevent *bev =
+        bufferevent_socket_new(evconnlistener_get_base(evl), fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        log_error("cannot set up a connection from %s: out of memory", meta.peer);
+        evutil_closesocket(fd);
+        return;
+    }
+    conn_new(l->broker, bev, &meta);
+}
+
+static void listener_error_cb(struct evconnlistener *evl, void *arg)
+{
+    struct listener *l = arg;
+    /* EMFILE and friends: keep listening, the next accept may succeed. */
+    log_error("%s: accept failed: %s", l->url, strerror(errno));
+}
+
+/* A bound, listening socket on host:port, or -1 with errno set. */
+static evutil_socket_t bind_socket(const char *host, unsigned port, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res;
+    char portstr[8];
+
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    int rc = getaddrinfo(host, portstr, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(rc));
+        errno = EINVAL;
+        return -1;
+    }
+    evutil_socket_t fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        freeaddrinfo(res);
+        return -1;
+    }
+    evutil_make_listen_socket_reuseable(fd);
+    if (res->ai_family == AF_INET6) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    }
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+        int saved = errno;
+        snprintf(err, errlen, "cannot listen on %s port %u: %s", host, port, strerror(saved));
+        close(fd);
+        freeaddrinfo(res);
+        errno = saved;
+        return -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+struct listener *listener_open(struct broker *b, const char *url, bool next_free_port, char *err,
+                               size_t errlen)
+{
+    struct config_url u;
+    char why[128];
+
+    if (config_url_parse(url, &u, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "%s: %s", url, why);
+        return NULL;
+    }
+    if (strcmp(u.scheme, "tcp") != 0) {
+        snprintf(err, errlen, "%s: the %s transport is not served by this version of aviaryd",
+                 url, u.scheme);
+        return NULL;
+    }
+    const char *host = u.host;
+    unsigned port = u.port;
+
+    evutil_socket_t fd = -1;
+    int tries = next_free_port ? LISTENER_PORT_TRIES : 1;
+    for (int i = 0; i < tries && port + (unsigned)i <= 65535; i++) {
+        fd = bind_socket(host, port + (unsigned)i, err, errlen);
+        if (fd >= 0 || errno != EADDRINUSE)
+            break;
+        log_notice("%s: port %u is in use, trying %u", url, port + (unsigned)i,
+                   port + (unsigned)i + 1);
+    }
+    if (fd < 0)
+        return NULL;
+
+    struct listener *l = calloc(1, sizeof(*l));
+    if (!l) {
+        close(fd);
+        snprintf(err, errlen, "%s: out of memory", url);
+        return NULL;
+    }
+    l->broker = b;
+    l->transport = CONN_TCP;
+    l->evl = evconnlistener_new(b->base, listener_accept_cb, l, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (!l->evl) {
+        close(fd);
+        free(l);
+        snprintf(err, errlen, "%s: cannot create the listener", url);
+        return NULL;
+    }
+    evconnlistener_set_error_cb(l->evl, listener_error_cb);
+
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
+    char addr[96];
+    getsockname(fd, (struct sockaddr *)&ss, &sslen);
+    format_address((struct sockaddr *)&ss, addr, sizeof(addr));
+    snprintf(l->url, sizeof(l->url), "tcp://%s", addr);
+    return l;
+}
+
+const char *listener_url(const struct listener *l)
+{
+    return l->url;
+}
+
+void listener_free(struct listener *l)
+{
+    if (!l)
+        return;
+    evconnlistener_free(l->evl);
+    free(l);
+}

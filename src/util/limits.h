@@ -1,0 +1,48 @@
+/*
+ * limits — the per-instance limits of SPEC §5 with their defaults.
+ *
+ * A plain value type: configuration fills one, the broker copies it into each
+ * instance. Owns nothing; any module may include it.
+ */
+#ifndef AVIARY_LIMITS_H
+#define AVIARY_LIMITS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct limits {
+    size_t max_client_id;       /* characters in a client identifier */
+    size_t max_topic_length;    /* characters in a topic name or filter */
+    size_t max_payload;         /* bytes in a PUBLISH payload */
+    size_t max_subscriptions;   /* active subscriptions per connection */
+    unsigned keepalive_min;     /* seconds; a smaller keep-alive is raised to it */
+    unsigned keepalive_max;     /* seconds; 0 or a larger keep-alive is lowered to it */
+    size_t max_queued_messages; /* QoS 1/2 messages queued for one offline session */
+    size_t max_inflight;        /* unacknowledged QoS 1/2 messages sent to one client */
+};
+
+#define LIMITS_DEFAULT_MAX_CLIENT_ID 64
+/* No configured max-client-id may exceed this (the broker keeps ids in buffers of it). */
+#define LIMITS_MAX_CLIENT_ID_BUFFER 65536
+#define LIMITS_DEFAULT_MAX_TOPIC_LENGTH 128
+#define LIMITS_DEFAULT_MAX_PAYLOAD 65536
+#define LIMITS_DEFAULT_MAX_SUBSCRIPTIONS 100
+#define LIMITS_DEFAULT_KEEPALIVE_MIN 1
+#define LIMITS_DEFAULT_KEEPALIVE_MAX 300
+#define LIMITS_DEFAULT_MAX_QUEUED_MESSAGES 1000
+#define LIMITS_DEFAULT_MAX_INFLIGHT 20
+
+/* Fill `l` with the defaults above. */
+static inline void limits_init(struct limits *l)
+{
+    l->max_client_id = LIMITS_DEFAULT_MAX_CLIENT_ID;
+    l->max_topic_length = LIMITS_DEFAULT_MAX_TOPIC_LENGTH;
+    l->max_payload = LIMITS_DEFAULT_MAX_PAYLOAD;
+    l->max_subscriptions = LIMITS_DEFAULT_MAX_SUBSCRIPTIONS;
+    l->keepalive_min = LIMITS_DEFAULT_KEEPALIVE_MIN;
+    l->keepalive_max = LIMITS_DEFAULT_KEEPALIVE_MAX;
+    l->max_queued_messages = LIMITS_DEFAULT_MAX_QUEUED_MESSAGES;
+    l->max_inflight = LIMITS_DEFAULT_MAX_INFLIGHT;
+}
+
+#endif

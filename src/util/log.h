@@ -1,0 +1,42 @@
+/*
+ * log — one line per event, to stderr or syslog, filtered by level.
+ *
+ * The only process-wide state in aviary: the level and the sink, set once by
+ * the program at start-up (log_open) before any other thread exists. Any
+ * module but codec may call log_msg().
+ */
+#ifndef AVIARY_LOG_H
+#define AVIARY_LOG_H
+
+#include <stdbool.h>
+
+enum log_level {
+    LOG_LEVEL_ERROR = 0,
+    LOG_LEVEL_WARNING = 1,
+    LOG_LEVEL_NOTICE = 2,
+    LOG_LEVEL_INFO = 3,
+    LOG_LEVEL_DEBUG = 4,
+};
+
+/* Set the threshold and the sink (`use_syslog` false: stderr). `ident` names the program. */
+void log_open(const char *ident, enum log_level level, bool use_syslog);
+
+/* Change the threshold at run time. */
+void log_set_level(enum log_level level);
+
+/* True when a message at `level` would be written (to skip building costly arguments). */
+bool log_enabled(enum log_level level);
+
+/* Parse "error", "warning", "notice", "info" or "debug". Returns the level or -1. */
+int log_level_parse(const char *name);
+
+/* Write one line at `level`; a newline is added. */
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
+#define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
+#define log_notice(...) log_msg(LOG_LEVEL_NOTICE, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * strmap — a hash map from NUL-terminated strings to pointers.
+ *
+ * The map copies each key and frees its copies; values are the caller's and
+ * are never freed by the map. Open addressing with linear probing and
+ * tombstone-free deletion (backward shift), so lookups stay short.
+ * Not thread-safe: one owner.
+ */
+#ifndef AVIARY_STRMAP_H
+#define AVIARY_STRMAP_H
+
+#include <stddef.h>
+
+struct strmap_slot {
+    char *key; /* NULL when the slot is empty */
+    void *value;
+    size_t hash;
+};
+
+struct strmap {
+    struct strmap_slot *slots;
+    size_t cap; /* a power of two, or 0 before the first insert */
+    size_t count;
+};
+
+/* An empty map needs no allocation: `struct strmap m = {0};` is valid. */
+
+/* The value stored under `key`, or NULL. */
+void *strmap_get(const struct strmap *m, const char *key);
+
+/*
+ * Store `value` under `key`, replacing any previous value (returned through
+ * *old when `old` is not NULL). Returns 0, or -ENOMEM (the map is unchanged).
+ */
+int strmap_put(struct strmap *m, const char *key, void *value, void **old);
+
+/* Remove `key`. Returns its value, or NULL when it was absent. */
+void *strmap_remove(struct strmap *m, const char *key);
+
+/* Free the map's own memory (keys and slots), not the values. */
+void strmap_clear(struct strmap *m);
+
+/* Iterate: *pos starts at 0; returns the next slot's value and key, or NULL at the end. */
+void *strmap_next(const struct strmap *m, size_t *pos, const char **key);
+
+#endif
