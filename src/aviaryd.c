@@ -37,8 +37,11 @@ struct daemon_state {
     struct broker *broker;
     struct listener **listeners;
     size_t listener_count;
-    struct event *sigterm, *sigint, *drain;
+    struct event *sigterm, *sigint, *sighup, *drain;
     int drain_ticks;
+    int argc;               /* the command line, re-read on SIGHUP */
+    char **argv;
+    const struct config *cfg; /* what is in force */
 };
 
 static void close_listeners(struct daemon_state *d)
@@ -70,6 +73,43 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
     d->drain = event_new(d->base, -1, EV_PERSIST, drain_cb, d);
     if (!d->drain || event_add(d->drain, &tick) < 0)
         event_base_loopbreak(d->base);
+}
+
+static bool same_listeners(const struct config *a, const struct config *b)
+{
+    if (a->listen_set != b->listen_set || a->listen_count != b->listen_count)
+        return false;
+    for (size_t i = 0; i < a->listen_count; i++)
+        if (strcmp(a->listen[i], b->listen[i]) != 0)
+            return false;
+    return true;
+}
+
+/*
+ * SIGHUP: read the command line and the configuration file again and apply
+ * what can change at run time: the log level and the limits (for decisions
+ * from now on). Listeners and the mode need a restart, and the log says so.
+ */
+static void reload_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct daemon_state *d = arg;
+    struct config next;
+    enum config_action action;
+    char err[512];
+
+    config_init(&next);
+    if (config_parse_args(&next, d->argc, d->argv, &action, err, sizeof(err)) < 0 ||
+        config_validate(&next, err, sizeof(err)) < 0) {
+        log_error("SIGHUP: configuration not reloaded: %s", err);
+        config_free(&next);
+        return;
+    }
+    log_set_level((enum log_level)next.log_level);
+    broker_set_limits(d->broker, &next.limits);
+    if (!same_listeners(d->cfg, &next) || next.mode != d->cfg->mode)
+        log_warning("SIGHUP: listen and mode changes take effect at the next start");
+    log_notice("SIGHUP: configuration reloaded (log level and limits)");
+    config_free(&next);
 }
 
 static int open_listeners(struct daemon_state *d, const struct config *cfg)
@@ -139,7 +179,7 @@ int main(int argc, char **argv)
     struct config cfg;
     enum config_action action;
     char err[512];
-    struct daemon_state d = {0};
+    struct daemon_state d = {.argc = argc, .argv = argv, .cfg = &cfg};
     int status = EXIT_RUNTIME;
 
     config_init(&cfg);
@@ -181,15 +221,17 @@ int main(int argc, char **argv)
         log_error("cannot start: out of memory");
         goto out;
     }
-    if (open_listeners(&d, &cfg) < 0) {
-        status = EXIT_LISTEN;
-        goto out;
-    }
+    /* Signals first: a supervisor may signal us as soon as we say we listen. */
     d.sigterm = evsignal_new(d.base, SIGTERM, stop_cb, &d);
     d.sigint = evsignal_new(d.base, SIGINT, stop_cb, &d);
-    if (!d.sigterm || !d.sigint || event_add(d.sigterm, NULL) < 0 ||
-        event_add(d.sigint, NULL) < 0) {
+    d.sighup = evsignal_new(d.base, SIGHUP, reload_cb, &d);
+    if (!d.sigterm || !d.sigint || !d.sighup || event_add(d.sigterm, NULL) < 0 ||
+        event_add(d.sigint, NULL) < 0 || event_add(d.sighup, NULL) < 0) {
         log_error("cannot install signal handlers");
+        goto out;
+    }
+    if (open_listeners(&d, &cfg) < 0) {
+        status = EXIT_LISTEN;
         goto out;
     }
     if (cfg.pid_file && write_pid_file(cfg.pid_file) < 0)
@@ -212,6 +254,8 @@ out:
         event_free(d.sigterm);
     if (d.sigint)
         event_free(d.sigint);
+    if (d.sighup)
+        event_free(d.sighup);
     if (d.drain)
         event_free(d.drain);
     if (d.base)

@@ -74,6 +74,12 @@ void broker_free(struct broker *b)
     free(b);
 }
 
+void broker_set_limits(struct broker *b, const struct limits *limits)
+{
+    b->limits = *limits;
+    b->local->limits = *limits;
+}
+
 struct instance *broker_instance_for(struct broker *b, const char *username)
 {
     return b->local;

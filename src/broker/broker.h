@@ -57,6 +57,12 @@ void broker_close_all(struct broker *b, const char *reason);
 /* Queue a closed conn for freeing on the next loop iteration. */
 void broker_reap_later(struct broker *b, struct conn *c);
 
+/*
+ * Replace the limits of the broker and its instances (SIGHUP). They govern
+ * decisions from now on; nothing already accepted is undone.
+ */
+void broker_set_limits(struct broker *b, const struct limits *limits);
+
 /* The instance a new connection belongs to (desktop: the local instance). */
 struct instance *broker_instance_for(struct broker *b, const char *username);
 

@@ -281,10 +281,7 @@ static size_t conn_max_packet(const struct conn *c)
 
 static void conn_dispatch(struct conn *c, const struct mqtt_packet *p)
 {
-    if (c->state == CONN_AWAIT_CONNECT && p->type != MQTT_CONNECT) {
-        conn_close(c, "first packet is type %d, not CONNECT", p->type);
-        return;
-    }
+    /* conn_read_cb has made sure the first packet is a CONNECT. */
     switch (p->type) {
     case MQTT_CONNECT:
         if (c->state != CONN_AWAIT_CONNECT) {
@@ -354,9 +351,16 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         size_t header_len;
         uint32_t remaining;
 
-        if (avail < 2)
+        if (avail == 0)
             return;
         evbuffer_copyout(in, head, n);
+        /* Not MQTT at all (an HTTP request, say): no need to wait for a length. */
+        if (c->state == CONN_AWAIT_CONNECT && head[0] != (MQTT_CONNECT << 4)) {
+            conn_close(c, "first packet is not CONNECT (first byte 0x%02x)", head[0]);
+            return;
+        }
+        if (avail < 2)
+            return;
         int rc = codec_frame(head, n, &type_flags, &header_len, &remaining);
         if (rc == CODEC_INCOMPLETE)
             return;

@@ -713,6 +713,12 @@ out:
     return rc;
 }
 
+static bool url_has_port_zero(const char *url)
+{
+    size_t n = strlen(url);
+    return n >= 2 && strcmp(url + n - 2, ":0") == 0;
+}
+
 int config_validate(const struct config *c, char *err, size_t errlen)
 {
     const struct limits *l = &c->limits;
@@ -720,10 +726,13 @@ int config_validate(const struct config *c, char *err, size_t errlen)
     if (l->keepalive_min > l->keepalive_max)
         return fail(err, errlen, "keepalive-min (%u) is greater than keepalive-max (%u)",
                     l->keepalive_min, l->keepalive_max);
-    /* The second bind of the same address would fail later with a less helpful message. */
+    /*
+     * The second bind of the same address would fail later with a less helpful
+     * message. Port 0 asks for any free port, so it may well appear twice.
+     */
     for (size_t i = 0; i < c->listen_count; i++)
         for (size_t j = 0; j < i; j++)
-            if (strcmp(c->listen[i], c->listen[j]) == 0)
+            if (strcmp(c->listen[i], c->listen[j]) == 0 && !url_has_port_zero(c->listen[i]))
                 return fail(err, errlen, "listen: '%s' given twice", c->listen[i]);
     return 0;
 }

@@ -1249,6 +1249,20 @@ START_TEST(test_validate_duplicate_listener)
 }
 END_TEST
 
+START_TEST(test_validate_port_zero_may_repeat)
+{
+    struct config c;
+    char err[ERRLEN] = "";
+
+    /* Port 0 means "any free port": two of them are two different listeners. */
+    config_init(&c);
+    ck_assert_int_eq(config_set(&c, "listen", "tcp://127.0.0.1:0", err, sizeof(err)), 0);
+    ck_assert_int_eq(config_set(&c, "listen", "tcp://127.0.0.1:0", err, sizeof(err)), 0);
+    ck_assert_int_eq(config_validate(&c, err, sizeof(err)), 0);
+    config_free(&c);
+}
+END_TEST
+
 START_TEST(test_usage_lists_every_directive_with_its_default)
 {
     static const char *const lines[] = {
@@ -1452,6 +1466,7 @@ static Suite *config_suite(void)
     tc = tcase_create("validate-usage-sample");
     tcase_add_test(tc, test_validate_keepalive_order);
     tcase_add_test(tc, test_validate_duplicate_listener);
+    tcase_add_test(tc, test_validate_port_zero_may_repeat);
     tcase_add_test(tc, test_usage_lists_every_directive_with_its_default);
     tcase_add_test(tc, test_sample_configuration_loads);
     tcase_add_test(tc, test_sample_configuration_commented_values_are_valid);

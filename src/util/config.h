@@ -1,0 +1,99 @@
+/*
+ * config — aviaryd's settings from the command line and the configuration file.
+ *
+ * Every directive of the file is also a long option and every long option a
+ * directive: "listen tcp://0.0.0.0:1883" in a file is "--listen
+ * tcp://0.0.0.0:1883" on the command line. The file named by -c is read first
+ * and the other options override it (list directives such as `listen` given on
+ * the command line replace the file's list). Errors name the file, the line and
+ * the reason.
+ *
+ * struct config owns all its strings; config_free() releases them. Only the
+ * programs (aviaryd, later aviaryctl) call this module.
+ */
+#ifndef AVIARY_CONFIG_H
+#define AVIARY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "util/limits.h"
+
+enum config_mode {
+    CONFIG_MODE_DESKTOP = 0,
+    CONFIG_MODE_CLOUD = 1,
+};
+
+struct config {
+    char **listen;         /* listener URLs, e.g. "tcp://127.0.0.1:1883" */
+    size_t listen_count;
+    bool listen_set;       /* listen given explicitly (desktop defaults otherwise) */
+    enum config_mode mode;
+    char *db;              /* sqlite path, NULL = none yet */
+    struct limits limits;
+    int log_level;         /* enum log_level */
+    bool syslog;           /* log to syslog instead of stderr */
+    bool daemonize;        /* -d */
+    char *pid_file;        /* written after start, removed at exit; NULL = none */
+    char *config_file;     /* the -c argument, NULL if none */
+};
+
+/* What the command line asks the program to do. */
+enum config_action {
+    CONFIG_RUN = 0,
+    CONFIG_HELP = 1,    /* -h / --help: print config_usage() and exit 0 */
+    CONFIG_VERSION = 2, /* -V / --version: print the version and exit 0 */
+};
+
+/* Fill `c` with the defaults (desktop mode, SPEC limits, log level notice). */
+void config_init(struct config *c);
+
+/* Release everything `c` owns; `c` may be reused after config_init(). */
+void config_free(struct config *c);
+
+/*
+ * Apply one directive `name` (without "--") with `value` (NULL for a flag such
+ * as `daemonize`). Returns 0, or -1 with a reason in `err` (size `errlen`),
+ * e.g. "max-payload: not a number: 12x".
+ */
+int config_set(struct config *c, const char *name, const char *value, char *err, size_t errlen);
+
+/*
+ * Read a configuration file: one directive per line, "name value", '#' starts
+ * a comment, blank lines are ignored, values may be quoted with "...".
+ * Returns 0, or -1 with "FILE:LINE: reason" in `err`.
+ */
+int config_load_file(struct config *c, const char *path, char *err, size_t errlen);
+
+/*
+ * Parse the whole command line: short options -c FILE, -v (raise the log
+ * level to info; twice: debug), -d, -h, -V, and every directive as --name
+ * VALUE or --name=VALUE. Loads -c first, then applies the rest.
+ * Sets *action. Returns 0, or -1 with a reason in `err`.
+ */
+int config_parse_args(struct config *c, int argc, char **argv, enum config_action *action,
+                      char *err, size_t errlen);
+
+/* Check cross-directive consistency after parsing (e.g. keepalive-min <= keepalive-max). */
+int config_validate(const struct config *c, char *err, size_t errlen);
+
+/* Print the usage text, listing every directive, to `out`. */
+void config_usage(FILE *out, const char *progname);
+
+/* A listener URL split into its parts. */
+struct config_url {
+    char scheme[4]; /* "tcp", "tls", "ws" or "wss" */
+    char host[256]; /* name or address; an IPv6 literal without its brackets */
+    unsigned port;  /* 0 = any free port */
+};
+
+/*
+ * Split `url` ("SCHEME://HOST:PORT", IPv6 as "tcp://[::1]:1883") into `out`.
+ * `listen` accepts exactly the URLs this accepts, so a program may call it on
+ * every entry of config.listen without checking the result again.
+ * Returns 0, or -1 with the reason in `err`, e.g. "missing port".
+ */
+int config_url_parse(const char *url, struct config_url *out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,282 @@
+#!/usr/bin/python3
+"""aviaryd's command line, configuration file, listeners and SIGTERM."""
+
+import atexit
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from aviary_test import (  # noqa: E402
+    HOST, Broker, PahoClient, Skip, aviaryd_path, check, check_equal, publish_packet,
+    raw_connect, run, run_tests, source_dir, unique, wait_for)
+
+# Every one-shot invocation also gets a port-0 listener, so that a daemon which
+# wrongly starts serving cannot collide with anything.
+ANY_PORT = ["--listen", "tcp://%s:0" % HOST]
+
+
+def _aviaryd(*args, timeout=5.0):
+    r = run([aviaryd_path()] + list(args), timeout=timeout)
+    return r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
+
+
+def _config(text):
+    d = tempfile.mkdtemp(prefix="aviary-conf-")
+    atexit.register(shutil.rmtree, d, True)
+    path = os.path.join(d, "aviary.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def _package_version():
+    with open(os.path.join(source_dir(), "configure.ac")) as f:
+        m = re.search(r"AC_INIT\(\[[^\]]*\],\s*\[([^\]]+)\]", f.read())
+    return m.group(1) if m else None
+
+
+def test_help_exits_0():
+    for opt in ("-h", "--help"):
+        rc, out, err = _aviaryd(opt)
+        check_equal(rc, 0, "exit status of aviaryd %s (stderr: %r)" % (opt, err[-500:]))
+        text = out + err
+        for word in ("listen", "max-payload", "keepalive-max", "log-level"):
+            check(word in text, "aviaryd %s does not mention %r:\n%s" % (opt, word, text))
+
+
+def test_version_exits_0():
+    version = _package_version()
+    for opt in ("-V", "--version"):
+        rc, out, err = _aviaryd(opt)
+        check_equal(rc, 0, "exit status of aviaryd %s" % opt)
+        check(version and version in out + err,
+              "aviaryd %s prints %r, not the package version %r" % (opt, out + err, version))
+
+
+def test_unknown_option_exits_1():
+    rc, out, err = _aviaryd(*ANY_PORT, "--no-such-option", "3")
+    check_equal(rc, 1, "exit status for an unknown option (stderr %r)" % err)
+    check("no-such-option" in err, "stderr does not name the unknown option: %r" % err)
+
+
+def test_bad_option_values_exit_1():
+    for args, name in ((["--max-payload", "12x"], "max-payload"),
+                       (["--max-subscriptions", "-5"], "max-subscriptions"),
+                       (["--log-level", "loudest"], "log-level"),
+                       (["--listen", "carrier-pigeon://nowhere"], "listen")):
+        rc, out, err = _aviaryd(*(ANY_PORT + args))
+        check_equal(rc, 1, "exit status for %s (stderr %r)" % (" ".join(args), err))
+        check(name in err, "stderr does not name %r for %s: %r" % (name, " ".join(args), err))
+
+
+def test_inconsistent_keepalive_limits_refused():
+    rc, out, err = _aviaryd(*ANY_PORT, "--keepalive-min", "10", "--keepalive-max", "5")
+    check_equal(rc, 1, "exit status for --keepalive-min 10 --keepalive-max 5 (stderr %r)" % err)
+    check("keepalive" in err, "stderr does not say which setting is wrong: %r" % err)
+
+
+def test_bad_config_line_names_file_line_and_reason():
+    path = _config("# a test configuration\n\nno-such-directive 5\nmax-payload 100\n")
+    rc, out, err = _aviaryd(*ANY_PORT, "-c", path)
+    check_equal(rc, 1, "exit status for an unknown directive on line 3 (stderr %r)" % err)
+    check(re.search(re.escape(path) + r"(:| line |, line )3\b", err),
+          "stderr does not name %s line 3: %r" % (path, err))
+    check("no-such-directive" in err or "unknown" in err.lower(),
+          "stderr gives no reason: %r" % err)
+
+
+def test_bad_config_value_names_file_line_and_directive():
+    path = _config("max-payload 100\nmax-topic-length lots\n")
+    rc, out, err = _aviaryd(*ANY_PORT, "-c", path)
+    check_equal(rc, 1, "exit status for a bad value on line 2 (stderr %r)" % err)
+    check(re.search(re.escape(path) + r"(:| line |, line )2\b", err),
+          "stderr does not name %s line 2: %r" % (path, err))
+    check("max-topic-length" in err, "stderr does not name the directive: %r" % err)
+
+
+def test_missing_config_file():
+    path = "/nonexistent-%s/aviary.conf" % unique("d")
+    rc, out, err = _aviaryd(*ANY_PORT, "-c", path)
+    check_equal(rc, 1, "exit status with a missing configuration file (aviaryd(8): 1)")
+    check(path in err, "stderr does not name the missing file: %r" % err)
+
+
+def _payload_limit_is(b, accepted, refused):
+    c, _ = raw_connect(b.port, unique("ok"))
+    c.publish("cf/t", b"a" * accepted, qos=1)
+    bad, _ = raw_connect(b.port, unique("big"))
+    bad.send(publish_packet("cf/t", b"a" * refused, qos=1, pid=1))
+    got = bad.expect_closed(5, "a %d-byte payload to be refused" % refused)
+    check(not got, "a %d-byte payload was answered: %r" % (refused, got))
+
+
+def test_config_file_is_applied():
+    path = _config("# limits for the test\nmax-payload 100   # bytes\n\n")
+    with Broker("-c", path) as b:
+        _payload_limit_is(b, 100, 101)
+
+
+def test_command_line_overrides_config_file():
+    path = _config("max-payload 100\n")
+    with Broker("-c", path, "--max-payload", "200") as b:
+        _payload_limit_is(b, 200, 201)
+
+
+def test_option_equals_form():
+    with Broker("--max-payload=300") as b:
+        _payload_limit_is(b, 300, 301)
+
+
+def test_sample_configuration_file_is_valid():
+    sample = os.path.join(source_dir(), "etc", "aviary.conf")
+    if not os.path.exists(sample):
+        raise Skip("no etc/aviary.conf in the source tree")
+    with Broker("-c", sample) as b:
+        c, _ = raw_connect(b.port, unique("sample"))
+        c.ping()
+
+
+def test_port_0_prints_the_real_port():
+    with Broker() as b:
+        check(b.port and b.port != 0, "listening line gives port %r" % b.port)
+        check_equal(b.stdout_lines[0], "listening on tcp://%s:%d" % (HOST, b.port),
+                    "first line on stdout")
+        c, _ = raw_connect(b.port, unique("c"))
+        c.ping()
+
+
+def _free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((HOST, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_two_listeners_share_one_broker():
+    with Broker("--listen", "tcp://%s:%d" % (HOST, _free_port())) as b:
+        wait_for(lambda: len(b.tcp_ports()) >= 2, 5, what="two `listening on` lines")
+        p1, p2 = b.tcp_ports()[:2]
+        check(p1 != p2, "two listeners on the same port %d" % p1)
+        s, _ = raw_connect(p1, unique("s"))
+        s.subscribe([("two/t", 1)])
+        c, _ = raw_connect(p2, unique("p"))
+        c.publish("two/t", b"across", qos=1)
+        check_equal(s.receive().payload, b"across", "message across two listeners")
+
+
+def test_sigterm_exits_0_and_closes_clients():
+    with Broker() as b:
+        raw, _ = raw_connect(b.port, unique("raw"))
+        paho = PahoClient(b.port, unique("paho"))
+        try:
+            rc, elapsed = b.terminate(5)
+            check_equal(rc, 0, "exit status after SIGTERM")
+            check(elapsed < 3, "aviaryd took %.1f s to exit after SIGTERM" % elapsed)
+            raw.expect_closed(3, "the client connection to be closed on SIGTERM")
+            check(paho.disconnected.wait(3), "the paho client did not see its connection close")
+        finally:
+            paho.close()
+
+
+def test_explicit_listen_on_a_busy_port_exits_2():
+    """The fallback to a free port is only for the default listener (aviaryd(8): status 2)."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.bind((HOST, 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        rc, out, err = _aviaryd("--listen", "tcp://%s:%d" % (HOST, port))
+        check_equal(rc, 2, "exit status when --listen names a port in use (stderr %r)" % err)
+        check(str(port) in err, "stderr does not name the busy address: %r" % err)
+        check("listening on" not in out, "aviaryd printed %r" % out)
+    finally:
+        holder.close()
+
+
+def _payload_accepted(port, size):
+    c, _ = raw_connect(port, unique("hup"))
+    with c:
+        c.send(publish_packet("hup/t", b"h" * size, qos=1, pid=1))
+        try:
+            c.read_packet(3)
+            return True
+        except Exception:
+            return False
+
+
+def test_sighup_reloads_limits_from_the_file():
+    path = _config("max-payload 100\n")
+    with Broker("-c", path) as b:
+        check(not _payload_accepted(b.port, 150), "150 bytes accepted with max-payload 100")
+        with open(path, "w") as f:
+            f.write("max-payload 200\n")
+        b.send_signal(signal.SIGHUP)
+        wait_for(lambda: _payload_accepted(b.port, 150), 5,
+                 what="a 150-byte payload to be accepted after max-payload 200 and SIGHUP")
+        c, _ = raw_connect(b.port, unique("after"))
+        c.ping()
+
+
+def test_sighup_with_a_broken_file_keeps_running_config():
+    path = _config("max-payload 200\n")
+    with Broker("-c", path) as b:
+        mark = b.log_mark()
+        with open(path, "w") as f:
+            f.write("max-payload 200\nthis is not a directive\n")
+        b.send_signal(signal.SIGHUP)
+        b.wait_log(re.escape(path), since=mark, timeout=5)
+        b.check_alive()
+        check(_payload_accepted(b.port, 150), "150 bytes refused after a failed reload")
+        check(not _payload_accepted(b.port, 250), "250 bytes accepted after a failed reload")
+
+
+def test_sigint_exits_0():
+    with Broker() as b:
+        c, _ = raw_connect(b.port, unique("int"))
+        b.send_signal(signal.SIGINT)
+        c.expect_closed(3, "the client connection to be closed on SIGINT")
+        rc, _ = b.terminate(5)  # already exiting; SIGTERM again is harmless
+        check_equal(rc, 0, "exit status after SIGINT")
+
+
+def test_default_listener_falls_back_when_1883_is_taken():
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        try:
+            holder.bind((HOST, 1883))
+            holder.listen(1)
+        except OSError:
+            raise Skip("port 1883 is used by another program; cannot take it for the test")
+        with Broker(listen=None) as b:
+            check(b.port != 1883, "aviaryd says it listens on 1883, which the test holds")
+            check(1883 < b.port < 1983, "fallback port %d is not a next free port after 1883"
+                  % b.port)
+            c, _ = raw_connect(b.port, unique("fb"))
+            c.ping()
+    finally:
+        holder.close()
+
+
+def test_default_listener_is_1883_when_free():
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind((HOST, 1883))
+    except OSError:
+        raise Skip("port 1883 is used by another program")
+    finally:
+        probe.close()
+    with Broker(listen=None) as b:
+        check_equal(b.port, 1883, "default TCP port")
+        c, _ = raw_connect(b.port, unique("d"))
+        c.ping()
+
+
+if __name__ == "__main__":
+    run_tests(globals())
