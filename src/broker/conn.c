@@ -269,14 +269,45 @@ out:
     return rc;
 }
 
-/* The largest remaining length any packet may announce before we refuse to buffer it. */
-static size_t conn_max_packet(const struct conn *c)
+/* Room for MQTT 5 properties in any one packet, beyond what the limits account for. */
+#define CONN_PROPERTY_ROOM 1024
+/* Acknowledgements, pings and the rest: a few bytes in MQTT 3.1.1, never this many. */
+#define CONN_MAX_CONTROL_PACKET 65536
+
+/*
+ * The largest remaining length a packet of `type` may announce before we
+ * refuse to buffer it: the most that a packet within every limit can need.
+ * Sets *what to the limit to name in the log.
+ */
+static size_t conn_max_packet(const struct conn *c, uint8_t type, const char **what)
 {
     const struct limits *l = &c->broker->limits;
+    /* A string field on the wire: 2-byte length, then at most 65535 bytes. */
+    const size_t any_string = 2 + 65535;
+
     if (c->session)
         l = &c->session->instance->limits;
-    /* A PUBLISH: topic length prefix and topic, packet id, payload; plus property room. */
-    return l->max_payload + 2 + l->max_topic_length + 2 + 1024;
+    switch (type) {
+    case MQTT_PUBLISH:
+        *what = "max-payload";
+        return 2 + l->max_topic_length + 2 + l->max_payload + CONN_PROPERTY_ROOM;
+    case MQTT_CONNECT:
+        /* Fixed part; client id (4 bytes per UTF-8 character at most); will; credentials. */
+        *what = "max-client-id, max-topic-length and max-payload";
+        return 10 + 2 * CONN_PROPERTY_ROOM + 2 + 4 * l->max_client_id + 2 +
+               l->max_topic_length + 2 + l->max_payload + 2 * any_string;
+    case MQTT_SUBSCRIBE:
+    case MQTT_UNSUBSCRIBE: {
+        /* Enough for every allowed subscription at full length, and never less than 64 KB. */
+        size_t filters = l->max_subscriptions * (3 + l->max_topic_length);
+        *what = "max-subscriptions and max-topic-length";
+        return 2 + CONN_PROPERTY_ROOM +
+               (filters > CONN_MAX_CONTROL_PACKET ? filters : CONN_MAX_CONTROL_PACKET);
+    }
+    default:
+        *what = "the control packet size";
+        return CONN_MAX_CONTROL_PACKET;
+    }
 }
 
 static void conn_dispatch(struct conn *c, const struct mqtt_packet *p)
@@ -369,11 +400,12 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
             return;
         }
         /* Refuse oversized packets before buffering them. */
-        if (remaining > conn_max_packet(c)) {
-            conn_close(c, "packet of %lu bytes exceeds the limit (max-payload %zu bytes)",
-                       (unsigned long)remaining,
-                       c->session ? c->session->instance->limits.max_payload
-                                  : c->broker->limits.max_payload);
+        const char *limit;
+        size_t max = conn_max_packet(c, type_flags >> 4, &limit);
+        if (remaining > max) {
+            conn_close(c, "packet of type %d with %lu bytes exceeds %zu bytes, the most that %s "
+                          "allow",
+                       type_flags >> 4, (unsigned long)remaining, max, limit);
             return;
         }
         size_t total = header_len + remaining;

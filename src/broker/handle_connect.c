@@ -41,6 +41,15 @@ static void generate_client_id(struct conn *c, char *out, size_t size)
     snprintf(out, size, "auto-%08x%llx", salt, (unsigned long long)c->id);
 }
 
+/* Characters in valid UTF-8 (the codec has checked it): every byte but continuation bytes. */
+static size_t utf8_length(const uint8_t *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += (s[i] & 0xc0) != 0x80;
+    return n;
+}
+
 static unsigned clamp_keepalive(unsigned requested, const struct limits *l)
 {
     if (requested == 0 || requested > l->keepalive_max)
@@ -56,8 +65,9 @@ static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct
     int rc = topic_check_name((const char *)ck->will_topic.data, ck->will_topic.len,
                               l->max_topic_length);
     if (rc < 0) {
-        conn_close(c, "will topic refused: %s (max-topic-length %zu)", topic_strerror(rc),
-                   l->max_topic_length);
+        char why[96];
+        topic_describe(rc, ck->will_topic.len, l->max_topic_length, why, sizeof(why));
+        conn_close(c, "will topic refused: %s", why);
         return -1;
     }
     if (ck->will_payload.len > l->max_payload) {
@@ -85,7 +95,6 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     const struct mqtt_connect *ck = &p->u.connect;
     struct broker *b = c->broker;
     char client_id[LIMITS_MAX_CLIENT_ID_BUFFER];
-    size_t id_len;
 
     c->version = ck->version;
     if (ck->version == MQTT_V5) {
@@ -101,10 +110,11 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     struct instance *inst = broker_instance_for(b, username);
     const struct limits *l = &inst->limits;
 
-    if (ck->client_id.len > l->max_client_id || ck->client_id.len >= sizeof(client_id)) {
+    size_t id_chars = utf8_length(ck->client_id.data, ck->client_id.len);
+    if (id_chars > l->max_client_id || ck->client_id.len >= sizeof(client_id)) {
         char why[96];
-        snprintf(why, sizeof(why), "client id of %zu characters is longer than %zu",
-                 ck->client_id.len, l->max_client_id);
+        snprintf(why, sizeof(why), "client id of %zu characters is longer than max-client-id %zu",
+                 id_chars, l->max_client_id);
         refuse(c, MQTT_CONNACK_ID_REJECTED, why);
         return;
     }
@@ -120,12 +130,8 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
         memcpy(client_id, ck->client_id.data, ck->client_id.len);
         client_id[ck->client_id.len] = '\0';
     }
-    /* The log copy: truncated, which only matters for ids longer than any log line wants. */
-    id_len = strlen(client_id);
-    if (id_len >= sizeof(c->client_id))
-        id_len = sizeof(c->client_id) - 1;
-    memcpy(c->client_id, client_id, id_len);
-    c->client_id[id_len] = '\0';
+    /* The log's copy: escaped, so an id cannot forge log lines, and truncated to fit. */
+    log_escape(client_id, strlen(client_id), c->client_id, sizeof(c->client_id));
 
     if (ck->will && take_will(c, ck, l) < 0)
         return;
@@ -133,7 +139,7 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     /* Take-over: the same client id in the same instance closes the older connection. */
     struct session *s = strmap_get(&inst->sessions, client_id);
     if (s && s->conn) {
-        log_notice("client %s: taken over by a new connection from %s", client_id,
+        log_notice("client %s: taken over by a new connection from %s", c->client_id,
                    c->meta.peer);
         conn_close(s->conn, "taken over by a new connection with the same client id");
         s = strmap_get(&inst->sessions, client_id); /* gone if it was a clean session */
@@ -162,7 +168,7 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     bufferevent_set_timeouts(c->bev, &idle, NULL);
 
     connack(c, MQTT_CONNACK_ACCEPTED, session_present);
-    log_info("client %s connected from %s (MQTT %s, clean %d, keep-alive %u s%s)", client_id,
+    log_info("client %s connected from %s (MQTT %s, clean %d, keep-alive %u s%s)", c->client_id,
              c->meta.peer, ck->version == MQTT_V31 ? "3.1" : "3.1.1", ck->clean, c->keepalive,
              session_present ? ", session resumed" : "");
     if (session_present)

@@ -36,9 +36,10 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
     /* MQTT 3.1.1 has no way to refuse one PUBLISH: a topic we cannot accept ends the connection. */
     int rc = topic_check_name((const char *)pub->topic.data, pub->topic.len, l->max_topic_length);
     if (rc < 0) {
-        conn_close(c, "PUBLISH topic '%.*s' refused: %s (max-topic-length %zu)",
-                   (int)(pub->topic.len > 200 ? 200 : pub->topic.len),
-                   (const char *)pub->topic.data, topic_strerror(rc), l->max_topic_length);
+        char why[96], shown[160];
+        topic_describe(rc, pub->topic.len, l->max_topic_length, why, sizeof(why));
+        log_escape(pub->topic.data, pub->topic.len, shown, sizeof(shown));
+        conn_close(c, "PUBLISH topic '%s' refused: %s", shown, why);
         return;
     }
     if (pub->payload.len > l->max_payload) {

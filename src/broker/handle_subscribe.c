@@ -22,14 +22,15 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e,
     struct session *s = c->session;
     const struct limits *l = &s->instance->limits;
     uint8_t qos = e->options & 3;
-    const char *raw = (const char *)e->filter.data;
-    int len = (int)(e->filter.len > 200 ? 200 : e->filter.len);
+    char shown[160];
 
     granted->filter = NULL;
-    int rc = topic_check_filter(raw, e->filter.len, l->max_topic_length);
+    log_escape(e->filter.data, e->filter.len, shown, sizeof(shown));
+    int rc = topic_check_filter((const char *)e->filter.data, e->filter.len, l->max_topic_length);
     if (rc < 0) {
-        log_notice("client %s: SUBSCRIBE '%.*s' refused: %s (max-topic-length %zu)",
-                   c->client_id, len, raw, topic_strerror(rc), l->max_topic_length);
+        char why[96];
+        topic_describe(rc, e->filter.len, l->max_topic_length, why, sizeof(why));
+        log_notice("client %s: SUBSCRIBE '%s' refused: %s", c->client_id, shown, why);
         return MQTT_SUBACK_FAILURE;
     }
     bool slash;
@@ -37,9 +38,9 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e,
     if (!filter)
         goto oom;
     if (!session_sub_exists(s, filter) && s->sub_count >= l->max_subscriptions) {
-        log_notice("client %s: SUBSCRIBE '%.*s' refused: already %zu subscriptions "
+        log_notice("client %s: SUBSCRIBE '%s' refused: already %zu subscriptions "
                    "(max-subscriptions %zu)",
-                   c->client_id, len, raw, s->sub_count, l->max_subscriptions);
+                   c->client_id, shown, s->sub_count, l->max_subscriptions);
         free(filter);
         return MQTT_SUBACK_FAILURE;
     }
@@ -52,14 +53,14 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e,
             topic_tree_unsubscribe(s->instance->tree, filter, s);
         goto oom_free;
     }
-    log_debug("client %s: subscribed to '%.*s' at QoS %u", c->client_id, len, raw, qos);
+    log_debug("client %s: subscribed to '%s' at QoS %u", c->client_id, shown, qos);
     granted->filter = filter;
     granted->leading_slash = slash;
     return qos;
 oom_free:
     free(filter);
 oom:
-    log_error("client %s: out of memory subscribing to '%.*s'", c->client_id, len, raw);
+    log_error("client %s: out of memory subscribing to '%s'", c->client_id, shown);
     return MQTT_SUBACK_FAILURE;
 }
 

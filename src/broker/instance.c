@@ -69,7 +69,7 @@ static void instance_collect_match(void *ctx, const struct topic_sub *sub)
         size_t cap = b->match_cap ? b->match_cap * 2 : 64;
         struct broker_match *matches = realloc(b->matches, cap * sizeof(*matches));
         if (!matches) {
-            log_error("out of memory routing a message to %s", s->client_id);
+            log_error("out of memory routing a message to %s", s->log_id);
             return;
         }
         b->matches = matches;

@@ -20,6 +20,7 @@ struct session *session_new(struct instance *inst, const char *client_id, bool c
         free(s);
         return NULL;
     }
+    log_escape(client_id, strlen(client_id), s->log_id, sizeof(s->log_id));
     s->instance = inst;
     s->clean = clean;
     return s;
@@ -172,7 +173,7 @@ void session_deliver(struct session *s, struct message *m, uint8_t qos, bool lea
     }
     struct outgoing *o = calloc(1, sizeof(*o));
     if (!o) {
-        log_error("client %s: out of memory queueing a message on %s", s->client_id, m->topic);
+        log_error("client %s: out of memory queueing a message on %s", s->log_id, m->topic);
         return;
     }
     o->msg = message_ref(m);
@@ -191,7 +192,7 @@ void session_deliver(struct session *s, struct message *m, uint8_t qos, bool lea
             if (s->dropped++ % 1000 == 0)
                 log_warning("client %s: queue full (max-queued-messages %zu), dropping the "
                             "oldest message (%llu dropped so far)",
-                            s->client_id, s->instance->limits.max_queued_messages,
+                            s->log_id, s->instance->limits.max_queued_messages,
                             (unsigned long long)s->dropped);
             outgoing_free_list(oldest);
         }

@@ -50,6 +50,7 @@ struct outgoing {
 struct session {
     struct instance *instance;
     char *client_id;          /* owned */
+    char log_id[80];          /* client_id escaped and truncated for the log */
     bool clean;               /* discard when the connection ends */
     struct conn *conn;        /* NULL while offline */
 

@@ -19,6 +19,7 @@
 #include "broker/topic.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -42,6 +43,14 @@ const char *topic_strerror(int err)
     default:
         return "unknown topic error";
     }
+}
+
+void topic_describe(int err, size_t len, size_t max_len, char *out, size_t size)
+{
+    if (err == TOPIC_E_TOO_LONG)
+        snprintf(out, size, "%zu characters, longer than max-topic-length %zu", len, max_len);
+    else
+        snprintf(out, size, "%s", topic_strerror(err));
 }
 
 /* The SPEC §3 set, without the wildcards; spelled out so no locale can widen it. */

@@ -33,6 +33,13 @@ enum topic_err {
 const char *topic_strerror(int err);
 
 /*
+ * Describe a failed check for the log: "201 characters, longer than
+ * max-topic-length 128" for TOPIC_E_TOO_LONG (given the topic's `len` and the
+ * limit), topic_strerror(err) otherwise. Writes a NUL-terminated line to `out`.
+ */
+void topic_describe(int err, size_t len, size_t max_len, char *out, size_t size);
+
+/*
  * Check a topic name (PUBLISH) of `len` bytes: not empty, at most `max_len`
  * characters, only the allowed characters, no `+`, `#` or `*`.
  * Returns TOPIC_OK or a negative enum topic_err.

@@ -65,3 +65,36 @@ void log_msg(enum log_level level, const char *fmt, ...)
     fprintf(stderr, "%s.%03ld %s[%s] %s\n", stamp, (long)(tv.tv_usec / 1000), log_ident,
             level_names[level], line);
 }
+
+char *log_escape(const void *data, size_t len, char *out, size_t size)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = data;
+    size_t o = 0;
+
+    if (size == 0)
+        return out;
+    for (size_t i = 0; i < len; i++) {
+        bool plain = p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\';
+        size_t need = plain ? 1 : 4;
+        /* Keep room for "..." and the NUL in case this is not the last byte. */
+        if (o + need + 4 > size) {
+            if (size >= 4) {
+                o = o + 4 > size ? size - 4 : o;
+                memcpy(out + o, "...", 3);
+                o += 3;
+            }
+            break;
+        }
+        if (plain) {
+            out[o++] = (char)p[i];
+        } else {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[p[i] >> 4];
+            out[o++] = hex[p[i] & 15];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}

@@ -9,6 +9,7 @@
 #define AVIARY_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_level {
     LOG_LEVEL_ERROR = 0,
@@ -32,6 +33,14 @@ int log_level_parse(const char *name);
 
 /* Write one line at `level`; a newline is added. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Copy `len` bytes of untrusted text (a topic, a client id) into `out` for a
+ * log line: printable ASCII as it is, everything else as \xHH, so no client
+ * can forge a line or a terminal escape. Truncates to fit `size`, ending
+ * with "..." then. Returns `out`.
+ */
+char *log_escape(const void *data, size_t len, char *out, size_t size);
 
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)

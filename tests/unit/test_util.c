@@ -1,0 +1,134 @@
+/* Unit tests of src/util: the string map and the log's escaping of client text. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+#include "util/strmap.h"
+
+START_TEST(test_strmap_empty_map_needs_no_setup)
+{
+    struct strmap m = {0};
+    size_t pos = 0;
+
+    ck_assert_ptr_null(strmap_get(&m, "a"));
+    ck_assert_ptr_null(strmap_remove(&m, "a"));
+    ck_assert_ptr_null(strmap_next(&m, &pos, NULL));
+    strmap_clear(&m);
+}
+END_TEST
+
+START_TEST(test_strmap_put_replaces_and_reports_the_old_value)
+{
+    struct strmap m = {0};
+    int one = 1, two = 2;
+    void *old = &one;
+
+    ck_assert_int_eq(strmap_put(&m, "sensor-1", &one, &old), 0);
+    ck_assert_ptr_null(old);
+    ck_assert_int_eq(strmap_put(&m, "sensor-1", &two, &old), 0);
+    ck_assert_ptr_eq(old, &one);
+    ck_assert_ptr_eq(strmap_get(&m, "sensor-1"), &two);
+    ck_assert_uint_eq(m.count, 1);
+    strmap_clear(&m);
+}
+END_TEST
+
+/*
+ * Deletion shifts later members of a probe run back into the hole; check it
+ * against a plain array through many growths and interleaved removals.
+ */
+START_TEST(test_strmap_matches_a_reference_through_removals)
+{
+    enum { KEYS = 5000 };
+    static int present[KEYS];
+    static int values[KEYS];
+    struct strmap m = {0};
+    char key[32];
+    unsigned seed = 12345;
+
+    memset(present, 0, sizeof(present));
+    for (int round = 0; round < 40000; round++) {
+        seed = seed * 1103515245u + 12345u;
+        int k = (int)((seed >> 8) % KEYS);
+        snprintf(key, sizeof(key), "client-%d", k);
+        if ((seed >> 4) & 1) {
+            ck_assert_int_eq(strmap_put(&m, key, &values[k], NULL), 0);
+            present[k] = 1;
+        } else {
+            void *v = strmap_remove(&m, key);
+            ck_assert_ptr_eq(v, present[k] ? &values[k] : NULL);
+            present[k] = 0;
+        }
+    }
+    size_t count = 0;
+    for (int k = 0; k < KEYS; k++) {
+        snprintf(key, sizeof(key), "client-%d", k);
+        ck_assert_ptr_eq(strmap_get(&m, key), present[k] ? &values[k] : NULL);
+        count += (size_t)present[k];
+    }
+    ck_assert_uint_eq(m.count, count);
+
+    size_t pos = 0, seen = 0;
+    const char *k;
+    while (strmap_next(&m, &pos, &k))
+        seen++;
+    ck_assert_uint_eq(seen, count);
+    strmap_clear(&m);
+}
+END_TEST
+
+START_TEST(test_log_escape_keeps_printable_ascii)
+{
+    char out[64];
+    ck_assert_str_eq(log_escape("kitchen/temp", 12, out, sizeof(out)), "kitchen/temp");
+}
+END_TEST
+
+START_TEST(test_log_escape_hides_newlines_and_escapes)
+{
+    char out[64];
+    const char text[] = "a\nb\x1b[2Jc\\";
+    ck_assert_str_eq(log_escape(text, sizeof(text) - 1, out, sizeof(out)),
+                     "a\\x0ab\\x1b[2Jc\\x5c");
+}
+END_TEST
+
+START_TEST(test_log_escape_hides_utf8_bytes)
+{
+    char out[64];
+    ck_assert_str_eq(log_escape("\xc3\xa9", 2, out, sizeof(out)), "\\xc3\\xa9");
+}
+END_TEST
+
+START_TEST(test_log_escape_truncates_with_an_ellipsis)
+{
+    char out[10];
+    ck_assert_str_eq(log_escape("abcdefghijklmnop", 16, out, sizeof(out)), "abcdef...");
+    ck_assert_uint_lt(strlen(out), sizeof(out));
+    ck_assert_str_eq(log_escape("abc", 3, out, 3), "");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("util");
+    TCase *tc = tcase_create("strmap");
+    tcase_add_test(tc, test_strmap_empty_map_needs_no_setup);
+    tcase_add_test(tc, test_strmap_put_replaces_and_reports_the_old_value);
+    tcase_add_test(tc, test_strmap_matches_a_reference_through_removals);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("log");
+    tcase_add_test(tc, test_log_escape_keeps_printable_ascii);
+    tcase_add_test(tc, test_log_escape_hides_newlines_and_escapes);
+    tcase_add_test(tc, test_log_escape_hides_utf8_bytes);
+    tcase_add_test(tc, test_log_escape_truncates_with_an_ellipsis);
+    suite_add_tcase(s, tc);
+
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
