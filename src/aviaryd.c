@@ -208,10 +208,6 @@ int main(int argc, char **argv)
 
     /* A daemon has no stderr: its log goes to syslog. */
     log_open("aviaryd", (enum log_level)cfg.log_level, cfg.syslog || cfg.daemonize);
-    if (cfg.daemonize && daemonize() < 0) {
-        log_error("cannot daemonize: %s", strerror(errno));
-        goto out;
-    }
     /* A peer that vanishes must cost us an error code, not the process. */
     signal(SIGPIPE, SIG_IGN);
 
@@ -232,6 +228,14 @@ int main(int argc, char **argv)
     }
     if (open_listeners(&d, &cfg) < 0) {
         status = EXIT_LISTEN;
+        goto out;
+    }
+    /*
+     * Detach only now, so that `aviaryd -d` reports a listener it cannot open
+     * with its exit status, and has printed the addresses it serves.
+     */
+    if (cfg.daemonize && (daemonize() < 0 || event_reinit(d.base) < 0)) {
+        log_error("cannot daemonize: %s", strerror(errno));
         goto out;
     }
     if (cfg.pid_file && write_pid_file(cfg.pid_file) < 0)

@@ -21,11 +21,6 @@
 #define CONN_CONNECT_TIMEOUT_SEC 10
 /* After conn_close(), pending output (a CONNACK, say) gets this long to drain. */
 #define CONN_LINGER_SEC 5
-/*
- * Bytes of output a slow reader may have pending before QoS 0 messages to it
- * are dropped (QoS 1/2 are bounded by the in-flight window and queue instead).
- */
-#define CONN_MAX_OUTBOUND_BYTES (8u * 1024 * 1024)
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -215,10 +210,15 @@ int conn_send_publish(struct conn *c, struct message *m, uint8_t qos, uint16_t p
 
     if (c->state == CONN_CLOSING)
         return -1;
-    if (qos == 0 && conn_output_pending(c) > CONN_MAX_OUTBOUND_BYTES) {
-        if (c->dropped_qos0++ == 0)
-            log_warning("client %s (%s): output buffer over %u bytes, dropping QoS 0 messages",
-                        c->client_id, c->meta.peer, CONN_MAX_OUTBOUND_BYTES);
+    /* QoS 1/2 are bounded by the in-flight window and the queue; QoS 0 by this. */
+    size_t max_outbound = c->session ? c->session->instance->limits.max_outbound_bytes
+                                     : c->broker->limits.max_outbound_bytes;
+    if (qos == 0 && conn_output_pending(c) > max_outbound) {
+        if (c->dropped_qos0++ % 1000 == 0)
+            log_warning("client %s (%s): more than %zu bytes of output pending "
+                        "(max-outbound-bytes), dropping QoS 0 messages (%llu so far)",
+                        c->client_id, c->meta.peer, max_outbound,
+                        (unsigned long long)c->dropped_qos0);
         return 0;
     }
     if (topic_len + 1 > sizeof(topic_small) && !(topic = malloc(topic_len + 1)))

@@ -47,6 +47,9 @@ struct directive {
 
 #define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
 
+/* 1 GiB: far past any sensible per-client buffer, and no overflow anywhere. */
+#define CONFIG_OUTBOUND_MAX (1024ull * 1024 * 1024)
+
 static const struct directive directives[] = {
     {"listen", KIND_LISTEN, "URL", FIELD(listen), 0, 0, false, "tcp://127.0.0.1:1883 (desktop)",
      "repeatable listener"},
@@ -69,6 +72,8 @@ static const struct directive directives[] = {
      CONFIG_COUNT_MAX, false, NULL, "QoS 1/2 messages queued per offline session"},
     {"max-inflight", KIND_NUMBER, "N", FIELD(limits.max_inflight), 1, CONFIG_MQTT_PACKET_ID_MAX,
      false, NULL, "unacknowledged QoS 1/2 messages per client"},
+    {"max-outbound-bytes", KIND_NUMBER, "BYTES", FIELD(limits.max_outbound_bytes), 1024,
+     CONFIG_OUTBOUND_MAX, true, "8m", "pending output per client before QoS 0 to it is dropped"},
     {"log-level", KIND_LOG_LEVEL, "LEVEL", FIELD(log_level), 0, 0, false, "notice",
      "error, warning, notice, info or debug"},
     {"syslog", KIND_BOOL, "yes|no", FIELD(syslog), 0, 0, false, "no",

@@ -19,6 +19,8 @@ struct limits {
     unsigned keepalive_max;     /* seconds; 0 or a larger keep-alive is lowered to it */
     size_t max_queued_messages; /* QoS 1/2 messages queued for one offline session */
     size_t max_inflight;        /* unacknowledged QoS 1/2 messages sent to one client */
+    size_t max_outbound_bytes;  /* output a slow reader may have pending before QoS 0 to it
+                                   is dropped */
 };
 
 #define LIMITS_DEFAULT_MAX_CLIENT_ID 64
@@ -31,6 +33,7 @@ struct limits {
 #define LIMITS_DEFAULT_KEEPALIVE_MAX 300
 #define LIMITS_DEFAULT_MAX_QUEUED_MESSAGES 1000
 #define LIMITS_DEFAULT_MAX_INFLIGHT 20
+#define LIMITS_DEFAULT_MAX_OUTBOUND_BYTES (8u * 1024 * 1024)
 
 /* Fill `l` with the defaults above. */
 static inline void limits_init(struct limits *l)
@@ -43,6 +46,7 @@ static inline void limits_init(struct limits *l)
     l->keepalive_max = LIMITS_DEFAULT_KEEPALIVE_MAX;
     l->max_queued_messages = LIMITS_DEFAULT_MAX_QUEUED_MESSAGES;
     l->max_inflight = LIMITS_DEFAULT_MAX_INFLIGHT;
+    l->max_outbound_bytes = LIMITS_DEFAULT_MAX_OUTBOUND_BYTES;
 }
 
 #endif

@@ -200,6 +200,59 @@ def test_explicit_listen_on_a_busy_port_exits_2():
         holder.close()
 
 
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (our child? no: the daemon's parent is init) still counts as gone.
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_daemonize_prints_address_writes_pid_file_and_serves():
+    """-d detaches after the listeners are open: the address is printed, the pid file names
+    the daemon, it serves clients, and SIGTERM stops it and removes the pid file."""
+    d = tempfile.mkdtemp(prefix="aviary-daemon-")
+    atexit.register(shutil.rmtree, d, True)
+    pid_file = os.path.join(d, "aviaryd.pid")
+    pid = None
+    try:
+        rc, out, err = _aviaryd("-d", "--pid-file", pid_file, *ANY_PORT)
+        check_equal(rc, 0, "exit status of aviaryd -d (stderr %r)" % err)
+        m = re.search(r"listening on tcp://127\.0\.0\.1:(\d+)", out)
+        check(m, "aviaryd -d did not print its address: %r" % out)
+        port = int(m.group(1))
+        text = wait_for(lambda: os.path.exists(pid_file) and open(pid_file).read().strip(),
+                        what="the pid file")
+        pid = int(text)
+        check(_process_alive(pid), "the pid file names %d, which is not running" % pid)
+        client, _ = raw_connect(port, client_id="daemon-check")
+        client.close()
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not _process_alive(pid), what="the daemon to stop on SIGTERM")
+        pid = None
+        wait_for(lambda: not os.path.exists(pid_file), what="the pid file to be removed")
+    finally:
+        if pid is not None and _process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_daemonize_reports_a_busy_port_before_detaching():
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.bind((HOST, 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        rc, out, err = _aviaryd("-d", "--listen", "tcp://%s:%d" % (HOST, port))
+        check_equal(rc, 2, "exit status of aviaryd -d on a busy port (stderr %r)" % err)
+    finally:
+        holder.close()
+
+
 def _payload_accepted(port, size):
     c, _ = raw_connect(port, unique("hup"))
     with c:

@@ -172,6 +172,24 @@ def test_slow_reader_does_not_hold_up_others():
         slow.close()
 
 
+def test_max_outbound_bytes_drops_qos0_to_a_slow_reader_and_says_so():
+    """Past max-outbound-bytes of pending output, QoS 0 to that client is dropped and
+    logged; the broker's memory for it stays bounded and everyone else is served."""
+    with Broker("--max-outbound-bytes", "64k") as b:
+        mark = b.log_mark()
+        slow, _ = raw_connect(b.port, unique("slow"))
+        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.subscribe([("slow/t", 0)])
+        pub, _ = raw_connect(b.port, unique("pub"))
+        chunk = publish_packet("slow/t", b"z" * 30000)
+        for _ in range(200):  # about 6 MB that the slow subscriber never reads
+            pub.send(chunk)
+        pub.ping(10)
+        _check_log(b, mark, r"max-outbound-bytes", "output piled up for a slow reader")
+        paho_roundtrip(b.port)
+        slow.close()
+
+
 def _time_to_close(c, limit):
     t0 = time.monotonic()
     c.expect_closed(limit, "the broker to close a silent connection")

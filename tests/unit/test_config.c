@@ -1249,6 +1249,21 @@ START_TEST(test_validate_duplicate_listener)
 }
 END_TEST
 
+START_TEST(test_max_outbound_bytes_takes_suffixes_and_a_floor)
+{
+    struct config c;
+    char err[ERRLEN] = "";
+
+    config_init(&c);
+    ck_assert_uint_eq(c.limits.max_outbound_bytes, 8u * 1024 * 1024);
+    ck_assert_int_eq(config_set(&c, "max-outbound-bytes", "64k", err, sizeof(err)), 0);
+    ck_assert_uint_eq(c.limits.max_outbound_bytes, 65536);
+    ck_assert_int_eq(config_set(&c, "max-outbound-bytes", "512", err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "max-outbound-bytes: must be between 1024 and 1073741824, got '512'");
+    config_free(&c);
+}
+END_TEST
+
 START_TEST(test_validate_port_zero_may_repeat)
 {
     struct config c;
@@ -1467,6 +1482,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_validate_keepalive_order);
     tcase_add_test(tc, test_validate_duplicate_listener);
     tcase_add_test(tc, test_validate_port_zero_may_repeat);
+    tcase_add_test(tc, test_max_outbound_bytes_takes_suffixes_and_a_floor);
     tcase_add_test(tc, test_usage_lists_every_directive_with_its_default);
     tcase_add_test(tc, test_sample_configuration_loads);
     tcase_add_test(tc, test_sample_configuration_commented_values_are_valid);

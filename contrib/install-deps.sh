@@ -1,0 +1,23 @@
+#!/bin/sh
+# Install what building and testing aviary needs on Debian 12 (bookworm).
+# Runs apt-get as root, through sudo when started by another user.
+# The one list of packages: README and .ci/run both use this script.
+set -eu
+
+PACKAGES="build-essential autoconf automake libtool pkg-config
+libevent-dev libssl-dev libsqlite3-dev libwebsockets-dev check
+mosquitto-clients python3 python3-paho-mqtt
+clang libclang-rt-14-dev"
+
+if [ "$(id -u)" -eq 0 ]; then
+    as_root=""
+elif command -v sudo >/dev/null 2>&1; then
+    as_root="sudo"
+else
+    echo "install-deps.sh: run me as root (or install sudo)" >&2
+    exit 1
+fi
+
+$as_root apt-get update </dev/null
+# shellcheck disable=SC2086 # the package list is meant to split into words
+$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y $PACKAGES </dev/null
