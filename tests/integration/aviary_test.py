@@ -6,10 +6,10 @@ hand (RawClient), paho-mqtt 1.6.1 (PahoClient) and the mosquitto command-line
 clients (spawn/run).
 
 A test file defines functions named test_*, optionally setup_module() and
-teardown_module(), and ends with `run_tests(globals())`. Each test prints
-`PASS: name`, `FAIL: name: reason` or `SKIP: name: reason`; the file exits 0
-when nothing failed, 77 when everything was skipped, 1 otherwise (automake's
-test driver reads these).
+teardown_module(), and ends with `run_tests(globals())`. The output is TAP,
+read by automake's tap-driver.sh: `ok N - name`, `not ok N - name` followed
+by the reason as `# ` lines, or `ok N - name # SKIP reason`, then the plan
+`1..N`; the file exits 1 when a test failed, 0 otherwise.
 
 Every daemon and client process a test starts is registered here and killed
 at exit, on SIGTERM/SIGHUP and on a per-test timeout, so a failing or killed
@@ -1160,11 +1160,29 @@ def _one_line(exc):
     return first, rest
 
 
+def _tap(line):
+    """Print one TAP line (a result or the plan) on stdout."""
+    print(line, flush=True)
+
+
+def _diag(text):
+    """Print `text` as TAP diagnostics: "# " before each of its lines, so that
+    nothing in it (a broker log, a traceback) can be read as a TAP result."""
+    for line in str(text).rstrip("\n").split("\n"):
+        print(("# " + line).rstrip(), flush=False)
+    sys.stdout.flush()
+
+
 def run_tests(namespace):
-    """Run the test_* functions of `namespace` (a module's globals()) in order and exit."""
+    """Run the test_* functions of `namespace` (a module's globals()) in order and exit.
+
+    The output is TAP for automake's tap-driver.sh: `ok N - name (T s)` or
+    `not ok N - name` per test, `ok N - name # SKIP reason` for a skipped one,
+    the details of a failure as `# ` lines after it, and the plan `1..N` last.
+    """
     if mqtt is None:
-        print("ERROR: paho-mqtt is not importable by %s; install python3-paho-mqtt and run "
-              "with Debian's /usr/bin/python3 (configure's PYTHON3)" % sys.executable, flush=True)
+        _tap("Bail out! paho-mqtt is not importable by %s; install python3-paho-mqtt and "
+             "run with Debian's /usr/bin/python3 (configure's PYTHON3)" % sys.executable)
         sys.exit(EXIT_HARD_ERROR)
     tests = [(n, f) for n, f in list(namespace.items())
              if n.startswith("test_") and callable(f)]
@@ -1174,6 +1192,11 @@ def run_tests(namespace):
     signal.signal(signal.SIGALRM, _on_alarm)
     started = time.monotonic()
     passed, failed, skipped = [], [], []
+    number = [0]  # the TAP test number of the last result printed
+
+    def result(ok, name, tail=""):
+        number[0] += 1
+        _tap("%s %d - %s%s" % ("ok" if ok else "not ok", number[0], name, tail))
 
     def attempt(name, fn):
         t0 = time.monotonic()
@@ -1184,32 +1207,36 @@ def run_tests(namespace):
             fn()
         except Skip as e:
             skipped.append(name)
-            print("SKIP: %s: %s" % (name, e), flush=True)
+            first, rest = _one_line(e)
+            result(True, name, " # SKIP " + first)
+            if rest:
+                _diag(rest)
             return True
         except BaseException as e:  # report every kind of failure, then go on
             if isinstance(e, KeyboardInterrupt):
                 raise
             failed.append(name)
             first, rest = _one_line(e)
-            print("FAIL: %s: %s" % (name, first), flush=True)
+            result(False, name)
+            _diag(first)
             if rest:
-                print(rest, flush=True)
+                _diag(rest)
             if not isinstance(e, (TestFailure, TestTimeout)):
-                traceback.print_exc(file=sys.stdout)
+                _diag(traceback.format_exc())
             else:
                 tb = traceback.extract_tb(e.__traceback__)
                 here = [fr for fr in tb if not fr.filename.endswith("aviary_test.py")]
                 if here:
                     fr = here[-1]
-                    print("  at %s:%d: %s" % (os.path.basename(fr.filename), fr.lineno,
-                                              fr.line), flush=True)
+                    _diag("  at %s:%d: %s" % (os.path.basename(fr.filename), fr.lineno,
+                                              fr.line))
             sys.stdout.flush()
             return False
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             cleanup_all(keep=before)
         passed.append(name)
-        print("PASS: %s (%.1f s)" % (name, time.monotonic() - t0), flush=True)
+        result(True, name, " (%.1f s)" % (time.monotonic() - t0))
         return True
 
     setup = namespace.get("setup_module")
@@ -1224,26 +1251,30 @@ def run_tests(namespace):
             first, rest = _one_line(e)
             for name, _ in tests:
                 failed.append(name)
-                print("FAIL: %s: setup_module failed: %s" % (name, first), flush=True)
+                result(False, name)
+                _diag("setup_module failed: %s" % first)
             if rest:
-                print(rest, flush=True)
+                _diag(rest)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
     if ok:
         for name, fn in tests:
             if time.monotonic() - started > FILE_TIMEOUT:
                 failed.append(name)
-                print("FAIL: %s: not run, the file exceeded %.0f s" % (name, FILE_TIMEOUT),
-                      flush=True)
+                result(False, name)
+                _diag("not run, the file exceeded %.0f s" % FILE_TIMEOUT)
                 continue
             attempt(name, fn)
         if teardown is not None:
             attempt("teardown_module", teardown)
     cleanup_all()
-    print("# %d passed, %d failed, %d skipped in %.1f s" % (
-        len(passed), len(failed), len(skipped), time.monotonic() - started), flush=True)
-    if failed:
-        sys.exit(1)
-    if skipped and not passed:
-        sys.exit(EXIT_SKIP)
-    sys.exit(0)
+    _diag("%d passed, %d failed, %d skipped in %.1f s" % (
+        len(passed), len(failed), len(skipped), time.monotonic() - started))
+    if number[0]:
+        _tap("1..%d" % number[0])
+    else:
+        _tap("1..0 # SKIP no test_* function%s" % (
+            " matches AVIARY_TEST_ONLY=%s" % only if only else ""))
+    # A skip is reported in the TAP stream; tap-driver.sh takes every non-zero
+    # exit status (77 too) for an error.
+    sys.exit(1 if failed else 0)

@@ -1693,6 +1693,7 @@ int main(void)
     SRunner *sr = srunner_create(codec_suite());
     int failed;
 
+    srunner_set_tap(sr, "-"); /* one TAP line per test on stdout, for make check */
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -1212,6 +1212,7 @@ int main(void)
 {
     log_open("test_limits", LOG_LEVEL_ERROR, false);
     SRunner *sr = srunner_create(limits_suite());
+    srunner_set_tap(sr, "-"); /* one TAP line per test on stdout, for make check */
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

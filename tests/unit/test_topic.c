@@ -1026,6 +1026,7 @@ static Suite *topic_suite(void)
 int main(void)
 {
     SRunner *sr = srunner_create(topic_suite());
+    srunner_set_tap(sr, "-"); /* one TAP line per test on stdout, for make check */
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -127,6 +127,7 @@ int main(void)
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);
+    srunner_set_tap(sr, "-"); /* one TAP line per test on stdout, for make check */
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
