@@ -37,7 +37,8 @@ struct broker {
     struct conn *reap;            /* closed conns waiting to be freed */
     struct event *reap_ev;
     uint64_t next_conn_id;
-    bool stopping;
+    bool stopping;                /* SIGTERM: no more wills, no new work */
+    unsigned routing;             /* >0 while a walk of some topic tree is delivering */
 
     /* Routing scratch reused by every publish (core thread only). */
     struct broker_match *matches;

@@ -22,8 +22,14 @@
 /* After conn_close(), pending output (a CONNACK, say) gets this long to drain. */
 #define CONN_LINGER_SEC 5
 
+/* Payloads up to this size are copied into the output; larger ones are referenced. */
+#define CONN_COPY_PAYLOAD_MAX 4096
+/* At most one line per client this often about messages dropped for it. */
+#define CONN_DROP_LOG_INTERVAL_SEC 10
+
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 
 struct conn *conn_new(struct broker *b, struct bufferevent *bev, const struct conn_meta *meta)
 {
@@ -46,12 +52,24 @@ struct conn *conn_new(struct broker *b, struct bufferevent *bev, const struct co
     b->conns = c;
     b->conn_count++;
 
+    /* An absolute deadline: trickling bytes of a CONNECT does not extend it. */
     struct timeval connect_timeout = {CONN_CONNECT_TIMEOUT_SEC, 0};
+    c->timer = evtimer_new(b->base, conn_timer_cb, c);
+    if (!c->timer || evtimer_add(c->timer, &connect_timeout) < 0) {
+        conn_close(c, "out of memory setting up the connection");
+        return c;
+    }
     bufferevent_setcb(bev, conn_read_cb, NULL, conn_event_cb, c);
-    bufferevent_set_timeouts(bev, &connect_timeout, NULL);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     log_debug("conn %llu: accepted from %s", (unsigned long long)c->id, meta->peer);
     return c;
+}
+
+static void conn_publish_will(struct conn *c)
+{
+    log_info("client %s: publishing its will on %s", c->client_id, c->will->topic);
+    c->will_due = false;
+    instance_publish(c->will_instance, c->will);
 }
 
 void conn_free(struct conn *c)
@@ -64,15 +82,12 @@ void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     b->conn_count--;
+    if (c->timer)
+        event_free(c->timer);
     bufferevent_free(c->bev);
-    /*
-     * The will goes out here rather than in conn_close(): a close can happen
-     * in the middle of routing another message, and routing is not reentrant.
-     */
-    if (c->will_due && c->will) {
-        log_info("client %s: publishing its will on %s", c->client_id, c->will->topic);
-        instance_publish(c->will_instance, c->will);
-    }
+    /* A will that conn_close() had to defer because routing was under way. */
+    if (c->will_due && c->will && !b->stopping)
+        conn_publish_will(c);
     message_unref(c->will);
     session_free(c->ended_session);
     free(c);
@@ -92,12 +107,17 @@ static void conn_linger_event_cb(struct bufferevent *bev, short what, void *arg)
     broker_reap_later(c->broker, c);
 }
 
-/* Detach from the session; the will is due unless the client said DISCONNECT. */
+/*
+ * Detach from the session; publish the will unless the client said DISCONNECT
+ * or the broker is stopping. Publishing now keeps the order of events (an old
+ * connection's will comes before what its successor sends), but routing is
+ * not reentrant: a close in the middle of a delivery leaves it to the reaper.
+ */
 static void conn_detach(struct conn *c, bool clean_disconnect)
 {
     struct session *s = c->session;
 
-    if (c->will && !clean_disconnect && s) {
+    if (c->will && !clean_disconnect && s && !c->broker->stopping) {
         c->will_due = true;
         c->will_instance = s->instance;
     }
@@ -114,6 +134,8 @@ static void conn_detach(struct conn *c, bool clean_disconnect)
         strmap_remove(&s->instance->sessions, s->client_id);
         c->ended_session = s;
     }
+    if (c->will_due && c->broker->routing == 0)
+        conn_publish_will(c);
 }
 
 static void conn_vclose(struct conn *c, bool clean_disconnect, const char *fmt, va_list ap)
@@ -128,6 +150,8 @@ static void conn_vclose(struct conn *c, bool clean_disconnect, const char *fmt, 
             "client %s (%s, conn %llu): closed: %s", c->client_id, c->meta.peer,
             (unsigned long long)c->id, reason);
     c->state = CONN_CLOSING;
+    if (c->timer)
+        evtimer_del(c->timer);
     conn_detach(c, clean_disconnect);
 
     /* Stop reading but let what we already queued (a CONNACK, say) reach the client. */
@@ -155,6 +179,13 @@ void conn_close_clean(struct conn *c, const char *fmt, ...)
     va_start(ap, fmt);
     conn_vclose(c, true, fmt, ap);
     va_end(ap);
+}
+
+/* max-outbound-bytes of the connection's instance. */
+static size_t conn_max_outbound(const struct conn *c)
+{
+    return c->session ? c->session->instance->limits.max_outbound_bytes
+                      : c->broker->limits.max_outbound_bytes;
 }
 
 size_t conn_output_pending(const struct conn *c)
@@ -211,18 +242,22 @@ int conn_send_publish(struct conn *c, struct message *m, uint8_t qos, uint16_t p
     if (c->state == CONN_CLOSING)
         return -1;
     /* QoS 1/2 are bounded by the in-flight window and the queue; QoS 0 by this. */
-    size_t max_outbound = c->session ? c->session->instance->limits.max_outbound_bytes
-                                     : c->broker->limits.max_outbound_bytes;
+    size_t max_outbound = conn_max_outbound(c);
     if (qos == 0 && conn_output_pending(c) > max_outbound) {
-        if (c->dropped_qos0++ % 1000 == 0)
+        struct timeval now;
+        c->dropped_qos0++;
+        event_base_gettimeofday_cached(c->broker->base, &now);
+        if (now.tv_sec - c->dropped_logged >= CONN_DROP_LOG_INTERVAL_SEC) {
+            c->dropped_logged = now.tv_sec;
             log_warning("client %s (%s): more than %zu bytes of output pending "
                         "(max-outbound-bytes), dropping QoS 0 messages (%llu so far)",
                         c->client_id, c->meta.peer, max_outbound,
                         (unsigned long long)c->dropped_qos0);
+        }
         return 0;
     }
     if (topic_len + 1 > sizeof(topic_small) && !(topic = malloc(topic_len + 1)))
-        goto out;
+        goto oom;
     if (leading_slash)
         topic[0] = '/';
     memcpy(topic + (leading_slash ? 1 : 0), m->topic, m->topic_len);
@@ -249,7 +284,14 @@ int conn_send_publish(struct conn *c, struct message *m, uint8_t qos, uint16_t p
     struct evbuffer *output = bufferevent_get_output(c->bev);
     if (evbuffer_add(output, hbuf, (size_t)need) < 0)
         goto oom;
-    if (m->payload_len) {
+    /*
+     * Small payloads are copied: the output packs them densely, where every
+     * referenced piece would cost a buffer chain of its own (about 1 KB).
+     */
+    if (m->payload_len && m->payload_len <= CONN_COPY_PAYLOAD_MAX) {
+        if (evbuffer_add(output, m->payload, m->payload_len) < 0)
+            goto oom;
+    } else if (m->payload_len) {
         message_ref(m);
         if (evbuffer_add_reference(output, m->payload, m->payload_len, conn_release_message,
                                    m) < 0) {
@@ -369,12 +411,51 @@ static void conn_refuse_protocol(struct conn *c, const uint8_t *buf, size_t len)
     conn_close(c, "CONNECT with an unknown protocol name");
 }
 
+/* The client has read its output down to half the limit: take its input again. */
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+
+    if (!c->reading_paused || c->state != CONN_ACTIVE ||
+        conn_output_pending(c) > conn_max_outbound(c) / 2)
+        return;
+    c->reading_paused = false;
+    bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+    bufferevent_setcb(bev, conn_read_cb, NULL, conn_event_cb, c);
+    bufferevent_enable(bev, EV_READ);
+    log_debug("client %s: output drained, reading again", c->client_id);
+    /* Packets that arrived meanwhile are already buffered: no read event will announce them. */
+    conn_read_cb(bev, c);
+}
+
+/*
+ * A client that does not read what we send (acknowledgements, PINGRESP, its
+ * messages) must not make us buffer without bound: stop reading its input
+ * until it has read its output down to half of max-outbound-bytes.
+ */
+static void conn_pause_reading(struct conn *c)
+{
+    size_t max = conn_max_outbound(c);
+
+    c->reading_paused = true;
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, max / 2, 0);
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    log_info("client %s (%s): %zu bytes of output pending (max-outbound-bytes %zu): "
+             "not reading its input until it reads",
+             c->client_id, c->meta.peer, conn_output_pending(c), max);
+}
+
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
 
     while (c->state != CONN_CLOSING) {
+        if (conn_output_pending(c) > conn_max_outbound(c)) {
+            conn_pause_reading(c);
+            return;
+        }
         size_t avail = evbuffer_get_length(in);
         uint8_t head[5];
         size_t n = avail < sizeof(head) ? avail : sizeof(head);
@@ -430,6 +511,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         conn_dispatch(c, &p);
         /* The handlers copied what they keep; the packet's bytes can go. */
         evbuffer_drain(in, total);
+        event_base_gettimeofday_cached(c->broker->base, &c->last_packet);
     }
 }
 
@@ -437,14 +519,54 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
 
-    if (what & BEV_EVENT_TIMEOUT) {
-        if (c->state == CONN_AWAIT_CONNECT)
-            conn_close(c, "no CONNECT within %d s", CONN_CONNECT_TIMEOUT_SEC);
-        else
-            conn_close(c, "keep-alive timeout: nothing received for 1.5 x %u s", c->keepalive);
-    } else if (what & BEV_EVENT_EOF) {
+    if (what & BEV_EVENT_EOF)
         conn_close(c, "connection lost: closed by the peer without DISCONNECT");
-    } else if (what & BEV_EVENT_ERROR) {
+    else if (what & BEV_EVENT_ERROR)
         conn_close(c, "connection lost: %s", strerror(errno));
+}
+
+/* 1.5 times the keep-alive (MQTT-3.1.2-24). */
+static struct timeval conn_keepalive_limit(const struct conn *c)
+{
+    struct timeval limit = {c->keepalive + c->keepalive / 2, (c->keepalive % 2) * 500000};
+    return limit;
+}
+
+void conn_start_keepalive(struct conn *c)
+{
+    struct timeval limit = conn_keepalive_limit(c);
+
+    event_base_gettimeofday_cached(c->broker->base, &c->last_packet);
+    evtimer_add(c->timer, &limit);
+}
+
+/*
+ * One timer per connection, re-armed only when it fires: first the CONNECT
+ * deadline, then the keep-alive, measured from the last whole packet (a
+ * trickle of bytes that never completes a packet does not count).
+ */
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct timeval now, idle, left, limit;
+
+    if (c->state == CONN_AWAIT_CONNECT) {
+        conn_close(c, "no CONNECT within %d s", CONN_CONNECT_TIMEOUT_SEC);
+        return;
     }
+    if (c->state != CONN_ACTIVE)
+        return;
+    limit = conn_keepalive_limit(c);
+    event_base_gettimeofday_cached(c->broker->base, &now);
+    evutil_timersub(&now, &c->last_packet, &idle);
+    if (!evutil_timercmp(&idle, &limit, <)) {
+        if (c->reading_paused)
+            conn_close(c, "not reading its output: %zu bytes pending, nothing read for 1.5 x %u s",
+                       conn_output_pending(c), c->keepalive);
+        else
+            conn_close(c, "keep-alive timeout: no packet for 1.5 x %u s", c->keepalive);
+        return;
+    }
+    evutil_timersub(&limit, &idle, &left);
+    evtimer_add(c->timer, &left);
 }

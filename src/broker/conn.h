@@ -19,10 +19,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/time.h>
+#include <time.h>
 
 #include "codec/codec.h"
 
 struct bufferevent;
+struct event;
 struct broker;
 struct session;
 struct message;
@@ -63,6 +66,10 @@ struct conn {
     char client_id[80];       /* for the log; may be truncated */
     uint64_t id;              /* a number for the log, unique per process */
     uint64_t dropped_qos0;    /* QoS 0 messages dropped because the output was full */
+    time_t dropped_logged;    /* when the last line about dropping was logged */
+    struct event *timer;      /* CONNECT deadline, then keep-alive; owned */
+    struct timeval last_packet; /* when the last whole packet arrived */
+    bool reading_paused;      /* output over max-outbound-bytes: input waits */
     struct conn *next, *prev; /* broker->conns */
     struct conn *reap_next;   /* broker->reap */
     bool reap_queued;         /* on broker->reap already */
@@ -100,6 +107,13 @@ int conn_send(struct conn *c, const struct mqtt_packet *pkt);
  */
 int conn_send_publish(struct conn *c, struct message *m, uint8_t qos, uint16_t packet_id,
                       bool dup, bool retain, bool leading_slash);
+
+/*
+ * CONNECT was accepted with keep-alive `c->keepalive` (already clamped): from
+ * now on the connection is closed when no whole packet arrives for 1.5 times
+ * that (MQTT-3.1.2-24).
+ */
+void conn_start_keepalive(struct conn *c);
 
 /* Bytes waiting in the connection's output buffer. */
 size_t conn_output_pending(const struct conn *c);

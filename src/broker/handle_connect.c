@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/bufferevent.h>
 #include <event2/util.h>
 
 #include "broker/broker.h"
@@ -163,11 +162,10 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     c->session = s;
     c->state = CONN_ACTIVE;
     c->keepalive = (uint16_t)clamp_keepalive(ck->keepalive, l);
-    /* Keep-alive: close after one and a half periods without a packet (MQTT-3.1.2-24). */
-    struct timeval idle = {c->keepalive + c->keepalive / 2, (c->keepalive % 2) * 500000};
-    bufferevent_set_timeouts(c->bev, &idle, NULL);
+    conn_start_keepalive(c);
 
-    connack(c, MQTT_CONNACK_ACCEPTED, session_present);
+    /* MQTT 3.1 has no session-present flag: that byte is reserved there. */
+    connack(c, MQTT_CONNACK_ACCEPTED, session_present && ck->version != MQTT_V31);
     log_info("client %s connected from %s (MQTT %s, clean %d, keep-alive %u s%s)", c->client_id,
              c->meta.peer, ck->version == MQTT_V31 ? "3.1" : "3.1.1", ck->clean, c->keepalive,
              session_present ? ", session resumed" : "");

@@ -98,6 +98,7 @@ void instance_publish(struct instance *inst, struct message *m)
         }
     }
 
+    b->routing++;
     b->match_gen++;
     b->match_count = 0;
     topic_tree_match(inst->tree, m->topic, instance_collect_match, b);
@@ -108,6 +109,7 @@ void instance_publish(struct instance *inst, struct message *m)
         session_deliver(match->session, m, qos, match->leading_slash, false);
         inst->messages_out++;
     }
+    b->routing--;
 }
 
 struct retained_ctx {
@@ -128,5 +130,7 @@ void instance_send_retained(struct instance *inst, struct session *s, const char
                             uint8_t qos, bool leading_slash)
 {
     struct retained_ctx ctx = {.session = s, .qos = qos, .leading_slash = leading_slash};
+    inst->broker->routing++;
     topic_tree_retained_match(inst->tree, filter, instance_send_one_retained, &ctx);
+    inst->broker->routing--;
 }

@@ -33,7 +33,7 @@ const char *topic_strerror(int err)
     case TOPIC_OK:
         return "no error";
     case TOPIC_E_EMPTY:
-        return "empty topic";
+        return "empty topic (or only \"/\")";
     case TOPIC_E_TOO_LONG:
         return "topic longer than the limit";
     case TOPIC_E_CHARSET:
@@ -74,9 +74,13 @@ static bool topic_char_plain(unsigned char c)
 }
 
 /* Length before content: an oversized string from the wire is refused unread. */
-static int topic_check_length(size_t len, size_t max_len)
+/*
+ * A lone "/" counts as empty: dropping the insignificant leading slash leaves
+ * nothing, and MQTT forbids sending a PUBLISH with an empty topic.
+ */
+static int topic_check_length(const char *t, size_t len, size_t max_len)
 {
-    if (len == 0)
+    if (len == 0 || (len == 1 && t[0] == '/'))
         return TOPIC_E_EMPTY;
     if (len > max_len)
         return TOPIC_E_TOO_LONG;
@@ -85,7 +89,7 @@ static int topic_check_length(size_t len, size_t max_len)
 
 int topic_check_name(const char *topic, size_t len, size_t max_len)
 {
-    int rc = topic_check_length(len, max_len);
+    int rc = topic_check_length(topic, len, max_len);
     if (rc != TOPIC_OK)
         return rc;
     for (size_t i = 0; i < len; i++) {
@@ -101,7 +105,7 @@ int topic_check_name(const char *topic, size_t len, size_t max_len)
 
 int topic_check_filter(const char *filter, size_t len, size_t max_len)
 {
-    int rc = topic_check_length(len, max_len);
+    int rc = topic_check_length(filter, len, max_len);
     if (rc != TOPIC_OK)
         return rc;
     for (size_t i = 0; i < len; i++) {

@@ -22,7 +22,7 @@
 
 enum topic_err {
     TOPIC_OK = 0,
-    TOPIC_E_EMPTY = -1,    /* zero length */
+    TOPIC_E_EMPTY = -1,    /* zero length, or just "/" (empty once normalised) */
     TOPIC_E_TOO_LONG = -2, /* longer than the limit */
     TOPIC_E_CHARSET = -3,  /* a character outside the allowed set */
     TOPIC_E_WILDCARD = -4, /* a wildcard in a topic name, or misplaced in a filter */

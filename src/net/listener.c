@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
 
@@ -23,9 +24,14 @@
 /* How many following ports a desktop default listener tries when its port is taken. */
 #define LISTENER_PORT_TRIES 100
 
+/* After running out of descriptors, stop accepting for this long. */
+#define LISTENER_PAUSE_SEC 1
+
 struct listener {
     struct broker *broker;
     struct evconnlistener *evl;
+    struct event *resume;       /* re-enables accepting after a pause */
+    uint64_t paused;            /* times accepting was paused for lack of descriptors */
     enum conn_transport transport;
     char url[128];
 };
@@ -71,11 +77,32 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
     conn_new(l->broker, bev, &meta);
 }
 
+static void listener_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct listener *l = arg;
+    evconnlistener_enable(l->evl);
+}
+
 static void listener_error_cb(struct evconnlistener *evl, void *arg)
 {
     struct listener *l = arg;
-    /* EMFILE and friends: keep listening, the next accept may succeed. */
-    log_error("%s: accept failed: %s", l->url, strerror(errno));
+    int err = EVUTIL_SOCKET_ERROR();
+    struct timeval pause = {LISTENER_PAUSE_SEC, 0};
+
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
+        log_error("%s: accept failed: %s", l->url, strerror(err));
+        return;
+    }
+    /*
+     * The pending connection stays in the backlog and the socket stays
+     * readable: without a pause the loop would spin on it. Existing clients
+     * keep being served meanwhile.
+     */
+    evconnlistener_disable(evl);
+    event_add(l->resume, &pause);
+    if (l->paused++ % 60 == 0)
+        log_error("%s: accept failed: %s; not accepting for %d s (%llu pauses so far)", l->url,
+                  strerror(err), LISTENER_PAUSE_SEC, (unsigned long long)l->paused);
 }
 
 /* A bound, listening socket on host:port, or -1 with errno set. */
@@ -162,6 +189,12 @@ struct listener *listener_open(struct broker *b, const char *url, bool next_free
         return NULL;
     }
     evconnlistener_set_error_cb(l->evl, listener_error_cb);
+    l->resume = evtimer_new(b->base, listener_resume_cb, l);
+    if (!l->resume) {
+        listener_free(l);
+        snprintf(err, errlen, "%s: out of memory", url);
+        return NULL;
+    }
 
     struct sockaddr_storage ss;
     socklen_t sslen = sizeof(ss);
@@ -182,5 +215,7 @@ void listener_free(struct listener *l)
     if (!l)
         return;
     evconnlistener_free(l->evl);
+    if (l->resume)
+        event_free(l->resume);
     free(l);
 }

@@ -14,6 +14,8 @@
  * the protocol has one, so a value the broker accepts can always be honoured.
  */
 #define CONFIG_MQTT_STRING_MAX 65535     /* an MQTT string's length is a 16-bit field */
+/* A topic is sent back with a leading '/' to filters that had one: it must still fit. */
+#define CONFIG_TOPIC_MAX (CONFIG_MQTT_STRING_MAX - 1)
 #define CONFIG_MQTT_PACKET_MAX 268435455 /* the largest remaining length */
 #define CONFIG_MQTT_KEEPALIVE_MAX 65535  /* keep-alive is a 16-bit field */
 #define CONFIG_MQTT_PACKET_ID_MAX 65535  /* packet identifiers bound the in-flight window */
@@ -59,7 +61,7 @@ static const struct directive directives[] = {
     {"max-client-id", KIND_NUMBER, "N", FIELD(limits.max_client_id), 1, CONFIG_MQTT_STRING_MAX,
      false, NULL, "longest client identifier, in characters"},
     {"max-topic-length", KIND_NUMBER, "N", FIELD(limits.max_topic_length), 1,
-     CONFIG_MQTT_STRING_MAX, false, NULL, "longest topic name or filter, in characters"},
+     CONFIG_TOPIC_MAX, false, NULL, "longest topic name or filter, in characters"},
     {"max-payload", KIND_NUMBER, "BYTES", FIELD(limits.max_payload), 0, CONFIG_MQTT_PACKET_MAX,
      true, NULL, "largest PUBLISH payload; k, m suffixes"},
     {"max-subscriptions", KIND_NUMBER, "N", FIELD(limits.max_subscriptions), 0, CONFIG_COUNT_MAX,

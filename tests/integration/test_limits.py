@@ -190,6 +190,63 @@ def test_max_outbound_bytes_drops_qos0_to_a_slow_reader_and_says_so():
         slow.close()
 
 
+def test_lone_slash_topic_is_empty_and_refused():
+    """"/" is empty once its insignificant slash is dropped: a PUBLISH to it closes the
+    connection (an empty topic cannot be sent on), and a SUBSCRIBE to it gets 0x80."""
+    with Broker() as b:
+        w, _ = raw_connect(b.port, unique("all"))
+        w.subscribe([("#", 0)])
+        s, _ = raw_connect(b.port, unique("slash-sub"))
+        codes = s.subscribe([("/", 0), ("ok/+", 0)])
+        check_equal(codes, [0x80, 0], "SUBACK for '/' and a valid filter")
+        mark = b.log_mark()
+        p, _ = raw_connect(b.port, unique("slash-pub"))
+        p.send(publish_packet("/", b"x", qos=1, pid=1))
+        p.expect_closed(what="the broker to close a PUBLISH to '/'")
+        _check_log(b, mark, r"empty topic", "a PUBLISH to '/'")
+        w.ping()
+        w.expect_silence(0.3, "no message with an empty topic reaches '#'")
+        paho_roundtrip(b.port)
+
+
+def test_keepalive_counts_whole_packets_not_bytes():
+    """Trickling the bytes of a packet that never completes does not keep a client alive."""
+    with Broker() as b:
+        c, _ = raw_connect(b.port, unique("trickle"), keepalive=2)
+        partial = publish_packet("t/x", b"y" * 100)[:-1]
+        t0 = time.monotonic()
+        for byte in partial[:6]:
+            if not c.try_send(bytes([byte])):
+                break
+            time.sleep(0.8)
+        c.expect_closed(3, "the broker to close a client that sent no whole packet")
+        dt = time.monotonic() - t0
+        check(dt < 5.5, "closed after %.1f s; keep-alive 2 s allows 3 s" % dt)
+
+
+def test_client_that_never_reads_is_paused_then_closed():
+    """A client that sends PINGREQ after PINGREQ and never reads the answers makes the
+    broker stop reading it at max-outbound-bytes, then close it at the keep-alive."""
+    with Broker("--max-outbound-bytes", "16k") as b:
+        mark = b.log_mark()
+        c, _ = raw_connect(b.port, unique("deaf"), keepalive=2)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.sock.settimeout(0.2)
+        sent = 0
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and sent < 50 * 1024 * 1024:
+            try:
+                sent += c.sock.send(PINGREQ_PACKET * 4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+        _check_log(b, mark, r"not reading its input", "a client that does not read")
+        _check_log(b, mark, r"not reading its output", "a client that never read")
+        paho_roundtrip(b.port)
+        c.close()
+
+
 def _time_to_close(c, limit):
     t0 = time.monotonic()
     c.expect_closed(limit, "the broker to close a silent connection")

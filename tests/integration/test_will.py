@@ -8,8 +8,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from aviary_test import (  # noqa: E402
-    Broker, RawClient, check, check_equal, mosquitto_sub, publish_packet, raw_connect,
-    run_tests, unique)
+    CONNACK, PUBACK, Broker, RawClient, check, check_equal, connect_packet, mosquitto_sub,
+    publish_packet, raw_connect, run_tests, unique)
 
 
 def _watch(b, flt="will/#", qos=2):
@@ -129,6 +129,43 @@ def test_will_mqtt31():
         c.abort()
         p = w.receive(what="the will of an MQTT 3.1 client")
         check_equal((p.topic, p.payload), ("will/v31", b"old"), "will (topic, payload)")
+
+
+def test_takeover_will_comes_before_what_the_new_connection_sends():
+    """A device that comes back sends CONNECT and a retained "online" in one segment: the old
+    connection's "offline" will is published at the take-over, so "online" is what stays."""
+    with Broker() as b:
+        will = {"topic": "status/dev", "payload": b"offline", "qos": 1, "retain": True}
+        old, _ = raw_connect(b.port, "dev", will=will)
+        old.ping()
+        w = _watch(b, "status/#", qos=1)
+        new = RawClient(b.port)
+        new.send(connect_packet("dev", will=will) +
+                 publish_packet("status/dev", b"online", qos=1, retain=True, pid=1))
+        new.expect(CONNACK, what="CONNACK for the returning device")
+        new.expect(PUBACK, pid=1, what="PUBACK for the retained online status")
+        seen = [w.receive(what="status change %d" % i).payload for i in range(2)]
+        check_equal(seen, [b"offline", b"online"], "status changes in order")
+        late = _watch(b, "status/dev", qos=1)
+        check_equal(late.receive(what="the retained status").payload, b"online",
+                    "retained status after the take-over")
+        for c in (old, new, w, late):
+            c.close()
+
+
+def test_no_will_when_the_broker_shuts_down():
+    """SIGTERM closes every connection, but the clients did not lose theirs: no will."""
+    with Broker() as b:
+        c, _ = raw_connect(b.port, unique("calm"),
+                           will={"topic": "will/shutdown", "payload": b"x", "qos": 1})
+        c.ping()
+        mark = b.log_mark()
+        b.terminate()
+        text = b.log_text(mark)
+        check("shutting down" in text, "no shutdown in the log:\n%s" % text)
+        check("publishing its will" not in text,
+              "a will was published during shutdown:\n%s" % text)
+        c.close()
 
 
 if __name__ == "__main__":

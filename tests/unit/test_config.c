@@ -456,7 +456,7 @@ struct bound {
 };
 
 static const struct bound bounds[] = {
-    {"max-client-id", 1, 65535},         {"max-topic-length", 1, 65535},
+    {"max-client-id", 1, 65535},         {"max-topic-length", 1, 65534},
     {"max-payload", 0, 268435455},       {"max-subscriptions", 0, 1000000},
     {"keepalive-min", 0, 65535},         {"keepalive-max", 1, 65535},
     {"max-queued-messages", 0, 1000000}, {"max-inflight", 1, 65535},

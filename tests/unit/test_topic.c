@@ -156,6 +156,16 @@ START_TEST(test_MQTT_4_7_3_1_empty_rejected)
 }
 END_TEST
 
+/* "/" is empty once its insignificant slash is dropped; "//" is two empty levels. */
+START_TEST(test_SPEC_3_lone_slash_is_empty)
+{
+    ck_assert_int_eq(topic_check_name("/", 1, MAX), TOPIC_E_EMPTY);
+    ck_assert_int_eq(topic_check_filter("/", 1, MAX), TOPIC_E_EMPTY);
+    ck_assert_int_eq(topic_check_name("//", 2, MAX), TOPIC_OK);
+    ck_assert_int_eq(topic_check_filter("/+", 2, MAX), TOPIC_OK);
+}
+END_TEST
+
 START_TEST(test_SPEC_5_topic_length_limit)
 {
     char s[MAX + 2];
@@ -966,6 +976,7 @@ static Suite *topic_suite(void)
     tcase_add_test(rules, test_SPEC_3_other_characters_rejected);
     tcase_add_test(rules, test_MQTT_4_7_3_2_nul_character_rejected);
     tcase_add_test(rules, test_MQTT_4_7_3_1_empty_rejected);
+    tcase_add_test(rules, test_SPEC_3_lone_slash_is_empty);
     tcase_add_test(rules, test_SPEC_5_topic_length_limit);
     tcase_add_test(rules, test_SPEC_5_length_checked_before_content);
     tcase_add_test(rules, test_MQTT_4_7_1_1_wildcards_in_names_rejected);
