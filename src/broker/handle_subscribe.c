@@ -1,4 +1,6 @@
 /* SUBSCRIBE and UNSUBSCRIBE (MQTT 3.1.1 §3.8-§3.11), with aviary's filter rules and limits. */
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,29 +10,52 @@
 #include "broker/session.h"
 #include "broker/topic.h"
 #include "util/log.h"
+#include "util/strmap.h"
 
 /* A filter granted by one SUBSCRIBE: retained messages are sent for it after SUBACK. */
 struct granted {
-    char *filter; /* normalised; owned */
+    char *filter; /* normalised; owned; NULL when refused or repeated later in the packet */
     bool leading_slash;
 };
 
-/* Subscribe one filter; returns the granted QoS or MQTT_SUBACK_FAILURE. */
+/* The filters one SUBSCRIBE refused, for the one line it logs however many there are. */
+struct refusals {
+    size_t count;
+    size_t out_of_memory;
+    char first_filter[160];
+    char first_why[96];
+};
+
+/* Count a refusal of `filter`; only the first is kept, and each is logged at debug level. */
+static void refusal_note(struct conn *c, struct refusals *r, const struct mqtt_buf *filter,
+                         const char *why)
+{
+    char later[sizeof(r->first_filter)];
+    bool first = r->count++ == 0;
+    char *shown = first ? r->first_filter : later;
+
+    if (!first && !log_enabled(LOG_LEVEL_DEBUG))
+        return;
+    log_escape(filter->data, filter->len, shown, sizeof(later));
+    if (first)
+        snprintf(r->first_why, sizeof(r->first_why), "%s", why);
+    log_debug("client %s: SUBSCRIBE '%s' refused: %s", c->client_id, shown, why);
+}
+
+/* Subscribe one filter; returns the granted QoS or MQTT_SUBACK_FAILURE (noted in `r`). */
 static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e,
-                             struct granted *granted)
+                             struct granted *granted, struct refusals *r)
 {
     struct session *s = c->session;
     const struct limits *l = &s->instance->limits;
     uint8_t qos = e->options & 3;
-    char shown[160];
+    char why[96];
 
     granted->filter = NULL;
-    log_escape(e->filter.data, e->filter.len, shown, sizeof(shown));
     int rc = topic_check_filter((const char *)e->filter.data, e->filter.len, l->max_topic_length);
     if (rc < 0) {
-        char why[96];
         topic_describe(rc, e->filter.len, l->max_topic_length, why, sizeof(why));
-        log_notice("client %s: SUBSCRIBE '%s' refused: %s", c->client_id, shown, why);
+        refusal_note(c, r, &e->filter, why);
         return MQTT_SUBACK_FAILURE;
     }
     bool slash;
@@ -38,9 +63,9 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e,
     if (!filter)
         goto oom;
     if (!session_sub_exists(s, filter) && s->sub_count >= l->max_subscriptions) {
-        log_notice("client %s: SUBSCRIBE '%s' refused: already %zu subscriptions "
-                   "(max-subscriptions %zu)",
-                   c->client_id, shown, s->sub_count, l->max_subscriptions);
+        snprintf(why, sizeof(why), "already %zu subscriptions (max-subscriptions %zu)",
+                 s->sub_count, l->max_subscriptions);
+        refusal_note(c, r, &e->filter, why);
         free(filter);
         return MQTT_SUBACK_FAILURE;
     }
@@ -53,14 +78,19 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e,
             topic_tree_unsubscribe(s->instance->tree, filter, s);
         goto oom_free;
     }
-    log_debug("client %s: subscribed to '%s' at QoS %u", c->client_id, shown, qos);
+    if (log_enabled(LOG_LEVEL_DEBUG)) {
+        char shown[160];
+        log_escape(e->filter.data, e->filter.len, shown, sizeof(shown));
+        log_debug("client %s: subscribed to '%s' at QoS %u", c->client_id, shown, qos);
+    }
     granted->filter = filter;
     granted->leading_slash = slash;
     return qos;
 oom_free:
     free(filter);
 oom:
-    log_error("client %s: out of memory subscribing to '%s'", c->client_id, shown);
+    r->out_of_memory++;
+    refusal_note(c, r, &e->filter, "out of memory");
     return MQTT_SUBACK_FAILURE;
 }
 
@@ -70,6 +100,12 @@ void handle_subscribe(struct conn *c, const struct mqtt_packet *p)
     struct session *s = c->session;
     uint8_t *codes = malloc(sp->count);
     struct granted *granted = calloc(sp->count, sizeof(*granted));
+    /* Normalised filter -> 1 + its index in `granted`: a filter repeated within
+     * the packet keeps only its last grant (the subscription it ends up with),
+     * so its retained messages go out once, found in O(1) per filter. Left
+     * empty (no allocation, no key drawn) for the usual one-filter packet. */
+    struct strmap last = {0};
+    struct refusals refused = {0};
     struct mqtt_topic_entry e;
     size_t pos = 0, i = 0;
 
@@ -78,19 +114,39 @@ void handle_subscribe(struct conn *c, const struct mqtt_packet *p)
         goto out;
     }
     while (i < sp->count && codec_next_topic(sp, true, &pos, &e)) {
-        codes[i] = subscribe_one(c, &e, &granted[i]);
+        codes[i] = subscribe_one(c, &e, &granted[i], &refused);
+        if (granted[i].filter && sp->count > 1) {
+            void *earlier;
+            if (strmap_put(&last, granted[i].filter, (void *)(uintptr_t)(i + 1), &earlier) < 0) {
+                conn_close(c, "out of memory handling SUBSCRIBE");
+                goto out;
+            }
+            if (earlier) {
+                size_t k = (uintptr_t)earlier - 1;
+                free(granted[k].filter);
+                granted[k].filter = NULL;
+            }
+        }
         i++;
     }
+    if (refused.count)
+        log_notice("client %s: SUBSCRIBE refused %zu of %zu filters (first: '%s': %s)",
+                   c->client_id, refused.count, i, refused.first_filter, refused.first_why);
+    if (refused.out_of_memory)
+        log_error("client %s: out of memory subscribing to %zu of %zu filters", c->client_id,
+                  refused.out_of_memory, i);
+
     struct mqtt_packet ack = {.type = MQTT_SUBACK};
     ack.u.suback = (struct mqtt_suback){.packet_id = sp->packet_id, .codes = codes, .count = i};
     if (conn_send(c, &ack) < 0)
         goto out;
-    /* Retained messages follow the SUBACK, for every filter granted (MQTT-3.3.1-6). */
+    /* Retained messages follow the SUBACK, once per distinct filter granted (MQTT-3.3.1-6). */
     for (size_t k = 0; k < i; k++)
         if (granted[k].filter && c->state == CONN_ACTIVE)
             instance_send_retained(s->instance, s, granted[k].filter, codes[k],
                                    granted[k].leading_slash);
 out:
+    strmap_clear(&last);
     if (granted)
         for (size_t k = 0; k < sp->count; k++)
             free(granted[k].filter);

@@ -47,7 +47,8 @@ void session_free(struct session *s)
     free(s->subs);
     outgoing_free_list(s->inflight_head);
     outgoing_free_list(s->queue_head);
-    free(s->incoming_qos2);
+    idset_free(&s->outgoing_ids);
+    idset_free(&s->incoming_qos2);
     free(s->client_id);
     free(s);
 }
@@ -100,21 +101,29 @@ int session_sub_forget(struct session *s, const char *filter)
     return 0;
 }
 
-/* The next packet id not used by the in-flight window (ids are 1..65535). */
-static uint16_t session_next_packet_id(struct session *s)
+/*
+ * Take the next packet id after last_packet_id that the in-flight window is
+ * not using, and mark it used. Returns 0, -ENOMEM when the id set could not
+ * be allocated, or -EAGAIN when all 65535 ids are in flight (which a
+ * max-inflight of at most 65535, as the configuration allows, rules out).
+ */
+static int session_take_packet_id(struct session *s, uint16_t *id)
 {
-    for (;;) {
-        if (++s->last_packet_id == 0)
-            s->last_packet_id = 1;
-        bool used = false;
-        for (struct outgoing *o = s->inflight_head; o; o = o->next)
-            if (o->packet_id == s->last_packet_id) {
-                used = true;
-                break;
-            }
-        if (!used)
-            return s->last_packet_id;
-    }
+    uint16_t next = idset_next_clear(&s->outgoing_ids, s->last_packet_id);
+    if (next == 0)
+        return -EAGAIN;
+    if (idset_add(&s->outgoing_ids, next) < 0)
+        return -ENOMEM;
+    s->last_packet_id = next;
+    *id = next;
+    return 0;
+}
+
+/* The window could not take a message for want of a packet id (see session_take_packet_id). */
+static void session_no_packet_id(struct session *s, int err)
+{
+    if (err == -ENOMEM && s->conn)
+        conn_close(s->conn, "out of memory allocating the packet ids of the in-flight window");
 }
 
 static void list_append(struct outgoing **head, struct outgoing **tail, struct outgoing *o)
@@ -139,10 +148,10 @@ static struct outgoing *list_pop(struct outgoing **head, struct outgoing **tail)
     return o;
 }
 
-/* Put `o` in the in-flight window and send it. */
-static void session_send_inflight(struct session *s, struct outgoing *o)
+/* Put `o` in the in-flight window under `packet_id` (already taken) and send it. */
+static void session_send_inflight(struct session *s, struct outgoing *o, uint16_t packet_id)
 {
-    o->packet_id = session_next_packet_id(s);
+    o->packet_id = packet_id;
     o->state = o->qos == 1 ? OUT_AWAIT_PUBACK : OUT_AWAIT_PUBREC;
     list_append(&s->inflight_head, &s->inflight_tail, o);
     s->inflight_count++;
@@ -155,9 +164,15 @@ static void session_fill_window(struct session *s)
     size_t window = s->instance->limits.max_inflight;
     while (s->conn && s->conn->state == CONN_ACTIVE && s->inflight_count < window &&
            s->queue_head) {
+        uint16_t id;
+        int rc = session_take_packet_id(s, &id);
+        if (rc < 0) {
+            session_no_packet_id(s, rc);
+            return;
+        }
         struct outgoing *o = list_pop(&s->queue_head, &s->queue_tail);
         s->queue_count--;
-        session_send_inflight(s, o);
+        session_send_inflight(s, o, id);
     }
 }
 
@@ -182,8 +197,13 @@ void session_deliver(struct session *s, struct message *m, uint8_t qos, bool lea
     o->retain = retain;
 
     if (online && s->inflight_count < s->instance->limits.max_inflight && !s->queue_head) {
-        session_send_inflight(s, o);
-        return;
+        uint16_t id;
+        int rc = session_take_packet_id(s, &id);
+        if (rc == 0) {
+            session_send_inflight(s, o, id);
+            return;
+        }
+        session_no_packet_id(s, rc); /* and queue it below */
     }
     if (s->queue_count >= s->instance->limits.max_queued_messages) {
         struct outgoing *oldest = list_pop(&s->queue_head, &s->queue_tail);
@@ -224,6 +244,8 @@ int session_ack(struct session *s, uint8_t type, uint16_t packet_id)
 {
     struct outgoing *prev = NULL, *o;
 
+    /* Linear in the window, which max-inflight bounds (20 by default); the id set
+     * only says whether an id is in flight, not where its entry is. */
     for (o = s->inflight_head; o; prev = o, o = o->next)
         if (o->packet_id == packet_id)
             break;
@@ -263,6 +285,7 @@ int session_ack(struct session *s, uint8_t type, uint16_t packet_id)
     if (s->inflight_tail == o)
         s->inflight_tail = prev;
     s->inflight_count--;
+    idset_remove(&s->outgoing_ids, packet_id);
     o->next = NULL;
     outgoing_free_list(o);
     session_fill_window(s);
@@ -271,30 +294,15 @@ int session_ack(struct session *s, uint8_t type, uint16_t packet_id)
 
 bool session_qos2_seen(struct session *s, uint16_t packet_id, int *err)
 {
-    *err = 0;
-    for (size_t i = 0; i < s->incoming_qos2_count; i++)
-        if (s->incoming_qos2[i] == packet_id)
-            return true;
-    if (s->incoming_qos2_count == s->incoming_qos2_cap) {
-        size_t cap = s->incoming_qos2_cap ? s->incoming_qos2_cap * 2 : 8;
-        uint16_t *ids = realloc(s->incoming_qos2, cap * sizeof(*ids));
-        if (!ids) {
-            *err = -ENOMEM;
-            return false;
-        }
-        s->incoming_qos2 = ids;
-        s->incoming_qos2_cap = cap;
+    if (idset_has(&s->incoming_qos2, packet_id)) {
+        *err = 0;
+        return true;
     }
-    s->incoming_qos2[s->incoming_qos2_count++] = packet_id;
+    *err = idset_add(&s->incoming_qos2, packet_id);
     return false;
 }
 
 int session_qos2_release(struct session *s, uint16_t packet_id)
 {
-    for (size_t i = 0; i < s->incoming_qos2_count; i++)
-        if (s->incoming_qos2[i] == packet_id) {
-            s->incoming_qos2[i] = s->incoming_qos2[--s->incoming_qos2_count];
-            return 0;
-        }
-    return -ENOENT;
+    return idset_remove(&s->incoming_qos2, packet_id);
 }

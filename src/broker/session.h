@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "broker/idset.h"
+
 struct conn;
 struct instance;
 struct message;
@@ -65,11 +67,11 @@ struct session {
     size_t queue_count;
     uint64_t dropped;         /* queued messages dropped at the bound */
 
-    uint16_t last_packet_id;
+    uint16_t last_packet_id;   /* the id given last; the next one is searched after it */
+    struct idset outgoing_ids; /* the packet ids of the in-flight window */
 
     /* Packet ids of QoS 2 PUBLISHes received and answered with PUBREC, not yet released. */
-    uint16_t *incoming_qos2;
-    size_t incoming_qos2_count, incoming_qos2_cap;
+    struct idset incoming_qos2;
 
     /* Routing scratch: deduplicates overlapping subscriptions per publish. */
     uint64_t match_gen;
@@ -101,25 +103,37 @@ int session_sub_forget(struct session *s, const char *filter);
  * the subscription's). QoS 0 goes out at once when the client is connected
  * and is dropped otherwise; QoS 1/2 enters the in-flight window or the
  * bounded queue (the oldest queued message is dropped beyond the bound).
+ * When the window's packet-id set cannot be allocated, the connection is
+ * closed with that reason and the message stays queued for the session.
  */
 void session_deliver(struct session *s, struct message *m, uint8_t qos, bool leading_slash,
                      bool retain);
 
 /*
  * The client came back on `c` (clean session 0): re-send the in-flight
- * window (PUBLISH with DUP, or PUBREL) and fill it from the queue.
+ * window (PUBLISH with DUP, or PUBREL) and fill it from the queue (closing
+ * `c`, as session_deliver() does, when the packet-id set cannot be allocated).
  */
 void session_resume(struct session *s, struct conn *c);
 
-/* The client acknowledged `packet_id`: PUBACK (type MQTT_PUBACK), PUBREC or PUBCOMP.
- * Returns 0, or -ENOENT when no message waits for that acknowledgement. */
+/*
+ * The client acknowledged `packet_id`: PUBACK (type MQTT_PUBACK), PUBREC or PUBCOMP.
+ * A completed exchange frees the id and refills the window from the queue.
+ * Finding the entry walks the window, which max-inflight bounds.
+ * Returns 0, or -ENOENT when no message waits for that acknowledgement.
+ */
 int session_ack(struct session *s, uint8_t type, uint16_t packet_id);
 
-/* QoS 2 receipt: returns true when `packet_id` was seen already (do not deliver again),
- * otherwise records it and returns false. -ENOMEM is reported as false with *err set. */
+/*
+ * QoS 2 receipt: returns true when `packet_id` was seen already and not yet
+ * released (do not deliver again); otherwise records it and returns false.
+ * Constant time whatever the number of unreleased ids; the first call
+ * allocates the session's 8 KB id set. *err is 0, or -ENOMEM (returned as
+ * false, nothing recorded: the caller closes the connection).
+ */
 bool session_qos2_seen(struct session *s, uint16_t packet_id, int *err);
 
-/* PUBREL for `packet_id`: forget it. Returns 0 or -ENOENT. */
+/* PUBREL for `packet_id`: forget it, in constant time. Returns 0 or -ENOENT. */
 int session_qos2_release(struct session *s, uint16_t packet_id);
 
 #endif

@@ -22,8 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
+
+#include "util/siphash.h"
 
 /* ---------------------------------------------------------------- rules */
 
@@ -162,7 +162,7 @@ struct topic_node {
 
 struct topic_tree {
     struct topic_node *root; /* stands for "no level yet"; never pruned, never retains */
-    uint64_t key[2];         /* SipHash key */
+    struct siphash_key key;  /* keyed: clients choose the levels */
     size_t node_count;       /* nodes besides the root */
     size_t sub_count;
     size_t retained_count;
@@ -186,71 +186,9 @@ void topic_tree_fail_allocs_after(struct topic_tree *t, long n)
     t->fail_after = n;
 }
 
-static uint64_t rotl64(uint64_t x, int b)
-{
-    return (x << b) | (x >> (64 - b));
-}
-
-#define SIPROUND \
-    do { \
-        v0 += v1; \
-        v1 = rotl64(v1, 13); \
-        v1 ^= v0; \
-        v0 = rotl64(v0, 32); \
-        v2 += v3; \
-        v3 = rotl64(v3, 16); \
-        v3 ^= v2; \
-        v0 += v3; \
-        v3 = rotl64(v3, 21); \
-        v3 ^= v0; \
-        v2 += v1; \
-        v1 = rotl64(v1, 17); \
-        v1 ^= v2; \
-        v2 = rotl64(v2, 32); \
-    } while (0)
-
-/* SipHash-1-3 (one compression round, three finalisation rounds). */
 static uint64_t level_hash(const struct topic_tree *t, const char *s, size_t len)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    uint64_t v0 = t->key[0] ^ 0x736f6d6570736575ULL;
-    uint64_t v1 = t->key[1] ^ 0x646f72616e646f6dULL;
-    uint64_t v2 = t->key[0] ^ 0x6c7967656e657261ULL;
-    uint64_t v3 = t->key[1] ^ 0x7465646279746573ULL;
-    size_t whole = len & ~(size_t)7;
-
-    for (size_t i = 0; i < whole; i += 8) {
-        uint64_t m = 0;
-        for (int b = 0; b < 8; b++)
-            m |= (uint64_t)p[i + b] << (8 * b);
-        v3 ^= m;
-        SIPROUND;
-        v0 ^= m;
-    }
-    uint64_t m = (uint64_t)len << 56;
-    for (size_t b = 0; b < (len & 7); b++)
-        m |= (uint64_t)p[whole + b] << (8 * b);
-    v3 ^= m;
-    SIPROUND;
-    v0 ^= m;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
-
-#undef SIPROUND
-
-static void tree_seed(struct topic_tree *t)
-{
-    if (getrandom(t->key, sizeof(t->key), GRND_NONBLOCK) == (ssize_t)sizeof(t->key))
-        return;
-    /* No entropy yet (early boot): a weaker key still beats a fixed one. */
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    t->key[0] = (uint64_t)(uintptr_t)t ^ ((uint64_t)ts.tv_nsec << 20) ^ 0x9e3779b97f4a7c15ULL;
-    t->key[1] = (uint64_t)ts.tv_sec * 0xbf58476d1ce4e5b9ULL ^ (uint64_t)time(NULL);
+    return siphash13(&t->key, s, len);
 }
 
 static struct topic_node *node_new(struct topic_tree *t, struct topic_node *parent,
@@ -447,7 +385,7 @@ struct topic_tree *topic_tree_new(void)
     if (!t)
         return NULL;
     t->fail_after = -1;
-    tree_seed(t);
+    siphash_key_random(&t->key);
     t->root = node_new(t, NULL, "", 0, 0);
     if (!t->root) {
         free(t);

@@ -5,15 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* FNV-1a: keys are short client ids and names; this spreads them well enough. */
-static size_t strmap_hash(const char *key)
+static size_t strmap_hash(const struct strmap *m, const char *key)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
-        h ^= *p;
-        h *= 1099511628211ull;
-    }
-    return (size_t)h;
+    return (size_t)siphash13(&m->key, key, strlen(key));
 }
 
 static struct strmap_slot *strmap_find(const struct strmap *m, const char *key, size_t hash)
@@ -53,13 +47,15 @@ static int strmap_grow(struct strmap *m)
 
 void *strmap_get(const struct strmap *m, const char *key)
 {
-    struct strmap_slot *s = strmap_find(m, key, strmap_hash(key));
+    struct strmap_slot *s = strmap_find(m, key, strmap_hash(m, key));
     return s ? s->value : NULL;
 }
 
 int strmap_put(struct strmap *m, const char *key, void *value, void **old)
 {
-    size_t hash = strmap_hash(key);
+    if (m->cap == 0)
+        siphash_key_random(&m->key);
+    size_t hash = strmap_hash(m, key);
     struct strmap_slot *s = strmap_find(m, key, hash);
 
     if (old)
@@ -85,7 +81,7 @@ int strmap_put(struct strmap *m, const char *key, void *value, void **old)
 
 void *strmap_remove(struct strmap *m, const char *key)
 {
-    struct strmap_slot *s = strmap_find(m, key, strmap_hash(key));
+    struct strmap_slot *s = strmap_find(m, key, strmap_hash(m, key));
     if (!s)
         return NULL;
     void *value = s->value;

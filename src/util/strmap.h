@@ -2,7 +2,8 @@
  * strmap — a hash map from NUL-terminated strings to pointers.
  *
  * The map copies each key and frees its copies; values are the caller's and
- * are never freed by the map. Open addressing with linear probing and
+ * are never freed by the map. Keys are hashed with a random SipHash key, so
+ * clients choosing ids cannot make them collide. Open addressing with linear probing and
  * tombstone-free deletion (backward shift), so lookups stay short.
  * Not thread-safe: one owner.
  */
@@ -10,6 +11,8 @@
 #define AVIARY_STRMAP_H
 
 #include <stddef.h>
+
+#include "util/siphash.h"
 
 struct strmap_slot {
     char *key; /* NULL when the slot is empty */
@@ -21,6 +24,7 @@ struct strmap {
     struct strmap_slot *slots;
     size_t cap; /* a power of two, or 0 before the first insert */
     size_t count;
+    struct siphash_key key; /* drawn at the first insert: keys come from clients */
 };
 
 /* An empty map needs no allocation: `struct strmap m = {0};` is valid. */

@@ -9,9 +9,11 @@
  * client end losing its partner). Tests are named after the limit or clause.
  */
 #include <check.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -19,6 +21,7 @@
 
 #include "broker/broker.h"
 #include "broker/conn.h"
+#include "broker/idset.h"
 #include "broker/session.h"
 #include "codec/codec.h"
 #include "util/limits.h"
@@ -51,7 +54,7 @@ struct rx {
     char topic[512];
     uint8_t payload[512];
     size_t payload_len;
-    uint8_t codes[16]; /* SUBACK */
+    uint8_t codes[512]; /* SUBACK */
     size_t code_count;
 };
 
@@ -357,6 +360,20 @@ static void send_publish(struct client *cl, const char *topic, const char *paylo
     send_publish_len(cl, topic, strlen(topic), payload, strlen(payload), qos, packet_id, false);
 }
 
+/* PUBLISH with RETAIN 1 at QoS 2 (packet id `id`): the broker keeps it for later subscribers. */
+static void send_retained(struct client *cl, const char *topic, const char *payload, uint16_t id)
+{
+    struct mqtt_packet p = {.type = MQTT_PUBLISH};
+    p.u.publish = (struct mqtt_publish){
+        .qos = 2,
+        .retain = true,
+        .packet_id = id,
+        .topic = {(const uint8_t *)topic, strlen(topic)},
+        .payload = {(const uint8_t *)payload, strlen(payload)},
+    };
+    client_send(cl, &p, MQTT_V311);
+}
+
 static void send_ack(struct client *cl, uint8_t type, uint16_t packet_id)
 {
     struct mqtt_packet p = {.type = type};
@@ -391,6 +408,43 @@ static struct rx expect_publish(struct client *cl, const char *topic, const char
     if (qos > 0)
         ck_assert_uint_ne(rx.packet_id, 0);
     return rx;
+}
+
+/*
+ * The next `n` packets are the retained messages on `topics` (any order: the
+ * tree does not promise one), each exactly once, with RETAIN 1 at `qos`, the
+ * payload equal to the topic without a leading '/'; nothing follows them.
+ */
+static void expect_retained_once(struct client *cl, const char *const *topics, size_t n,
+                                 uint8_t qos)
+{
+    bool seen[16] = {false};
+    uint16_t ids[16];
+    ck_assert_uint_le(n, 16);
+    for (size_t i = 0; i < n; i++) {
+        struct rx rx = expect_packet(cl, MQTT_PUBLISH);
+        ck_assert(rx.retain);
+        ck_assert_uint_eq(rx.qos, qos);
+        size_t k = 0;
+        while (k < n && strcmp(rx.topic, topics[k]) != 0)
+            k++;
+        ck_assert_msg(k < n, "unexpected retained message on '%s'", rx.topic);
+        ck_assert_msg(!seen[k], "retained message on '%s' sent twice", rx.topic);
+        seen[k] = true;
+        const char *want = topics[k][0] == '/' ? topics[k] + 1 : topics[k];
+        ck_assert_uint_eq(rx.payload_len, strlen(want));
+        ck_assert_mem_eq(rx.payload, want, rx.payload_len);
+        ids[i] = rx.packet_id;
+    }
+    expect_nothing(cl);
+    /* Complete the exchanges, so the window is empty for what the test does next. */
+    for (size_t i = 0; qos > 0 && i < n; i++)
+        send_ack(cl, qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, ids[i]);
+    for (size_t i = 0; qos == 2 && i < n; i++) {
+        expect_ack(cl, MQTT_PUBREL, ids[i]);
+        send_ack(cl, MQTT_PUBCOMP, ids[i]);
+    }
+    expect_nothing(cl);
 }
 
 /* A string of `n` copies of `ch` (n < sizeof buffer). */
@@ -1011,6 +1065,317 @@ START_TEST(test_MQTT_4_3_3_qos2_resent_before_pubrel_delivered_once)
 }
 END_TEST
 
+/* ------------------------------------------------------------ repeated filters in one SUBSCRIBE */
+
+/* Retained messages r/a, r/b, r/c at QoS 2 (payload = topic), from a client of their own. */
+static void retain_three(void)
+{
+    struct client *pub = client_connect("retainer", true, false);
+    const char *topics[] = {"r/a", "r/b", "r/c"};
+    for (uint16_t i = 0; i < 3; i++) {
+        send_retained(pub, topics[i], topics[i], (uint16_t)(i + 1));
+        expect_ack(pub, MQTT_PUBREC, (uint16_t)(i + 1));
+        send_ack(pub, MQTT_PUBREL, (uint16_t)(i + 1));
+        expect_ack(pub, MQTT_PUBCOMP, (uint16_t)(i + 1));
+    }
+    expect_nothing(pub);
+}
+
+/* A filter repeated 50 times is one subscription: its retained messages go out once. */
+START_TEST(test_SPEC_5_subscribe_repeating_a_filter_sends_each_retained_message_once)
+{
+    struct limits l = default_limits();
+    const char *filters[50];
+    uint8_t qos[50], want[50];
+    start(&l);
+    retain_three();
+
+    struct client *sub = client_connect("sub", true, false);
+    for (size_t i = 0; i < 50; i++) {
+        filters[i] = "#";
+        qos[i] = want[i] = 0;
+    }
+    send_subscribe(sub, 9, filters, qos, 50, true);
+    expect_suback(sub, 9, want, 50); /* one code per filter, as sent */
+    const char *topics[] = {"r/a", "r/b", "r/c"};
+    expect_retained_once(sub, topics, 3, 0);
+    ck_assert_uint_eq(client_conn(sub)->session->sub_count, 1);
+}
+END_TEST
+
+/*
+ * Repeats of one filter (with or without the leading '/', SPEC §3) at
+ * different QoS: the last one is the subscription, so the retained messages
+ * go out once, at its QoS and with its slash.
+ */
+START_TEST(test_SPEC_5_subscribe_repeating_a_filter_sends_retained_at_the_last_qos)
+{
+    struct limits l = default_limits();
+    start(&l);
+    retain_three();
+
+    struct client *one = client_connect("one", true, false);
+    const char *f1[] = {"r/+", "/r/+", "r/+"};
+    const uint8_t q1[] = {2, 0, 1};
+    send_subscribe(one, 1, f1, q1, 3, true);
+    expect_suback(one, 1, q1, 3);
+    const char *plain[] = {"r/a", "r/b", "r/c"};
+    expect_retained_once(one, plain, 3, 1);
+
+    struct client *two = client_connect("two", true, false);
+    const char *f2[] = {"r/+", "x", "/r/+", "x"};
+    const uint8_t q2[] = {0, 1, 2, 0};
+    send_subscribe(two, 2, f2, q2, 4, true);
+    expect_suback(two, 2, q2, 4);
+    const char *slashed[] = {"/r/a", "/r/b", "/r/c"};
+    expect_retained_once(two, slashed, 3, 2);
+    ck_assert_uint_eq(client_conn(two)->session->sub_count, 2);
+
+    /* Later messages follow the same subscription: once, at the last QoS. */
+    struct client *pub = client_connect("pub", true, false);
+    send_publish(pub, "r/a", "new", 1, 4);
+    expect_ack(pub, MQTT_PUBACK, 4);
+    expect_publish(one, "r/a", "new", 1);
+    expect_publish(two, "/r/a", "new", 1);
+    expect_nothing(one);
+    expect_nothing(two);
+}
+END_TEST
+
+/* Run `fn` with the log at notice level going to a file; returns what was written (malloc'd). */
+static char *capture_notices(void (*fn)(struct client *), struct client *cl)
+{
+    FILE *f = tmpfile();
+    ck_assert_ptr_nonnull(f);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    ck_assert_int_ge(saved, 0);
+    ck_assert_int_ge(dup2(fileno(f), STDERR_FILENO), 0);
+    log_set_level(LOG_LEVEL_NOTICE);
+    fn(cl);
+    log_set_level(LOG_LEVEL_ERROR);
+    fflush(stderr);
+    ck_assert_int_ge(dup2(saved, STDERR_FILENO), 0);
+    close(saved);
+
+    long size = ftell(f);
+    ck_assert_int_ge(size, 0);
+    char *text = calloc(1, (size_t)size + 1);
+    ck_assert_ptr_nonnull(text);
+    rewind(f);
+    ck_assert_uint_eq(fread(text, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    return text;
+}
+
+/* 300 filters with a bad character, then one good one. */
+static void subscribe_300_refused(struct client *cl)
+{
+    static const char *filters[301];
+    static uint8_t qos[301];
+    for (size_t i = 0; i < 300; i++)
+        filters[i] = "a b";
+    filters[300] = "fine";
+    send_subscribe(cl, 5, filters, qos, 301, true);
+    struct rx rx = expect_packet(cl, MQTT_SUBACK);
+    ck_assert_uint_eq(rx.code_count, 301);
+    for (size_t i = 0; i < 300; i++)
+        ck_assert_uint_eq(rx.codes[i], MQTT_SUBACK_FAILURE);
+    ck_assert_uint_eq(rx.codes[300], 0);
+}
+
+/* Refused filters are one notice line per SUBSCRIBE, however many: the count and the first. */
+START_TEST(test_SPEC_3_refused_filters_logged_once_per_subscribe)
+{
+    struct limits l = default_limits();
+    start(&l);
+
+    struct client *sub = client_connect("sub", true, false);
+    char *log = capture_notices(subscribe_300_refused, sub);
+    size_t lines = 0;
+    for (const char *p = log; (p = strchr(p, '\n')); p++)
+        lines++;
+    ck_assert_msg(lines == 1, "expected one log line, got %zu:\n%.300s", lines, log);
+    ck_assert_msg(strstr(log, "client sub: SUBSCRIBE refused 300 of 301 filters (first: 'a b': ") !=
+                      NULL,
+                  "unexpected log line: %.300s", log);
+    free(log);
+    expect_open(sub);
+    ck_assert_uint_eq(client_conn(sub)->session->sub_count, 1);
+}
+END_TEST
+
+/* ------------------------------------------------------------ packet ids */
+
+/*
+ * Thousands of QoS 2 ids unreleased at once: a re-send of any of them is
+ * still recognised, and a released id names a new message.
+ */
+START_TEST(test_MQTT_4_3_3_qos2_duplicate_detected_among_3000_unreleased_ids)
+{
+    struct limits l = default_limits();
+    start(&l);
+
+    struct client *sub = client_connect("sub", true, false);
+    ck_assert_uint_eq(subscribe1(sub, 1, "x", 0), 0);
+    struct client *pub = client_connect("pub", true, false);
+    for (uint16_t id = 1; id <= 3000; id++) {
+        send_publish(pub, "x", "m", 2, id);
+        expect_ack(pub, MQTT_PUBREC, id);
+        expect_publish(sub, "x", "m", 0);
+    }
+    ck_assert_uint_eq(client_conn(pub)->session->incoming_qos2.count, 3000);
+
+    send_publish_len(pub, "x", 1, "m", 1, 2, 1500, true);
+    expect_ack(pub, MQTT_PUBREC, 1500);
+    expect_nothing(sub);
+
+    send_ack(pub, MQTT_PUBREL, 1500);
+    expect_ack(pub, MQTT_PUBCOMP, 1500);
+    ck_assert_uint_eq(client_conn(pub)->session->incoming_qos2.count, 2999);
+
+    send_publish(pub, "x", "again", 2, 1500);
+    expect_ack(pub, MQTT_PUBREC, 1500);
+    expect_publish(sub, "x", "again", 0);
+    expect_nothing(sub);
+
+    /* Its neighbours are still unreleased. */
+    send_publish_len(pub, "x", 1, "m", 1, 2, 1499, true);
+    expect_ack(pub, MQTT_PUBREC, 1499);
+    send_publish_len(pub, "x", 1, "m", 1, 2, 1501, true);
+    expect_ack(pub, MQTT_PUBREC, 1501);
+    expect_nothing(sub);
+    expect_open(pub);
+}
+END_TEST
+
+/* The id set behind both: ids 1..65535 in order from any point, wrapping, 0 when all are taken. */
+START_TEST(test_MQTT_2_3_1_packet_id_set_wraps_and_reports_a_full_set)
+{
+    struct idset set = {0};
+
+    ck_assert(!idset_has(&set, 1));
+    ck_assert_uint_eq(idset_next_clear(&set, 0), 1); /* no allocation needed to answer */
+    ck_assert_uint_eq(idset_next_clear(&set, 65535), 1);
+    ck_assert_int_eq(idset_remove(&set, 7), -ENOENT);
+
+    for (uint32_t id = 1; id <= 65535; id++)
+        ck_assert_int_eq(idset_add(&set, (uint16_t)id), 0);
+    ck_assert_int_eq(idset_add(&set, 65535), 0); /* already there: no change */
+    ck_assert_uint_eq(set.count, 65535);
+    ck_assert_uint_eq(idset_next_clear(&set, 100), 0);
+
+    ck_assert_int_eq(idset_remove(&set, 64), 0); /* a word boundary */
+    ck_assert_int_eq(idset_remove(&set, 64), -ENOENT);
+    ck_assert_uint_eq(idset_next_clear(&set, 64), 64); /* round the whole set back to it */
+    ck_assert_uint_eq(idset_next_clear(&set, 63), 64);
+    ck_assert_int_eq(idset_remove(&set, 65535), 0);
+    ck_assert_uint_eq(idset_next_clear(&set, 64), 65535);
+    ck_assert_uint_eq(idset_next_clear(&set, 65534), 65535);
+    ck_assert_uint_eq(idset_next_clear(&set, 65535), 64);
+    ck_assert_uint_eq(set.count, 65533);
+    ck_assert(!idset_has(&set, 0));
+
+    idset_free(&set);
+    ck_assert_uint_eq(set.count, 0);
+    ck_assert(!idset_has(&set, 1));
+}
+END_TEST
+
+/* Publish QoS 1 message `payload` on "w" from `pub` (packet id `id`) and take its PUBACK. */
+static void publish_w(struct client *pub, const char *payload, uint16_t id)
+{
+    send_publish(pub, "w", payload, 1, id);
+    expect_ack(pub, MQTT_PUBACK, id);
+}
+
+/*
+ * Outgoing packet ids wrap from 65535 to 1 and skip the ids still in flight
+ * (MQTT-2.3.1-2: an id is not reused until its exchange is complete).
+ */
+START_TEST(test_MQTT_2_3_1_2_outgoing_ids_skip_ids_in_flight_when_wrapping)
+{
+    struct limits l = default_limits();
+    l.max_inflight = 3;
+    start(&l);
+
+    struct client *sub = client_connect("sub", true, false);
+    ck_assert_uint_eq(subscribe1(sub, 1, "w", 1), 1);
+    struct session *s = client_conn(sub)->session;
+    struct client *pub = client_connect("pub", true, false);
+
+    publish_w(pub, "m1", 1);
+    struct rx m1 = expect_publish(sub, "w", "m1", 1);
+    ck_assert_uint_eq(m1.packet_id, 1);
+
+    /* As if 65532 more messages had come and gone while m1 waits for its PUBACK. */
+    s->last_packet_id = 65533;
+    publish_w(pub, "m2", 2);
+    publish_w(pub, "m3", 3);
+    publish_w(pub, "m4", 4);
+    struct rx m2 = expect_publish(sub, "w", "m2", 1);
+    struct rx m3 = expect_publish(sub, "w", "m3", 1);
+    expect_nothing(sub); /* the window of 3 is full: m4 waits */
+    ck_assert_uint_eq(m2.packet_id, 65534);
+    ck_assert_uint_eq(m3.packet_id, 65535);
+
+    send_ack(sub, MQTT_PUBACK, m2.packet_id);
+    struct rx m4 = expect_publish(sub, "w", "m4", 1);
+    ck_assert_uint_eq(m4.packet_id, 2); /* wrapped past 0, and past 1 (m1, in flight) */
+
+    publish_w(pub, "m5", 5);
+    expect_nothing(sub);
+    send_ack(sub, MQTT_PUBACK, m3.packet_id);
+    struct rx m5 = expect_publish(sub, "w", "m5", 1);
+    ck_assert_uint_eq(m5.packet_id, 3);
+
+    /* 65534 is free again, but ids go on from the last one given. */
+    send_ack(sub, MQTT_PUBACK, m1.packet_id);
+    publish_w(pub, "m6", 6);
+    struct rx m6 = expect_publish(sub, "w", "m6", 1);
+    ck_assert_uint_eq(m6.packet_id, 4);
+
+    send_ack(sub, MQTT_PUBACK, m4.packet_id);
+    send_ack(sub, MQTT_PUBACK, m5.packet_id);
+    send_ack(sub, MQTT_PUBACK, m6.packet_id);
+    expect_nothing(sub);
+    ck_assert_uint_eq(s->inflight_count, 0);
+    ck_assert_uint_eq(s->outgoing_ids.count, 0);
+}
+END_TEST
+
+/* A QoS 2 exchange holds its id until PUBCOMP, not PUBREC: the id is skipped till then. */
+START_TEST(test_MQTT_2_3_1_2_outgoing_qos2_id_held_until_pubcomp)
+{
+    struct limits l = default_limits();
+    l.max_inflight = 3;
+    start(&l);
+
+    struct client *sub = client_connect("sub", true, false);
+    ck_assert_uint_eq(subscribe1(sub, 1, "w", 2), 2);
+    struct session *s = client_conn(sub)->session;
+    struct client *pub = client_connect("pub", true, false);
+
+    s->last_packet_id = 65535;
+    send_publish(pub, "w", "q2", 2, 1);
+    expect_ack(pub, MQTT_PUBREC, 1);
+    struct rx q2 = expect_publish(sub, "w", "q2", 2);
+    ck_assert_uint_eq(q2.packet_id, 1);
+    send_ack(sub, MQTT_PUBREC, 1);
+    expect_ack(sub, MQTT_PUBREL, 1);
+
+    s->last_packet_id = 65535; /* the counter comes round to 1 again before PUBCOMP */
+    publish_w(pub, "m", 2);
+    struct rx m = expect_publish(sub, "w", "m", 1);
+    ck_assert_uint_eq(m.packet_id, 2);
+
+    send_ack(sub, MQTT_PUBCOMP, 1);
+    send_ack(sub, MQTT_PUBACK, 2);
+    expect_nothing(sub);
+    ck_assert_uint_eq(s->outgoing_ids.count, 0);
+}
+END_TEST
+
 /* ------------------------------------------------------------ connections */
 
 START_TEST(test_MQTT_3_1_4_2_takeover_closes_the_first_connection)
@@ -1175,6 +1540,9 @@ static Suite *limits_suite(void)
     tcase_add_test(subs, test_SPEC_5_max_subscriptions);
     tcase_add_test(subs, test_SPEC_5_max_subscriptions_within_one_subscribe);
     tcase_add_test(subs, test_SPEC_5_subscribe_within_limits_answered_whatever_max_payload);
+    tcase_add_test(subs, test_SPEC_5_subscribe_repeating_a_filter_sends_each_retained_message_once);
+    tcase_add_test(subs, test_SPEC_5_subscribe_repeating_a_filter_sends_retained_at_the_last_qos);
+    tcase_add_test(subs, test_SPEC_3_refused_filters_logged_once_per_subscribe);
     suite_add_tcase(s, subs);
 
     TCase *pub = tcase_create("publish");
@@ -1193,6 +1561,10 @@ static Suite *limits_suite(void)
     tcase_add_test(flow, test_SPEC_5_max_queued_messages_keeps_the_newest);
     tcase_add_test(flow, test_SPEC_5_max_inflight_window);
     tcase_add_test(flow, test_MQTT_4_3_3_qos2_resent_before_pubrel_delivered_once);
+    tcase_add_test(flow, test_MQTT_4_3_3_qos2_duplicate_detected_among_3000_unreleased_ids);
+    tcase_add_test(flow, test_MQTT_2_3_1_packet_id_set_wraps_and_reports_a_full_set);
+    tcase_add_test(flow, test_MQTT_2_3_1_2_outgoing_ids_skip_ids_in_flight_when_wrapping);
+    tcase_add_test(flow, test_MQTT_2_3_1_2_outgoing_qos2_id_held_until_pubcomp);
     suite_add_tcase(s, flow);
 
     TCase *conns = tcase_create("connections");

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "util/log.h"
+#include "util/siphash.h"
 #include "util/strmap.h"
 
 START_TEST(test_strmap_empty_map_needs_no_setup)
@@ -79,6 +80,36 @@ START_TEST(test_strmap_matches_a_reference_through_removals)
 }
 END_TEST
 
+/* The reference vectors of the SipHash paper: key 00..0f, messages 00..(n-1). */
+START_TEST(test_siphash24_reference_vectors)
+{
+    struct siphash_key key;
+    unsigned char k[16], msg[15];
+
+    for (int i = 0; i < 16; i++)
+        k[i] = (unsigned char)i;
+    for (int i = 0; i < 15; i++)
+        msg[i] = (unsigned char)i;
+    key.k[0] = key.k[1] = 0;
+    for (int b = 0; b < 8; b++) {
+        key.k[0] |= (uint64_t)k[b] << (8 * b);
+        key.k[1] |= (uint64_t)k[8 + b] << (8 * b);
+    }
+    ck_assert_uint_eq(siphash24(&key, msg, 0), 0x726fdb47dd0e0e31ULL);
+    ck_assert_uint_eq(siphash24(&key, msg, 15), 0xa129ca6149be45e5ULL);
+}
+END_TEST
+
+START_TEST(test_siphash_keys_differ_between_draws)
+{
+    struct siphash_key a, b;
+    siphash_key_random(&a);
+    siphash_key_random(&b);
+    ck_assert(a.k[0] != b.k[0] || a.k[1] != b.k[1]);
+    ck_assert_uint_ne(siphash13(&a, "sensor-1", 8), siphash13(&b, "sensor-1", 8));
+}
+END_TEST
+
 START_TEST(test_log_escape_keeps_printable_ascii)
 {
     char out[64];
@@ -118,6 +149,10 @@ int main(void)
     tcase_add_test(tc, test_strmap_empty_map_needs_no_setup);
     tcase_add_test(tc, test_strmap_put_replaces_and_reports_the_old_value);
     tcase_add_test(tc, test_strmap_matches_a_reference_through_removals);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("siphash");
+    tcase_add_test(tc, test_siphash24_reference_vectors);
+    tcase_add_test(tc, test_siphash_keys_differ_between_draws);
     suite_add_tcase(s, tc);
     tc = tcase_create("log");
     tcase_add_test(tc, test_log_escape_keeps_printable_ascii);
