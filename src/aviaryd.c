@@ -1,7 +1,9 @@
 /*
  * aviaryd — the broker program: parse the configuration, open the
  * listeners, run the core thread's event loop until SIGTERM or SIGINT.
- * Thin by design: the work is in broker/, net/ and codec/.
+ * In cloud mode it also loads the instances and tokens from the database
+ * and starts the watcher that applies aviaryctl's changes while it runs.
+ * Thin by design: the work is in broker/, net/, store/ and codec/.
  */
 #include "config.h"
 
@@ -18,10 +20,14 @@
 
 #include "broker/broker.h"
 #include "net/listener.h"
+#include "store/catalog.h"
+#include "store/store.h"
+#include "store/watcher.h"
 #include "util/config.h"
 #include "util/log.h"
 
 #define DESKTOP_DEFAULT_LISTEN "tcp://127.0.0.1:1883"
+#define CLOUD_DEFAULT_LISTEN "tcp://0.0.0.0:1883"
 /* On SIGTERM, connections get this long to flush before the loop ends regardless. */
 #define SHUTDOWN_GRACE_MSEC 2000
 
@@ -38,6 +44,8 @@ struct daemon_state {
     struct listener **listeners;
     size_t listener_count;
     struct event *sigterm, *sigint, *sighup, *drain;
+    struct watcher *watcher;  /* cloud mode */
+    struct event *catalog_ev; /* the watcher has a new catalog */
     int drain_ticks;
     int argc;               /* the command line, re-read on SIGHUP */
     char **argv;
@@ -106,6 +114,8 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
     }
     log_set_level((enum log_level)next.log_level);
     broker_set_limits(d->broker, &next.limits);
+    if (d->watcher)
+        watcher_set_base(d->watcher, &next.limits);
     if (!same_listeners(d->cfg, &next) || next.mode != d->cfg->mode)
         log_warning("SIGHUP: listen and mode changes take effect at the next start");
     log_notice("SIGHUP: configuration reloaded (log level and limits)");
@@ -115,13 +125,15 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
 static int open_listeners(struct daemon_state *d, const struct config *cfg)
 {
     static const char *const desktop_default[] = {DESKTOP_DEFAULT_LISTEN};
+    static const char *const cloud_default[] = {CLOUD_DEFAULT_LISTEN};
     const char *const *urls = (const char *const *)cfg->listen;
     size_t count = cfg->listen_count;
-    bool defaults = !cfg->listen_set;
+    /* Only the desktop default moves to the next free port when its own is taken. */
+    bool defaults = !cfg->listen_set && cfg->mode == CONFIG_MODE_DESKTOP;
     char err[256];
 
-    if (defaults) {
-        urls = desktop_default;
+    if (!cfg->listen_set) {
+        urls = cfg->mode == CONFIG_MODE_CLOUD ? cloud_default : desktop_default;
         count = 1;
     }
     d->listeners = calloc(count, sizeof(*d->listeners));
@@ -139,6 +151,55 @@ static int open_listeners(struct daemon_state *d, const struct config *cfg)
         log_notice("listening on %s", listener_url(l));
     }
     fflush(stdout);
+    return 0;
+}
+
+static void catalog_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon_state *d = arg;
+    struct catalog *cat = watcher_take(d->watcher);
+    if (cat)
+        broker_apply_catalog(d->broker, cat);
+}
+
+/* The database named by the configuration, or the default one. */
+static const char *db_path(const struct config *cfg)
+{
+    return cfg->db ? cfg->db : AVIARY_DEFAULT_DB;
+}
+
+/* Cloud mode, before the listeners open: load the instances and tokens once. */
+static int start_cloud(struct daemon_state *d, const struct config *cfg)
+{
+    char err[512];
+    struct store *st = store_open(db_path(cfg), err, sizeof(err));
+    struct catalog *cat = st ? catalog_load(st, &cfg->limits, err, sizeof(err)) : NULL;
+
+    store_close(st);
+    if (!cat) {
+        log_error("cannot start in cloud mode: %s", err);
+        fprintf(stderr, "aviaryd: cannot start in cloud mode: %s\n", err);
+        return -1;
+    }
+    broker_set_cloud(d->broker, cat, cfg->allow_keys_without_tls, cfg->token_warning);
+    return 0;
+}
+
+/* Cloud mode, after any fork: follow aviaryctl's changes from now on. */
+static int start_watcher(struct daemon_state *d, const struct config *cfg)
+{
+    char err[512];
+
+    d->watcher = watcher_start(db_path(cfg), &cfg->limits, err, sizeof(err));
+    if (!d->watcher) {
+        log_error("cannot watch the database: %s", err);
+        return -1;
+    }
+    d->catalog_ev = event_new(d->base, watcher_fd(d->watcher), EV_READ | EV_PERSIST, catalog_cb, d);
+    if (!d->catalog_ev || event_add(d->catalog_ev, NULL) < 0) {
+        log_error("cannot watch the database: out of memory");
+        return -1;
+    }
     return 0;
 }
 
@@ -199,13 +260,6 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return EXIT_OK;
     }
-    if (cfg.mode == CONFIG_MODE_CLOUD) {
-        fprintf(stderr, "aviaryd: mode cloud: multi-tenant mode needs the instance store, "
-                        "which this version does not have yet; use mode desktop\n");
-        config_free(&cfg);
-        return EXIT_CONFIG;
-    }
-
     /* A daemon has no stderr: its log goes to syslog. */
     log_open("aviaryd", (enum log_level)cfg.log_level, cfg.syslog || cfg.daemonize);
     /* A peer that vanishes must cost us an error code, not the process. */
@@ -226,6 +280,10 @@ int main(int argc, char **argv)
         log_error("cannot install signal handlers");
         goto out;
     }
+    if (cfg.mode == CONFIG_MODE_CLOUD && start_cloud(&d, &cfg) < 0) {
+        status = EXIT_CONFIG;
+        goto out;
+    }
     if (open_listeners(&d, &cfg) < 0) {
         status = EXIT_LISTEN;
         goto out;
@@ -240,8 +298,15 @@ int main(int argc, char **argv)
     }
     if (cfg.pid_file && write_pid_file(cfg.pid_file) < 0)
         goto out;
+    if (cfg.mode == CONFIG_MODE_CLOUD && start_watcher(&d, &cfg) < 0)
+        goto out;
 
-    log_notice("aviaryd %s started in desktop mode (pid %ld)", PACKAGE_VERSION, (long)getpid());
+    if (cfg.mode == CONFIG_MODE_CLOUD)
+        log_notice("aviaryd %s started in cloud mode with database %s (pid %ld)",
+                   PACKAGE_VERSION, db_path(&cfg), (long)getpid());
+    else
+        log_notice("aviaryd %s started in desktop mode (pid %ld)", PACKAGE_VERSION,
+                   (long)getpid());
     if (event_base_dispatch(d.base) < 0) {
         log_error("event loop failed");
         goto out;
@@ -253,6 +318,9 @@ out:
         unlink(cfg.pid_file);
     close_listeners(&d);
     free(d.listeners);
+    if (d.catalog_ev)
+        event_free(d.catalog_ev);
+    watcher_stop(d.watcher);
     broker_free(d.broker);
     if (d.sigterm)
         event_free(d.sigterm);

@@ -1,11 +1,16 @@
 #include "broker/broker.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include <event2/event.h>
 
 #include "broker/conn.h"
 #include "broker/instance.h"
+#include "broker/message.h"
+#include "broker/session.h"
+#include "broker/topic.h"
+#include "store/catalog.h"
 #include "util/log.h"
 
 /* The reaper: frees the conns closed since the last loop iteration. */
@@ -68,6 +73,12 @@ void broker_free(struct broker *b)
     }
     b->reap = NULL;
     instance_free(b->local);
+    size_t pos = 0;
+    struct instance *inst;
+    while ((inst = strmap_next(&b->instances, &pos, NULL)))
+        instance_free(inst);
+    strmap_clear(&b->instances);
+    catalog_free(b->catalog);
     if (b->reap_ev)
         event_free(b->reap_ev);
     free(b->matches);
@@ -77,10 +88,104 @@ void broker_free(struct broker *b)
 void broker_set_limits(struct broker *b, const struct limits *limits)
 {
     b->limits = *limits;
-    b->local->limits = *limits;
+    /* Cloud instances get theirs from the catalog the watcher rebuilds with these. */
+    if (b->local)
+        b->local->limits = *limits;
 }
 
-struct instance *broker_instance_for(struct broker *b, const char *username)
+void broker_set_cloud(struct broker *b, struct catalog *cat, bool allow_keys_without_tls,
+                      unsigned token_warning)
 {
-    return b->local;
+    instance_free(b->local);
+    b->local = NULL;
+    b->cloud = true;
+    b->catalog = cat;
+    b->allow_keys_without_tls = allow_keys_without_tls;
+    b->token_warning = token_warning;
+}
+
+struct instance *broker_instance_for(struct broker *b, const char *name)
+{
+    if (!b->cloud)
+        return b->local;
+    struct instance *inst = strmap_get(&b->instances, name);
+    if (inst)
+        return inst;
+    const struct catalog_instance *ci = catalog_instance(b->catalog, name);
+    if (!ci)
+        return NULL;
+    inst = instance_new(b, name, &ci->limits);
+    if (inst && strmap_put(&b->instances, name, inst, NULL) < 0) {
+        instance_free(inst);
+        inst = NULL;
+    }
+    return inst;
+}
+
+/*
+ * The instance was deleted: close its connections without wills (nobody is
+ * left to receive them) and free it. Clean sessions ended by closes still
+ * lingering point into its tree, so they go first.
+ */
+static void broker_delete_instance(struct broker *b, struct instance *inst)
+{
+    for (struct conn *c = b->conns; c; c = c->next) {
+        bool mine = c->instance == inst || c->will_instance == inst ||
+                    (c->ended_session && c->ended_session->instance == inst);
+        if (!mine)
+            continue;
+        message_unref(c->will);
+        c->will = NULL;
+        c->will_due = false;
+        c->will_instance = NULL;
+        conn_close(c, "instance %s was deleted", inst->name);
+        session_free(c->ended_session);
+        c->ended_session = NULL;
+        c->instance = NULL;
+    }
+    log_notice("instance %s: deleted (%zu sessions, %zu retained messages dropped)", inst->name,
+               inst->sessions.count, topic_tree_retained_count(inst->tree));
+    strmap_remove(&b->instances, inst->name);
+    instance_free(inst);
+}
+
+void broker_apply_catalog(struct broker *b, struct catalog *cat)
+{
+    size_t pos = 0;
+    const char *name;
+    struct instance *inst;
+
+    /* Deleting changes the map: collect first, then delete one by one. */
+    for (bool again = true; again;) {
+        again = false;
+        pos = 0;
+        while ((inst = strmap_next(&b->instances, &pos, &name))) {
+            const struct catalog_instance *ci = catalog_instance(cat, name);
+            if (!ci) {
+                broker_delete_instance(b, inst);
+                again = true;
+                break;
+            }
+            if (memcmp(&inst->limits, &ci->limits, sizeof(ci->limits)) != 0) {
+                inst->limits = ci->limits;
+                for (struct conn *c = b->conns; c; c = c->next)
+                    if (c->instance == inst)
+                        conn_limits_changed(c);
+            }
+        }
+    }
+    for (struct conn *c = b->conns; c; c = c->next) {
+        if (!c->token || c->state == CONN_CLOSING)
+            continue;
+        struct catalog_token *now = catalog_token_by_id(cat, c->token->id);
+        if (!now) {
+            conn_close(c, "token %s was revoked", c->token->id);
+            continue;
+        }
+        catalog_token_unref(c->token);
+        c->token = catalog_token_ref(now);
+    }
+    catalog_free(b->catalog);
+    b->catalog = cat;
+    log_info("catalog: %zu instances, %zu live tokens", cat->instances.count, cat->token_count);
 }

@@ -14,7 +14,9 @@
 #include <stdint.h>
 
 #include "util/limits.h"
+#include "util/strmap.h"
 
+struct catalog;
 struct event;
 struct event_base;
 struct conn;
@@ -30,8 +32,16 @@ struct broker_match {
 
 struct broker {
     struct event_base *base;
-    struct limits limits;         /* defaults for new instances */
-    struct instance *local;       /* desktop mode's single instance */
+    struct limits limits;         /* desktop: the local instance's; cloud: before login */
+    struct instance *local;       /* desktop mode's single instance; NULL in cloud mode */
+
+    /* Cloud mode (broker_set_cloud): tenants and their tokens. */
+    bool cloud;
+    struct catalog *catalog;      /* owned; replaced by broker_apply_catalog() */
+    struct strmap instances;      /* name -> struct instance (owned), made at first login */
+    bool allow_keys_without_tls;  /* keys accepted on listeners without TLS */
+    unsigned token_warning;       /* seconds before expiry that expirywarning goes out */
+
     struct conn *conns;           /* every live or closing conn */
     size_t conn_count;
     struct conn *reap;            /* closed conns waiting to be freed */
@@ -64,7 +74,27 @@ void broker_reap_later(struct broker *b, struct conn *c);
  */
 void broker_set_limits(struct broker *b, const struct limits *limits);
 
-/* The instance a new connection belongs to (desktop: the local instance). */
-struct instance *broker_instance_for(struct broker *b, const char *username);
+/*
+ * Switch `b` to cloud mode with the first catalog (the broker takes it): the
+ * local instance goes, and every client must log in with an instance name
+ * and a token secret.
+ */
+void broker_set_cloud(struct broker *b, struct catalog *cat, bool allow_keys_without_tls,
+                      unsigned token_warning);
+
+/*
+ * The database changed: take `cat` (the broker owns it now) in place of the
+ * current catalog. Instances gone from it are closed and freed with
+ * everything in them; the others take their new limits; connections whose
+ * token is gone (revoked, or its instance deleted) are closed.
+ */
+void broker_apply_catalog(struct broker *b, struct catalog *cat);
+
+/*
+ * The instance named `name` (cloud), made on first use with its limits from
+ * the catalog; NULL when the catalog has no such instance or memory ran out.
+ * Desktop mode: always the local instance.
+ */
+struct instance *broker_instance_for(struct broker *b, const char *name);
 
 #endif

@@ -15,6 +15,7 @@
 #include "broker/instance.h"
 #include "broker/message.h"
 #include "broker/session.h"
+#include "store/catalog.h"
 #include "util/log.h"
 
 /* A client has this long to send CONNECT after the TCP connection opens. */
@@ -84,6 +85,11 @@ void conn_free(struct conn *c)
     b->conn_count--;
     if (c->timer)
         event_free(c->timer);
+    if (c->token_timer)
+        event_free(c->token_timer);
+    if (c->rate_timer)
+        event_free(c->rate_timer);
+    catalog_token_unref(c->token);
     bufferevent_free(c->bev);
     /* A will that conn_close() had to defer because routing was under way. */
     if (c->will_due && c->will && !b->stopping)
@@ -152,6 +158,14 @@ static void conn_vclose(struct conn *c, bool clean_disconnect, const char *fmt, 
     c->state = CONN_CLOSING;
     if (c->timer)
         evtimer_del(c->timer);
+    if (c->token_timer)
+        evtimer_del(c->token_timer);
+    if (c->rate_timer)
+        evtimer_del(c->rate_timer);
+    if (c->counted) {
+        c->counted = false;
+        c->instance->conn_count--;
+    }
     conn_detach(c, clean_disconnect);
 
     /* Stop reading but let what we already queued (a CONNACK, say) reach the client. */
@@ -422,6 +436,8 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
     c->reading_paused = false;
     bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
     bufferevent_setcb(bev, conn_read_cb, NULL, conn_event_cb, c);
+    if (c->rate_paused)
+        return; /* the rate timer takes the input again */
     bufferevent_enable(bev, EV_READ);
     log_debug("client %s: output drained, reading again", c->client_id);
     /* Packets that arrived meanwhile are already buffered: no read event will announce them. */
@@ -444,6 +460,64 @@ static void conn_pause_reading(struct conn *c)
     log_info("client %s (%s): %zu bytes of output pending (max-outbound-bytes %zu): "
              "not reading its input until it reads",
              c->client_id, c->meta.peer, conn_output_pending(c), max);
+}
+
+/*
+ * max-messages-per-second as a token bucket holding at most one second's
+ * worth: take one token for a PUBLISH, or return false when there is none.
+ */
+static bool conn_rate_take(struct conn *c)
+{
+    size_t rate = c->instance ? c->instance->limits.max_messages_per_second : 0;
+    struct timeval now, elapsed;
+
+    if (rate == 0)
+        return true;
+    event_base_gettimeofday_cached(c->broker->base, &now);
+    evutil_timersub(&now, &c->rate_refilled, &elapsed);
+    c->rate_refilled = now;
+    c->rate_tokens += ((double)elapsed.tv_sec + elapsed.tv_usec / 1e6) * (double)rate;
+    if (c->rate_tokens > (double)rate)
+        c->rate_tokens = (double)rate;
+    if (c->rate_tokens < 1.0)
+        return false;
+    c->rate_tokens -= 1.0;
+    return true;
+}
+
+static void conn_rate_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    c->rate_paused = false;
+    if (c->state != CONN_ACTIVE || c->reading_paused)
+        return; /* the write callback takes the input again once output drains */
+    bufferevent_enable(c->bev, EV_READ);
+    /* The PUBLISH that found the bucket empty is still buffered: no read event will come. */
+    conn_read_cb(c->bev, c);
+}
+
+/*
+ * Over the rate: stop reading until the bucket holds a token again. The
+ * client's packets wait in its socket and, beyond, in its own send buffer:
+ * back-pressure, nothing lost.
+ */
+static void conn_rate_pause(struct conn *c)
+{
+    size_t rate = c->instance->limits.max_messages_per_second;
+    double wait = (1.0 - c->rate_tokens) / (double)rate;
+    struct timeval delay = {(time_t)wait, (suseconds_t)((wait - (double)(time_t)wait) * 1e6) + 1};
+
+    if (!c->rate_timer && !(c->rate_timer = evtimer_new(c->broker->base, conn_rate_timer_cb, c))) {
+        conn_close(c, "out of memory pacing its messages");
+        return;
+    }
+    if (!c->rate_paused)
+        log_debug("client %s: over max-messages-per-second %zu, reading slower", c->client_id,
+                  rate);
+    c->rate_paused = true;
+    bufferevent_disable(c->bev, EV_READ);
+    evtimer_add(c->rate_timer, &delay);
 }
 
 static void conn_read_cb(struct bufferevent *bev, void *arg)
@@ -497,6 +571,11 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
             conn_close(c, "out of memory reading a packet");
             return;
         }
+        uint8_t type = type_flags >> 4;
+        if (type == MQTT_PUBLISH && c->state == CONN_ACTIVE && !conn_rate_take(c)) {
+            conn_rate_pause(c);
+            return;
+        }
         struct mqtt_packet p;
         rc = codec_decode(buf, total, c->version, &p);
         if (rc == CODEC_E_PROTOCOL_NAME && c->state == CONN_AWAIT_CONNECT &&
@@ -512,6 +591,8 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         /* The handlers copied what they keep; the packet's bytes can go. */
         evbuffer_drain(in, total);
         event_base_gettimeofday_cached(c->broker->base, &c->last_packet);
+        if (type == MQTT_PUBLISH || type == MQTT_SUBSCRIBE || type == MQTT_UNSUBSCRIBE)
+            c->last_activity = c->last_packet;
     }
 }
 
@@ -537,18 +618,36 @@ void conn_start_keepalive(struct conn *c)
     struct timeval limit = conn_keepalive_limit(c);
 
     event_base_gettimeofday_cached(c->broker->base, &c->last_packet);
+    c->last_activity = c->last_packet;
+    c->rate_refilled = c->last_packet;
+    if (c->instance)
+        c->rate_tokens = (double)c->instance->limits.max_messages_per_second;
+    unsigned idle_timeout = c->instance ? c->instance->limits.idle_timeout : 0;
+    if (idle_timeout && (unsigned long)idle_timeout < (unsigned long)limit.tv_sec)
+        limit = (struct timeval){idle_timeout, 0};
     evtimer_add(c->timer, &limit);
+}
+
+void conn_limits_changed(struct conn *c)
+{
+    static const struct timeval now = {0, 0};
+
+    /* The timer callback measures both deadlines again and re-arms for the nearer. */
+    if (c->state == CONN_ACTIVE)
+        evtimer_add(c->timer, &now);
 }
 
 /*
  * One timer per connection, re-armed only when it fires: first the CONNECT
  * deadline, then the keep-alive, measured from the last whole packet (a
- * trickle of bytes that never completes a packet does not count).
+ * trickle of bytes that never completes a packet does not count), and the
+ * idle timeout, measured from the last PUBLISH or (UN)SUBSCRIBE.
  */
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
     struct timeval now, idle, left, limit;
+    unsigned idle_timeout = c->instance ? c->instance->limits.idle_timeout : 0;
 
     if (c->state == CONN_AWAIT_CONNECT) {
         conn_close(c, "no CONNECT within %d s", CONN_CONNECT_TIMEOUT_SEC);
@@ -568,5 +667,80 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     evutil_timersub(&limit, &idle, &left);
+    if (idle_timeout) {
+        struct timeval quiet, idle_limit = {idle_timeout, 0}, idle_left;
+        evutil_timersub(&now, &c->last_activity, &quiet);
+        if (!evutil_timercmp(&quiet, &idle_limit, <)) {
+            conn_close(c, "idle: no PUBLISH, SUBSCRIBE or UNSUBSCRIBE for %u s (idle-timeout)",
+                       idle_timeout);
+            return;
+        }
+        evutil_timersub(&idle_limit, &quiet, &idle_left);
+        if (evutil_timercmp(&idle_left, &left, <))
+            left = idle_left;
+    }
     evtimer_add(c->timer, &left);
+}
+
+void conn_token_warning(struct conn *c)
+{
+    c->token_warning_due = true;
+    if (c->token_warned || c->state != CONN_ACTIVE || !c->session || !c->session->token_events)
+        return;
+    struct message *m = message_new(CONN_TOKEN_EVENTS_TOPIC, strlen(CONN_TOKEN_EVENTS_TOPIC),
+                                    (const uint8_t *)CONN_TOKEN_WARNING_PAYLOAD,
+                                    strlen(CONN_TOKEN_WARNING_PAYLOAD), 0, false);
+    if (!m) {
+        conn_close(c, "out of memory sending the token's expiry warning");
+        return;
+    }
+    c->token_warned = true;
+    if (conn_send_publish(c, m, 0, 0, false, false, false) == 0)
+        log_info("client %s: token %s expires in %lld s: sent %s on %s", c->client_id,
+                 c->token->id, (long long)(c->token->expires - time(NULL)),
+                 CONN_TOKEN_WARNING_PAYLOAD, CONN_TOKEN_EVENTS_TOPIC);
+    message_unref(m);
+}
+
+/* Seconds from now until Unix time `when`, at least 0. */
+static struct timeval conn_until(time_t when)
+{
+    time_t now = time(NULL);
+    struct timeval tv = {when > now ? when - now : 0, 0};
+    return tv;
+}
+
+static void conn_token_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    const struct catalog_token *t = c->token;
+
+    if (c->state != CONN_ACTIVE)
+        return;
+    if (time(NULL) >= t->expires) {
+        conn_close(c, "token %s expired", t->id);
+        return;
+    }
+    conn_token_warning(c);
+    struct timeval left = conn_until(t->expires);
+    evtimer_add(c->token_timer, &left);
+}
+
+int conn_start_token_timer(struct conn *c)
+{
+    const struct catalog_token *t = c->token;
+
+    if (!t || !t->expires)
+        return 0;
+    c->token_timer = evtimer_new(c->broker->base, conn_token_timer_cb, c);
+    if (!c->token_timer) {
+        conn_close(c, "out of memory watching its token's expiry");
+        return -1;
+    }
+    time_t warn_at = t->expires - (time_t)c->broker->token_warning;
+    struct timeval first = conn_until(warn_at < time(NULL) ? t->expires : warn_at);
+    if (warn_at <= time(NULL))
+        c->token_warning_due = true;
+    evtimer_add(c->token_timer, &first);
+    return 0;
 }

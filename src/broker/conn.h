@@ -25,11 +25,16 @@
 #include "codec/codec.h"
 
 struct bufferevent;
+struct catalog_token;
 struct event;
 struct broker;
 struct session;
 struct message;
 struct instance;
+
+/* A client subscribed to this topic hears about its token: "expirywarning" before expiry. */
+#define CONN_TOKEN_EVENTS_TOPIC "[mqtt]tokenevents"
+#define CONN_TOKEN_WARNING_PAYLOAD "expirywarning"
 
 enum conn_transport {
     CONN_TCP = 0,
@@ -70,6 +75,24 @@ struct conn {
     struct event *timer;      /* CONNECT deadline, then keep-alive; owned */
     struct timeval last_packet; /* when the last whole packet arrived */
     bool reading_paused;      /* output over max-outbound-bytes: input waits */
+
+    /* Set when CONNECT is accepted. */
+    struct instance *instance; /* where it logged in; counted in conn_count while counted */
+    bool counted;
+    struct catalog_token *token; /* cloud: the token it logged in with (a reference) */
+    struct event *token_timer; /* expiry warning, then expiry; owned; NULL for keys */
+    bool token_warning_due;   /* the warning's time has come */
+    bool token_warned;        /* expirywarning was sent */
+    struct timeval last_activity; /* last PUBLISH, SUBSCRIBE or UNSUBSCRIBE (idle-timeout) */
+
+    /* max-messages-per-second: a token bucket; an empty bucket pauses reading. */
+    double rate_tokens;
+    struct timeval rate_refilled;
+    bool rate_paused;
+    struct event *rate_timer; /* owned; made at the first pause */
+
+    uint64_t denied_publishes; /* PUBLISHes the token did not allow */
+    time_t denied_logged;
     struct conn *next, *prev; /* broker->conns */
     struct conn *reap_next;   /* broker->reap */
     bool reap_queued;         /* on broker->reap already */
@@ -114,6 +137,21 @@ int conn_send_publish(struct conn *c, struct message *m, uint8_t qos, uint16_t p
  * that (MQTT-3.1.2-24).
  */
 void conn_start_keepalive(struct conn *c);
+
+/*
+ * CONNECT was accepted with an expiring token: arm the warning (token-warning
+ * seconds ahead) and the close at expiry. Returns 0 or -1 (closed).
+ */
+int conn_start_token_timer(struct conn *c);
+
+/*
+ * The warning time has come: send expirywarning on [mqtt]tokenevents once,
+ * if the session subscribed to it (a later subscription gets it then).
+ */
+void conn_token_warning(struct conn *c);
+
+/* The instance's limits changed: apply a new keep-alive or idle deadline at once. */
+void conn_limits_changed(struct conn *c);
 
 /* Bytes waiting in the connection's output buffer. */
 size_t conn_output_pending(const struct conn *c);

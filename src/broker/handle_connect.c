@@ -12,6 +12,7 @@
 #include "broker/message.h"
 #include "broker/session.h"
 #include "broker/topic.h"
+#include "store/catalog.h"
 #include "util/log.h"
 
 /* MQTT 5.0 CONNACK reason "Unsupported Protocol Version", until MQTT 5 is served. */
@@ -89,6 +90,87 @@ static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct
     return 0;
 }
 
+/* Refuse wrong credentials: "`what` 'USER'`detail`", the user name escaped for the log. */
+static void refuse_login(struct conn *c, const struct mqtt_buf *username, const char *what,
+                         const char *detail)
+{
+    char user[96], why[256];
+    log_escape(username->data, username->len, user, sizeof(user));
+    snprintf(why, sizeof(why), "bad user name or password: %s '%s'%s", what, user, detail);
+    refuse(c, MQTT_CONNACK_BAD_CREDENTIALS, why);
+}
+
+/*
+ * Cloud mode: the user name names the instance, the password is a token's
+ * secret. Sets *inst and *token (a new reference), or refuses and returns -1.
+ * Wrong credentials all get the same code, so that a client cannot tell an
+ * unknown instance from a wrong secret; the log says which it was.
+ */
+static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct instance **inst,
+                       struct catalog_token **token)
+{
+    struct broker *b = c->broker;
+    char name[STORE_NAME_MAX + 1];
+
+    if (!ck->has_username || !ck->has_password) {
+        refuse(c, MQTT_CONNACK_NOT_AUTHORIZED,
+               "not authorized: cloud mode needs a user name (the instance) and a password "
+               "(a token)");
+        return -1;
+    }
+    const struct catalog_instance *ci = NULL;
+    if (ck->username.len < sizeof(name)) {
+        memcpy(name, ck->username.data, ck->username.len);
+        name[ck->username.len] = '\0';
+        ci = catalog_instance(b->catalog, name);
+    }
+    if (!ci) {
+        refuse_login(c, &ck->username, "no instance", "");
+        return -1;
+    }
+    struct catalog_token *t =
+        catalog_token_by_secret(b->catalog, ck->password.data, ck->password.len);
+    if (!t || strcmp(t->instance, name) != 0) {
+        refuse_login(c, &ck->username, "the password is no live token of instance",
+                     t ? " (it belongs to another instance)" : " (unknown or revoked)");
+        return -1;
+    }
+    char why[256];
+    if (t->expires && t->expires <= time(NULL)) {
+        snprintf(why, sizeof(why), "not authorized: token %s of instance '%s' has expired",
+                 t->id, name);
+        refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, why);
+        return -1;
+    }
+    if (!t->expires && !c->meta.over_tls && !b->allow_keys_without_tls) {
+        snprintf(why, sizeof(why),
+                 "not authorized: token %s is a key (no expiry) and keys need TLS; this "
+                 "listener has none (see allow-keys-without-tls)",
+                 t->id);
+        refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, why);
+        return -1;
+    }
+    if (!(*inst = broker_instance_for(b, name))) {
+        refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory creating the instance");
+        return -1;
+    }
+    *token = catalog_token_ref(t);
+    return 0;
+}
+
+/* A token bound to a client id (a device credential) accepts that id only. */
+static int check_binding(struct conn *c, const struct catalog_token *t, const char *client_id)
+{
+    if (!t || !t->client_id || strcmp(t->client_id, client_id) == 0)
+        return 0;
+    char bound[96], why[256];
+    log_escape(t->client_id, strlen(t->client_id), bound, sizeof(bound));
+    snprintf(why, sizeof(why), "not authorized: token %s is bound to client id '%s', not '%s'",
+             t->id, bound, c->client_id);
+    refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, why);
+    return -1;
+}
+
 void handle_connect(struct conn *c, const struct mqtt_packet *p)
 {
     const struct mqtt_connect *ck = &p->u.connect;
@@ -102,11 +184,12 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
         return;
     }
 
-    char username[256] = "";
-    if (ck->has_username)
-        snprintf(username, sizeof(username), "%.*s", (int)ck->username.len,
-                 (const char *)ck->username.data);
-    struct instance *inst = broker_instance_for(b, username);
+    struct instance *inst = b->local;
+    struct catalog_token *token = NULL;
+    if (b->cloud && cloud_login(c, ck, &inst, &token) < 0)
+        return;
+    /* The conn owns the reference from here: conn_free() drops it whatever happens. */
+    c->token = token;
     const struct limits *l = &inst->limits;
 
     size_t id_chars = utf8_length(ck->client_id.data, ck->client_id.len);
@@ -132,11 +215,21 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     /* The log's copy: escaped, so an id cannot forge log lines, and truncated to fit. */
     log_escape(client_id, strlen(client_id), c->client_id, sizeof(c->client_id));
 
+    if (check_binding(c, token, client_id) < 0)
+        return;
+    struct session *s = strmap_get(&inst->sessions, client_id);
+    bool takes_over = s && s->conn;
+    if (l->max_connections && inst->conn_count >= l->max_connections && !takes_over) {
+        char why[160];
+        snprintf(why, sizeof(why), "server unavailable: instance '%s' has %zu connections "
+                 "(max-connections %zu)", inst->name, inst->conn_count, l->max_connections);
+        refuse(c, MQTT_CONNACK_UNAVAILABLE, why);
+        return;
+    }
     if (ck->will && take_will(c, ck, l) < 0)
         return;
 
     /* Take-over: the same client id in the same instance closes the older connection. */
-    struct session *s = strmap_get(&inst->sessions, client_id);
     if (s && s->conn) {
         log_notice("client %s: taken over by a new connection from %s", c->client_id,
                    c->meta.peer);
@@ -161,14 +254,27 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     s->conn = c;
     c->session = s;
     c->state = CONN_ACTIVE;
+    c->instance = inst;
+    c->counted = true;
+    inst->conn_count++;
+    if (token) {
+        catalog_token_unref(s->token);
+        s->token = catalog_token_ref(token);
+    }
     c->keepalive = (uint16_t)clamp_keepalive(ck->keepalive, l);
     conn_start_keepalive(c);
+    if (conn_start_token_timer(c) < 0)
+        return;
 
     /* MQTT 3.1 has no session-present flag: that byte is reserved there. */
     connack(c, MQTT_CONNACK_ACCEPTED, session_present && ck->version != MQTT_V31);
-    log_info("client %s connected from %s (MQTT %s, clean %d, keep-alive %u s%s)", c->client_id,
-             c->meta.peer, ck->version == MQTT_V31 ? "3.1" : "3.1.1", ck->clean, c->keepalive,
-             session_present ? ", session resumed" : "");
+    log_info("client %s connected from %s to instance %s%s%s (MQTT %s, clean %d, keep-alive "
+             "%u s%s)",
+             c->client_id, c->meta.peer, inst->name, token ? " with token " : "",
+             token ? token->id : "", ck->version == MQTT_V31 ? "3.1" : "3.1.1", ck->clean,
+             c->keepalive, session_present ? ", session resumed" : "");
     if (session_present)
         session_resume(s, c);
+    if (c->token_warning_due && c->state == CONN_ACTIVE)
+        conn_token_warning(c);
 }

@@ -1,13 +1,16 @@
 /* PUBLISH from a client: check aviary's topic rules and limits, route, acknowledge. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "broker/access.h"
 #include "broker/conn.h"
 #include "broker/handlers.h"
 #include "broker/instance.h"
 #include "broker/message.h"
 #include "broker/session.h"
 #include "broker/topic.h"
+#include "store/catalog.h"
 #include "util/log.h"
 
 char *handlers_normalize(const struct mqtt_buf *in, char *small, size_t small_size,
@@ -18,6 +21,26 @@ char *handlers_normalize(const struct mqtt_buf *in, char *small, size_t small_si
         return NULL;
     topic_normalize((const char *)in->data, in->len, out, leading_slash);
     return out;
+}
+
+/* At most one line per client this often about PUBLISHes its token does not allow. */
+#define DENIED_LOG_INTERVAL_SEC 10
+
+/*
+ * MQTT 3.1.1 cannot refuse one PUBLISH: one the token does not allow is
+ * acknowledged as usual (so the client's flow goes on) and delivered to nobody.
+ */
+static void note_denied(struct conn *c, const char *topic)
+{
+    time_t now = time(NULL);
+    c->denied_publishes++;
+    if (now - c->denied_logged < DENIED_LOG_INTERVAL_SEC)
+        return;
+    c->denied_logged = now;
+    char shown[160];
+    log_escape(topic, strlen(topic), shown, sizeof(shown));
+    log_notice("client %s: PUBLISH to '%s' not allowed by token %s: dropped (%llu so far)",
+               c->client_id, shown, c->token->id, (unsigned long long)c->denied_publishes);
 }
 
 static void send_ack(struct conn *c, uint8_t type, uint16_t packet_id)
@@ -65,6 +88,12 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
     bool slash;
     char *topic = handlers_normalize(&pub->topic, small, sizeof(small), &slash);
     struct message *m = NULL;
+    if (topic && !access_may_publish(c->token, topic)) {
+        note_denied(c, topic);
+        if (topic != small)
+            free(topic);
+        goto ack;
+    }
     if (topic)
         m = message_new(topic, strlen(topic), pub->payload.data, pub->payload.len, pub->qos,
                         pub->retain);
@@ -78,7 +107,7 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
     }
     instance_publish(s->instance, m);
     message_unref(m);
-
+ack:
     if (pub->qos == 1)
         send_ack(c, MQTT_PUBACK, pub->packet_id);
     else if (pub->qos == 2)

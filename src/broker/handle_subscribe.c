@@ -4,11 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/access.h"
 #include "broker/conn.h"
 #include "broker/handlers.h"
 #include "broker/instance.h"
 #include "broker/session.h"
 #include "broker/topic.h"
+#include "store/catalog.h"
 #include "util/log.h"
 #include "util/strmap.h"
 
@@ -52,6 +54,12 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e,
     char why[96];
 
     granted->filter = NULL;
+    /* Not a topic of the tree: the broker's own news about the client's token. */
+    if (e->filter.len == strlen(CONN_TOKEN_EVENTS_TOPIC) &&
+        memcmp(e->filter.data, CONN_TOKEN_EVENTS_TOPIC, e->filter.len) == 0) {
+        s->token_events = true;
+        return qos;
+    }
     int rc = topic_check_filter((const char *)e->filter.data, e->filter.len, l->max_topic_length);
     if (rc < 0) {
         topic_describe(rc, e->filter.len, l->max_topic_length, why, sizeof(why));
@@ -62,6 +70,12 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e,
     char *filter = handlers_normalize(&e->filter, NULL, 0, &slash);
     if (!filter)
         goto oom;
+    if (!access_may_subscribe(c->token, filter)) {
+        snprintf(why, sizeof(why), "not allowed by token %s", c->token->id);
+        refusal_note(c, r, &e->filter, why);
+        free(filter);
+        return MQTT_SUBACK_FAILURE;
+    }
     if (!session_sub_exists(s, filter) && s->sub_count >= l->max_subscriptions) {
         snprintf(why, sizeof(why), "already %zu subscriptions (max-subscriptions %zu)",
                  s->sub_count, l->max_subscriptions);
@@ -145,6 +159,9 @@ void handle_subscribe(struct conn *c, const struct mqtt_packet *p)
         if (granted[k].filter && c->state == CONN_ACTIVE)
             instance_send_retained(s->instance, s, granted[k].filter, codes[k],
                                    granted[k].leading_slash);
+    /* Subscribed to [mqtt]tokenevents after the warning's time: it goes out now. */
+    if (c->token_warning_due && s->token_events && c->state == CONN_ACTIVE)
+        conn_token_warning(c);
 out:
     strmap_clear(&last);
     if (granted)
@@ -162,6 +179,11 @@ void handle_unsubscribe(struct conn *c, const struct mqtt_packet *p)
     size_t pos = 0;
 
     while (codec_next_topic(sp, false, &pos, &e)) {
+        if (e.filter.len == strlen(CONN_TOKEN_EVENTS_TOPIC) &&
+            memcmp(e.filter.data, CONN_TOKEN_EVENTS_TOPIC, e.filter.len) == 0) {
+            s->token_events = false;
+            continue;
+        }
         bool slash;
         char *filter = handlers_normalize(&e.filter, NULL, 0, &slash);
         if (!filter) {

@@ -81,22 +81,42 @@ static void instance_collect_match(void *ctx, const struct topic_sub *sub)
         (struct broker_match){.session = s, .qos = qos, .leading_slash = sub->leading_slash};
 }
 
+/* At most one line per instance this often about retained messages not kept. */
+#define INSTANCE_RETAINED_LOG_INTERVAL_SEC 10
+
+static void instance_retain(struct instance *inst, struct message *m)
+{
+    bool ok = true;
+    struct message *old =
+        topic_tree_retain(inst->tree, m->topic, m->payload_len ? message_ref(m) : NULL, &ok);
+    if (!ok) {
+        log_error("out of memory retaining a message on %s", m->topic);
+        message_unref(old); /* it is the reference we just took */
+        return;
+    }
+    message_unref(old);
+    /* Replacing or clearing is always allowed; only a new topic counts against the limit. */
+    size_t max = inst->limits.max_retained;
+    if (old || !m->payload_len || max == 0 || topic_tree_retained_count(inst->tree) <= max)
+        return;
+    message_unref(topic_tree_retain(inst->tree, m->topic, NULL, &ok));
+    inst->retained_refused++;
+    time_t now = time(NULL);
+    if (now - inst->retained_logged >= INSTANCE_RETAINED_LOG_INTERVAL_SEC) {
+        inst->retained_logged = now;
+        log_notice("instance %s: %zu retained messages (max-retained): '%s' delivered but not "
+                   "retained (%llu so far)",
+                   inst->name, max, m->topic, (unsigned long long)inst->retained_refused);
+    }
+}
+
 void instance_publish(struct instance *inst, struct message *m)
 {
     struct broker *b = inst->broker;
 
     inst->messages_in++;
-    if (m->retain) {
-        bool ok = true;
-        struct message *old =
-            topic_tree_retain(inst->tree, m->topic, m->payload_len ? message_ref(m) : NULL, &ok);
-        if (!ok) {
-            log_error("out of memory retaining a message on %s", m->topic);
-            message_unref(old); /* it is the reference we just took */
-        } else {
-            message_unref(old);
-        }
-    }
+    if (m->retain)
+        instance_retain(inst, m);
 
     b->routing++;
     b->match_gen++;

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "util/limits.h"
 #include "util/strmap.h"
@@ -28,6 +29,9 @@ struct instance {
     struct strmap sessions;   /* client id -> struct session (owned) */
     uint64_t messages_in;     /* PUBLISHes accepted */
     uint64_t messages_out;    /* deliveries handed to sessions */
+    size_t conn_count;        /* live connections logged in to it (max-connections) */
+    uint64_t retained_refused; /* retained messages not kept at max-retained */
+    time_t retained_logged;   /* when that was last logged */
 };
 
 /* A new empty instance named `name` (copied) with `limits`. NULL when out of memory. */
@@ -39,8 +43,9 @@ void instance_free(struct instance *inst);
 /*
  * Route `m` to every session with a matching subscription, once per session
  * at the highest QoS of its matching subscriptions, and, when `m->retain`,
- * update the retained store (an empty payload clears it). The caller keeps
- * its reference to `m`.
+ * update the retained store (an empty payload clears it). A new retained
+ * topic beyond max-retained is delivered but not kept (and logged). The
+ * caller keeps its reference to `m`.
  */
 void instance_publish(struct instance *inst, struct message *m);
 

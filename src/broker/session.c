@@ -4,10 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/access.h"
 #include "broker/conn.h"
 #include "broker/instance.h"
 #include "broker/message.h"
 #include "broker/topic.h"
+#include "store/catalog.h"
 #include "util/log.h"
 
 struct session *session_new(struct instance *inst, const char *client_id, bool clean)
@@ -49,6 +51,7 @@ void session_free(struct session *s)
     outgoing_free_list(s->queue_head);
     idset_free(&s->outgoing_ids);
     idset_free(&s->incoming_qos2);
+    catalog_token_unref(s->token);
     free(s->client_id);
     free(s);
 }
@@ -181,6 +184,9 @@ void session_deliver(struct session *s, struct message *m, uint8_t qos, bool lea
 {
     bool online = s->conn && s->conn->state == CONN_ACTIVE;
 
+    /* A granted wildcard never carries a topic the token may not read. */
+    if (s->token && !access_may_read(s->token, m->topic))
+        return;
     if (qos == 0) {
         if (online)
             conn_send_publish(s->conn, m, 0, 0, false, retain, leading_slash);

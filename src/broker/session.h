@@ -20,6 +20,7 @@
 
 #include "broker/idset.h"
 
+struct catalog_token;
 struct conn;
 struct instance;
 struct message;
@@ -55,6 +56,9 @@ struct session {
     char log_id[80];          /* client_id escaped and truncated for the log */
     bool clean;               /* discard when the connection ends */
     struct conn *conn;        /* NULL while offline */
+    struct catalog_token *token; /* cloud: the token of the last login (a reference);
+                                    what it may read is checked at every delivery */
+    bool token_events;        /* subscribed to [mqtt]tokenevents */
 
     struct session_sub *subs; /* owned array */
     size_t sub_count, sub_cap;
@@ -100,7 +104,8 @@ int session_sub_forget(struct session *s, const char *filter);
 
 /*
  * Hand `m` to the session at `qos` (already the minimum of the message's and
- * the subscription's). QoS 0 goes out at once when the client is connected
+ * the subscription's); nothing happens when the session's token may not read
+ * the topic. QoS 0 goes out at once when the client is connected
  * and is dropped otherwise; QoS 1/2 enters the in-flight window or the
  * bounded queue (the oldest queued message is dropped beyond the bound).
  * When the window's packet-id set cannot be allocated, the connection is

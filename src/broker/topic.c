@@ -523,6 +523,68 @@ static void tree_match_from(const struct topic_tree *t, const struct topic_node 
     }
 }
 
+/* Length of the level starting at `p` (up to '/' or the end). */
+static size_t level_len(const char *p)
+{
+    return (size_t)(level_end(p) - p);
+}
+
+static bool level_is(const char *p, char wildcard)
+{
+    return p[0] == wildcard && (p[1] == '/' || p[1] == '\0');
+}
+
+/* The level after the one at `p`, or NULL when it was the last. */
+static const char *level_next(const char *p)
+{
+    const char *e = level_end(p);
+    return *e ? e + 1 : NULL;
+}
+
+bool topic_filter_matches(const char *filter, const char *topic)
+{
+    const char *f = filter, *t = topic;
+
+    if (*t == '$' && (level_is(f, '+') || level_is(f, '#')))
+        return false;
+    while (f) {
+        if (level_is(f, '#'))
+            return true; /* also when the topic has ended: "a/#" matches "a" */
+        if (!t)
+            return false;
+        if (!level_is(f, '+') &&
+            (level_len(f) != level_len(t) || memcmp(f, t, level_len(f)) != 0))
+            return false;
+        f = level_next(f);
+        t = level_next(t);
+    }
+    return t == NULL;
+}
+
+bool topic_filter_covers(const char *outer, const char *inner)
+{
+    const char *o = outer, *i = inner;
+
+    /* "+/x" does not cover "$SYS/x", and neither can any filter starting with a wildcard. */
+    if (*i == '$' && (level_is(o, '+') || level_is(o, '#')))
+        return false;
+    while (o) {
+        if (level_is(o, '#'))
+            return true;
+        if (!i || level_is(i, '#'))
+            return false;
+        if (level_is(o, '+')) {
+            /* "+" covers any one level, wildcard or not. */
+        } else if (level_is(i, '+') || level_len(o) != level_len(i) ||
+                   memcmp(o, i, level_len(o)) != 0) {
+            return false;
+        }
+        o = level_next(o);
+        i = level_next(i);
+    }
+    return i == NULL;
+}
+
 void topic_tree_match(const struct topic_tree *t, const char *topic, topic_match_fn fn,
                       void *ctx)
 {

@@ -60,6 +60,19 @@ int topic_check_filter(const char *filter, size_t len, size_t max_len);
  */
 size_t topic_normalize(const char *in, size_t len, char *out, bool *had_slash);
 
+/*
+ * True when the normalised `filter` matches the normalised topic name `topic`,
+ * with the rules of topic_tree_match() (`a/#` matches `a`; the `$` rule).
+ */
+bool topic_filter_matches(const char *filter, const char *topic);
+
+/*
+ * True when every topic that normalised filter `inner` matches is also
+ * matched by normalised filter `outer`: "a/+/c" covers "a/b/c" and
+ * "a/+/c" itself, "a/#" covers "a/b/#" and "a", "+" does not cover "#".
+ */
+bool topic_filter_covers(const char *outer, const char *inner);
+
 /* One subscription as the tree stores it. */
 struct topic_sub {
     void *owner;       /* the subscriber (a session); never dereferenced by the tree */

@@ -49,6 +49,9 @@ struct directive {
 
 #define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
 
+/* A week: past any sensible idle timeout or warning lead, far from any overflow. */
+#define CONFIG_IDLE_MAX (7u * 24 * 3600)
+
 /* 1 GiB: far past any sensible per-client buffer, and no overflow anywhere. */
 #define CONFIG_OUTBOUND_MAX (1024ull * 1024 * 1024)
 
@@ -76,6 +79,18 @@ static const struct directive directives[] = {
      false, NULL, "unacknowledged QoS 1/2 messages per client"},
     {"max-outbound-bytes", KIND_NUMBER, "BYTES", FIELD(limits.max_outbound_bytes), 1024,
      CONFIG_OUTBOUND_MAX, true, "8m", "pending output per client before QoS 0 to it is dropped"},
+    {"max-connections", KIND_NUMBER, "N", FIELD(limits.max_connections), 0, CONFIG_COUNT_MAX,
+     false, NULL, "live connections per instance; 0: no limit"},
+    {"max-messages-per-second", KIND_NUMBER, "N", FIELD(limits.max_messages_per_second), 0,
+     CONFIG_COUNT_MAX, false, NULL, "PUBLISH packets per second per connection; 0: no limit"},
+    {"max-retained", KIND_NUMBER, "N", FIELD(limits.max_retained), 0, CONFIG_COUNT_MAX, false,
+     NULL, "retained messages per instance; 0: no limit"},
+    {"idle-timeout", KIND_NUMBER, "SECONDS", FIELD(limits.idle_timeout), 0, CONFIG_IDLE_MAX,
+     false, NULL, "close connections idle this long; 0: never"},
+    {"allow-keys-without-tls", KIND_BOOL, "yes|no", FIELD(allow_keys_without_tls), 0, 0, false,
+     "no", "cloud: accept keys (tokens without expiry) without TLS"},
+    {"token-warning", KIND_NUMBER, "SECONDS", FIELD(token_warning), 1, CONFIG_IDLE_MAX, false,
+     NULL, "lead of expirywarning on [mqtt]tokenevents"},
     {"log-level", KIND_LOG_LEVEL, "LEVEL", FIELD(log_level), 0, 0, false, "notice",
      "error, warning, notice, info or debug"},
     {"syslog", KIND_BOOL, "yes|no", FIELD(syslog), 0, 0, false, "no",
@@ -118,6 +133,7 @@ void config_init(struct config *c)
     c->mode = CONFIG_MODE_DESKTOP;
     limits_init(&c->limits);
     c->log_level = LOG_LEVEL_NOTICE;
+    c->token_warning = CONFIG_DEFAULT_TOKEN_WARNING;
 }
 
 static void config_clear_listen(struct config *c)
@@ -322,28 +338,122 @@ static int set_path(struct config *c, const struct directive *d, const char *val
     return 0;
 }
 
-static int set_number(struct config *c, const struct directive *d, const char *value, char *err,
-                      size_t errlen)
+/* Parse a number directive's value and check its range. */
+static int number_parse(const struct directive *d, const char *value, unsigned long long *n,
+                        char *err, size_t errlen)
 {
-    unsigned char *field = (unsigned char *)c + d->offset;
-    unsigned long long n;
-    int rc = parse_number(value, d->suffixes, d->max, &n);
+    int rc = parse_number(value, d->suffixes, d->max, n);
 
     if (rc == -1 && value[0] == '-' && isdigit((unsigned char)value[1]))
         return fail(err, errlen, "%s: must not be negative: '%s'", d->name, value);
     if (rc == -1)
         return fail(err, errlen, "%s: not a number: '%s'", d->name, value);
-    if (rc == -2 || n < d->min)
+    if (rc == -2 || *n < d->min)
         return fail(err, errlen, "%s: must be between %llu and %llu, got '%s'", d->name, d->min,
                     d->max, value);
-    if (d->size == sizeof(unsigned)) {
+    return 0;
+}
+
+/* Number fields are size_t or unsigned; `field` points at one of `size` bytes. */
+static void number_store(void *field, size_t size, unsigned long long n)
+{
+    if (size == sizeof(unsigned)) {
         unsigned u = (unsigned)n;
         memcpy(field, &u, sizeof(u));
     } else {
         size_t z = (size_t)n;
         memcpy(field, &z, sizeof(z));
     }
+}
+
+static unsigned long long number_load(const void *field, size_t size)
+{
+    if (size == sizeof(unsigned)) {
+        unsigned u;
+        memcpy(&u, field, sizeof(u));
+        return u;
+    }
+    size_t z;
+    memcpy(&z, field, sizeof(z));
+    return z;
+}
+
+static int set_number(struct config *c, const struct directive *d, const char *value, char *err,
+                      size_t errlen)
+{
+    unsigned long long n;
+
+    if (number_parse(d, value, &n, err, errlen) < 0)
+        return -1;
+    number_store((unsigned char *)c + d->offset, d->size, n);
     return 0;
+}
+
+/* ---- limits by name (plans and instances) ------------------------------- */
+
+static bool directive_is_limit(const struct directive *d)
+{
+    return d->offset >= offsetof(struct config, limits) &&
+           d->offset < offsetof(struct config, limits) + sizeof(struct limits);
+}
+
+static const struct directive *limit_find(const char *name)
+{
+    const struct directive *d = directive_find(name, strlen(name));
+    return d && directive_is_limit(d) ? d : NULL;
+}
+
+size_t config_limit_count(void)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < DIRECTIVE_COUNT; i++)
+        n += directive_is_limit(&directives[i]);
+    return n;
+}
+
+const char *config_limit_name(size_t i)
+{
+    for (size_t k = 0; k < DIRECTIVE_COUNT; k++)
+        if (directive_is_limit(&directives[k]) && i-- == 0)
+            return directives[k].name;
+    return NULL;
+}
+
+int config_limit_parse(const char *name, const char *value, unsigned long long *out, char *err,
+                       size_t errlen)
+{
+    const struct directive *d = limit_find(name);
+
+    if (!d) {
+        char known[512] = "";
+        size_t used = 0;
+        for (size_t i = 0; i < config_limit_count() && used < sizeof(known); i++)
+            used += (size_t)snprintf(known + used, sizeof(known) - used, "%s%s", i ? ", " : "",
+                                     config_limit_name(i));
+        return fail(err, errlen, "unknown limit '%s' (known: %s)", name, known);
+    }
+    return number_parse(d, value, out, err, errlen);
+}
+
+int config_limit_set(struct limits *l, const char *name, unsigned long long value)
+{
+    const struct directive *d = limit_find(name);
+
+    if (!d)
+        return -1;
+    number_store((unsigned char *)l + (d->offset - offsetof(struct config, limits)), d->size,
+                 value);
+    return 0;
+}
+
+long long config_limit_get(const struct limits *l, const char *name)
+{
+    const struct directive *d = limit_find(name);
+
+    if (!d)
+        return -1;
+    return (long long)number_load(
+        (const unsigned char *)l + (d->offset - offsetof(struct config, limits)), d->size);
 }
 
 static int set_log_level(struct config *c, const struct directive *d, const char *value, char *err,
@@ -773,21 +883,15 @@ void config_usage(FILE *out, const char *progname)
 
         snprintf(left, sizeof(left), "--%s %s", d->name, d->arg);
         if (shown == NULL) {
-            const unsigned char *field = (const unsigned char *)&defaults + d->offset;
-            unsigned long long n;
-            if (d->size == sizeof(unsigned)) {
-                unsigned u;
-                memcpy(&u, field, sizeof(u));
-                n = u;
-            } else {
-                size_t z;
-                memcpy(&z, field, sizeof(z));
-                n = z;
-            }
-            snprintf(def, sizeof(def), "%llu", n);
+            snprintf(def, sizeof(def), "%llu",
+                     number_load((const unsigned char *)&defaults + d->offset, d->size));
             shown = def;
         }
-        fprintf(out, "  %-28s%s (default: %s)\n", left, d->help, shown);
+        /* A long option name takes its own line, so the help keeps its column. */
+        if (strlen(left) >= 28)
+            fprintf(out, "  %s\n  %-28s%s (default: %s)\n", left, "", d->help, shown);
+        else
+            fprintf(out, "  %-28s%s (default: %s)\n", left, d->help, shown);
     }
     config_free(&defaults);
 }

@@ -37,7 +37,11 @@ struct config {
     bool daemonize;        /* -d */
     char *pid_file;        /* written after start, removed at exit; NULL = none */
     char *config_file;     /* the -c argument, NULL if none */
+    bool allow_keys_without_tls; /* cloud: keys accepted on listeners without TLS */
+    unsigned token_warning;      /* seconds before expiry that expirywarning is sent */
 };
+
+#define CONFIG_DEFAULT_TOKEN_WARNING 30
 
 /* What the command line asks the program to do. */
 enum config_action {
@@ -80,6 +84,29 @@ int config_validate(const struct config *c, char *err, size_t errlen);
 
 /* Print the usage text, listing every directive, to `out`. */
 void config_usage(FILE *out, const char *progname);
+
+/*
+ * The limit directives, those that fill struct limits, are also what plans and
+ * instances set by name (aviaryctl plan set / instance set).
+ */
+
+/* How many limit directives there are; config_limit_name(i) names the i-th. */
+size_t config_limit_count(void);
+const char *config_limit_name(size_t i);
+
+/*
+ * Parse `value` for limit `name` exactly as the configuration file would
+ * (range, k/m suffixes). Returns 0, or -1 with the reason in `err`
+ * (an unknown limit lists the known ones).
+ */
+int config_limit_parse(const char *name, const char *value, unsigned long long *out, char *err,
+                       size_t errlen);
+
+/* Set limit `name` of `l` to `value` (as parsed above). Returns 0, or -1 for an unknown name. */
+int config_limit_set(struct limits *l, const char *name, unsigned long long value);
+
+/* The value of limit `name` in `l`, or -1 for an unknown name. */
+long long config_limit_get(const struct limits *l, const char *name);
 
 /* A listener URL split into its parts. */
 struct config_url {

@@ -21,6 +21,11 @@ struct limits {
     size_t max_inflight;        /* unacknowledged QoS 1/2 messages sent to one client */
     size_t max_outbound_bytes;  /* output a slow reader may have pending before QoS 0 to it
                                    is dropped */
+    /* Cloud plans (0 means no limit, the desktop default). */
+    size_t max_connections;     /* live connections per instance */
+    size_t max_messages_per_second; /* PUBLISH packets one connection may send per second */
+    size_t max_retained;        /* retained messages per instance */
+    unsigned idle_timeout;      /* seconds without PUBLISH, SUBSCRIBE or UNSUBSCRIBE */
 };
 
 #define LIMITS_DEFAULT_MAX_CLIENT_ID 64
@@ -47,6 +52,10 @@ static inline void limits_init(struct limits *l)
     l->max_queued_messages = LIMITS_DEFAULT_MAX_QUEUED_MESSAGES;
     l->max_inflight = LIMITS_DEFAULT_MAX_INFLIGHT;
     l->max_outbound_bytes = LIMITS_DEFAULT_MAX_OUTBOUND_BYTES;
+    l->max_connections = 0;
+    l->max_messages_per_second = 0;
+    l->max_retained = 0;
+    l->idle_timeout = 0;
 }
 
 #endif

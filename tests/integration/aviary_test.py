@@ -178,6 +178,22 @@ def aviaryd_path():
     return path
 
 
+def aviaryctl_path():
+    path = os.environ.get("AVIARYCTL", "")
+    if not path:
+        raise TestFailure("AVIARYCTL is not set (run the tests with `make check`)")
+    if not os.access(path, os.X_OK):
+        raise TestFailure("AVIARYCTL=%s is not an executable file (run `make` first)" % path)
+    return path
+
+
+def aviaryctl(db, *args, timeout=10.0):
+    """Run `aviaryctl --db DB ARGS...`; returns (exit status, stdout, stderr) as text."""
+    r = run([aviaryctl_path(), "--db", db] + [str(a) for a in args], timeout=timeout)
+    return (r.returncode, r.stdout.decode("utf-8", "replace"),
+            r.stderr.decode("utf-8", "replace"))
+
+
 def source_dir():
     """The project's source directory (tests/integration/../..)."""
     here = os.environ.get("TESTS_DIR") or os.path.dirname(os.path.abspath(__file__))

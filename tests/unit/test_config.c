@@ -1406,6 +1406,69 @@ START_TEST(test_sample_configuration_commented_values_are_valid)
 }
 END_TEST
 
+/* ---- limits by name (plans and instances) ------------------------------ */
+
+START_TEST(test_limit_names_are_the_limit_directives)
+{
+    size_t n = config_limit_count();
+    bool saw_payload = false, saw_connections = false;
+
+    ck_assert_uint_ge(n, 13);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = config_limit_name(i);
+        ck_assert_ptr_nonnull(name);
+        ck_assert_str_ne(name, "listen");
+        ck_assert_str_ne(name, "log-level");
+        saw_payload |= strcmp(name, "max-payload") == 0;
+        saw_connections |= strcmp(name, "max-connections") == 0;
+    }
+    ck_assert(saw_payload && saw_connections);
+    ck_assert_ptr_null(config_limit_name(n));
+}
+END_TEST
+
+START_TEST(test_limit_parse_set_get)
+{
+    struct limits l;
+    unsigned long long v;
+    char err[ERRLEN];
+
+    limits_init(&l);
+    ck_assert_int_eq(config_limit_parse("max-payload", "2k", &v, err, sizeof(err)), 0);
+    ck_assert_uint_eq(v, 2048);
+    ck_assert_int_eq(config_limit_set(&l, "max-payload", v), 0);
+    ck_assert_uint_eq(l.max_payload, 2048);
+    ck_assert_int_eq(config_limit_get(&l, "max-payload"), 2048);
+
+    ck_assert_int_eq(config_limit_parse("idle-timeout", "90", &v, err, sizeof(err)), 0);
+    ck_assert_int_eq(config_limit_set(&l, "idle-timeout", v), 0);
+    ck_assert_uint_eq(l.idle_timeout, 90); /* an unsigned field */
+    ck_assert_int_eq(config_limit_get(&l, "idle-timeout"), 90);
+    ck_assert_int_eq(config_limit_get(&l, "max-connections"), 0);
+}
+END_TEST
+
+START_TEST(test_limit_errors)
+{
+    struct limits l;
+    unsigned long long v;
+    char err[ERRLEN];
+
+    limits_init(&l);
+    ck_assert_int_eq(config_limit_parse("max-payloads", "1", &v, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "unknown limit 'max-payloads'"));
+    ck_assert_ptr_nonnull(strstr(err, "max-connections"));
+    /* Not every directive is a limit. */
+    ck_assert_int_eq(config_limit_parse("log-level", "debug", &v, err, sizeof(err)), -1);
+    ck_assert_int_eq(config_limit_set(&l, "listen", 1), -1);
+    ck_assert_int_eq(config_limit_get(&l, "db"), -1);
+    ck_assert_int_eq(config_limit_parse("max-inflight", "0", &v, err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "max-inflight: must be between 1 and 65535, got '0'");
+    ck_assert_int_eq(config_limit_parse("max-retained", "x", &v, err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "max-retained: not a number: 'x'");
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -1476,6 +1539,12 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_args_unknown_option_beats_help);
     tcase_add_test(tc, test_args_empty_command_line);
     tcase_add_test(tc, test_args_repeated_calls_start_fresh);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("limits by name");
+    tcase_add_test(tc, test_limit_names_are_the_limit_directives);
+    tcase_add_test(tc, test_limit_parse_set_get);
+    tcase_add_test(tc, test_limit_errors);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("validate-usage-sample");

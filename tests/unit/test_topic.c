@@ -968,6 +968,48 @@ START_TEST(test_retained_match_out_of_memory_skips_unnameable_topics)
 }
 END_TEST
 
+/* ---- one filter against one topic or filter (token permissions) ------ */
+
+START_TEST(test_filter_matches_like_the_tree)
+{
+    static const struct {
+        const char *filter, *topic;
+        bool match;
+    } cases[] = {
+        {"a/b", "a/b", true},        {"a/b", "a/c", false},     {"a/+", "a/b", true},
+        {"a/+", "a", false},         {"a/+", "a/b/c", false},   {"a/#", "a", true},
+        {"a/#", "a/b/c", true},      {"#", "a/b", true},        {"+/+", "a/b", true},
+        {"#", "$SYS/x", false},      {"+/x", "$SYS/x", false},  {"$SYS/#", "$SYS/x", true},
+        {"a/b", "a/bb", false},      {"a/bb", "a/b", false},    {"a//c", "a//c", true},
+        {"a/+/c", "a//c", true},     {"sensors/#", "sensorsx", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        ck_assert_msg(topic_filter_matches(cases[i].filter, cases[i].topic) == cases[i].match,
+                      "'%s' vs '%s' should %s", cases[i].filter, cases[i].topic,
+                      cases[i].match ? "match" : "not match");
+}
+END_TEST
+
+START_TEST(test_filter_covers)
+{
+    static const struct {
+        const char *outer, *inner;
+        bool covers;
+    } cases[] = {
+        {"#", "a/b/#", true},          {"#", "#", true},           {"+", "#", false},
+        {"a/#", "a", true},            {"a/#", "a/b/+", true},     {"a/+", "a/#", false},
+        {"a/+/c", "a/b/c", true},      {"a/+/c", "a/+/c", true},   {"a/b/c", "a/+/c", false},
+        {"a/b", "a/b", true},          {"a/b", "a/b/c", false},    {"a/b/c", "a/b", false},
+        {"test/nosubscribe", "test/nosubscribe", true},            {"+/#", "$SYS/x", false},
+        {"$SYS/#", "$SYS/+", true},    {"sensors/#", "sensorsx/#", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        ck_assert_msg(topic_filter_covers(cases[i].outer, cases[i].inner) == cases[i].covers,
+                      "'%s' should %scover '%s'", cases[i].outer,
+                      cases[i].covers ? "" : "not ", cases[i].inner);
+}
+END_TEST
+
 static Suite *topic_suite(void)
 {
     Suite *s = suite_create("topic");
@@ -1024,6 +1066,11 @@ static Suite *topic_suite(void)
     tcase_add_test(life, test_many_siblings_match_correctly);
     tcase_add_test(life, test_many_subscribers_one_filter);
     suite_add_tcase(s, life);
+
+    TCase *one = tcase_create("one filter");
+    tcase_add_test(one, test_filter_matches_like_the_tree);
+    tcase_add_test(one, test_filter_covers);
+    suite_add_tcase(s, one);
 
     TCase *oom = tcase_create("out of memory");
     tcase_add_test(oom, test_subscribe_out_of_memory_leaves_tree_unchanged);

@@ -1,0 +1,1262 @@
+/*
+ * aviaryctl — the administration program of aviary's cloud mode: instances,
+ * plans and tokens in the database that aviaryd follows.
+ *
+ * Thin on purpose: it parses the command line, checks what can be checked
+ * without the database (limits, durations, topic filters), calls the store
+ * and prints. Every error is one line on standard error starting with
+ * "aviaryctl: "; the exit status says what kind (see aviaryctl(1)).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "broker/topic.h"
+#include "store/store.h"
+#include "util/config.h"
+
+enum ctl_exit {
+    CTL_EXIT_OK = 0,
+    CTL_EXIT_USAGE = 1, /* a bad command line, or the database refused (unknown name...) */
+    CTL_EXIT_DB = 2,    /* the database cannot be opened, read or written */
+    CTL_EXIT_NOMEM = 3,
+};
+
+/* Topic filters are MQTT strings; one more byte is kept for a leading '/'. */
+#define CTL_FILTER_MAX 65534
+#define CTL_LABEL_MAX 1024
+#define CTL_CLIENT_ID_MAX 65535
+/* A token living longer than a century is a mistake in the duration. */
+#define CTL_TTL_MAX (100LL * 365 * 24 * 3600)
+/* Room for an argument or a name quoted in a message. */
+#define CTL_SHOWN 72
+
+/* The command options; each command accepts some of them. */
+enum ctl_option {
+    OPT_PLAN = 1u << 0,
+    OPT_LABEL = 1u << 1,
+    OPT_TTL = 1u << 2,
+    OPT_CLIENT_ID = 1u << 3,
+    OPT_PUB = 1u << 4,
+    OPT_SUB = 1u << 5,
+    OPT_DENY_PUB = 1u << 6,
+    OPT_DENY_SUB = 1u << 7,
+};
+
+#define OPT_FILTERS (OPT_PUB | OPT_SUB | OPT_DENY_PUB | OPT_DENY_SUB)
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} options[] = {
+    {"--plan", OPT_PLAN},           {"--label", OPT_LABEL},       {"--ttl", OPT_TTL},
+    {"--client-id", OPT_CLIENT_ID}, {"--pub", OPT_PUB},           {"--sub", OPT_SUB},
+    {"--deny-pub", OPT_DENY_PUB},   {"--deny-sub", OPT_DENY_SUB},
+};
+
+/* The four filter lists, in the order of struct store_token_spec. */
+#define FILTER_KINDS 4
+static const char *const filter_option[FILTER_KINDS] = {"--pub", "--sub", "--deny-pub",
+                                                        "--deny-sub"};
+static const char *const filter_key[FILTER_KINDS] = {"pub", "sub", "deny-pub", "deny-sub"};
+static const char *const filter_json_key[FILTER_KINDS] = {"pub", "sub", "deny_pub", "deny_sub"};
+
+/* One filter option as given; `text` points into argv. */
+struct raw_filter {
+    int kind;
+    const char *text;
+};
+
+struct args {
+    const char *operands[3];
+    size_t operand_count;
+    const char *plan, *label, *ttl, *client_id;
+    struct raw_filter *filters; /* up to argc of them; owned */
+    size_t filter_count;
+};
+
+struct ctl {
+    FILE *out; /* standard output, held back until the command succeeded */
+    const char *db_path;
+    struct limits base; /* the configuration's limits: the defaults, or the -c file's */
+    bool json;
+    struct store *store;
+};
+
+struct command {
+    const char *group, *verb;
+    const char *operand_names[3]; /* exactly these operands, in this order */
+    unsigned options;
+    const char *synopsis; /* everything after "aviaryctl GROUP VERB" */
+    int (*run)(struct ctl *ctl, const struct args *a);
+};
+
+/* ---- messages ------------------------------------------------------------- */
+
+static int complain(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Print one "aviaryctl: ..." line on standard error and return `status`. */
+static int complain(int status, const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("aviaryctl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return status;
+}
+
+/* `in` made fit for a one-line message: printable ASCII only, cut with "...". */
+static const char *shown(const char *in, char *buf, size_t size)
+{
+    size_t o = 0;
+
+    for (const char *p = in; *p != '\0'; p++) {
+        if (o + 4 >= size && p[1] != '\0') {
+            memcpy(buf + o, "...", 3);
+            o += 3;
+            break;
+        }
+        buf[o++] = *p >= 0x20 && *p < 0x7f ? *p : '?';
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* The exit status for a failed store call; its message is printed. */
+static int store_failed(int rc, const char *err)
+{
+    int status = rc == STORE_E_DB      ? CTL_EXIT_DB
+                 : rc == STORE_E_NOMEM ? CTL_EXIT_NOMEM
+                                       : CTL_EXIT_USAGE;
+    return complain(status, "%s", err);
+}
+
+static int out_of_memory(void)
+{
+    return complain(CTL_EXIT_NOMEM, "out of memory");
+}
+
+/* ---- text and JSON output --------------------------------------------------- */
+
+/* The length of the well-formed UTF-8 sequence at `p`, or 0. Never reads past a NUL. */
+static size_t utf8_sequence(const unsigned char *p)
+{
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        return (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        /* no overlong forms, no UTF-16 surrogates */
+        unsigned char lo = p[0] == 0xe0 ? 0xa0 : 0x80, hi = p[0] == 0xed ? 0x9f : 0xbf;
+        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 ? 3 : 0;
+    }
+    if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        unsigned char lo = p[0] == 0xf0 ? 0x90 : 0x80, hi = p[0] == 0xf4 ? 0x8f : 0xbf;
+        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 && (p[3] & 0xc0) == 0x80 ? 4 : 0;
+    }
+    return 0;
+}
+
+/* Text from the database on one line of text output: control characters become '?'. */
+static void text_put(FILE *out, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
+        fputc(*p < 0x20 || *p == 0x7f ? '?' : *p, out);
+}
+
+/* A JSON string; bytes that are not UTF-8 become U+FFFD, so the output always parses. */
+static void json_string(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0';) {
+        size_t n = utf8_sequence(p);
+        if (n == 0) {
+            fputs("\\ufffd", out);
+            p++;
+            continue;
+        }
+        if (n > 1) {
+            fwrite(p, 1, n, out);
+            p += n;
+            continue;
+        }
+        switch (*p) {
+        case '"':
+            fputs("\\\"", out);
+            break;
+        case '\\':
+            fputs("\\\\", out);
+            break;
+        case '\n':
+            fputs("\\n", out);
+            break;
+        case '\r':
+            fputs("\\r", out);
+            break;
+        case '\t':
+            fputs("\\t", out);
+            break;
+        default:
+            if (*p < 0x20 || *p == 0x7f)
+                fprintf(out, "\\u%04x", *p);
+            else
+                fputc(*p, out);
+        }
+        p++;
+    }
+    fputc('"', out);
+}
+
+static void json_string_or_null(FILE *out, const char *s)
+{
+    if (s != NULL)
+        json_string(out, s);
+    else
+        fputs("null", out);
+}
+
+static void json_strings(FILE *out, const struct store_filters *f)
+{
+    fputc('[', out);
+    for (size_t i = 0; i < f->count; i++) {
+        if (i > 0)
+            fputs(", ", out);
+        json_string(out, f->items[i]);
+    }
+    fputc(']', out);
+}
+
+/* ISO 8601 in UTC, e.g. 2026-11-23T07:30:00Z. */
+static const char *iso_time(int64_t t, char *buf, size_t size)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+
+    if (gmtime_r(&tt, &tm) == NULL || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(buf, size, "@%lld", (long long)t);
+    return buf;
+}
+
+/* The opening of a list element: "[" before the first, "," between, one per line. */
+static void json_list_next(FILE *out, size_t *n)
+{
+    fputs(*n == 0 ? "[\n  " : ",\n  ", out);
+    (*n)++;
+}
+
+static void json_list_end(FILE *out, size_t n)
+{
+    fputs(n == 0 ? "[]\n" : "\n]\n", out);
+}
+
+/* ---- checks made before the database is opened -------------------------------- */
+
+/* "90s", "15m", "2h", "7d": a positive integer and one unit. Seconds, or -1. */
+static long long duration_parse(const char *text)
+{
+    long long n = 0, unit;
+    const char *p = text;
+
+    if (*p < '0' || *p > '9')
+        return -1;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        n = n * 10 + (*p - '0');
+        if (n > CTL_TTL_MAX)
+            return -1;
+    }
+    switch (*p) {
+    case 's':
+        unit = 1;
+        break;
+    case 'm':
+        unit = 60;
+        break;
+    case 'h':
+        unit = 3600;
+        break;
+    case 'd':
+        unit = 24 * 3600;
+        break;
+    default:
+        return -1;
+    }
+    if (p[1] != '\0' || n == 0 || n > CTL_TTL_MAX / unit)
+        return -1;
+    return n * unit;
+}
+
+/* A label or client id: UTF-8 without control characters, at most `max` bytes. */
+static int text_check(const char *option, const char *text, size_t max)
+{
+    size_t len = strlen(text);
+
+    if (len > max)
+        return complain(CTL_EXIT_USAGE, "%s: longer than %zu bytes", option, max);
+    for (const unsigned char *p = (const unsigned char *)text; *p != '\0';) {
+        size_t n = utf8_sequence(p);
+        if (n == 0)
+            return complain(CTL_EXIT_USAGE, "%s: not valid UTF-8", option);
+        if (n == 1 && (*p < 0x20 || *p == 0x7f))
+            return complain(CTL_EXIT_USAGE, "%s: control characters are not allowed", option);
+        p += n;
+    }
+    return 0;
+}
+
+/* A limit's value as aviary.conf(5) takes it; the message names the limit. */
+static int limit_value(const char *limit, const char *text, unsigned long long *out)
+{
+    char err[768];
+
+    if (config_limit_parse(limit, text, out, err, sizeof(err)) < 0)
+        return complain(CTL_EXIT_USAGE, "%s", err);
+    return 0;
+}
+
+/* Normalised copies of a token's filters, checked as SUBSCRIBE filters are. */
+struct filter_lists {
+    char **items[FILTER_KINDS];
+    size_t count[FILTER_KINDS];
+};
+
+static void filter_lists_free(struct filter_lists *f)
+{
+    for (int k = 0; k < FILTER_KINDS; k++) {
+        for (size_t i = 0; i < f->count[k]; i++)
+            free(f->items[k][i]);
+        free(f->items[k]);
+    }
+}
+
+static int filter_lists_fill(struct filter_lists *f, const struct args *a)
+{
+    char buf[CTL_SHOWN];
+
+    for (int k = 0; k < FILTER_KINDS; k++)
+        if ((f->items[k] = calloc(a->filter_count + 1, sizeof(char *))) == NULL)
+            return out_of_memory();
+    for (size_t i = 0; i < a->filter_count; i++) {
+        const struct raw_filter *raw = &a->filters[i];
+        size_t len = strlen(raw->text);
+        bool slash;
+        int rc = topic_check_filter(raw->text, len, CTL_FILTER_MAX);
+
+        if (rc == TOPIC_E_TOO_LONG)
+            return complain(CTL_EXIT_USAGE, "%s '%s': longer than %d characters",
+                            filter_option[raw->kind], shown(raw->text, buf, sizeof(buf)),
+                            CTL_FILTER_MAX);
+        if (rc != TOPIC_OK)
+            return complain(CTL_EXIT_USAGE, "%s '%s': %s", filter_option[raw->kind],
+                            shown(raw->text, buf, sizeof(buf)), topic_strerror(rc));
+        char *norm = malloc(len + 1);
+        if (norm == NULL)
+            return out_of_memory();
+        topic_normalize(raw->text, len, norm, &slash);
+        f->items[raw->kind][f->count[raw->kind]++] = norm;
+    }
+    return 0;
+}
+
+static struct store_filters filters_of(const struct filter_lists *f, int kind)
+{
+    return (struct store_filters){.items = (const char *const *)f->items[kind],
+                                  .count = f->count[kind]};
+}
+
+/* ---- the database ------------------------------------------------------------- */
+
+static int ctl_open(struct ctl *ctl)
+{
+    char err[1024];
+
+    ctl->store = store_open(ctl->db_path, err, sizeof(err));
+    if (ctl->store == NULL)
+        return complain(CTL_EXIT_DB, "%s", err);
+    return 0;
+}
+
+/* The index of limit `name` among config_limit_name(), or -1. */
+static long limit_index(const char *name)
+{
+    for (size_t i = 0; i < config_limit_count(); i++)
+        if (strcmp(config_limit_name(i), name) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* ---- instance ----------------------------------------------------------------- */
+
+static int cmd_instance_create(struct ctl *ctl, const struct args *a)
+{
+    FILE *out = ctl->out;
+    char err[512];
+    const char *plan = a->plan != NULL ? a->plan : STORE_DEFAULT_PLAN;
+    int rc = ctl_open(ctl);
+
+    if (rc != 0)
+        return rc;
+    rc = store_instance_create(ctl->store, a->operands[0], plan, err, sizeof(err));
+    if (rc < 0)
+        return store_failed(rc, err);
+    if (ctl->json) {
+        fputs("{\"name\": ", out);
+        json_string(out, a->operands[0]);
+        fputs(", \"plan\": ", out);
+        json_string(out, plan);
+        fputs("}\n", out);
+    } else {
+        fprintf(out, "created instance %s on plan %s\n", a->operands[0], plan);
+    }
+    return 0;
+}
+
+struct list_state {
+    struct ctl *ctl;
+    size_t n;
+};
+
+static void json_overrides(FILE *out, const struct store_instance *inst)
+{
+    fputc('{', out);
+    for (size_t i = 0; i < inst->override_count; i++) {
+        if (i > 0)
+            fputs(", ", out);
+        json_string(out, inst->overrides[i].name);
+        fprintf(out, ": %llu", inst->overrides[i].value);
+    }
+    fputc('}', out);
+}
+
+static void list_instance(void *arg, const struct store_instance *inst)
+{
+    struct list_state *ls = arg;
+    FILE *out = ls->ctl->out;
+    char when[32];
+
+    iso_time(inst->created, when, sizeof(when));
+    if (ls->ctl->json) {
+        json_list_next(out, &ls->n);
+        fputs("{\"name\": ", out);
+        json_string(out, inst->name);
+        fputs(", \"plan\": ", out);
+        json_string(out, inst->plan);
+        fprintf(out, ", \"created\": \"%s\", \"tokens\": %zu, \"limits\": ", when,
+                inst->token_count);
+        json_overrides(out, inst);
+        fputc('}', out);
+        return;
+    }
+    if (ls->n++ == 0)
+        fprintf(out, "%-24s %-16s %6s  %s\n", "NAME", "PLAN", "TOKENS", "CREATED");
+    fprintf(out, "%-24s %-16s %6zu  %s\n", inst->name, inst->plan, inst->token_count, when);
+}
+
+static int cmd_instance_list(struct ctl *ctl, const struct args *a)
+{
+    FILE *out = ctl->out;
+    struct list_state ls = {.ctl = ctl};
+    char err[512];
+    int rc = ctl_open(ctl);
+
+    if (rc != 0)
+        return rc;
+    rc = store_instance_list(ctl->store, list_instance, &ls, err, sizeof(err));
+    if (rc < 0)
+        return store_failed(rc, err);
+    if (ctl->json)
+        json_list_end(out, ls.n);
+    else if (ls.n == 0)
+        fprintf(out, "no instances\n");
+    return 0;
+}
+
+/* An instance and its effective limits, each with where its value comes from. */
+struct show_state {
+    bool failed;
+    char *name, *plan;
+    int64_t created;
+    size_t tokens;
+    unsigned long long *value; /* per limit index */
+    const char **source;       /* "config", "plan" or "instance" */
+};
+
+static void show_instance(void *arg, const struct store_instance *inst)
+{
+    struct show_state *ss = arg;
+
+    if ((ss->name = strdup(inst->name)) == NULL || (ss->plan = strdup(inst->plan)) == NULL) {
+        ss->failed = true;
+        return;
+    }
+    ss->created = inst->created;
+    ss->tokens = inst->token_count;
+    for (size_t i = 0; i < inst->override_count; i++) {
+        long k = limit_index(inst->overrides[i].name);
+        if (k >= 0) {
+            ss->value[k] = inst->overrides[i].value;
+            ss->source[k] = "instance";
+        }
+    }
+}
+
+static void show_plan(void *arg, const char *plan, const struct store_limit *limits, size_t count)
+{
+    struct show_state *ss = arg;
+
+    if (ss->plan == NULL || strcmp(plan, ss->plan) != 0)
+        return;
+    for (size_t i = 0; i < count; i++) {
+        long k = limit_index(limits[i].name);
+        /* the instance's own value wins over its plan's */
+        if (k >= 0 && strcmp(ss->source[k], "instance") != 0) {
+            ss->value[k] = limits[i].value;
+            ss->source[k] = "plan";
+        }
+    }
+}
+
+static void show_print(const struct ctl *ctl, const struct show_state *ss)
+{
+    FILE *out = ctl->out;
+    size_t n = config_limit_count();
+    char when[32];
+
+    iso_time(ss->created, when, sizeof(when));
+    if (ctl->json) {
+        fputs("{\"name\": ", out);
+        json_string(out, ss->name);
+        fputs(", \"plan\": ", out);
+        json_string(out, ss->plan);
+        fprintf(out, ", \"created\": \"%s\", \"tokens\": %zu, \"limits\": {", when, ss->tokens);
+        for (size_t i = 0; i < n; i++)
+            fprintf(out, "%s\n  \"%s\": {\"value\": %llu, \"source\": \"%s\"}", i ? "," : "",
+                    config_limit_name(i), ss->value[i], ss->source[i]);
+        fputs("\n}}\n", out);
+        return;
+    }
+    fprintf(out, "name: %s\nplan: %s\ncreated: %s\ntokens: %zu\nlimits:\n", ss->name, ss->plan,
+            when, ss->tokens);
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, "  %-24s %12llu  %s\n", config_limit_name(i), ss->value[i], ss->source[i]);
+}
+
+static int cmd_instance_show(struct ctl *ctl, const struct args *a)
+{
+    size_t n = config_limit_count();
+    struct show_state ss = {0};
+    char err[512];
+    int rc = ctl_open(ctl);
+
+    if (rc != 0)
+        return rc;
+    ss.value = calloc(n, sizeof(*ss.value));
+    ss.source = calloc(n, sizeof(*ss.source));
+    if (ss.value == NULL || ss.source == NULL) {
+        rc = out_of_memory();
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        ss.value[i] = (unsigned long long)config_limit_get(&ctl->base, config_limit_name(i));
+        ss.source[i] = "config";
+    }
+    rc = store_instance_get(ctl->store, a->operands[0], show_instance, &ss, err, sizeof(err));
+    if (rc == 0 && !ss.failed)
+        rc = store_plan_list(ctl->store, show_plan, &ss, err, sizeof(err));
+    if (rc < 0) {
+        rc = store_failed(rc, err);
+        goto out;
+    }
+    if (ss.failed) {
+        rc = out_of_memory();
+        goto out;
+    }
+    show_print(ctl, &ss);
+out:
+    free(ss.name);
+    free(ss.plan);
+    free(ss.value);
+    free(ss.source);
+    return rc;
+}
+
+static int cmd_instance_delete(struct ctl *ctl, const struct args *a)
+{
+    FILE *out = ctl->out;
+    char err[512];
+    int rc = ctl_open(ctl);
+
+    if (rc != 0)
+        return rc;
+    rc = store_instance_delete(ctl->store, a->operands[0], err, sizeof(err));
+    if (rc < 0)
+        return store_failed(rc, err);
+    if (ctl->json) {
+        fputs("{\"name\": ", out);
+        json_string(out, a->operands[0]);
+        fputs(", \"deleted\": true}\n", out);
+    } else {
+        fprintf(out, "deleted instance %s with its tokens\n", a->operands[0]);
+    }
+    return 0;
+}
+
+/* `instance set` and `plan set`: the same checks, the same output. */
+static int set_limit(struct ctl *ctl, const struct args *a, const char *what,
+                     int (*set)(struct store *, const char *, const char *, unsigned long long,
+                                char *, size_t))
+{
+    FILE *out = ctl->out;
+    unsigned long long value;
+    char err[768];
+    int rc = limit_value(a->operands[1], a->operands[2], &value);
+
+    if (rc != 0)
+        return rc;
+    rc = ctl_open(ctl);
+    if (rc != 0)
+        return rc;
+    rc = set(ctl->store, a->operands[0], a->operands[1], value, err, sizeof(err));
+    if (rc < 0)
+        return store_failed(rc, err);
+    if (ctl->json) {
+        fprintf(out, "{\"%s\": ", what);
+        json_string(out, a->operands[0]);
+        fprintf(out, ", \"limit\": \"%s\", \"value\": %llu}\n", a->operands[1], value);
+    } else {
+        fprintf(out, "%s %s: %s = %llu\n", what, a->operands[0], a->operands[1], value);
+    }
+    return 0;
+}
+
+static int cmd_instance_set(struct ctl *ctl, const struct args *a)
+{
+    return set_limit(ctl, a, "instance", store_instance_set_limit);
+}
+
+/* ---- plan --------------------------------------------------------------------- */
+
+static void list_plan(void *arg, const char *plan, const struct store_limit *limits, size_t count)
+{
+    struct list_state *ls = arg;
+    FILE *out = ls->ctl->out;
+
+    if (ls->ctl->json) {
+        json_list_next(out, &ls->n);
+        fputs("{\"name\": ", out);
+        json_string(out, plan);
+        fputs(", \"limits\": {", out);
+        for (size_t i = 0; i < count; i++) {
+            if (i > 0)
+                fputs(", ", out);
+            json_string(out, limits[i].name);
+            fprintf(out, ": %llu", limits[i].value);
+        }
+        fputs("}}", out);
+        return;
+    }
+    ls->n++;
+    fprintf(out, "%s:", plan);
+    for (size_t i = 0; i < count; i++)
+        fprintf(out, " %s %llu%s", limits[i].name, limits[i].value, i + 1 < count ? "," : "");
+    fprintf(out, "%s\n", count == 0 ? " (no limits of its own)" : "");
+}
+
+static int cmd_plan_list(struct ctl *ctl, const struct args *a)
+{
+    FILE *out = ctl->out;
+    struct list_state ls = {.ctl = ctl};
+    char err[512];
+    int rc = ctl_open(ctl);
+
+    if (rc != 0)
+        return rc;
+    rc = store_plan_list(ctl->store, list_plan, &ls, err, sizeof(err));
+    if (rc < 0)
+        return store_failed(rc, err);
+    if (ctl->json)
+        json_list_end(out, ls.n);
+    return 0;
+}
+
+static int cmd_plan_set(struct ctl *ctl, const struct args *a)
+{
+    return set_limit(ctl, a, "plan", store_plan_set);
+}
+
+/* ---- token -------------------------------------------------------------------- */
+
+static const char *token_status(const struct store_token *t, int64_t now)
+{
+    if (t->revoked)
+        return "revoked";
+    if (t->expires != 0 && t->expires <= now)
+        return "expired";
+    return "active";
+}
+
+/* A filter list as text: allow lists are "any" when empty, deny lists "none". */
+static void text_filters(FILE *out, const char *key, const struct store_filters *f, bool deny)
+{
+    fprintf(out, "%s:", key);
+    if (f->count == 0)
+        fprintf(out, " %s", deny ? "none" : "any");
+    for (size_t i = 0; i < f->count; i++) {
+        fputc(' ', out);
+        text_put(out, f->items[i]);
+    }
+    fputc('\n', out);
+}
+
+/*
+ * A token as "key: value" lines or as the members of a JSON object (without
+ * the braces). `created` < 0 leaves the creation time out.
+ */
+static void token_print(const struct ctl *ctl, const struct store_token *t, int64_t now)
+{
+    FILE *out = ctl->out;
+    const struct store_filters *lists[FILTER_KINDS] = {&t->pub, &t->sub, &t->deny_pub,
+                                                       &t->deny_sub};
+    char created[32], expires[32];
+
+    iso_time(t->created, created, sizeof(created));
+    iso_time(t->expires, expires, sizeof(expires));
+    if (ctl->json) {
+        fprintf(out, "\"id\": \"%s\", \"instance\": ", t->id);
+        json_string(out, t->instance);
+        fputs(", \"label\": ", out);
+        json_string_or_null(out, t->label[0] != '\0' ? t->label : NULL);
+        if (t->created >= 0)
+            fprintf(out, ", \"created\": \"%s\"", created);
+        fprintf(out, ", \"expires\": %s%s%s, \"key\": %s", t->expires ? "\"" : "",
+                t->expires ? expires : "null", t->expires ? "\"" : "",
+                t->expires ? "false" : "true");
+        fputs(", \"client_id\": ", out);
+        json_string_or_null(out, t->client_id);
+        for (int k = 0; k < FILTER_KINDS; k++) {
+            fprintf(out, ", \"%s\": ", filter_json_key[k]);
+            json_strings(out, lists[k]);
+        }
+        if (t->created >= 0)
+            fprintf(out, ", \"status\": \"%s\"", token_status(t, now));
+        return;
+    }
+    fprintf(out, "id: %s\ninstance: %s\n", t->id, t->instance);
+    if (t->label[0] != '\0') {
+        fputs("label: ", out);
+        text_put(out, t->label);
+        fputc('\n', out);
+    }
+    if (t->created >= 0)
+        fprintf(out, "created: %s\n", created);
+    fprintf(out, "expires: %s\n", t->expires ? expires : "never (key)");
+    fputs("client id: ", out);
+    text_put(out, t->client_id != NULL ? t->client_id : "any");
+    fputc('\n', out);
+    for (int k = 0; k < FILTER_KINDS; k++)
+        text_filters(out, filter_key[k], lists[k], k >= 2);
+    if (t->created >= 0)
+        fprintf(out, "status: %s\n", token_status(t, now));
+}
+
+static int cmd_token_create(struct ctl *ctl, const struct args *a)
+{
+    FILE *out = ctl->out;
+    struct filter_lists f = {0};
+    struct store_token_spec spec = {.instance = a->operands[0], .client_id = a->client_id};
+    char id[STORE_TOKEN_ID_LEN + 1], secret[STORE_SECRET_LEN + 1], err[512], buf[CTL_SHOWN];
+    int64_t now = (int64_t)time(NULL);
+    int rc;
+
+    if (a->ttl != NULL) {
+        long long ttl = duration_parse(a->ttl);
+        if (ttl < 0) {
+            return complain(CTL_EXIT_USAGE,
+                            "--ttl: bad duration '%s' (a positive number and s, m, h or d, "
+                            "e.g. 90s, 15m, 2h, 7d; at most 100 years)",
+                            shown(a->ttl, buf, sizeof(buf)));
+        }
+        spec.expires = now + ttl;
+    }
+    if (a->label != NULL && (rc = text_check("--label", a->label, CTL_LABEL_MAX)) != 0)
+        return rc;
+    if (a->label != NULL && a->label[0] != '\0')
+        spec.label = a->label;
+    if (a->client_id != NULL) {
+        if (a->client_id[0] == '\0')
+            return complain(CTL_EXIT_USAGE, "--client-id: empty");
+        if ((rc = text_check("--client-id", a->client_id, CTL_CLIENT_ID_MAX)) != 0)
+            return rc;
+    }
+    rc = filter_lists_fill(&f, a);
+    if (rc != 0)
+        goto out;
+    spec.pub = filters_of(&f, 0);
+    spec.sub = filters_of(&f, 1);
+    spec.deny_pub = filters_of(&f, 2);
+    spec.deny_sub = filters_of(&f, 3);
+    rc = ctl_open(ctl);
+    if (rc != 0)
+        goto out;
+    rc = store_token_create(ctl->store, &spec, id, secret, err, sizeof(err));
+    if (rc < 0) {
+        rc = store_failed(rc, err);
+        goto out;
+    }
+
+    struct store_token t = {
+        .id = id,
+        .instance = spec.instance,
+        .label = spec.label != NULL ? spec.label : "",
+        .created = -1, /* the store's clock, not ours: not shown */
+        .expires = spec.expires,
+        .client_id = spec.client_id,
+        .pub = spec.pub,
+        .sub = spec.sub,
+        .deny_pub = spec.deny_pub,
+        .deny_sub = spec.deny_sub,
+    };
+    if (ctl->json) {
+        fputc('{', out);
+        token_print(ctl, &t, now);
+        fprintf(out, ", \"secret\": \"%s\"}\n", secret);
+    } else {
+        token_print(ctl, &t, now);
+        fprintf(out, "secret (shown only now; aviary keeps only its hash):\n%s\n", secret);
+    }
+out:
+    explicit_bzero(secret, sizeof(secret));
+    filter_lists_free(&f);
+    return rc;
+}
+
+struct token_list_state {
+    struct ctl *ctl;
+    size_t n;
+    int64_t now;
+};
+
+static void list_token(void *arg, const struct store_token *t)
+{
+    struct token_list_state *ts = arg;
+    FILE *out = ts->ctl->out;
+
+    if (ts->ctl->json) {
+        json_list_next(out, &ts->n);
+        fputc('{', out);
+        token_print(ts->ctl, t, ts->now);
+        fputc('}', out);
+        return;
+    }
+    if (ts->n++ > 0)
+        fputc('\n', out);
+    token_print(ts->ctl, t, ts->now);
+}
+
+static int cmd_token_list(struct ctl *ctl, const struct args *a)
+{
+    FILE *out = ctl->out;
+    struct token_list_state ts = {.ctl = ctl, .now = (int64_t)time(NULL)};
+    char err[512];
+    int rc = ctl_open(ctl);
+
+    if (rc != 0)
+        return rc;
+    rc = store_token_list(ctl->store, a->operands[0], list_token, &ts, err, sizeof(err));
+    if (rc < 0)
+        return store_failed(rc, err);
+    if (ctl->json)
+        json_list_end(out, ts.n);
+    else if (ts.n == 0)
+        fprintf(out, "no tokens\n");
+    return 0;
+}
+
+static int cmd_token_revoke(struct ctl *ctl, const struct args *a)
+{
+    FILE *out = ctl->out;
+    char err[512];
+    int rc = ctl_open(ctl);
+
+    if (rc != 0)
+        return rc;
+    rc = store_token_revoke(ctl->store, a->operands[0], a->operands[1], err, sizeof(err));
+    if (rc < 0)
+        return store_failed(rc, err);
+    if (ctl->json) {
+        fputs("{\"instance\": ", out);
+        json_string(out, a->operands[0]);
+        fputs(", \"id\": ", out);
+        json_string(out, a->operands[1]);
+        fputs(", \"revoked\": true}\n", out);
+    } else {
+        fprintf(out, "revoked token %s of instance %s\n", a->operands[1], a->operands[0]);
+    }
+    return 0;
+}
+
+/* ---- the command line ----------------------------------------------------------- */
+
+#define OPT_TOKEN (OPT_LABEL | OPT_TTL | OPT_CLIENT_ID | OPT_FILTERS)
+#define TOKEN_CREATE_SYNOPSIS                                                                      \
+    "INSTANCE [--label TEXT] [--ttl DURATION] [--client-id ID] [--pub FILTER]... [--sub "          \
+    "FILTER]... [--deny-pub FILTER]... [--deny-sub FILTER]..."
+
+static const struct command commands[] = {
+    {"instance", "create", {"NAME"}, OPT_PLAN, "NAME [--plan PLAN]", cmd_instance_create},
+    {"instance", "list", {NULL}, 0, "", cmd_instance_list},
+    {"instance", "show", {"NAME"}, 0, "NAME", cmd_instance_show},
+    {"instance", "delete", {"NAME"}, 0, "NAME", cmd_instance_delete},
+    {"instance", "set", {"NAME", "LIMIT", "VALUE"}, 0, "NAME LIMIT VALUE", cmd_instance_set},
+    {"plan", "list", {NULL}, 0, "", cmd_plan_list},
+    {"plan", "set", {"PLAN", "LIMIT", "VALUE"}, 0, "PLAN LIMIT VALUE", cmd_plan_set},
+    {"token", "create", {"INSTANCE"}, OPT_TOKEN, TOKEN_CREATE_SYNOPSIS, cmd_token_create},
+    {"token", "list", {"INSTANCE"}, 0, "INSTANCE", cmd_token_list},
+    {"token", "revoke", {"INSTANCE", "TOKEN_ID"}, 0, "INSTANCE TOKEN_ID", cmd_token_revoke},
+};
+
+#define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
+
+/* "  group verb SYNOPSIS", wrapped before 80 columns between bracketed groups. */
+static void usage_command(FILE *out, const struct command *c)
+{
+    int col = fprintf(out, "  %s %s", c->group, c->verb), indent = col + 1;
+    const char *p = c->synopsis;
+
+    while (*p != '\0') {
+        /* one piece: a word, or a bracketed group with its "..." */
+        size_t len = 0, depth = 0;
+        while (p[len] != '\0' && (p[len] != ' ' || depth > 0)) {
+            depth += p[len] == '[';
+            depth -= p[len] == ']' && depth > 0;
+            len++;
+        }
+        if (col + 1 + (int)len > 79)
+            col = fprintf(out, "\n%*s", indent - 1, "") - 1;
+        col += fprintf(out, " %.*s", (int)len, p);
+        p += len;
+        while (*p == ' ')
+            p++;
+    }
+    fputc('\n', out);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: aviaryctl [-c CONF | --db PATH] [--json] COMMAND [ARGUMENTS]\n"
+            "\n"
+            "Manage the instances, plans and tokens of aviaryd's cloud mode.\n"
+            "\n"
+            "Options:\n"
+            "  -c, --config CONF  take the database (directive db) and the base limits\n"
+            "                     from the aviary.conf file CONF\n"
+            "  --db PATH          the database (default %s)\n"
+            "  --json             print JSON instead of text\n"
+            "  -h, --help         print this help and exit\n"
+            "  -V, --version      print the version and exit\n"
+            "\n"
+            "Commands:\n",
+            AVIARY_DEFAULT_DB);
+    for (size_t i = 0; i < COMMAND_COUNT; i++)
+        usage_command(out, &commands[i]);
+    fputs("\nLimits (as in aviary.conf(5)):", out);
+    for (size_t i = 0; i < config_limit_count(); i++)
+        fprintf(out, "%s %s", i % 4 == 0 ? "\n " : "", config_limit_name(i));
+    fputs("\n\nDURATION is a positive number and s, m, h or d: 90s, 15m, 2h, 7d.\n"
+          "Without --ttl a token is a key, which never expires.\n",
+          out);
+}
+
+/*
+ * When argv[*i] is option `name` ("--name VALUE", "--name=VALUE", or for a
+ * short name "-c VALUE"), set *value and return 1 (2 after printing that the
+ * value is missing); return 0 when it is another option.
+ */
+static int option_value(const char *name, int argc, char **argv, int *i, const char **value)
+{
+    const char *arg = argv[*i];
+    size_t len = strlen(name);
+
+    if (strncmp(arg, name, len) != 0)
+        return 0;
+    if (arg[len] == '=' && name[1] == '-') {
+        *value = arg + len + 1;
+        return 1;
+    }
+    if (arg[len] != '\0')
+        return 0;
+    if (*i + 1 >= argc) {
+        complain(CTL_EXIT_USAGE, "%s: missing value", name);
+        return 2;
+    }
+    *value = argv[++*i];
+    return 1;
+}
+
+static const struct command *command_find(const char *group, const char *verb)
+{
+    for (size_t i = 0; i < COMMAND_COUNT; i++)
+        if (strcmp(commands[i].group, group) == 0 && strcmp(commands[i].verb, verb) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static bool group_known(const char *group)
+{
+    for (size_t i = 0; i < COMMAND_COUNT; i++)
+        if (strcmp(commands[i].group, group) == 0)
+            return true;
+    return false;
+}
+
+/* "create, list, show, delete or set": the verbs of `group`, for messages. */
+static const char *group_verbs(const char *group, char *buf, size_t size)
+{
+    size_t n = 0, seen = 0, used = 0;
+
+    for (size_t i = 0; i < COMMAND_COUNT; i++)
+        n += strcmp(commands[i].group, group) == 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < COMMAND_COUNT && used < size; i++) {
+        if (strcmp(commands[i].group, group) != 0)
+            continue;
+        seen++;
+        used += (size_t)snprintf(buf + used, size - used, "%s%s",
+                                 seen == 1   ? ""
+                                 : seen == n ? " or "
+                                             : ", ",
+                                 commands[i].verb);
+    }
+    return buf;
+}
+
+static size_t operand_count(const struct command *cmd)
+{
+    size_t n = 0;
+    while (n < 3 && cmd->operand_names[n] != NULL)
+        n++;
+    return n;
+}
+
+/* Record one command option; returns 0, or an exit status after complaining. */
+static int command_option(const struct command *cmd, struct args *a, int argc, char **argv, int *i)
+{
+    char buf[CTL_SHOWN];
+    const char *value;
+
+    for (size_t k = 0; k < sizeof(options) / sizeof(options[0]); k++) {
+        if (!(cmd->options & options[k].bit))
+            continue;
+        int found = option_value(options[k].name, argc, argv, i, &value);
+        if (found == 0)
+            continue;
+        if (found == 2)
+            return CTL_EXIT_USAGE;
+        const char **single = options[k].bit == OPT_PLAN        ? &a->plan
+                              : options[k].bit == OPT_LABEL     ? &a->label
+                              : options[k].bit == OPT_TTL       ? &a->ttl
+                              : options[k].bit == OPT_CLIENT_ID ? &a->client_id
+                                                                : NULL;
+        if (single != NULL) {
+            if (*single != NULL)
+                return complain(CTL_EXIT_USAGE, "%s given more than once", options[k].name);
+            *single = value;
+            return 0;
+        }
+        for (int kind = 0; kind < FILTER_KINDS; kind++)
+            if (strcmp(filter_option[kind], options[k].name) == 0)
+                a->filters[a->filter_count++] = (struct raw_filter){kind, value};
+        return 0;
+    }
+    return complain(CTL_EXIT_USAGE, "%s %s: unknown option '%s' (usage: aviaryctl %s %s %s)",
+                    cmd->group, cmd->verb, shown(argv[*i], buf, sizeof(buf)), cmd->group, cmd->verb,
+                    cmd->synopsis);
+}
+
+/*
+ * The command's operands and options, in any order; "--" ends the options.
+ * Sets *help for -h/--help. Returns 0 or an exit status after complaining.
+ */
+static int command_args(const struct command *cmd, int argc, char **argv, int i, struct ctl *ctl,
+                        struct args *a, bool *help)
+{
+    size_t want = operand_count(cmd);
+    bool options_done = false;
+    char buf[CTL_SHOWN];
+    int rc;
+
+    a->filters = calloc((size_t)argc, sizeof(*a->filters));
+    if (a->filters == NULL)
+        return out_of_memory();
+    for (; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!options_done && strcmp(arg, "--") == 0) {
+            options_done = true;
+        } else if (!options_done && (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)) {
+            *help = true;
+        } else if (!options_done && strcmp(arg, "--json") == 0) {
+            ctl->json = true;
+        } else if (!options_done && strncmp(arg, "--", 2) == 0) {
+            /* single-dash words are operands: "-5" is a (bad) value, not an option */
+            if ((rc = command_option(cmd, a, argc, argv, &i)) != 0)
+                return rc;
+        } else if (a->operand_count < want) {
+            a->operands[a->operand_count++] = arg;
+        } else {
+            return complain(CTL_EXIT_USAGE, "%s %s: unexpected argument '%s'", cmd->group,
+                            cmd->verb, shown(arg, buf, sizeof(buf)));
+        }
+    }
+    if (!*help && a->operand_count < want)
+        return complain(CTL_EXIT_USAGE, "%s %s: missing %s (usage: aviaryctl %s %s %s)", cmd->group,
+                        cmd->verb, cmd->operand_names[a->operand_count], cmd->group, cmd->verb,
+                        cmd->synopsis);
+    return 0;
+}
+
+/* -c, --db, --json, -h, -V before the command. Returns 0 or an exit status. */
+static int global_args(int argc, char **argv, int *i, const char **conf, const char **db,
+                       struct ctl *ctl, bool *help, bool *version)
+{
+    char buf[CTL_SHOWN];
+
+    for (; *i < argc && argv[*i][0] == '-'; (*i)++) {
+        const char *arg = argv[*i];
+        int found;
+        if (strcmp(arg, "--") == 0) {
+            (*i)++;
+            break;
+        }
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            *help = true;
+            continue;
+        }
+        if (strcmp(arg, "-V") == 0 || strcmp(arg, "--version") == 0) {
+            *version = true;
+            continue;
+        }
+        if (strcmp(arg, "--json") == 0) {
+            ctl->json = true;
+            continue;
+        }
+        if ((found = option_value("-c", argc, argv, i, conf)) != 0 ||
+            (found = option_value("--config", argc, argv, i, conf)) != 0 ||
+            (found = option_value("--db", argc, argv, i, db)) != 0) {
+            if (found == 2)
+                return CTL_EXIT_USAGE;
+            continue;
+        }
+        return complain(CTL_EXIT_USAGE, "unknown option '%s' (see aviaryctl --help)",
+                        shown(arg, buf, sizeof(buf)));
+    }
+    if (*conf != NULL && (*conf)[0] == '\0')
+        return complain(CTL_EXIT_USAGE, "-c: empty file name");
+    if (*db != NULL && (*db)[0] == '\0')
+        return complain(CTL_EXIT_USAGE, "--db: empty path");
+    return 0;
+}
+
+/*
+ * Run `cmd` with its output held in memory and written to standard output
+ * only when it succeeded: a failure prints its one line on standard error
+ * and nothing else, even when the database fails in the middle of a listing.
+ */
+static int command_run(const struct command *cmd, struct ctl *ctl, const struct args *a)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc;
+
+    ctl->out = open_memstream(&text, &len);
+    if (ctl->out == NULL)
+        return out_of_memory();
+    rc = cmd->run(ctl, a);
+    if (fclose(ctl->out) != 0 && rc == 0)
+        rc = out_of_memory();
+    ctl->out = NULL;
+    if (rc == 0)
+        fwrite(text, 1, len, stdout); /* checked with the final fflush */
+    if (text != NULL)
+        explicit_bzero(text, len); /* it may hold a new token's secret */
+    free(text);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct ctl ctl = {0};
+    struct args a = {0};
+    struct config cfg;
+    const struct command *cmd;
+    const char *conf = NULL, *db = NULL;
+    bool help = false, version = false;
+    char err[1024], buf[CTL_SHOWN], buf2[CTL_SHOWN], verbs[128];
+    int i = 1, rc;
+
+    config_init(&cfg);
+    rc = global_args(argc, argv, &i, &conf, &db, &ctl, &help, &version);
+    if (rc != 0)
+        goto out;
+    if (help || version) {
+        if (help)
+            usage(stdout);
+        else
+            printf("aviaryctl %s\n", PACKAGE_VERSION);
+        goto out;
+    }
+    if (i >= argc) {
+        rc = complain(CTL_EXIT_USAGE, "missing command (see aviaryctl --help)");
+        goto out;
+    }
+    if (!group_known(argv[i])) {
+        rc = complain(CTL_EXIT_USAGE, "unknown command '%s' (see aviaryctl --help)",
+                      shown(argv[i], buf, sizeof(buf)));
+        goto out;
+    }
+    if (i + 1 >= argc) {
+        rc = complain(CTL_EXIT_USAGE, "%s: missing command (%s)", argv[i],
+                      group_verbs(argv[i], verbs, sizeof(verbs)));
+        goto out;
+    }
+    cmd = command_find(argv[i], argv[i + 1]);
+    if (cmd == NULL) {
+        rc = complain(CTL_EXIT_USAGE, "unknown command '%s %s' (expected %s)", argv[i],
+                      shown(argv[i + 1], buf2, sizeof(buf2)),
+                      group_verbs(argv[i], verbs, sizeof(verbs)));
+        goto out;
+    }
+    rc = command_args(cmd, argc, argv, i + 2, &ctl, &a, &help);
+    if (rc != 0 || help) {
+        if (help)
+            usage(stdout);
+        goto out;
+    }
+    if (conf != NULL && config_load_file(&cfg, conf, err, sizeof(err)) < 0) {
+        rc = complain(CTL_EXIT_USAGE, "%s", err);
+        goto out;
+    }
+    ctl.db_path = db != NULL ? db : cfg.db != NULL ? cfg.db : AVIARY_DEFAULT_DB;
+    ctl.base = cfg.limits;
+    rc = command_run(cmd, &ctl, &a);
+out:
+    /* A secret that never reached the terminal or the pipe must not pass for shown. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        int saved = errno;
+        if (rc == 0)
+            rc = complain(CTL_EXIT_USAGE, "cannot write to standard output: %s", strerror(saved));
+    }
+    store_close(ctl.store);
+    free(a.filters);
+    config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,1193 @@
+/*
+ * store — the SQLite database of instances, plans and tokens (see store.h).
+ *
+ * Every public function prepares its statements, runs them and finalises them
+ * before it returns, so no statement ever keeps a read transaction (and with
+ * it an old WAL snapshot) open between calls. Writes that read first run in
+ * BEGIN IMMEDIATE transactions: they take the write lock at once, so the
+ * busy timeout applies, and no check can be invalidated before the write.
+ *
+ * Listings are one SELECT with the child rows LEFT JOINed and ordered by the
+ * parent, so a listing is one consistent snapshot; rows are gathered into a
+ * small accumulator per parent, which owns copies of its strings, and handed
+ * to the callback when the next parent begins.
+ */
+#include "store/store.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <sqlite3.h>
+
+#include "util/config.h"
+
+/* How long a statement waits for another connection's lock before failing. */
+#define STORE_BUSY_TIMEOUT_MS 5000
+#define STORE_SECRET_BYTES 32
+#define STORE_TOKEN_ID_BYTES (STORE_TOKEN_ID_LEN / 2)
+/* Drawing a token id that exists already twice in a row means the generator is broken. */
+#define STORE_TOKEN_ID_ATTEMPTS 3
+
+struct store {
+    sqlite3 *db;
+    char *path;
+    bool opening;               /* within store_open: errors say "cannot open" */
+    int last_rc;                /* SQLite's extended code of the last failure */
+    sqlite3_stmt *data_version; /* kept prepared: the watcher asks every 500 ms */
+};
+
+/*
+ * The schema, one step per version: step i takes user_version i to i + 1.
+ * Steps are only ever appended; a released step is never edited.
+ */
+static const char *const migrations[] = {
+    /* 1: plans, instances, tokens and their filters */
+    "CREATE TABLE plans ("
+    "  name TEXT PRIMARY KEY NOT NULL"
+    ");"
+    "CREATE TABLE plan_limits ("
+    "  plan TEXT NOT NULL REFERENCES plans(name) ON DELETE CASCADE,"
+    "  name TEXT NOT NULL,"
+    "  value INTEGER NOT NULL CHECK (value >= 0),"
+    "  PRIMARY KEY (plan, name)"
+    ");"
+    "CREATE TABLE instances ("
+    "  name TEXT PRIMARY KEY NOT NULL,"
+    "  plan TEXT NOT NULL REFERENCES plans(name),"
+    "  created INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX instances_plan ON instances(plan);"
+    "CREATE TABLE instance_limits ("
+    "  instance TEXT NOT NULL REFERENCES instances(name) ON DELETE CASCADE,"
+    "  name TEXT NOT NULL,"
+    "  value INTEGER NOT NULL CHECK (value >= 0),"
+    "  PRIMARY KEY (instance, name)"
+    ");"
+    "CREATE TABLE tokens ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  instance TEXT NOT NULL REFERENCES instances(name) ON DELETE CASCADE,"
+    "  label TEXT NOT NULL DEFAULT '',"
+    "  secret_hash BLOB NOT NULL UNIQUE CHECK (length(secret_hash) = 32),"
+    "  created INTEGER NOT NULL,"
+    "  expires INTEGER," /* NULL: a key, which never expires */
+    "  client_id TEXT,"  /* NULL: any client id */
+    "  revoked INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE INDEX tokens_instance ON tokens(instance);"
+    "CREATE TABLE token_filters ("
+    "  token TEXT NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,"
+    "  kind TEXT NOT NULL CHECK (kind IN ('pub', 'sub', 'deny-pub', 'deny-sub')),"
+    "  filter TEXT NOT NULL,"
+    "  position INTEGER NOT NULL,"
+    "  PRIMARY KEY (token, kind, position)"
+    ");",
+};
+
+#define MIGRATION_COUNT ((int64_t)(sizeof(migrations) / sizeof(migrations[0])))
+
+/* The plan every instance gets unless told otherwise; other limits come from aviary.conf. */
+static const struct store_limit default_plan_limits[] = {
+    {"max-connections", 100},
+    {"max-messages-per-second", 100},
+    {"max-retained", 1000},
+    {"idle-timeout", 3600},
+};
+
+/* The token_filters kinds, in the order of struct store_token's lists. */
+static const char *const filter_kinds[] = {"pub", "sub", "deny-pub", "deny-sub"};
+#define FILTER_KINDS 4
+
+/* ---- errors ------------------------------------------------------------- */
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Every error leaves through here, so a NULL `err` is always safe. */
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return code;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* A failed SQLite call `rc`, in words. */
+static int db_fail(struct store *s, int rc, char *err, size_t errlen)
+{
+    s->last_rc = rc;
+    if ((rc & 0xff) == SQLITE_NOMEM)
+        return fail(err, errlen, STORE_E_NOMEM, "out of memory");
+    if (s->opening)
+        return fail(err, errlen, STORE_E_DB, "cannot open database %s: %s", s->path,
+                    sqlite3_errmsg(s->db));
+    return fail(err, errlen, STORE_E_DB, "database %s: %s", s->path, sqlite3_errmsg(s->db));
+}
+
+static int nomem(char *err, size_t errlen)
+{
+    return fail(err, errlen, STORE_E_NOMEM, "out of memory");
+}
+
+/*
+ * `in` made fit for a one-line message: printable ASCII only (anything else
+ * becomes '?'), cut with "..." when longer than `size` allows.
+ */
+static const char *shown(const char *in, char *buf, size_t size)
+{
+    size_t o = 0;
+
+    for (const char *p = in; *p != '\0'; p++) {
+        if (o + 4 >= size && p[1] != '\0') {
+            memcpy(buf + o, "...", 3);
+            o += 3;
+            break;
+        }
+        buf[o++] = *p >= 0x20 && *p < 0x7f ? *p : '?';
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+#define SHOWN_SIZE 80
+
+/* ---- statements --------------------------------------------------------- */
+
+/*
+ * Prepare `sql` and bind one parameter per character of `types`, in order:
+ * 's' a string (NULL binds NULL), 'i' an int64_t, 'z' an int64_t that binds
+ * NULL when it is 0, 'h' STORE_HASH_LEN bytes. Strings and bytes must live
+ * until the statement is finalised.
+ */
+static int stmt_vopen(struct store *s, sqlite3_stmt **out, char *err, size_t errlen,
+                      const char *sql, const char *types, va_list ap)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+
+    for (int i = 0; rc == SQLITE_OK && types[i] != '\0'; i++) {
+        int64_t n;
+        switch (types[i]) {
+        case 's':
+            rc = sqlite3_bind_text(st, i + 1, va_arg(ap, const char *), -1, SQLITE_STATIC);
+            break;
+        case 'i':
+            rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+            break;
+        case 'z':
+            n = va_arg(ap, int64_t);
+            rc = n != 0 ? sqlite3_bind_int64(st, i + 1, n) : sqlite3_bind_null(st, i + 1);
+            break;
+        case 'h':
+            rc = sqlite3_bind_blob(st, i + 1, va_arg(ap, const uint8_t *), STORE_HASH_LEN,
+                                   SQLITE_STATIC);
+            break;
+        default:
+            rc = SQLITE_MISUSE;
+        }
+    }
+    if (rc != SQLITE_OK) {
+        int code = db_fail(s, rc, err, errlen);
+        sqlite3_finalize(st);
+        return code;
+    }
+    *out = st;
+    return 0;
+}
+
+static int stmt_open(struct store *s, sqlite3_stmt **out, char *err, size_t errlen, const char *sql,
+                     const char *types, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, types);
+    rc = stmt_vopen(s, out, err, errlen, sql, types, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* Run a statement to its end, ignoring any rows. Returns 0 or a STORE_E_* code. */
+static int run(struct store *s, char *err, size_t errlen, const char *sql, const char *types, ...)
+{
+    sqlite3_stmt *st;
+    va_list ap;
+    int rc, step;
+
+    va_start(ap, types);
+    rc = stmt_vopen(s, &st, err, errlen, sql, types, ap);
+    va_end(ap);
+    if (rc < 0)
+        return rc;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW)
+        ;
+    rc = step == SQLITE_DONE ? 0 : db_fail(s, step, err, errlen);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* 1 when the query returns a row, 0 when it returns none, or a STORE_E_* code. */
+static int has_row(struct store *s, char *err, size_t errlen, const char *sql, const char *types,
+                   ...)
+{
+    sqlite3_stmt *st;
+    va_list ap;
+    int rc, step;
+
+    va_start(ap, types);
+    rc = stmt_vopen(s, &st, err, errlen, sql, types, ap);
+    va_end(ap);
+    if (rc < 0)
+        return rc;
+    step = sqlite3_step(st);
+    rc = step == SQLITE_ROW ? 1 : step == SQLITE_DONE ? 0 : db_fail(s, step, err, errlen);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* The first column of the first row as an integer (0 when there is no row). */
+static int query_int(struct store *s, const char *sql, int64_t *out, char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    int rc, step;
+
+    rc = stmt_open(s, &st, err, errlen, sql, "");
+    if (rc < 0)
+        return rc;
+    step = sqlite3_step(st);
+    *out = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    rc = step == SQLITE_ROW || step == SQLITE_DONE ? 0 : db_fail(s, step, err, errlen);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int tx_begin(struct store *s, char *err, size_t errlen)
+{
+    return run(s, err, errlen, "BEGIN IMMEDIATE", "");
+}
+
+static int tx_commit(struct store *s, char *err, size_t errlen)
+{
+    return run(s, err, errlen, "COMMIT", "");
+}
+
+/* Undo the open transaction, if any (a failed COMMIT may have ended it already). */
+static void tx_rollback(struct store *s)
+{
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static int instance_exists(struct store *s, const char *name, char *err, size_t errlen)
+{
+    return has_row(s, err, errlen, "SELECT 1 FROM instances WHERE name = ?", "s", name);
+}
+
+static int no_instance(const char *name, char *err, size_t errlen)
+{
+    char buf[SHOWN_SIZE];
+    return fail(err, errlen, STORE_E_NOT_FOUND, "no instance '%s'", shown(name, buf, sizeof(buf)));
+}
+
+/* ---- opening ------------------------------------------------------------ */
+
+static int newer_schema(struct store *s, int64_t version, char *err, size_t errlen)
+{
+    return fail(err, errlen, STORE_E_DB,
+                "cannot open database %s: its schema version %lld is newer than this "
+                "program's (%lld); use a newer aviary",
+                s->path, (long long)version, (long long)MIGRATION_COUNT);
+}
+
+/*
+ * Bring the schema to MIGRATION_COUNT, one step per transaction. The version
+ * is read again inside each transaction, so two programs opening a new
+ * database at once apply each step once.
+ */
+static int store_migrate(struct store *s, char *err, size_t errlen)
+{
+    int64_t version;
+    char sql[64];
+    int rc;
+
+    rc = query_int(s, "PRAGMA user_version", &version, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (version > MIGRATION_COUNT)
+        return newer_schema(s, version, err, errlen);
+    while (version < MIGRATION_COUNT) {
+        rc = tx_begin(s, err, errlen);
+        if (rc < 0)
+            return rc;
+        rc = query_int(s, "PRAGMA user_version", &version, err, errlen);
+        if (rc < 0)
+            goto out;
+        if (version > MIGRATION_COUNT) {
+            rc = newer_schema(s, version, err, errlen);
+            goto out;
+        }
+        if (version < 0) {
+            rc = fail(err, errlen, STORE_E_DB, "cannot open database %s: schema version %lld",
+                      s->path, (long long)version);
+            goto out;
+        }
+        if (version < MIGRATION_COUNT) {
+            int step = sqlite3_exec(s->db, migrations[version], NULL, NULL, NULL);
+            if (step != SQLITE_OK) {
+                rc = db_fail(s, step, err, errlen);
+                goto out;
+            }
+            version++;
+            /* PRAGMA takes no parameters; `version` is our own small number. */
+            snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long)version);
+            rc = run(s, err, errlen, sql, "");
+            if (rc < 0)
+                goto out;
+        }
+        rc = tx_commit(s, err, errlen);
+        if (rc < 0)
+            goto out;
+    }
+    return 0;
+out:
+    tx_rollback(s);
+    return rc;
+}
+
+/* Create the plan "default" with its limits when it is missing. */
+static int store_default_plan(struct store *s, char *err, size_t errlen)
+{
+    int rc = has_row(s, err, errlen, "SELECT 1 FROM plans WHERE name = ?", "s", STORE_DEFAULT_PLAN);
+
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
+    rc = tx_begin(s, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = run(s, err, errlen, "INSERT OR IGNORE INTO plans(name) VALUES (?)", "s",
+             STORE_DEFAULT_PLAN);
+    if (rc < 0)
+        goto out;
+    /* Another program may have created it since the check: then its limits stand. */
+    if (sqlite3_changes(s->db) == 1) {
+        for (size_t i = 0; i < sizeof(default_plan_limits) / sizeof(default_plan_limits[0]); i++) {
+            /* OR IGNORE: a plan deleted without foreign keys may have left its limits */
+            rc = run(s, err, errlen,
+                     "INSERT OR IGNORE INTO plan_limits(plan, name, value) VALUES (?, ?, ?)", "ssi",
+                     STORE_DEFAULT_PLAN, default_plan_limits[i].name,
+                     (int64_t)default_plan_limits[i].value);
+            if (rc < 0)
+                goto out;
+        }
+    }
+    rc = tx_commit(s, err, errlen);
+out:
+    if (rc < 0)
+        tx_rollback(s);
+    return rc;
+}
+
+static int store_setup(struct store *s, char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    int rc, step;
+
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+    /* Not a database, or a directory, shows here: opening itself reads nothing. */
+    rc = run(s, err, errlen, "PRAGMA foreign_keys = ON", "");
+    if (rc < 0)
+        return rc;
+    rc = stmt_open(s, &st, err, errlen, "PRAGMA journal_mode = WAL", "");
+    if (rc < 0)
+        return rc;
+    step = sqlite3_step(st);
+    if (step != SQLITE_ROW) {
+        rc = db_fail(s, step, err, errlen);
+    } else {
+        const char *mode = (const char *)sqlite3_column_text(st, 0);
+        /* An in-memory database (tests) has no WAL and needs none. */
+        if (mode == NULL || (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0))
+            rc = fail(err, errlen, STORE_E_DB,
+                      "cannot open database %s: cannot switch it to WAL mode (it stays in "
+                      "'%s' mode)",
+                      s->path, mode ? mode : "unknown");
+    }
+    sqlite3_finalize(st);
+    if (rc < 0)
+        return rc;
+    rc = store_migrate(s, err, errlen);
+    if (rc < 0)
+        return rc;
+    return store_default_plan(s, err, errlen);
+}
+
+struct store *store_open(const char *path, char *err, size_t errlen)
+{
+    struct store *s = calloc(1, sizeof(*s));
+    int rc;
+
+    if (s == NULL || (s->path = strdup(path)) == NULL) {
+        fail(err, errlen, STORE_E_NOMEM, "cannot open database %s: out of memory", path);
+        free(s);
+        return NULL;
+    }
+    s->opening = true;
+    rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc != SQLITE_OK) {
+        fail(err, errlen, STORE_E_DB, "cannot open database %s: %s", path,
+             s->db != NULL ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    if (store_setup(s, err, errlen) < 0)
+        goto fail;
+    s->opening = false;
+    return s;
+fail:
+    store_close(s);
+    return NULL;
+}
+
+void store_close(struct store *s)
+{
+    if (s == NULL)
+        return;
+    sqlite3_finalize(s->data_version);
+    sqlite3_close(s->db);
+    free(s->path);
+    free(s);
+}
+
+int64_t store_data_version(struct store *s)
+{
+    int64_t version = STORE_E_DB;
+
+    if (s->data_version == NULL &&
+        sqlite3_prepare_v2(s->db, "PRAGMA data_version", -1, &s->data_version, NULL) != SQLITE_OK)
+        return STORE_E_DB;
+    if (sqlite3_step(s->data_version) == SQLITE_ROW)
+        version = sqlite3_column_int64(s->data_version, 0);
+    sqlite3_reset(s->data_version);
+    return version;
+}
+
+/* ---- names, secrets, limits ----------------------------------------------- */
+
+void store_secret_hash(const void *secret, size_t len, uint8_t out[STORE_HASH_LEN])
+{
+    unsigned int outlen = 0;
+
+    /* SHA-256 cannot fail short of a broken library; then no stored hash (never zero) matches. */
+    if (EVP_Digest(secret, len, out, &outlen, EVP_sha256(), NULL) != 1 || outlen != STORE_HASH_LEN)
+        memset(out, 0, STORE_HASH_LEN);
+}
+
+bool store_name_valid(const char *name)
+{
+    size_t len = 0;
+
+    for (const char *p = name; *p != '\0'; p++, len++) {
+        char c = *p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return len >= 1 && len <= STORE_NAME_MAX;
+}
+
+static int bad_name(const char *what, const char *name, char *err, size_t errlen)
+{
+    char buf[SHOWN_SIZE];
+    return fail(err, errlen, STORE_E_INVALID,
+                "bad %s name '%s' (1 to %d letters, digits, '.', '_' or '-')", what,
+                shown(name, buf, sizeof(buf)), STORE_NAME_MAX);
+}
+
+/* `limit` must be a limit directive and `value` within its range, as in aviary.conf. */
+static int limit_check(const char *limit, unsigned long long value, char *err, size_t errlen)
+{
+    struct limits probe;
+    char buf[SHOWN_SIZE], text[32], known[512] = "";
+    unsigned long long parsed;
+    size_t used = 0;
+
+    limits_init(&probe);
+    if (config_limit_get(&probe, limit) < 0) {
+        for (size_t i = 0; i < config_limit_count() && used < sizeof(known); i++)
+            used += (size_t)snprintf(known + used, sizeof(known) - used, "%s%s", i ? ", " : "",
+                                     config_limit_name(i));
+        return fail(err, errlen, STORE_E_INVALID, "unknown limit '%s' (known: %s)",
+                    shown(limit, buf, sizeof(buf)), known);
+    }
+    snprintf(text, sizeof(text), "%llu", value);
+    if (config_limit_parse(limit, text, &parsed, err, errlen) < 0)
+        return STORE_E_INVALID;
+    return 0;
+}
+
+/* The random bytes of secrets and ids; RAND_bytes fails only without entropy. */
+static int random_bytes(uint8_t *out, size_t len, char *err, size_t errlen)
+{
+    if (RAND_bytes(out, (int)len) != 1)
+        return fail(err, errlen, STORE_E_DB, "cannot draw random bytes (OpenSSL's RAND_bytes)");
+    return 0;
+}
+
+static void hex_encode(const uint8_t *in, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+/* RFC 4648 §5 base64url without padding: `out` holds (4 * len + 2) / 3 + 1 bytes. */
+static void base64url_encode(const uint8_t *in, size_t len, char *out)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0, i = 0;
+
+    for (; i + 3 <= len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        out[o++] = alphabet[v >> 18 & 63];
+        out[o++] = alphabet[v >> 12 & 63];
+        out[o++] = alphabet[v >> 6 & 63];
+        out[o++] = alphabet[v & 63];
+    }
+    if (len - i == 1) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        out[o++] = alphabet[v >> 18 & 63];
+        out[o++] = alphabet[v >> 12 & 63];
+    } else if (len - i == 2) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+        out[o++] = alphabet[v >> 18 & 63];
+        out[o++] = alphabet[v >> 12 & 63];
+        out[o++] = alphabet[v >> 6 & 63];
+    }
+    out[o] = '\0';
+}
+
+/* ---- accumulators ----------------------------------------------------------- */
+
+/* Make room for one more element of `size` bytes in *items (holding `count` of `*cap`). */
+static int grow(void **items, size_t *cap, size_t count, size_t size)
+{
+    if (count < *cap)
+        return 0;
+    size_t n = *cap ? *cap * 2 : 8;
+    void *p = realloc(*items, n * size);
+    if (p == NULL)
+        return -1;
+    *items = p;
+    *cap = n;
+    return 0;
+}
+
+/* Limits whose names the list owns. */
+struct limit_list {
+    struct store_limit *items;
+    size_t count, cap;
+};
+
+static int limit_list_add(struct limit_list *l, const char *name, int64_t value)
+{
+    char *copy;
+
+    if (name == NULL || grow((void **)&l->items, &l->cap, l->count, sizeof(*l->items)) < 0 ||
+        (copy = strdup(name)) == NULL)
+        return -1;
+    l->items[l->count].name = copy;
+    l->items[l->count].value = value < 0 ? 0 : (unsigned long long)value;
+    l->count++;
+    return 0;
+}
+
+static void limit_list_clear(struct limit_list *l)
+{
+    for (size_t i = 0; i < l->count; i++)
+        free((char *)l->items[i].name);
+    free(l->items);
+    memset(l, 0, sizeof(*l));
+}
+
+/* Strings the list owns. */
+struct str_list {
+    char **items;
+    size_t count, cap;
+};
+
+static int str_list_add(struct str_list *l, const char *text)
+{
+    char *copy;
+
+    if (text == NULL || grow((void **)&l->items, &l->cap, l->count, sizeof(*l->items)) < 0 ||
+        (copy = strdup(text)) == NULL)
+        return -1;
+    l->items[l->count++] = copy;
+    return 0;
+}
+
+static void str_list_clear(struct str_list *l)
+{
+    for (size_t i = 0; i < l->count; i++)
+        free(l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof(*l));
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+    return (const char *)sqlite3_column_text(st, i);
+}
+
+/* ---- plans ---------------------------------------------------------------- */
+
+int store_plan_set(struct store *s, const char *plan, const char *limit, unsigned long long value,
+                   char *err, size_t errlen)
+{
+    int rc;
+
+    if (!store_name_valid(plan))
+        return bad_name("plan", plan, err, errlen);
+    rc = limit_check(limit, value, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = tx_begin(s, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = run(s, err, errlen, "INSERT OR IGNORE INTO plans(name) VALUES (?)", "s", plan);
+    if (rc == 0)
+        rc = run(s, err, errlen,
+                 "INSERT OR REPLACE INTO plan_limits(plan, name, value) VALUES (?, ?, ?)", "ssi",
+                 plan, limit, (int64_t)value);
+    if (rc == 0)
+        rc = tx_commit(s, err, errlen);
+    if (rc < 0)
+        tx_rollback(s);
+    return rc;
+}
+
+int store_plan_list(struct store *s, store_plan_fn fn, void *ctx, char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    struct limit_list limits = {0};
+    char *plan = NULL;
+    int rc, step;
+
+    rc = stmt_open(s, &st, err, errlen,
+                   "SELECT p.name, l.name, l.value FROM plans p"
+                   " LEFT JOIN plan_limits l ON l.plan = p.name ORDER BY p.name, l.name",
+                   "");
+    if (rc < 0)
+        return rc;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = col_text(st, 0);
+        if (name == NULL) {
+            rc = nomem(err, errlen);
+            goto out;
+        }
+        if (plan != NULL && strcmp(plan, name) != 0) {
+            fn(ctx, plan, limits.items, limits.count);
+            free(plan);
+            plan = NULL;
+            limit_list_clear(&limits);
+            name = col_text(st, 0);
+        }
+        if (plan == NULL && (plan = strdup(name)) == NULL) {
+            rc = nomem(err, errlen);
+            goto out;
+        }
+        if (sqlite3_column_type(st, 1) != SQLITE_NULL &&
+            limit_list_add(&limits, col_text(st, 1), sqlite3_column_int64(st, 2)) < 0) {
+            rc = nomem(err, errlen);
+            goto out;
+        }
+    }
+    if (step != SQLITE_DONE)
+        rc = db_fail(s, step, err, errlen);
+    else if (plan != NULL)
+        fn(ctx, plan, limits.items, limits.count);
+out:
+    free(plan);
+    limit_list_clear(&limits);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* ---- instances ------------------------------------------------------------ */
+
+/* One instance being read: its row and its overrides. */
+struct instance_acc {
+    char *name, *plan;
+    int64_t created;
+    size_t token_count;
+    struct limit_list limits;
+};
+
+static void instance_acc_clear(struct instance_acc *a)
+{
+    free(a->name);
+    free(a->plan);
+    limit_list_clear(&a->limits);
+    memset(a, 0, sizeof(*a));
+}
+
+static void instance_acc_emit(struct instance_acc *a, store_instance_fn fn, void *ctx)
+{
+    struct store_instance inst = {
+        .name = a->name,
+        .plan = a->plan,
+        .created = a->created,
+        .overrides = a->limits.items,
+        .override_count = a->limits.count,
+        .token_count = a->token_count,
+    };
+    fn(ctx, &inst);
+    instance_acc_clear(a);
+}
+
+#define INSTANCE_SELECT                                                                            \
+    "SELECT i.name, i.plan, i.created,"                                                            \
+    " (SELECT count(*) FROM tokens t WHERE t.instance = i.name AND t.revoked = 0),"                \
+    " l.name, l.value"                                                                             \
+    " FROM instances i LEFT JOIN instance_limits l ON l.instance = i.name"
+
+/* Call `fn` per instance the query returns; *found counts them. */
+static int instance_query(struct store *s, sqlite3_stmt *st, store_instance_fn fn, void *ctx,
+                          size_t *found, char *err, size_t errlen)
+{
+    struct instance_acc acc = {0};
+    int rc = 0, step;
+
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = col_text(st, 0);
+        if (name == NULL) {
+            rc = nomem(err, errlen);
+            goto out;
+        }
+        if (acc.name != NULL && strcmp(acc.name, name) != 0) {
+            instance_acc_emit(&acc, fn, ctx);
+            (*found)++;
+        }
+        if (acc.name == NULL) {
+            const char *plan = col_text(st, 1);
+            acc.name = strdup(col_text(st, 0));
+            acc.plan = plan != NULL ? strdup(plan) : NULL;
+            if (acc.name == NULL || acc.plan == NULL) {
+                rc = nomem(err, errlen);
+                goto out;
+            }
+            acc.created = sqlite3_column_int64(st, 2);
+            acc.token_count = (size_t)sqlite3_column_int64(st, 3);
+        }
+        if (sqlite3_column_type(st, 4) != SQLITE_NULL &&
+            limit_list_add(&acc.limits, col_text(st, 4), sqlite3_column_int64(st, 5)) < 0) {
+            rc = nomem(err, errlen);
+            goto out;
+        }
+    }
+    if (step != SQLITE_DONE) {
+        rc = db_fail(s, step, err, errlen);
+    } else if (acc.name != NULL) {
+        instance_acc_emit(&acc, fn, ctx);
+        (*found)++;
+    }
+out:
+    instance_acc_clear(&acc);
+    return rc;
+}
+
+int store_instance_create(struct store *s, const char *name, const char *plan, char *err,
+                          size_t errlen)
+{
+    char buf[SHOWN_SIZE];
+    int rc;
+
+    if (plan == NULL)
+        plan = STORE_DEFAULT_PLAN;
+    if (!store_name_valid(name))
+        return bad_name("instance", name, err, errlen);
+    if (!store_name_valid(plan))
+        return bad_name("plan", plan, err, errlen);
+    rc = tx_begin(s, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = has_row(s, err, errlen, "SELECT 1 FROM plans WHERE name = ?", "s", plan);
+    if (rc == 0)
+        rc = fail(err, errlen, STORE_E_NOT_FOUND, "no plan '%s'", shown(plan, buf, sizeof(buf)));
+    if (rc < 0)
+        goto out;
+    rc = instance_exists(s, name, err, errlen);
+    if (rc == 1)
+        rc = fail(err, errlen, STORE_E_EXISTS, "instance '%s' exists already",
+                  shown(name, buf, sizeof(buf)));
+    if (rc < 0)
+        goto out;
+    rc = run(s, err, errlen, "INSERT INTO instances(name, plan, created) VALUES (?, ?, ?)", "ssi",
+             name, plan, (int64_t)time(NULL));
+    if (rc == 0)
+        rc = tx_commit(s, err, errlen);
+out:
+    if (rc < 0)
+        tx_rollback(s);
+    return rc;
+}
+
+int store_instance_delete(struct store *s, const char *name, char *err, size_t errlen)
+{
+    /* The foreign keys take the overrides, the tokens and their filters with it. */
+    int rc = run(s, err, errlen, "DELETE FROM instances WHERE name = ?", "s", name);
+
+    if (rc < 0)
+        return rc;
+    if (sqlite3_changes(s->db) == 0)
+        return no_instance(name, err, errlen);
+    return 0;
+}
+
+int store_instance_get(struct store *s, const char *name, store_instance_fn fn, void *ctx,
+                       char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    size_t found = 0;
+    int rc;
+
+    rc = stmt_open(s, &st, err, errlen, INSTANCE_SELECT " WHERE i.name = ? ORDER BY l.name", "s",
+                   name);
+    if (rc < 0)
+        return rc;
+    rc = instance_query(s, st, fn, ctx, &found, err, errlen);
+    sqlite3_finalize(st);
+    if (rc == 0 && found == 0)
+        rc = no_instance(name, err, errlen);
+    return rc;
+}
+
+int store_instance_list(struct store *s, store_instance_fn fn, void *ctx, char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    size_t found = 0;
+    int rc;
+
+    rc = stmt_open(s, &st, err, errlen, INSTANCE_SELECT " ORDER BY i.name, l.name", "");
+    if (rc < 0)
+        return rc;
+    rc = instance_query(s, st, fn, ctx, &found, err, errlen);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int store_instance_set_limit(struct store *s, const char *name, const char *limit,
+                             unsigned long long value, char *err, size_t errlen)
+{
+    int rc = limit_check(limit, value, err, errlen);
+
+    if (rc < 0)
+        return rc;
+    rc = tx_begin(s, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = instance_exists(s, name, err, errlen);
+    if (rc == 0)
+        rc = no_instance(name, err, errlen);
+    if (rc < 0)
+        goto out;
+    rc = run(s, err, errlen,
+             "INSERT OR REPLACE INTO instance_limits(instance, name, value) VALUES (?, ?, ?)",
+             "ssi", name, limit, (int64_t)value);
+    if (rc == 0)
+        rc = tx_commit(s, err, errlen);
+out:
+    if (rc < 0)
+        tx_rollback(s);
+    return rc;
+}
+
+/* ---- tokens --------------------------------------------------------------- */
+
+static int check_filters(const struct store_filters *f, const char *kind, char *err, size_t errlen)
+{
+    if (f->count > 0 && f->items == NULL)
+        return fail(err, errlen, STORE_E_INVALID, "%s filters missing", kind);
+    for (size_t i = 0; i < f->count; i++)
+        if (f->items[i] == NULL || f->items[i][0] == '\0')
+            return fail(err, errlen, STORE_E_INVALID, "empty %s filter", kind);
+    return 0;
+}
+
+static int check_spec(const struct store_token_spec *spec, char *err, size_t errlen)
+{
+    const struct store_filters *lists[FILTER_KINDS] = {&spec->pub, &spec->sub, &spec->deny_pub,
+                                                       &spec->deny_sub};
+    int rc;
+
+    if (spec->instance == NULL)
+        return fail(err, errlen, STORE_E_INVALID, "no instance given");
+    if (spec->expires < 0)
+        return fail(err, errlen, STORE_E_INVALID, "expiry before 1970");
+    if (spec->client_id != NULL && spec->client_id[0] == '\0')
+        return fail(err, errlen, STORE_E_INVALID, "empty client id");
+    for (int k = 0; k < FILTER_KINDS; k++)
+        if ((rc = check_filters(lists[k], filter_kinds[k], err, errlen)) < 0)
+            return rc;
+    return 0;
+}
+
+/* Insert the token row under a fresh id (written to `id`), then its filters. */
+static int token_insert(struct store *s, const struct store_token_spec *spec,
+                        const uint8_t hash[STORE_HASH_LEN], char id[STORE_TOKEN_ID_LEN + 1],
+                        char *err, size_t errlen)
+{
+    const struct store_filters *lists[FILTER_KINDS] = {&spec->pub, &spec->sub, &spec->deny_pub,
+                                                       &spec->deny_sub};
+    uint8_t raw[STORE_TOKEN_ID_BYTES];
+    int rc = STORE_E_DB;
+
+    for (int attempt = 0; attempt < STORE_TOKEN_ID_ATTEMPTS; attempt++) {
+        rc = random_bytes(raw, sizeof(raw), err, errlen);
+        if (rc < 0)
+            return rc;
+        hex_encode(raw, sizeof(raw), id);
+        rc = run(s, err, errlen,
+                 "INSERT INTO tokens(id, instance, label, secret_hash, created, expires,"
+                 " client_id, revoked) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                 "ssshizs", id, spec->instance, spec->label ? spec->label : "", hash,
+                 (int64_t)time(NULL), spec->expires, spec->client_id);
+        if (rc == 0 || s->last_rc != SQLITE_CONSTRAINT_PRIMARYKEY)
+            break;
+    }
+    if (rc < 0)
+        return rc;
+    for (int k = 0; k < FILTER_KINDS; k++) {
+        for (size_t i = 0; i < lists[k]->count; i++) {
+            rc = run(s, err, errlen,
+                     "INSERT INTO token_filters(token, kind, filter, position)"
+                     " VALUES (?, ?, ?, ?)",
+                     "sssi", id, filter_kinds[k], lists[k]->items[i], (int64_t)i);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+int store_token_create(struct store *s, const struct store_token_spec *spec,
+                       char id[STORE_TOKEN_ID_LEN + 1], char secret[STORE_SECRET_LEN + 1],
+                       char *err, size_t errlen)
+{
+    uint8_t raw[STORE_SECRET_BYTES], hash[STORE_HASH_LEN];
+    char text[STORE_SECRET_LEN + 1], new_id[STORE_TOKEN_ID_LEN + 1];
+    int rc = check_spec(spec, err, errlen);
+
+    if (rc < 0)
+        return rc;
+    rc = random_bytes(raw, sizeof(raw), err, errlen);
+    if (rc < 0)
+        return rc;
+    base64url_encode(raw, sizeof(raw), text);
+    store_secret_hash(text, STORE_SECRET_LEN, hash);
+
+    rc = tx_begin(s, err, errlen);
+    if (rc < 0)
+        goto out;
+    rc = instance_exists(s, spec->instance, err, errlen);
+    if (rc == 0)
+        rc = no_instance(spec->instance, err, errlen);
+    if (rc == 1)
+        rc = token_insert(s, spec, hash, new_id, err, errlen);
+    if (rc == 0)
+        rc = tx_commit(s, err, errlen);
+    if (rc < 0) {
+        tx_rollback(s);
+        goto out;
+    }
+    memcpy(id, new_id, sizeof(new_id));
+    memcpy(secret, text, sizeof(text));
+out:
+    OPENSSL_cleanse(raw, sizeof(raw));
+    OPENSSL_cleanse(text, sizeof(text));
+    return rc;
+}
+
+/* One token being read: its row and its four filter lists. */
+struct token_acc {
+    char *id, *instance, *label, *client_id;
+    int64_t created, expires;
+    bool revoked;
+    uint8_t hash[STORE_HASH_LEN];
+    struct str_list filters[FILTER_KINDS];
+};
+
+static void token_acc_clear(struct token_acc *a)
+{
+    free(a->id);
+    free(a->instance);
+    free(a->label);
+    free(a->client_id);
+    for (int k = 0; k < FILTER_KINDS; k++)
+        str_list_clear(&a->filters[k]);
+    memset(a, 0, sizeof(*a));
+}
+
+static struct store_filters filters_of(const struct str_list *l)
+{
+    return (struct store_filters){.items = (const char *const *)l->items, .count = l->count};
+}
+
+static void token_acc_emit(struct token_acc *a, store_token_fn fn, void *ctx)
+{
+    struct store_token tok = {
+        .id = a->id,
+        .instance = a->instance,
+        .label = a->label,
+        .created = a->created,
+        .expires = a->expires,
+        .client_id = a->client_id,
+        .revoked = a->revoked,
+        .secret_hash = a->hash,
+        .pub = filters_of(&a->filters[0]),
+        .sub = filters_of(&a->filters[1]),
+        .deny_pub = filters_of(&a->filters[2]),
+        .deny_sub = filters_of(&a->filters[3]),
+    };
+    fn(ctx, &tok);
+    token_acc_clear(a);
+}
+
+/* Copy the token columns of the current row into the empty `a`. */
+static int token_acc_start(struct store *s, struct token_acc *a, sqlite3_stmt *st, char *err,
+                           size_t errlen)
+{
+    const char *label = col_text(st, 2), *client_id = col_text(st, 5);
+    const void *hash = sqlite3_column_blob(st, 7);
+
+    if ((a->id = strdup(col_text(st, 0))) == NULL ||
+        (a->instance = strdup(col_text(st, 1))) == NULL ||
+        (a->label = strdup(label != NULL ? label : "")) == NULL ||
+        (client_id != NULL && (a->client_id = strdup(client_id)) == NULL))
+        return nomem(err, errlen);
+    a->created = sqlite3_column_int64(st, 3);
+    a->expires = sqlite3_column_int64(st, 4); /* NULL reads as 0: a key */
+    a->revoked = sqlite3_column_int64(st, 6) != 0;
+    if (hash == NULL || sqlite3_column_bytes(st, 7) != STORE_HASH_LEN)
+        return fail(err, errlen, STORE_E_DB, "database %s: token %s has no valid secret hash",
+                    s->path, a->id);
+    memcpy(a->hash, hash, STORE_HASH_LEN);
+    return 0;
+}
+
+static int token_acc_add_filter(struct token_acc *a, const char *kind, const char *filter)
+{
+    for (int k = 0; k < FILTER_KINDS; k++)
+        if (strcmp(kind, filter_kinds[k]) == 0)
+            return str_list_add(&a->filters[k], filter);
+    return 0; /* the schema allows no other kind */
+}
+
+#define TOKEN_SELECT                                                                               \
+    "SELECT t.id, t.instance, t.label, t.created, t.expires, t.client_id, t.revoked,"              \
+    " t.secret_hash, f.kind, f.filter"                                                             \
+    " FROM tokens t LEFT JOIN token_filters f ON f.token = t.id"
+
+/* Call `fn` per token the query returns (rows of one token are adjacent). */
+static int token_query(struct store *s, sqlite3_stmt *st, store_token_fn fn, void *ctx, char *err,
+                       size_t errlen)
+{
+    struct token_acc acc = {0};
+    int rc = 0, step;
+
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *id = col_text(st, 0);
+        if (id == NULL || col_text(st, 1) == NULL) {
+            rc = nomem(err, errlen);
+            goto out;
+        }
+        if (acc.id != NULL && strcmp(acc.id, id) != 0)
+            token_acc_emit(&acc, fn, ctx);
+        if (acc.id == NULL && (rc = token_acc_start(s, &acc, st, err, errlen)) < 0)
+            goto out;
+        if (sqlite3_column_type(st, 8) != SQLITE_NULL) {
+            const char *kind = col_text(st, 8), *filter = col_text(st, 9);
+            if (kind == NULL || token_acc_add_filter(&acc, kind, filter) < 0) {
+                rc = nomem(err, errlen);
+                goto out;
+            }
+        }
+    }
+    if (step != SQLITE_DONE)
+        rc = db_fail(s, step, err, errlen);
+    else if (acc.id != NULL)
+        token_acc_emit(&acc, fn, ctx);
+out:
+    token_acc_clear(&acc);
+    return rc;
+}
+
+int store_token_list(struct store *s, const char *instance, store_token_fn fn, void *ctx, char *err,
+                     size_t errlen)
+{
+    sqlite3_stmt *st;
+    int rc = instance_exists(s, instance, err, errlen);
+
+    if (rc == 0)
+        return no_instance(instance, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = stmt_open(s, &st, err, errlen,
+                   TOKEN_SELECT " WHERE t.instance = ?"
+                                " ORDER BY t.created, t.rowid, f.kind, f.position",
+                   "s", instance);
+    if (rc < 0)
+        return rc;
+    rc = token_query(s, st, fn, ctx, err, errlen);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int store_token_all(struct store *s, store_token_fn fn, void *ctx, char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    rc = stmt_open(s, &st, err, errlen,
+                   TOKEN_SELECT " WHERE t.revoked = 0"
+                                " ORDER BY t.instance, t.created, t.rowid, f.kind, f.position",
+                   "");
+    if (rc < 0)
+        return rc;
+    rc = token_query(s, st, fn, ctx, err, errlen);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int store_token_revoke(struct store *s, const char *instance, const char *id, char *err,
+                       size_t errlen)
+{
+    char buf[SHOWN_SIZE], buf2[SHOWN_SIZE];
+    int rc;
+
+    rc = run(s, err, errlen, "UPDATE tokens SET revoked = 1 WHERE id = ? AND instance = ?", "ss",
+             id, instance);
+    if (rc < 0 || sqlite3_changes(s->db) > 0)
+        return rc;
+    rc = instance_exists(s, instance, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        return no_instance(instance, err, errlen);
+    return fail(err, errlen, STORE_E_NOT_FOUND, "no token '%s' in instance '%s'",
+                shown(id, buf, sizeof(buf)), shown(instance, buf2, sizeof(buf2)));
+}

@@ -1,0 +1,168 @@
+/*
+ * store — the SQLite database of instances, plans and tokens.
+ *
+ * One struct store is one SQLite connection: use it from one thread only
+ * (aviaryctl has one; aviaryd has one for start-up and one in its watcher
+ * thread). The database runs in WAL mode, so aviaryctl may write while the
+ * broker reads. store_open() creates the schema or migrates it to the current
+ * version (PRAGMA user_version) and makes sure the plan "default" exists.
+ *
+ * A token's secret is never stored: only its SHA-256 (store_secret_hash).
+ * Secrets are 32 bytes from OpenSSL's RAND_bytes, so a plain hash suffices; a
+ * slow password hash would protect nothing that 256 random bits do not.
+ *
+ * Errors: every function that can fail returns 0 on success or a negative
+ * STORE_E_* code, with one line for a person in `err` (may be NULL).
+ * Strings handed to callbacks live only during the call.
+ */
+#ifndef AVIARY_STORE_H
+#define AVIARY_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum store_error {
+    STORE_E_DB = -1,        /* the database could not be opened, read or written */
+    STORE_E_NOT_FOUND = -2, /* unknown instance, plan or token */
+    STORE_E_EXISTS = -3,    /* an instance of that name exists already */
+    STORE_E_INVALID = -4,   /* a bad name, limit, value or filter */
+    STORE_E_NOMEM = -5,
+};
+
+#define STORE_DEFAULT_PLAN "default"
+#define STORE_HASH_LEN 32          /* SHA-256 */
+#define STORE_TOKEN_ID_LEN 16      /* lowercase hex characters */
+#define STORE_SECRET_LEN 43        /* base64url of 32 random bytes, no padding */
+#define STORE_NAME_MAX 64          /* instance and plan names */
+
+struct store;
+
+/*
+ * Open (creating it when missing) the database at `path`, migrate it and
+ * return the handle, or NULL with the reason in `err`.
+ */
+struct store *store_open(const char *path, char *err, size_t errlen);
+
+void store_close(struct store *s);
+
+/*
+ * SQLite's PRAGMA data_version: changes whenever another connection (aviaryctl)
+ * commits. Returns it (>= 0), or STORE_E_DB.
+ */
+int64_t store_data_version(struct store *s);
+
+/* SHA-256 of a secret as given at login. */
+void store_secret_hash(const void *secret, size_t len, uint8_t out[STORE_HASH_LEN]);
+
+/*
+ * Instance and plan names: 1 to STORE_NAME_MAX characters of A-Z a-z 0-9 . _ -
+ * (an instance name is a login user name). Returns true when `name` is one.
+ */
+bool store_name_valid(const char *name);
+
+/* ---- plans --------------------------------------------------------------- */
+
+/*
+ * Set limit `limit` (a limit directive of aviary.conf(5), e.g. "max-connections")
+ * of plan `plan` to `value`, creating the plan when it does not exist.
+ * The caller has checked `value` against the limit's range (config_limit_parse).
+ */
+int store_plan_set(struct store *s, const char *plan, const char *limit,
+                   unsigned long long value, char *err, size_t errlen);
+
+/* One limit set by a plan or an instance. */
+struct store_limit {
+    const char *name;
+    unsigned long long value;
+};
+
+/* Called once per plan, in name order, with the limits it sets (name order). */
+typedef void (*store_plan_fn)(void *ctx, const char *plan, const struct store_limit *limits,
+                              size_t count);
+
+int store_plan_list(struct store *s, store_plan_fn fn, void *ctx, char *err, size_t errlen);
+
+/* ---- instances ----------------------------------------------------------- */
+
+struct store_instance {
+    const char *name;
+    const char *plan;
+    int64_t created;                    /* Unix time */
+    const struct store_limit *overrides; /* limits set on the instance itself, name order */
+    size_t override_count;
+    size_t token_count;                 /* tokens not revoked (expired ones included) */
+};
+
+typedef void (*store_instance_fn)(void *ctx, const struct store_instance *inst);
+
+/* Create instance `name` on `plan` (NULL: the default plan). */
+int store_instance_create(struct store *s, const char *name, const char *plan, char *err,
+                          size_t errlen);
+
+/* Delete the instance with its overrides and tokens. */
+int store_instance_delete(struct store *s, const char *name, char *err, size_t errlen);
+
+/* Call `fn` once for instance `name`. */
+int store_instance_get(struct store *s, const char *name, store_instance_fn fn, void *ctx,
+                       char *err, size_t errlen);
+
+/* Call `fn` once per instance, in name order. */
+int store_instance_list(struct store *s, store_instance_fn fn, void *ctx, char *err,
+                        size_t errlen);
+
+/* Override limit `limit` for instance `name` (the value is checked as for plans). */
+int store_instance_set_limit(struct store *s, const char *name, const char *limit,
+                             unsigned long long value, char *err, size_t errlen);
+
+/* ---- tokens -------------------------------------------------------------- */
+
+/* A list of topic filters, already checked and normalised by the caller. */
+struct store_filters {
+    const char *const *items;
+    size_t count;
+};
+
+/* Permissions: empty allow lists allow everything; a deny wins over an allow. */
+struct store_token_spec {
+    const char *instance;
+    const char *label;     /* NULL: none */
+    int64_t expires;       /* Unix time; 0: never (a key) */
+    const char *client_id; /* NULL: any client id */
+    struct store_filters pub, sub, deny_pub, deny_sub;
+};
+
+struct store_token {
+    const char *id;        /* STORE_TOKEN_ID_LEN hex characters */
+    const char *instance;
+    const char *label;     /* "" when none */
+    int64_t created;
+    int64_t expires;       /* 0: a key */
+    const char *client_id; /* NULL: any */
+    bool revoked;
+    const uint8_t *secret_hash; /* STORE_HASH_LEN bytes */
+    struct store_filters pub, sub, deny_pub, deny_sub;
+};
+
+typedef void (*store_token_fn)(void *ctx, const struct store_token *tok);
+
+/*
+ * Create a token. Writes its id (STORE_TOKEN_ID_LEN + 1 bytes with the NUL)
+ * and its secret (STORE_SECRET_LEN + 1 bytes); the secret exists nowhere else.
+ */
+int store_token_create(struct store *s, const struct store_token_spec *spec,
+                       char id[STORE_TOKEN_ID_LEN + 1], char secret[STORE_SECRET_LEN + 1],
+                       char *err, size_t errlen);
+
+/* Tokens of instance `instance`, oldest first (revoked ones included). */
+int store_token_list(struct store *s, const char *instance, store_token_fn fn, void *ctx,
+                     char *err, size_t errlen);
+
+/* Every token of every instance that is not revoked (the broker's catalog). */
+int store_token_all(struct store *s, store_token_fn fn, void *ctx, char *err, size_t errlen);
+
+/* Revoke token `id` of instance `instance`. Revoking twice is not an error. */
+int store_token_revoke(struct store *s, const char *instance, const char *id, char *err,
+                       size_t errlen);
+
+#endif
