@@ -6,7 +6,7 @@ set -eu
 
 PACKAGES="build-essential autoconf automake libtool pkg-config
 libevent-dev libssl-dev libsqlite3-dev libwebsockets-dev check
-mosquitto-clients python3 python3-paho-mqtt
+mosquitto-clients python3 python3-paho-mqtt openssl
 clang libclang-rt-14-dev"
 
 if [ "$(id -u)" -eq 0 ]; then

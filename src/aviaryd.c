@@ -20,6 +20,7 @@
 
 #include "broker/broker.h"
 #include "net/listener.h"
+#include "net/tls.h"
 #include "store/catalog.h"
 #include "store/store.h"
 #include "store/watcher.h"
@@ -45,6 +46,7 @@ struct daemon_state {
     size_t listener_count;
     struct event *sigterm, *sigint, *sighup, *drain;
     struct watcher *watcher;  /* cloud mode */
+    struct tls_server *tls;   /* when tls-cert is set */
     struct event *catalog_ev; /* the watcher has a new catalog */
     int drain_ticks;
     int argc;               /* the command line, re-read on SIGHUP */
@@ -114,6 +116,12 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
     }
     log_set_level((enum log_level)next.log_level);
     broker_set_limits(d->broker, &next.limits);
+    if (d->tls && next.tls_cert) {
+        if (tls_server_reload(d->tls, &next, err, sizeof(err)) < 0)
+            log_error("SIGHUP: TLS certificate not reloaded (the old one stays): %s", err);
+        else
+            log_notice("SIGHUP: TLS certificate reloaded from %s", next.tls_cert);
+    }
     if (d->watcher)
         watcher_set_base(d->watcher, &next.limits);
     if (!same_listeners(d->cfg, &next) || next.mode != d->cfg->mode)
@@ -140,7 +148,8 @@ static int open_listeners(struct daemon_state *d, const struct config *cfg)
     if (!d->listeners)
         return -1;
     for (size_t i = 0; i < count; i++) {
-        struct listener *l = listener_open(d->broker, urls[i], defaults, err, sizeof(err));
+        struct listener *l =
+            listener_open(d->broker, urls[i], defaults, d->tls, err, sizeof(err));
         if (!l) {
             log_error("%s", err);
             fprintf(stderr, "aviaryd: %s\n", err);
@@ -280,6 +289,12 @@ int main(int argc, char **argv)
         log_error("cannot install signal handlers");
         goto out;
     }
+    if (cfg.tls_cert && !(d.tls = tls_server_new(&cfg, err, sizeof(err)))) {
+        log_error("cannot start: %s", err);
+        fprintf(stderr, "aviaryd: %s\n", err);
+        status = EXIT_CONFIG;
+        goto out;
+    }
     if (cfg.mode == CONFIG_MODE_CLOUD && start_cloud(&d, &cfg) < 0) {
         status = EXIT_CONFIG;
         goto out;
@@ -322,6 +337,7 @@ out:
         event_free(d.catalog_ev);
     watcher_stop(d.watcher);
     broker_free(d.broker);
+    tls_server_free(d.tls);
     if (d.sigterm)
         event_free(d.sigterm);
     if (d.sigint)

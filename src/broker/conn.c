@@ -8,7 +8,11 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "broker/broker.h"
 #include "broker/handlers.h"
@@ -525,6 +529,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     struct conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
 
+    c->any_input = true;
     while (c->state != CONN_CLOSING) {
         if (conn_output_pending(c) > conn_max_outbound(c)) {
             conn_pause_reading(c);
@@ -596,12 +601,59 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     }
 }
 
+/*
+ * Over TLS: the handshake is still under way. Application data arrives only
+ * after it (and OpenSSL's own state says "not finished" again after a failure).
+ */
+static bool conn_tls_handshaking(const struct conn *c)
+{
+    return c->meta.transport == CONN_TLS && !c->any_input;
+}
+
+/* Why a TLS connection failed, from OpenSSL's queue for this bufferevent. */
+static const char *conn_tls_error(struct conn *c, char *out, size_t size)
+{
+    unsigned long e, last = 0;
+    /* Besides OpenSSL's errors the queue holds SSL_get_error() codes (no library): skip them. */
+    while ((e = bufferevent_get_openssl_error(c->bev)))
+        if (ERR_GET_LIB(e) != 0)
+            last = e;
+    if (!last) {
+        snprintf(out, size, "%s", errno ? strerror(errno) : "unknown error");
+        return out;
+    }
+    const char *reason = ERR_reason_error_string(last);
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    long verify = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (reason && verify != X509_V_OK) { /* which check the client's certificate failed */
+        snprintf(out, size, "%s (%s)", reason, X509_verify_cert_error_string(verify));
+        return out;
+    }
+    if (reason) {
+        snprintf(out, size, "%s", reason);
+        return out;
+    }
+    /* "error:0A0000C7:SSL routines::peer did not return a certificate": keep the words. */
+    char full[120];
+    ERR_error_string_n(last, full, sizeof(full));
+    const char *words = strrchr(full, ':');
+    snprintf(out, size, "%s", words && words[1] ? words + 1 : full);
+    return out;
+}
+
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
+    char why[160];
 
     if (what & BEV_EVENT_EOF)
-        conn_close(c, "connection lost: closed by the peer without DISCONNECT");
+        conn_close(c, conn_tls_handshaking(c) ? "closed by the peer during the TLS handshake"
+                                             : "connection lost: closed by the peer without "
+                                               "DISCONNECT");
+    else if ((what & BEV_EVENT_ERROR) && c->meta.transport == CONN_TLS)
+        conn_close(c, "%s: %s",
+                   conn_tls_handshaking(c) ? "TLS handshake failed" : "TLS connection lost",
+                   conn_tls_error(c, why, sizeof(why)));
     else if (what & BEV_EVENT_ERROR)
         conn_close(c, "connection lost: %s", strerror(errno));
 }
@@ -650,7 +702,10 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
     unsigned idle_timeout = c->instance ? c->instance->limits.idle_timeout : 0;
 
     if (c->state == CONN_AWAIT_CONNECT) {
-        conn_close(c, "no CONNECT within %d s", CONN_CONNECT_TIMEOUT_SEC);
+        if (conn_tls_handshaking(c))
+            conn_close(c, "TLS handshake not finished within %d s", CONN_CONNECT_TIMEOUT_SEC);
+        else
+            conn_close(c, "no CONNECT within %d s", CONN_CONNECT_TIMEOUT_SEC);
         return;
     }
     if (c->state != CONN_ACTIVE)

@@ -75,6 +75,7 @@ struct conn {
     struct event *timer;      /* CONNECT deadline, then keep-alive; owned */
     struct timeval last_packet; /* when the last whole packet arrived */
     bool reading_paused;      /* output over max-outbound-bytes: input waits */
+    bool any_input;           /* a byte has arrived (over TLS: the handshake is done) */
 
     /* Set when CONNECT is accepted. */
     struct instance *instance; /* where it logged in; counted in conn_count while counted */

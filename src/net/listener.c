@@ -12,12 +12,15 @@
 #include <unistd.h>
 
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
+#include <openssl/ssl.h>
 
 #include "broker/broker.h"
 #include "broker/conn.h"
+#include "net/tls.h"
 #include "util/config.h"
 #include "util/log.h"
 
@@ -33,6 +36,7 @@ struct listener {
     struct event *resume;       /* re-enables accepting after a pause */
     uint64_t paused;            /* times accepting was paused for lack of descriptors */
     enum conn_transport transport;
+    struct tls_server *tls;     /* tls://: the program's; NULL for tcp:// */
     char url[128];
 };
 
@@ -61,14 +65,27 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
                                struct sockaddr *sa, int salen, void *arg)
 {
     struct listener *l = arg;
-    struct conn_meta meta = {.transport = l->transport, .over_tls = false};
+    struct conn_meta meta = {.transport = l->transport, .over_tls = l->tls != NULL};
+    struct event_base *base = evconnlistener_get_base(evl);
+    struct bufferevent *bev;
     int one = 1;
 
     format_address(sa, meta.peer, sizeof(meta.peer));
     /* MQTT packets are small and latency matters more than batching. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    struct bufferevent *bev =
-        bufferevent_socket_new(evconnlistener_get_base(evl), fd, BEV_OPT_CLOSE_ON_FREE);
+    if (l->tls) {
+        /* The handshake runs inside the bufferevent; the conn's CONNECT deadline bounds it. */
+        struct ssl_st *ssl = tls_server_ssl(l->tls);
+        bev = ssl ? bufferevent_openssl_socket_new(base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                   BEV_OPT_CLOSE_ON_FREE)
+                  : NULL;
+        if (bev) /* A client that closes without close_notify has just gone. */
+            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+        else
+            SSL_free(ssl);
+    } else {
+        bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!bev) {
         log_error("cannot set up a connection from %s: out of memory", meta.peer);
         evutil_closesocket(fd);
@@ -143,8 +160,8 @@ static evutil_socket_t bind_socket(const char *host, unsigned port, char *err, s
     return fd;
 }
 
-struct listener *listener_open(struct broker *b, const char *url, bool next_free_port, char *err,
-                               size_t errlen)
+struct listener *listener_open(struct broker *b, const char *url, bool next_free_port,
+                               struct tls_server *tls, char *err, size_t errlen)
 {
     struct config_url u;
     char why[128];
@@ -153,9 +170,13 @@ struct listener *listener_open(struct broker *b, const char *url, bool next_free
         snprintf(err, errlen, "%s: %s", url, why);
         return NULL;
     }
-    if (strcmp(u.scheme, "tcp") != 0) {
-        snprintf(err, errlen, "%s: the %s transport is not served by this version of aviaryd",
-                 url, u.scheme);
+    bool secure = strcmp(u.scheme, "tls") == 0;
+    if (!secure && strcmp(u.scheme, "tcp") != 0) {
+        snprintf(err, errlen, "%s: %s:// is not served by the TCP listener", url, u.scheme);
+        return NULL;
+    }
+    if (secure && !tls) {
+        snprintf(err, errlen, "%s: needs tls-cert and tls-key", url);
         return NULL;
     }
     const char *host = u.host;
@@ -180,7 +201,8 @@ struct listener *listener_open(struct broker *b, const char *url, bool next_free
         return NULL;
     }
     l->broker = b;
-    l->transport = CONN_TCP;
+    l->transport = secure ? CONN_TLS : CONN_TCP;
+    l->tls = secure ? tls : NULL;
     l->evl = evconnlistener_new(b->base, listener_accept_cb, l, LEV_OPT_CLOSE_ON_FREE, -1, fd);
     if (!l->evl) {
         close(fd);
@@ -201,7 +223,7 @@ struct listener *listener_open(struct broker *b, const char *url, bool next_free
     char addr[96];
     getsockname(fd, (struct sockaddr *)&ss, &sslen);
     format_address((struct sockaddr *)&ss, addr, sizeof(addr));
-    snprintf(l->url, sizeof(l->url), "tcp://%s", addr);
+    snprintf(l->url, sizeof(l->url), "%s://%s", u.scheme, addr);
     return l;
 }
 

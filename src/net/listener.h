@@ -2,8 +2,9 @@
  * listener — accepts connections for one listen URL and hands each to the
  * broker as a conn (a bufferevent plus metadata).
  *
- * Serves tcp:// in this version. The program owns its listeners and frees
- * them before the broker. Core thread only.
+ * Serves tcp:// and tls:// (TLS through bufferevent_openssl; ws:// and wss://
+ * are net/ws's). The program owns its listeners and frees them before the
+ * broker and before the tls_server they use. Core thread only.
  */
 #ifndef AVIARY_LISTENER_H
 #define AVIARY_LISTENER_H
@@ -13,15 +14,16 @@
 
 struct broker;
 struct listener;
+struct tls_server;
 
 /*
  * Bind and listen on `url` (e.g. "tcp://127.0.0.1:1883"; port 0 lets the
  * kernel choose). With `next_free_port`, a port in use makes it try the
- * following ports (desktop defaults). Returns the listener, or NULL with the
- * reason in `err`.
+ * following ports (desktop defaults). A tls:// URL needs `tls` (NULL for
+ * tcp://). Returns the listener, or NULL with the reason in `err`.
  */
-struct listener *listener_open(struct broker *b, const char *url, bool next_free_port, char *err,
-                               size_t errlen);
+struct listener *listener_open(struct broker *b, const char *url, bool next_free_port,
+                               struct tls_server *tls, char *err, size_t errlen);
 
 /* The URL actually served, with the bound port: "tcp://127.0.0.1:1883". */
 const char *listener_url(const struct listener *l);

@@ -33,6 +33,7 @@ enum directive_kind {
     KIND_NUMBER,
     KIND_LOG_LEVEL,
     KIND_BOOL,
+    KIND_CLIENT_CERT,
 };
 
 struct directive {
@@ -87,6 +88,14 @@ static const struct directive directives[] = {
      NULL, "retained messages per instance; 0: no limit"},
     {"idle-timeout", KIND_NUMBER, "SECONDS", FIELD(limits.idle_timeout), 0, CONFIG_IDLE_MAX,
      false, NULL, "close connections idle this long; 0: never"},
+    {"tls-cert", KIND_PATH, "PATH", FIELD(tls_cert), 0, 0, false, "none",
+     "PEM certificate (chain) for tls:// and wss://"},
+    {"tls-key", KIND_PATH, "PATH", FIELD(tls_key), 0, 0, false, "none",
+     "PEM private key of tls-cert"},
+    {"tls-ca", KIND_PATH, "PATH", FIELD(tls_ca), 0, 0, false, "none",
+     "PEM CAs that client certificates must chain to"},
+    {"tls-client-cert", KIND_CLIENT_CERT, "none|optional|required", FIELD(tls_client_cert), 0, 0,
+     false, "none", "ask TLS clients for a certificate"},
     {"allow-keys-without-tls", KIND_BOOL, "yes|no", FIELD(allow_keys_without_tls), 0, 0, false,
      "no", "cloud: accept keys (tokens without expiry) without TLS"},
     {"token-warning", KIND_NUMBER, "SECONDS", FIELD(token_warning), 1, CONFIG_IDLE_MAX, false,
@@ -150,6 +159,9 @@ void config_free(struct config *c)
     config_clear_listen(c);
     free(c->db);
     free(c->pid_file);
+    free(c->tls_cert);
+    free(c->tls_key);
+    free(c->tls_ca);
     free(c->config_file);
     memset(c, 0, sizeof(*c));
 }
@@ -493,6 +505,20 @@ static int set_bool(struct config *c, const struct directive *d, const char *val
     return fail(err, errlen, "%s: expected yes or no, got '%s'", d->name, value);
 }
 
+static int set_client_cert(struct config *c, const struct directive *d, const char *value,
+                           char *err, size_t errlen)
+{
+    static const char *const names[] = {"none", "optional", "required"};
+
+    for (int i = 0; i < 3; i++)
+        if (strcmp(value, names[i]) == 0) {
+            c->tls_client_cert = (enum config_client_cert)i;
+            return 0;
+        }
+    return fail(err, errlen, "%s: expected none, optional or required, got '%s'", d->name,
+                value);
+}
+
 static int directive_apply(struct config *c, const struct directive *d, const char *value,
                            char *err, size_t errlen)
 {
@@ -511,6 +537,8 @@ static int directive_apply(struct config *c, const struct directive *d, const ch
         return set_log_level(c, d, value, err, errlen);
     case KIND_BOOL:
         return set_bool(c, d, value, err, errlen);
+    case KIND_CLIENT_CERT:
+        return set_client_cert(c, d, value, err, errlen);
     }
     return fail(err, errlen, "%s: internal error", d->name);
 }
@@ -843,6 +871,18 @@ int config_validate(const struct config *c, char *err, size_t errlen)
     if (l->keepalive_min > l->keepalive_max)
         return fail(err, errlen, "keepalive-min (%u) is greater than keepalive-max (%u)",
                     l->keepalive_min, l->keepalive_max);
+    if (!c->tls_cert != !c->tls_key)
+        return fail(err, errlen, "tls-cert and tls-key go together: %s is missing",
+                    c->tls_cert ? "tls-key" : "tls-cert");
+    if (c->tls_client_cert != CONFIG_CLIENT_CERT_NONE && !c->tls_ca)
+        return fail(err, errlen, "tls-client-cert %s needs tls-ca (the CAs to verify against)",
+                    c->tls_client_cert == CONFIG_CLIENT_CERT_REQUIRED ? "required" : "optional");
+    for (size_t i = 0; i < c->listen_count; i++) {
+        bool secure = strncmp(c->listen[i], "tls://", 6) == 0 ||
+                      strncmp(c->listen[i], "wss://", 6) == 0;
+        if (secure && !c->tls_cert)
+            return fail(err, errlen, "listen %s needs tls-cert and tls-key", c->listen[i]);
+    }
     /*
      * The second bind of the same address would fail later with a less helpful
      * message. Port 0 asks for any free port, so it may well appear twice.

@@ -25,6 +25,13 @@ enum config_mode {
     CONFIG_MODE_CLOUD = 1,
 };
 
+/* tls-client-cert: whether TLS clients are asked for a certificate. */
+enum config_client_cert {
+    CONFIG_CLIENT_CERT_NONE = 0,
+    CONFIG_CLIENT_CERT_OPTIONAL = 1, /* asked for; if sent, it must verify against tls-ca */
+    CONFIG_CLIENT_CERT_REQUIRED = 2, /* a client without a valid one is refused */
+};
+
 struct config {
     char **listen;         /* listener URLs, e.g. "tcp://127.0.0.1:1883" */
     size_t listen_count;
@@ -39,6 +46,10 @@ struct config {
     char *config_file;     /* the -c argument, NULL if none */
     bool allow_keys_without_tls; /* cloud: keys accepted on listeners without TLS */
     unsigned token_warning;      /* seconds before expiry that expirywarning is sent */
+    char *tls_cert;              /* PEM certificate chain for tls:// and wss://; NULL = none */
+    char *tls_key;               /* its private key */
+    char *tls_ca;                /* CA certificates for client certificates */
+    enum config_client_cert tls_client_cert;
 };
 
 #define CONFIG_DEFAULT_TOKEN_WARNING 30
