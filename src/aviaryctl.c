@@ -21,6 +21,7 @@
 #include "broker/topic.h"
 #include "store/store.h"
 #include "util/config.h"
+#include "util/log.h"
 
 enum ctl_exit {
     CTL_EXIT_OK = 0,
@@ -113,23 +114,6 @@ static int complain(int status, const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     return status;
-}
-
-/* `in` made fit for a one-line message: printable ASCII only, cut with "...". */
-static const char *shown(const char *in, char *buf, size_t size)
-{
-    size_t o = 0;
-
-    for (const char *p = in; *p != '\0'; p++) {
-        if (o + 4 >= size && p[1] != '\0') {
-            memcpy(buf + o, "...", 3);
-            o += 3;
-            break;
-        }
-        buf[o++] = *p >= 0x20 && *p < 0x7f ? *p : '?';
-    }
-    buf[o] = '\0';
-    return buf;
 }
 
 /* The exit status for a failed store call; its message is printed. */
@@ -353,11 +337,11 @@ static int filter_lists_fill(struct filter_lists *f, const struct args *a)
 
         if (rc == TOPIC_E_TOO_LONG)
             return complain(CTL_EXIT_USAGE, "%s '%s': longer than %d characters",
-                            filter_option[raw->kind], shown(raw->text, buf, sizeof(buf)),
+                            filter_option[raw->kind], log_escape_str(raw->text, buf, sizeof(buf)),
                             CTL_FILTER_MAX);
         if (rc != TOPIC_OK)
             return complain(CTL_EXIT_USAGE, "%s '%s': %s", filter_option[raw->kind],
-                            shown(raw->text, buf, sizeof(buf)), topic_strerror(rc));
+                            log_escape_str(raw->text, buf, sizeof(buf)), topic_strerror(rc));
         char *norm = malloc(len + 1);
         if (norm == NULL)
             return out_of_memory();
@@ -783,7 +767,7 @@ static int cmd_token_create(struct ctl *ctl, const struct args *a)
             return complain(CTL_EXIT_USAGE,
                             "--ttl: bad duration '%s' (a positive number and s, m, h or d, "
                             "e.g. 90s, 15m, 2h, 7d; at most 100 years)",
-                            shown(a->ttl, buf, sizeof(buf)));
+                            log_escape_str(a->ttl, buf, sizeof(buf)));
         }
         spec.expires = now + ttl;
     }
@@ -1079,7 +1063,7 @@ static int command_option(const struct command *cmd, struct args *a, int argc, c
         return 0;
     }
     return complain(CTL_EXIT_USAGE, "%s %s: unknown option '%s' (usage: aviaryctl %s %s %s)",
-                    cmd->group, cmd->verb, shown(argv[*i], buf, sizeof(buf)), cmd->group, cmd->verb,
+                    cmd->group, cmd->verb, log_escape_str(argv[*i], buf, sizeof(buf)), cmd->group, cmd->verb,
                     cmd->synopsis);
 }
 
@@ -1114,7 +1098,7 @@ static int command_args(const struct command *cmd, int argc, char **argv, int i,
             a->operands[a->operand_count++] = arg;
         } else {
             return complain(CTL_EXIT_USAGE, "%s %s: unexpected argument '%s'", cmd->group,
-                            cmd->verb, shown(arg, buf, sizeof(buf)));
+                            cmd->verb, log_escape_str(arg, buf, sizeof(buf)));
         }
     }
     if (!*help && a->operand_count < want)
@@ -1157,7 +1141,7 @@ static int global_args(int argc, char **argv, int *i, const char **conf, const c
             continue;
         }
         return complain(CTL_EXIT_USAGE, "unknown option '%s' (see aviaryctl --help)",
-                        shown(arg, buf, sizeof(buf)));
+                        log_escape_str(arg, buf, sizeof(buf)));
     }
     if (*conf != NULL && (*conf)[0] == '\0')
         return complain(CTL_EXIT_USAGE, "-c: empty file name");
@@ -1220,7 +1204,7 @@ int main(int argc, char **argv)
     }
     if (!group_known(argv[i])) {
         rc = complain(CTL_EXIT_USAGE, "unknown command '%s' (see aviaryctl --help)",
-                      shown(argv[i], buf, sizeof(buf)));
+                      log_escape_str(argv[i], buf, sizeof(buf)));
         goto out;
     }
     if (i + 1 >= argc) {
@@ -1231,7 +1215,7 @@ int main(int argc, char **argv)
     cmd = command_find(argv[i], argv[i + 1]);
     if (cmd == NULL) {
         rc = complain(CTL_EXIT_USAGE, "unknown command '%s %s' (expected %s)", argv[i],
-                      shown(argv[i + 1], buf2, sizeof(buf2)),
+                      log_escape_str(argv[i + 1], buf2, sizeof(buf2)),
                       group_verbs(argv[i], verbs, sizeof(verbs)));
         goto out;
     }

@@ -122,8 +122,10 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
         else
             log_notice("SIGHUP: TLS certificate reloaded from %s", next.tls_cert);
     }
-    if (d->watcher)
+    if (d->watcher) {
         watcher_set_base(d->watcher, &next.limits);
+        broker_set_token_rules(d->broker, next.allow_keys_without_tls, next.token_warning);
+    }
     if (!same_listeners(d->cfg, &next) || next.mode != d->cfg->mode)
         log_warning("SIGHUP: listen and mode changes take effect at the next start");
     log_notice("SIGHUP: configuration reloaded (log level and limits)");

@@ -3,18 +3,22 @@
 #include "broker/topic.h"
 #include "store/catalog.h"
 
-static bool any_matches(const struct catalog_filters *f, const char *topic)
+/*
+ * Allow lists follow MQTT's matching ("#" does not reach `$` topics); deny
+ * lists do not make that exception, so "--deny-pub #" denies everything.
+ */
+static bool any_matches(const struct catalog_filters *f, const char *topic, bool deny)
 {
     for (size_t i = 0; i < f->count; i++)
-        if (topic_filter_matches(f->items[i], topic))
+        if (topic_filter_matches(f->items[i], topic, deny))
             return true;
     return false;
 }
 
-static bool any_covers(const struct catalog_filters *f, const char *filter)
+static bool any_covers(const struct catalog_filters *f, const char *filter, bool deny)
 {
     for (size_t i = 0; i < f->count; i++)
-        if (topic_filter_covers(f->items[i], filter))
+        if (topic_filter_covers(f->items[i], filter, deny))
             return true;
     return false;
 }
@@ -23,25 +27,25 @@ bool access_may_publish(const struct catalog_token *t, const char *topic)
 {
     if (!t)
         return true;
-    if (t->pub.count && !any_matches(&t->pub, topic))
+    if (t->pub.count && !any_matches(&t->pub, topic, false))
         return false;
-    return !any_matches(&t->deny_pub, topic);
+    return !any_matches(&t->deny_pub, topic, true);
 }
 
 bool access_may_subscribe(const struct catalog_token *t, const char *filter)
 {
     if (!t)
         return true;
-    if (t->sub.count && !any_covers(&t->sub, filter))
+    if (t->sub.count && !any_covers(&t->sub, filter, false))
         return false;
-    return !any_covers(&t->deny_sub, filter);
+    return !any_covers(&t->deny_sub, filter, true);
 }
 
 bool access_may_read(const struct catalog_token *t, const char *topic)
 {
     if (!t)
         return true;
-    if (t->sub.count && !any_matches(&t->sub, topic))
+    if (t->sub.count && !any_matches(&t->sub, topic, false))
         return false;
-    return !any_matches(&t->deny_sub, topic);
+    return !any_matches(&t->deny_sub, topic, true);
 }

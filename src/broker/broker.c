@@ -1,7 +1,6 @@
 #include "broker/broker.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #include <event2/event.h>
 
@@ -100,6 +99,12 @@ void broker_set_cloud(struct broker *b, struct catalog *cat, bool allow_keys_wit
     b->local = NULL;
     b->cloud = true;
     b->catalog = cat;
+    broker_set_token_rules(b, allow_keys_without_tls, token_warning);
+}
+
+void broker_set_token_rules(struct broker *b, bool allow_keys_without_tls,
+                            unsigned token_warning)
+{
     b->allow_keys_without_tls = allow_keys_without_tls;
     b->token_warning = token_warning;
 }
@@ -115,6 +120,8 @@ struct instance *broker_instance_for(struct broker *b, const char *name)
     if (!ci)
         return NULL;
     inst = instance_new(b, name, &ci->limits);
+    if (inst)
+        inst->serial = ci->serial;
     if (inst && strmap_put(&b->instances, name, inst, NULL) < 0) {
         instance_free(inst);
         inst = NULL;
@@ -122,59 +129,59 @@ struct instance *broker_instance_for(struct broker *b, const char *name)
     return inst;
 }
 
-/*
- * The instance was deleted: close its connections without wills (nobody is
- * left to receive them) and free it. Clean sessions ended by closes still
- * lingering point into its tree, so they go first.
- */
-static void broker_delete_instance(struct broker *b, struct instance *inst)
+/* A conn that belongs to, or still points into, an instance being deleted. */
+static bool conn_in_deleted_instance(const struct conn *c)
 {
-    for (struct conn *c = b->conns; c; c = c->next) {
-        bool mine = c->instance == inst || c->will_instance == inst ||
-                    (c->ended_session && c->ended_session->instance == inst);
-        if (!mine)
-            continue;
-        message_unref(c->will);
-        c->will = NULL;
-        c->will_due = false;
-        c->will_instance = NULL;
-        conn_close(c, "instance %s was deleted", inst->name);
-        session_free(c->ended_session);
-        c->ended_session = NULL;
-        c->instance = NULL;
-    }
-    log_notice("instance %s: deleted (%zu sessions, %zu retained messages dropped)", inst->name,
-               inst->sessions.count, topic_tree_retained_count(inst->tree));
-    strmap_remove(&b->instances, inst->name);
-    instance_free(inst);
+    return (c->instance && c->instance->deleting) ||
+           (c->will_instance && c->will_instance->deleting) ||
+           (c->ended_session && c->ended_session->instance->deleting);
+}
+
+/*
+ * Its instance is going: close the conn without its will (nobody is left to
+ * receive it) and drop what points into the instance. A clean session ended
+ * by an earlier close still lingers here and holds subscriptions in its tree.
+ */
+static void conn_leave_deleted_instance(struct conn *c)
+{
+    const char *name = c->instance ? c->instance->name : "";
+
+    message_unref(c->will);
+    c->will = NULL;
+    c->will_due = false;
+    c->will_instance = NULL;
+    conn_close(c, "instance %s was deleted", name);
+    session_free(c->ended_session);
+    c->ended_session = NULL;
+    c->instance = NULL;
 }
 
 void broker_apply_catalog(struct broker *b, struct catalog *cat)
 {
-    size_t pos = 0;
+    struct instance *inst, *gone = NULL;
     const char *name;
-    struct instance *inst;
+    size_t pos = 0;
 
-    /* Deleting changes the map: collect first, then delete one by one. */
-    for (bool again = true; again;) {
-        again = false;
-        pos = 0;
-        while ((inst = strmap_next(&b->instances, &pos, &name))) {
-            const struct catalog_instance *ci = catalog_instance(cat, name);
-            if (!ci) {
-                broker_delete_instance(b, inst);
-                again = true;
-                break;
-            }
-            if (memcmp(&inst->limits, &ci->limits, sizeof(ci->limits)) != 0) {
-                inst->limits = ci->limits;
-                for (struct conn *c = b->conns; c; c = c->next)
-                    if (c->instance == inst)
-                        conn_limits_changed(c);
-            }
+    /* One pass over the instances, one over the conns, whatever changed. */
+    while ((inst = strmap_next(&b->instances, &pos, &name))) {
+        const struct catalog_instance *ci = catalog_instance(cat, name);
+        /* Deleted, or deleted and made again between two polls: nothing carries over. */
+        if (!ci || ci->serial != inst->serial) {
+            inst->deleting = true;
+            inst->next_deleted = gone;
+            gone = inst;
+        } else if (!limits_equal(&inst->limits, &ci->limits)) {
+            inst->limits = ci->limits;
+            inst->limits_changed = true;
         }
     }
     for (struct conn *c = b->conns; c; c = c->next) {
+        if (conn_in_deleted_instance(c)) {
+            conn_leave_deleted_instance(c);
+            continue;
+        }
+        if (c->instance && c->instance->limits_changed)
+            conn_limits_changed(c);
         if (!c->token || c->state == CONN_CLOSING)
             continue;
         struct catalog_token *now = catalog_token_by_id(cat, c->token->id);
@@ -184,6 +191,16 @@ void broker_apply_catalog(struct broker *b, struct catalog *cat)
         }
         catalog_token_unref(c->token);
         c->token = catalog_token_ref(now);
+    }
+    pos = 0;
+    while ((inst = strmap_next(&b->instances, &pos, NULL)))
+        inst->limits_changed = false;
+    while ((inst = gone)) {
+        gone = inst->next_deleted;
+        log_notice("instance %s: deleted (%zu sessions, %zu retained messages dropped)",
+                   inst->name, inst->sessions.count, topic_tree_retained_count(inst->tree));
+        strmap_remove(&b->instances, inst->name);
+        instance_free(inst);
     }
     catalog_free(b->catalog);
     b->catalog = cat;

@@ -480,7 +480,9 @@ static bool conn_rate_take(struct conn *c)
     event_base_gettimeofday_cached(c->broker->base, &now);
     evutil_timersub(&now, &c->rate_refilled, &elapsed);
     c->rate_refilled = now;
-    c->rate_tokens += ((double)elapsed.tv_sec + elapsed.tv_usec / 1e6) * (double)rate;
+    /* The cached time is the wall clock: one set back must not empty the bucket. */
+    if (elapsed.tv_sec >= 0)
+        c->rate_tokens += ((double)elapsed.tv_sec + elapsed.tv_usec / 1e6) * (double)rate;
     if (c->rate_tokens > (double)rate)
         c->rate_tokens = (double)rate;
     if (c->rate_tokens < 1.0)

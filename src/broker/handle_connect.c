@@ -5,6 +5,7 @@
 
 #include <event2/util.h>
 
+#include "broker/access.h"
 #include "broker/broker.h"
 #include "broker/conn.h"
 #include "broker/handlers.h"
@@ -52,6 +53,9 @@ static size_t utf8_length(const uint8_t *s, size_t len)
 
 static unsigned clamp_keepalive(unsigned requested, const struct limits *l)
 {
+    /* A plan may raise keepalive-min above an instance's keepalive-max: the maximum wins. */
+    if (l->keepalive_min > l->keepalive_max)
+        return l->keepalive_max;
     if (requested == 0 || requested > l->keepalive_max)
         return l->keepalive_max;
     if (requested < l->keepalive_min)
@@ -228,6 +232,15 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     }
     if (ck->will && take_will(c, ck, l) < 0)
         return;
+    /* A will is a PUBLISH made in advance: the token must allow its topic. */
+    if (c->will && !access_may_publish(token, c->will->topic)) {
+        char shown[160], why[256];
+        log_escape_str(c->will->topic, shown, sizeof(shown));
+        snprintf(why, sizeof(why), "not authorized: token %s may not publish the will topic '%s'",
+                 token->id, shown);
+        refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, why);
+        return;
+    }
 
     /* Take-over: the same client id in the same instance closes the older connection. */
     if (s && s->conn) {

@@ -24,6 +24,10 @@ struct session;
 struct instance {
     struct broker *broker;
     char *name;               /* owned */
+    int64_t serial;           /* cloud: the catalog's; another one means a new instance */
+    bool deleting;            /* gone from the catalog; freed by broker_apply_catalog() */
+    bool limits_changed;      /* broker_apply_catalog(): its conns re-arm their timers */
+    struct instance *next_deleted;
     struct limits limits;
     struct topic_tree *tree;  /* owned */
     struct strmap sessions;   /* client id -> struct session (owned) */

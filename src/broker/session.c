@@ -231,8 +231,50 @@ void session_deliver(struct session *s, struct message *m, uint8_t qos, bool lea
     s->queue_count++;
 }
 
+/*
+ * Drop from `*head` the messages the session's token may not read (a new
+ * login may hold a narrower token than the one the messages were queued
+ * under). Returns how many went; in-flight ones free their packet ids.
+ */
+static size_t session_drop_unreadable(struct session *s, struct outgoing **head,
+                                      struct outgoing **tail, bool inflight)
+{
+    struct outgoing **link = head, *prev = NULL;
+    size_t dropped = 0;
+
+    while (*link) {
+        struct outgoing *o = *link;
+        /* A QoS 2 message past PUBREC has reached the client already: only its id is left. */
+        if (!o->msg || access_may_read(s->token, o->msg->topic)) {
+            prev = o;
+            link = &o->next;
+            continue;
+        }
+        *link = o->next;
+        if (*tail == o)
+            *tail = prev;
+        if (inflight) {
+            idset_remove(&s->outgoing_ids, o->packet_id);
+            s->inflight_count--;
+        } else {
+            s->queue_count--;
+        }
+        o->next = NULL;
+        outgoing_free_list(o);
+        dropped++;
+    }
+    return dropped;
+}
+
 void session_resume(struct session *s, struct conn *c)
 {
+    if (s->token) {
+        size_t n = session_drop_unreadable(s, &s->inflight_head, &s->inflight_tail, true) +
+                   session_drop_unreadable(s, &s->queue_head, &s->queue_tail, false);
+        if (n)
+            log_notice("client %s: %zu queued messages dropped: token %s may not read them",
+                       s->log_id, n, s->token->id);
+    }
     for (struct outgoing *o = s->inflight_head; o; o = o->next) {
         if (o->state == OUT_AWAIT_PUBCOMP) {
             struct mqtt_packet rel = {.type = MQTT_PUBREL, .flags = 2};

@@ -541,11 +541,11 @@ static const char *level_next(const char *p)
     return *e ? e + 1 : NULL;
 }
 
-bool topic_filter_matches(const char *filter, const char *topic)
+bool topic_filter_matches(const char *filter, const char *topic, bool dollar_too)
 {
     const char *f = filter, *t = topic;
 
-    if (*t == '$' && (level_is(f, '+') || level_is(f, '#')))
+    if (!dollar_too && *t == '$' && (level_is(f, '+') || level_is(f, '#')))
         return false;
     while (f) {
         if (level_is(f, '#'))
@@ -561,12 +561,12 @@ bool topic_filter_matches(const char *filter, const char *topic)
     return t == NULL;
 }
 
-bool topic_filter_covers(const char *outer, const char *inner)
+bool topic_filter_covers(const char *outer, const char *inner, bool dollar_too)
 {
     const char *o = outer, *i = inner;
 
     /* "+/x" does not cover "$SYS/x", and neither can any filter starting with a wildcard. */
-    if (*i == '$' && (level_is(o, '+') || level_is(o, '#')))
+    if (!dollar_too && *i == '$' && (level_is(o, '+') || level_is(o, '#')))
         return false;
     while (o) {
         if (level_is(o, '#'))

@@ -62,16 +62,18 @@ size_t topic_normalize(const char *in, size_t len, char *out, bool *had_slash);
 
 /*
  * True when the normalised `filter` matches the normalised topic name `topic`,
- * with the rules of topic_tree_match() (`a/#` matches `a`; the `$` rule).
+ * with the rules of topic_tree_match() (`a/#` matches `a`), and the `$` rule
+ * unless `dollar_too` (a deny list: "#" denies `$` topics as well).
  */
-bool topic_filter_matches(const char *filter, const char *topic);
+bool topic_filter_matches(const char *filter, const char *topic, bool dollar_too);
 
 /*
  * True when every topic that normalised filter `inner` matches is also
  * matched by normalised filter `outer`: "a/+/c" covers "a/b/c" and
  * "a/+/c" itself, "a/#" covers "a/b/#" and "a", "+" does not cover "#".
+ * With `dollar_too`, a leading wildcard of `outer` covers `$` levels too.
  */
-bool topic_filter_covers(const char *outer, const char *inner);
+bool topic_filter_covers(const char *outer, const char *inner, bool dollar_too);
 
 /* One subscription as the tree stores it. */
 struct topic_sub {

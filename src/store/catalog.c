@@ -61,6 +61,7 @@ static void load_instance(void *ctx, const struct store_instance *si)
         ld->failed = STORE_E_NOMEM;
         return;
     }
+    ci->serial = si->serial;
     const struct limits *plan = strmap_get(&ld->plans, si->plan);
     ci->limits = plan ? *plan : *ld->base;
     apply_limits(&ci->limits, si->overrides, si->override_count);
@@ -144,11 +145,15 @@ struct catalog *catalog_load(struct store *s, const struct limits *base, char *e
         snprintf(err, errlen, "out of memory loading the catalog");
         return NULL;
     }
-    int rc = store_plan_list(s, load_plan, &ld, err, errlen);
+    /* One snapshot: an instance made with a new plan in between must not miss the plan. */
+    int rc = store_read_begin(s, err, errlen);
+    if (rc == 0)
+        rc = store_plan_list(s, load_plan, &ld, err, errlen);
     if (rc == 0 && !ld.failed)
         rc = store_instance_list(s, load_instance, &ld, err, errlen);
     if (rc == 0 && !ld.failed)
         rc = store_token_all(s, load_token, &ld, err, errlen);
+    store_read_end(s);
 
     size_t pos = 0;
     void *plan;

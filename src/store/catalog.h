@@ -40,6 +40,7 @@ struct catalog_token {
 
 struct catalog_instance {
     char *name;          /* owned */
+    int64_t serial;      /* changes when the instance is deleted and made again */
     struct limits limits; /* configuration, then plan, then the instance's overrides */
 };
 

@@ -26,6 +26,7 @@
 #include <sqlite3.h>
 
 #include "util/config.h"
+#include "util/log.h"
 
 /* How long a statement waits for another connection's lock before failing. */
 #define STORE_BUSY_TIMEOUT_MS 5000
@@ -87,9 +88,13 @@ static const char *const migrations[] = {
     "  position INTEGER NOT NULL,"
     "  PRIMARY KEY (token, kind, position)"
     ");",
+    /* 2: a random serial per instance, so that a deleted and re-created name is told apart */
+    "ALTER TABLE instances ADD COLUMN serial INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define MIGRATION_COUNT ((int64_t)(sizeof(migrations) / sizeof(migrations[0])))
+_Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,
+               "STORE_SCHEMA_VERSION must count the migrations");
 
 /* The plan every instance gets unless told otherwise; other limits come from aviary.conf. */
 static const struct store_limit default_plan_limits[] = {
@@ -136,26 +141,6 @@ static int db_fail(struct store *s, int rc, char *err, size_t errlen)
 static int nomem(char *err, size_t errlen)
 {
     return fail(err, errlen, STORE_E_NOMEM, "out of memory");
-}
-
-/*
- * `in` made fit for a one-line message: printable ASCII only (anything else
- * becomes '?'), cut with "..." when longer than `size` allows.
- */
-static const char *shown(const char *in, char *buf, size_t size)
-{
-    size_t o = 0;
-
-    for (const char *p = in; *p != '\0'; p++) {
-        if (o + 4 >= size && p[1] != '\0') {
-            memcpy(buf + o, "...", 3);
-            o += 3;
-            break;
-        }
-        buf[o++] = *p >= 0x20 && *p < 0x7f ? *p : '?';
-    }
-    buf[o] = '\0';
-    return buf;
 }
 
 #define SHOWN_SIZE 80
@@ -287,6 +272,16 @@ static void tx_rollback(struct store *s)
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
+int store_read_begin(struct store *s, char *err, size_t errlen)
+{
+    return run(s, err, errlen, "BEGIN DEFERRED", "");
+}
+
+void store_read_end(struct store *s)
+{
+    tx_rollback(s); /* nothing was written: ending the read is all there is to do */
+}
+
 static int instance_exists(struct store *s, const char *name, char *err, size_t errlen)
 {
     return has_row(s, err, errlen, "SELECT 1 FROM instances WHERE name = ?", "s", name);
@@ -295,7 +290,7 @@ static int instance_exists(struct store *s, const char *name, char *err, size_t 
 static int no_instance(const char *name, char *err, size_t errlen)
 {
     char buf[SHOWN_SIZE];
-    return fail(err, errlen, STORE_E_NOT_FOUND, "no instance '%s'", shown(name, buf, sizeof(buf)));
+    return fail(err, errlen, STORE_E_NOT_FOUND, "no instance '%s'", log_escape_str(name, buf, sizeof(buf)));
 }
 
 /* ---- opening ------------------------------------------------------------ */
@@ -509,7 +504,7 @@ static int bad_name(const char *what, const char *name, char *err, size_t errlen
     char buf[SHOWN_SIZE];
     return fail(err, errlen, STORE_E_INVALID,
                 "bad %s name '%s' (1 to %d letters, digits, '.', '_' or '-')", what,
-                shown(name, buf, sizeof(buf)), STORE_NAME_MAX);
+                log_escape_str(name, buf, sizeof(buf)), STORE_NAME_MAX);
 }
 
 /* `limit` must be a limit directive and `value` within its range, as in aviary.conf. */
@@ -526,7 +521,7 @@ static int limit_check(const char *limit, unsigned long long value, char *err, s
             used += (size_t)snprintf(known + used, sizeof(known) - used, "%s%s", i ? ", " : "",
                                      config_limit_name(i));
         return fail(err, errlen, STORE_E_INVALID, "unknown limit '%s' (known: %s)",
-                    shown(limit, buf, sizeof(buf)), known);
+                    log_escape_str(limit, buf, sizeof(buf)), known);
     }
     snprintf(text, sizeof(text), "%llu", value);
     if (config_limit_parse(limit, text, &parsed, err, errlen) < 0)
@@ -733,6 +728,7 @@ out:
 struct instance_acc {
     char *name, *plan;
     int64_t created;
+    int64_t serial;
     size_t token_count;
     struct limit_list limits;
 };
@@ -751,6 +747,7 @@ static void instance_acc_emit(struct instance_acc *a, store_instance_fn fn, void
         .name = a->name,
         .plan = a->plan,
         .created = a->created,
+        .serial = a->serial,
         .overrides = a->limits.items,
         .override_count = a->limits.count,
         .token_count = a->token_count,
@@ -762,7 +759,7 @@ static void instance_acc_emit(struct instance_acc *a, store_instance_fn fn, void
 #define INSTANCE_SELECT                                                                            \
     "SELECT i.name, i.plan, i.created,"                                                            \
     " (SELECT count(*) FROM tokens t WHERE t.instance = i.name AND t.revoked = 0),"                \
-    " l.name, l.value"                                                                             \
+    " i.serial, l.name, l.value"                                                                   \
     " FROM instances i LEFT JOIN instance_limits l ON l.instance = i.name"
 
 /* Call `fn` per instance the query returns; *found counts them. */
@@ -792,9 +789,10 @@ static int instance_query(struct store *s, sqlite3_stmt *st, store_instance_fn f
             }
             acc.created = sqlite3_column_int64(st, 2);
             acc.token_count = (size_t)sqlite3_column_int64(st, 3);
+            acc.serial = sqlite3_column_int64(st, 4);
         }
-        if (sqlite3_column_type(st, 4) != SQLITE_NULL &&
-            limit_list_add(&acc.limits, col_text(st, 4), sqlite3_column_int64(st, 5)) < 0) {
+        if (sqlite3_column_type(st, 5) != SQLITE_NULL &&
+            limit_list_add(&acc.limits, col_text(st, 5), sqlite3_column_int64(st, 6)) < 0) {
             rc = nomem(err, errlen);
             goto out;
         }
@@ -827,17 +825,21 @@ int store_instance_create(struct store *s, const char *name, const char *plan, c
         return rc;
     rc = has_row(s, err, errlen, "SELECT 1 FROM plans WHERE name = ?", "s", plan);
     if (rc == 0)
-        rc = fail(err, errlen, STORE_E_NOT_FOUND, "no plan '%s'", shown(plan, buf, sizeof(buf)));
+        rc = fail(err, errlen, STORE_E_NOT_FOUND, "no plan '%s'", log_escape_str(plan, buf, sizeof(buf)));
     if (rc < 0)
         goto out;
     rc = instance_exists(s, name, err, errlen);
     if (rc == 1)
         rc = fail(err, errlen, STORE_E_EXISTS, "instance '%s' exists already",
-                  shown(name, buf, sizeof(buf)));
+                  log_escape_str(name, buf, sizeof(buf)));
     if (rc < 0)
         goto out;
-    rc = run(s, err, errlen, "INSERT INTO instances(name, plan, created) VALUES (?, ?, ?)", "ssi",
-             name, plan, (int64_t)time(NULL));
+    uint64_t serial;
+    rc = random_bytes((uint8_t *)&serial, sizeof(serial), err, errlen);
+    if (rc == 0)
+        rc = run(s, err, errlen,
+                 "INSERT INTO instances(name, plan, created, serial) VALUES (?, ?, ?, ?)", "ssii",
+                 name, plan, (int64_t)time(NULL), (int64_t)(serial >> 1));
     if (rc == 0)
         rc = tx_commit(s, err, errlen);
 out:
@@ -1189,5 +1191,5 @@ int store_token_revoke(struct store *s, const char *instance, const char *id, ch
     if (rc == 0)
         return no_instance(instance, err, errlen);
     return fail(err, errlen, STORE_E_NOT_FOUND, "no token '%s' in instance '%s'",
-                shown(id, buf, sizeof(buf)), shown(instance, buf2, sizeof(buf2)));
+                log_escape_str(id, buf, sizeof(buf)), log_escape_str(instance, buf2, sizeof(buf2)));
 }

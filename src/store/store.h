@@ -35,6 +35,7 @@ enum store_error {
 #define STORE_TOKEN_ID_LEN 16      /* lowercase hex characters */
 #define STORE_SECRET_LEN 43        /* base64url of 32 random bytes, no padding */
 #define STORE_NAME_MAX 64          /* instance and plan names */
+#define STORE_SCHEMA_VERSION 2     /* PRAGMA user_version of a current database */
 
 struct store;
 
@@ -51,6 +52,14 @@ void store_close(struct store *s);
  * commits. Returns it (>= 0), or STORE_E_DB.
  */
 int64_t store_data_version(struct store *s);
+
+/*
+ * Read several lists as one snapshot: between store_read_begin() and
+ * store_read_end() nothing another connection commits is seen (a deferred
+ * read transaction). Only for reads.
+ */
+int store_read_begin(struct store *s, char *err, size_t errlen);
+void store_read_end(struct store *s);
 
 /* SHA-256 of a secret as given at login. */
 void store_secret_hash(const void *secret, size_t len, uint8_t out[STORE_HASH_LEN]);
@@ -89,6 +98,8 @@ struct store_instance {
     const char *name;
     const char *plan;
     int64_t created;                    /* Unix time */
+    int64_t serial;                     /* random, set at creation: tells a deleted and
+                                           re-created instance of one name apart */
     const struct store_limit *overrides; /* limits set on the instance itself, name order */
     size_t override_count;
     size_t token_count;                 /* tokens not revoked (expired ones included) */

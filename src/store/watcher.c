@@ -28,8 +28,8 @@ struct watcher {
     struct catalog *pending; /* loaded, not yet taken */
 };
 
-/* Load a catalog with the current base limits and put it in the mailbox. */
-static void watcher_load(struct watcher *w)
+/* Load a catalog with the current base limits and put it in the mailbox; 0 or -1. */
+static int watcher_load(struct watcher *w)
 {
     char err[256];
 
@@ -40,9 +40,10 @@ static void watcher_load(struct watcher *w)
 
     struct catalog *cat = catalog_load(w->store, &base, err, sizeof(err));
     if (!cat) {
-        log_warning("store: cannot reload instances and tokens: %s (keeping the previous ones)",
+        log_warning("store: cannot reload instances and tokens: %s (keeping the previous ones, "
+                    "trying again)",
                     err);
-        return;
+        return -1;
     }
     pthread_mutex_lock(&w->lock);
     struct catalog *stale = w->pending;
@@ -53,6 +54,7 @@ static void watcher_load(struct watcher *w)
     char one = 1;
     if (write(w->pipe_fd[1], &one, 1) < 0 && errno != EAGAIN)
         log_warning("store: cannot wake the core thread: %s", strerror(errno));
+    return 0;
 }
 
 static void *watcher_main(void *arg)
@@ -62,7 +64,7 @@ static void *watcher_main(void *arg)
     pthread_mutex_lock(&w->lock);
     while (!w->stop) {
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until);
         until.tv_nsec += (long)WATCHER_INTERVAL_MS * 1000000L;
         until.tv_sec += until.tv_nsec / 1000000000L;
         until.tv_nsec %= 1000000000L;
@@ -78,10 +80,8 @@ static void *watcher_main(void *arg)
         int64_t version = store_data_version(w->store);
         if (version < 0)
             log_warning("store: cannot read the database's data_version");
-        else if (version != w->version || reload) {
-            w->version = version;
-            watcher_load(w);
-        }
+        else if ((version != w->version || reload) && watcher_load(w) == 0)
+            w->version = version; /* a failed load is tried again at the next poll */
         pthread_mutex_lock(&w->lock);
     }
     pthread_mutex_unlock(&w->lock);
@@ -110,7 +110,12 @@ struct watcher *watcher_start(const char *path, const struct limits *base, char 
     w->base = *base;
     w->reload = true;
     pthread_mutex_init(&w->lock, NULL);
-    pthread_cond_init(&w->wake, NULL);
+    /* A wall clock set back must not stall the polling. */
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->wake, &attr);
+    pthread_condattr_destroy(&attr);
     if (!(w->store = store_open(path, err, errlen)))
         goto fail;
     if (pipe(w->pipe_fd) < 0 || set_pipe_flags(w->pipe_fd[0]) < 0 ||

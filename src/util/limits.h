@@ -7,6 +7,7 @@
 #ifndef AVIARY_LIMITS_H
 #define AVIARY_LIMITS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,6 +57,21 @@ static inline void limits_init(struct limits *l)
     l->max_messages_per_second = 0;
     l->max_retained = 0;
     l->idle_timeout = 0;
+}
+
+/* Field by field: struct padding must not make equal limits look different. */
+static inline bool limits_equal(const struct limits *a, const struct limits *b)
+{
+    return a->max_client_id == b->max_client_id &&
+           a->max_topic_length == b->max_topic_length && a->max_payload == b->max_payload &&
+           a->max_subscriptions == b->max_subscriptions &&
+           a->keepalive_min == b->keepalive_min && a->keepalive_max == b->keepalive_max &&
+           a->max_queued_messages == b->max_queued_messages &&
+           a->max_inflight == b->max_inflight &&
+           a->max_outbound_bytes == b->max_outbound_bytes &&
+           a->max_connections == b->max_connections &&
+           a->max_messages_per_second == b->max_messages_per_second &&
+           a->max_retained == b->max_retained && a->idle_timeout == b->idle_timeout;
 }
 
 #endif

@@ -98,3 +98,8 @@ char *log_escape(const void *data, size_t len, char *out, size_t size)
     out[o] = '\0';
     return out;
 }
+
+char *log_escape_str(const char *s, char *out, size_t size)
+{
+    return log_escape(s, strlen(s), out, size);
+}

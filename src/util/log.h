@@ -42,6 +42,9 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
  */
 char *log_escape(const void *data, size_t len, char *out, size_t size);
 
+/* log_escape() of a NUL-terminated string; also for one-line error messages. */
+char *log_escape_str(const char *s, char *out, size_t size);
+
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
 #define log_notice(...) log_msg(LOG_LEVEL_NOTICE, __VA_ARGS__)

@@ -484,7 +484,7 @@ def test_unknown_plan_and_bad_names():
            "a name with a slash")
     _fails(aviaryctl(db, "instance", "create", "x" * 65), 1, r"bad instance name",
            "a 65-character name")
-    _fails(aviaryctl(db, "instance", "create", "a\nb"), 1, r"bad instance name 'a\?b'",
+    _fails(aviaryctl(db, "instance", "create", "a\nb"), 1, r"bad instance name 'a\\x0ab'",
            "a name with a newline")
     _fails(aviaryctl(db, "plan", "set", "bad plan", "max-connections", "1"), 1,
            r"bad plan name 'bad plan'", "a plan name with a space")

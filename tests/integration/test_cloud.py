@@ -440,5 +440,76 @@ def test_cloud_start_fails_clearly_without_database():
           "stderr does not say which database failed: %r" % err)
 
 
+def test_will_topic_needs_publish_permission():
+    db = _db()
+    name = _instance(db)
+    _, admin = _token(db, name)
+    _, narrow = _token(db, name, "--pub", "sensors/#", "--deny-pub", "cmd/#")
+    with _cloud(db, "--allow-keys-without-tls") as b:
+        watcher = _login(b, name, admin)
+        watcher.subscribe([("cmd/#", 0)])
+        mark = b.log_mark()
+        d = _login(b, name, narrow, "device", expect_rc=5,
+                   will={"topic": "cmd/door/open", "payload": b"forged", "retain": True})
+        d.expect_closed()
+        _check_log(b, mark, r"CONNACK 5: .*may not publish the will topic 'cmd/door/open'",
+                   "a will outside the token's permissions")
+        watcher.expect_silence(0.5, "the refused client's will")
+        ok = _login(b, name, narrow, "device", will={"topic": "sensors/gone", "payload": b"x"})
+        ok.ping()
+
+
+def test_resumed_session_gets_only_what_the_new_token_may_read():
+    db = _db()
+    name = _instance(db)
+    _, full = _token(db, name)
+    _, narrow = _token(db, name, "--deny-sub", "secret/#")
+    with _cloud(db, "--allow-keys-without-tls") as b:
+        c = _login(b, name, full, "dev", clean=False)
+        c.subscribe([("#", 1)])
+        c.disconnect()
+        pub = _login(b, name, full)
+        pub.publish("secret/x", b"must-not-leak", qos=1)
+        pub.publish("open/x", b"fine", qos=1)
+        back = _login(b, name, narrow, "dev", clean=False)
+        check_equal(_payloads(back, 1), [b"fine"], "queued messages after resuming")
+        back.expect_silence(0.3, "a queued message the new token may not read")
+
+
+def test_recreated_instance_starts_empty():
+    db = _db()
+    name = _instance(db)
+    _, old = _token(db, name)
+    with _cloud(db, "--allow-keys-without-tls") as b:
+        c = _login(b, name, old, "persist", clean=False)
+        c.subscribe([("a/#", 1)])
+        c.publish("a/r", b"old-tenant-secret", qos=1, retain=True)
+        c.disconnect()
+        # Both in one go, faster than the broker polls: only the serial tells them apart.
+        _ctl(db, "instance", "delete", name)
+        _ctl(db, "instance", "create", name)
+        _, new = _token(db, name)
+        time.sleep(APPLY_WITHIN)
+        fresh = RawClient(b.port)
+        present = fresh.connect("persist", clean=False, username=name, password=new)
+        check(not present, "the re-created instance resumed the old tenant's session")
+        fresh.subscribe([("a/#", 1)])
+        fresh.expect_silence(0.5, "the old tenant's retained message")
+
+
+def test_deny_hash_covers_dollar_topics():
+    db = _db()
+    name = _instance(db)
+    _, admin = _token(db, name)
+    _, ro = _token(db, name, "--deny-pub", "#", "--deny-sub", "#")
+    with _cloud(db, "--allow-keys-without-tls") as b:
+        a = _login(b, name, admin)
+        a.subscribe([("$ctl/#", 0)])
+        r = _login(b, name, ro)
+        check_equal(r.subscribe([("$ctl/#", 0), ("x/#", 0)]), [0x80, 0x80], "SUBACK codes")
+        r.publish("$ctl/reboot", b"denied", qos=1)
+        a.expect_silence(0.5, "a $ topic published under --deny-pub #")
+
+
 if __name__ == "__main__":
     run_tests(globals())

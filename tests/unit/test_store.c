@@ -213,7 +213,7 @@ START_TEST(test_open_creates_the_schema_in_wal_mode)
     struct store *s = open_ok("schema");
     const char *path = db_path("schema");
 
-    ck_assert_int_eq(sql_int(path, "PRAGMA user_version"), 1);
+    ck_assert_int_eq(sql_int(path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
     ck_assert_int_eq(sql_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND"
                                    " name IN ('plans', 'plan_limits', 'instances',"
                                    " 'instance_limits', 'tokens', 'token_filters')"),
@@ -259,7 +259,7 @@ START_TEST(test_reopening_keeps_a_changed_default_plan)
     ck_assert_str_eq(sp.p[0].limits, "idle-timeout=3600 max-connections=7 "
                                      "max-messages-per-second=100 max-retained=1000");
     store_close(s);
-    ck_assert_int_eq(sql_int(db_path("reopen"), "PRAGMA user_version"), 1);
+    ck_assert_int_eq(sql_int(db_path("reopen"), "PRAGMA user_version"), STORE_SCHEMA_VERSION);
 }
 END_TEST
 
@@ -287,15 +287,45 @@ START_TEST(test_a_newer_schema_version_is_refused)
     char err[ERRLEN] = "", want[ERRLEN];
 
     store_close(s);
-    sql_exec(db_path("newer"), "PRAGMA user_version = 2");
+    char bump[64];
+    snprintf(bump, sizeof(bump), "PRAGMA user_version = %d", STORE_SCHEMA_VERSION + 1);
+    sql_exec(db_path("newer"), bump);
     ck_assert_ptr_null(store_open(db_path("newer"), err, sizeof(err)));
     snprintf(want, sizeof(want),
-             "cannot open database %s: its schema version 2 is newer than this program's (1); "
+             "cannot open database %s: its schema version %d is newer than this program's (%d); "
              "use a newer aviary",
-             db_path("newer"));
+             db_path("newer"), STORE_SCHEMA_VERSION + 1, STORE_SCHEMA_VERSION);
     ck_assert_str_eq(err, want);
     /* and it is left as it was */
-    ck_assert_int_eq(sql_int(db_path("newer"), "PRAGMA user_version"), 2);
+    ck_assert_int_eq(sql_int(db_path("newer"), "PRAGMA user_version"), STORE_SCHEMA_VERSION + 1);
+}
+END_TEST
+
+static void count_instance(void *ctx, const struct store_instance *inst)
+{
+    (void)inst;
+    ++*(int *)ctx;
+}
+
+/* A version 1 database (before instance serials) is migrated and keeps its data. */
+START_TEST(test_version_1_database_is_migrated)
+{
+    struct store *s = open_ok("v1");
+    char err[ERRLEN] = "";
+    int n = 0;
+
+    ck_assert_int_eq(store_instance_create(s, "old", NULL, err, sizeof(err)), 0);
+    store_close(s);
+    sql_exec(db_path("v1"), "ALTER TABLE instances DROP COLUMN serial");
+    sql_exec(db_path("v1"), "PRAGMA user_version = 1");
+    s = open_ok("v1");
+    ck_assert_int_eq(sql_int(db_path("v1"), "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+    ck_assert_int_eq(store_instance_list(s, count_instance, &n, err, sizeof(err)), 0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(store_instance_create(s, "new", NULL, err, sizeof(err)), 0);
+    ck_assert_int_ne(sql_int(db_path("v1"), "SELECT serial FROM instances WHERE name = 'new'"),
+                     0);
+    store_close(s);
 }
 END_TEST
 
@@ -813,6 +843,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_reopening_keeps_a_changed_default_plan);
     tcase_add_test(tc, test_a_deleted_default_plan_is_made_again);
     tcase_add_test(tc, test_a_newer_schema_version_is_refused);
+    tcase_add_test(tc, test_version_1_database_is_migrated);
     tcase_add_test(tc, test_a_file_that_is_not_sqlite_is_refused);
     tcase_add_test(tc, test_a_missing_directory_is_refused);
     tcase_add_test(tc, test_a_directory_is_refused);

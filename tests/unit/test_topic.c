@@ -984,9 +984,20 @@ START_TEST(test_filter_matches_like_the_tree)
         {"a/+/c", "a//c", true},     {"sensors/#", "sensorsx", false},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        ck_assert_msg(topic_filter_matches(cases[i].filter, cases[i].topic) == cases[i].match,
+        ck_assert_msg(topic_filter_matches(cases[i].filter, cases[i].topic, false) == cases[i].match,
                       "'%s' vs '%s' should %s", cases[i].filter, cases[i].topic,
                       cases[i].match ? "match" : "not match");
+}
+END_TEST
+
+START_TEST(test_deny_lists_reach_dollar_topics)
+{
+    ck_assert(topic_filter_matches("#", "$ctl/reboot", true));
+    ck_assert(topic_filter_matches("+/reboot", "$ctl/reboot", true));
+    ck_assert(!topic_filter_matches("+/x", "$ctl/reboot", true));
+    ck_assert(topic_filter_covers("#", "$ctl/#", true));
+    ck_assert(topic_filter_covers("+/+", "$ctl/x", true));
+    ck_assert(!topic_filter_covers("+", "$ctl/x", true));
 }
 END_TEST
 
@@ -1004,7 +1015,7 @@ START_TEST(test_filter_covers)
         {"$SYS/#", "$SYS/+", true},    {"sensors/#", "sensorsx/#", false},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        ck_assert_msg(topic_filter_covers(cases[i].outer, cases[i].inner) == cases[i].covers,
+        ck_assert_msg(topic_filter_covers(cases[i].outer, cases[i].inner, false) == cases[i].covers,
                       "'%s' should %scover '%s'", cases[i].outer,
                       cases[i].covers ? "" : "not ", cases[i].inner);
 }
@@ -1070,6 +1081,7 @@ static Suite *topic_suite(void)
     TCase *one = tcase_create("one filter");
     tcase_add_test(one, test_filter_matches_like_the_tree);
     tcase_add_test(one, test_filter_covers);
+    tcase_add_test(one, test_deny_lists_reach_dollar_topics);
     suite_add_tcase(s, one);
 
     TCase *oom = tcase_create("out of memory");
