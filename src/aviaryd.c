@@ -29,6 +29,7 @@
 
 #define DESKTOP_DEFAULT_LISTEN "tcp://127.0.0.1:1883"
 #define CLOUD_DEFAULT_LISTEN "tcp://0.0.0.0:1883"
+#define CLOUD_DEFAULT_LISTEN_TLS "tls://0.0.0.0:8883"
 /* On SIGTERM, connections get this long to flush before the loop ends regardless. */
 #define SHUTDOWN_GRACE_MSEC 2000
 
@@ -128,22 +129,27 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
     }
     if (!same_listeners(d->cfg, &next) || next.mode != d->cfg->mode)
         log_warning("SIGHUP: listen and mode changes take effect at the next start");
-    log_notice("SIGHUP: configuration reloaded (log level and limits)");
+    log_notice("SIGHUP: configuration reloaded (log level, limits, token rules)");
     config_free(&next);
 }
 
 static int open_listeners(struct daemon_state *d, const struct config *cfg)
 {
     static const char *const desktop_default[] = {DESKTOP_DEFAULT_LISTEN};
-    static const char *const cloud_default[] = {CLOUD_DEFAULT_LISTEN};
+    static const char *const cloud_default[] = {CLOUD_DEFAULT_LISTEN, CLOUD_DEFAULT_LISTEN_TLS};
     const char *const *urls = (const char *const *)cfg->listen;
     size_t count = cfg->listen_count;
     /* Only the desktop default moves to the next free port when its own is taken. */
     bool defaults = !cfg->listen_set && cfg->mode == CONFIG_MODE_DESKTOP;
     char err[256];
 
-    if (!cfg->listen_set) {
-        urls = cfg->mode == CONFIG_MODE_CLOUD ? cloud_default : desktop_default;
+    if (!cfg->listen_set && cfg->mode == CONFIG_MODE_CLOUD) {
+        urls = cloud_default;
+        count = cfg->tls_cert ? 2 : 1;
+        if (!cfg->tls_cert)
+            log_notice("%s not served: no tls-cert and tls-key", CLOUD_DEFAULT_LISTEN_TLS);
+    } else if (!cfg->listen_set) {
+        urls = desktop_default;
         count = 1;
     }
     d->listeners = calloc(count, sizeof(*d->listeners));

@@ -307,5 +307,45 @@ def test_tls_configuration_errors():
         check(want in err, "stderr for %s does not say %r: %r" % (args, want, err))
 
 
+def _default_listeners(*args):
+    """Start a cloud-mode aviaryd without --listen in a network namespace of its own
+    (its default ports are then free whatever this machine runs); return its
+    `listening on` lines and its log."""
+    unshare = shutil.which("unshare")
+    if unshare is None or run([unshare, "-n", "true"], timeout=5).returncode != 0:
+        raise Skip("cannot make a network namespace here (unshare -n needs root)")
+    d = tempfile.mkdtemp(prefix="aviary-tls-defaults-")
+    atexit.register(shutil.rmtree, d, True)
+    log = open(os.path.join(d, "log"), "w+")
+    p = subprocess.Popen([unshare, "-n", aviaryd_path(), "--mode", "cloud", "--db",
+                          os.path.join(d, "a.db")] + list(args),
+                         stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        lines = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "started" not in open(log.name).read():
+            time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=10)
+        lines = out.decode().splitlines()
+        check_equal(p.returncode, 0, "exit status (log %r)" % open(log.name).read())
+        return lines, open(log.name).read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        log.close()
+
+
+def test_cloud_default_listeners():
+    lines, log = _default_listeners()
+    check_equal(lines, ["listening on tcp://0.0.0.0:1883"], "listeners without tls-cert")
+    check("tls://0.0.0.0:8883 not served: no tls-cert" in log, "no notice about TLS: %r" % log)
+    crt, key = _cert("server", "ca", server=True)
+    lines, _ = _default_listeners("--tls-cert", crt, "--tls-key", key)
+    check_equal(lines, ["listening on tcp://0.0.0.0:1883", "listening on tls://0.0.0.0:8883"],
+                "listeners with tls-cert")
+
+
 if __name__ == "__main__":
     run_tests(globals())
