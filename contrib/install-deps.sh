@@ -8,6 +8,11 @@ PACKAGES="build-essential autoconf automake libtool pkg-config
 libevent-dev libssl-dev libsqlite3-dev libwebsockets-dev check
 mosquitto-clients python3 python3-paho-mqtt openssl
 clang libclang-rt-14-dev"
+# tests/integration/test_browser.py: Debian's Chromium, and npm to fetch MQTT.js.
+PACKAGES="$PACKAGES chromium nodejs"
+# Debian's npm only when there is none: another vendor's nodejs carries its own and
+# conflicts with Debian's.
+command -v npm >/dev/null 2>&1 || PACKAGES="$PACKAGES npm"
 
 if [ "$(id -u)" -eq 0 ]; then
     as_root=""
@@ -21,3 +26,7 @@ fi
 $as_root apt-get update </dev/null
 # shellcheck disable=SC2086 # the package list is meant to split into words
 $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y $PACKAGES </dev/null
+
+# The MQTT.js browser bundle, at the version tests/browser/package.json pins.
+(cd "$(dirname "$0")/../tests/browser" &&
+    npm install --no-package-lock --no-audit --no-fund --ignore-scripts </dev/null)

@@ -21,6 +21,7 @@
 #include "broker/broker.h"
 #include "net/listener.h"
 #include "net/tls.h"
+#include "net/ws.h"
 #include "store/catalog.h"
 #include "store/store.h"
 #include "store/watcher.h"
@@ -28,8 +29,11 @@
 #include "util/log.h"
 
 #define DESKTOP_DEFAULT_LISTEN "tcp://127.0.0.1:1883"
+#define DESKTOP_DEFAULT_LISTEN_WS "ws://127.0.0.1:1884"
 #define CLOUD_DEFAULT_LISTEN "tcp://0.0.0.0:1883"
+#define CLOUD_DEFAULT_LISTEN_WS "ws://0.0.0.0:80"
 #define CLOUD_DEFAULT_LISTEN_TLS "tls://0.0.0.0:8883"
+#define CLOUD_DEFAULT_LISTEN_WSS "wss://0.0.0.0:443"
 /* On SIGTERM, connections get this long to flush before the loop ends regardless. */
 #define SHUTDOWN_GRACE_MSEC 2000
 
@@ -48,6 +52,7 @@ struct daemon_state {
     struct event *sigterm, *sigint, *sighup, *drain;
     struct watcher *watcher;  /* cloud mode */
     struct tls_server *tls;   /* when tls-cert is set */
+    struct ws_server *ws;     /* when a ws:// or wss:// listener is configured */
     struct event *catalog_ev; /* the watcher has a new catalog */
     int drain_ticks;
     int argc;               /* the command line, re-read on SIGHUP */
@@ -117,11 +122,15 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
     }
     log_set_level((enum log_level)next.log_level);
     broker_set_limits(d->broker, &next.limits);
+    d->broker->connect_timeout = next.connect_timeout;
     if (d->tls && next.tls_cert) {
-        if (tls_server_reload(d->tls, &next, err, sizeof(err)) < 0)
+        if (tls_server_reload(d->tls, &next, err, sizeof(err)) < 0) {
             log_error("SIGHUP: TLS certificate not reloaded (the old one stays): %s", err);
-        else
+        } else {
             log_notice("SIGHUP: TLS certificate reloaded from %s", next.tls_cert);
+            if (d->ws)
+                ws_server_reload_tls(d->ws);
+        }
     }
     if (d->watcher) {
         watcher_set_base(d->watcher, &next.limits);
@@ -135,8 +144,12 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
 
 static int open_listeners(struct daemon_state *d, const struct config *cfg)
 {
-    static const char *const desktop_default[] = {DESKTOP_DEFAULT_LISTEN};
-    static const char *const cloud_default[] = {CLOUD_DEFAULT_LISTEN, CLOUD_DEFAULT_LISTEN_TLS};
+    static const char *const desktop_default[] = {DESKTOP_DEFAULT_LISTEN,
+                                                  DESKTOP_DEFAULT_LISTEN_WS};
+    /* The ones that need a certificate last: without tls-cert only the first two. */
+    static const char *const cloud_default[] = {CLOUD_DEFAULT_LISTEN, CLOUD_DEFAULT_LISTEN_WS,
+                                                CLOUD_DEFAULT_LISTEN_TLS,
+                                                CLOUD_DEFAULT_LISTEN_WSS};
     const char *const *urls = (const char *const *)cfg->listen;
     size_t count = cfg->listen_count;
     /* Only the desktop default moves to the next free port when its own is taken. */
@@ -145,30 +158,42 @@ static int open_listeners(struct daemon_state *d, const struct config *cfg)
 
     if (!cfg->listen_set && cfg->mode == CONFIG_MODE_CLOUD) {
         urls = cloud_default;
-        count = cfg->tls_cert ? 2 : 1;
+        count = cfg->tls_cert ? 4 : 2;
         if (!cfg->tls_cert)
-            log_notice("%s not served: no tls-cert and tls-key", CLOUD_DEFAULT_LISTEN_TLS);
+            log_notice("%s and %s not served: no tls-cert and tls-key", CLOUD_DEFAULT_LISTEN_TLS,
+                       CLOUD_DEFAULT_LISTEN_WSS);
     } else if (!cfg->listen_set) {
         urls = desktop_default;
-        count = 1;
+        count = 2;
     }
     d->listeners = calloc(count, sizeof(*d->listeners));
     if (!d->listeners)
         return -1;
     for (size_t i = 0; i < count; i++) {
-        struct listener *l =
-            listener_open(d->broker, urls[i], defaults, d->tls, err, sizeof(err));
-        if (!l) {
-            log_error("%s", err);
-            fprintf(stderr, "aviaryd: %s\n", err);
-            return -1;
+        char bound[160];
+        if (strncmp(urls[i], "ws", 2) == 0) {
+            if (!d->ws && !(d->ws = ws_server_new(d->broker, cfg, err, sizeof(err))))
+                goto fail;
+            if (ws_server_listen(d->ws, urls[i], defaults, bound, sizeof(bound), err,
+                                 sizeof(err)) < 0)
+                goto fail;
+        } else {
+            struct listener *l =
+                listener_open(d->broker, urls[i], defaults, d->tls, err, sizeof(err));
+            if (!l)
+                goto fail;
+            d->listeners[d->listener_count++] = l;
+            snprintf(bound, sizeof(bound), "%s", listener_url(l));
         }
-        d->listeners[d->listener_count++] = l;
-        printf("listening on %s\n", listener_url(l));
-        log_notice("listening on %s", listener_url(l));
+        printf("listening on %s\n", bound);
+        log_notice("listening on %s", bound);
     }
     fflush(stdout);
     return 0;
+fail:
+    log_error("%s", err);
+    fprintf(stderr, "aviaryd: %s\n", err);
+    return -1;
 }
 
 static void catalog_cb(evutil_socket_t fd, short what, void *arg)
@@ -288,6 +313,7 @@ int main(int argc, char **argv)
         log_error("cannot start: out of memory");
         goto out;
     }
+    d.broker->connect_timeout = cfg.connect_timeout;
     /* Signals first: a supervisor may signal us as soon as we say we listen. */
     d.sigterm = evsignal_new(d.base, SIGTERM, stop_cb, &d);
     d.sigint = evsignal_new(d.base, SIGINT, stop_cb, &d);
@@ -323,6 +349,11 @@ int main(int argc, char **argv)
         goto out;
     if (cfg.mode == CONFIG_MODE_CLOUD && start_watcher(&d, &cfg) < 0)
         goto out;
+    /* A thread does not survive the fork of -d: the WebSocket one starts only now. */
+    if (d.ws && ws_server_start(d.ws, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
 
     if (cfg.mode == CONFIG_MODE_CLOUD)
         log_notice("aviaryd %s started in cloud mode with database %s (pid %ld)",
@@ -341,6 +372,7 @@ out:
         unlink(cfg.pid_file);
     close_listeners(&d);
     free(d.listeners);
+    ws_server_free(d.ws);
     if (d.catalog_ev)
         event_free(d.catalog_ev);
     watcher_stop(d.watcher);

@@ -31,6 +31,7 @@ struct broker *broker_new(struct event_base *base, const struct limits *limits)
         return NULL;
     b->base = base;
     b->limits = *limits;
+    b->connect_timeout = BROKER_DEFAULT_CONNECT_TIMEOUT;
     b->reap_ev = event_new(base, -1, 0, broker_reap_cb, b);
     b->local = instance_new(b, "local", limits);
     if (!b->reap_ev || !b->local) {

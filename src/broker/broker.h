@@ -23,6 +23,9 @@ struct conn;
 struct instance;
 struct session;
 
+/* Seconds a new connection has to send CONNECT, until the program sets connect-timeout. */
+#define BROKER_DEFAULT_CONNECT_TIMEOUT 10
+
 /* One routing match: the session and the best subscription it has for a message. */
 struct broker_match {
     struct session *session;
@@ -33,6 +36,7 @@ struct broker_match {
 struct broker {
     struct event_base *base;
     struct limits limits;         /* desktop: the local instance's; cloud: before login */
+    unsigned connect_timeout;     /* seconds from accept to CONNECT (connect-timeout) */
     struct instance *local;       /* desktop mode's single instance; NULL in cloud mode */
 
     /* Cloud mode (broker_set_cloud): tenants and their tokens. */

@@ -22,8 +22,6 @@
 #include "store/catalog.h"
 #include "util/log.h"
 
-/* A client has this long to send CONNECT after the TCP connection opens. */
-#define CONN_CONNECT_TIMEOUT_SEC 10
 /* After conn_close(), pending output (a CONNACK, say) gets this long to drain. */
 #define CONN_LINGER_SEC 5
 
@@ -58,7 +56,7 @@ struct conn *conn_new(struct broker *b, struct bufferevent *bev, const struct co
     b->conn_count++;
 
     /* An absolute deadline: trickling bytes of a CONNECT does not extend it. */
-    struct timeval connect_timeout = {CONN_CONNECT_TIMEOUT_SEC, 0};
+    struct timeval connect_timeout = {(time_t)b->connect_timeout, 0};
     c->timer = evtimer_new(b->base, conn_timer_cb, c);
     if (!c->timer || evtimer_add(c->timer, &connect_timeout) < 0) {
         conn_close(c, "out of memory setting up the connection");
@@ -705,9 +703,10 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 
     if (c->state == CONN_AWAIT_CONNECT) {
         if (conn_tls_handshaking(c))
-            conn_close(c, "TLS handshake not finished within %d s", CONN_CONNECT_TIMEOUT_SEC);
+            conn_close(c, "TLS handshake not finished within %u s (connect-timeout)",
+                       c->broker->connect_timeout);
         else
-            conn_close(c, "no CONNECT within %d s", CONN_CONNECT_TIMEOUT_SEC);
+            conn_close(c, "no CONNECT within %u s (connect-timeout)", c->broker->connect_timeout);
         return;
     }
     if (c->state != CONN_ACTIVE)

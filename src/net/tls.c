@@ -6,12 +6,6 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-/* Forward-secret AEAD suites for TLS 1.2; TLS 1.3 keeps OpenSSL's own (all AEAD). */
-#define TLS12_CIPHERS                                                                  \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                      \
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                      \
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-
 /* Sessions resumed with a client certificate must have been made by us. */
 static const unsigned char session_id_context[] = "aviary";
 
@@ -52,7 +46,7 @@ static SSL_CTX *tls_context_new(const struct config *cfg, char *err, size_t errl
     SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
 #endif
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1) {
+    if (SSL_CTX_set_cipher_list(ctx, TLS_CIPHERS_TLS12) != 1) {
         snprintf(err, errlen, "no usable TLS 1.2 cipher: %s",
                  tls_last_error(0, "unknown", why, sizeof(why)));
         goto fail;

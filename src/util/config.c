@@ -100,6 +100,8 @@ static const struct directive directives[] = {
      "no", "cloud: accept keys (tokens without expiry) without TLS"},
     {"token-warning", KIND_NUMBER, "SECONDS", FIELD(token_warning), 1, CONFIG_IDLE_MAX, false,
      NULL, "lead of expirywarning on [mqtt]tokenevents"},
+    {"connect-timeout", KIND_NUMBER, "SECONDS", FIELD(connect_timeout), 1, 3600, false, NULL,
+     "time from accept to CONNECT, handshakes included"},
     {"log-level", KIND_LOG_LEVEL, "LEVEL", FIELD(log_level), 0, 0, false, "notice",
      "error, warning, notice, info or debug"},
     {"syslog", KIND_BOOL, "yes|no", FIELD(syslog), 0, 0, false, "no",
@@ -143,6 +145,7 @@ void config_init(struct config *c)
     limits_init(&c->limits);
     c->log_level = LOG_LEVEL_NOTICE;
     c->token_warning = CONFIG_DEFAULT_TOKEN_WARNING;
+    c->connect_timeout = CONFIG_DEFAULT_CONNECT_TIMEOUT;
 }
 
 static void config_clear_listen(struct config *c)

@@ -46,6 +46,8 @@ struct config {
     char *config_file;     /* the -c argument, NULL if none */
     bool allow_keys_without_tls; /* cloud: keys accepted on listeners without TLS */
     unsigned token_warning;      /* seconds before expiry that expirywarning is sent */
+    unsigned connect_timeout;    /* seconds from accept to CONNECT (TLS and WebSocket
+                                    handshakes included) */
     char *tls_cert;              /* PEM certificate chain for tls:// and wss://; NULL = none */
     char *tls_key;               /* its private key */
     char *tls_ca;                /* CA certificates for client certificates */
@@ -53,6 +55,7 @@ struct config {
 };
 
 #define CONFIG_DEFAULT_TOKEN_WARNING 30
+#define CONFIG_DEFAULT_CONNECT_TIMEOUT 10
 
 /* What the command line asks the program to do. */
 enum config_action {

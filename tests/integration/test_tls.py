@@ -339,11 +339,14 @@ def _default_listeners(*args):
 
 def test_cloud_default_listeners():
     lines, log = _default_listeners()
-    check_equal(lines, ["listening on tcp://0.0.0.0:1883"], "listeners without tls-cert")
-    check("tls://0.0.0.0:8883 not served: no tls-cert" in log, "no notice about TLS: %r" % log)
+    check_equal(lines, ["listening on tcp://0.0.0.0:1883", "listening on ws://0.0.0.0:80"],
+                "listeners without tls-cert")
+    check("tls://0.0.0.0:8883 and wss://0.0.0.0:443 not served: no tls-cert" in log,
+          "no notice about TLS: %r" % log)
     crt, key = _cert("server", "ca", server=True)
     lines, _ = _default_listeners("--tls-cert", crt, "--tls-key", key)
-    check_equal(lines, ["listening on tcp://0.0.0.0:1883", "listening on tls://0.0.0.0:8883"],
+    check_equal(lines, ["listening on tcp://0.0.0.0:1883", "listening on ws://0.0.0.0:80",
+                        "listening on tls://0.0.0.0:8883", "listening on wss://0.0.0.0:443"],
                 "listeners with tls-cert")
 
 

@@ -113,6 +113,7 @@ START_TEST(test_defaults_are_desktop_mode_with_spec_limits)
     ck_assert_uint_eq(c.limits.keepalive_max, 300);
     ck_assert_uint_eq(c.limits.max_queued_messages, 1000);
     ck_assert_uint_eq(c.limits.max_inflight, 20);
+    ck_assert_uint_eq(c.connect_timeout, 10);
     ck_assert_int_eq(c.log_level, LOG_LEVEL_NOTICE);
     ck_assert(!c.syslog);
     ck_assert(!c.daemonize);
@@ -460,6 +461,7 @@ static const struct bound bounds[] = {
     {"max-payload", 0, 268435455},       {"max-subscriptions", 0, 1000000},
     {"keepalive-min", 0, 65535},         {"keepalive-max", 1, 65535},
     {"max-queued-messages", 0, 1000000}, {"max-inflight", 1, 65535},
+    {"connect-timeout", 1, 3600},
 };
 
 static unsigned long long limit_value(const struct config *c, const char *name)
@@ -482,6 +484,8 @@ static unsigned long long limit_value(const struct config *c, const char *name)
         return l->max_queued_messages;
     if (strcmp(name, "max-inflight") == 0)
         return l->max_inflight;
+    if (strcmp(name, "connect-timeout") == 0)
+        return c->connect_timeout;
     ck_abort_msg("no limit %s", name);
     return 0;
 }

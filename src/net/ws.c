@@ -1,0 +1,622 @@
+#define _GNU_SOURCE /* pipe2 */
+#include "net/ws.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <libwebsockets.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "broker/broker.h"
+#include "broker/conn.h"
+#include "net/tls.h"
+#include "util/log.h"
+
+#define WS_PATH "/mqtt"
+#define WS_MAX_VHOSTS 8
+#define WS_PORT_TRIES 100
+/* Bytes moved per step, either way; the socket buffers hold the rest. */
+#define WS_CHUNK 16384
+
+/* A new session's core end, waiting for the core thread. */
+struct ws_handoff {
+    int fd;
+    struct conn_meta meta;
+    struct ws_handoff *next;
+};
+
+struct ws_vhost {
+    struct lws_vhost *vh;
+    bool tls;
+};
+
+struct ws_server {
+    struct broker *broker;
+    struct lws_context *ctx;
+    struct ws_vhost vhosts[WS_MAX_VHOSTS];
+    size_t vhost_count;
+    /* The tls-* directives at start: wss:// vhosts are made, and reloaded, from these. */
+    char *tls_cert, *tls_key, *tls_ca;
+    enum config_client_cert client_cert;
+    unsigned timeout;           /* connect-timeout: seconds for the handshakes */
+    pthread_t thread;
+    bool thread_started;
+    atomic_bool stop;           /* set by the core thread, read by the WS thread */
+    atomic_bool reload_tls;     /* likewise: re-read the certificate */
+    int pipe_fd[2];             /* the WS thread writes a byte per hand-off */
+    struct event *handoff_ev;   /* core thread */
+    pthread_mutex_t lock;
+    struct ws_handoff *queue, *queue_tail; /* guarded by lock, oldest first */
+};
+
+/*
+ * One WebSocket session: lws's per-session data of the mqtt protocols, WS
+ * thread only. `fd` is our end of the socketpair; lws watches a duplicate of
+ * it (`raw`), so that when the core closes its end and lws drops its watch,
+ * what the core wrote last can still be read from `fd` and sent.
+ */
+struct ws_session {
+    struct lws *ws;
+    struct lws *raw;        /* NULL once lws has dropped its watch */
+    int fd;                 /* -1 once closed */
+    uint8_t *pending;       /* from the WebSocket, not yet taken by the socketpair */
+    size_t pending_len, pending_off;
+    char peer[64];
+};
+
+static struct ws_server *server_of(struct lws *wsi)
+{
+    return lws_context_user(lws_get_context(wsi));
+}
+
+/* "127.0.0.1:5000" or "[::1]:5000" for the socket `fd`'s peer. */
+static void peer_of_fd(int fd, char *out, size_t size)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[INET6_ADDRSTRLEN];
+
+    snprintf(out, size, "unknown");
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        if (inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host)))
+            snprintf(out, size, "%s:%u", host, ntohs(in->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        if (inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host)))
+            snprintf(out, size, "[%s]:%u", host, ntohs(in6->sin6_port));
+    }
+}
+
+static const char *peer_of(struct lws *wsi, char *out, size_t size)
+{
+    peer_of_fd(wsi ? lws_get_socket_fd(wsi) : -1, out, size);
+    return out;
+}
+
+static bool vhost_is_tls(struct ws_server *ws, struct lws_vhost *vh)
+{
+    for (size_t i = 0; i < ws->vhost_count; i++)
+        if (ws->vhosts[i].vh == vh)
+            return ws->vhosts[i].tls;
+    return false;
+}
+
+/* ---- the WS thread ---------------------------------------------------------- */
+
+/* Queue the core end `fd` of a new session for the core thread, and wake it. */
+static void handoff(struct ws_server *ws, int fd, const struct ws_session *s, bool tls)
+{
+    struct ws_handoff *h = calloc(1, sizeof(*h));
+
+    if (!h) {
+        log_error("ws: out of memory handing over a session from %s", s->peer);
+        close(fd);
+        return;
+    }
+    h->fd = fd;
+    h->meta.transport = tls ? CONN_WSS : CONN_WS;
+    h->meta.over_tls = tls;
+    snprintf(h->meta.peer, sizeof(h->meta.peer), "%s", s->peer);
+    pthread_mutex_lock(&ws->lock);
+    if (ws->queue_tail)
+        ws->queue_tail->next = h;
+    else
+        ws->queue = h;
+    ws->queue_tail = h;
+    pthread_mutex_unlock(&ws->lock);
+    char one = 1;
+    /* A full pipe already holds a wake-up: nothing is lost. */
+    if (write(ws->pipe_fd[1], &one, 1) < 0 && errno != EAGAIN)
+        log_warning("ws: cannot wake the core thread: %s", strerror(errno));
+}
+
+/*
+ * Give the socketpair what the WebSocket delivered: `data` first from what
+ * is pending. Whatever it cannot take now waits in s->pending, and the
+ * WebSocket is not read until it has drained. Returns 0, or -1 when the core
+ * is gone.
+ */
+static int to_core(struct ws_session *s, const uint8_t *data, size_t len)
+{
+    if (s->fd < 0)
+        return -1;
+    if (!s->raw)
+        return 0; /* the core has closed: its last words are still being sent */
+    if (s->pending_len == 0 && len) {
+        ssize_t n = write(s->fd, data, len);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        if (n > 0) {
+            data += n;
+            len -= (size_t)n;
+        }
+    }
+    if (len) {
+        /* lws may still hand over what it has buffered after flow control went off. */
+        uint8_t *grown = realloc(s->pending, s->pending_len + len);
+        if (!grown)
+            return -1;
+        s->pending = grown;
+        memcpy(s->pending + s->pending_len, data, len);
+        s->pending_len += len;
+        lws_rx_flow_control(s->ws, 0);
+        lws_callback_on_writable(s->raw);
+    }
+    return 0;
+}
+
+/* The socketpair has room again: write what is pending, then read the WebSocket again. */
+static int flush_pending(struct ws_session *s)
+{
+    while (s->pending_off < s->pending_len) {
+        ssize_t n = write(s->fd, s->pending + s->pending_off, s->pending_len - s->pending_off);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            lws_callback_on_writable(s->raw);
+            return 0;
+        }
+        if (n <= 0)
+            return -1;
+        s->pending_off += (size_t)n;
+    }
+    free(s->pending);
+    s->pending = NULL;
+    s->pending_len = s->pending_off = 0;
+    lws_rx_flow_control(s->ws, 1);
+    return 0;
+}
+
+/*
+ * The WebSocket can take a frame: send what the core wrote, one chunk at a
+ * time (lws keeps what the socket does not take and holds back the next
+ * writable callback until it has gone). Returns -1 to close the WebSocket:
+ * after the core closed its end and everything it wrote was sent.
+ */
+static int to_ws(struct ws_session *s)
+{
+    uint8_t buf[LWS_PRE + WS_CHUNK];
+    ssize_t n = s->fd >= 0 ? read(s->fd, buf + LWS_PRE, WS_CHUNK) : 0;
+
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (s->raw)
+            lws_rx_flow_control(s->raw, 1);
+        else
+            lws_callback_on_writable(s->ws); /* the core is closing: poll until EOF */
+        return 0;
+    }
+    if (n <= 0) {
+        lws_close_reason(s->ws, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
+        return -1;
+    }
+    if (lws_write(s->ws, buf + LWS_PRE, (size_t)n, LWS_WRITE_BINARY) < n)
+        return -1;
+    lws_callback_on_writable(s->ws); /* there may be more */
+    return 0;
+}
+
+static int session_open(struct ws_server *ws, struct ws_session *s, struct lws *wsi)
+{
+    int sv[2];
+
+    memset(s, 0, sizeof(*s));
+    s->ws = wsi;
+    s->fd = -1;
+    peer_of(wsi, s->peer, sizeof(s->peer));
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
+        log_error("ws: %s: socketpair: %s", s->peer, strerror(errno));
+        return -1;
+    }
+    int watched = fcntl(sv[0], F_DUPFD_CLOEXEC, 0);
+    if (watched < 0) {
+        log_error("ws: %s: dup: %s", s->peer, strerror(errno));
+        close(sv[0]);
+        close(sv[1]);
+        return -1;
+    }
+    lws_sock_file_fd_type fd = {.filefd = watched};
+    s->raw = lws_adopt_descriptor_vhost(lws_get_vhost(wsi), LWS_ADOPT_RAW_FILE_DESC, fd,
+                                        "aviary-bridge", NULL);
+    if (!s->raw) { /* lws closed `watched` */
+        log_error("ws: %s: cannot watch the bridge socket", s->peer);
+        close(sv[0]);
+        close(sv[1]);
+        return -1;
+    }
+    s->fd = sv[0];
+    lws_set_opaque_user_data(s->raw, s);
+    handoff(ws, sv[1], s, vhost_is_tls(ws, lws_get_vhost(wsi)));
+    log_debug("ws: %s: WebSocket session opened", s->peer);
+    return 0;
+}
+
+static void session_close(struct ws_session *s)
+{
+    free(s->pending);
+    s->pending = NULL;
+    if (s->raw) {
+        lws_set_opaque_user_data(s->raw, NULL);
+        lws_set_timeout(s->raw, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+        s->raw = NULL;
+    }
+    if (s->fd >= 0) {
+        close(s->fd); /* the core reads EOF: the client is gone */
+        s->fd = -1;
+    }
+}
+
+static int on_mqtt(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                   size_t len)
+{
+    struct ws_session *s = user;
+    char uri[128], peer[64];
+
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) < 0 || strcmp(uri, WS_PATH)) {
+            log_notice("ws: %s: WebSocket upgrade refused: path %s (MQTT is served on " WS_PATH
+                       ")",
+                       peer_of(wsi, peer, sizeof(peer)), uri);
+            return -1;
+        }
+        return 0;
+    case LWS_CALLBACK_ESTABLISHED:
+        return session_open(server_of(wsi), s, wsi);
+    case LWS_CALLBACK_RECEIVE:
+        if (!lws_frame_is_binary(wsi)) { /* MQTT-6.0.0-1 */
+            log_notice("ws: %s: closed: a text frame (MQTT travels in binary frames)", s->peer);
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, NULL, 0);
+            return -1;
+        }
+        return to_core(s, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return to_ws(s);
+    case LWS_CALLBACK_CLOSED:
+        session_close(s);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* Our watch on the socketpair; `user` is unused, the session is the opaque pointer. */
+static int on_bridge(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len)
+{
+    struct ws_session *s = lws_get_opaque_user_data(wsi);
+
+    switch (reason) {
+    case LWS_CALLBACK_RAW_RX_FILE:
+        if (!s)
+            return -1;
+        /* Read in the WebSocket's writable callback, when a frame can go out. */
+        lws_rx_flow_control(wsi, 0);
+        lws_callback_on_writable(s->ws);
+        return 0;
+    case LWS_CALLBACK_RAW_WRITEABLE_FILE:
+        return s ? flush_pending(s) : -1;
+    case LWS_CALLBACK_RAW_CLOSE_FILE:
+        if (s) { /* the core closed its end: send what is left, then close */
+            s->raw = NULL;
+            lws_callback_on_writable(s->ws);
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/*
+ * Protocol 0 of every vhost: plain HTTP (404), upgrades without a known
+ * subprotocol (refused), client certificates, and wake-ups from the core.
+ */
+static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                   size_t len)
+{
+    char what[128], peer[64];
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        log_info("ws: %s: plain HTTP request for %s: 404 (MQTT is served on " WS_PATH ")",
+                 peer_of(wsi, peer, sizeof(peer)), in ? (const char *)in : "?");
+        lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
+        return -1;
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        if (lws_hdr_copy(wsi, what, sizeof(what), WSI_TOKEN_PROTOCOL) <= 0)
+            snprintf(what, sizeof(what), "none");
+        log_notice("ws: %s: WebSocket upgrade refused: subprotocol %s (mqtt or mqttv3.1 "
+                   "expected)",
+                   peer_of(wsi, peer, sizeof(peer)), what);
+        return -1;
+    case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
+        /* lws takes 0 as "valid" whatever OpenSSL found: pass OpenSSL's verdict on. */
+        if (len)
+            return 0;
+        peer_of_fd(in ? SSL_get_fd(in) : -1, peer, sizeof(peer));
+        log_notice("ws: %s: TLS handshake failed: client certificate refused (%s)", peer,
+                   user ? X509_verify_cert_error_string(X509_STORE_CTX_get_error(user))
+                        : "unknown");
+        return 1;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
+        struct ws_server *ws = server_of(wsi);
+        if (atomic_exchange(&ws->reload_tls, false)) {
+            lws_tls_cert_updated(ws->ctx, ws->tls_cert, ws->tls_key, NULL, 0, NULL, 0);
+            log_notice("ws: wss:// listeners reloaded their certificate from %s", ws->tls_cert);
+        }
+        return 0;
+    }
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}
+
+static const struct lws_protocols protocols[] = {
+    {"http", on_http, 0, 0, 0, NULL, 0},
+    {"mqtt", on_mqtt, sizeof(struct ws_session), WS_CHUNK, 0, NULL, 0},
+    {"mqttv3.1", on_mqtt, sizeof(struct ws_session), WS_CHUNK, 0, NULL, 0},
+    {"aviary-bridge", on_bridge, 0, 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static void *ws_main(void *arg)
+{
+    struct ws_server *ws = arg;
+    while (!atomic_load(&ws->stop))
+        lws_service(ws->ctx, 0);
+    return NULL;
+}
+
+/* ---- the core thread -------------------------------------------------------- */
+
+static void handoff_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct ws_server *ws = arg;
+    char buf[64];
+
+    while (read(ws->pipe_fd[0], buf, sizeof(buf)) > 0)
+        ;
+    pthread_mutex_lock(&ws->lock);
+    struct ws_handoff *h = ws->queue;
+    ws->queue = ws->queue_tail = NULL;
+    pthread_mutex_unlock(&ws->lock);
+    while (h) {
+        struct ws_handoff *next = h->next;
+        struct bufferevent *bev =
+            bufferevent_socket_new(ws->broker->base, h->fd, BEV_OPT_CLOSE_ON_FREE);
+        if (bev) {
+            conn_new(ws->broker, bev, &h->meta);
+        } else {
+            log_error("cannot set up a connection from %s: out of memory", h->meta.peer);
+            close(h->fd);
+        }
+        free(h);
+        h = next;
+    }
+}
+
+static void lws_to_log(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n && line[n - 1] == '\n')
+        n--;
+    if (level & LLL_ERR)
+        log_warning("ws: %.*s", (int)n, line);
+    else
+        log_debug("ws: %.*s", (int)n, line);
+}
+
+static char *dup_or_null(const char *s, bool *failed)
+{
+    char *copy = s ? strdup(s) : NULL;
+    if (s && !copy)
+        *failed = true;
+    return copy;
+}
+
+struct ws_server *ws_server_new(struct broker *b, const struct config *cfg, char *err,
+                                size_t errlen)
+{
+    struct ws_server *ws = calloc(1, sizeof(*ws));
+    struct lws_context_creation_info info;
+    bool oom = false;
+
+    if (!ws) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    ws->broker = b;
+    ws->pipe_fd[0] = ws->pipe_fd[1] = -1;
+    ws->timeout = cfg->connect_timeout;
+    ws->client_cert = cfg->tls_client_cert;
+    ws->tls_cert = dup_or_null(cfg->tls_cert, &oom);
+    ws->tls_key = dup_or_null(cfg->tls_key, &oom);
+    ws->tls_ca = dup_or_null(cfg->tls_ca, &oom);
+    atomic_init(&ws->stop, false);
+    atomic_init(&ws->reload_tls, false);
+    pthread_mutex_init(&ws->lock, NULL);
+    if (oom) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    lws_set_log_level(LLL_ERR, lws_to_log);
+    memset(&info, 0, sizeof(info));
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.user = ws;
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.timeout_secs = ws->timeout;
+    if (!(ws->ctx = lws_create_context(&info))) {
+        snprintf(err, errlen, "cannot create the WebSocket context");
+        goto fail;
+    }
+    if (pipe2(ws->pipe_fd, O_NONBLOCK | O_CLOEXEC) < 0) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        goto fail;
+    }
+    ws->handoff_ev = event_new(b->base, ws->pipe_fd[0], EV_READ | EV_PERSIST, handoff_cb, ws);
+    if (!ws->handoff_ev || event_add(ws->handoff_ev, NULL) < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    return ws;
+fail:
+    ws_server_free(ws);
+    return NULL;
+}
+
+/* The TLS side of a wss:// vhost: the same policy as tls:// listeners (net/tls.h). */
+static void vhost_tls_info(const struct ws_server *ws, struct lws_context_creation_info *info)
+{
+    info->options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info->ssl_cert_filepath = ws->tls_cert;
+    info->ssl_private_key_filepath = ws->tls_key;
+    info->ssl_ca_filepath = ws->tls_ca;
+    info->ssl_cipher_list = TLS_CIPHERS_TLS12;
+    info->ssl_options_set =
+        SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION;
+    /* WebSocket over HTTP/1.1 only: one code path for every browser. */
+    info->alpn = "http/1.1";
+    if (ws->client_cert != CONFIG_CLIENT_CERT_NONE)
+        info->options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+    if (ws->client_cert == CONFIG_CLIENT_CERT_OPTIONAL)
+        info->options |= LWS_SERVER_OPTION_PEER_CERT_NOT_REQUIRED;
+}
+
+int ws_server_listen(struct ws_server *ws, const char *url, bool next_free_port, char *bound,
+                     size_t boundlen, char *err, size_t errlen)
+{
+    struct config_url u;
+    char why[128];
+
+    if (config_url_parse(url, &u, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "%s: %s", url, why);
+        return -1;
+    }
+    bool tls = strcmp(u.scheme, "wss") == 0;
+    if (!tls && strcmp(u.scheme, "ws") != 0) {
+        snprintf(err, errlen, "%s: %s:// is not served by the WebSocket listener", url, u.scheme);
+        return -1;
+    }
+    if (ws->vhost_count == WS_MAX_VHOSTS) {
+        snprintf(err, errlen, "%s: at most %d WebSocket listeners", url, WS_MAX_VHOSTS);
+        return -1;
+    }
+    if (tls && (!ws->tls_cert || !ws->tls_key)) {
+        snprintf(err, errlen, "%s: needs tls-cert and tls-key", url);
+        return -1;
+    }
+    int tries = next_free_port ? WS_PORT_TRIES : 1;
+    for (int i = 0; i < tries && u.port + (unsigned)i <= 65535; i++) {
+        struct lws_context_creation_info info;
+        char name[16];
+        memset(&info, 0, sizeof(info));
+        snprintf(name, sizeof(name), "v%zu", ws->vhost_count);
+        info.vhost_name = name;
+        info.port = (int)(u.port + (unsigned)i);
+        info.iface = u.host;
+        info.protocols = protocols;
+        info.timeout_secs = ws->timeout;
+        info.timeout_secs_ah_idle = ws->timeout;
+        info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+        if (strchr(u.host, ':') == NULL)
+            info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+        if (tls)
+            vhost_tls_info(ws, &info);
+        struct lws_vhost *vh = lws_create_vhost(ws->ctx, &info);
+        if (vh) {
+            ws->vhosts[ws->vhost_count++] = (struct ws_vhost){vh, tls};
+            const char *fmt = strchr(u.host, ':') ? "%s://[%s]:%d" : "%s://%s:%d";
+            snprintf(bound, boundlen, fmt, u.scheme, u.host, lws_get_vhost_listen_port(vh));
+            return 0;
+        }
+        if (i + 1 < tries)
+            log_notice("%s: port %u is not free, trying %u", url, u.port + (unsigned)i,
+                       u.port + (unsigned)i + 1);
+    }
+    snprintf(err, errlen, "cannot listen on %s%s", url,
+             tls ? " (or tls-cert and tls-key cannot be loaded)" : ": address in use?");
+    return -1;
+}
+
+int ws_server_start(struct ws_server *ws, char *err, size_t errlen)
+{
+    int rc = pthread_create(&ws->thread, NULL, ws_main, ws);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start the WebSocket thread: %s", strerror(rc));
+        return -1;
+    }
+    ws->thread_started = true;
+    return 0;
+}
+
+void ws_server_reload_tls(struct ws_server *ws)
+{
+    bool any_tls = false;
+    for (size_t i = 0; i < ws->vhost_count; i++)
+        any_tls |= ws->vhosts[i].tls;
+    if (!any_tls || !ws->thread_started)
+        return;
+    atomic_store(&ws->reload_tls, true);
+    lws_cancel_service(ws->ctx);
+}
+
+void ws_server_free(struct ws_server *ws)
+{
+    if (!ws)
+        return;
+    if (ws->thread_started) {
+        atomic_store(&ws->stop, true);
+        lws_cancel_service(ws->ctx);
+        pthread_join(ws->thread, NULL);
+    }
+    if (ws->ctx)
+        lws_context_destroy(ws->ctx);
+    if (ws->handoff_ev)
+        event_free(ws->handoff_ev);
+    while (ws->queue) {
+        struct ws_handoff *h = ws->queue;
+        ws->queue = h->next;
+        close(h->fd);
+        free(h);
+    }
+    for (int i = 0; i < 2; i++)
+        if (ws->pipe_fd[i] >= 0)
+            close(ws->pipe_fd[i]);
+    pthread_mutex_destroy(&ws->lock);
+    free(ws->tls_cert);
+    free(ws->tls_key);
+    free(ws->tls_ca);
+    free(ws);
+}
