@@ -32,13 +32,18 @@ bool access_may_publish(const struct catalog_token *t, const char *topic)
     return !any_matches(&t->deny_pub, topic, true);
 }
 
-bool access_may_subscribe(const struct catalog_token *t, const char *filter)
+enum access_verdict access_subscribe_verdict(const struct catalog_token *t, const char *filter)
 {
     if (!t)
-        return true;
+        return ACCESS_ALLOWED;
     if (t->sub.count && !any_covers(&t->sub, filter, false))
-        return false;
-    return !any_covers(&t->deny_sub, filter, true);
+        return ACCESS_OUTSIDE;
+    return any_covers(&t->deny_sub, filter, true) ? ACCESS_DENIED : ACCESS_ALLOWED;
+}
+
+bool access_may_subscribe(const struct catalog_token *t, const char *filter)
+{
+    return access_subscribe_verdict(t, filter) == ACCESS_ALLOWED;
 }
 
 bool access_may_read(const struct catalog_token *t, const char *topic)

@@ -24,6 +24,16 @@ bool access_may_publish(const struct catalog_token *t, const char *topic);
  */
 bool access_may_subscribe(const struct catalog_token *t, const char *filter);
 
+/* Why a subscription is allowed or not. */
+enum access_verdict {
+    ACCESS_ALLOWED = 0,
+    ACCESS_OUTSIDE = 1, /* not inside any of the token's sub filters */
+    ACCESS_DENIED = 2,  /* inside one of its deny-sub filters */
+};
+
+/* access_may_subscribe(), saying which rule refused. */
+enum access_verdict access_subscribe_verdict(const struct catalog_token *t, const char *filter);
+
 /* May it receive a message published to `topic`? Checked at every delivery. */
 bool access_may_read(const struct catalog_token *t, const char *topic);
 

@@ -54,7 +54,7 @@ void broker_reap_later(struct broker *b, struct conn *c)
 void broker_close_all(struct broker *b, const char *reason)
 {
     for (struct conn *c = b->conns; c; c = c->next)
-        conn_close(c, "%s", reason);
+        conn_disconnect(c, MQTT_RC_SERVER_SHUTTING_DOWN, "%s", reason);
 }
 
 void broker_free(struct broker *b)
@@ -82,6 +82,7 @@ void broker_free(struct broker *b)
     if (b->reap_ev)
         event_free(b->reap_ev);
     free(b->matches);
+    free(b->match_ids);
     free(b);
 }
 
@@ -151,7 +152,7 @@ static void conn_leave_deleted_instance(struct conn *c)
     c->will = NULL;
     c->will_due = false;
     c->will_instance = NULL;
-    conn_close(c, "instance %s was deleted", name);
+    conn_disconnect(c, MQTT_RC_ADMINISTRATIVE_ACTION, "instance %s was deleted", name);
     session_free(c->ended_session);
     c->ended_session = NULL;
     c->instance = NULL;
@@ -187,7 +188,8 @@ void broker_apply_catalog(struct broker *b, struct catalog *cat)
             continue;
         struct catalog_token *now = catalog_token_by_id(cat, c->token->id);
         if (!now) {
-            conn_close(c, "token %s was revoked", c->token->id);
+            conn_disconnect(c, MQTT_RC_ADMINISTRATIVE_ACTION, "token %s was revoked",
+                            c->token->id);
             continue;
         }
         catalog_token_unref(c->token);

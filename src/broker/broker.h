@@ -26,11 +26,19 @@ struct session;
 /* Seconds a new connection has to send CONNECT, until the program sets connect-timeout. */
 #define BROKER_DEFAULT_CONNECT_TIMEOUT 10
 
-/* One routing match: the session and the best subscription it has for a message. */
+/* One routing match: a session and what its matching subscriptions ask for. */
 struct broker_match {
     struct session *session;
-    uint8_t qos;
-    bool leading_slash;
+    uint8_t qos;              /* the highest granted QoS among them */
+    bool leading_slash;       /* as the subscription that set `qos` was made */
+    bool retain_as_published; /* one of them asked for Retain As Published */
+    int32_t first_id;         /* its Subscription Identifiers: a list in match_ids, -1 none */
+};
+
+/* One Subscription Identifier of a match, chained (routing scratch). */
+struct broker_match_id {
+    uint32_t id;
+    int32_t next; /* index of the next one in match_ids, -1 at the end */
 };
 
 struct broker {
@@ -57,6 +65,8 @@ struct broker {
     /* Routing scratch reused by every publish (core thread only). */
     struct broker_match *matches;
     size_t match_count, match_cap;
+    struct broker_match_id *match_ids;
+    size_t match_id_count, match_id_cap;
     uint64_t match_gen;
 };
 

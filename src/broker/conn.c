@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -18,12 +19,21 @@
 #include "broker/handlers.h"
 #include "broker/instance.h"
 #include "broker/message.h"
+#include "broker/propbuf.h"
 #include "broker/session.h"
 #include "store/catalog.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 /* After conn_close(), pending output (a CONNACK, say) gets this long to drain. */
 #define CONN_LINGER_SEC 5
+/*
+ * Once it has drained, our side is shut and the client gets this long to
+ * close its own, while what it still sends is read and dropped: closing on
+ * unread input would reset the connection and could destroy our last packet
+ * (a DISCONNECT with its reason) before the client reads it.
+ */
+#define CONN_DRAIN_SEC 1
 
 /* Payloads up to this size are copied into the output; larger ones are referenced. */
 #define CONN_COPY_PAYLOAD_MAX 4096
@@ -47,6 +57,7 @@ struct conn *conn_new(struct broker *b, struct bufferevent *bev, const struct co
     c->meta = *meta;
     c->state = CONN_AWAIT_CONNECT;
     c->id = ++b->next_conn_id;
+    c->problem_info = true;
     snprintf(c->client_id, sizeof(c->client_id), "-");
 
     c->next = b->conns;
@@ -72,7 +83,8 @@ static void conn_publish_will(struct conn *c)
 {
     log_info("client %s: publishing its will on %s", c->client_id, c->will->topic);
     c->will_due = false;
-    instance_publish(c->will_instance, c->will);
+    message_restart_expiry(c->will);
+    instance_publish(c->will_instance, c->will, NULL);
 }
 
 void conn_free(struct conn *c)
@@ -92,6 +104,11 @@ void conn_free(struct conn *c)
     if (c->rate_timer)
         event_free(c->rate_timer);
     catalog_token_unref(c->token);
+    if (c->in_aliases)
+        for (size_t i = 0; i < c->in_alias_max; i++)
+            free(c->in_aliases[i]);
+    free(c->in_aliases);
+    strmap_clear(&c->out_aliases);
     bufferevent_free(c->bev);
     /* A will that conn_close() had to defer because routing was under way. */
     if (c->will_due && c->will && !b->stopping)
@@ -101,25 +118,54 @@ void conn_free(struct conn *c)
     free(c);
 }
 
-/* Output drained after close: the conn can go. */
+/* Closing: our output has gone. Shut our side and give the client a moment to close its. */
+static void conn_linger_drained(struct conn *c)
+{
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+
+    /* Without a socket (an in-memory pair) there is no reset to fear. */
+    if (c->peer_eof || !c->timer || fd < 0) {
+        broker_reap_later(c->broker, c);
+        return;
+    }
+    if (c->half_closed)
+        return;
+    c->half_closed = true;
+    /* TLS cannot be half-closed under OpenSSL's feet: there the client's close ends it. */
+    if (c->meta.transport != CONN_TLS)
+        shutdown(fd, SHUT_WR);
+    struct timeval drain = {CONN_DRAIN_SEC, 0};
+    evtimer_add(c->timer, &drain);
+}
+
+static void conn_linger_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+}
+
 static void conn_linger_write_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
     if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        broker_reap_later(c->broker, c);
+        conn_linger_drained(c);
 }
 
 static void conn_linger_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
+    c->peer_eof = true;
     broker_reap_later(c->broker, c);
 }
 
 /*
- * Detach from the session; publish the will unless the client said DISCONNECT
- * or the broker is stopping. Publishing now keeps the order of events (an old
- * connection's will comes before what its successor sends), but routing is
- * not reentrant: a close in the middle of a delivery leaves it to the reaper.
+ * Detach from the session. A session with an expiry lives on offline; one
+ * without ends with its connection. The will is published unless the client
+ * said DISCONNECT or the broker is stopping; with a Will Delay Interval and a
+ * session that lives on, it waits in the session instead. Publishing now
+ * keeps the order of events (an old connection's will comes before what its
+ * successor sends), but routing is not reentrant: a close in the middle of a
+ * delivery leaves it to the reaper.
  */
 static void conn_detach(struct conn *c, bool clean_disconnect)
 {
@@ -133,30 +179,60 @@ static void conn_detach(struct conn *c, bool clean_disconnect)
         return;
     c->session = NULL;
     s->conn = NULL;
-    /*
-     * A clean session ends with its connection. It leaves the instance's table
-     * now (so a new connection with the same id starts afresh) but is freed by
-     * the reaper: we may be inside a walk of the topic tree that holds it.
-     */
-    if (s->clean) {
+    if (s->expiry == 0) {
+        /*
+         * It leaves the instance's table now (so a new connection with the
+         * same id starts afresh) but is freed by the reaper: we may be inside
+         * a walk of the topic tree that holds it.
+         */
         strmap_remove(&s->instance->sessions, s->client_id);
         c->ended_session = s;
+    } else {
+        struct message *delayed = c->will_due && c->will_delay ? c->will : NULL;
+        if (session_go_offline(s, delayed, c->will_delay) < 0)
+            log_error("client %s: out of memory arming its session's timers: the session "
+                      "stays until it is resumed, the will goes now",
+                      c->client_id);
+        else if (delayed) {
+            c->will = NULL; /* the session's now */
+            c->will_due = false;
+        }
     }
     if (c->will_due && c->broker->routing == 0)
         conn_publish_will(c);
 }
 
-static void conn_vclose(struct conn *c, bool clean_disconnect, const char *fmt, va_list ap)
+/* Send an MQTT 5 DISCONNECT with `reason` and `why` as its Reason String. */
+static void conn_send_disconnect(struct conn *c, uint8_t reason, const char *why)
 {
-    char reason[256];
+    struct propbuf pb;
+    struct mqtt_packet p = {.type = MQTT_DISCONNECT};
+
+    propbuf_init(&pb);
+    propbuf_str(&pb, MQTT_PROP_REASON_STRING, why, strlen(why));
+    p.u.disconnect.reason = reason;
+    if (!pb.failed)
+        p.u.disconnect.props = propbuf_props(&pb);
+    conn_send(c, &p);
+    propbuf_free(&pb);
+}
+
+/* `reason` < 0: no DISCONNECT. */
+static void conn_vclose(struct conn *c, bool clean_disconnect, int reason, const char *fmt,
+                        va_list ap)
+{
+    char why[256];
 
     if (c->state == CONN_CLOSING)
         return;
-    vsnprintf(reason, sizeof(reason), fmt, ap);
+    vsnprintf(why, sizeof(why), fmt, ap);
     /* An orderly DISCONNECT is routine; every other close is worth a notice. */
     log_msg(clean_disconnect ? LOG_LEVEL_INFO : LOG_LEVEL_NOTICE,
             "client %s (%s, conn %llu): closed: %s", c->client_id, c->meta.peer,
-            (unsigned long long)c->id, reason);
+            (unsigned long long)c->id, why);
+    /* A server DISCONNECT only after CONNACK [MQTT-3.14.0-1]; before it, CONNACK says why. */
+    if (reason >= 0 && c->version == MQTT_V5 && c->state == CONN_ACTIVE && !c->peer_eof)
+        conn_send_disconnect(c, (uint8_t)reason, why);
     c->state = CONN_CLOSING;
     if (c->timer)
         evtimer_del(c->timer);
@@ -170,22 +246,23 @@ static void conn_vclose(struct conn *c, bool clean_disconnect, const char *fmt, 
     }
     conn_detach(c, clean_disconnect);
 
-    /* Stop reading but let what we already queued (a CONNACK, say) reach the client. */
-    bufferevent_disable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
-        broker_reap_later(c->broker, c);
-        return;
-    }
+    /* What we queued (a CONNACK, a DISCONNECT) still goes out; what comes in is dropped. */
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bufferevent_setcb(c->bev, conn_linger_read_cb, conn_linger_write_cb, conn_linger_event_cb,
+                      c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     struct timeval linger = {CONN_LINGER_SEC, 0};
-    bufferevent_setcb(c->bev, NULL, conn_linger_write_cb, conn_linger_event_cb, c);
-    bufferevent_set_timeouts(c->bev, NULL, &linger);
+    if (c->timer)
+        evtimer_add(c->timer, &linger);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        conn_linger_drained(c);
 }
 
 void conn_close(struct conn *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    conn_vclose(c, false, fmt, ap);
+    conn_vclose(c, false, -1, fmt, ap);
     va_end(ap);
 }
 
@@ -193,8 +270,21 @@ void conn_close_clean(struct conn *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    conn_vclose(c, true, fmt, ap);
+    conn_vclose(c, true, -1, fmt, ap);
     va_end(ap);
+}
+
+void conn_disconnect(struct conn *c, uint8_t reason, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    conn_vclose(c, false, reason, fmt, ap);
+    va_end(ap);
+}
+
+const char *conn_reason_string(const struct conn *c, const char *why)
+{
+    return c->version == MQTT_V5 && c->problem_info ? why : NULL;
 }
 
 /* max-outbound-bytes of the connection's instance. */
@@ -209,14 +299,52 @@ size_t conn_output_pending(const struct conn *c)
     return evbuffer_get_length(bufferevent_get_output(c->bev));
 }
 
+/* The property block of `p`'s type, or NULL for types without one. */
+static struct mqtt_props *packet_props(struct mqtt_packet *p)
+{
+    switch (p->type) {
+    case MQTT_CONNACK:
+        return &p->u.connack.props;
+    case MQTT_PUBACK:
+    case MQTT_PUBREC:
+    case MQTT_PUBREL:
+    case MQTT_PUBCOMP:
+        return &p->u.ack.props;
+    case MQTT_SUBACK:
+    case MQTT_UNSUBACK:
+        return &p->u.suback.props;
+    case MQTT_DISCONNECT:
+    case MQTT_AUTH:
+        return &p->u.disconnect.props;
+    default:
+        return NULL;
+    }
+}
+
 int conn_send(struct conn *c, const struct mqtt_packet *pkt)
 {
     uint8_t small[256];
     uint8_t *buf = small;
+    struct mqtt_packet bare;
 
     if (c->state == CONN_CLOSING)
         return -1;
     long need = codec_encode(pkt, c->version, small, sizeof(small));
+    if (need > 0 && c->peer_max_packet && (size_t)need > c->peer_max_packet) {
+        /* Too large for the client [MQTT-3.1.2-24]: its Reason String and User Properties go. */
+        bare = *pkt;
+        struct mqtt_props *props = packet_props(&bare);
+        if (props)
+            *props = (struct mqtt_props){NULL, 0};
+        pkt = &bare;
+        need = codec_encode(pkt, c->version, small, sizeof(small));
+        if (need > 0 && (size_t)need > c->peer_max_packet) {
+            log_debug("client %s: packet type %d of %ld bytes exceeds its maximum packet size "
+                      "%lu: not sent",
+                      c->client_id, pkt->type, need, (unsigned long)c->peer_max_packet);
+            return 0;
+        }
+    }
     if (need < 0) {
         conn_close(c, "cannot encode packet type %d: %s", pkt->type, codec_strerror((int)need));
         return -1;
@@ -244,22 +372,61 @@ static void conn_release_message(const void *data, size_t len, void *arg)
     message_unref(arg);
 }
 
-int conn_send_publish(struct conn *c, struct message *m, uint8_t qos, uint16_t packet_id,
-                      bool dup, bool retain, bool leading_slash)
+/*
+ * The topic alias for `topic` toward the client: the one it has, or a new one
+ * while the client's Topic Alias Maximum allows (*fresh set: the PUBLISH must
+ * carry the topic as well). 0: send the topic without an alias.
+ */
+static uint16_t conn_out_alias(struct conn *c, const char *topic, bool *fresh)
+{
+    *fresh = false;
+    if (c->peer_alias_max == 0)
+        return 0;
+    uintptr_t have = (uintptr_t)strmap_get(&c->out_aliases, topic);
+    if (have)
+        return (uint16_t)have;
+    if (c->out_alias_count >= c->peer_alias_max)
+        return 0;
+    uint16_t alias = (uint16_t)(c->out_alias_count + 1);
+    if (strmap_put(&c->out_aliases, topic, (void *)(uintptr_t)alias, NULL) < 0)
+        return 0; /* out of memory: the topic goes in full */
+    c->out_alias_count++;
+    *fresh = true;
+    return alias;
+}
+
+/* MQTT 5 PUBLISH properties of a delivery: the message's own, its expiry, ids, alias. */
+static void conn_publish_props(struct propbuf *pb, const struct message *m,
+                               const struct delivery *d, uint16_t alias)
+{
+    propbuf_raw(pb, m->props, m->props_len);
+    if (m->expiry)
+        propbuf_int(pb, MQTT_PROP_MESSAGE_EXPIRY, message_expiry_left(m, clock_ms()));
+    for (size_t i = 0; i < d->sub_id_count; i++)
+        propbuf_int(pb, MQTT_PROP_SUBSCRIPTION_ID, d->sub_ids[i]);
+    if (alias)
+        propbuf_int(pb, MQTT_PROP_TOPIC_ALIAS, alias);
+}
+
+int conn_send_publish(struct conn *c, struct message *m, const struct delivery *d,
+                      uint16_t packet_id, bool dup)
 {
     /* Topic plus one '/': bounded by the topic limit, but never trust a stack size for it. */
     char topic_small[256];
     char *topic = topic_small;
-    size_t topic_len = m->topic_len + (leading_slash ? 1 : 0);
-    uint8_t head[16 + sizeof(topic_small)];
+    size_t topic_len = m->topic_len + (d->leading_slash ? 1 : 0);
+    uint8_t head[16 + sizeof(topic_small) + PROPBUF_SMALL];
     uint8_t *hbuf = head;
+    struct propbuf pb;
+    uint16_t alias = 0;
+    bool fresh_alias = false;
     int rc = -1;
 
     if (c->state == CONN_CLOSING)
         return -1;
     /* QoS 1/2 are bounded by the in-flight window and the queue; QoS 0 by this. */
     size_t max_outbound = conn_max_outbound(c);
-    if (qos == 0 && conn_output_pending(c) > max_outbound) {
+    if (d->qos == 0 && conn_output_pending(c) > max_outbound) {
         struct timeval now;
         c->dropped_qos0++;
         event_base_gettimeofday_cached(c->broker->base, &now);
@@ -272,24 +439,46 @@ int conn_send_publish(struct conn *c, struct message *m, uint8_t qos, uint16_t p
         }
         return 0;
     }
+    propbuf_init(&pb);
     if (topic_len + 1 > sizeof(topic_small) && !(topic = malloc(topic_len + 1)))
         goto oom;
-    if (leading_slash)
+    if (d->leading_slash)
         topic[0] = '/';
-    memcpy(topic + (leading_slash ? 1 : 0), m->topic, m->topic_len);
+    memcpy(topic + (d->leading_slash ? 1 : 0), m->topic, m->topic_len + 1);
 
+    if (c->version == MQTT_V5) {
+        alias = conn_out_alias(c, topic, &fresh_alias);
+        conn_publish_props(&pb, m, d, alias);
+        if (pb.failed)
+            goto oom;
+    }
     struct mqtt_packet pkt = {.type = MQTT_PUBLISH};
     pkt.u.publish = (struct mqtt_publish){
-        .qos = qos,
+        .qos = d->qos,
         .dup = dup,
-        .retain = retain,
+        .retain = d->retain,
         .packet_id = packet_id,
-        .topic = {(const uint8_t *)topic, topic_len},
+        /* A known alias stands for the topic: the name is left empty (MQTT 5 3.3.2.3.4). */
+        .topic = {(const uint8_t *)topic, alias && !fresh_alias ? 0 : topic_len},
         .payload = {m->payload, m->payload_len},
+        .props = propbuf_props(&pb),
     };
     long need = codec_encode_publish_head(&pkt.u.publish, c->version, head, sizeof(head));
     if (need < 0) {
         conn_close(c, "cannot encode PUBLISH: %s", codec_strerror((int)need));
+        goto out;
+    }
+    if (c->peer_max_packet && (size_t)need + m->payload_len > c->peer_max_packet) {
+        /* It may not be sent [MQTT-3.1.2-24]; the caller treats it as delivered. */
+        log_debug("client %s: PUBLISH on %s of %zu bytes exceeds its maximum packet size %lu: "
+                  "not sent",
+                  c->client_id, m->topic, (size_t)need + m->payload_len,
+                  (unsigned long)c->peer_max_packet);
+        if (fresh_alias) {
+            strmap_remove(&c->out_aliases, topic);
+            c->out_alias_count--;
+        }
+        rc = CONN_PUBLISH_SKIPPED;
         goto out;
     }
     if ((size_t)need > sizeof(head)) {
@@ -320,6 +509,7 @@ int conn_send_publish(struct conn *c, struct message *m, uint8_t qos, uint16_t p
 oom:
     conn_close(c, "out of memory queueing a PUBLISH");
 out:
+    propbuf_free(&pb);
     if (hbuf != head)
         free(hbuf);
     if (topic != topic_small)
@@ -333,18 +523,15 @@ out:
 #define CONN_MAX_CONTROL_PACKET 65536
 
 /*
- * The largest remaining length a packet of `type` may announce before we
- * refuse to buffer it: the most that a packet within every limit can need.
- * Sets *what to the limit to name in the log.
+ * The largest remaining length a packet of `type` may announce under limits
+ * `l` before we refuse to buffer it: the most that a packet within every
+ * limit can need. Sets *what to the limit to name in the log.
  */
-static size_t conn_max_packet(const struct conn *c, uint8_t type, const char **what)
+static size_t limits_max_packet(const struct limits *l, uint8_t type, const char **what)
 {
-    const struct limits *l = &c->broker->limits;
     /* A string field on the wire: 2-byte length, then at most 65535 bytes. */
     const size_t any_string = 2 + 65535;
 
-    if (c->session)
-        l = &c->session->instance->limits;
     switch (type) {
     case MQTT_PUBLISH:
         *what = "max-payload";
@@ -368,13 +555,41 @@ static size_t conn_max_packet(const struct conn *c, uint8_t type, const char **w
     }
 }
 
+static size_t conn_max_packet(const struct conn *c, uint8_t type, const char **what)
+{
+    const struct limits *l = c->session ? &c->session->instance->limits : &c->broker->limits;
+    return limits_max_packet(l, type, what);
+}
+
+uint32_t conn_max_packet_size(const struct limits *l)
+{
+    const char *what;
+    size_t most = limits_max_packet(l, MQTT_PUBLISH, &what);
+    size_t subscribe = limits_max_packet(l, MQTT_SUBSCRIBE, &what);
+
+    if (subscribe > most)
+        most = subscribe;
+    /* The fixed header: a type byte and at most four bytes of remaining length. */
+    most += 5;
+    return most > MQTT_MAX_REMAINING_LENGTH + 5 ? MQTT_MAX_REMAINING_LENGTH + 5 : (uint32_t)most;
+}
+
+/* The MQTT 5 reason code for a packet the codec refused. */
+static uint8_t conn_decode_reason(int err)
+{
+    return err == CODEC_E_PROPERTY_PROTOCOL || err == CODEC_E_PACKET_ID ||
+                   err == CODEC_E_TOPIC
+               ? MQTT_RC_PROTOCOL_ERROR
+               : MQTT_RC_MALFORMED_PACKET;
+}
+
 static void conn_dispatch(struct conn *c, const struct mqtt_packet *p)
 {
     /* conn_read_cb has made sure the first packet is a CONNECT. */
     switch (p->type) {
     case MQTT_CONNECT:
         if (c->state != CONN_AWAIT_CONNECT) {
-            conn_close(c, "second CONNECT on one connection");
+            conn_disconnect(c, MQTT_RC_PROTOCOL_ERROR, "second CONNECT on one connection");
             return;
         }
         handle_connect(c, p);
@@ -400,10 +615,16 @@ static void conn_dispatch(struct conn *c, const struct mqtt_packet *p)
         break;
     }
     case MQTT_DISCONNECT:
-        conn_close_clean(c, "client sent DISCONNECT");
+        handle_disconnect(c, p);
+        break;
+    case MQTT_AUTH:
+        /* AUTH continues an authentication method, and aviary offers none. */
+        conn_disconnect(c, MQTT_RC_PROTOCOL_ERROR,
+                        "AUTH without enhanced authentication (none is offered)");
         break;
     default:
-        conn_close(c, "packet type %d is not sent to a server", p->type);
+        conn_disconnect(c, MQTT_RC_PROTOCOL_ERROR, "packet type %d is not sent to a server",
+                        p->type);
         break;
     }
 }
@@ -556,16 +777,18 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         if (rc == CODEC_INCOMPLETE)
             return;
         if (rc < 0) {
-            conn_close(c, "malformed packet: %s", codec_strerror(rc));
+            conn_disconnect(c, MQTT_RC_MALFORMED_PACKET, "malformed packet: %s",
+                            codec_strerror(rc));
             return;
         }
         /* Refuse oversized packets before buffering them. */
         const char *limit;
         size_t max = conn_max_packet(c, type_flags >> 4, &limit);
         if (remaining > max) {
-            conn_close(c, "packet of type %d with %lu bytes exceeds %zu bytes, the most that %s "
-                          "allow",
-                       type_flags >> 4, (unsigned long)remaining, max, limit);
+            conn_disconnect(c, MQTT_RC_PACKET_TOO_LARGE,
+                            "packet of type %d with %lu bytes exceeds %zu bytes, the most that "
+                            "%s allow",
+                            type_flags >> 4, (unsigned long)remaining, max, limit);
             return;
         }
         size_t total = header_len + remaining;
@@ -589,7 +812,8 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
             return;
         }
         if (rc < 0) {
-            conn_close(c, "malformed packet (type %d): %s", type_flags >> 4, codec_strerror(rc));
+            conn_disconnect(c, conn_decode_reason(rc), "malformed packet (type %d): %s",
+                            type_flags >> 4, codec_strerror(rc));
             return;
         }
         conn_dispatch(c, &p);
@@ -646,6 +870,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     struct conn *c = arg;
     char why[160];
 
+    c->peer_eof = true;
     if (what & BEV_EVENT_EOF)
         conn_close(c, conn_tls_handshaking(c) ? "closed by the peer during the TLS handshake"
                                              : "connection lost: closed by the peer without "
@@ -709,17 +934,22 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
             conn_close(c, "no CONNECT within %u s (connect-timeout)", c->broker->connect_timeout);
         return;
     }
-    if (c->state != CONN_ACTIVE)
+    if (c->state == CONN_CLOSING) { /* the linger or the drain is over */
+        broker_reap_later(c->broker, c);
         return;
+    }
     limit = conn_keepalive_limit(c);
     event_base_gettimeofday_cached(c->broker->base, &now);
     evutil_timersub(&now, &c->last_packet, &idle);
     if (!evutil_timercmp(&idle, &limit, <)) {
         if (c->reading_paused)
-            conn_close(c, "not reading its output: %zu bytes pending, nothing read for 1.5 x %u s",
-                       conn_output_pending(c), c->keepalive);
+            conn_disconnect(c, MQTT_RC_KEEP_ALIVE_TIMEOUT,
+                            "not reading its output: %zu bytes pending, nothing read for 1.5 x "
+                            "%u s",
+                            conn_output_pending(c), c->keepalive);
         else
-            conn_close(c, "keep-alive timeout: no packet for 1.5 x %u s", c->keepalive);
+            conn_disconnect(c, MQTT_RC_KEEP_ALIVE_TIMEOUT,
+                            "keep-alive timeout: no packet for 1.5 x %u s", c->keepalive);
         return;
     }
     evutil_timersub(&limit, &idle, &left);
@@ -727,8 +957,9 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
         struct timeval quiet, idle_limit = {idle_timeout, 0}, idle_left;
         evutil_timersub(&now, &c->last_activity, &quiet);
         if (!evutil_timercmp(&quiet, &idle_limit, <)) {
-            conn_close(c, "idle: no PUBLISH, SUBSCRIBE or UNSUBSCRIBE for %u s (idle-timeout)",
-                       idle_timeout);
+            conn_disconnect(c, MQTT_RC_KEEP_ALIVE_TIMEOUT,
+                            "idle: no PUBLISH, SUBSCRIBE or UNSUBSCRIBE for %u s (idle-timeout)",
+                            idle_timeout);
             return;
         }
         evutil_timersub(&idle_limit, &quiet, &idle_left);
@@ -745,13 +976,14 @@ void conn_token_warning(struct conn *c)
         return;
     struct message *m = message_new(CONN_TOKEN_EVENTS_TOPIC, strlen(CONN_TOKEN_EVENTS_TOPIC),
                                     (const uint8_t *)CONN_TOKEN_WARNING_PAYLOAD,
-                                    strlen(CONN_TOKEN_WARNING_PAYLOAD), 0, false);
+                                    strlen(CONN_TOKEN_WARNING_PAYLOAD), 0, false, NULL);
     if (!m) {
         conn_close(c, "out of memory sending the token's expiry warning");
         return;
     }
     c->token_warned = true;
-    if (conn_send_publish(c, m, 0, 0, false, false, false) == 0)
+    struct delivery d = {.qos = 0};
+    if (conn_send_publish(c, m, &d, 0, false) == 0)
         log_info("client %s: token %s expires in %lld s: sent %s on %s", c->client_id,
                  c->token->id, (long long)(c->token->expires - time(NULL)),
                  CONN_TOKEN_WARNING_PAYLOAD, CONN_TOKEN_EVENTS_TOPIC);
@@ -774,7 +1006,7 @@ static void conn_token_timer_cb(evutil_socket_t fd, short what, void *arg)
     if (c->state != CONN_ACTIVE)
         return;
     if (time(NULL) >= t->expires) {
-        conn_close(c, "token %s expired", t->id);
+        conn_disconnect(c, MQTT_RC_MAXIMUM_CONNECT_TIME, "token %s expired", t->id);
         return;
     }
     conn_token_warning(c);

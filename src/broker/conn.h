@@ -23,9 +23,13 @@
 #include <time.h>
 
 #include "codec/codec.h"
+#include "util/limits.h"
+
+#include "util/strmap.h"
 
 struct bufferevent;
 struct catalog_token;
+struct delivery;
 struct event;
 struct broker;
 struct session;
@@ -76,6 +80,19 @@ struct conn {
     struct timeval last_packet; /* when the last whole packet arrived */
     bool reading_paused;      /* output over max-outbound-bytes: input waits */
     bool any_input;           /* a byte has arrived (over TLS: the handshake is done) */
+    bool peer_eof;            /* the peer closed or the transport failed */
+    bool half_closed;         /* closing: our side of the stream is shut */
+
+    /* MQTT 5, from CONNECT. */
+    uint16_t peer_receive_max; /* its Receive Maximum: bounds our window; 0: max-inflight */
+    uint32_t peer_max_packet;  /* its Maximum Packet Size; 0: no limit */
+    uint16_t peer_alias_max;   /* Topic Alias Maximum it accepts from us */
+    bool problem_info;         /* Request Problem Information: reason strings on acks */
+    uint32_t will_delay;       /* Will Delay Interval of its will, seconds */
+    uint16_t in_alias_max;     /* aliases it may set (max-topic-aliases at CONNECT) */
+    char **in_aliases;         /* topic of each alias it set, [alias - 1]; owned */
+    struct strmap out_aliases; /* topic -> alias we gave it (as uintptr_t) */
+    uint16_t out_alias_count;
 
     /* Set when CONNECT is accepted. */
     struct instance *instance; /* where it logged in; counted in conn_count while counted */
@@ -117,20 +134,43 @@ void conn_close_clean(struct conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /*
+ * As conn_close(), but an MQTT 5 client whose CONNECT was accepted first gets
+ * a DISCONNECT with `reason` (enum mqtt_reason) and the reason text as its
+ * Reason String. The will is published.
+ */
+void conn_disconnect(struct conn *c, uint8_t reason, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * A Reason String for an acknowledgement (PUBACK, SUBACK, ...) to `c`: `why`
+ * when the client asked for problem information (MQTT 5), else NULL.
+ */
+const char *conn_reason_string(const struct conn *c, const char *why);
+
+/*
  * Encode `pkt` for the connection's protocol level and queue it for writing.
- * Returns 0, or -1 when the packet could not be encoded or queued (the
- * connection is then closed).
+ * When it would exceed an MQTT 5 client's Maximum Packet Size it goes without
+ * its properties (Reason String, User Properties), or not at all
+ * [MQTT-3.1.2-25]. Returns 0, or -1 when the packet could not be encoded or
+ * queued (the connection is then closed).
  */
 int conn_send(struct conn *c, const struct mqtt_packet *pkt);
 
+/* conn_send_publish(): the client cannot take it (its Maximum Packet Size). */
+#define CONN_PUBLISH_SKIPPED 1
+
 /*
- * Queue a PUBLISH of `m` with the given QoS, packet id, DUP and RETAIN flags;
- * `leading_slash` prefixes the topic with '/'. The payload is not copied: the
- * output buffer holds a reference to `m` until it is written.
- * Returns 0 or -1 (the connection is then closed).
+ * Queue a PUBLISH of `m` as `d` says (QoS, RETAIN, leading '/', MQTT 5
+ * Subscription Identifiers) with `packet_id` and DUP. MQTT 5 clients get the
+ * message's properties, its remaining expiry and, when they allow it, a
+ * topic alias. The payload is not copied: the output buffer holds a
+ * reference to `m` until it is written. Returns 0; CONN_PUBLISH_SKIPPED when
+ * it would exceed the client's Maximum Packet Size (nothing sent); or -1 (the
+ * connection is then closed). QoS 0 beyond max-outbound-bytes is dropped
+ * (and counted) with 0.
  */
-int conn_send_publish(struct conn *c, struct message *m, uint8_t qos, uint16_t packet_id,
-                      bool dup, bool retain, bool leading_slash);
+int conn_send_publish(struct conn *c, struct message *m, const struct delivery *d,
+                      uint16_t packet_id, bool dup);
 
 /*
  * CONNECT was accepted with keep-alive `c->keepalive` (already clamped): from
@@ -153,6 +193,12 @@ void conn_token_warning(struct conn *c);
 
 /* The instance's limits changed: apply a new keep-alive or idle deadline at once. */
 void conn_limits_changed(struct conn *c);
+
+/*
+ * The Maximum Packet Size announced to MQTT 5 clients under limits `l`: the
+ * largest packet after CONNECT that a client within every limit can need.
+ */
+uint32_t conn_max_packet_size(const struct limits *l);
 
 /* Bytes waiting in the connection's output buffer. */
 size_t conn_output_pending(const struct conn *c);

@@ -25,14 +25,21 @@ void handle_ack(struct conn *c, const struct mqtt_packet *p)
 
     if (p->type == MQTT_PUBREL) {
         /* Answer PUBCOMP even for an unknown id: the sender may be retrying after a loss. */
-        if (session_qos2_release(s, id) < 0)
-            log_debug("client %s: PUBREL for unknown packet id %u", c->client_id, id);
         struct mqtt_packet comp = {.type = MQTT_PUBCOMP};
+        if (session_qos2_release(s, id) < 0) {
+            log_debug("client %s: PUBREL for unknown packet id %u", c->client_id, id);
+            comp.u.ack.reason = MQTT_RC_PACKET_ID_NOT_FOUND;
+        }
         comp.u.ack.packet_id = id;
         conn_send(c, &comp);
         return;
     }
-    if (session_ack(s, p->type, id) < 0)
+    /* A PUBREC with a failure code ends its QoS 2 exchange: no PUBREL follows (MQTT 5 4.3.3). */
+    uint8_t type = p->type == MQTT_PUBREC && p->u.ack.reason >= 0x80 ? MQTT_PUBCOMP : p->type;
+    if (type != p->type)
+        log_info("client %s: PUBREC 0x%02x for packet id %u: it refused the message",
+                 c->client_id, p->u.ack.reason, id);
+    if (session_ack(s, type, id, type != p->type) < 0)
         log_info("client %s: %s for packet id %u, which is not in flight (ignored)",
                  c->client_id, ack_name(p->type), id);
 }

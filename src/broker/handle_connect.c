@@ -11,27 +11,57 @@
 #include "broker/handlers.h"
 #include "broker/instance.h"
 #include "broker/message.h"
+#include "broker/propbuf.h"
 #include "broker/session.h"
 #include "broker/topic.h"
 #include "store/catalog.h"
 #include "util/log.h"
 
-/* MQTT 5.0 CONNACK reason "Unsupported Protocol Version", until MQTT 5 is served. */
-#define MQTT5_UNSUPPORTED_PROTOCOL_VERSION 0x84
-
-static void connack(struct conn *c, uint8_t code, bool session_present)
+/* The MQTT 5 reason code that says what an MQTT 3.1.1 CONNACK return code says. */
+static uint8_t v5_reason(uint8_t code)
 {
-    struct mqtt_packet ack = {.type = MQTT_CONNACK};
-    ack.u.connack.code = code;
-    ack.u.connack.session_present = session_present;
-    conn_send(c, &ack);
+    switch (code) {
+    case MQTT_CONNACK_BAD_VERSION:
+        return MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION;
+    case MQTT_CONNACK_ID_REJECTED:
+        return MQTT_RC_CLIENT_ID_NOT_VALID;
+    case MQTT_CONNACK_UNAVAILABLE:
+        return MQTT_RC_SERVER_UNAVAILABLE;
+    case MQTT_CONNACK_BAD_CREDENTIALS:
+        return MQTT_RC_BAD_USERNAME_OR_PASSWORD;
+    case MQTT_CONNACK_NOT_AUTHORIZED:
+        return MQTT_RC_NOT_AUTHORIZED;
+    default:
+        return MQTT_RC_UNSPECIFIED;
+    }
 }
 
-/* Refuse the CONNECT with 3.1.1 return code `code` and close, logging why. */
+/*
+ * Refuse the CONNECT and close, logging why: MQTT 3.1.1 return code `code`,
+ * or MQTT 5 reason `reason` (0: the one that matches `code`) with `why` as
+ * its Reason String.
+ */
+static void refuse5(struct conn *c, uint8_t code, uint8_t reason, const char *why)
+{
+    struct mqtt_packet ack = {.type = MQTT_CONNACK};
+    struct propbuf pb;
+
+    propbuf_init(&pb);
+    if (c->version == MQTT_V5) {
+        code = reason ? reason : v5_reason(code);
+        propbuf_str(&pb, MQTT_PROP_REASON_STRING, why, strlen(why));
+        if (!pb.failed)
+            ack.u.connack.props = propbuf_props(&pb);
+    }
+    ack.u.connack.code = code;
+    conn_send(c, &ack);
+    propbuf_free(&pb);
+    conn_close(c, c->version == MQTT_V5 ? "CONNACK 0x%02x: %s" : "CONNACK %u: %s", code, why);
+}
+
 static void refuse(struct conn *c, uint8_t code, const char *why)
 {
-    connack(c, code, false);
-    conn_close(c, "CONNACK %u: %s", code, why);
+    refuse5(c, code, 0, why);
 }
 
 /* A client id for a client that sent none: unique within this process. */
@@ -63,32 +93,55 @@ static unsigned clamp_keepalive(unsigned requested, const struct limits *l)
     return requested;
 }
 
-/* Build the will message from CONNECT, or close the connection and return -1. */
+/* Build the will message from CONNECT, or refuse and return -1. */
 static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct limits *l)
 {
+    char why[160];
     int rc = topic_check_name((const char *)ck->will_topic.data, ck->will_topic.len,
                               l->max_topic_length);
     if (rc < 0) {
-        char why[96];
-        topic_describe(rc, ck->will_topic.len, l->max_topic_length, why, sizeof(why));
-        conn_close(c, "will topic refused: %s", why);
+        char topic_why[96];
+        topic_describe(rc, ck->will_topic.len, l->max_topic_length, topic_why,
+                       sizeof(topic_why));
+        snprintf(why, sizeof(why), "will topic refused: %s", topic_why);
+        refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_TOPIC_NAME_INVALID, why);
         return -1;
     }
     if (ck->will_payload.len > l->max_payload) {
-        conn_close(c, "will payload of %zu bytes exceeds max-payload %zu",
-                   ck->will_payload.len, l->max_payload);
+        snprintf(why, sizeof(why), "will payload of %zu bytes exceeds max-payload %zu",
+                 ck->will_payload.len, l->max_payload);
+        refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_PACKET_TOO_LARGE, why);
         return -1;
+    }
+    struct message_v5 v5 = {0};
+    struct propbuf pb;
+    propbuf_init(&pb);
+    if (ck->version == MQTT_V5) {
+        struct mqtt_prop delay;
+        if (codec_find_prop(&ck->will_props, MQTT_PROP_WILL_DELAY, &delay))
+            c->will_delay = delay.u32;
+        bool text = handlers_message_props(&ck->will_props, &pb, &v5.expiry);
+        if (text && codec_check_utf8(ck->will_payload.data, ck->will_payload.len) != CODEC_OK) {
+            propbuf_free(&pb);
+            refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_PAYLOAD_FORMAT_INVALID,
+                    "the will's payload is not UTF-8 though its Payload Format Indicator says "
+                    "so");
+            return -1;
+        }
+        v5.props = pb.data;
+        v5.props_len = pb.len;
     }
     char small[256];
     bool slash;
     char *topic = handlers_normalize(&ck->will_topic, small, sizeof(small), &slash);
-    if (topic)
+    if (topic && !pb.failed)
         c->will = message_new(topic, strlen(topic), ck->will_payload.data, ck->will_payload.len,
-                              ck->will_qos, ck->will_retain);
+                              ck->will_qos, ck->will_retain, &v5);
     if (topic != small)
         free(topic);
+    propbuf_free(&pb);
     if (!c->will) {
-        conn_close(c, "out of memory storing the will");
+        refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory storing the will");
         return -1;
     }
     return 0;
@@ -175,18 +228,129 @@ static int check_binding(struct conn *c, const struct catalog_token *t, const ch
     return -1;
 }
 
+/* The MQTT 5 CONNECT properties that shape the connection. Returns -1 after refusing. */
+static int take_connect_props(struct conn *c, const struct mqtt_connect *ck,
+                              uint32_t *session_expiry, bool *response_info)
+{
+    struct mqtt_prop prop;
+    size_t pos = 0;
+
+    while (codec_next_prop(&ck->props, &pos, &prop)) {
+        switch (prop.id) {
+        case MQTT_PROP_SESSION_EXPIRY:
+            *session_expiry = prop.u32;
+            break;
+        case MQTT_PROP_RECEIVE_MAXIMUM:
+            c->peer_receive_max = (uint16_t)prop.u32;
+            break;
+        case MQTT_PROP_MAXIMUM_PACKET_SIZE:
+            c->peer_max_packet = prop.u32;
+            break;
+        case MQTT_PROP_TOPIC_ALIAS_MAXIMUM:
+            c->peer_alias_max = (uint16_t)prop.u32;
+            break;
+        case MQTT_PROP_REQUEST_PROBLEM_INFO:
+            c->problem_info = prop.u32 != 0;
+            break;
+        case MQTT_PROP_REQUEST_RESPONSE_INFO:
+            *response_info = prop.u32 != 0;
+            break;
+        case MQTT_PROP_AUTH_METHOD: {
+            char method[64], why[160];
+            log_escape(prop.str.data, prop.str.len, method, sizeof(method));
+            snprintf(why, sizeof(why),
+                     "authentication method '%s' not supported: aviary offers no enhanced "
+                     "authentication",
+                     method);
+            refuse5(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_AUTH_METHOD, why);
+            return -1;
+        }
+        default:
+            break; /* User Properties: nothing for the broker to do with them */
+        }
+    }
+    return 0;
+}
+
+/* The Session Expiry Interval granted: as asked, at most max-session-expiry when set. */
+static uint32_t grant_session_expiry(uint32_t asked, const struct limits *l)
+{
+    if (l->max_session_expiry && asked > l->max_session_expiry)
+        return l->max_session_expiry;
+    return asked;
+}
+
+/* Characters a client id may have to become part of the Response Information topic. */
+static bool topic_safe(const char *s)
+{
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              strchr(".,:;-_$", *s)))
+            return false;
+    return true;
+}
+
+/* What the CONNACK to an MQTT 5 client says about the connection it got. */
+struct connack5 {
+    const char *assigned_id;  /* the id the broker gave it, or NULL */
+    bool keepalive_changed;   /* announce Server Keep Alive */
+    bool expiry_changed;      /* announce the Session Expiry Interval granted */
+    uint32_t expiry;
+    bool response_info;       /* it asked for Response Information */
+};
+
+static void connack_accept(struct conn *c, bool session_present, const struct connack5 *v5,
+                           const struct limits *l)
+{
+    struct mqtt_packet ack = {.type = MQTT_CONNACK};
+    struct propbuf pb;
+    char response[LIMITS_MAX_CLIENT_ID_BUFFER + 16];
+
+    propbuf_init(&pb);
+    ack.u.connack.session_present = session_present;
+    if (c->version == MQTT_V5) {
+        if (v5->expiry_changed)
+            propbuf_int(&pb, MQTT_PROP_SESSION_EXPIRY, v5->expiry);
+        propbuf_int(&pb, MQTT_PROP_RECEIVE_MAXIMUM, (uint32_t)l->max_inflight);
+        propbuf_int(&pb, MQTT_PROP_MAXIMUM_PACKET_SIZE, conn_max_packet_size(l));
+        if (l->max_topic_aliases)
+            propbuf_int(&pb, MQTT_PROP_TOPIC_ALIAS_MAXIMUM, (uint32_t)l->max_topic_aliases);
+        propbuf_int(&pb, MQTT_PROP_RETAIN_AVAILABLE, 1);
+        propbuf_int(&pb, MQTT_PROP_WILDCARD_SUB_AVAILABLE, 1);
+        propbuf_int(&pb, MQTT_PROP_SUB_ID_AVAILABLE, 1);
+        propbuf_int(&pb, MQTT_PROP_SHARED_SUB_AVAILABLE, 1);
+        if (v5->assigned_id)
+            propbuf_str(&pb, MQTT_PROP_ASSIGNED_CLIENT_ID, v5->assigned_id,
+                        strlen(v5->assigned_id));
+        if (v5->keepalive_changed)
+            propbuf_int(&pb, MQTT_PROP_SERVER_KEEP_ALIVE, c->keepalive);
+        /* A topic prefix the client may build its response topics on (MQTT 5 4.10). */
+        if (v5->response_info && topic_safe(c->session->client_id)) {
+            snprintf(response, sizeof(response), "response/%s", c->session->client_id);
+            propbuf_str(&pb, MQTT_PROP_RESPONSE_INFO, response, strlen(response));
+        }
+        if (pb.failed) {
+            propbuf_free(&pb);
+            conn_close(c, "out of memory building CONNACK");
+            return;
+        }
+        ack.u.connack.props = propbuf_props(&pb);
+    }
+    conn_send(c, &ack);
+    propbuf_free(&pb);
+}
+
 void handle_connect(struct conn *c, const struct mqtt_packet *p)
 {
     const struct mqtt_connect *ck = &p->u.connect;
     struct broker *b = c->broker;
     char client_id[LIMITS_MAX_CLIENT_ID_BUFFER];
+    struct connack5 v5 = {0};
+    uint32_t asked_expiry = 0;
 
     c->version = ck->version;
-    if (ck->version == MQTT_V5) {
-        connack(c, MQTT5_UNSUPPORTED_PROTOCOL_VERSION, false);
-        conn_close(c, "CONNACK 0x84: MQTT 5.0 is not served yet");
+    if (ck->version == MQTT_V5 && take_connect_props(c, ck, &asked_expiry, &v5.response_info) < 0)
         return;
-    }
 
     struct instance *inst = b->local;
     struct catalog_token *token = NULL;
@@ -205,13 +369,15 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
         return;
     }
     if (ck->client_id.len == 0) {
-        if (!ck->clean || ck->version == MQTT_V31) {
+        /* MQTT 5 assigns an id whatever Clean Start says (MQTT 5 3.1.3.1). */
+        if (ck->version == MQTT_V31 || (!ck->clean && ck->version != MQTT_V5)) {
             refuse(c, MQTT_CONNACK_ID_REJECTED,
                    ck->version == MQTT_V31 ? "empty client id (MQTT 3.1 requires one)"
                                            : "empty client id with clean session 0");
             return;
         }
         generate_client_id(c, client_id, sizeof(client_id));
+        v5.assigned_id = client_id;
     } else {
         memcpy(client_id, ck->client_id.data, ck->client_id.len);
         client_id[ck->client_id.len] = '\0';
@@ -227,7 +393,7 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
         char why[160];
         snprintf(why, sizeof(why), "server unavailable: instance '%s' has %zu connections "
                  "(max-connections %zu)", inst->name, inst->conn_count, l->max_connections);
-        refuse(c, MQTT_CONNACK_UNAVAILABLE, why);
+        refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
         return;
     }
     if (ck->will && take_will(c, ck, l) < 0)
@@ -246,17 +412,25 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     if (s && s->conn) {
         log_notice("client %s: taken over by a new connection from %s", c->client_id,
                    c->meta.peer);
-        conn_close(s->conn, "taken over by a new connection with the same client id");
-        s = strmap_get(&inst->sessions, client_id); /* gone if it was a clean session */
+        conn_disconnect(s->conn, MQTT_RC_SESSION_TAKEN_OVER,
+                        "taken over by a new connection with the same client id");
+        s = strmap_get(&inst->sessions, client_id); /* gone if it ended with its connection */
     }
+    /* Clean Start: the old session ends here, and with it a will that waited for its delay. */
     if (s && ck->clean) {
-        strmap_remove(&inst->sessions, client_id);
-        session_free(s);
+        session_end(s);
         s = NULL;
     }
+    uint32_t expiry = ck->version == MQTT_V5 ? asked_expiry
+                                             : (ck->clean ? 0 : SESSION_NEVER_EXPIRES);
+    uint32_t granted = grant_session_expiry(expiry, l);
+    v5.expiry_changed = granted != expiry;
+    v5.expiry = granted;
     bool session_present = s != NULL;
-    if (!s) {
-        s = session_new(inst, client_id, ck->clean);
+    if (s) {
+        s->expiry = granted;
+    } else {
+        s = session_new(inst, client_id, granted);
         if (!s || strmap_put(&inst->sessions, client_id, s, NULL) < 0) {
             session_free(s);
             refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory creating the session");
@@ -269,23 +443,29 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     c->state = CONN_ACTIVE;
     c->instance = inst;
     c->counted = true;
+    c->in_alias_max = (uint16_t)l->max_topic_aliases;
     inst->conn_count++;
     if (token) {
         catalog_token_unref(s->token);
         s->token = catalog_token_ref(token);
     }
     c->keepalive = (uint16_t)clamp_keepalive(ck->keepalive, l);
+    v5.keepalive_changed = c->keepalive != ck->keepalive;
     conn_start_keepalive(c);
     if (conn_start_token_timer(c) < 0)
         return;
 
     /* MQTT 3.1 has no session-present flag: that byte is reserved there. */
-    connack(c, MQTT_CONNACK_ACCEPTED, session_present && ck->version != MQTT_V31);
+    connack_accept(c, session_present && ck->version != MQTT_V31, &v5, l);
     log_info("client %s connected from %s to instance %s%s%s (MQTT %s, clean %d, keep-alive "
-             "%u s%s)",
+             "%u s, session expiry %ld s%s)",
              c->client_id, c->meta.peer, inst->name, token ? " with token " : "",
-             token ? token->id : "", ck->version == MQTT_V31 ? "3.1" : "3.1.1", ck->clean,
-             c->keepalive, session_present ? ", session resumed" : "");
+             token ? token->id : "",
+             ck->version == MQTT_V31 ? "3.1" : ck->version == MQTT_V5 ? "5.0" : "3.1.1",
+             ck->clean, c->keepalive, granted == SESSION_NEVER_EXPIRES ? -1L : (long)granted,
+             session_present ? ", session resumed" : "");
+    if (c->state != CONN_ACTIVE)
+        return;
     if (session_present)
         session_resume(s, c);
     if (c->token_warning_due && c->state == CONN_ACTIVE)

@@ -1,4 +1,4 @@
-/* SUBSCRIBE and UNSUBSCRIBE (MQTT 3.1.1 §3.8-§3.11), with aviary's filter rules and limits. */
+/* SUBSCRIBE and UNSUBSCRIBE (MQTT 3.1.1 §3.8-§3.11, MQTT 5 §3.8-§3.11), with aviary's rules. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,16 +8,19 @@
 #include "broker/conn.h"
 #include "broker/handlers.h"
 #include "broker/instance.h"
+#include "broker/propbuf.h"
 #include "broker/session.h"
+#include "broker/share.h"
 #include "broker/topic.h"
 #include "store/catalog.h"
 #include "util/log.h"
 #include "util/strmap.h"
 
-/* A filter granted by one SUBSCRIBE: retained messages are sent for it after SUBACK. */
+/* A filter granted by one SUBSCRIBE: retained messages may follow the SUBACK for it. */
 struct granted {
-    char *filter; /* normalised; owned; NULL when refused or repeated later in the packet */
-    bool leading_slash;
+    char *filter;       /* normalised; owned; NULL when refused, shared, or repeated later */
+    struct session_sub sub; /* its options, for the retained messages */
+    bool send_retained; /* as its Retain Handling says */
 };
 
 /* The filters one SUBSCRIBE refused, for the one line it logs however many there are. */
@@ -25,7 +28,7 @@ struct refusals {
     size_t count;
     size_t out_of_memory;
     char first_filter[160];
-    char first_why[96];
+    char first_why[128];
 };
 
 /* Count a refusal of `filter`; only the first is kept, and each is logged at debug level. */
@@ -44,52 +47,146 @@ static void refusal_note(struct conn *c, struct refusals *r, const struct mqtt_b
     log_debug("client %s: SUBSCRIBE '%s' refused: %s", c->client_id, shown, why);
 }
 
-/* Subscribe one filter; returns the granted QoS or MQTT_SUBACK_FAILURE (noted in `r`). */
-static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e,
+/* A refusal's code: MQTT 5's `reason`, or 0x80 for MQTT 3.1.1. */
+static uint8_t refused(const struct conn *c, uint8_t reason)
+{
+    return c->version == MQTT_V5 ? reason : MQTT_SUBACK_FAILURE;
+}
+
+/* A topic filter as it arrived, split into its share group (if any) and the filter proper. */
+struct filter_parts {
+    bool shared;
+    const char *group;
+    size_t group_len;
+    struct mqtt_buf filter;
+};
+
+/* Split `raw`; false when it names a share group that is malformed. */
+static bool filter_split(const struct mqtt_buf *raw, struct filter_parts *out)
+{
+    const char *rest;
+    size_t rest_len;
+    bool valid;
+
+    memset(out, 0, sizeof(*out));
+    out->filter = *raw;
+    if (!share_parse((const char *)raw->data, raw->len, &out->group, &out->group_len, &rest,
+                     &rest_len, &valid))
+        return true;
+    if (!valid)
+        return false;
+    out->shared = true;
+    out->filter = (struct mqtt_buf){(const uint8_t *)rest, rest_len};
+    return true;
+}
+
+/*
+ * The key a subscription is recorded under in its session: the normalised
+ * filter, or "$share/GROUP/" and the normalised filter. NULL when out of memory.
+ */
+static char *filter_key(const struct filter_parts *fp, bool *leading_slash)
+{
+    char *norm = handlers_normalize(&fp->filter, NULL, 0, leading_slash);
+    if (!norm || !fp->shared)
+        return norm;
+    size_t n = strlen("$share/") + fp->group_len + 1 + strlen(norm) + 1;
+    char *key = malloc(n);
+    if (key)
+        snprintf(key, n, "$share/%.*s/%s", (int)fp->group_len, fp->group, norm);
+    free(norm);
+    return key;
+}
+
+/* Enter `sub` (key in sub->filter) in the tree or its share group. Returns as topic_tree_subscribe. */
+static int subscribe_enter(struct session *s, struct session_sub *sub,
+                           const struct filter_parts *fp)
+{
+    struct instance *inst = s->instance;
+
+    if (!fp->shared) {
+        struct topic_sub ts = {.owner = s, .options = sub->options,
+                               .leading_slash = sub->leading_slash, .sub_id = sub->sub_id};
+        return topic_tree_subscribe(inst->tree, sub->filter, &ts);
+    }
+    struct share_member m = {.session = s, .options = sub->options,
+                             .leading_slash = sub->leading_slash, .sub_id = sub->sub_id};
+    /* The instance's key is "GROUP/FILTER": the session's without "$share/". */
+    return share_join(inst, sub->filter + strlen("$share/"), fp->group_len, &m, &sub->share);
+}
+
+static void subscribe_leave(struct session *s, const struct session_sub *sub)
+{
+    if (sub->share)
+        share_leave(s->instance, sub->share, s);
+    else
+        topic_tree_unsubscribe(s->instance->tree, sub->filter, s);
+}
+
+/* Subscribe one filter; returns the granted QoS or a refusal code (noted in `r`). */
+static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e, uint32_t sub_id,
                              struct granted *granted, struct refusals *r)
 {
     struct session *s = c->session;
     const struct limits *l = &s->instance->limits;
-    uint8_t qos = e->options & 3;
-    char why[96];
+    uint8_t options = c->version == MQTT_V5 ? e->options : (e->options & SUB_OPT_QOS);
+    uint8_t qos = options & SUB_OPT_QOS;
+    struct filter_parts fp;
+    char why[128];
 
-    granted->filter = NULL;
+    memset(granted, 0, sizeof(*granted));
     /* Not a topic of the tree: the broker's own news about the client's token. */
     if (e->filter.len == strlen(CONN_TOKEN_EVENTS_TOPIC) &&
         memcmp(e->filter.data, CONN_TOKEN_EVENTS_TOPIC, e->filter.len) == 0) {
         s->token_events = true;
         return qos;
     }
-    int rc = topic_check_filter((const char *)e->filter.data, e->filter.len, l->max_topic_length);
+    if (!filter_split(&e->filter, &fp)) {
+        refusal_note(c, r, &e->filter, "a shared subscription needs $share/GROUP/FILTER, "
+                                       "GROUP without wildcards");
+        return refused(c, MQTT_RC_TOPIC_FILTER_INVALID);
+    }
+    int rc = topic_check_filter((const char *)fp.filter.data, fp.filter.len, l->max_topic_length);
     if (rc < 0) {
-        topic_describe(rc, e->filter.len, l->max_topic_length, why, sizeof(why));
+        topic_describe(rc, fp.filter.len, l->max_topic_length, why, sizeof(why));
         refusal_note(c, r, &e->filter, why);
-        return MQTT_SUBACK_FAILURE;
+        return refused(c, MQTT_RC_TOPIC_FILTER_INVALID);
     }
-    bool slash;
-    char *filter = handlers_normalize(&e->filter, NULL, 0, &slash);
-    if (!filter)
+    struct session_sub sub = {.options = options, .sub_id = sub_id};
+    sub.filter = filter_key(&fp, &sub.leading_slash);
+    if (!sub.filter)
         goto oom;
-    if (!access_may_subscribe(c->token, filter)) {
-        snprintf(why, sizeof(why), "not allowed by token %s", c->token->id);
+    const char *plain = fp.shared ? sub.filter + strlen("$share/") + fp.group_len + 1
+                                  : sub.filter;
+    switch (access_subscribe_verdict(c->token, plain)) {
+    case ACCESS_ALLOWED:
+        break;
+    case ACCESS_OUTSIDE:
+        snprintf(why, sizeof(why), "not authorized: not allowed by token %s (outside its sub "
+                 "filters)", c->token->id);
         refusal_note(c, r, &e->filter, why);
-        free(filter);
+        free(sub.filter);
+        return refused(c, MQTT_RC_NOT_AUTHORIZED);
+    case ACCESS_DENIED:
+        /* 0x80: the broker does not say which of a token's prohibitions this is. */
+        snprintf(why, sizeof(why), "not allowed by token %s (a deny-sub filter)", c->token->id);
+        refusal_note(c, r, &e->filter, why);
+        free(sub.filter);
         return MQTT_SUBACK_FAILURE;
     }
-    if (!session_sub_exists(s, filter) && s->sub_count >= l->max_subscriptions) {
-        snprintf(why, sizeof(why), "already %zu subscriptions (max-subscriptions %zu)",
-                 s->sub_count, l->max_subscriptions);
+    struct session_sub *old = session_sub_find(s, sub.filter);
+    if (!old && s->sub_count >= l->max_subscriptions) {
+        snprintf(why, sizeof(why), "quota exceeded: already %zu subscriptions "
+                 "(max-subscriptions %zu)", s->sub_count, l->max_subscriptions);
         refusal_note(c, r, &e->filter, why);
-        free(filter);
-        return MQTT_SUBACK_FAILURE;
+        free(sub.filter);
+        return refused(c, MQTT_RC_QUOTA_EXCEEDED);
     }
-    struct topic_sub sub = {.owner = s, .options = qos, .leading_slash = slash};
-    int is_new = topic_tree_subscribe(s->instance->tree, filter, &sub);
+    int is_new = subscribe_enter(s, &sub, &fp);
     if (is_new < 0)
         goto oom_free;
-    if (session_sub_record(s, filter, qos, slash, is_new) < 0) {
+    if (session_sub_record(s, &sub, is_new) < 0) {
         if (is_new)
-            topic_tree_unsubscribe(s->instance->tree, filter, s);
+            subscribe_leave(s, &sub);
         goto oom_free;
     }
     if (log_enabled(LOG_LEVEL_DEBUG)) {
@@ -97,15 +194,54 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e,
         log_escape(e->filter.data, e->filter.len, shown, sizeof(shown));
         log_debug("client %s: subscribed to '%s' at QoS %u", c->client_id, shown, qos);
     }
-    granted->filter = filter;
-    granted->leading_slash = slash;
+    /* No retained messages for a shared subscription (MQTT 5 4.8.2). */
+    unsigned handling = c->version == MQTT_V5 ? SUB_OPT_RETAIN_HANDLING(options) : 0;
+    if (!fp.shared && (handling == 0 || (handling == 1 && is_new))) {
+        granted->filter = sub.filter;
+        granted->sub = sub;
+        granted->send_retained = true;
+    } else {
+        free(sub.filter);
+    }
     return qos;
 oom_free:
-    free(filter);
+    free(sub.filter);
 oom:
     r->out_of_memory++;
     refusal_note(c, r, &e->filter, "out of memory");
-    return MQTT_SUBACK_FAILURE;
+    return refused(c, MQTT_RC_UNSPECIFIED);
+}
+
+/* No Local on a shared subscription is a Protocol Error [MQTT-3.8.3-4]: true when found. */
+static bool no_local_on_share(const struct mqtt_subscribe *sp)
+{
+    struct mqtt_topic_entry e;
+    struct filter_parts fp;
+    size_t pos = 0;
+
+    while (codec_next_topic(sp, true, &pos, &e))
+        if ((e.options & SUB_OPT_NO_LOCAL) && filter_split(&e.filter, &fp) && fp.shared)
+            return true;
+    return false;
+}
+
+/* SUBACK or UNSUBACK with `codes` and, MQTT 5 permitting, `why` as Reason String. */
+static int send_suback(struct conn *c, uint8_t type, uint16_t packet_id, const uint8_t *codes,
+                       size_t count, const char *why)
+{
+    struct mqtt_packet ack = {.type = type};
+    struct propbuf pb;
+
+    propbuf_init(&pb);
+    ack.u.suback = (struct mqtt_suback){.packet_id = packet_id, .codes = codes, .count = count};
+    why = conn_reason_string(c, why);
+    if (why)
+        propbuf_str(&pb, MQTT_PROP_REASON_STRING, why, strlen(why));
+    if (!pb.failed)
+        ack.u.suback.props = propbuf_props(&pb);
+    int rc = conn_send(c, &ack);
+    propbuf_free(&pb);
+    return rc;
 }
 
 void handle_subscribe(struct conn *c, const struct mqtt_packet *p)
@@ -119,16 +255,27 @@ void handle_subscribe(struct conn *c, const struct mqtt_packet *p)
      * so its retained messages go out once, found in O(1) per filter. Left
      * empty (no allocation, no key drawn) for the usual one-filter packet. */
     struct strmap last = {0};
-    struct refusals refused = {0};
+    struct refusals refusals = {0};
     struct mqtt_topic_entry e;
+    struct mqtt_prop id_prop;
+    uint32_t sub_id = 0;
     size_t pos = 0, i = 0;
+    char why[320] = "";
 
     if (!codes || !granted) {
         conn_close(c, "out of memory handling SUBSCRIBE");
         goto out;
     }
+    if (c->version == MQTT_V5) {
+        if (no_local_on_share(sp)) {
+            conn_disconnect(c, MQTT_RC_PROTOCOL_ERROR, "No Local on a shared subscription");
+            goto out;
+        }
+        if (codec_find_prop(&sp->props, MQTT_PROP_SUBSCRIPTION_ID, &id_prop))
+            sub_id = id_prop.u32;
+    }
     while (i < sp->count && codec_next_topic(sp, true, &pos, &e)) {
-        codes[i] = subscribe_one(c, &e, &granted[i], &refused);
+        codes[i] = subscribe_one(c, &e, sub_id, &granted[i], &refusals);
         if (granted[i].filter && sp->count > 1) {
             void *earlier;
             if (strmap_put(&last, granted[i].filter, (void *)(uintptr_t)(i + 1), &earlier) < 0) {
@@ -143,22 +290,20 @@ void handle_subscribe(struct conn *c, const struct mqtt_packet *p)
         }
         i++;
     }
-    if (refused.count)
-        log_notice("client %s: SUBSCRIBE refused %zu of %zu filters (first: '%s': %s)",
-                   c->client_id, refused.count, i, refused.first_filter, refused.first_why);
-    if (refused.out_of_memory)
+    if (refusals.count) {
+        snprintf(why, sizeof(why), "'%s': %s", refusals.first_filter, refusals.first_why);
+        log_notice("client %s: SUBSCRIBE refused %zu of %zu filters (first: %s)", c->client_id,
+                   refusals.count, i, why);
+    }
+    if (refusals.out_of_memory)
         log_error("client %s: out of memory subscribing to %zu of %zu filters", c->client_id,
-                  refused.out_of_memory, i);
-
-    struct mqtt_packet ack = {.type = MQTT_SUBACK};
-    ack.u.suback = (struct mqtt_suback){.packet_id = sp->packet_id, .codes = codes, .count = i};
-    if (conn_send(c, &ack) < 0)
+                  refusals.out_of_memory, i);
+    if (send_suback(c, MQTT_SUBACK, sp->packet_id, codes, i, refusals.count ? why : NULL) < 0)
         goto out;
     /* Retained messages follow the SUBACK, once per distinct filter granted (MQTT-3.3.1-6). */
     for (size_t k = 0; k < i; k++)
         if (granted[k].filter && c->state == CONN_ACTIVE)
-            instance_send_retained(s->instance, s, granted[k].filter, codes[k],
-                                   granted[k].leading_slash);
+            instance_send_retained(s->instance, s, granted[k].filter, &granted[k].sub);
     /* Subscribed to [mqtt]tokenevents after the warning's time: it goes out now. */
     if (c->token_warning_due && s->token_events && c->state == CONN_ACTIVE)
         conn_token_warning(c);
@@ -171,31 +316,52 @@ out:
     free(codes);
 }
 
+/* Unsubscribe one filter: 0x00, 0x11 when there was no such subscription, or 0x8F. */
+static uint8_t unsubscribe_one(struct conn *c, const struct mqtt_topic_entry *e)
+{
+    struct session *s = c->session;
+    struct filter_parts fp;
+    bool slash;
+
+    if (e->filter.len == strlen(CONN_TOKEN_EVENTS_TOPIC) &&
+        memcmp(e->filter.data, CONN_TOKEN_EVENTS_TOPIC, e->filter.len) == 0) {
+        bool had = s->token_events;
+        s->token_events = false;
+        return had ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+    }
+    if (!filter_split(&e->filter, &fp))
+        return MQTT_RC_TOPIC_FILTER_INVALID;
+    char *key = filter_key(&fp, &slash);
+    if (!key) {
+        conn_close(c, "out of memory handling UNSUBSCRIBE");
+        return MQTT_RC_UNSPECIFIED;
+    }
+    struct session_sub *sub = session_sub_find(s, key);
+    /* Unknown filters are fine: UNSUBACK is sent all the same (MQTT-3.10.4-5). */
+    uint8_t rc = MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+    if (sub) {
+        subscribe_leave(s, sub);
+        session_sub_forget(s, key);
+        rc = MQTT_RC_SUCCESS;
+    }
+    free(key);
+    return rc;
+}
+
 void handle_unsubscribe(struct conn *c, const struct mqtt_packet *p)
 {
     const struct mqtt_subscribe *sp = &p->u.subscribe;
-    struct session *s = c->session;
     struct mqtt_topic_entry e;
-    size_t pos = 0;
+    uint8_t *codes = malloc(sp->count);
+    size_t pos = 0, i = 0;
 
-    while (codec_next_topic(sp, false, &pos, &e)) {
-        if (e.filter.len == strlen(CONN_TOKEN_EVENTS_TOPIC) &&
-            memcmp(e.filter.data, CONN_TOKEN_EVENTS_TOPIC, e.filter.len) == 0) {
-            s->token_events = false;
-            continue;
-        }
-        bool slash;
-        char *filter = handlers_normalize(&e.filter, NULL, 0, &slash);
-        if (!filter) {
-            conn_close(c, "out of memory handling UNSUBSCRIBE");
-            return;
-        }
-        /* Unknown filters are fine: UNSUBACK is sent all the same (MQTT-3.10.4-5). */
-        if (topic_tree_unsubscribe(s->instance->tree, filter, s) == 0)
-            session_sub_forget(s, filter);
-        free(filter);
+    if (!codes) {
+        conn_close(c, "out of memory handling UNSUBSCRIBE");
+        return;
     }
-    struct mqtt_packet ack = {.type = MQTT_UNSUBACK};
-    ack.u.suback.packet_id = sp->packet_id;
-    conn_send(c, &ack);
+    while (i < sp->count && codec_next_topic(sp, false, &pos, &e) && c->state == CONN_ACTIVE)
+        codes[i++] = unsubscribe_one(c, &e);
+    if (c->state == CONN_ACTIVE)
+        send_suback(c, MQTT_UNSUBACK, sp->packet_id, codes, i, NULL);
+    free(codes);
 }

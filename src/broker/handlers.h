@@ -8,15 +8,20 @@
 #ifndef AVIARY_HANDLERS_H
 #define AVIARY_HANDLERS_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "codec/codec.h"
 
 struct conn;
+struct propbuf;
 
 void handle_connect(struct conn *c, const struct mqtt_packet *p);
 void handle_publish(struct conn *c, const struct mqtt_packet *p);
 void handle_ack(struct conn *c, const struct mqtt_packet *p); /* PUBACK, PUBREC, PUBREL, PUBCOMP */
 void handle_subscribe(struct conn *c, const struct mqtt_packet *p);
 void handle_unsubscribe(struct conn *c, const struct mqtt_packet *p);
+void handle_disconnect(struct conn *c, const struct mqtt_packet *p);
 
 /*
  * Normalise a checked topic or filter from the wire (see topic_normalize) into
@@ -26,5 +31,14 @@ void handle_unsubscribe(struct conn *c, const struct mqtt_packet *p);
  */
 char *handlers_normalize(const struct mqtt_buf *in, char *small, size_t small_size,
                          bool *leading_slash);
+
+/*
+ * Copy from the PUBLISH (or will) properties `in` those a message carries to
+ * its subscribers (Payload Format Indicator, Content Type, Response Topic,
+ * Correlation Data, User Properties, in order) into `out`, and set *expiry to
+ * its Message Expiry Interval (0: none). Returns true when the Payload Format
+ * Indicator says the payload is UTF-8 text.
+ */
+bool handlers_message_props(const struct mqtt_props *in, struct propbuf *out, uint32_t *expiry);
 
 #endif

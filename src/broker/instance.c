@@ -6,7 +6,9 @@
 #include "broker/broker.h"
 #include "broker/message.h"
 #include "broker/session.h"
+#include "broker/share.h"
 #include "broker/topic.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 struct instance *instance_new(struct broker *b, const char *name, const struct limits *limits)
@@ -38,51 +40,105 @@ void instance_free(struct instance *inst)
         return;
     size_t pos = 0;
     struct session *s;
+    /* Sessions first: leaving their share groups frees the groups. */
     while ((s = strmap_next(&inst->sessions, &pos, NULL)))
         session_free(s);
     strmap_clear(&inst->sessions);
+    strmap_clear(&inst->shares);
     topic_tree_free(inst->tree, instance_release_retained);
     free(inst->name);
     free(inst);
 }
 
-/*
- * Collect one match per session: overlapping subscriptions of one client get
- * one copy, at the highest QoS among them (MQTT-3.3.5-1 allows either; one
- * copy is what clients expect).
- */
-static void instance_collect_match(void *ctx, const struct topic_sub *sub)
-{
-    struct broker *b = ctx;
-    struct session *s = sub->owner;
-    uint8_t qos = sub->options & 3;
+/* What routing one message needs besides the broker's scratch. */
+struct route {
+    struct broker *broker;
+    const struct session *origin; /* the publisher: its No Local subscriptions are skipped */
+};
 
-    if (s->match_gen == b->match_gen) {
-        struct broker_match *m = &b->matches[s->match_index];
-        if (qos > m->qos) {
-            m->qos = qos;
-            m->leading_slash = sub->leading_slash;
-        }
-        return;
-    }
-    if (b->match_count == b->match_cap) {
-        size_t cap = b->match_cap ? b->match_cap * 2 : 64;
-        struct broker_match *matches = realloc(b->matches, cap * sizeof(*matches));
-        if (!matches) {
-            log_error("out of memory routing a message to %s", s->log_id);
+/* Chain Subscription Identifier `id` to `m`'s list. */
+static void route_add_id(struct broker *b, struct broker_match *m, uint32_t id)
+{
+    if (b->match_id_count == b->match_id_cap) {
+        size_t cap = b->match_id_cap ? b->match_id_cap * 2 : 64;
+        struct broker_match_id *ids = realloc(b->match_ids, cap * sizeof(*ids));
+        if (!ids) {
+            log_error("out of memory routing a message to %s", m->session->log_id);
             return;
         }
-        b->matches = matches;
-        b->match_cap = cap;
+        b->match_ids = ids;
+        b->match_id_cap = cap;
     }
-    s->match_gen = b->match_gen;
-    s->match_index = b->match_count;
-    b->matches[b->match_count++] =
-        (struct broker_match){.session = s, .qos = qos, .leading_slash = sub->leading_slash};
+    b->match_ids[b->match_id_count] = (struct broker_match_id){id, m->first_id};
+    m->first_id = (int32_t)b->match_id_count++;
+}
+
+/*
+ * Collect one match per session: overlapping subscriptions of one client get
+ * one copy, at the highest QoS among them and with all their Subscription
+ * Identifiers (MQTT-3.3.4-2 allows one copy or one per subscription; one copy
+ * is what clients expect).
+ */
+static void route_session(struct route *r, struct session *s, uint8_t options,
+                          bool leading_slash, uint32_t sub_id)
+{
+    struct broker *b = r->broker;
+    uint8_t qos = options & SUB_OPT_QOS;
+    struct broker_match *m;
+
+    if (s->match_gen == b->match_gen) {
+        m = &b->matches[s->match_index];
+        if (qos > m->qos) {
+            m->qos = qos;
+            m->leading_slash = leading_slash;
+        }
+    } else {
+        if (b->match_count == b->match_cap) {
+            size_t cap = b->match_cap ? b->match_cap * 2 : 64;
+            struct broker_match *matches = realloc(b->matches, cap * sizeof(*matches));
+            if (!matches) {
+                log_error("out of memory routing a message to %s", s->log_id);
+                return;
+            }
+            b->matches = matches;
+            b->match_cap = cap;
+        }
+        s->match_gen = b->match_gen;
+        s->match_index = b->match_count;
+        m = &b->matches[b->match_count++];
+        *m = (struct broker_match){.session = s, .qos = qos, .leading_slash = leading_slash,
+                                   .first_id = -1};
+    }
+    m->retain_as_published |= (options & SUB_OPT_RETAIN_AS_PUBLISHED) != 0;
+    if (sub_id)
+        route_add_id(b, m, sub_id);
+}
+
+static void route_collect(void *ctx, const struct topic_sub *sub)
+{
+    struct route *r = ctx;
+
+    if (sub->shared) {
+        const struct share_member *m = share_pick(sub->owner);
+        route_session(r, m->session, m->options, m->leading_slash, m->sub_id);
+        return;
+    }
+    if ((sub->options & SUB_OPT_NO_LOCAL) && sub->owner == r->origin)
+        return;
+    route_session(r, sub->owner, sub->options, sub->leading_slash, sub->sub_id);
 }
 
 /* At most one line per instance this often about retained messages not kept. */
 #define INSTANCE_RETAINED_LOG_INTERVAL_SEC 10
+
+bool instance_retained_full(const struct instance *inst, const struct message *m)
+{
+    size_t max = inst->limits.max_retained;
+
+    /* Replacing and clearing are always allowed: only a new topic counts against the limit. */
+    return m->retain && m->payload_len && max && topic_tree_retained_count(inst->tree) >= max &&
+           !topic_tree_retained_get(inst->tree, m->topic);
+}
 
 static void instance_retain(struct instance *inst, struct message *m)
 {
@@ -110,9 +166,32 @@ static void instance_retain(struct instance *inst, struct message *m)
     }
 }
 
-void instance_publish(struct instance *inst, struct message *m)
+/* The Subscription Identifiers of match `m`, in `buf` (size `cap`) or a new block. */
+static uint32_t *match_ids(const struct broker *b, const struct broker_match *m, uint32_t *buf,
+                           size_t cap, size_t *count)
+{
+    size_t n = 0;
+    for (int32_t i = m->first_id; i >= 0; i = b->match_ids[i].next)
+        n++;
+    uint32_t *ids = n <= cap ? buf : malloc(n * sizeof(*ids));
+    if (!ids) {
+        log_error("out of memory listing the subscription identifiers for %s",
+                  m->session->log_id);
+        n = 0;
+        ids = buf;
+    }
+    /* The chain runs newest first: fill from the end to keep subscription order. */
+    size_t k = n;
+    for (int32_t i = m->first_id; i >= 0 && k > 0; i = b->match_ids[i].next)
+        ids[--k] = b->match_ids[i].id;
+    *count = n;
+    return ids;
+}
+
+size_t instance_publish(struct instance *inst, struct message *m, const struct session *origin)
 {
     struct broker *b = inst->broker;
+    struct route r = {.broker = b, .origin = origin};
 
     inst->messages_in++;
     if (m->retain)
@@ -121,36 +200,81 @@ void instance_publish(struct instance *inst, struct message *m)
     b->routing++;
     b->match_gen++;
     b->match_count = 0;
-    topic_tree_match(inst->tree, m->topic, instance_collect_match, b);
+    b->match_id_count = 0;
+    topic_tree_match(inst->tree, m->topic, route_collect, &r);
     /* Deliver after matching: delivery may close connections, never the tree. */
-    for (size_t i = 0; i < b->match_count; i++) {
+    size_t delivered = b->match_count;
+    for (size_t i = 0; i < delivered; i++) {
         struct broker_match *match = &b->matches[i];
-        uint8_t qos = match->qos < m->qos ? match->qos : m->qos;
-        session_deliver(match->session, m, qos, match->leading_slash, false);
+        uint32_t small[8];
+        struct delivery d = {
+            .qos = match->qos < m->qos ? match->qos : m->qos,
+            /* Live messages go out with RETAIN 0 unless the subscriber asked otherwise. */
+            .retain = match->retain_as_published && m->retain,
+            .leading_slash = match->leading_slash,
+        };
+        d.sub_ids = match_ids(b, match, small, 8, &d.sub_id_count);
+        session_deliver(match->session, m, &d);
+        if (d.sub_ids != small)
+            free((void *)d.sub_ids);
         inst->messages_out++;
     }
     b->routing--;
+    return delivered;
 }
 
 struct retained_ctx {
     struct session *session;
-    uint8_t qos;
-    bool leading_slash;
+    const struct session_sub *sub;
+    uint64_t now;
+    struct message **expired; /* expired retained messages, removed after the walk */
+    size_t expired_count, expired_cap;
 };
 
 static void instance_send_one_retained(void *ctx, const char *topic, void *msg)
 {
     struct retained_ctx *rc = ctx;
     struct message *m = msg;
-    uint8_t qos = m->qos < rc->qos ? m->qos : rc->qos;
-    session_deliver(rc->session, m, qos, rc->leading_slash, true);
+    uint8_t sub_qos = rc->sub->options & SUB_OPT_QOS;
+
+    if (message_expired(m, rc->now)) {
+        if (rc->expired_count == rc->expired_cap) {
+            size_t cap = rc->expired_cap ? rc->expired_cap * 2 : 8;
+            struct message **grown = realloc(rc->expired, cap * sizeof(*grown));
+            if (!grown)
+                return; /* it stays until the next walk finds it */
+            rc->expired = grown;
+            rc->expired_cap = cap;
+        }
+        rc->expired[rc->expired_count++] = message_ref(m);
+        return;
+    }
+    struct delivery d = {.qos = m->qos < sub_qos ? m->qos : sub_qos,
+                         .retain = true,
+                         .leading_slash = rc->sub->leading_slash,
+                         .sub_ids = &rc->sub->sub_id,
+                         .sub_id_count = rc->sub->sub_id ? 1 : 0};
+    session_deliver(rc->session, m, &d);
 }
 
 void instance_send_retained(struct instance *inst, struct session *s, const char *filter,
-                            uint8_t qos, bool leading_slash)
+                            const struct session_sub *sub)
 {
-    struct retained_ctx ctx = {.session = s, .qos = qos, .leading_slash = leading_slash};
+    struct retained_ctx ctx = {.session = s, .sub = sub, .now = clock_ms()};
+
     inst->broker->routing++;
     topic_tree_retained_match(inst->tree, filter, instance_send_one_retained, &ctx);
     inst->broker->routing--;
+    /* Expired while retained [MQTT-3.3.2-5]: gone from the store, unless replaced meanwhile. */
+    for (size_t i = 0; i < ctx.expired_count; i++) {
+        struct message *m = ctx.expired[i];
+        bool ok;
+        struct message *now = topic_tree_retain(inst->tree, m->topic, NULL, &ok);
+        if (now != m && now)
+            topic_tree_retain(inst->tree, m->topic, now, &ok);
+        else
+            message_unref(now);
+        message_unref(m);
+    }
+    free(ctx.expired);
 }

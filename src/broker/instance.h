@@ -20,6 +20,7 @@
 struct broker;
 struct message;
 struct session;
+struct session_sub;
 
 struct instance {
     struct broker *broker;
@@ -31,6 +32,7 @@ struct instance {
     struct limits limits;
     struct topic_tree *tree;  /* owned */
     struct strmap sessions;   /* client id -> struct session (owned) */
+    struct strmap shares;     /* "GROUP/FILTER" -> struct share_group (owned) */
     uint64_t messages_in;     /* PUBLISHes accepted */
     uint64_t messages_out;    /* deliveries handed to sessions */
     size_t conn_count;        /* live connections logged in to it (max-connections) */
@@ -46,18 +48,28 @@ void instance_free(struct instance *inst);
 
 /*
  * Route `m` to every session with a matching subscription, once per session
- * at the highest QoS of its matching subscriptions, and, when `m->retain`,
- * update the retained store (an empty payload clears it). A new retained
- * topic beyond max-retained is delivered but not kept (and logged). The
- * caller keeps its reference to `m`.
+ * at the highest QoS of its matching subscriptions with every matching
+ * Subscription Identifier, and to one member of each matching share group;
+ * when `m->retain`, update the retained store (an empty payload clears it).
+ * `origin` is the publishing session (NULL for a will or the broker's own):
+ * its No Local subscriptions are skipped. A new retained topic beyond
+ * max-retained is delivered but not kept (and logged). Returns how many
+ * sessions it went to. The caller keeps its reference to `m`.
  */
-void instance_publish(struct instance *inst, struct message *m);
+size_t instance_publish(struct instance *inst, struct message *m, const struct session *origin);
 
 /*
- * Send `s` the retained messages matching the normalised `filter` at up to
- * `qos`, with RETAIN 1.
+ * Would retaining `m` add a topic beyond max-retained? (MQTT 5 refuses such a
+ * PUBLISH instead of delivering it unretained.)
+ */
+bool instance_retained_full(const struct instance *inst, const struct message *m);
+
+/*
+ * Send `s` the retained messages matching the normalised `filter`, as its
+ * subscription `sub` allows (QoS, identifier), with RETAIN 1. Expired ones
+ * are dropped from the store instead.
  */
 void instance_send_retained(struct instance *inst, struct session *s, const char *filter,
-                            uint8_t qos, bool leading_slash);
+                            const struct session_sub *sub);
 
 #endif

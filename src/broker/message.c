@@ -3,11 +3,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/clock.h"
+
 struct message *message_new(const char *topic, size_t topic_len, const uint8_t *payload,
-                            size_t payload_len, uint8_t qos, bool retain)
+                            size_t payload_len, uint8_t qos, bool retain,
+                            const struct message_v5 *v5)
 {
-    /* One allocation: header, topic with its NUL, then the payload. */
-    struct message *m = malloc(sizeof(*m) + topic_len + 1 + payload_len);
+    size_t props_len = v5 ? v5->props_len : 0;
+    /* One allocation: header, topic with its NUL, the payload, then the properties. */
+    struct message *m = malloc(sizeof(*m) + topic_len + 1 + payload_len + props_len);
     if (!m)
         return NULL;
     m->refs = 1;
@@ -21,6 +25,12 @@ struct message *message_new(const char *topic, size_t topic_len, const uint8_t *
     m->payload = (uint8_t *)m->topic + topic_len + 1;
     if (payload_len)
         memcpy(m->payload, payload, payload_len);
+    m->props = m->payload + payload_len;
+    m->props_len = props_len;
+    if (props_len)
+        memcpy(m->props, v5->props, props_len);
+    m->expiry = v5 ? v5->expiry : 0;
+    m->created_ms = m->expiry ? clock_ms() : 0;
     return m;
 }
 
@@ -34,4 +44,21 @@ void message_unref(struct message *m)
 {
     if (m && --m->refs == 0)
         free(m);
+}
+
+bool message_expired(const struct message *m, uint64_t now_ms)
+{
+    return m->expiry && now_ms - m->created_ms >= (uint64_t)m->expiry * 1000u;
+}
+
+uint32_t message_expiry_left(const struct message *m, uint64_t now_ms)
+{
+    uint64_t waited = (now_ms - m->created_ms) / 1000u;
+    return waited < m->expiry ? m->expiry - (uint32_t)waited : 1;
+}
+
+void message_restart_expiry(struct message *m)
+{
+    if (m->expiry)
+        m->created_ms = clock_ms();
 }

@@ -21,19 +21,52 @@ struct message {
     size_t payload_len;
     char *topic;     /* normalised (no leading '/'), NUL-terminated; points into the same block */
     uint8_t *payload; /* points into the same block */
+    /*
+     * MQTT 5: the properties passed on to subscribers untouched (Payload
+     * Format Indicator, Content Type, Response Topic, Correlation Data, User
+     * Properties), in wire form, in the same block; empty from MQTT 3.1.1.
+     */
+    uint8_t *props;
+    size_t props_len;
+    uint32_t expiry;     /* Message Expiry Interval in seconds; 0: never expires */
+    uint64_t created_ms; /* clock_ms() when it was published: the expiry counts from it */
+};
+
+/* What MQTT 5 adds to a message; NULL or zeroed for MQTT 3.1.1. */
+struct message_v5 {
+    const uint8_t *props; /* the properties to pass on, in wire form */
+    size_t props_len;
+    uint32_t expiry;      /* seconds; 0: none */
 };
 
 /*
- * A new message with one reference, copying `topic` (normalised) and `payload`.
- * Returns NULL when out of memory.
+ * A new message with one reference, copying `topic` (normalised), `payload`
+ * and v5's properties (`v5` may be NULL). Returns NULL when out of memory.
  */
 struct message *message_new(const char *topic, size_t topic_len, const uint8_t *payload,
-                            size_t payload_len, uint8_t qos, bool retain);
+                            size_t payload_len, uint8_t qos, bool retain,
+                            const struct message_v5 *v5);
 
 /* Take one more reference; returns `m`. */
 struct message *message_ref(struct message *m);
 
 /* Drop one reference; frees the message with the last. NULL is ignored. */
 void message_unref(struct message *m);
+
+/* True when the message's expiry interval has passed at `now_ms` (clock_ms()). */
+bool message_expired(const struct message *m, uint64_t now_ms);
+
+/*
+ * The Message Expiry Interval to send at `now_ms`: the original less the
+ * whole seconds the message has waited, at least 1. Only for messages that
+ * have an expiry and have not expired.
+ */
+uint32_t message_expiry_left(const struct message *m, uint64_t now_ms);
+
+/*
+ * A will is made at CONNECT and published later: its expiry counts from its
+ * publication. Only while nobody else holds a reference.
+ */
+void message_restart_expiry(struct message *m);
 
 #endif

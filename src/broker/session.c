@@ -4,15 +4,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "broker/access.h"
+#include "broker/broker.h"
 #include "broker/conn.h"
 #include "broker/instance.h"
 #include "broker/message.h"
+#include "broker/share.h"
 #include "broker/topic.h"
 #include "store/catalog.h"
+#include "util/clock.h"
 #include "util/log.h"
 
-struct session *session_new(struct instance *inst, const char *client_id, bool clean)
+struct session *session_new(struct instance *inst, const char *client_id, uint32_t expiry)
 {
     struct session *s = calloc(1, sizeof(*s));
     if (!s)
@@ -24,7 +29,7 @@ struct session *session_new(struct instance *inst, const char *client_id, bool c
     }
     log_escape(client_id, strlen(client_id), s->log_id, sizeof(s->log_id));
     s->instance = inst;
-    s->clean = clean;
+    s->expiry = expiry;
     return s;
 }
 
@@ -43,7 +48,10 @@ void session_free(struct session *s)
     if (!s)
         return;
     for (size_t i = 0; i < s->sub_count; i++) {
-        topic_tree_unsubscribe(s->instance->tree, s->subs[i].filter, s);
+        if (s->subs[i].share)
+            share_leave(s->instance, s->subs[i].share, s);
+        else
+            topic_tree_unsubscribe(s->instance->tree, s->subs[i].filter, s);
         free(s->subs[i].filter);
     }
     free(s->subs);
@@ -51,12 +59,80 @@ void session_free(struct session *s)
     outgoing_free_list(s->queue_head);
     idset_free(&s->outgoing_ids);
     idset_free(&s->incoming_qos2);
+    if (s->expiry_timer)
+        event_free(s->expiry_timer);
+    if (s->will_timer)
+        event_free(s->will_timer);
+    message_unref(s->will);
     catalog_token_unref(s->token);
     free(s->client_id);
     free(s);
 }
 
-static struct session_sub *session_sub_find(struct session *s, const char *filter)
+/* Publish the delayed will now (its delay passed, or the session ends). */
+static void session_publish_will(struct session *s)
+{
+    struct message *will = s->will;
+
+    if (!will)
+        return;
+    s->will = NULL;
+    if (s->will_timer)
+        evtimer_del(s->will_timer);
+    log_info("client %s: publishing its will on %s", s->log_id, will->topic);
+    message_restart_expiry(will);
+    instance_publish(s->instance, will, NULL);
+    message_unref(will);
+}
+
+void session_end(struct session *s)
+{
+    session_publish_will(s);
+    if (strmap_get(&s->instance->sessions, s->client_id) == s)
+        strmap_remove(&s->instance->sessions, s->client_id);
+    session_free(s);
+}
+
+static void session_expiry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+
+    log_info("client %s: session expired (%u s after its connection ended)", s->log_id,
+             s->expiry);
+    session_end(s);
+}
+
+static void session_will_cb(evutil_socket_t fd, short what, void *arg)
+{
+    session_publish_will(arg);
+}
+
+/* Arm `*ev` (made on first use) to call `cb` in `seconds`. Returns 0 or -ENOMEM. */
+static int session_arm(struct session *s, struct event **ev, event_callback_fn cb,
+                       uint32_t seconds)
+{
+    struct timeval tv = {(time_t)seconds, 0};
+
+    if (!*ev && !(*ev = evtimer_new(s->instance->broker->base, cb, s)))
+        return -ENOMEM;
+    return evtimer_add(*ev, &tv) < 0 ? -ENOMEM : 0;
+}
+
+int session_go_offline(struct session *s, struct message *will, uint32_t will_delay)
+{
+    if (s->expiry != SESSION_NEVER_EXPIRES &&
+        session_arm(s, &s->expiry_timer, session_expiry_cb, s->expiry) < 0)
+        return -ENOMEM;
+    if (!will)
+        return 0;
+    if (session_arm(s, &s->will_timer, session_will_cb, will_delay) < 0)
+        return -ENOMEM;
+    message_unref(s->will);
+    s->will = will;
+    return 0;
+}
+
+struct session_sub *session_sub_find(struct session *s, const char *filter)
 {
     for (size_t i = 0; i < s->sub_count; i++)
         if (strcmp(s->subs[i].filter, filter) == 0)
@@ -64,17 +140,11 @@ static struct session_sub *session_sub_find(struct session *s, const char *filte
     return NULL;
 }
 
-bool session_sub_exists(struct session *s, const char *filter)
+int session_sub_record(struct session *s, const struct session_sub *sub, int is_new)
 {
-    return session_sub_find(s, filter) != NULL;
-}
+    struct session_sub *rec = is_new ? NULL : session_sub_find(s, sub->filter);
 
-int session_sub_record(struct session *s, const char *filter, uint8_t options,
-                       bool leading_slash, int is_new)
-{
-    struct session_sub *sub = is_new ? NULL : session_sub_find(s, filter);
-
-    if (!sub) {
+    if (!rec) {
         if (s->sub_count == s->sub_cap) {
             size_t cap = s->sub_cap ? s->sub_cap * 2 : 4;
             struct session_sub *subs = realloc(s->subs, cap * sizeof(*subs));
@@ -83,14 +153,16 @@ int session_sub_record(struct session *s, const char *filter, uint8_t options,
             s->subs = subs;
             s->sub_cap = cap;
         }
-        char *copy = strdup(filter);
+        char *copy = strdup(sub->filter);
         if (!copy)
             return -ENOMEM;
-        sub = &s->subs[s->sub_count++];
-        sub->filter = copy;
+        rec = &s->subs[s->sub_count++];
+        rec->filter = copy;
     }
-    sub->options = options;
-    sub->leading_slash = leading_slash;
+    rec->options = sub->options;
+    rec->leading_slash = sub->leading_slash;
+    rec->sub_id = sub->sub_id;
+    rec->share = sub->share;
     return 0;
 }
 
@@ -151,22 +223,65 @@ static struct outgoing *list_pop(struct outgoing **head, struct outgoing **tail)
     return o;
 }
 
-/* Put `o` in the in-flight window under `packet_id` (already taken) and send it. */
-static void session_send_inflight(struct session *s, struct outgoing *o, uint16_t packet_id)
+static struct delivery outgoing_delivery(const struct outgoing *o)
 {
-    o->packet_id = packet_id;
-    o->state = o->qos == 1 ? OUT_AWAIT_PUBACK : OUT_AWAIT_PUBREC;
-    list_append(&s->inflight_head, &s->inflight_tail, o);
-    s->inflight_count++;
-    conn_send_publish(s->conn, o->msg, o->qos, o->packet_id, false, o->retain, o->leading_slash);
+    struct delivery d = {.qos = o->qos, .retain = o->retain, .leading_slash = o->leading_slash,
+                         .sub_ids = o->sub_ids, .sub_id_count = o->sub_id_count};
+    return d;
 }
 
-/* Move queued messages into the window while it has room and the client is here. */
-static void session_fill_window(struct session *s)
+/* The in-flight window: max-inflight, or less when the client's Receive Maximum says so. */
+static size_t session_window(const struct session *s)
 {
     size_t window = s->instance->limits.max_inflight;
+    if (s->conn && s->conn->peer_receive_max && s->conn->peer_receive_max < window)
+        window = s->conn->peer_receive_max;
+    return window;
+}
+
+/*
+ * Put `o` in the in-flight window under `packet_id` (already taken) and send
+ * it. A message the client could not take (over its Maximum Packet Size) is
+ * dropped as if acknowledged [MQTT-3.1.2-25]: returns false, `o` is freed.
+ */
+static bool session_send_inflight(struct session *s, struct outgoing *o, uint16_t packet_id)
+{
+    struct delivery d = outgoing_delivery(o);
+
+    o->packet_id = packet_id;
+    o->state = o->qos == 1 ? OUT_AWAIT_PUBACK : OUT_AWAIT_PUBREC;
+    if (conn_send_publish(s->conn, o->msg, &d, o->packet_id, false) == CONN_PUBLISH_SKIPPED) {
+        idset_remove(&s->outgoing_ids, packet_id);
+        outgoing_free_list(o);
+        return false;
+    }
+    list_append(&s->inflight_head, &s->inflight_tail, o);
+    s->inflight_count++;
+    return true;
+}
+
+/* Drop a queued message whose expiry passed before it could be sent [MQTT-3.3.2-5]. */
+static void session_drop_expired(struct session *s, struct outgoing *o)
+{
+    if (s->expired++ % 1000 == 0)
+        log_info("client %s: a queued message on %s expired before it could be sent "
+                 "(%llu so far)",
+                 s->log_id, o->msg->topic, (unsigned long long)s->expired);
+    outgoing_free_list(o);
+}
+
+void session_fill_window(struct session *s)
+{
+    size_t window = session_window(s);
+    uint64_t now = clock_ms();
+
     while (s->conn && s->conn->state == CONN_ACTIVE && s->inflight_count < window &&
            s->queue_head) {
+        if (message_expired(s->queue_head->msg, now)) {
+            s->queue_count--;
+            session_drop_expired(s, list_pop(&s->queue_head, &s->queue_tail));
+            continue;
+        }
         uint16_t id;
         int rc = session_take_packet_id(s, &id);
         if (rc < 0) {
@@ -179,30 +294,42 @@ static void session_fill_window(struct session *s)
     }
 }
 
-void session_deliver(struct session *s, struct message *m, uint8_t qos, bool leading_slash,
-                     bool retain)
+/* A queue entry for `m` as `d` says, with its own copy of the subscription ids. */
+static struct outgoing *outgoing_new(struct message *m, const struct delivery *d)
+{
+    size_t ids = d->sub_id_count > UINT16_MAX ? UINT16_MAX : d->sub_id_count;
+    struct outgoing *o = calloc(1, sizeof(*o) + ids * sizeof(o->sub_ids[0]));
+
+    if (!o)
+        return NULL;
+    o->msg = message_ref(m);
+    o->qos = d->qos;
+    o->leading_slash = d->leading_slash;
+    o->retain = d->retain;
+    o->sub_id_count = (uint16_t)ids;
+    if (ids)
+        memcpy(o->sub_ids, d->sub_ids, ids * sizeof(o->sub_ids[0]));
+    return o;
+}
+
+void session_deliver(struct session *s, struct message *m, const struct delivery *d)
 {
     bool online = s->conn && s->conn->state == CONN_ACTIVE;
 
     /* A granted wildcard never carries a topic the token may not read. */
     if (s->token && !access_may_read(s->token, m->topic))
         return;
-    if (qos == 0) {
+    if (d->qos == 0) {
         if (online)
-            conn_send_publish(s->conn, m, 0, 0, false, retain, leading_slash);
+            conn_send_publish(s->conn, m, d, 0, false);
         return;
     }
-    struct outgoing *o = calloc(1, sizeof(*o));
+    struct outgoing *o = outgoing_new(m, d);
     if (!o) {
         log_error("client %s: out of memory queueing a message on %s", s->log_id, m->topic);
         return;
     }
-    o->msg = message_ref(m);
-    o->qos = qos;
-    o->leading_slash = leading_slash;
-    o->retain = retain;
-
-    if (online && s->inflight_count < s->instance->limits.max_inflight && !s->queue_head) {
+    if (online && s->inflight_count < session_window(s) && !s->queue_head) {
         uint16_t id;
         int rc = session_take_packet_id(s, &id);
         if (rc == 0) {
@@ -268,6 +395,15 @@ static size_t session_drop_unreadable(struct session *s, struct outgoing **head,
 
 void session_resume(struct session *s, struct conn *c)
 {
+    /* Back within the will's delay: the will is not published [MQTT-3.1.3-9]. */
+    if (s->will) {
+        log_info("client %s: back before its will's delay ended: will discarded", s->log_id);
+        message_unref(s->will);
+        s->will = NULL;
+        evtimer_del(s->will_timer);
+    }
+    if (s->expiry_timer)
+        evtimer_del(s->expiry_timer);
     if (s->token) {
         size_t n = session_drop_unreadable(s, &s->inflight_head, &s->inflight_tail, true) +
                    session_drop_unreadable(s, &s->queue_head, &s->queue_tail, false);
@@ -281,14 +417,15 @@ void session_resume(struct session *s, struct conn *c)
             rel.u.ack.packet_id = o->packet_id;
             conn_send(c, &rel);
         } else {
-            conn_send_publish(c, o->msg, o->qos, o->packet_id, true, o->retain,
-                              o->leading_slash);
+            /* Re-sent even when too large for the client now: its ack completes it. */
+            struct delivery d = outgoing_delivery(o);
+            conn_send_publish(c, o->msg, &d, o->packet_id, true);
         }
     }
     session_fill_window(s);
 }
 
-int session_ack(struct session *s, uint8_t type, uint16_t packet_id)
+int session_ack(struct session *s, uint8_t type, uint16_t packet_id, bool refused)
 {
     struct outgoing *prev = NULL, *o;
 
@@ -302,7 +439,8 @@ int session_ack(struct session *s, uint8_t type, uint16_t packet_id)
 
     bool expected = (type == MQTT_PUBACK && o->state == OUT_AWAIT_PUBACK) ||
                     (type == MQTT_PUBREC && o->state == OUT_AWAIT_PUBREC) ||
-                    (type == MQTT_PUBCOMP && o->state == OUT_AWAIT_PUBCOMP);
+                    (type == MQTT_PUBCOMP && o->state == OUT_AWAIT_PUBCOMP) ||
+                    (refused && o->state == OUT_AWAIT_PUBREC);
     if (!expected) {
         /* A repeated PUBREC while waiting for PUBCOMP: answer PUBREL again. */
         if (type == MQTT_PUBREC && o->state == OUT_AWAIT_PUBCOMP && s->conn) {
@@ -338,16 +476,6 @@ int session_ack(struct session *s, uint8_t type, uint16_t packet_id)
     outgoing_free_list(o);
     session_fill_window(s);
     return 0;
-}
-
-bool session_qos2_seen(struct session *s, uint16_t packet_id, int *err)
-{
-    if (idset_has(&s->incoming_qos2, packet_id)) {
-        *err = 0;
-        return true;
-    }
-    *err = idset_add(&s->incoming_qos2, packet_id);
-    return false;
 }
 
 int session_qos2_release(struct session *s, uint16_t packet_id)

@@ -1,15 +1,16 @@
 /*
  * session — the state MQTT keeps for one client id in one instance.
  *
- * A session outlives its connections when the client asked for it (clean
- * session 0): its subscriptions, the QoS 1/2 messages queued while it is
- * offline, the messages sent but not yet acknowledged (the in-flight window),
- * and the packet ids of QoS 2 messages received but not yet released.
+ * A session outlives its connections for its Session Expiry Interval (MQTT
+ * 5; clean session 0 in MQTT 3.1.1 means for ever): its subscriptions, the
+ * QoS 1/2 messages queued while it is offline, the messages sent but not yet
+ * acknowledged (the in-flight window), the packet ids of QoS 2 messages
+ * received but not yet released, and a will waiting for its delay.
  *
  * Ownership: the instance owns its sessions (instance->sessions); a session
  * owns its subscription records, its queue entries and the message references
- * they hold. It points at its connection (conn->session points back) without
- * owning it. Core thread only.
+ * they hold, its timers and its delayed will. It points at its connection
+ * (conn->session points back) without owning it. Core thread only.
  */
 #ifndef AVIARY_SESSION_H
 #define AVIARY_SESSION_H
@@ -22,14 +23,36 @@
 
 struct catalog_token;
 struct conn;
+struct event;
 struct instance;
 struct message;
+struct share_group;
+
+/* Session Expiry Interval 0xFFFFFFFF: the session never expires. */
+#define SESSION_NEVER_EXPIRES UINT32_MAX
+
+/* SUBSCRIBE options byte (MQTT 5 §3.8.3.1). */
+#define SUB_OPT_QOS 0x03
+#define SUB_OPT_NO_LOCAL 0x04
+#define SUB_OPT_RETAIN_AS_PUBLISHED 0x08
+#define SUB_OPT_RETAIN_HANDLING(o) (((o) >> 4) & 3)
 
 /* One subscription the session holds, as given to the topic tree. */
 struct session_sub {
-    char *filter;      /* normalised; owned */
-    uint8_t options;   /* granted QoS in bits 0-1 */
+    char *filter;      /* normalised; "$share/GROUP/" + normalised filter when shared; owned */
+    uint8_t options;   /* SUB_OPT_*: granted QoS in bits 0-1 */
     bool leading_slash;
+    uint32_t sub_id;   /* MQTT 5 Subscription Identifier; 0: none */
+    struct share_group *share; /* a shared subscription's group (the instance's); else NULL */
+};
+
+/* How one message goes to one session, as its matching subscriptions decided. */
+struct delivery {
+    uint8_t qos;             /* already the minimum of the message's and the subscription's */
+    bool retain;             /* the RETAIN flag to send */
+    bool leading_slash;      /* send the topic with a leading '/' */
+    const uint32_t *sub_ids; /* Subscription Identifiers to send with it (MQTT 5) */
+    size_t sub_id_count;
 };
 
 enum outgoing_state {
@@ -46,15 +69,17 @@ struct outgoing {
     uint8_t qos;
     uint8_t state;       /* enum outgoing_state */
     bool leading_slash;
-    bool retain;         /* sent with RETAIN 1 (a retained message on subscribe) */
+    bool retain;         /* the RETAIN flag to send */
+    uint16_t sub_id_count;
     struct outgoing *next;
+    uint32_t sub_ids[];  /* its Subscription Identifiers */
 };
 
 struct session {
     struct instance *instance;
     char *client_id;          /* owned */
     char log_id[80];          /* client_id escaped and truncated for the log */
-    bool clean;               /* discard when the connection ends */
+    uint32_t expiry;          /* seconds it outlives its connection; 0: ends with it */
     struct conn *conn;        /* NULL while offline */
     struct catalog_token *token; /* cloud: the token of the last login (a reference);
                                     what it may read is checked at every delivery */
@@ -70,6 +95,7 @@ struct session {
     struct outgoing *queue_head, *queue_tail;
     size_t queue_count;
     uint64_t dropped;         /* queued messages dropped at the bound */
+    uint64_t expired;         /* queued messages dropped at their expiry */
 
     uint16_t last_packet_id;   /* the id given last; the next one is searched after it */
     struct idset outgoing_ids; /* the packet ids of the in-flight window */
@@ -77,66 +103,85 @@ struct session {
     /* Packet ids of QoS 2 PUBLISHes received and answered with PUBREC, not yet released. */
     struct idset incoming_qos2;
 
+    struct event *expiry_timer; /* offline with a finite expiry: ends the session; owned */
+    struct message *will;       /* MQTT 5: a will waiting for its delay; owned */
+    struct event *will_timer;   /* publishes `will`; owned */
+
     /* Routing scratch: deduplicates overlapping subscriptions per publish. */
     uint64_t match_gen;
     size_t match_index;
 };
 
-/* A new offline session for `client_id` (copied). NULL when out of memory. */
-struct session *session_new(struct instance *inst, const char *client_id, bool clean);
+/*
+ * A new offline session for `client_id` (copied) that outlives its
+ * connections by `expiry` seconds. NULL when out of memory.
+ */
+struct session *session_new(struct instance *inst, const char *client_id, uint32_t expiry);
 
-/* Remove the session's subscriptions from the tree and free everything it owns. */
+/*
+ * Remove the session's subscriptions from the tree and free everything it
+ * owns. A delayed will is dropped, not published (see session_end).
+ */
 void session_free(struct session *s);
+
+/*
+ * The session ends (expiry, or a Clean Start that replaces it): publish its
+ * delayed will, if any, then take it out of its instance and free it.
+ */
+void session_end(struct session *s);
+
+/*
+ * The connection went: the session lives on offline for its expiry (an
+ * offline session with an expiry of 0 is the caller's to end). Arms the expiry
+ * timer; `will` (may be NULL; the session takes the reference) is published
+ * after `will_delay` seconds unless the session is resumed first.
+ * Returns 0, or -ENOMEM (then the will is the caller's again).
+ */
+int session_go_offline(struct session *s, struct message *will, uint32_t will_delay);
 
 /*
  * Record a subscription (the caller has put it in the topic tree already).
  * `is_new` is what topic_tree_subscribe() returned: 1 adds a record, 0
  * updates the existing one. Returns 0 or -ENOMEM.
  */
-int session_sub_record(struct session *s, const char *filter, uint8_t options,
-                       bool leading_slash, int is_new);
+int session_sub_record(struct session *s, const struct session_sub *sub, int is_new);
 
-/* True when the session holds a subscription to the normalised `filter`. */
-bool session_sub_exists(struct session *s, const char *filter);
+/* The subscription to the normalised `filter` ("$share/..." for shared ones), or NULL. */
+struct session_sub *session_sub_find(struct session *s, const char *filter);
 
-/* Forget the record of `filter` (normalised). Returns 0 or -ENOENT. */
+/* Forget the record of `filter`. Returns 0 or -ENOENT. */
 int session_sub_forget(struct session *s, const char *filter);
 
 /*
- * Hand `m` to the session at `qos` (already the minimum of the message's and
- * the subscription's); nothing happens when the session's token may not read
- * the topic. QoS 0 goes out at once when the client is connected
- * and is dropped otherwise; QoS 1/2 enters the in-flight window or the
- * bounded queue (the oldest queued message is dropped beyond the bound).
+ * Hand `m` to the session as `d` says; nothing happens when the session's
+ * token may not read the topic. QoS 0 goes out at once when the client is
+ * connected and is dropped otherwise; QoS 1/2 enters the in-flight window or
+ * the bounded queue (the oldest queued message is dropped beyond the bound).
  * When the window's packet-id set cannot be allocated, the connection is
  * closed with that reason and the message stays queued for the session.
  */
-void session_deliver(struct session *s, struct message *m, uint8_t qos, bool leading_slash,
-                     bool retain);
+void session_deliver(struct session *s, struct message *m, const struct delivery *d);
 
 /*
- * The client came back on `c` (clean session 0): re-send the in-flight
- * window (PUBLISH with DUP, or PUBREL) and fill it from the queue (closing
- * `c`, as session_deliver() does, when the packet-id set cannot be allocated).
+ * The client came back on `c`: cancel a delayed will and the expiry, re-send
+ * the in-flight window (PUBLISH with DUP, or PUBREL) and fill it from the
+ * queue (closing `c`, as session_deliver() does, when the packet-id set cannot
+ * be allocated).
  */
 void session_resume(struct session *s, struct conn *c);
 
-/*
- * The client acknowledged `packet_id`: PUBACK (type MQTT_PUBACK), PUBREC or PUBCOMP.
- * A completed exchange frees the id and refills the window from the queue.
- * Finding the entry walks the window, which max-inflight bounds.
- * Returns 0, or -ENOENT when no message waits for that acknowledgement.
- */
-int session_ack(struct session *s, uint8_t type, uint16_t packet_id);
+/* The client's window grew or its acknowledgements made room: send what is queued. */
+void session_fill_window(struct session *s);
 
 /*
- * QoS 2 receipt: returns true when `packet_id` was seen already and not yet
- * released (do not deliver again); otherwise records it and returns false.
- * Constant time whatever the number of unreleased ids; the first call
- * allocates the session's 8 KB id set. *err is 0, or -ENOMEM (returned as
- * false, nothing recorded: the caller closes the connection).
+ * The client acknowledged `packet_id`: PUBACK (type MQTT_PUBACK), PUBREC or
+ * PUBCOMP; `refused` with MQTT_PUBCOMP: a PUBREC with a failure code, which
+ * ends a QoS 2 exchange still waiting for its PUBREC. A completed exchange
+ * frees the id and refills the window from the queue. Finding the entry
+ * walks the window, which max-inflight bounds. Returns 0, or -ENOENT when no
+ * message waits for that acknowledgement.
  */
-bool session_qos2_seen(struct session *s, uint16_t packet_id, int *err);
+int session_ack(struct session *s, uint8_t type, uint16_t packet_id, bool refused);
 
 /* PUBREL for `packet_id`: forget it, in constant time. Returns 0 or -ENOENT. */
 int session_qos2_release(struct session *s, uint16_t packet_id);

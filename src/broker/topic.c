@@ -619,6 +619,12 @@ void *topic_tree_retain(struct topic_tree *t, const char *topic, void *msg, bool
     return old;
 }
 
+void *topic_tree_retained_get(const struct topic_tree *t, const char *topic)
+{
+    struct topic_node *n = tree_find((struct topic_tree *)t, topic, false);
+    return n ? n->retained : NULL;
+}
+
 /* The topic name of the node being visited, grown on the heap past the inline part. */
 struct name_buf {
     char *p;

@@ -77,9 +77,11 @@ bool topic_filter_covers(const char *outer, const char *inner, bool dollar_too);
 
 /* One subscription as the tree stores it. */
 struct topic_sub {
-    void *owner;       /* the subscriber (a session); never dereferenced by the tree */
+    void *owner;       /* the subscriber (a session, or a share group when `shared`);
+                          never dereferenced by the tree */
     uint8_t options;   /* SUBSCRIBE options byte: QoS in bits 0-1, MQTT 5 flags above */
     bool leading_slash; /* the filter as subscribed had a leading '/' */
+    bool shared;       /* owner is a struct share_group */
     uint32_t sub_id;   /* MQTT 5 subscription identifier, 0 for none */
 };
 
@@ -126,6 +128,9 @@ void topic_tree_match(const struct topic_tree *t, const char *topic, topic_match
  * itself, so the caller can tell (and keeps ownership); *ok is set to false.
  */
 void *topic_tree_retain(struct topic_tree *t, const char *topic, void *msg, bool *ok);
+
+/* The retained message of the normalised topic name `topic`, or NULL. */
+void *topic_tree_retained_get(const struct topic_tree *t, const char *topic);
 
 typedef void (*topic_retained_fn)(void *ctx, const char *topic, void *msg);
 

@@ -47,6 +47,20 @@ static size_t vbi_size(uint32_t v)
     return 4;
 }
 
+/*
+ * vbi_parse() that also refuses an overlong form such as 0x81 0x00 for 1: the
+ * value "MUST use the minimum number of bytes necessary" [MQTT-1.5.5-1]. Used
+ * inside MQTT 5 property blocks; the remaining length keeps vbi_parse().
+ */
+static int vbi_parse_minimal(const uint8_t *p, size_t len, uint32_t *value, size_t *used)
+{
+    int rc = vbi_parse(p, len, value, used);
+
+    if (rc == CODEC_OK && *used != vbi_size(*value))
+        return CODEC_E_REMAINING_LENGTH;
+    return rc;
+}
+
 static size_t vbi_write(uint8_t *out, uint32_t v)
 {
     size_t n = 0;
@@ -255,9 +269,13 @@ static const uint64_t props_boolean =
     P(MQTT_PROP_WILDCARD_SUB_AVAILABLE) | P(MQTT_PROP_SUB_ID_AVAILABLE) |
     P(MQTT_PROP_SHARED_SUB_AVAILABLE);
 
-/* Properties for which 0 is a protocol error. */
+/*
+ * Properties for which 0 is a protocol error. A Topic Alias of 0 is one too,
+ * but its receiver answers it with its own reason code (0x94, MQTT 5
+ * 3.3.2.3.4), so it is left to the caller with the alias's other bounds.
+ */
 static const uint64_t props_nonzero = P(MQTT_PROP_SUBSCRIPTION_ID) | P(MQTT_PROP_RECEIVE_MAXIMUM) |
-                                      P(MQTT_PROP_TOPIC_ALIAS) | P(MQTT_PROP_MAXIMUM_PACKET_SIZE);
+                                      P(MQTT_PROP_MAXIMUM_PACKET_SIZE);
 
 /*
  * Read the property at *pos of a block of `len` bytes, checking only its
@@ -298,7 +316,7 @@ static int prop_read(const uint8_t *p, size_t len, size_t *pos, struct mqtt_prop
         r.pos += 4;
         break;
     case PT_VBI:
-        if (vbi_parse(p + r.pos, rd_left(&r), &out->u32, &used) != CODEC_OK)
+        if (vbi_parse_minimal(p + r.pos, rd_left(&r), &out->u32, &used) != CODEC_OK)
             return CODEC_E_PROPERTY;
         r.pos += used;
         break;
@@ -338,14 +356,15 @@ static int props_validate(const struct mqtt_props *props, uint64_t allowed, bool
         uint64_t bit = P(prop.id);
         if (!(allowed & bit))
             return CODEC_E_PROPERTY;
+        /* Repeats and forbidden values are Protocol Errors (MQTT 5 2.2.2.2), not malformations. */
         if ((*seen & bit) && prop.id != MQTT_PROP_USER_PROPERTY &&
             !(prop.id == MQTT_PROP_SUBSCRIPTION_ID && repeat_sub_id))
-            return CODEC_E_PROPERTY;
+            return CODEC_E_PROPERTY_PROTOCOL;
         *seen |= bit;
         if ((props_boolean & bit) && prop.u32 > 1)
-            return CODEC_E_PROPERTY;
+            return CODEC_E_PROPERTY_PROTOCOL;
         if ((props_nonzero & bit) && prop.u32 == 0)
-            return CODEC_E_PROPERTY;
+            return CODEC_E_PROPERTY_PROTOCOL;
         if (prop_type(prop.id) == PT_STR || prop_type(prop.id) == PT_PAIR) {
             rc = codec_check_utf8(prop.str.data, prop.str.len);
             if (rc == CODEC_OK)
@@ -359,7 +378,7 @@ static int props_validate(const struct mqtt_props *props, uint64_t allowed, bool
     }
     /* Authentication Data without a method is a protocol error (MQTT 5 3.1.2.11.10). */
     if ((*seen & P(MQTT_PROP_AUTH_DATA)) && !(*seen & P(MQTT_PROP_AUTH_METHOD)))
-        return CODEC_E_PROPERTY;
+        return CODEC_E_PROPERTY_PROTOCOL;
     return CODEC_OK;
 }
 
@@ -369,7 +388,7 @@ static int rd_props(struct reader *r, uint64_t allowed, bool repeat_sub_id,
 {
     uint32_t n;
     size_t used;
-    int rc = vbi_parse(r->p + r->pos, rd_left(r), &n, &used);
+    int rc = vbi_parse_minimal(r->p + r->pos, rd_left(r), &n, &used);
 
     if (rc == CODEC_INCOMPLETE)
         return CODEC_E_TRUNCATED;
@@ -710,6 +729,7 @@ static int decode_suback(struct reader *r, bool v5, bool suback, struct mqtt_sub
 static int decode_disconnect(struct reader *r, uint8_t type, struct mqtt_disconnect *d)
 {
     uint64_t seen;
+    int rc;
 
     if (rd_left(r) == 0)
         return CODEC_OK;
@@ -724,7 +744,13 @@ static int decode_disconnect(struct reader *r, uint8_t type, struct mqtt_disconn
     if (!RC_VALID(rc_auth, d->reason))
         return CODEC_E_REASON;
     /* AUTH omits the property length only together with the reason. */
-    return rd_props(r, props_auth, false, &d->props, &seen);
+    if ((rc = rd_props(r, props_auth, false, &d->props, &seen)) != CODEC_OK)
+        return rc;
+    /* "It is a Protocol Error to omit the Authentication Method" (MQTT 5 3.15.2.2.2);
+     * only the empty short form above (3.15.2.1) goes without one. */
+    if (!(seen & P(MQTT_PROP_AUTH_METHOD)))
+        return CODEC_E_PROPERTY_PROTOCOL;
+    return CODEC_OK;
 }
 
 /* The fixed-header flags every type but PUBLISH must carry [MQTT-2.2.2-1]. */
@@ -1126,7 +1152,9 @@ const char *codec_strerror(int err)
     case CODEC_E_TOPIC:
         return "empty topic, or a wildcard in a topic name";
     case CODEC_E_PROPERTY:
-        return "invalid, duplicated or misplaced property";
+        return "unknown or misplaced property, or one of the wrong shape";
+    case CODEC_E_PROPERTY_PROTOCOL:
+        return "a property repeated, or a forbidden property value";
     case CODEC_E_REASON:
         return "reason code not valid for this packet";
     case CODEC_E_TOO_LARGE:

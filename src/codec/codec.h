@@ -181,6 +181,8 @@ enum codec_err {
     CODEC_E_REASON = -17,          /* reason code not valid for this packet */
     CODEC_E_TOO_LARGE = -18,       /* packet larger than the caller's maximum */
     CODEC_E_NOSPACE = -19,         /* encode: not representable (e.g. over the maximum length) */
+    CODEC_E_PROPERTY_PROTOCOL = -20, /* a property repeated, or a value MQTT 5 calls a Protocol
+                                        Error (0 where it must not be, a flag above 1) */
 };
 
 /* A short English description of `err`, e.g. "invalid UTF-8 in a string". */
@@ -215,9 +217,12 @@ int codec_frame(const uint8_t *buf, size_t len, uint8_t *type_flags, size_t *hea
  * CONNACK 0x01 (3.1.1) / 0x84 (5) when the name is "MQTT" or "MQIsdp" and
  * simply close otherwise. A name or level cut short is CODEC_E_TRUNCATED.
  *
- * Errors inside an MQTT 5 property block are CODEC_E_PROPERTY, except a
- * string property that is not valid UTF-8 (CODEC_E_UTF8 / CODEC_E_NUL), and
- * a property length running past the packet (CODEC_E_TRUNCATED). A will
+ * Errors inside an MQTT 5 property block are CODEC_E_PROPERTY (an unknown
+ * property, one the packet type does not allow, a value of the wrong shape:
+ * a Malformed Packet), except a repeated property or a forbidden value
+ * (CODEC_E_PROPERTY_PROTOCOL: a Protocol Error), a string property that is
+ * not valid UTF-8 (CODEC_E_UTF8 / CODEC_E_NUL), and a property length
+ * running past the packet (CODEC_E_TRUNCATED). A will
  * topic must be a valid topic name (CODEC_E_TOPIC). A reason or return code
  * the packet type does not define is CODEC_E_REASON. Never returns
  * CODEC_INCOMPLETE or CODEC_E_TOO_LARGE: sizes are the caller's to bound.

@@ -22,6 +22,8 @@ struct limits {
     size_t max_inflight;        /* unacknowledged QoS 1/2 messages sent to one client */
     size_t max_outbound_bytes;  /* output a slow reader may have pending before QoS 0 to it
                                    is dropped */
+    size_t max_topic_aliases;   /* MQTT 5 Topic Alias Maximum offered to clients; 0: none */
+    uint32_t max_session_expiry; /* seconds a session may outlive its connection; 0: no cap */
     /* Cloud plans (0 means no limit, the desktop default). */
     size_t max_connections;     /* live connections per instance */
     size_t max_messages_per_second; /* PUBLISH packets one connection may send per second */
@@ -40,6 +42,7 @@ struct limits {
 #define LIMITS_DEFAULT_MAX_QUEUED_MESSAGES 1000
 #define LIMITS_DEFAULT_MAX_INFLIGHT 20
 #define LIMITS_DEFAULT_MAX_OUTBOUND_BYTES (8u * 1024 * 1024)
+#define LIMITS_DEFAULT_MAX_TOPIC_ALIASES 10
 
 /* Fill `l` with the defaults above. */
 static inline void limits_init(struct limits *l)
@@ -53,6 +56,8 @@ static inline void limits_init(struct limits *l)
     l->max_queued_messages = LIMITS_DEFAULT_MAX_QUEUED_MESSAGES;
     l->max_inflight = LIMITS_DEFAULT_MAX_INFLIGHT;
     l->max_outbound_bytes = LIMITS_DEFAULT_MAX_OUTBOUND_BYTES;
+    l->max_topic_aliases = LIMITS_DEFAULT_MAX_TOPIC_ALIASES;
+    l->max_session_expiry = 0;
     l->max_connections = 0;
     l->max_messages_per_second = 0;
     l->max_retained = 0;
@@ -69,6 +74,8 @@ static inline bool limits_equal(const struct limits *a, const struct limits *b)
            a->max_queued_messages == b->max_queued_messages &&
            a->max_inflight == b->max_inflight &&
            a->max_outbound_bytes == b->max_outbound_bytes &&
+           a->max_topic_aliases == b->max_topic_aliases &&
+           a->max_session_expiry == b->max_session_expiry &&
            a->max_connections == b->max_connections &&
            a->max_messages_per_second == b->max_messages_per_second &&
            a->max_retained == b->max_retained && a->idle_timeout == b->idle_timeout;
