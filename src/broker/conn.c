@@ -569,9 +569,11 @@ uint32_t conn_max_packet_size(const struct limits *l)
 
     if (subscribe > most)
         most = subscribe;
-    /* The fixed header: a type byte and at most four bytes of remaining length. */
-    most += 5;
-    return most > MQTT_MAX_REMAINING_LENGTH + 5 ? MQTT_MAX_REMAINING_LENGTH + 5 : (uint32_t)most;
+    if (most > MQTT_MAX_REMAINING_LENGTH)
+        most = MQTT_MAX_REMAINING_LENGTH;
+    /* The fixed header: a type byte and the remaining length's own bytes. */
+    size_t length_bytes = most < 128 ? 1 : most < 16384 ? 2 : most < 2097152 ? 3 : 4;
+    return (uint32_t)(most + 1 + length_bytes);
 }
 
 /* The MQTT 5 reason code for a packet the codec refused. */
@@ -629,20 +631,38 @@ static void conn_dispatch(struct conn *c, const struct mqtt_packet *p)
     }
 }
 
-/* CONNECT with a protocol name or level we do not speak: answer CONNACK 1 when we can. */
+/*
+ * CONNECT with a protocol name or level we do not speak: answer CONNACK when
+ * the name is one of MQTT's. A level above 5 comes from a client newer than
+ * us: it gets MQTT 5's CONNACK 0x84 (MQTT 5 3.1.2.2); older ones 3.1.1's 1.
+ */
 static void conn_refuse_protocol(struct conn *c, const uint8_t *buf, size_t len)
 {
     struct mqtt_packet p;
     codec_decode(buf, len, 0, &p);
     const struct mqtt_buf *name = &p.u.connect.protocol_name;
-    bool known_name = (name->len == 4 && memcmp(name->data, "MQTT", 4) == 0) ||
-                      (name->len == 6 && memcmp(name->data, "MQIsdp", 6) == 0);
+    bool mqtt = name->len == 4 && memcmp(name->data, "MQTT", 4) == 0;
+    bool known_name = mqtt || (name->len == 6 && memcmp(name->data, "MQIsdp", 6) == 0);
     if (known_name) {
         struct mqtt_packet ack = {.type = MQTT_CONNACK};
-        ack.u.connack.code = MQTT_CONNACK_BAD_VERSION;
-        c->version = MQTT_V311;
+        struct propbuf pb;
+        char why[64];
+        bool newer = mqtt && p.u.connect.version > MQTT_V5;
+        c->version = newer ? MQTT_V5 : MQTT_V311;
+        ack.u.connack.code =
+            newer ? MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION : MQTT_CONNACK_BAD_VERSION;
+        propbuf_init(&pb);
+        if (newer) {
+            snprintf(why, sizeof(why), "protocol level %u is not served (3, 4 and 5 are)",
+                     p.u.connect.version);
+            propbuf_str(&pb, MQTT_PROP_REASON_STRING, why, strlen(why));
+            if (!pb.failed)
+                ack.u.connack.props = propbuf_props(&pb);
+        }
         conn_send(c, &ack);
-        conn_close(c, "CONNACK 1: unsupported protocol level %u", p.u.connect.version);
+        propbuf_free(&pb);
+        conn_close(c, "CONNACK %s: unsupported protocol level %u", newer ? "0x84" : "1",
+                   p.u.connect.version);
         return;
     }
     conn_close(c, "CONNECT with an unknown protocol name");
@@ -812,7 +832,10 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
             return;
         }
         if (rc < 0) {
-            conn_disconnect(c, conn_decode_reason(rc), "malformed packet (type %d): %s",
+            uint8_t reason = conn_decode_reason(rc);
+            conn_disconnect(c, reason, "%s (packet type %d): %s",
+                            reason == MQTT_RC_PROTOCOL_ERROR ? "protocol error"
+                                                             : "malformed packet",
                             type_flags >> 4, codec_strerror(rc));
             return;
         }
@@ -870,7 +893,9 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     struct conn *c = arg;
     char why[160];
 
-    c->peer_eof = true;
+    /* Over TLS the end of the handshake arrives here too (BEV_EVENT_CONNECTED). */
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        c->peer_eof = true;
     if (what & BEV_EVENT_EOF)
         conn_close(c, conn_tls_handshaking(c) ? "closed by the peer during the TLS handshake"
                                              : "connection lost: closed by the peer without "

@@ -329,7 +329,9 @@ static uint8_t unsubscribe_one(struct conn *c, const struct mqtt_topic_entry *e)
         s->token_events = false;
         return had ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
     }
-    if (!filter_split(&e->filter, &fp))
+    if (!filter_split(&e->filter, &fp) ||
+        topic_check_filter((const char *)fp.filter.data, fp.filter.len,
+                           s->instance->limits.max_topic_length) < 0)
         return MQTT_RC_TOPIC_FILTER_INVALID;
     char *key = filter_key(&fp, &slash);
     if (!key) {
