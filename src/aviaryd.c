@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -123,6 +124,7 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
     log_set_level((enum log_level)next.log_level);
     broker_set_limits(d->broker, &next.limits);
     d->broker->connect_timeout = next.connect_timeout;
+    d->broker->max_memory = next.max_memory;
     if (d->tls && next.tls_cert) {
         if (tls_server_reload(d->tls, &next, err, sizeof(err)) < 0) {
             log_error("SIGHUP: TLS certificate not reloaded (the old one stays): %s", err);
@@ -245,6 +247,36 @@ static int start_watcher(struct daemon_state *d, const struct config *cfg)
     return 0;
 }
 
+/*
+ * Every connection costs a descriptor (a WebSocket one three): take the hard
+ * limit as our own where the system lets us, and say what we have.
+ */
+static void raise_descriptor_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        log_warning("cannot read the descriptor limit: %s", strerror(errno));
+        return;
+    }
+    rlim_t was = rl.rlim_cur;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+            log_warning("cannot raise the descriptor limit from %llu to %llu: %s",
+                        (unsigned long long)was, (unsigned long long)rl.rlim_max,
+                        strerror(errno));
+            rl.rlim_cur = was;
+        }
+    }
+    if (rl.rlim_cur == was)
+        log_notice("file descriptors: at most %llu (the hard limit)",
+                   (unsigned long long)rl.rlim_cur);
+    else
+        log_notice("file descriptors: at most %llu (raised from %llu)",
+                   (unsigned long long)rl.rlim_cur, (unsigned long long)was);
+}
+
 static int write_pid_file(const char *path)
 {
     FILE *f = fopen(path, "w");
@@ -306,6 +338,7 @@ int main(int argc, char **argv)
     log_open("aviaryd", (enum log_level)cfg.log_level, cfg.syslog || cfg.daemonize);
     /* A peer that vanishes must cost us an error code, not the process. */
     signal(SIGPIPE, SIG_IGN);
+    raise_descriptor_limit();
 
     d.base = event_base_new();
     d.broker = d.base ? broker_new(d.base, &cfg.limits) : NULL;
@@ -314,6 +347,7 @@ int main(int argc, char **argv)
         goto out;
     }
     d.broker->connect_timeout = cfg.connect_timeout;
+    d.broker->max_memory = cfg.max_memory;
     /* Signals first: a supervisor may signal us as soon as we say we listen. */
     d.sigterm = evsignal_new(d.base, SIGTERM, stop_cb, &d);
     d.sigint = evsignal_new(d.base, SIGINT, stop_cb, &d);

@@ -10,7 +10,12 @@
 #include "broker/session.h"
 #include "broker/topic.h"
 #include "store/catalog.h"
+#include "util/clock.h"
 #include "util/log.h"
+#include "util/memory.h"
+
+/* max-memory is measured at most this often: a flood of CONNECTs reads it once. */
+#define BROKER_MEMORY_CHECK_MS 100
 
 /* The reaper: frees the conns closed since the last loop iteration. */
 static void broker_reap_cb(evutil_socket_t fd, short what, void *arg)
@@ -39,6 +44,24 @@ struct broker *broker_new(struct event_base *base, const struct limits *limits)
         return NULL;
     }
     return b;
+}
+
+bool broker_memory_full(struct broker *b)
+{
+    uint64_t now;
+
+    if (!b->max_memory)
+        return false;
+    now = clock_ms();
+    if (b->memory_measured_ms == 0 || now - b->memory_measured_ms >= BROKER_MEMORY_CHECK_MS) {
+        b->memory_measured_ms = now;
+        b->memory_resident = memory_resident();
+        if (b->memory_resident > b->max_memory) {
+            memory_release_unused();
+            b->memory_resident = memory_resident();
+        }
+    }
+    return b->memory_resident > b->max_memory;
 }
 
 void broker_reap_later(struct broker *b, struct conn *c)

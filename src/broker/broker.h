@@ -45,6 +45,10 @@ struct broker {
     struct event_base *base;
     struct limits limits;         /* desktop: the local instance's; cloud: before login */
     unsigned connect_timeout;     /* seconds from accept to CONNECT (connect-timeout) */
+    size_t max_memory;            /* max-memory: bytes resident; 0: no ceiling */
+    size_t memory_resident;       /* as last measured */
+    uint64_t memory_measured_ms;  /* clock_ms() of that measurement */
+    uint64_t memory_refusals;     /* connections and retained messages refused for it */
     struct instance *local;       /* desktop mode's single instance; NULL in cloud mode */
 
     /* Cloud mode (broker_set_cloud): tenants and their tokens. */
@@ -78,6 +82,13 @@ void broker_free(struct broker *b);
 
 /* Close every connection with `reason` (used on SIGTERM); conns are reaped by the loop. */
 void broker_close_all(struct broker *b, const char *reason);
+
+/*
+ * True when the process holds more than max-memory: new connections and new
+ * retained messages are refused then. Measures at most every 100 ms (and,
+ * when over, hands unused allocator memory back to the system first).
+ */
+bool broker_memory_full(struct broker *b);
 
 /* Queue a closed conn for freeing on the next loop iteration. */
 void broker_reap_later(struct broker *b, struct conn *c);

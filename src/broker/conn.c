@@ -706,28 +706,30 @@ static void conn_pause_reading(struct conn *c)
 }
 
 /*
- * max-messages-per-second as a token bucket holding at most one second's
- * worth: take one token for a PUBLISH, or return false when there is none.
+ * max-messages-per-second, and max-instance-messages-per-second across all
+ * of its instance's connections: take a token for a PUBLISH from both
+ * buckets. Returns 0, or the seconds to wait for one (nothing is taken).
  */
-static bool conn_rate_take(struct conn *c)
+static double conn_rate_take(struct conn *c)
 {
-    size_t rate = c->instance ? c->instance->limits.max_messages_per_second : 0;
-    struct timeval now, elapsed;
+    const struct limits *l = &c->instance->limits;
+    struct timeval now;
+    double wait;
 
-    if (rate == 0)
-        return true;
+    if (l->max_messages_per_second == 0 && l->max_instance_messages_per_second == 0)
+        return 0;
     event_base_gettimeofday_cached(c->broker->base, &now);
-    evutil_timersub(&now, &c->rate_refilled, &elapsed);
-    c->rate_refilled = now;
-    /* The cached time is the wall clock: one set back must not empty the bucket. */
-    if (elapsed.tv_sec >= 0)
-        c->rate_tokens += ((double)elapsed.tv_sec + elapsed.tv_usec / 1e6) * (double)rate;
-    if (c->rate_tokens > (double)rate)
-        c->rate_tokens = (double)rate;
-    if (c->rate_tokens < 1.0)
-        return false;
-    c->rate_tokens -= 1.0;
-    return true;
+    if (l->max_instance_messages_per_second &&
+        (wait = bucket_take(&c->instance->rate, l->max_instance_messages_per_second, &now)) > 0)
+        return wait;
+    if (l->max_messages_per_second &&
+        (wait = bucket_take(&c->rate, l->max_messages_per_second, &now)) > 0) {
+        /* The instance's token goes back: this PUBLISH waits for the connection's. */
+        if (l->max_instance_messages_per_second)
+            c->instance->rate.tokens += 1.0;
+        return wait;
+    }
+    return 0;
 }
 
 static void conn_rate_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -747,10 +749,8 @@ static void conn_rate_timer_cb(evutil_socket_t fd, short what, void *arg)
  * client's packets wait in its socket and, beyond, in its own send buffer:
  * back-pressure, nothing lost.
  */
-static void conn_rate_pause(struct conn *c)
+static void conn_rate_pause(struct conn *c, double wait)
 {
-    size_t rate = c->instance->limits.max_messages_per_second;
-    double wait = (1.0 - c->rate_tokens) / (double)rate;
     struct timeval delay = {(time_t)wait, (suseconds_t)((wait - (double)(time_t)wait) * 1e6) + 1};
 
     if (!c->rate_timer && !(c->rate_timer = evtimer_new(c->broker->base, conn_rate_timer_cb, c))) {
@@ -758,8 +758,10 @@ static void conn_rate_pause(struct conn *c)
         return;
     }
     if (!c->rate_paused)
-        log_debug("client %s: over max-messages-per-second %zu, reading slower", c->client_id,
-                  rate);
+        log_debug("client %s: over max-messages-per-second (connection %zu, instance %zu), "
+                  "reading slower",
+                  c->client_id, c->instance->limits.max_messages_per_second,
+                  c->instance->limits.max_instance_messages_per_second);
     c->rate_paused = true;
     bufferevent_disable(c->bev, EV_READ);
     evtimer_add(c->rate_timer, &delay);
@@ -820,8 +822,9 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
             return;
         }
         uint8_t type = type_flags >> 4;
-        if (type == MQTT_PUBLISH && c->state == CONN_ACTIVE && !conn_rate_take(c)) {
-            conn_rate_pause(c);
+        double wait;
+        if (type == MQTT_PUBLISH && c->state == CONN_ACTIVE && (wait = conn_rate_take(c)) > 0) {
+            conn_rate_pause(c, wait);
             return;
         }
         struct mqtt_packet p;
@@ -921,9 +924,6 @@ void conn_start_keepalive(struct conn *c)
 
     event_base_gettimeofday_cached(c->broker->base, &c->last_packet);
     c->last_activity = c->last_packet;
-    c->rate_refilled = c->last_packet;
-    if (c->instance)
-        c->rate_tokens = (double)c->instance->limits.max_messages_per_second;
     unsigned idle_timeout = c->instance ? c->instance->limits.idle_timeout : 0;
     if (idle_timeout && (unsigned long)idle_timeout < (unsigned long)limit.tv_sec)
         limit = (struct timeval){idle_timeout, 0};

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "codec/codec.h"
+#include "util/bucket.h"
 #include "util/limits.h"
 
 #include "util/strmap.h"
@@ -103,9 +104,8 @@ struct conn {
     bool token_warned;        /* expirywarning was sent */
     struct timeval last_activity; /* last PUBLISH, SUBSCRIBE or UNSUBSCRIBE (idle-timeout) */
 
-    /* max-messages-per-second: a token bucket; an empty bucket pauses reading. */
-    double rate_tokens;
-    struct timeval rate_refilled;
+    /* max-messages-per-second: an empty bucket (its, or its instance's) pauses reading. */
+    struct bucket rate;
     bool rate_paused;
     struct event *rate_timer; /* owned; made at the first pause */
 

@@ -352,6 +352,15 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     if (ck->version == MQTT_V5 && take_connect_props(c, ck, &asked_expiry, &v5.response_info) < 0)
         return;
 
+    /* Past max-memory the broker keeps serving whom it has, and takes nobody new. */
+    if (broker_memory_full(b)) {
+        char why[160];
+        b->memory_refusals++;
+        snprintf(why, sizeof(why), "server unavailable: %zu MB resident, over max-memory %zu MB",
+                 b->memory_resident >> 20, b->max_memory >> 20);
+        refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
+        return;
+    }
     struct instance *inst = b->local;
     struct catalog_token *token = NULL;
     if (b->cloud && cloud_login(c, ck, &inst, &token) < 0)

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "broker/access.h"
+#include "broker/broker.h"
 #include "broker/conn.h"
 #include "broker/handlers.h"
 #include "broker/instance.h"
@@ -239,8 +240,13 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
     }
     /* MQTT 5 can say the retained store is full; 3.1.1 delivers it unretained. */
     if (m && v5 && pub->qos && instance_retained_full(s->instance, m)) {
-        snprintf(why, sizeof(why), "quota exceeded: instance %s holds %zu retained messages "
-                 "(max-retained %zu)", s->instance->name, l->max_retained, l->max_retained);
+        struct broker *b = c->broker;
+        if (broker_memory_full(b))
+            snprintf(why, sizeof(why), "quota exceeded: %zu MB resident, over max-memory %zu MB",
+                     b->memory_resident >> 20, b->max_memory >> 20);
+        else
+            snprintf(why, sizeof(why), "quota exceeded: instance %s holds %zu retained messages "
+                     "(max-retained %zu)", s->instance->name, l->max_retained, l->max_retained);
         reason = MQTT_RC_QUOTA_EXCEEDED;
     }
     if (reason != MQTT_RC_SUCCESS) {

@@ -131,18 +131,33 @@ static void route_collect(void *ctx, const struct topic_sub *sub)
 /* At most one line per instance this often about retained messages not kept. */
 #define INSTANCE_RETAINED_LOG_INTERVAL_SEC 10
 
-bool instance_retained_full(const struct instance *inst, const struct message *m)
+bool instance_retained_full(struct instance *inst, const struct message *m)
 {
     size_t max = inst->limits.max_retained;
 
-    /* Replacing and clearing are always allowed: only a new topic counts against the limit. */
-    return m->retain && m->payload_len && max && topic_tree_retained_count(inst->tree) >= max &&
+    if (!m->retain || !m->payload_len)
+        return false; /* clearing is always allowed */
+    if (broker_memory_full(inst->broker))
+        return true;
+    /* Replacing is always allowed: only a new topic counts against the limit. */
+    return max && topic_tree_retained_count(inst->tree) >= max &&
            !topic_tree_retained_get(inst->tree, m->topic);
 }
 
 static void instance_retain(struct instance *inst, struct message *m)
 {
     bool ok = true;
+
+    /* Past max-memory the message goes out but is not kept. */
+    if (m->payload_len && broker_memory_full(inst->broker)) {
+        struct broker *b = inst->broker;
+        if (b->memory_refusals++ % 1000 == 0)
+            log_warning("over max-memory (%zu MB resident, max %zu MB): retained message on "
+                        "'%s' delivered but not kept (%llu refusals so far)",
+                        b->memory_resident >> 20, b->max_memory >> 20, m->topic,
+                        (unsigned long long)b->memory_refusals);
+        return;
+    }
     struct message *old =
         topic_tree_retain(inst->tree, m->topic, m->payload_len ? message_ref(m) : NULL, &ok);
     if (!ok) {

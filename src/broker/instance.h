@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "util/bucket.h"
 #include "util/limits.h"
 #include "util/strmap.h"
 
@@ -36,6 +37,7 @@ struct instance {
     uint64_t messages_in;     /* PUBLISHes accepted */
     uint64_t messages_out;    /* deliveries handed to sessions */
     size_t conn_count;        /* live connections logged in to it (max-connections) */
+    struct bucket rate;       /* max-instance-messages-per-second, shared by its conns */
     uint64_t retained_refused; /* retained messages not kept at max-retained */
     time_t retained_logged;   /* when that was last logged */
 };
@@ -59,10 +61,11 @@ void instance_free(struct instance *inst);
 size_t instance_publish(struct instance *inst, struct message *m, const struct session *origin);
 
 /*
- * Would retaining `m` add a topic beyond max-retained? (MQTT 5 refuses such a
- * PUBLISH instead of delivering it unretained.)
+ * Would retaining `m` add a topic beyond max-retained, or a message while the
+ * broker is over max-memory? (MQTT 5 refuses such a PUBLISH instead of
+ * delivering it unretained.)
  */
-bool instance_retained_full(const struct instance *inst, const struct message *m);
+bool instance_retained_full(struct instance *inst, const struct message *m);
 
 /*
  * Send `s` the retained messages matching the normalised `filter`, as its

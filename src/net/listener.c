@@ -27,6 +27,9 @@
 /* How many following ports a desktop default listener tries when its port is taken. */
 #define LISTENER_PORT_TRIES 100
 
+/* Connections the kernel may hold for us while we accept (a burst, or a pause). */
+#define LISTENER_BACKLOG 4096
+
 /* After running out of descriptors, stop accepting for this long. */
 #define LISTENER_PAUSE_SEC 1
 
@@ -148,7 +151,7 @@ static evutil_socket_t bind_socket(const char *host, unsigned port, char *err, s
         int one = 1;
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     }
-    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, LISTENER_BACKLOG) < 0) {
         int saved = errno;
         snprintf(err, errlen, "cannot listen on %s port %u: %s", host, port, strerror(saved));
         close(fd);
@@ -203,7 +206,8 @@ struct listener *listener_open(struct broker *b, const char *url, bool next_free
     l->broker = b;
     l->transport = secure ? CONN_TLS : CONN_TCP;
     l->tls = secure ? tls : NULL;
-    l->evl = evconnlistener_new(b->base, listener_accept_cb, l, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    /* Backlog 0: bind_socket() listened already, with room for a burst (-1 would make it 128). */
+    l->evl = evconnlistener_new(b->base, listener_accept_cb, l, LEV_OPT_CLOSE_ON_FREE, 0, fd);
     if (!l->evl) {
         close(fd);
         free(l);

@@ -43,7 +43,7 @@ struct directive {
     size_t offset;   /* of the field in struct config */
     size_t size;     /* of that field: numbers are size_t or unsigned */
     unsigned long long min, max;
-    bool suffixes;      /* the number may end in k/K (x1024) or m/M (x1024*1024) */
+    bool suffixes;      /* the number may end in k/K (x1024), m/M (x1024^2) or g/G (x1024^3) */
     const char *defval; /* the default in the usage text; NULL: print the number */
     const char *help;
 };
@@ -52,6 +52,9 @@ struct directive {
 
 /* A week: past any sensible idle timeout or warning lead, far from any overflow. */
 #define CONFIG_IDLE_MAX (7u * 24 * 3600)
+
+/* 1 TiB: past any machine this runs on, and no overflow anywhere. */
+#define CONFIG_MEMORY_MAX (1024ull * 1024 * 1024 * 1024)
 
 /* 1 GiB: far past any sensible per-client buffer, and no overflow anywhere. */
 #define CONFIG_OUTBOUND_MAX (1024ull * 1024 * 1024)
@@ -88,6 +91,9 @@ static const struct directive directives[] = {
      false, NULL, "live connections per instance; 0: no limit"},
     {"max-messages-per-second", KIND_NUMBER, "N", FIELD(limits.max_messages_per_second), 0,
      CONFIG_COUNT_MAX, false, NULL, "PUBLISH packets per second per connection; 0: no limit"},
+    {"max-instance-messages-per-second", KIND_NUMBER, "N",
+     FIELD(limits.max_instance_messages_per_second), 0, CONFIG_COUNT_MAX, false, NULL,
+     "the same for an instance's connections together"},
     {"max-retained", KIND_NUMBER, "N", FIELD(limits.max_retained), 0, CONFIG_COUNT_MAX, false,
      NULL, "retained messages per instance; 0: no limit"},
     {"idle-timeout", KIND_NUMBER, "SECONDS", FIELD(limits.idle_timeout), 0, CONFIG_IDLE_MAX,
@@ -104,6 +110,8 @@ static const struct directive directives[] = {
      "no", "cloud: accept keys (tokens without expiry) without TLS"},
     {"token-warning", KIND_NUMBER, "SECONDS", FIELD(token_warning), 1, CONFIG_IDLE_MAX, false,
      NULL, "lead of expirywarning on [mqtt]tokenevents"},
+    {"max-memory", KIND_NUMBER, "BYTES", FIELD(max_memory), 0, CONFIG_MEMORY_MAX, true, "0",
+     "resident memory before new clients are refused; 0: none"},
     {"connect-timeout", KIND_NUMBER, "SECONDS", FIELD(connect_timeout), 1, 3600, false, NULL,
      "time from accept to CONNECT, handshakes included"},
     {"log-level", KIND_LOG_LEVEL, "LEVEL", FIELD(log_level), 0, 0, false, "notice",
@@ -272,7 +280,7 @@ int config_url_parse(const char *url, struct config_url *out, char *err, size_t 
 /* ---- one directive ------------------------------------------------------ */
 
 /*
- * Decimal digits, then (when `suffixes`) one of k K m M. Returns 0, -1 for
+ * Decimal digits, then (when `suffixes`) one of k K m M g G. Returns 0, -1 for
  * anything else, -2 when the value exceeds `max` (checked without overflowing).
  */
 static int parse_number(const char *s, bool suffixes, unsigned long long max,
@@ -296,6 +304,9 @@ static int parse_number(const char *s, bool suffixes, unsigned long long max,
         p++;
     } else if (suffixes && (*p == 'm' || *p == 'M')) {
         mult = 1024 * 1024;
+        p++;
+    } else if (suffixes && (*p == 'g' || *p == 'G')) {
+        mult = 1024 * 1024 * 1024;
         p++;
     }
     if (*p != '\0')

@@ -48,6 +48,8 @@ struct config {
     unsigned token_warning;      /* seconds before expiry that expirywarning is sent */
     unsigned connect_timeout;    /* seconds from accept to CONNECT (TLS and WebSocket
                                     handshakes included) */
+    size_t max_memory;           /* bytes resident before new connections and retained
+                                    messages are refused; 0: no ceiling */
     char *tls_cert;              /* PEM certificate chain for tls:// and wss://; NULL = none */
     char *tls_key;               /* its private key */
     char *tls_ca;                /* CA certificates for client certificates */

@@ -27,6 +27,7 @@ struct limits {
     /* Cloud plans (0 means no limit, the desktop default). */
     size_t max_connections;     /* live connections per instance */
     size_t max_messages_per_second; /* PUBLISH packets one connection may send per second */
+    size_t max_instance_messages_per_second; /* ... all of an instance's connections together */
     size_t max_retained;        /* retained messages per instance */
     unsigned idle_timeout;      /* seconds without PUBLISH, SUBSCRIBE or UNSUBSCRIBE */
 };
@@ -60,6 +61,7 @@ static inline void limits_init(struct limits *l)
     l->max_session_expiry = 0;
     l->max_connections = 0;
     l->max_messages_per_second = 0;
+    l->max_instance_messages_per_second = 0;
     l->max_retained = 0;
     l->idle_timeout = 0;
 }
@@ -78,6 +80,7 @@ static inline bool limits_equal(const struct limits *a, const struct limits *b)
            a->max_session_expiry == b->max_session_expiry &&
            a->max_connections == b->max_connections &&
            a->max_messages_per_second == b->max_messages_per_second &&
+           a->max_instance_messages_per_second == b->max_instance_messages_per_second &&
            a->max_retained == b->max_retained && a->idle_timeout == b->idle_timeout;
 }
 

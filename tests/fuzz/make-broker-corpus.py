@@ -9,12 +9,12 @@ and 5.0; together the seeds send every packet type a client may send, in
 realistic sessions, and the limits, refusals, take-overs, wills and
 back-pressure paths around them.
 
-Run from anywhere; it rewrites tests/fuzz/corpus-broker/ next to this script.
+Run from anywhere; it rewrites tests/fuzz/corpus/broker/ next to this script.
 """
 import os
 import struct
 
-CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus-broker")
+CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "broker")
 
 # ---- the wire format ---------------------------------------------------------
 

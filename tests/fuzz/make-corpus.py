@@ -3,12 +3,12 @@
 
 The packets are built here, independently of the C encoder, so a bug in the
 encoder cannot hide in the seeds. Run from anywhere; it rewrites
-tests/fuzz/corpus/ next to this script.
+tests/fuzz/corpus/codec/ next to this script.
 """
 import os
 import struct
 
-CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "codec")
 
 
 def vbi(n):

@@ -194,6 +194,27 @@ def aviaryctl(db, *args, timeout=10.0):
             r.stderr.decode("utf-8", "replace"))
 
 
+def cloud_db():
+    """The path of a new, empty database for a cloud-mode broker (removed at exit)."""
+    d = tempfile.mkdtemp(prefix="aviary-cloud-")
+    atexit.register(shutil.rmtree, d, True)
+    return os.path.join(d, "aviary.db")
+
+
+def ctl(db, *args):
+    """Run aviaryctl on `db`, fail the test unless it succeeds; returns its stdout."""
+    rc, out, err = aviaryctl(db, *args)
+    check(rc == 0, "aviaryctl %s failed with %d: %s" % (" ".join(args), rc, err.strip()))
+    return out
+
+
+def new_token(db, instance, *args):
+    """A new token of `instance` (aviaryctl token create ARGS): returns (id, secret)."""
+    import json
+    tok = json.loads(ctl(db, "--json", "token", "create", instance, *args))
+    return tok["id"], tok["secret"]
+
+
 def source_dir():
     """The project's source directory (tests/integration/../..)."""
     here = os.environ.get("TESTS_DIR") or os.path.dirname(os.path.abspath(__file__))
@@ -241,11 +262,14 @@ class Broker:
     the test if the daemon died during the test, did not stop on SIGTERM,
     exited non-zero, or a sanitizer reported an error.
 
-    listen=None starts it without --listen (the desktop defaults).
+    listen=None starts it without --listen (the desktop defaults). `prefix` is
+    a command that runs it (e.g. ["prlimit", "--nofile=256:256", "--"]), which
+    must exec aviaryd so that the PID stays the broker's.
     """
 
     def __init__(self, *extra_args, listen="tcp://%s:0" % HOST, log_level="debug",
-                 start_timeout=10.0):
+                 start_timeout=10.0, prefix=()):
+        self.prefix = list(prefix)
         self.extra_args = [str(a) for a in extra_args]
         self.listen = listen
         self.log_level = log_level
@@ -268,7 +292,7 @@ class Broker:
         return self.proc.pid if self.proc else None
 
     def argv(self):
-        args = [aviaryd_path()]
+        args = self.prefix + [aviaryd_path()]
         if self.listen is not None:
             args += ["--listen", self.listen]
         if self.log_level is not None:
@@ -335,6 +359,15 @@ class Broker:
         raise TestFailure("%s\n  command: %s\n  stdout: %r\n%s"
                           % (reason, " ".join(argv), self.stdout_lines + [self._stdout_buf],
                              self.log_tail()))
+
+    def sanitized(self):
+        """True when this aviaryd runs under AddressSanitizer, whose quarantine keeps
+        freed memory resident: resident-memory bounds do not apply to it."""
+        try:
+            with open("/proc/%d/maps" % self.pid) as f:
+                return any("asan" in line for line in f)
+        except OSError:
+            return False
 
     def tcp_ports(self):
         return [p for (scheme, _, p) in self.listeners if scheme == "tcp"]

@@ -791,6 +791,14 @@ class V5Client(RawClient):
         self.try_send(disconnect5(reason, props, session_expiry))
         self.close()
 
+    def disconnect_and_wait(self, reason=0, props=(), session_expiry=None, timeout=5.0):
+        """DISCONNECT, then wait for the broker's close: it has processed the DISCONNECT
+        before anything another connection sends from now on."""
+        self.try_send(disconnect5(reason, props, session_expiry))
+        rest = self.expect_closed(timeout, "the close after DISCONNECT")
+        check(not rest, "packets after DISCONNECT: %s" % summarize(rest))
+        self.close()
+
 
 def v5_connect(port, client_id=None, **kw):
     """A V5Client whose CONNECT was accepted (unless expect_reason says otherwise)."""

@@ -27,7 +27,8 @@ ISO_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 LIMITS = ["max-client-id", "max-topic-length", "max-payload", "max-subscriptions",
           "keepalive-min", "keepalive-max", "max-queued-messages", "max-inflight",
           "max-outbound-bytes", "max-connections", "max-messages-per-second", "max-retained",
-          "idle-timeout", "max-topic-aliases", "max-session-expiry"]
+          "idle-timeout", "max-topic-aliases", "max-session-expiry",
+          "max-instance-messages-per-second"]
 
 
 def _dir():

@@ -6,35 +6,23 @@ aviaryd on it; changes made with aviaryctl while the broker runs must reach
 it within 2 s.
 """
 
-import atexit
-import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from aviary_test import (  # noqa: E402
-    PINGREQ_PACKET, Broker, aviaryctl, check, check_equal, RawClient, run_tests, unique,
+    cloud_db, ctl, new_token,
+    PINGREQ_PACKET, Broker, check, check_equal, RawClient, run_tests, unique,
     wait_for, aviaryd_path, run, HOST)
 
 # aviaryd notices a change in the database within this (the issue's bound).
 APPLY_WITHIN = 2.0
 
 
-def _db():
-    d = tempfile.mkdtemp(prefix="aviary-cloud-")
-    atexit.register(shutil.rmtree, d, True)
-    return os.path.join(d, "aviary.db")
-
-
-def _ctl(db, *args):
-    rc, out, err = aviaryctl(db, *args)
-    check(rc == 0, "aviaryctl %s failed with %d: %s" % (" ".join(args), rc, err.strip()))
-    return out
+_db, _ctl = cloud_db, ctl
 
 
 def _instance(db, name=None, *args):
@@ -43,11 +31,7 @@ def _instance(db, name=None, *args):
     return name
 
 
-def _token(db, instance, *args):
-    """A new token: returns (id, secret)."""
-    out = _ctl(db, "--json", "token", "create", instance, *args)
-    tok = json.loads(out)
-    return tok["id"], tok["secret"]
+_token = new_token
 
 
 def _cloud(db, *args, **kw):

@@ -8,19 +8,16 @@ Each test makes its own database with aviaryctl and runs its own cloud-mode avia
 All of it is aviary-specific: skipped with AVIARY_TEST_PEER=mosquitto.
 """
 
-import atexit
-import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from aviary_test import (  # noqa: E402
-    aviaryctl, check, check_equal, run_tests, unique)
+    cloud_db, ctl, new_token,
+    check, check_equal, run_tests, unique)
 from mqtt5 import (  # noqa: E402
     MAXIMUM_PACKET_SIZE, RECEIVE_MAXIMUM, SESSION_EXPIRY_INTERVAL, TOPIC_ALIAS_MAXIMUM,
     V5Client, aviary_only, broker, publish5)
@@ -28,16 +25,7 @@ from mqtt5 import (  # noqa: E402
 APPLY_WITHIN = 2.0  # aviaryd picks up database changes within this (test_cloud.py)
 
 
-def _db():
-    d = tempfile.mkdtemp(prefix="aviary-cloud5-")
-    atexit.register(shutil.rmtree, d, True)
-    return os.path.join(d, "aviary.db")
-
-
-def _ctl(db, *args):
-    rc, out, err = aviaryctl(db, *args)
-    check(rc == 0, "aviaryctl %s failed with %d: %s" % (" ".join(args), rc, err.strip()))
-    return out
+_db, _ctl = cloud_db, ctl
 
 
 def _instance(db, *args):
@@ -46,9 +34,7 @@ def _instance(db, *args):
     return name
 
 
-def _token(db, instance, *args):
-    tok = json.loads(_ctl(db, "--json", "token", "create", instance, *args))
-    return tok["id"], tok["secret"]
+_token = new_token
 
 
 def _cloud(db, *args):

@@ -311,7 +311,7 @@ def test_shared_offline_member_gets_messages_only_when_none_is_connected():
         cid = unique("offmem-")
         off = v5_connect(b.port, cid, clean_start=False, session_expiry=60)
         off.subscribe(("$share/grp/off/t", 1))
-        off.disconnect()
+        off.disconnect_and_wait()
         on = v5_connect(b.port, unique("onmem-"))
         on.subscribe(("$share/grp/off/t", 1))
         pub = v5_connect(b.port, unique("pub-"))
@@ -319,7 +319,7 @@ def test_shared_offline_member_gets_messages_only_when_none_is_connected():
             pub.publish("off/t", b"on%d" % i, 1)
         check_equal([p.payload for p in on.receive_all(4)], [b"on%d" % i for i in range(4)],
                     "every message to the only connected member")
-        on.disconnect()
+        on.disconnect_and_wait()
         for i in range(2):
             pub.publish("off/t", b"off%d" % i, 1)
         back = v5_connect(b.port, cid, clean_start=False, session_expiry=60)

@@ -465,7 +465,9 @@ def test_slow_websocket_reader_holds_bounded_memory():
         pub.send(b"\xc0\x00")
         pub.expect(PINGRESP, timeout=30, what="PINGRESP after the flood")
         grown = _rss_kb(b) - before
-        check(grown < 16 * 1024, "the broker grew by %d kB for a reader that stops" % grown)
+        # Under AddressSanitizer freed memory waits in a quarantine of 256 MB.
+        check(grown < 16 * 1024 or b.sanitized(),
+              "the broker grew by %d kB for a reader that stops" % grown)
         b.wait_log(r"dropping QoS 0 messages")
         # Everyone else is still served, and the slow reader's stream is still whole.
         paho_roundtrip(b.port)

@@ -581,7 +581,7 @@ START_TEST(test_max_payload_size_suffixes)
     expect_set_error("max-payload", "64kb", "max-payload: not a number: '64kb'");
     expect_set_error("max-payload", "64kk", "max-payload: not a number: '64kk'");
     expect_set_error("max-payload", "64 k", "max-payload: not a number: '64 k'");
-    expect_set_error("max-payload", "64g", "max-payload: not a number: '64g'");
+    expect_set_error("max-payload", "64t", "max-payload: not a number: '64t'");
     expect_set_error("max-payload", "-1k", "max-payload: must not be negative: '-1k'");
 }
 END_TEST
@@ -1268,6 +1268,23 @@ START_TEST(test_max_outbound_bytes_takes_suffixes_and_a_floor)
 }
 END_TEST
 
+START_TEST(test_max_memory_takes_a_g_suffix_and_defaults_to_none)
+{
+    struct config c;
+    char err[ERRLEN] = "";
+
+    config_init(&c);
+    ck_assert_uint_eq(c.max_memory, 0);
+    ck_assert_int_eq(config_set(&c, "max-memory", "2g", err, sizeof(err)), 0);
+    ck_assert_uint_eq(c.max_memory, 2ull * 1024 * 1024 * 1024);
+    ck_assert_int_eq(config_set(&c, "max-memory", "512m", err, sizeof(err)), 0);
+    ck_assert_uint_eq(c.max_memory, 512ull * 1024 * 1024);
+    ck_assert_int_eq(config_set(&c, "max-memory", "2048g", err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "max-memory: must be between 0 and 1099511627776, got '2048g'");
+    config_free(&c);
+}
+END_TEST
+
 START_TEST(test_validate_port_zero_may_repeat)
 {
     struct config c;
@@ -1556,6 +1573,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_validate_duplicate_listener);
     tcase_add_test(tc, test_validate_port_zero_may_repeat);
     tcase_add_test(tc, test_max_outbound_bytes_takes_suffixes_and_a_floor);
+    tcase_add_test(tc, test_max_memory_takes_a_g_suffix_and_defaults_to_none);
     tcase_add_test(tc, test_usage_lists_every_directive_with_its_default);
     tcase_add_test(tc, test_sample_configuration_loads);
     tcase_add_test(tc, test_sample_configuration_commented_values_are_valid);

@@ -1,0 +1,29 @@
+#include "util/memory.h"
+
+#include <stdio.h>
+#include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+size_t memory_resident(void)
+{
+    unsigned long pages_total, pages_resident;
+    FILE *f = fopen("/proc/self/statm", "r");
+
+    if (!f)
+        return 0;
+    int n = fscanf(f, "%lu %lu", &pages_total, &pages_resident);
+    fclose(f);
+    if (n != 2)
+        return 0;
+    long page = sysconf(_SC_PAGESIZE);
+    return (size_t)pages_resident * (size_t)(page > 0 ? page : 4096);
+}
+
+void memory_release_unused(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
