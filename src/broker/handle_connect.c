@@ -453,6 +453,9 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     c->instance = inst;
     c->counted = true;
     c->in_alias_max = (uint16_t)l->max_topic_aliases;
+    /* Aliases toward the client cost a map entry each: max-topic-aliases bounds them too. */
+    if (c->peer_alias_max > l->max_topic_aliases)
+        c->peer_alias_max = (uint16_t)l->max_topic_aliases;
     inst->conn_count++;
     if (token) {
         catalog_token_unref(s->token);

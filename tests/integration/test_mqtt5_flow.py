@@ -231,6 +231,22 @@ def test_topic_aliases_to_the_client_for_its_first_n_topics():
                     [("%s %d" % (t, r)).encode() for r in range(2) for t in topics], "payloads")
 
 
+def test_topic_aliases_to_the_client_are_bounded_by_max_topic_aliases():
+    """A client that allows 65535 aliases gets at most max-topic-aliases of them: each one
+    costs the broker a map entry for the life of the connection."""
+    aviary_only("max-topic-aliases bounds the aliases sent to the client")
+    with broker("--max-topic-aliases", "2") as b:
+        sub = v5_connect(b.port, unique("tamx-"), topic_alias_maximum=65535)
+        sub.subscribe(("cap/#", 1))
+        pub = v5_connect(b.port, unique("pub-"))
+        for t in ("cap/a", "cap/b", "cap/c"):
+            pub.publish(t, b"x", 1)
+        got = sub.receive_all(3)
+        check_equal([(p.topic, p.alias) for p in got],
+                    [("cap/a", 1), ("cap/b", 2), ("cap/c", None)],
+                    "(topic on the wire, alias) with max-topic-aliases 2")
+
+
 def test_MQTT_3_1_2_27_no_topic_alias_without_topic_alias_maximum():
     with broker() as b:
         subs = [v5_connect(b.port, unique("notam-")),
