@@ -37,32 +37,42 @@ def ws_open(port):
     return s, buf.split(b"\r\n\r\n", 1)[1]
 
 
-def frame(data):
+def frame(data, opcode=2):
     mask = os.urandom(4)
     n = len(data)
-    head = struct.pack("!BB", 0x82, 0x80 | n) if n < 126 else (
-        struct.pack("!BBH", 0x82, 0x80 | 126, n) if n < 65536 else
-        struct.pack("!BBQ", 0x82, 0x80 | 127, n))
+    first = 0x80 | opcode
+    head = struct.pack("!BB", first, 0x80 | n) if n < 126 else (
+        struct.pack("!BBH", first, 0x80 | 126, n) if n < 65536 else
+        struct.pack("!BBQ", first, 0x80 | 127, n))
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
 
 
-def tcp_to_ws(tcp, ws):
-    try:
-        while True:
-            data = tcp.recv(65536)
-            if not data:
-                break
-            ws.sendall(frame(data))
-    except OSError:
-        pass
-    for s in (ws, tcp):
+def tcp_to_ws(tcp, ws, state):
+    """The client's bytes become binary frames. After the broker's side has closed, what
+    the client still sends is read and dropped, as a TCP broker's drain would; at the
+    client's end the WebSocket gets a close frame."""
+    while True:
         try:
-            s.shutdown(socket.SHUT_RDWR)
+            data = tcp.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            break
+        if not state["ws_closed"]:
+            try:
+                ws.sendall(frame(data))
+            except OSError:
+                state["ws_closed"] = True
+    if not state["ws_closed"]:
+        try:
+            ws.sendall(frame(struct.pack("!H", 1000), opcode=8))
+            ws.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+    tcp.close()
 
 
-def ws_to_tcp(ws, buf, tcp):
+def ws_to_tcp(ws, buf, tcp, state):
     try:
         while True:
             while len(buf) < 2:
@@ -93,11 +103,13 @@ def ws_to_tcp(ws, buf, tcp):
                 tcp.sendall(payload)
     except OSError:
         pass
-    for s in (tcp, ws):
-        try:
-            s.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+    # The broker's side has ended: the client reads the end of the stream, like over TCP.
+    state["ws_closed"] = True
+    try:
+        tcp.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    ws.close()
 
 
 def main():
@@ -115,8 +127,9 @@ def main():
         except OSError:
             tcp.close()
             continue
-        threading.Thread(target=tcp_to_ws, args=(tcp, ws), daemon=True).start()
-        threading.Thread(target=ws_to_tcp, args=(ws, rest, tcp), daemon=True).start()
+        state = {"ws_closed": False}
+        threading.Thread(target=tcp_to_ws, args=(tcp, ws, state), daemon=True).start()
+        threading.Thread(target=ws_to_tcp, args=(ws, rest, tcp, state), daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -514,6 +515,32 @@ static void vhost_tls_info(const struct ws_server *ws, struct lws_context_creati
         info->options |= LWS_SERVER_OPTION_PEER_CERT_NOT_REQUIRED;
 }
 
+/*
+ * Whether host:port can be bound now. Probing first keeps lws from logging a
+ * bind error for every port a desktop default passes over.
+ */
+static bool ws_port_free(const char *host, unsigned port)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res;
+    char portstr[8];
+    bool free_now = true;
+
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    if (getaddrinfo(host, portstr, &hints, &res) != 0)
+        return true; /* lws will say what is wrong with the address */
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        free_now = bind(fd, res->ai_addr, res->ai_addrlen) == 0 || errno != EADDRINUSE;
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return free_now;
+}
+
 int ws_server_listen(struct ws_server *ws, const char *url, bool next_free_port, char *bound,
                      size_t boundlen, char *err, size_t errlen)
 {
@@ -541,6 +568,11 @@ int ws_server_listen(struct ws_server *ws, const char *url, bool next_free_port,
     for (int i = 0; i < tries && u.port + (unsigned)i <= 65535; i++) {
         struct lws_context_creation_info info;
         char name[16];
+        if (tries > 1 && !ws_port_free(u.host, u.port + (unsigned)i)) {
+            log_notice("%s: port %u is in use, trying %u", url, u.port + (unsigned)i,
+                       u.port + (unsigned)i + 1);
+            continue;
+        }
         memset(&info, 0, sizeof(info));
         snprintf(name, sizeof(name), "v%zu", ws->vhost_count);
         info.vhost_name = name;
