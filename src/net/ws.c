@@ -63,6 +63,17 @@ struct ws_server {
 };
 
 /*
+ * What protocol 0 knows of an accepted connection until it becomes a
+ * WebSocket session (lws's opaque pointer of its wsi; WS thread only): enough
+ * to say once, when it closes without becoming one, why.
+ */
+struct ws_pending {
+    char peer[64];  /* taken at accept: at the close the socket may be gone */
+    bool tls;
+    bool explained; /* the reason is logged already */
+};
+
+/*
  * One WebSocket session: lws's per-session data of the mqtt protocols, WS
  * thread only. `fd` is our end of the socketpair; lws watches a duplicate of
  * it (`raw`), so that when the core closes its end and lws drops its watch,
@@ -237,6 +248,8 @@ static int session_open(struct ws_server *ws, struct ws_session *s, struct lws *
     s->ws = wsi;
     s->fd = -1;
     peer_of(wsi, s->peer, sizeof(s->peer));
+    free(lws_get_opaque_user_data(wsi)); /* its struct ws_pending: it is a session now */
+    lws_set_opaque_user_data(wsi, NULL);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
         log_error("ws: %s: socketpair: %s", s->peer, strerror(errno));
         return -1;
@@ -279,6 +292,51 @@ static void session_close(struct ws_session *s)
     }
 }
 
+/* Why a connection that never became a WebSocket session was closed, unless said already. */
+static void explain_close(struct lws *wsi)
+{
+    struct ws_pending *p = lws_get_opaque_user_data(wsi);
+    char what[128];
+
+    if (!p || p->explained)
+        return;
+    p->explained = true;
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0) {
+        log_notice("ws: %s: closed before a WebSocket request: %s", p->peer,
+                   p->tls ? "TLS handshake failed, or no request within connect-timeout"
+                          : "no request within connect-timeout, or the client left");
+    } else if (lws_hdr_total_length(wsi, WSI_TOKEN_UPGRADE) > 0) {
+        if (lws_hdr_copy(wsi, what, sizeof(what), WSI_TOKEN_PROTOCOL) <= 0)
+            snprintf(what, sizeof(what), "none");
+        log_notice("ws: %s: WebSocket upgrade refused: subprotocol %s (mqtt or mqttv3.1 "
+                   "expected)",
+                   p->peer, what);
+    } else {
+        log_notice("ws: %s: closed before its WebSocket request was complete", p->peer);
+    }
+}
+
+/* The connection goes without having become a session: say why, forget it. */
+static void pending_done(struct lws *wsi)
+{
+    explain_close(wsi);
+    free(lws_get_opaque_user_data(wsi));
+    lws_set_opaque_user_data(wsi, NULL);
+}
+
+/* Whether the Sec-WebSocket-Protocol list of an upgrade names one we serve. */
+static bool offers_mqtt(struct lws *wsi)
+{
+    char list[128];
+
+    if (lws_hdr_copy(wsi, list, sizeof(list), WSI_TOKEN_PROTOCOL) <= 0)
+        return true; /* none at all: protocol 0's filter refuses it */
+    for (char *save = NULL, *p = strtok_r(list, ", ", &save); p; p = strtok_r(NULL, ", ", &save))
+        if (strcmp(p, "mqtt") == 0 || strcmp(p, "mqttv3.1") == 0)
+            return true;
+    return false;
+}
+
 static int on_mqtt(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                    size_t len)
 {
@@ -288,9 +346,12 @@ static int on_mqtt(struct lws *wsi, enum lws_callback_reasons reason, void *user
     switch (reason) {
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) < 0 || strcmp(uri, WS_PATH)) {
+            struct ws_pending *p = lws_get_opaque_user_data(wsi);
             log_notice("ws: %s: WebSocket upgrade refused: path %s (MQTT is served on " WS_PATH
                        ")",
-                       peer_of(wsi, peer, sizeof(peer)), uri);
+                       p ? p->peer : peer_of(wsi, peer, sizeof(peer)), uri);
+            if (p)
+                p->explained = true;
             return -1;
         }
         return 0;
@@ -307,6 +368,10 @@ static int on_mqtt(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return to_ws(s);
     case LWS_CALLBACK_CLOSED:
         session_close(s);
+        return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        /* Refused after lws had bound it to us (a wrong path): not a session. */
+        pending_done(wsi);
         return 0;
     default:
         return 0;
@@ -347,21 +412,42 @@ static int on_bridge(struct lws *wsi, enum lws_callback_reasons reason, void *us
 static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                    size_t len)
 {
-    char what[128], peer[64];
+    char peer[64];
 
     switch (reason) {
-    case LWS_CALLBACK_HTTP:
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED: {
+        struct ws_pending *p = calloc(1, sizeof(*p));
+        if (p) { /* without it the close goes unexplained, nothing worse */
+            peer_of(wsi, p->peer, sizeof(p->peer));
+            p->tls = vhost_is_tls(server_of(wsi), lws_get_vhost(wsi));
+            lws_set_opaque_user_data(wsi, p);
+        }
+        return 0;
+    }
+    case LWS_CALLBACK_WSI_DESTROY:
+        pending_done(wsi);
+        return 0;
+    case LWS_CALLBACK_HTTP: {
+        struct ws_pending *p = lws_get_opaque_user_data(wsi);
         log_info("ws: %s: plain HTTP request for %s: 404 (MQTT is served on " WS_PATH ")",
-                 peer_of(wsi, peer, sizeof(peer)), in ? (const char *)in : "?");
+                 p ? p->peer : peer_of(wsi, peer, sizeof(peer)), in ? (const char *)in : "?");
+        if (p)
+            p->explained = true;
         lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
         return -1;
+    }
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        if (lws_hdr_copy(wsi, what, sizeof(what), WSI_TOKEN_PROTOCOL) <= 0)
-            snprintf(what, sizeof(what), "none");
-        log_notice("ws: %s: WebSocket upgrade refused: subprotocol %s (mqtt or mqttv3.1 "
-                   "expected)",
-                   peer_of(wsi, peer, sizeof(peer)), what);
+        explain_close(wsi); /* an upgrade without subprotocol */
         return -1;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        /* lws would refuse an unknown subprotocol without a word to us: refuse it here. */
+        if (offers_mqtt(wsi))
+            return 0;
+        explain_close(wsi);
+        return -1;
+    case LWS_CALLBACK_CLOSED_HTTP:
+        explain_close(wsi);
+        return 0;
     case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
         /* lws takes 0 as "valid" whatever OpenSSL found: pass OpenSSL's verdict on. */
         if (len)

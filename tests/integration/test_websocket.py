@@ -229,16 +229,21 @@ def test_all_four_transports_on_one_broker():
 def test_bad_handshakes_are_refused():
     with _ws_broker() as b:
         ws = _port(b, "ws")
-        for path, proto, what in [("/other", "mqtt", "a wrong path"),
-                                  ("/mqtt", None, "no subprotocol"),
-                                  ("/mqtt", "chat", "an unknown subprotocol")]:
+        for path, proto, what, logged in [
+                ("/other", "mqtt", "a wrong path", r"upgrade refused: path /other"),
+                ("/mqtt", None, "no subprotocol", r"upgrade refused: subprotocol none"),
+                ("/mqtt", "chat", "an unknown subprotocol", r"upgrade refused: subprotocol chat")]:
+            mark = b.log_mark()
             c = WsRaw(ws, path, proto)
             check(b"101" not in c.status, "%s was upgraded: %r" % (what, c.status))
             c.close()
+            b.wait_log(logged, since=mark)
+        mark = b.log_mark()
         s = socket.create_connection((HOST, ws), timeout=5)
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         check(s.recv(100).startswith(b"HTTP/1.1 404"), "a plain GET is not answered 404")
         s.close()
+        b.wait_log(r"plain HTTP request for /: 404", since=mark)
         for proto in ("mqtt", "mqttv3.1"):
             c = WsRaw(ws, "/mqtt", proto)
             check(b"101" in c.status, "subprotocol %s refused: %r" % (proto, c.status))
@@ -379,6 +384,7 @@ def test_stalled_handshakes_closed_at_connect_timeout():
         t0 = time.monotonic()
         no_connect = WsRaw(ws, timeout=10)  # a WebSocket that never sends CONNECT
         check(b"101" in no_connect.status, "upgrade refused: %r" % no_connect.status)
+        mark = b.log_mark()
         for what, sock in (("silent", silent), ("half a request", partial),
                            ("no CONNECT", no_connect.sock)):
             try:
@@ -390,6 +396,8 @@ def test_stalled_handshakes_closed_at_connect_timeout():
             check(1.5 < took < 6, "%s: closed after %.1f s with connect-timeout 2" % (what, took))
             sock.close()
         b.wait_log(r"no CONNECT within 2 s")
+        b.wait_log(r"closed before a WebSocket request: no request within connect-timeout",
+                   since=mark)
 
 
 def test_wss_client_certificates():
@@ -404,15 +412,19 @@ def test_wss_client_certificates():
         c.send_frames([c.frame(connect_packet(unique("cc")))])
         check_equal(c.read_payload(4), b"\x20\x02\x00\x00", "CONNACK over wss://")
         c.close()
-        for who, ctx in (("no certificate", test_tls._context()),
-                         ("an untrusted certificate", test_tls._context(cert="stranger"))):
+        for who, ctx, logged in (
+                ("no certificate", test_tls._context(),
+                 r"closed before a WebSocket request: TLS handshake failed"),
+                ("an untrusted certificate", test_tls._context(cert="stranger"),
+                 r"client certificate refused \(unable to get local issuer")):
+            mark = b.log_mark()
             try:
                 c = WsRaw(wss, tls=ctx)
+                check(b"101" not in c.status, "%s: upgraded (%r)" % (who, c.status))
+                c.close()
             except (ssl.SSLError, OSError):
-                continue
-            check(b"101" not in c.status, "%s: upgraded (%r)" % (who, c.status))
-            c.close()
-        b.wait_log(r"client certificate refused \(unable to get local issuer")
+                pass
+            b.wait_log(logged, since=mark)
 
 
 def test_wss_sighup_reloads_certificate():
