@@ -649,9 +649,8 @@ static int decode_ack(struct reader *r, bool v5, uint8_t type, struct mqtt_ack *
  * caller's (a Protocol Error, not a malformation: [MQTT-3.8.3-4] in MQTT 5),
  * like everything else about filters.
  */
-static int check_sub_options(bool v5, const struct mqtt_buf *filter, uint8_t options)
+static int check_sub_options(bool v5, uint8_t options)
 {
-    (void)filter;
     if (v5) {
         if ((options & 0xC0) || ((options >> 4) & 0x03) == 3) /* [MQTT-3.8.3-5] */
             return CODEC_E_SUB_OPTIONS;
@@ -689,7 +688,7 @@ static int decode_subscribe(struct reader *r, bool v5, bool subscribe, struct mq
         if (subscribe) {
             if ((rc = rd_u8(r, &options)) != CODEC_OK)
                 return rc;
-            if ((rc = check_sub_options(v5, &filter, options)) != CODEC_OK)
+            if ((rc = check_sub_options(v5, options)) != CODEC_OK)
                 return rc;
         }
         s->count++;

@@ -1019,9 +1019,10 @@ class PahoClient:
         wait_for(lambda: mid in self.suback, timeout, what="SUBACK for %r" % (topic,))
         return self.suback[mid]
 
-    def publish(self, topic, payload=b"", qos=0, retain=False, timeout=5.0):
-        """Publish; for QoS 1/2 wait until the handshake with the broker completes."""
-        info = self.c.publish(topic, payload, qos, retain)
+    def publish(self, topic, payload=b"", qos=0, retain=False, timeout=5.0, **kw):
+        """Publish; for QoS 1/2 wait until the handshake with the broker completes.
+        Keywords go to paho (MQTT 5: properties=)."""
+        info = self.c.publish(topic, payload, qos, retain, **kw)
         check(info.rc == 0, "paho publish(%r) failed locally: rc %d" % (topic, info.rc))
         if qos > 0:
             info.wait_for_publish(timeout)

@@ -32,7 +32,7 @@ import time
 import aviary_test
 from aviary_test import (
     HOST, CONNACK, CONNECT, DISCONNECT, PINGREQ_PACKET, PINGRESP, PUBACK, PUBCOMP, PUBLISH, PUBREC,
-    PUBREL, SUBACK, SUBSCRIBE, UNSUBACK, UNSUBSCRIBE, Broker, Closed, RawClient, Skip,
+    PUBREL, SUBACK, SUBSCRIBE, UNSUBACK, UNSUBSCRIBE, Broker, Closed, PahoClient, RawClient, Skip,
     TestFailure, Timeout, check, check_equal, mqtt_string, packet, to_bytes, u16, unique,
     varint, wait_for)
 
@@ -841,10 +841,11 @@ def paho_props(packet_type, **values):
     return p
 
 
-class Paho5Client:
+class Paho5Client(PahoClient):
     """paho-mqtt 1.6.1 speaking MQTT 5, its network loop in a thread. Connects in the
     constructor and waits for CONNACK (fails unless its reason is expect_rc).
-    transport "websockets" (path ws_path) or "tcp"; tls_ca: a CA file turns on TLS."""
+    transport "websockets" (path ws_path) or "tcp"; tls_ca: a CA file turns on TLS.
+    publish(), wait_messages() and the rest are PahoClient's."""
 
     def __init__(self, port, client_id="", clean_start=True, keepalive=60, properties=None,
                  will=None, username=None, password=None, timeout=5.0, expect_rc=0,
@@ -892,10 +893,6 @@ class Paho5Client:
             self.close()
             raise
 
-    @property
-    def session_present(self):
-        return bool(self.connack[1])
-
     def _on_connect(self, client, userdata, flags, reason, properties):
         with self.cond:
             rc = reason if isinstance(reason, int) else reason.value
@@ -933,26 +930,6 @@ class Paho5Client:
         wait_for(lambda: mid in self.suback, timeout, what="SUBACK for %r" % (topic,))
         return self.suback[mid]
 
-    def publish(self, topic, payload=b"", qos=0, retain=False, properties=None, timeout=5.0):
-        info = self.c.publish(topic, payload, qos, retain, properties=properties)
-        check(info.rc == 0, "paho v5 publish(%r) failed locally: rc %d" % (topic, info.rc))
-        if qos > 0:
-            info.wait_for_publish(timeout)
-            check(info.is_published(), "paho v5: QoS %d publish to %r not acknowledged within "
-                  "%.1f s" % (qos, topic, timeout))
-        return info
-
-    def wait_messages(self, count, timeout=5.0, topic=None):
-        def matching():
-            with self.cond:
-                return [m for m in self.messages if topic is None or m.topic == topic]
-        try:
-            wait_for(lambda: len(matching()) >= count, timeout,
-                     what="%d message(s)%s" % (count, " on %r" % topic if topic else ""))
-        except TestFailure as e:
-            raise TestFailure("%s; got %r" % (e, matching()))
-        return matching()
-
     def close(self, reasoncode=None, properties=None):
         try:
             if not self.disconnected.is_set():
@@ -965,13 +942,6 @@ class Paho5Client:
                 self.disconnected.wait(3)
         finally:
             self.c.loop_stop()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
 
 
 # ---------------------------------------------------------------------------

@@ -145,11 +145,11 @@ def _descendants(pid):
         st = _stat(int(name)) if name.isdigit() else None
         if st is not None:
             children.setdefault(st[1], []).append(int(name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
+    found, unvisited = [], [pid]
+    while unvisited:
+        for child in children.get(unvisited.pop(), []):
             found.append(child)
-            todo.append(child)
+            unvisited.append(child)
     return found
 
 
