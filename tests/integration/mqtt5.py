@@ -756,10 +756,6 @@ class V5Client(RawClient):
             self.send(pubcomp5(p.pid))
         return p
 
-    def receive_all(self, count, timeout=5.0, ack=True, what="PUBLISH"):
-        return [self.receive(timeout, ack, what="%s %d of %d" % (what, i + 1, count))
-                for i in range(count)]
-
     def ping(self, timeout=5.0):
         self.send(PINGREQ_PACKET)
         self.expect5(PINGRESP, timeout, what="the connection should still be served")
