@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from aviary_test import (  # noqa: E402
-    Skip, aviaryctl, aviaryctl_path, check, check_equal, run, run_tests, unique)
+    aviaryctl, aviaryctl_path, check, check_equal, missing, run, run_tests, unique)
 
 SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 ID_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -427,7 +427,7 @@ def test_newer_schema_exits_2():
     try:
         import sqlite3
     except ImportError:
-        raise Skip("Python's sqlite3 module is missing")
+        missing("Python's sqlite3 module is missing")
     db = _db()
     _ok(db, "instance", "list")
     conn = sqlite3.connect(db)

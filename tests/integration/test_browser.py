@@ -25,7 +25,7 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from aviary_test import (  # noqa: E402
-    HOST, Broker, Proc, RawClient, Skip, TestFailure, check, check_equal, run_tests,
+    HOST, Broker, Proc, RawClient, TestFailure, check, check_equal, missing, run_tests,
     source_dir, unique, wait_for)
 
 BROWSER_DIR = os.path.join(source_dir(), "tests", "browser")
@@ -39,17 +39,17 @@ STEP_TIMEOUT = 10.0
 
 
 def _chromium():
-    """The Chromium to run ($AVIARY_CHROMIUM, else chromium on PATH), or Skip."""
+    """The Chromium to run ($AVIARY_CHROMIUM, else chromium on PATH), or missing()."""
     exe = os.environ.get("AVIARY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     if not os.access(exe, os.X_OK):
-        raise Skip("Chromium is not installed (Debian: chromium); looked for %s" % exe)
+        missing("Chromium is not installed (Debian: chromium); looked for %s" % exe)
     return exe
 
 
 def _bundle():
-    """The path of the installed MQTT.js browser bundle, or Skip."""
+    """The path of the installed MQTT.js browser bundle, or missing()."""
     if not os.path.isfile(BUNDLE):
-        raise Skip("the MQTT.js bundle is not installed: run `npm install` in %s (%s missing)"
+        missing("the MQTT.js bundle is not installed: run `npm install` in %s (%s missing)"
                    % (BROWSER_DIR, BUNDLE))
     return BUNDLE
 

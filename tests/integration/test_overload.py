@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from aviary_test import (  # noqa: E402
     CONNACK, HOST, PINGRESP, Broker, RawClient, Skip, check, check_equal, cloud_db,
-    connect_packet, ctl, new_token, paho_roundtrip, publish_packet, run_tests, unique, wait_for)
+    connect_packet, ctl, missing, new_token, paho_roundtrip, publish_packet, run_tests, unique,
+    wait_for)
 from mqtt5 import V5Client  # noqa: E402
 
 
@@ -182,7 +183,7 @@ def test_descriptor_limit_of_256_facing_1000_connections():
     spinning when accept fails, and takes the waiting connections as descriptors free up."""
     prlimit = shutil.which("prlimit")
     if prlimit is None:
-        raise Skip("prlimit (util-linux) is not installed")
+        missing("prlimit (util-linux) is not installed")
     _raise_own_fd_limit(1300)
     with Broker(prefix=[prlimit, "--nofile=256:256", "--"]) as b:
         mark = b.log_mark()

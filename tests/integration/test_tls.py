@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from aviary_test import (  # noqa: E402
     HOST, Broker, PahoClient, RawClient, Skip, TestFailure, aviaryctl, aviaryd_path, check,
-    check_equal, connect_packet, mosquitto_pub, mosquitto_sub, run, run_tests, unique,
+    check_equal, connect_packet, missing, mosquitto_pub, mosquitto_sub, run, run_tests, unique,
     wait_for)
 
 try:
@@ -40,7 +40,7 @@ def _path(name):
 def _openssl(*args):
     exe = shutil.which("openssl")
     if exe is None:
-        raise Skip("the openssl command is not installed (Debian: openssl)")
+        missing("the openssl command is not installed (Debian: openssl)")
     r = run([exe] + list(args), timeout=30)
     if r.returncode != 0:
         raise TestFailure("openssl %s failed: %s" % (" ".join(args),

@@ -307,7 +307,8 @@ def test_desktop_defaults_move_to_next_free_ports():
     out, err = r.stdout.decode(), r.stderr.decode()
     check_equal(out.split(), ["listening", "on", "tcp://127.0.0.1:1885", "listening", "on",
                               "ws://127.0.0.1:1886"], "the listeners (log: %r)" % err[-800:])
-    check("port 1883 is in use, trying 1884" in err and "ws://127.0.0.1:1884: port 1884 is in use" in err,
+    check("port 1883 is in use, trying 1884" in err
+          and "ws://127.0.0.1:1884: port 1884 is in use" in err,
           "the log does not say why the ports moved: %r" % err[-800:])
 
 
