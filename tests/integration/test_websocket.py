@@ -415,9 +415,10 @@ def test_wss_client_certificates():
         c.close()
         for who, ctx, logged in (
                 ("no certificate", test_tls._context(),
-                 r"closed before a WebSocket request: TLS handshake failed"),
+                 r"TLS handshake failed: no client certificate \(alert sent\)"),
                 ("an untrusted certificate", test_tls._context(cert="stranger"),
-                 r"client certificate refused \(unable to get local issuer")):
+                 r"TLS handshake failed: client certificate refused \(unable to get local "
+                 r"issuer")):
             mark = b.log_mark()
             try:
                 c = WsRaw(wss, tls=ctx)
@@ -426,6 +427,12 @@ def test_wss_client_certificates():
             except (ssl.SSLError, OSError):
                 pass
             b.wait_log(logged, since=mark)
+            # Said once, whether lws failed the handshake while adopting the socket or after.
+            time.sleep(0.3)
+            said = [line for line in b.log_text(since=mark).splitlines()
+                    if "TLS handshake failed" in line]
+            check_equal(len(said), 1, "log lines about the failed handshake (%s): %r"
+                        % (who, said))
 
 
 def test_wss_sighup_reloads_certificate():
