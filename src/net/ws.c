@@ -293,41 +293,30 @@ static void session_close(struct ws_session *s)
 }
 
 /*
- * A failed TLS handshake is logged once, by whoever sees it first: the client
- * certificate check, or the fatal alert we send. lws may fail a handshake
- * while it adopts the socket, before protocol 0 hears of the connection, so
- * the mark lives on the SSL object (ex_data at this index), not in ws_pending.
+ * A TLS handshake that fails ends with the one fatal alert we send, whatever
+ * failed, so that is where it is logged: lws may fail a handshake while it
+ * adopts the socket, before protocol 0 hears of the connection (no
+ * ws_pending yet). A refused client certificate is named by OpenSSL's
+ * verdict; OpenSSL 3.0 has no text for TLS 1.3's "certificate required".
  */
-static pthread_once_t tls_mark_once = PTHREAD_ONCE_INIT;
-static int tls_mark_index = -1;
-
-static void tls_mark_index_init(void)
+static void log_handshake_failure(struct lws *wsi, SSL *ssl, int alert)
 {
-    tls_mark_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-}
+    struct ws_pending *p = lws_get_opaque_user_data(wsi);
+    char peer[64];
+    char why[160];
+    long verdict = SSL_get_verify_result(ssl);
 
-static bool tls_failure_logged(const SSL *ssl)
-{
-    return ssl && tls_mark_index >= 0 && SSL_get_ex_data(ssl, tls_mark_index) != NULL;
-}
-
-/* Marks the handshake failure of `wsi` (with `ssl`) as logged. */
-static void tls_failure_mark(struct lws *wsi, SSL *ssl)
-{
-    struct ws_pending *p = wsi ? lws_get_opaque_user_data(wsi) : NULL;
-
+    if (verdict != X509_V_OK)
+        snprintf(why, sizeof(why), "client certificate refused (%s)",
+                 X509_verify_cert_error_string(verdict));
+    else if ((alert & 0xff) == TLS13_AD_CERTIFICATE_REQUIRED)
+        snprintf(why, sizeof(why), "no client certificate (alert sent)");
+    else
+        snprintf(why, sizeof(why), "%s (alert sent)", SSL_alert_desc_string_long(alert));
+    log_notice("ws: %s: TLS handshake failed: %s", p ? p->peer : peer_of(wsi, peer, sizeof(peer)),
+               why);
     if (p)
         p->explained = true;
-    if (ssl && tls_mark_index >= 0)
-        SSL_set_ex_data(ssl, tls_mark_index, &tls_mark_index);
-}
-
-/* What a fatal alert we sent says; OpenSSL 3.0 has no text for TLS 1.3's own. */
-static const char *alert_text(int alert)
-{
-    if ((alert & 0xff) == TLS13_AD_CERTIFICATE_REQUIRED)
-        return "no client certificate";
-    return SSL_alert_desc_string_long(alert);
 }
 
 /* Why a connection that never became a WebSocket session was closed, unless said already. */
@@ -487,25 +476,15 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         explain_close(wsi);
         return 0;
     case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
-        /* lws takes 0 as "valid" whatever OpenSSL found: pass OpenSSL's verdict on. */
-        if (len)
-            return 0;
-        peer_of_fd(in ? SSL_get_fd(in) : -1, peer, sizeof(peer));
-        log_notice("ws: %s: TLS handshake failed: client certificate refused (%s)", peer,
-                   user ? X509_verify_cert_error_string(X509_STORE_CTX_get_error(user))
-                        : "unknown");
-        tls_failure_mark(wsi, in);
-        return 1;
+        /* lws takes 0 as "valid" whatever OpenSSL found: pass OpenSSL's verdict on
+         * (the refusal is logged with the alert that follows it). */
+        return len ? 0 : 1;
     case LWS_CALLBACK_SSL_INFO: { /* SSL_CB_ALERT only (ssl_info_event_mask) */
         const struct lws_ssl_info *si = in;
         SSL *ssl = lws_get_ssl(wsi);
-        struct ws_pending *p = lws_get_opaque_user_data(wsi);
-        if (!ssl || !(si->where & SSL_CB_WRITE) || (si->ret >> 8) != SSL3_AL_FATAL ||
-            !SSL_in_init(ssl) || tls_failure_logged(ssl))
-            return 0;
-        log_notice("ws: %s: TLS handshake failed: %s (alert sent)",
-                   p ? p->peer : peer_of(wsi, peer, sizeof(peer)), alert_text(si->ret));
-        tls_failure_mark(wsi, ssl);
+        if (ssl && (si->where & SSL_CB_WRITE) && (si->ret >> 8) == SSL3_AL_FATAL &&
+            SSL_in_init(ssl))
+            log_handshake_failure(wsi, ssl, si->ret);
         return 0;
     }
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
@@ -637,7 +616,6 @@ fail:
 /* The TLS side of a wss:// vhost: the same policy as tls:// listeners (net/tls.h). */
 static void vhost_tls_info(const struct ws_server *ws, struct lws_context_creation_info *info)
 {
-    pthread_once(&tls_mark_once, tls_mark_index_init);
     info->options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info->ssl_info_event_mask = SSL_CB_ALERT;
     info->ssl_cert_filepath = ws->tls_cert;

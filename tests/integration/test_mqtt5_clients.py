@@ -22,10 +22,6 @@ from mqtt5 import (  # noqa: E402
     paho_props)
 
 
-def _connack_props(client):
-    return client.connack[2]
-
-
 def _mosquitto_lines(sub, prefix):
     return [line for line in sub.lines if line.startswith(prefix)]
 
@@ -37,7 +33,7 @@ def test_paho_connack_announces_keep_alive_flow_and_alias_limits():
     aviary_only("aviaryd's default limits")
     with broker() as b:
         with Paho5Client(b.port, unique("ann-"), keepalive=1000) as c:
-            props = _connack_props(c)
+            props = c.connack[2]
             check_equal(getattr(props, "ServerKeepAlive", None), 300,
                         "Server Keep Alive for a keep-alive of 1000 s (keepalive-max 300)")
             check_equal(getattr(props, "ReceiveMaximum", None), 20, "Receive Maximum "
@@ -55,7 +51,7 @@ def test_paho_empty_client_id_gets_an_assigned_identifier_and_response_informati
     with broker() as b:
         asked = paho_props(PacketTypes.CONNECT, RequestResponseInformation=1)
         with Paho5Client(b.port, "", properties=asked) as c:
-            props = _connack_props(c)
+            props = c.connack[2]
             assigned = getattr(props, "AssignedClientIdentifier", "")
             check(assigned, "no Assigned Client Identifier for an empty client id: %r" % props)
             if is_aviary():  # a server may leave it out (mosquitto does)
