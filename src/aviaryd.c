@@ -201,9 +201,19 @@ fail:
 static void catalog_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct daemon_state *d = arg;
+    /* The looks first: the catalog a look loaded is in the mailbox by then. */
+    uint64_t looked = watcher_looked(d->watcher);
     struct catalog *cat = watcher_take(d->watcher);
     if (cat)
         broker_apply_catalog(d->broker, cat);
+    broker_login_rechecked(d->broker, looked);
+}
+
+/* A login missed: the broker asks for a fresh look at the database. */
+static void recheck_cb(void *ctx, uint64_t n)
+{
+    struct daemon_state *d = ctx;
+    watcher_look(d->watcher, n);
 }
 
 /* The database named by the configuration, or the default one. */
@@ -244,6 +254,7 @@ static int start_watcher(struct daemon_state *d, const struct config *cfg)
         log_error("cannot watch the database: out of memory");
         return -1;
     }
+    broker_set_recheck(d->broker, recheck_cb, d);
     return 0;
 }
 

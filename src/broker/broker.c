@@ -1,7 +1,9 @@
 #include "broker/broker.h"
 
 #include <stdlib.h>
+#include <time.h>
 
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "broker/conn.h"
@@ -22,6 +24,10 @@
  */
 #define BROKER_MEMORY_CHECK_MS 100
 #define BROKER_MEMORY_CHECK_CALLS 64
+/* At most one line this often while the process stays over max-memory. */
+#define BROKER_MEMORY_LOG_INTERVAL_SEC 10
+
+static void broker_recheck_cb(evutil_socket_t fd, short what, void *arg);
 
 /* The reaper: frees the conns closed since the last loop iteration. */
 static void broker_reap_cb(evutil_socket_t fd, short what, void *arg)
@@ -44,21 +50,19 @@ struct broker *broker_new(struct event_base *base, const struct limits *limits)
     b->limits = *limits;
     b->connect_timeout = BROKER_DEFAULT_CONNECT_TIMEOUT;
     b->reap_ev = event_new(base, -1, 0, broker_reap_cb, b);
+    b->recheck_ev = evtimer_new(base, broker_recheck_cb, b);
     b->local = instance_new(b, "local", limits);
-    if (!b->reap_ev || !b->local) {
+    if (!b->reap_ev || !b->recheck_ev || !b->local) {
         broker_free(b);
         return NULL;
     }
     return b;
 }
 
-bool broker_memory_full(struct broker *b)
+bool broker_memory_measure(struct broker *b)
 {
-    uint64_t now;
+    uint64_t now = clock_ms();
 
-    if (!b->max_memory)
-        return false;
-    now = clock_ms();
     if (b->memory_measured_ms == 0 || now - b->memory_measured_ms >= BROKER_MEMORY_CHECK_MS ||
         ++b->memory_questions >= BROKER_MEMORY_CHECK_CALLS) {
         b->memory_measured_ms = now;
@@ -68,6 +72,13 @@ bool broker_memory_full(struct broker *b)
             memory_release_unused();
             b->memory_resident = memory_resident();
         }
+        /* Beside the kernel's figure, what the tenants' accounts hold: the gap is the rest. */
+        if (b->memory_resident > b->max_memory &&
+            log_every_due(&b->memory_log, time(NULL), BROKER_MEMORY_LOG_INTERVAL_SEC))
+            log_warning("over max-memory: %zu MB resident (max %zu MB), %zu MB of it held for "
+                        "instances (%llu times over so far)",
+                        b->memory_resident >> 20, b->max_memory >> 20, b->held.bytes >> 20,
+                        (unsigned long long)b->memory_log.count);
     }
     return b->memory_resident > b->max_memory;
 }
@@ -112,6 +123,8 @@ void broker_free(struct broker *b)
     catalog_free(b->catalog);
     if (b->reap_ev)
         event_free(b->reap_ev);
+    if (b->recheck_ev)
+        event_free(b->recheck_ev);
     free(b->matches);
     free(b->match_ids);
     free(b);
@@ -160,6 +173,94 @@ struct instance *broker_instance_for(struct broker *b, const char *name)
         inst = NULL;
     }
     return inst;
+}
+
+/* Ask for the next look at the database (its time has come). */
+static void broker_recheck_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct broker *b = arg;
+
+    b->recheck_ms = clock_ms();
+    b->recheck(b->recheck_ctx, ++b->recheck_asked);
+}
+
+/* A login waits for a look not asked yet: ask now, or when the interval allows. */
+static void broker_recheck_soon(struct broker *b)
+{
+    uint64_t since = clock_ms() - b->recheck_ms;
+
+    if (evtimer_pending(b->recheck_ev, NULL))
+        return;
+    if (b->recheck_ms == 0 || since >= BROKER_RECHECK_INTERVAL_MS) {
+        broker_recheck_cb(-1, 0, b);
+        return;
+    }
+    uint64_t wait = BROKER_RECHECK_INTERVAL_MS - since;
+    struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
+    evtimer_add(b->recheck_ev, &tv);
+}
+
+void broker_set_recheck(struct broker *b, void (*fn)(void *ctx, uint64_t n), void *ctx)
+{
+    b->recheck = fn;
+    b->recheck_ctx = ctx;
+}
+
+bool broker_login_wait(struct broker *b, struct conn *c)
+{
+    if (!b->recheck || c->login_rechecked)
+        return false;
+    /* A look asked before this login arrived may have missed what aviaryctl just made. */
+    c->login_look = b->recheck_asked + 1;
+    c->login_waiting = true;
+    c->login_next = b->login_waiters;
+    b->login_waiters = c;
+    bufferevent_disable(c->bev, EV_READ);
+    broker_recheck_soon(b);
+    return true;
+}
+
+void broker_login_forget(struct broker *b, struct conn *c)
+{
+    for (struct conn **p = &b->login_waiters; *p; p = &(*p)->login_next) {
+        if (*p == c) {
+            *p = c->login_next;
+            break;
+        }
+    }
+    c->login_waiting = false;
+}
+
+void broker_login_rechecked(struct broker *b, uint64_t n)
+{
+    struct conn *ready = NULL, **p = &b->login_waiters;
+
+    while (*p) {
+        struct conn *c = *p;
+        if (c->login_look > n) {
+            p = &c->login_next;
+            continue;
+        }
+        *p = c->login_next;
+        c->login_next = ready;
+        ready = c;
+    }
+    while (ready) {
+        struct conn *c = ready;
+        ready = c->login_next;
+        c->login_waiting = false;
+        c->login_rechecked = true;
+        conn_read_again(c);
+    }
+    if (b->login_waiters)
+        broker_recheck_soon(b);
+}
+
+bool broker_token_live(const struct broker *b, const struct catalog_token *t)
+{
+    if (t->expires && t->expires <= time(NULL))
+        return false;
+    return b->catalog && catalog_token_by_id(b->catalog, t->id) != NULL;
 }
 
 /* A conn that belongs to, or still points into, an instance being deleted. */
@@ -219,6 +320,9 @@ void broker_apply_catalog(struct broker *b, struct catalog *cat)
             continue;
         struct catalog_token *now = catalog_token_by_id(cat, c->token->id);
         if (!now) {
+            /* What the token no longer allows, its will may not do either. */
+            message_unref(c->will);
+            c->will = NULL;
             conn_disconnect(c, MQTT_RC_ADMINISTRATIVE_ACTION, "token %s was revoked",
                             c->token->id);
             continue;

@@ -13,15 +13,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/account.h"
 #include "util/limits.h"
+#include "util/log.h"
 #include "util/strmap.h"
 
 struct catalog;
+struct catalog_token;
 struct event;
 struct event_base;
 struct conn;
 struct instance;
 struct session;
+
+/* Logins that miss make the broker look at the database again at most this often. */
+#define BROKER_RECHECK_INTERVAL_MS 100
 
 /* Seconds a new connection has to send CONNECT, until the program sets connect-timeout. */
 #define BROKER_DEFAULT_CONNECT_TIMEOUT 10
@@ -50,6 +56,8 @@ struct broker {
     uint64_t memory_measured_ms;  /* clock_ms() of that measurement */
     unsigned memory_questions;    /* broker_memory_full() calls since it */
     uint64_t memory_refusals;     /* connections and retained messages refused for it */
+    struct account held;          /* bytes held for all instances together (their parent) */
+    struct log_every memory_log;  /* measurements that found the process over max-memory */
     struct instance *local;       /* desktop mode's single instance; NULL in cloud mode */
 
     /* Cloud mode (broker_set_cloud): tenants and their tokens. */
@@ -65,6 +73,18 @@ struct broker {
     struct event *reap_ev;
     uint64_t next_conn_id;
     bool stopping;                /* SIGTERM: no more wills, no new work */
+
+    /*
+     * Cloud logins that found no such instance or token wait for one fresh
+     * look at the database (aviaryctl may have just made it), asked for at
+     * most every BROKER_RECHECK_INTERVAL_MS so wrong passwords cannot drive it.
+     */
+    struct conn *login_waiters;
+    void (*recheck)(void *ctx, uint64_t n); /* ask look n; NULL: logins never wait */
+    void *recheck_ctx;
+    uint64_t recheck_asked;       /* the last look asked for */
+    uint64_t recheck_ms;          /* clock_ms() when it was asked */
+    struct event *recheck_ev;     /* asks for the next look when its time comes */
     unsigned routing;             /* >0 while a walk of some topic tree is delivering */
 
     /* Routing scratch reused by every publish (core thread only). */
@@ -86,11 +106,20 @@ void broker_close_all(struct broker *b, const char *reason);
 
 /*
  * True when the process holds more than max-memory: new connections and new
- * retained messages are refused then. Measures every 100 ms, or every 64
- * calls when that comes sooner (and, when over, hands unused allocator
- * memory back to the system first).
+ * retained messages are refused then, and nothing more is queued. Measures
+ * (broker_memory_measure) every 100 ms, or every 64 calls when that comes
+ * sooner (and, when over, hands unused allocator memory back to the system
+ * first); without a max-memory it costs a test.
  */
-bool broker_memory_full(struct broker *b);
+static inline bool broker_memory_full(struct broker *b);
+
+/* broker_memory_full() once a max-memory is set: measure when due, then compare. */
+bool broker_memory_measure(struct broker *b);
+
+static inline bool broker_memory_full(struct broker *b)
+{
+    return b->max_memory && broker_memory_measure(b);
+}
 
 /* Queue a closed conn for freeing on the next loop iteration. */
 void broker_reap_later(struct broker *b, struct conn *c);
@@ -120,6 +149,35 @@ void broker_set_token_rules(struct broker *b, bool allow_keys_without_tls,
  * token is gone (revoked, or its instance deleted) are closed.
  */
 void broker_apply_catalog(struct broker *b, struct catalog *cat);
+
+/*
+ * How the broker asks for a fresh look at the database: `fn(ctx, n)` asks
+ * for look number n (the program answers with broker_login_rechecked()).
+ * Until this is set, a login that misses is refused at once.
+ */
+void broker_set_recheck(struct broker *b, void (*fn)(void *ctx, uint64_t n), void *ctx);
+
+/*
+ * A cloud login found no such instance or token: when a fresh look at the
+ * database may change that, `c` waits for it (its CONNECT unread, reading
+ * off) and true is returned; false means the miss is final.
+ */
+bool broker_login_wait(struct broker *b, struct conn *c);
+
+/* `c` closed while waiting: forget it. */
+void broker_login_forget(struct broker *b, struct conn *c);
+
+/*
+ * Every look up to number `n` has been made and its catalog, if any, applied:
+ * the logins that waited for one of them read their CONNECT again.
+ */
+void broker_login_rechecked(struct broker *b, uint64_t n);
+
+/*
+ * Is `t` still a live token: in the current catalog (not revoked, its
+ * instance not deleted) and not expired?
+ */
+bool broker_token_live(const struct broker *b, const struct catalog_token *t);
 
 /*
  * The instance named `name` (cloud), made on first use with its limits from

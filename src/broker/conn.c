@@ -22,6 +22,7 @@
 #include "broker/propbuf.h"
 #include "broker/session.h"
 #include "store/catalog.h"
+#include "util/account.h"
 #include "util/clock.h"
 #include "util/log.h"
 
@@ -34,6 +35,13 @@
  * (a DISCONNECT with its reason) before the client reads it.
  */
 #define CONN_DRAIN_SEC 1
+/*
+ * A connection closed with more than this unread is not given its linger:
+ * a client that far behind would not read its last packet in time anyway,
+ * and holding its output for seconds would let take-overs pile output up.
+ * Its QoS 1/2 messages stay in its session; QoS 0 ones are lost, as QoS 0 may be.
+ */
+#define CONN_LINGER_MAX_OUTPUT (64 * 1024)
 
 /* Payloads up to this size are copied into the output; larger ones are referenced. */
 #define CONN_COPY_PAYLOAD_MAX 4096
@@ -41,6 +49,7 @@
 #define CONN_DROP_LOG_INTERVAL_SEC 10
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 
@@ -73,7 +82,7 @@ struct conn *conn_new(struct broker *b, struct bufferevent *bev, const struct co
         conn_close(c, "out of memory setting up the connection");
         return c;
     }
-    bufferevent_setcb(bev, conn_read_cb, NULL, conn_event_cb, c);
+    bufferevent_setcb(bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     log_debug("conn %llu: accepted from %s", (unsigned long long)c->id, meta->peer);
     return c;
@@ -81,10 +90,52 @@ struct conn *conn_new(struct broker *b, struct bufferevent *bev, const struct co
 
 static void conn_publish_will(struct conn *c)
 {
-    log_info("client %s: publishing its will on %s", c->client_id, c->will->topic);
     c->will_due = false;
-    message_restart_expiry(c->will);
-    instance_publish(c->will_instance, c->will, NULL);
+    instance_publish_will(c->will_instance, c->will, c->token, &c->rate, c->client_id);
+}
+
+/*
+ * The output's charge: what we add is charged as we add it
+ * (conn_output_added), and where libevent reports the output written (the
+ * write callbacks) the charge is brought down to what is still pending
+ * (conn_output_settle). So it is never below the truth, and exact whenever
+ * the output has drained: a callback on every change of the buffer would be
+ * exact always, at a price on the hottest path.
+ */
+static void conn_output_added(struct conn *c, size_t n)
+{
+    if (!c->account)
+        return;
+    c->output_charged += n;
+    account_charge(c->account, n);
+}
+
+static void conn_output_settle(struct conn *c)
+{
+    size_t now = conn_output_pending(c);
+
+    if (!c->account)
+        return;
+    if (now > c->output_charged)
+        account_charge(c->account, now - c->output_charged);
+    else
+        account_release(c->account, c->output_charged - now);
+    c->output_charged = now;
+}
+
+void conn_charge_output(struct conn *c, struct account *a)
+{
+    c->account = account_ref(a);
+    conn_output_settle(c);
+}
+
+/* Its output no longer counts: the connection is being freed. */
+static void conn_uncharge_output(struct conn *c)
+{
+    account_release(c->account, c->output_charged);
+    account_unref(c->account);
+    c->account = NULL;
+    c->output_charged = 0;
 }
 
 void conn_free(struct conn *c)
@@ -109,6 +160,7 @@ void conn_free(struct conn *c)
             free(c->in_aliases[i]);
     free(c->in_aliases);
     strmap_clear(&c->out_aliases);
+    conn_uncharge_output(c);
     bufferevent_free(c->bev);
     /* A will that conn_close() had to defer because routing was under way. */
     if (c->will_due && c->will && !b->stopping)
@@ -147,6 +199,7 @@ static void conn_linger_read_cb(struct bufferevent *bev, void *arg)
 static void conn_linger_write_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
+    conn_output_settle(c);
     if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
         conn_linger_drained(c);
 }
@@ -218,22 +271,27 @@ static void conn_send_disconnect(struct conn *c, uint8_t reason, const char *why
 }
 
 /* `reason` < 0: no DISCONNECT. */
-static void conn_vclose(struct conn *c, bool clean_disconnect, int reason, const char *fmt,
-                        va_list ap)
+static void conn_vclose(struct conn *c, enum log_level level, bool clean_disconnect, int reason,
+                        const char *fmt, va_list ap)
 {
     char why[256];
 
     if (c->state == CONN_CLOSING)
         return;
     vsnprintf(why, sizeof(why), fmt, ap);
-    /* An orderly DISCONNECT is routine; every other close is worth a notice. */
-    log_msg(clean_disconnect ? LOG_LEVEL_INFO : LOG_LEVEL_NOTICE,
-            "client %s (%s, conn %llu): closed: %s", c->client_id, c->meta.peer,
+    log_msg(level, "client %s (%s, conn %llu): closed: %s", c->client_id, c->meta.peer,
             (unsigned long long)c->id, why);
+    /* A client that said DISCONNECT may read what it asked for; one we close gets its linger
+     * only when it is keeping up. */
+    size_t unread = conn_output_pending(c);
+    bool abandon = !clean_disconnect && unread > CONN_LINGER_MAX_OUTPUT;
     /* A server DISCONNECT only after CONNACK [MQTT-3.14.0-1]; before it, CONNACK says why. */
-    if (reason >= 0 && c->version == MQTT_V5 && c->state == CONN_ACTIVE && !c->peer_eof)
+    if (reason >= 0 && c->version == MQTT_V5 && c->state == CONN_ACTIVE && !c->peer_eof &&
+        !abandon)
         conn_send_disconnect(c, (uint8_t)reason, why);
     c->state = CONN_CLOSING;
+    if (c->login_waiting)
+        broker_login_forget(c->broker, c);
     if (c->timer)
         evtimer_del(c->timer);
     if (c->token_timer)
@@ -246,6 +304,13 @@ static void conn_vclose(struct conn *c, bool clean_disconnect, int reason, const
     }
     conn_detach(c, clean_disconnect);
 
+    if (abandon) {
+        log_debug("client %s (conn %llu): %zu bytes it has not read are dropped with it",
+                  c->client_id, (unsigned long long)c->id, unread);
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+        broker_reap_later(c->broker, c);
+        return;
+    }
     /* What we queued (a CONNACK, a DISCONNECT) still goes out; what comes in is dropped. */
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     bufferevent_setcb(c->bev, conn_linger_read_cb, conn_linger_write_cb, conn_linger_event_cb,
@@ -258,11 +323,20 @@ static void conn_vclose(struct conn *c, bool clean_disconnect, int reason, const
         conn_linger_drained(c);
 }
 
+/* An orderly DISCONNECT is routine; every other close is worth a notice. */
 void conn_close(struct conn *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    conn_vclose(c, false, -1, fmt, ap);
+    conn_vclose(c, LOG_LEVEL_NOTICE, false, -1, fmt, ap);
+    va_end(ap);
+}
+
+void conn_close_at(struct conn *c, enum log_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    conn_vclose(c, level, false, -1, fmt, ap);
     va_end(ap);
 }
 
@@ -270,7 +344,7 @@ void conn_close_clean(struct conn *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    conn_vclose(c, true, -1, fmt, ap);
+    conn_vclose(c, LOG_LEVEL_INFO, true, -1, fmt, ap);
     va_end(ap);
 }
 
@@ -278,7 +352,7 @@ void conn_disconnect(struct conn *c, uint8_t reason, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    conn_vclose(c, false, reason, fmt, ap);
+    conn_vclose(c, LOG_LEVEL_NOTICE, false, reason, fmt, ap);
     va_end(ap);
 }
 
@@ -321,50 +395,117 @@ static struct mqtt_props *packet_props(struct mqtt_packet *p)
     }
 }
 
+/*
+ * Properties a receiver can go without [MQTT-3.1.2-25]: Reason String and
+ * User Properties; in a CONNACK (`connack`) also those that only repeat what
+ * their absence means (the four "available" flags at 1) or that the client
+ * may do without (Topic Alias Maximum: then no aliases). What the client
+ * must be told (an assigned client id, a changed keep-alive or expiry, our
+ * limits) always stays.
+ */
+static bool prop_droppable(uint8_t id, bool connack)
+{
+    switch (id) {
+    case MQTT_PROP_REASON_STRING:
+    case MQTT_PROP_USER_PROPERTY:
+        return true;
+    case MQTT_PROP_RETAIN_AVAILABLE:
+    case MQTT_PROP_WILDCARD_SUB_AVAILABLE:
+    case MQTT_PROP_SUB_ID_AVAILABLE:
+    case MQTT_PROP_SHARED_SUB_AVAILABLE:
+    case MQTT_PROP_TOPIC_ALIAS_MAXIMUM:
+        return connack;
+    default:
+        return false;
+    }
+}
+
+/*
+ * `pkt` is too large for the client: *bare is `pkt` without the properties
+ * it may go without (built in `pb`, which the caller frees). Returns false
+ * when the packet has no such properties.
+ */
+static bool conn_strip_props(const struct mqtt_packet *pkt, struct mqtt_packet *bare,
+                             struct propbuf *pb)
+{
+    struct mqtt_props *props;
+    struct mqtt_prop prop;
+    size_t pos = 0;
+    bool dropped = false;
+
+    *bare = *pkt;
+    if (!(props = packet_props(bare)))
+        return false;
+    while (codec_next_prop(props, &pos, &prop)) {
+        if (prop_droppable(prop.id, pkt->type == MQTT_CONNACK))
+            dropped = true;
+        else
+            propbuf_add(pb, &prop);
+    }
+    if (!dropped || pb->failed)
+        return false;
+    *props = propbuf_props(pb);
+    return true;
+}
+
 int conn_send(struct conn *c, const struct mqtt_packet *pkt)
 {
     uint8_t small[256];
     uint8_t *buf = small;
     struct mqtt_packet bare;
+    struct propbuf pb; /* the stripped properties, made only for a client too small */
+    bool stripping = false;
+    int rc = -1;
 
     if (c->state == CONN_CLOSING)
         return -1;
     long need = codec_encode(pkt, c->version, small, sizeof(small));
     if (need > 0 && c->peer_max_packet && (size_t)need > c->peer_max_packet) {
-        /* Too large for the client [MQTT-3.1.2-24]: its Reason String and User Properties go. */
-        bare = *pkt;
-        struct mqtt_props *props = packet_props(&bare);
-        if (props)
-            *props = (struct mqtt_props){NULL, 0};
-        pkt = &bare;
-        need = codec_encode(pkt, c->version, small, sizeof(small));
+        /* Too large for the client [MQTT-3.1.2-24]: what it can go without goes. */
+        propbuf_init(&pb);
+        stripping = true;
+        if (conn_strip_props(pkt, &bare, &pb)) {
+            pkt = &bare;
+            need = codec_encode(pkt, c->version, small, sizeof(small));
+        }
         if (need > 0 && (size_t)need > c->peer_max_packet) {
+            if (pkt->type == MQTT_CONNACK) {
+                conn_close(c, "its Maximum Packet Size %lu is smaller than the CONNACK it must "
+                           "get (%ld bytes)",
+                           (unsigned long)c->peer_max_packet, need);
+                goto out;
+            }
             log_debug("client %s: packet type %d of %ld bytes exceeds its maximum packet size "
                       "%lu: not sent",
                       c->client_id, pkt->type, need, (unsigned long)c->peer_max_packet);
-            return 0;
+            rc = 0;
+            goto out;
         }
     }
     if (need < 0) {
         conn_close(c, "cannot encode packet type %d: %s", pkt->type, codec_strerror((int)need));
-        return -1;
+        goto out;
     }
     if ((size_t)need > sizeof(small)) {
         buf = malloc((size_t)need);
         if (!buf) {
             conn_close(c, "out of memory encoding packet type %d", pkt->type);
-            return -1;
+            goto out;
         }
         codec_encode(pkt, c->version, buf, (size_t)need);
     }
-    int rc = bufferevent_write(c->bev, buf, (size_t)need);
+    if (bufferevent_write(c->bev, buf, (size_t)need) < 0) {
+        conn_close(c, "out of memory queueing output");
+        goto out;
+    }
+    conn_output_added(c, (size_t)need);
+    rc = 0;
+out:
     if (buf != small)
         free(buf);
-    if (rc < 0) {
-        conn_close(c, "out of memory queueing output");
-        return -1;
-    }
-    return 0;
+    if (stripping)
+        propbuf_free(&pb);
+    return rc;
 }
 
 static void conn_release_message(const void *data, size_t len, void *arg)
@@ -504,6 +645,7 @@ int conn_send_publish(struct conn *c, struct message *m, const struct delivery *
             goto oom;
         }
     }
+    conn_output_added(c, (size_t)need + m->payload_len);
     rc = 0;
     goto out;
 oom:
@@ -673,12 +815,12 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
 
+    conn_output_settle(c);
     if (!c->reading_paused || c->state != CONN_ACTIVE ||
         conn_output_pending(c) > conn_max_outbound(c) / 2)
         return;
     c->reading_paused = false;
     bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-    bufferevent_setcb(bev, conn_read_cb, NULL, conn_event_cb, c);
     if (c->rate_paused)
         return; /* the rate timer takes the input again */
     bufferevent_enable(bev, EV_READ);
@@ -699,37 +841,9 @@ static void conn_pause_reading(struct conn *c)
     c->reading_paused = true;
     bufferevent_disable(c->bev, EV_READ);
     bufferevent_setwatermark(c->bev, EV_WRITE, max / 2, 0);
-    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     log_info("client %s (%s): %zu bytes of output pending (max-outbound-bytes %zu): "
              "not reading its input until it reads",
              c->client_id, c->meta.peer, conn_output_pending(c), max);
-}
-
-/*
- * max-messages-per-second, and max-instance-messages-per-second across all
- * of its instance's connections: take a token for a PUBLISH from both
- * buckets. Returns 0, or the seconds to wait for one (nothing is taken).
- */
-static double conn_rate_take(struct conn *c)
-{
-    const struct limits *l = &c->instance->limits;
-    struct timeval now;
-    double wait;
-
-    if (l->max_messages_per_second == 0 && l->max_instance_messages_per_second == 0)
-        return 0;
-    event_base_gettimeofday_cached(c->broker->base, &now);
-    if (l->max_instance_messages_per_second &&
-        (wait = bucket_take(&c->instance->rate, l->max_instance_messages_per_second, &now)) > 0)
-        return wait;
-    if (l->max_messages_per_second &&
-        (wait = bucket_take(&c->rate, l->max_messages_per_second, &now)) > 0) {
-        /* The instance's token goes back: this PUBLISH waits for the connection's. */
-        if (l->max_instance_messages_per_second)
-            c->instance->rate.tokens += 1.0;
-        return wait;
-    }
-    return 0;
 }
 
 static void conn_rate_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -823,7 +937,8 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         }
         uint8_t type = type_flags >> 4;
         double wait;
-        if (type == MQTT_PUBLISH && c->state == CONN_ACTIVE && (wait = conn_rate_take(c)) > 0) {
+        if (type == MQTT_PUBLISH && c->state == CONN_ACTIVE &&
+            (wait = instance_rate_take(c->instance, &c->rate)) > 0) {
             conn_rate_pause(c, wait);
             return;
         }
@@ -843,12 +958,23 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
             return;
         }
         conn_dispatch(c, &p);
+        /* A login miss: the CONNECT stays unread until the broker has looked again. */
+        if (c->login_waiting)
+            return;
         /* The handlers copied what they keep; the packet's bytes can go. */
         evbuffer_drain(in, total);
         event_base_gettimeofday_cached(c->broker->base, &c->last_packet);
         if (type == MQTT_PUBLISH || type == MQTT_SUBSCRIBE || type == MQTT_UNSUBSCRIBE)
             c->last_activity = c->last_packet;
     }
+}
+
+void conn_read_again(struct conn *c)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    bufferevent_enable(c->bev, EV_READ);
+    conn_read_cb(c->bev, c);
 }
 
 /*

@@ -25,9 +25,10 @@
 #include "codec/codec.h"
 #include "util/bucket.h"
 #include "util/limits.h"
-
+#include "util/log.h"
 #include "util/strmap.h"
 
+struct account;
 struct bufferevent;
 struct catalog_token;
 struct delivery;
@@ -104,6 +105,16 @@ struct conn {
     bool token_warned;        /* expirywarning was sent */
     struct timeval last_activity; /* last PUBLISH, SUBSCRIBE or UNSUBSCRIBE (idle-timeout) */
 
+    /* Its output counts against its instance's bytes from login until it is freed. */
+    struct account *account;   /* a reference; NULL before login */
+    size_t output_charged;     /* bytes of output charged to it: never less than pending */
+
+    /* Cloud login miss: the CONNECT waits (unread) for a fresh look at the database. */
+    bool login_waiting;
+    bool login_rechecked;      /* it waited once already: a second miss is final */
+    uint64_t login_look;       /* the look at the database it waits for */
+    struct conn *login_next;   /* broker->login_waiters */
+
     /* max-messages-per-second: an empty bucket (its, or its instance's) pauses reading. */
     struct bucket rate;
     bool rate_paused;
@@ -128,6 +139,14 @@ struct conn *conn_new(struct broker *b, struct bufferevent *bev, const struct co
  * Safe to call more than once and from any callback: the conn is freed later.
  */
 void conn_close(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * As conn_close(), logged at `level`: for refusals that their instance's own
+ * rate-limited line counts already (see instance_note_refusal), so that a
+ * tenant at its limit cannot flood the log at the default level.
+ */
+void conn_close_at(struct conn *c, enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* As conn_close(), but after a DISCONNECT: the will is discarded, not published. */
 void conn_close_clean(struct conn *c, const char *fmt, ...)
@@ -199,6 +218,16 @@ void conn_limits_changed(struct conn *c);
  * largest packet after CONNECT that a client within every limit can need.
  */
 uint32_t conn_max_packet_size(const struct limits *l);
+
+/*
+ * From now on the connection's pending output counts against `a` (its
+ * instance's account, of which it keeps a reference until it is freed, so a
+ * closing connection's output still counts).
+ */
+void conn_charge_output(struct conn *c, struct account *a);
+
+/* Take the input again after a login wait and handle what is buffered (the CONNECT). */
+void conn_read_again(struct conn *c);
 
 /* Bytes waiting in the connection's output buffer. */
 size_t conn_output_pending(const struct conn *c);

@@ -1,4 +1,6 @@
 /* PUBACK, PUBREC, PUBCOMP for messages we sent; PUBREL for QoS 2 messages we received. */
+#include <errno.h>
+
 #include "broker/conn.h"
 #include "broker/handlers.h"
 #include "broker/session.h"
@@ -39,7 +41,13 @@ void handle_ack(struct conn *c, const struct mqtt_packet *p)
     if (type != p->type)
         log_info("client %s: PUBREC 0x%02x for packet id %u: it refused the message",
                  c->client_id, p->u.ack.reason, id);
-    if (session_ack(s, type, id, type != p->type) < 0)
+    int rc = session_ack(s, type, id, type != p->type);
+    if (rc == -EPROTO)
+        conn_disconnect(c, MQTT_RC_PROTOCOL_ERROR,
+                        "protocol error: %s for packet id %u, whose QoS exchange waits for "
+                        "another acknowledgement",
+                        ack_name(p->type), id);
+    else if (rc < 0)
         log_info("client %s: %s for packet id %u, which is not in flight (ignored)",
                  c->client_id, ack_name(p->type), id);
 }

@@ -15,6 +15,7 @@
 #include "broker/session.h"
 #include "broker/topic.h"
 #include "store/catalog.h"
+#include "util/account.h"
 #include "util/log.h"
 
 /* The MQTT 5 reason code that says what an MQTT 3.1.1 CONNACK return code says. */
@@ -37,11 +38,13 @@ static uint8_t v5_reason(uint8_t code)
 }
 
 /*
- * Refuse the CONNECT and close, logging why: MQTT 3.1.1 return code `code`,
- * or MQTT 5 reason `reason` (0: the one that matches `code`) with `why` as
- * its Reason String.
+ * Refuse the CONNECT and close: MQTT 3.1.1 return code `code`, or MQTT 5
+ * reason `reason` (0: the one that matches `code`) with `told` as its Reason
+ * String. The log says `why`, which may name what the client is not to learn
+ * (a token, which of its credentials was wrong).
  */
-static void refuse5(struct conn *c, uint8_t code, uint8_t reason, const char *why)
+static void refuse_at(struct conn *c, enum log_level level, uint8_t code, uint8_t reason,
+                      const char *told, const char *why)
 {
     struct mqtt_packet ack = {.type = MQTT_CONNACK};
     struct propbuf pb;
@@ -49,14 +52,27 @@ static void refuse5(struct conn *c, uint8_t code, uint8_t reason, const char *wh
     propbuf_init(&pb);
     if (c->version == MQTT_V5) {
         code = reason ? reason : v5_reason(code);
-        propbuf_str(&pb, MQTT_PROP_REASON_STRING, why, strlen(why));
+        propbuf_str(&pb, MQTT_PROP_REASON_STRING, told, strlen(told));
         if (!pb.failed)
             ack.u.connack.props = propbuf_props(&pb);
     }
     ack.u.connack.code = code;
     conn_send(c, &ack);
     propbuf_free(&pb);
-    conn_close(c, c->version == MQTT_V5 ? "CONNACK 0x%02x: %s" : "CONNACK %u: %s", code, why);
+    conn_close_at(c, level, c->version == MQTT_V5 ? "CONNACK 0x%02x: %s" : "CONNACK %u: %s", code,
+                  why);
+}
+
+static void refuse_as(struct conn *c, uint8_t code, uint8_t reason, const char *told,
+                      const char *why)
+{
+    refuse_at(c, LOG_LEVEL_NOTICE, code, reason, told, why);
+}
+
+/* Refuse, telling the client what the log says. */
+static void refuse5(struct conn *c, uint8_t code, uint8_t reason, const char *why)
+{
+    refuse_as(c, code, reason, why, why);
 }
 
 static void refuse(struct conn *c, uint8_t code, const char *why)
@@ -64,12 +80,22 @@ static void refuse(struct conn *c, uint8_t code, const char *why)
     refuse5(c, code, 0, why);
 }
 
-/* A client id for a client that sent none: unique within this process. */
-static void generate_client_id(struct conn *c, char *out, size_t size)
+/* Random bytes in an assigned client id: unique by chance, and telling nothing. */
+#define ASSIGNED_ID_RANDOM_BYTES 12
+
+/*
+ * A client id for a client that sent none: "auto-" and 96 random bits, so
+ * that it tells nothing about the broker (no counter of connections) and
+ * fits the smallest sensible max-client-id.
+ */
+static void generate_client_id(char *out, size_t size)
 {
-    uint32_t salt;
-    evutil_secure_rng_get_bytes(&salt, sizeof(salt));
-    snprintf(out, size, "auto-%08x%llx", salt, (unsigned long long)c->id);
+    uint8_t r[ASSIGNED_ID_RANDOM_BYTES];
+    size_t n = (size_t)snprintf(out, size, "auto-");
+
+    evutil_secure_rng_get_bytes(r, sizeof(r));
+    for (size_t i = 0; i < sizeof(r) && n + 2 < size; i++, n += 2)
+        snprintf(out + n, size - n, "%02x", r[i]);
 }
 
 /* Characters in valid UTF-8 (the codec has checked it): every byte but continuation bytes. */
@@ -147,27 +173,38 @@ static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct
     return 0;
 }
 
-/* Refuse wrong credentials: "`what` 'USER'`detail`", the user name escaped for the log. */
+/*
+ * Refuse wrong credentials: the client hears only that they were wrong; the
+ * log says "`what` 'USER'`detail`", the user name escaped, or hidden when it
+ * is a token's secret sent in the wrong field.
+ */
 static void refuse_login(struct conn *c, const struct mqtt_buf *username, const char *what,
                          const char *detail)
 {
     char user[96], why[256];
-    log_escape(username->data, username->len, user, sizeof(user));
+
+    if (catalog_token_by_secret(c->broker->catalog, username->data, username->len))
+        snprintf(user, sizeof(user), "<a token's secret, not shown>");
+    else
+        log_escape(username->data, username->len, user, sizeof(user));
     snprintf(why, sizeof(why), "bad user name or password: %s '%s'%s", what, user, detail);
-    refuse(c, MQTT_CONNACK_BAD_CREDENTIALS, why);
+    refuse_as(c, MQTT_CONNACK_BAD_CREDENTIALS, 0, "bad user name or password", why);
 }
 
 /*
  * Cloud mode: the user name names the instance, the password is a token's
- * secret. Sets *inst and *token (a new reference), or refuses and returns -1.
- * Wrong credentials all get the same code, so that a client cannot tell an
- * unknown instance from a wrong secret; the log says which it was.
+ * secret. Sets *inst and *token (a new reference), or refuses and returns -1;
+ * also -1 when the login waits for a fresh look at the database (an instance
+ * or token aviaryctl has just made). Wrong credentials all get the same
+ * code and text, so that a client cannot tell an unknown instance from a
+ * wrong secret; the log says which it was.
  */
 static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct instance **inst,
                        struct catalog_token **token)
 {
     struct broker *b = c->broker;
     char name[STORE_NAME_MAX + 1];
+    char why[256];
 
     if (!ck->has_username || !ck->has_password) {
         refuse(c, MQTT_CONNACK_NOT_AUTHORIZED,
@@ -181,22 +218,24 @@ static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct ins
         name[ck->username.len] = '\0';
         ci = catalog_instance(b->catalog, name);
     }
+    struct catalog_token *t =
+        ci ? catalog_token_by_secret(b->catalog, ck->password.data, ck->password.len) : NULL;
+    if ((!ci || !t) && broker_login_wait(b, c))
+        return -1;
     if (!ci) {
         refuse_login(c, &ck->username, "no instance", "");
         return -1;
     }
-    struct catalog_token *t =
-        catalog_token_by_secret(b->catalog, ck->password.data, ck->password.len);
     if (!t || strcmp(t->instance, name) != 0) {
         refuse_login(c, &ck->username, "the password is no live token of instance",
                      t ? " (it belongs to another instance)" : " (unknown or revoked)");
         return -1;
     }
-    char why[256];
     if (t->expires && t->expires <= time(NULL)) {
         snprintf(why, sizeof(why), "not authorized: token %s of instance '%s' has expired",
                  t->id, name);
-        refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, why);
+        refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0, "not authorized: the token has expired",
+                  why);
         return -1;
     }
     if (!t->expires && !c->meta.over_tls && !b->allow_keys_without_tls) {
@@ -204,7 +243,8 @@ static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct ins
                  "not authorized: token %s is a key (no expiry) and keys need TLS; this "
                  "listener has none (see allow-keys-without-tls)",
                  t->id);
-        refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, why);
+        refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0,
+                  "not authorized: a key (a token without expiry) needs a TLS connection", why);
         return -1;
     }
     if (!(*inst = broker_instance_for(b, name))) {
@@ -224,7 +264,39 @@ static int check_binding(struct conn *c, const struct catalog_token *t, const ch
     log_escape(t->client_id, strlen(t->client_id), bound, sizeof(bound));
     snprintf(why, sizeof(why), "not authorized: token %s is bound to client id '%s', not '%s'",
              t->id, bound, c->client_id);
-    refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, why);
+    refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0,
+              "not authorized: the token is bound to another client id", why);
+    return -1;
+}
+
+/*
+ * A new persistent session for `inst`: refused (CONNACK 3 / 0x97) when the
+ * instance has max-sessions of them or holds max-instance-bytes. Returns 0,
+ * or -1 after refusing.
+ */
+static int refuse_over_quota(struct conn *c, struct instance *inst)
+{
+    const struct limits *l = &inst->limits;
+    char why[160];
+
+    if (l->max_sessions && inst->persistent_sessions >= l->max_sessions) {
+        snprintf(why, sizeof(why), "quota exceeded: instance '%s' has %zu persistent sessions "
+                 "(max-sessions %zu)", inst->name, inst->persistent_sessions, l->max_sessions);
+        instance_note_refusal(inst, INSTANCE_REFUSED_SESSIONS,
+                              "new persistent sessions refused (max-sessions %zu)",
+                              l->max_sessions);
+    } else if (instance_over_bytes(inst)) {
+        snprintf(why, sizeof(why), "quota exceeded: instance '%s' holds %zu bytes "
+                 "(max-instance-bytes %zu)", inst->name, inst->account->bytes,
+                 l->max_instance_bytes);
+        instance_note_refusal(inst, INSTANCE_REFUSED_BYTES,
+                              "new persistent sessions refused (max-instance-bytes %zu)",
+                              l->max_instance_bytes);
+    } else {
+        return 0;
+    }
+    /* The instance's line counts these; each one is logged at info level. */
+    refuse_at(c, LOG_LEVEL_INFO, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why, why);
     return -1;
 }
 
@@ -385,7 +457,7 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
                                            : "empty client id with clean session 0");
             return;
         }
-        generate_client_id(c, client_id, sizeof(client_id));
+        generate_client_id(client_id, sizeof(client_id));
         v5.assigned_id = client_id;
     } else {
         memcpy(client_id, ck->client_id.data, ck->client_id.len);
@@ -405,15 +477,24 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
         refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
         return;
     }
+    uint32_t expiry = ck->version == MQTT_V5 ? asked_expiry
+                                             : (ck->clean ? 0 : SESSION_NEVER_EXPIRES);
+    uint32_t granted = grant_session_expiry(expiry, l);
+    /* One more session outliving its connection (a Clean Start replacing one is not). */
+    if (granted && !(s && s->expiry) && refuse_over_quota(c, inst) < 0)
+        return;
     if (ck->will && take_will(c, ck, l) < 0)
         return;
+    if (c->will)
+        message_charge(c->will, inst->account);
     /* A will is a PUBLISH made in advance: the token must allow its topic. */
     if (c->will && !access_may_publish(token, c->will->topic)) {
-        char shown[160], why[256];
+        char shown[160], why[256], told[256];
         log_escape_str(c->will->topic, shown, sizeof(shown));
         snprintf(why, sizeof(why), "not authorized: token %s may not publish the will topic '%s'",
                  token->id, shown);
-        refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, why);
+        snprintf(told, sizeof(told), "not authorized: the will topic '%s' is not allowed", shown);
+        refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0, told, why);
         return;
     }
 
@@ -430,14 +511,11 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
         session_end(s);
         s = NULL;
     }
-    uint32_t expiry = ck->version == MQTT_V5 ? asked_expiry
-                                             : (ck->clean ? 0 : SESSION_NEVER_EXPIRES);
-    uint32_t granted = grant_session_expiry(expiry, l);
     v5.expiry_changed = granted != expiry;
     v5.expiry = granted;
     bool session_present = s != NULL;
     if (s) {
-        s->expiry = granted;
+        session_set_expiry(s, granted);
     } else {
         s = session_new(inst, client_id, granted);
         if (!s || strmap_put(&inst->sessions, client_id, s, NULL) < 0) {
@@ -457,6 +535,7 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     if (c->peer_alias_max > l->max_topic_aliases)
         c->peer_alias_max = (uint16_t)l->max_topic_aliases;
     inst->conn_count++;
+    conn_charge_output(c, inst->account);
     if (token) {
         catalog_token_unref(s->token);
         s->token = catalog_token_ref(token);

@@ -25,7 +25,7 @@ void handle_disconnect(struct conn *c, const struct mqtt_packet *p)
             return;
         }
         uint32_t max = s->instance->limits.max_session_expiry;
-        s->expiry = max && prop.u32 > max ? max : prop.u32;
+        session_set_expiry(s, max && prop.u32 > max ? max : prop.u32);
     }
     if (d->reason == MQTT_RC_DISCONNECT_WITH_WILL) {
         conn_close(c, "client sent DISCONNECT 0x04: disconnect with its will");

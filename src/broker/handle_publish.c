@@ -14,6 +14,7 @@
 #include "broker/session.h"
 #include "broker/topic.h"
 #include "store/catalog.h"
+#include "util/account.h"
 #include "util/log.h"
 
 char *handlers_normalize(const struct mqtt_buf *in, char *small, size_t small_size,
@@ -111,6 +112,33 @@ static void refuse_publish(struct conn *c, const struct mqtt_publish *pub, uint8
 }
 
 /*
+ * The instance holds max-instance-bytes: its PUBLISHes are refused until it
+ * holds less. MQTT 5 acknowledges QoS 1/2 with 0x97. MQTT 3.1.1 cannot
+ * refuse a PUBLISH: rather than acknowledge a message it then drops, the
+ * broker closes the connection unacknowledged, and the client sends it again
+ * after reconnecting. QoS 0 is dropped, as QoS 0 may be.
+ */
+static void refuse_over_bytes(struct conn *c, const struct mqtt_publish *pub)
+{
+    struct instance *inst = c->session->instance;
+    char why[160];
+
+    snprintf(why, sizeof(why), "quota exceeded: instance holds %zu bytes (max-instance-bytes %zu)",
+             inst->account->bytes, inst->limits.max_instance_bytes);
+    instance_note_refusal(inst, INSTANCE_REFUSED_BYTES, "PUBLISH refused (max-instance-bytes %zu)",
+                          inst->limits.max_instance_bytes);
+    if (pub->qos == 0)
+        return;
+    if (c->version == MQTT_V5)
+        send_ack(c, pub->qos, pub->packet_id, MQTT_RC_QUOTA_EXCEEDED, why);
+    else
+        conn_close_at(c, LOG_LEVEL_INFO,
+                      "%s: closed without acknowledging its QoS %u PUBLISH (MQTT 3.1.1 cannot "
+                      "refuse one)",
+                      why, pub->qos);
+}
+
+/*
  * MQTT 5 Topic Alias [MQTT 5 3.3.2.3.4]: record the alias a PUBLISH sets, or
  * put the topic it stands for in *topic. Returns 0, or -1 after disconnecting.
  */
@@ -204,6 +232,10 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
         send_ack(c, 2, pub->packet_id, MQTT_RC_SUCCESS, NULL);
         return;
     }
+    if (instance_over_bytes(s->instance)) {
+        refuse_over_bytes(c, pub);
+        return;
+    }
 
     struct propbuf pb;
     struct message_v5 props = {0};
@@ -225,12 +257,14 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
     uint8_t reason = MQTT_RC_SUCCESS;
     if (topic && !access_may_publish(c->token, topic)) {
         note_denied(c, topic);
-        snprintf(why, sizeof(why), "not authorized: token %s may not publish to this topic",
-                 c->token->id);
+        /* note_denied() logged which token; the client learns no more than the code. */
+        snprintf(why, sizeof(why), "not authorized");
         reason = MQTT_RC_NOT_AUTHORIZED;
     } else if (topic && !pb.failed) {
         m = message_new(topic, strlen(topic), pub->payload.data, pub->payload.len, pub->qos,
                         pub->retain, &props);
+        if (m)
+            message_charge(m, s->instance->account);
     }
     if (topic != small)
         free(topic);
@@ -257,7 +291,7 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
         message_unref(m);
         goto out;
     }
-    if (pub->qos == 2 && idset_add(&s->incoming_qos2, pub->packet_id) < 0) {
+    if (pub->qos == 2 && session_qos2_receive(s, pub->packet_id) < 0) {
         message_unref(m);
         conn_close(c, "out of memory recording a QoS 2 packet id");
         goto out;

@@ -13,6 +13,7 @@
 #include "broker/share.h"
 #include "broker/topic.h"
 #include "store/catalog.h"
+#include "util/account.h"
 #include "util/log.h"
 #include "util/strmap.h"
 
@@ -28,12 +29,17 @@ struct refusals {
     size_t count;
     size_t out_of_memory;
     char first_filter[160];
-    char first_why[128];
+    char first_why[128];  /* for the log */
+    char first_told[128]; /* for the client's Reason String */
 };
 
-/* Count a refusal of `filter`; only the first is kept, and each is logged at debug level. */
+/*
+ * Count a refusal of `filter`; only the first is kept, and each is logged at
+ * debug level. The client is told `told`, the log says `why` (which may name
+ * the token and the rule that refused it).
+ */
 static void refusal_note(struct conn *c, struct refusals *r, const struct mqtt_buf *filter,
-                         const char *why)
+                         const char *told, const char *why)
 {
     char later[sizeof(r->first_filter)];
     bool first = r->count++ == 0;
@@ -42,8 +48,10 @@ static void refusal_note(struct conn *c, struct refusals *r, const struct mqtt_b
     if (!first && !log_enabled(LOG_LEVEL_DEBUG))
         return;
     log_escape(filter->data, filter->len, shown, sizeof(later));
-    if (first)
+    if (first) {
         snprintf(r->first_why, sizeof(r->first_why), "%s", why);
+        snprintf(r->first_told, sizeof(r->first_told), "%s", told);
+    }
     log_debug("client %s: SUBSCRIBE '%s' refused: %s", c->client_id, shown, why);
 }
 
@@ -78,6 +86,35 @@ static bool filter_split(const struct mqtt_buf *raw, struct filter_parts *out)
     out->shared = true;
     out->filter = (struct mqtt_buf){(const uint8_t *)rest, rest_len};
     return true;
+}
+
+/*
+ * aviary's topic rules for a filter as sent: its own part as any filter; a
+ * share group's name as a topic level (the topic character set, no
+ * wildcard), and the whole of "$share/GROUP/FILTER" within the topic length.
+ * Returns 0, or -1 with the reason in `why`.
+ */
+static int filter_check(const struct mqtt_buf *raw, const struct filter_parts *fp,
+                        size_t max_len, char *why, size_t size)
+{
+    int rc = topic_check_filter((const char *)fp->filter.data, fp->filter.len, max_len);
+    if (rc < 0) {
+        topic_describe(rc, fp->filter.len, max_len, why, size);
+        return -1;
+    }
+    if (!fp->shared)
+        return 0;
+    if (raw->len > max_len) {
+        topic_describe(TOPIC_E_TOO_LONG, raw->len, max_len, why, size);
+        return -1;
+    }
+    if ((rc = topic_check_name(fp->group, fp->group_len, max_len)) < 0) {
+        char what[96];
+        topic_describe(rc, fp->group_len, max_len, what, sizeof(what));
+        snprintf(why, size, "share group name: %s", what);
+        return -1;
+    }
+    return 0;
 }
 
 /*
@@ -141,14 +178,13 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e, u
         return qos;
     }
     if (!filter_split(&e->filter, &fp)) {
-        refusal_note(c, r, &e->filter, "a shared subscription needs $share/GROUP/FILTER, "
-                                       "GROUP without wildcards");
+        snprintf(why, sizeof(why), "a shared subscription needs $share/GROUP/FILTER, GROUP "
+                 "without wildcards");
+        refusal_note(c, r, &e->filter, why, why);
         return refused(c, MQTT_RC_TOPIC_FILTER_INVALID);
     }
-    int rc = topic_check_filter((const char *)fp.filter.data, fp.filter.len, l->max_topic_length);
-    if (rc < 0) {
-        topic_describe(rc, fp.filter.len, l->max_topic_length, why, sizeof(why));
-        refusal_note(c, r, &e->filter, why);
+    if (filter_check(&e->filter, &fp, l->max_topic_length, why, sizeof(why)) < 0) {
+        refusal_note(c, r, &e->filter, why, why);
         return refused(c, MQTT_RC_TOPIC_FILTER_INVALID);
     }
     struct session_sub sub = {.options = options, .sub_id = sub_id};
@@ -157,19 +193,20 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e, u
         goto oom;
     const char *plain = fp.shared ? sub.filter + strlen("$share/") + fp.group_len + 1
                                   : sub.filter;
+    /* The client is told only "not authorized": which rule of its token refused stays here. */
     switch (access_subscribe_verdict(c->token, plain)) {
     case ACCESS_ALLOWED:
         break;
     case ACCESS_OUTSIDE:
         snprintf(why, sizeof(why), "not authorized: not allowed by token %s (outside its sub "
                  "filters)", c->token->id);
-        refusal_note(c, r, &e->filter, why);
+        refusal_note(c, r, &e->filter, "not authorized", why);
         free(sub.filter);
         return refused(c, MQTT_RC_NOT_AUTHORIZED);
     case ACCESS_DENIED:
         /* 0x80: the broker does not say which of a token's prohibitions this is. */
         snprintf(why, sizeof(why), "not allowed by token %s (a deny-sub filter)", c->token->id);
-        refusal_note(c, r, &e->filter, why);
+        refusal_note(c, r, &e->filter, "not authorized", why);
         free(sub.filter);
         return MQTT_SUBACK_FAILURE;
     }
@@ -177,7 +214,18 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e, u
     if (!old && s->sub_count >= l->max_subscriptions) {
         snprintf(why, sizeof(why), "quota exceeded: already %zu subscriptions "
                  "(max-subscriptions %zu)", s->sub_count, l->max_subscriptions);
-        refusal_note(c, r, &e->filter, why);
+        refusal_note(c, r, &e->filter, why, why);
+        free(sub.filter);
+        return refused(c, MQTT_RC_QUOTA_EXCEEDED);
+    }
+    if (!old && instance_over_bytes(s->instance)) {
+        snprintf(why, sizeof(why), "quota exceeded: instance holds %zu bytes "
+                 "(max-instance-bytes %zu)", s->instance->account->bytes,
+                 l->max_instance_bytes);
+        refusal_note(c, r, &e->filter, why, why);
+        instance_note_refusal(s->instance, INSTANCE_REFUSED_BYTES,
+                              "new subscriptions refused (max-instance-bytes %zu)",
+                              l->max_instance_bytes);
         free(sub.filter);
         return refused(c, MQTT_RC_QUOTA_EXCEEDED);
     }
@@ -208,7 +256,7 @@ oom_free:
     free(sub.filter);
 oom:
     r->out_of_memory++;
-    refusal_note(c, r, &e->filter, "out of memory");
+    refusal_note(c, r, &e->filter, "out of memory", "out of memory");
     return refused(c, MQTT_RC_UNSPECIFIED);
 }
 
@@ -294,6 +342,7 @@ void handle_subscribe(struct conn *c, const struct mqtt_packet *p)
         snprintf(why, sizeof(why), "'%s': %s", refusals.first_filter, refusals.first_why);
         log_notice("client %s: SUBSCRIBE refused %zu of %zu filters (first: %s)", c->client_id,
                    refusals.count, i, why);
+        snprintf(why, sizeof(why), "'%s': %s", refusals.first_filter, refusals.first_told);
     }
     if (refusals.out_of_memory)
         log_error("client %s: out of memory subscribing to %zu of %zu filters", c->client_id,
@@ -329,9 +378,10 @@ static uint8_t unsubscribe_one(struct conn *c, const struct mqtt_topic_entry *e)
         s->token_events = false;
         return had ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
     }
+    char why[128];
     if (!filter_split(&e->filter, &fp) ||
-        topic_check_filter((const char *)fp.filter.data, fp.filter.len,
-                           s->instance->limits.max_topic_length) < 0)
+        filter_check(&e->filter, &fp, s->instance->limits.max_topic_length, why,
+                     sizeof(why)) < 0)
         return MQTT_RC_TOPIC_FILTER_INVALID;
     char *key = filter_key(&fp, &slash);
     if (!key) {

@@ -3,8 +3,8 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#define IDSET_IDS 65536u
-#define IDSET_WORDS (IDSET_IDS / 64)
+#define IDSET_IDS (IDSET_BYTES * 8)
+#define IDSET_WORDS (IDSET_BYTES / sizeof(uint64_t))
 
 bool idset_has(const struct idset *set, uint16_t id)
 {

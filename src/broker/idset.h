@@ -17,6 +17,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The bitmap's size: what a set holds once it has been used. */
+#define IDSET_BYTES (65536u / 8)
+
 struct idset {
     uint64_t *bits; /* 65536 bits; NULL until the first idset_add() */
     size_t count;   /* ids in the set */

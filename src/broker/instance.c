@@ -1,15 +1,24 @@
 #include "broker/instance.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <event2/event.h>
 
 #include "broker/broker.h"
 #include "broker/message.h"
 #include "broker/session.h"
 #include "broker/share.h"
 #include "broker/topic.h"
+#include "store/catalog.h"
+#include "util/account.h"
 #include "util/clock.h"
 #include "util/log.h"
+
+/* At most one line per instance and reason this often about what its limits refused. */
+#define INSTANCE_REFUSAL_LOG_INTERVAL_SEC 10
 
 struct instance *instance_new(struct broker *b, const char *name, const struct limits *limits)
 {
@@ -20,12 +29,15 @@ struct instance *instance_new(struct broker *b, const char *name, const struct l
     inst->limits = *limits;
     inst->name = strdup(name);
     inst->tree = topic_tree_new();
-    if (!inst->name || !inst->tree) {
+    inst->account = account_new(&b->held);
+    if (!inst->name || !inst->tree || !inst->account) {
         free(inst->name);
         topic_tree_free(inst->tree, NULL);
+        account_unref(inst->account);
         free(inst);
         return NULL;
     }
+    topic_tree_set_account(inst->tree, inst->account);
     return inst;
 }
 
@@ -46,14 +58,83 @@ void instance_free(struct instance *inst)
     strmap_clear(&inst->sessions);
     strmap_clear(&inst->shares);
     topic_tree_free(inst->tree, instance_release_retained);
+    /* Messages still in closing connections' output keep the account until they go. */
+    account_unref(inst->account);
     free(inst->name);
     free(inst);
+}
+
+void instance_note_refusal(struct instance *inst, enum instance_refusal why, const char *fmt,
+                           ...)
+{
+    struct log_every *e = &inst->refused[why];
+    char what[256];
+    va_list ap;
+
+    if (!log_every_due(e, time(NULL), INSTANCE_REFUSAL_LOG_INTERVAL_SEC))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    log_notice("instance %s: quota exceeded: %s (%llu so far; %zu bytes held)", inst->name, what,
+               (unsigned long long)e->count, inst->account->bytes);
+}
+
+double instance_rate_wait(struct instance *inst, struct bucket *conn_rate)
+{
+    const struct limits *l = &inst->limits;
+    struct timeval now;
+    double wait;
+
+    event_base_gettimeofday_cached(inst->broker->base, &now);
+    if (l->max_instance_messages_per_second &&
+        (wait = bucket_take(&inst->rate, l->max_instance_messages_per_second, &now)) > 0)
+        return wait;
+    if (conn_rate && l->max_messages_per_second &&
+        (wait = bucket_take(conn_rate, l->max_messages_per_second, &now)) > 0) {
+        /* The instance's token goes back: this message waits for the connection's. */
+        if (l->max_instance_messages_per_second)
+            inst->rate.tokens += 1.0;
+        return wait;
+    }
+    return 0;
+}
+
+bool instance_publish_will(struct instance *inst, struct message *will,
+                           const struct catalog_token *token, struct bucket *conn_rate,
+                           const char *client_id)
+{
+    if (token && !broker_token_live(inst->broker, token)) {
+        log_notice("client %s: will on %s not published: token %s was revoked or has expired",
+                   client_id, will->topic, token->id);
+        return false;
+    }
+    if (instance_over_bytes(inst)) {
+        instance_note_refusal(inst, INSTANCE_REFUSED_WILL,
+                              "will of client %s not published (max-instance-bytes %zu)",
+                              client_id, inst->limits.max_instance_bytes);
+        return false;
+    }
+    /* A PUBLISH over the rate would wait for its connection to be read; a will cannot. */
+    if (instance_rate_take(inst, conn_rate) > 0) {
+        instance_note_refusal(inst, INSTANCE_REFUSED_WILL,
+                              "will of client %s not published (max-messages-per-second %zu, "
+                              "max-instance-messages-per-second %zu)",
+                              client_id, inst->limits.max_messages_per_second,
+                              inst->limits.max_instance_messages_per_second);
+        return false;
+    }
+    log_info("client %s: publishing its will on %s", client_id, will->topic);
+    message_restart_expiry(will);
+    instance_publish(inst, will, NULL);
+    return true;
 }
 
 /* What routing one message needs besides the broker's scratch. */
 struct route {
     struct broker *broker;
     const struct session *origin; /* the publisher: its No Local subscriptions are skipped */
+    const char *topic;            /* the message's: a share group picks a member that may read it */
 };
 
 /* Chain Subscription Identifier `id` to `m`'s list. */
@@ -119,8 +200,9 @@ static void route_collect(void *ctx, const struct topic_sub *sub)
     struct route *r = ctx;
 
     if (sub->shared) {
-        const struct share_member *m = share_pick(sub->owner);
-        route_session(r, m->session, m->options, m->leading_slash, m->sub_id);
+        const struct share_member *m = share_pick(sub->owner, r->topic);
+        if (m)
+            route_session(r, m->session, m->options, m->leading_slash, m->sub_id);
         return;
     }
     if ((sub->options & SUB_OPT_NO_LOCAL) && sub->owner == r->origin)
@@ -206,7 +288,7 @@ static uint32_t *match_ids(const struct broker *b, const struct broker_match *m,
 size_t instance_publish(struct instance *inst, struct message *m, const struct session *origin)
 {
     struct broker *b = inst->broker;
-    struct route r = {.broker = b, .origin = origin};
+    struct route r = {.broker = b, .origin = origin, .topic = m->topic};
 
     inst->messages_in++;
     if (m->retain)

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/account.h"
 #include "util/clock.h"
 
 struct message *message_new(const char *topic, size_t topic_len, const uint8_t *payload,
@@ -31,7 +32,19 @@ struct message *message_new(const char *topic, size_t topic_len, const uint8_t *
         memcpy(m->props, v5->props, props_len);
     m->expiry = v5 ? v5->expiry : 0;
     m->created_ms = m->expiry ? clock_ms() : 0;
+    m->account = NULL;
     return m;
+}
+
+size_t message_bytes(const struct message *m)
+{
+    return sizeof(*m) + m->topic_len + 1 + m->payload_len + m->props_len;
+}
+
+void message_charge(struct message *m, struct account *a)
+{
+    m->account = account_ref(a);
+    account_charge(a, message_bytes(m));
 }
 
 struct message *message_ref(struct message *m)
@@ -42,8 +55,13 @@ struct message *message_ref(struct message *m)
 
 void message_unref(struct message *m)
 {
-    if (m && --m->refs == 0)
-        free(m);
+    if (!m || --m->refs > 0)
+        return;
+    if (m->account) {
+        account_release(m->account, message_bytes(m));
+        account_unref(m->account);
+    }
+    free(m);
 }
 
 bool message_expired(const struct message *m, uint64_t now_ms)

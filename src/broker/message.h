@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct account;
+
 struct message {
     unsigned refs;
     uint8_t qos;     /* QoS it was published with */
@@ -30,6 +32,7 @@ struct message {
     size_t props_len;
     uint32_t expiry;     /* Message Expiry Interval in seconds; 0: never expires */
     uint64_t created_ms; /* clock_ms() when it was published: the expiry counts from it */
+    struct account *account; /* charged with its bytes while it lives (a reference), or NULL */
 };
 
 /* What MQTT 5 adds to a message; NULL or zeroed for MQTT 3.1.1. */
@@ -46,6 +49,16 @@ struct message_v5 {
 struct message *message_new(const char *topic, size_t topic_len, const uint8_t *payload,
                             size_t payload_len, uint8_t qos, bool retain,
                             const struct message_v5 *v5);
+
+/*
+ * Count the message's bytes against `a` (its instance's account, which it
+ * keeps a reference to) for as long as the message lives, wherever it is
+ * held. Once, right after message_new().
+ */
+void message_charge(struct message *m, struct account *a);
+
+/* The bytes the message holds: its block with topic, payload and properties. */
+size_t message_bytes(const struct message *m);
 
 /* Take one more reference; returns `m`. */
 struct message *message_ref(struct message *m);

@@ -14,8 +14,37 @@
 #include "broker/share.h"
 #include "broker/topic.h"
 #include "store/catalog.h"
+#include "util/account.h"
 #include "util/clock.h"
 #include "util/log.h"
+
+/* What the session holds, charged to its instance's account (util/account.h). */
+static void session_charge(struct session *s, size_t n)
+{
+    account_charge(s->instance->account, n);
+}
+
+static void session_release(struct session *s, size_t n)
+{
+    account_release(s->instance->account, n);
+}
+
+/* The session's own block and its client id. */
+static size_t session_own_bytes(const struct session *s)
+{
+    return sizeof(*s) + strlen(s->client_id) + 1;
+}
+
+static size_t outgoing_bytes(const struct outgoing *o)
+{
+    return sizeof(*o) + o->sub_id_count * sizeof(o->sub_ids[0]);
+}
+
+/* A packet-id set's bitmap, when it has one. */
+static size_t idset_bytes(const struct idset *set)
+{
+    return set->bits ? IDSET_BYTES : 0;
+}
 
 struct session *session_new(struct instance *inst, const char *client_id, uint32_t expiry)
 {
@@ -29,18 +58,44 @@ struct session *session_new(struct instance *inst, const char *client_id, uint32
     }
     log_escape(client_id, strlen(client_id), s->log_id, sizeof(s->log_id));
     s->instance = inst;
-    s->expiry = expiry;
+    session_set_expiry(s, expiry);
+    session_charge(s, session_own_bytes(s));
     return s;
 }
 
-static void outgoing_free_list(struct outgoing *o)
+void session_set_expiry(struct session *s, uint32_t expiry)
+{
+    if (s->expiry && !expiry)
+        s->instance->persistent_sessions--;
+    else if (!s->expiry && expiry)
+        s->instance->persistent_sessions++;
+    s->expiry = expiry;
+}
+
+static inline void outgoing_free_list(struct session *s, struct outgoing *o)
 {
     while (o) {
         struct outgoing *next = o->next;
+        session_release(s, outgoing_bytes(o));
         message_unref(o->msg);
         free(o);
         o = next;
     }
+}
+
+/* idset_add() for one of the session's sets, its bitmap charged when it is made. */
+static int session_idset_add(struct session *s, struct idset *set, uint16_t id)
+{
+    size_t before = idset_bytes(set);
+    int rc = idset_add(set, id);
+    session_charge(s, idset_bytes(set) - before);
+    return rc;
+}
+
+static void session_idset_free(struct session *s, struct idset *set)
+{
+    session_release(s, idset_bytes(set));
+    idset_free(set);
 }
 
 void session_free(struct session *s)
@@ -52,13 +107,17 @@ void session_free(struct session *s)
             share_leave(s->instance, s->subs[i].share, s);
         else
             topic_tree_unsubscribe(s->instance->tree, s->subs[i].filter, s);
+        session_release(s, strlen(s->subs[i].filter) + 1);
         free(s->subs[i].filter);
     }
+    session_release(s, s->sub_cap * sizeof(*s->subs));
     free(s->subs);
-    outgoing_free_list(s->inflight_head);
-    outgoing_free_list(s->queue_head);
-    idset_free(&s->outgoing_ids);
-    idset_free(&s->incoming_qos2);
+    outgoing_free_list(s, s->inflight_head);
+    outgoing_free_list(s, s->queue_head);
+    session_idset_free(s, &s->outgoing_ids);
+    session_idset_free(s, &s->incoming_qos2);
+    session_set_expiry(s, 0);
+    session_release(s, session_own_bytes(s));
     if (s->expiry_timer)
         event_free(s->expiry_timer);
     if (s->will_timer)
@@ -79,9 +138,8 @@ static void session_publish_will(struct session *s)
     s->will = NULL;
     if (s->will_timer)
         evtimer_del(s->will_timer);
-    log_info("client %s: publishing its will on %s", s->log_id, will->topic);
-    message_restart_expiry(will);
-    instance_publish(s->instance, will, NULL);
+    /* Its connection is long gone: only the instance's message rate applies. */
+    instance_publish_will(s->instance, will, s->token, NULL, s->log_id);
     message_unref(will);
 }
 
@@ -150,12 +208,14 @@ int session_sub_record(struct session *s, const struct session_sub *sub, int is_
             struct session_sub *subs = realloc(s->subs, cap * sizeof(*subs));
             if (!subs)
                 return -ENOMEM;
+            session_charge(s, (cap - s->sub_cap) * sizeof(*subs));
             s->subs = subs;
             s->sub_cap = cap;
         }
         char *copy = strdup(sub->filter);
         if (!copy)
             return -ENOMEM;
+        session_charge(s, strlen(copy) + 1);
         rec = &s->subs[s->sub_count++];
         rec->filter = copy;
     }
@@ -171,6 +231,7 @@ int session_sub_forget(struct session *s, const char *filter)
     struct session_sub *sub = session_sub_find(s, filter);
     if (!sub)
         return -ENOENT;
+    session_release(s, strlen(sub->filter) + 1);
     free(sub->filter);
     *sub = s->subs[--s->sub_count];
     return 0;
@@ -187,7 +248,7 @@ static int session_take_packet_id(struct session *s, uint16_t *id)
     uint16_t next = idset_next_clear(&s->outgoing_ids, s->last_packet_id);
     if (next == 0)
         return -EAGAIN;
-    if (idset_add(&s->outgoing_ids, next) < 0)
+    if (session_idset_add(s, &s->outgoing_ids, next) < 0)
         return -ENOMEM;
     s->last_packet_id = next;
     *id = next;
@@ -252,7 +313,7 @@ static bool session_send_inflight(struct session *s, struct outgoing *o, uint16_
     o->state = o->qos == 1 ? OUT_AWAIT_PUBACK : OUT_AWAIT_PUBREC;
     if (conn_send_publish(s->conn, o->msg, &d, o->packet_id, false) == CONN_PUBLISH_SKIPPED) {
         idset_remove(&s->outgoing_ids, packet_id);
-        outgoing_free_list(o);
+        outgoing_free_list(s, o);
         return false;
     }
     list_append(&s->inflight_head, &s->inflight_tail, o);
@@ -267,7 +328,7 @@ static void session_drop_expired(struct session *s, struct outgoing *o)
         log_info("client %s: a queued message on %s expired before it could be sent "
                  "(%llu so far)",
                  s->log_id, o->msg->topic, (unsigned long long)s->expired);
-    outgoing_free_list(o);
+    outgoing_free_list(s, o);
 }
 
 void session_fill_window(struct session *s)
@@ -295,7 +356,8 @@ void session_fill_window(struct session *s)
 }
 
 /* A queue entry for `m` as `d` says, with its own copy of the subscription ids. */
-static struct outgoing *outgoing_new(struct message *m, const struct delivery *d)
+static struct outgoing *outgoing_new(struct session *s, struct message *m,
+                                     const struct delivery *d)
 {
     size_t ids = d->sub_id_count > UINT16_MAX ? UINT16_MAX : d->sub_id_count;
     struct outgoing *o = calloc(1, sizeof(*o) + ids * sizeof(o->sub_ids[0]));
@@ -309,6 +371,7 @@ static struct outgoing *outgoing_new(struct message *m, const struct delivery *d
     o->sub_id_count = (uint16_t)ids;
     if (ids)
         memcpy(o->sub_ids, d->sub_ids, ids * sizeof(o->sub_ids[0]));
+    session_charge(s, outgoing_bytes(o));
     return o;
 }
 
@@ -324,7 +387,7 @@ void session_deliver(struct session *s, struct message *m, const struct delivery
             conn_send_publish(s->conn, m, d, 0, false);
         return;
     }
-    struct outgoing *o = outgoing_new(m, d);
+    struct outgoing *o = outgoing_new(s, m, d);
     if (!o) {
         log_error("client %s: out of memory queueing a message on %s", s->log_id, m->topic);
         return;
@@ -338,6 +401,15 @@ void session_deliver(struct session *s, struct message *m, const struct delivery
         }
         session_no_packet_id(s, rc); /* and queue it below */
     }
+    /* Past max-memory nothing more waits in a queue: the window is all a session gets. */
+    if (broker_memory_full(s->instance->broker)) {
+        s->dropped++;
+        instance_note_refusal(s->instance, INSTANCE_REFUSED_MEMORY,
+                              "over max-memory: a message on %s not queued for client %s",
+                              m->topic, s->log_id);
+        outgoing_free_list(s, o);
+        return;
+    }
     if (s->queue_count >= s->instance->limits.max_queued_messages) {
         struct outgoing *oldest = list_pop(&s->queue_head, &s->queue_tail);
         if (oldest) {
@@ -347,10 +419,10 @@ void session_deliver(struct session *s, struct message *m, const struct delivery
                             "oldest message (%llu dropped so far)",
                             s->log_id, s->instance->limits.max_queued_messages,
                             (unsigned long long)s->dropped);
-            outgoing_free_list(oldest);
+            outgoing_free_list(s, oldest);
         }
         if (s->instance->limits.max_queued_messages == 0) {
-            outgoing_free_list(o);
+            outgoing_free_list(s, o);
             return;
         }
     }
@@ -387,10 +459,32 @@ static size_t session_drop_unreadable(struct session *s, struct outgoing **head,
             s->queue_count--;
         }
         o->next = NULL;
-        outgoing_free_list(o);
+        outgoing_free_list(s, o);
         dropped++;
     }
     return dropped;
+}
+
+/*
+ * Leave the share groups whose filter the session's token may no longer
+ * subscribe to (it resumed with a narrower token than it joined with).
+ * Returns how many it left.
+ */
+static size_t session_leave_forbidden_groups(struct session *s)
+{
+    size_t left = 0;
+
+    for (size_t i = 0; i < s->sub_count;) {
+        struct session_sub *sub = &s->subs[i];
+        if (!sub->share || access_may_subscribe(s->token, sub->share->filter)) {
+            i++;
+            continue;
+        }
+        share_leave(s->instance, sub->share, s);
+        session_sub_forget(s, sub->filter); /* the last record moves into slot i */
+        left++;
+    }
+    return left;
 }
 
 void session_resume(struct session *s, struct conn *c)
@@ -409,6 +503,11 @@ void session_resume(struct session *s, struct conn *c)
                    session_drop_unreadable(s, &s->queue_head, &s->queue_tail, false);
         if (n)
             log_notice("client %s: %zu queued messages dropped: token %s may not read them",
+                       s->log_id, n, s->token->id);
+        n = session_leave_forbidden_groups(s);
+        if (n)
+            log_notice("client %s: left %zu share groups: token %s may not subscribe to their "
+                       "filters",
                        s->log_id, n, s->token->id);
     }
     for (struct outgoing *o = s->inflight_head; o; o = o->next) {
@@ -449,7 +548,7 @@ int session_ack(struct session *s, uint8_t type, uint16_t packet_id, bool refuse
             conn_send(s->conn, &rel);
             return 0;
         }
-        return -ENOENT;
+        return -EPROTO;
     }
     if (type == MQTT_PUBREC) {
         /* The receiver has the message now; only the id stays in flight. */
@@ -473,9 +572,14 @@ int session_ack(struct session *s, uint8_t type, uint16_t packet_id, bool refuse
     s->inflight_count--;
     idset_remove(&s->outgoing_ids, packet_id);
     o->next = NULL;
-    outgoing_free_list(o);
+    outgoing_free_list(s, o);
     session_fill_window(s);
     return 0;
+}
+
+int session_qos2_receive(struct session *s, uint16_t packet_id)
+{
+    return session_idset_add(s, &s->incoming_qos2, packet_id);
 }
 
 int session_qos2_release(struct session *s, uint16_t packet_id)

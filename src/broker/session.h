@@ -79,7 +79,8 @@ struct session {
     struct instance *instance;
     char *client_id;          /* owned */
     char log_id[80];          /* client_id escaped and truncated for the log */
-    uint32_t expiry;          /* seconds it outlives its connection; 0: ends with it */
+    uint32_t expiry;          /* seconds it outlives its connection; 0: ends with it
+                                 (set through session_set_expiry) */
     struct conn *conn;        /* NULL while offline */
     struct catalog_token *token; /* cloud: the token of the last login (a reference);
                                     what it may read is checked at every delivery */
@@ -117,6 +118,18 @@ struct session {
  * connections by `expiry` seconds. NULL when out of memory.
  */
 struct session *session_new(struct instance *inst, const char *client_id, uint32_t expiry);
+
+/*
+ * Set how long the session outlives its connection, keeping its instance's
+ * count of persistent sessions (max-sessions) in step.
+ */
+void session_set_expiry(struct session *s, uint32_t expiry);
+
+/*
+ * A QoS 2 PUBLISH with `packet_id` was received and answered with PUBREC:
+ * remember the id until PUBREL. Returns 0 or -ENOMEM.
+ */
+int session_qos2_receive(struct session *s, uint16_t packet_id);
 
 /*
  * Remove the session's subscriptions from the tree and free everything it
@@ -178,8 +191,10 @@ void session_fill_window(struct session *s);
  * PUBCOMP; `refused` with MQTT_PUBCOMP: a PUBREC with a failure code, which
  * ends a QoS 2 exchange still waiting for its PUBREC. A completed exchange
  * frees the id and refills the window from the queue. Finding the entry
- * walks the window, which max-inflight bounds. Returns 0, or -ENOENT when no
- * message waits for that acknowledgement.
+ * walks the window, which max-inflight bounds. Returns 0, -ENOENT when no
+ * message with that id is in flight, or -EPROTO when one is but waits for
+ * another kind of acknowledgement (PUBCOMP to a QoS 1 message, PUBACK to a
+ * QoS 2 one, PUBCOMP before PUBREC): a Protocol Error [MQTT-4.8.0-1].
  */
 int session_ack(struct session *s, uint8_t type, uint16_t packet_id, bool refused);
 

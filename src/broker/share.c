@@ -4,10 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/access.h"
 #include "broker/conn.h"
 #include "broker/instance.h"
 #include "broker/session.h"
 #include "broker/topic.h"
+#include "util/account.h"
 
 #define SHARE_PREFIX "$share/"
 
@@ -42,8 +44,15 @@ static struct share_member *share_find(struct share_group *g, const struct sessi
     return NULL;
 }
 
-static void share_group_free(struct share_group *g)
+/* What a group holds, charged to its instance: the group, its key and its member array. */
+static size_t share_group_bytes(const struct share_group *g)
 {
+    return sizeof(*g) + strlen(g->key) + 1 + g->cap * sizeof(*g->members);
+}
+
+static void share_group_free(struct instance *inst, struct share_group *g)
+{
+    account_release(inst->account, share_group_bytes(g));
     free(g->members);
     free(g->key);
     free(g);
@@ -57,16 +66,17 @@ static struct share_group *share_group_new(struct instance *inst, const char *ke
         free(g);
         return NULL;
     }
+    account_charge(inst->account, share_group_bytes(g));
     g->filter = g->key + group_len + 1;
     /* The group subscribes at QoS 2: each member's own QoS caps its deliveries. */
     struct topic_sub sub = {.owner = g, .options = 2, .shared = true};
     if (topic_tree_subscribe(inst->tree, g->filter, &sub) < 0) {
-        share_group_free(g);
+        share_group_free(inst, g);
         return NULL;
     }
     if (strmap_put(&inst->shares, key, g, NULL) < 0) {
         topic_tree_unsubscribe(inst->tree, g->filter, g);
-        share_group_free(g);
+        share_group_free(inst, g);
         return NULL;
     }
     return g;
@@ -97,6 +107,7 @@ int share_join(struct instance *inst, const char *key, size_t group_len,
                 share_leave(inst, g, NULL);
             return -ENOMEM;
         }
+        account_charge(inst->account, (cap - g->cap) * sizeof(*members));
         g->members = members;
         g->cap = cap;
     }
@@ -117,22 +128,32 @@ int share_leave(struct instance *inst, struct share_group *g, struct session *s)
     if (g->count == 0) {
         strmap_remove(&inst->shares, g->key);
         topic_tree_unsubscribe(inst->tree, g->filter, g);
-        share_group_free(g);
+        share_group_free(inst, g);
     }
     return 0;
 }
 
-const struct share_member *share_pick(struct share_group *g)
+const struct share_member *share_pick(struct share_group *g, const char *topic)
 {
+    const struct share_member *offline = NULL;
+    size_t offline_k = 0;
+
     for (size_t i = 0; i < g->count; i++) {
         size_t k = (g->next + i) % g->count;
         const struct session *s = g->members[k].session;
+        /* A member that may not read the topic is passed over, not given it to drop. */
+        if (s->token && !access_may_read(s->token, topic))
+            continue;
         if (s->conn && s->conn->state == CONN_ACTIVE) {
             g->next = (k + 1) % g->count;
             return &g->members[k];
         }
+        if (!offline) {
+            offline = &g->members[k];
+            offline_k = k;
+        }
     }
-    const struct share_member *m = &g->members[g->next % g->count];
-    g->next = (g->next + 1) % g->count;
-    return m;
+    if (offline)
+        g->next = (offline_k + 1) % g->count;
+    return offline;
 }

@@ -55,9 +55,11 @@ int share_join(struct instance *inst, const char *key, size_t group_len,
 int share_leave(struct instance *inst, struct share_group *g, struct session *s);
 
 /*
- * The member that gets the next message: the next connected one in turn, or,
- * when none is connected, the next one (its session queues it).
+ * The member that gets the next message, on `topic`: among the members whose
+ * token may read the topic, the next connected one in turn, or, when none is
+ * connected, the next one (its session queues it). NULL when no member may
+ * read it: then nobody in the group gets it.
  */
-const struct share_member *share_pick(struct share_group *g);
+const struct share_member *share_pick(struct share_group *g, const char *topic);
 
 #endif

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/account.h"
 #include "util/siphash.h"
 
 /* ---------------------------------------------------------------- rules */
@@ -166,6 +167,8 @@ struct topic_tree {
     size_t node_count;       /* nodes besides the root */
     size_t sub_count;
     size_t retained_count;
+    size_t bytes;            /* allocated for the tree itself, charged to `account` */
+    struct account *account; /* not owned; NULL: counted in `bytes` only */
     long fail_after; /* test hook: allocations left before failing, < 0 = never */
 };
 
@@ -181,6 +184,36 @@ static void *tree_alloc(struct topic_tree *t, void *old, size_t size)
     return realloc(old, size);
 }
 
+/* The tree holds `n` bytes more (or, with tree_release, fewer). */
+static void tree_charge(struct topic_tree *t, size_t n)
+{
+    t->bytes += n;
+    account_charge(t->account, n);
+}
+
+static void tree_release(struct topic_tree *t, size_t n)
+{
+    t->bytes -= n;
+    account_release(t->account, n);
+}
+
+static size_t node_size(size_t len)
+{
+    return sizeof(struct topic_node) + len + 1;
+}
+
+void topic_tree_set_account(struct topic_tree *t, struct account *a)
+{
+    account_release(t->account, t->bytes);
+    t->account = a;
+    account_charge(a, t->bytes);
+}
+
+size_t topic_tree_bytes(const struct topic_tree *t)
+{
+    return t->bytes;
+}
+
 void topic_tree_fail_allocs_after(struct topic_tree *t, long n)
 {
     t->fail_after = n;
@@ -194,9 +227,10 @@ static uint64_t level_hash(const struct topic_tree *t, const char *s, size_t len
 static struct topic_node *node_new(struct topic_tree *t, struct topic_node *parent,
                                    const char *level, size_t len, uint64_t hash)
 {
-    struct topic_node *n = tree_alloc(t, NULL, sizeof(*n) + len + 1);
+    struct topic_node *n = tree_alloc(t, NULL, node_size(len));
     if (!n)
         return NULL;
+    tree_charge(t, node_size(len));
     memset(n, 0, sizeof(*n));
     n->parent = parent;
     n->hash = hash;
@@ -248,6 +282,8 @@ static int node_rehash(struct topic_tree *t, struct topic_node *n, size_t cap)
         if (n->slots[i])
             slots_put(slots, cap, n->slots[i]);
     free(n->slots);
+    tree_release(t, n->child_cap * sizeof(*slots));
+    tree_charge(t, cap * sizeof(*slots));
     n->slots = slots;
     n->child_cap = cap;
     return 0;
@@ -295,6 +331,7 @@ static void node_remove_child(struct topic_tree *t, struct topic_node *n, struct
     }
     n->child_count--;
     if (n->child_count == 0) {
+        tree_release(t, n->child_cap * sizeof(*n->slots));
         free(n->slots);
         n->slots = NULL;
         n->child_cap = 0;
@@ -322,6 +359,7 @@ static void tree_prune(struct topic_tree *t, struct topic_node *n)
             parent->child_hash = NULL;
         else
             node_remove_child(t, parent, n);
+        tree_release(t, node_size(n->len)); /* an empty node has no table and no subs */
         node_free(n);
         t->node_count--;
         n = parent;
@@ -385,6 +423,7 @@ struct topic_tree *topic_tree_new(void)
     if (!t)
         return NULL;
     t->fail_after = -1;
+    t->bytes = sizeof(*t);
     siphash_key_random(&t->key);
     t->root = node_new(t, NULL, "", 0, 0);
     if (!t->root) {
@@ -435,6 +474,7 @@ void topic_tree_free(struct topic_tree *t, void (*release)(void *msg))
         node_free(n);
         n = parent;
     }
+    tree_release(t, t->bytes);
     free(t);
 }
 
@@ -457,6 +497,7 @@ int topic_tree_subscribe(struct topic_tree *t, const char *filter, const struct 
             tree_prune(t, n); /* the node may have been made for this call */
             return -ENOMEM;
         }
+        tree_charge(t, (cap - n->sub_cap) * sizeof(*subs));
         n->subs = subs;
         n->sub_cap = cap;
     }
@@ -477,6 +518,7 @@ int topic_tree_unsubscribe(struct topic_tree *t, const char *filter, const void 
         n->subs[i] = n->subs[--n->sub_count];
         t->sub_count--;
         if (n->sub_count == 0) {
+            tree_release(t, n->sub_cap * sizeof(*n->subs));
             free(n->subs);
             n->subs = NULL;
             n->sub_cap = 0;

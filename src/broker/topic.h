@@ -85,10 +85,22 @@ struct topic_sub {
     uint32_t sub_id;   /* MQTT 5 subscription identifier, 0 for none */
 };
 
+struct account;
 struct topic_tree;
 
 /* A new empty tree, or NULL when out of memory. The caller owns it. */
 struct topic_tree *topic_tree_new(void);
+
+/*
+ * Charge the tree's own memory (nodes, child tables, subscription arrays;
+ * not the retained messages, which are the caller's) to `a` from now on,
+ * what it holds already included. The caller keeps `a` alive until
+ * topic_tree_free(), which releases everything charged.
+ */
+void topic_tree_set_account(struct topic_tree *t, struct account *a);
+
+/* The bytes the tree holds for itself now (what it charges to its account). */
+size_t topic_tree_bytes(const struct topic_tree *t);
 
 /*
  * Free the tree. `release` (may be NULL) is called once for every retained

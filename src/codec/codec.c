@@ -759,6 +759,15 @@ static const uint8_t fixed_flags[16] = {
     [MQTT_UNSUBSCRIBE] = 0x02,
 };
 
+/*
+ * MQTT 3.1 let a sender set DUP on a retried PUBREL, SUBSCRIBE or UNSUBSCRIBE
+ * (its §2.1); 3.1.1 fixed their flags. The DUP bit there means nothing more.
+ */
+static bool dup_allowed_v31(uint8_t version, uint8_t type, uint8_t flags)
+{
+    return version == MQTT_V31 && fixed_flags[type] == 0x02 && flags == (0x02 | 0x08);
+}
+
 int codec_frame(const uint8_t *buf, size_t len, uint8_t *type_flags, size_t *header_len,
                 uint32_t *remaining)
 {
@@ -798,7 +807,8 @@ int codec_decode(const uint8_t *buf, size_t len, uint8_t version, struct mqtt_pa
     out->flags = first & 0x0F;
     if (out->type == 0 || (out->type == MQTT_AUTH && !v5))
         return CODEC_E_PACKET_TYPE;
-    if (out->type != MQTT_PUBLISH && out->flags != fixed_flags[out->type])
+    if (out->type != MQTT_PUBLISH && out->flags != fixed_flags[out->type] &&
+        !dup_allowed_v31(version, out->type, out->flags))
         return CODEC_E_HEADER_FLAGS;
 
     struct reader r = {buf + header_len, remaining, 0};

@@ -207,7 +207,8 @@ int codec_frame(const uint8_t *buf, size_t len, uint8_t *type_flags, size_t *hea
  * Returns CODEC_OK or a negative enum codec_err.
  *
  * Only MQTT_V5 turns on the MQTT 5 layout (properties, reason codes, AUTH);
- * MQTT_V31 differs from the rest only in allowing DUP on a QoS 0 PUBLISH;
+ * MQTT_V31 differs from the rest only in allowing DUP on a QoS 0 PUBLISH
+ * and on PUBREL, SUBSCRIBE and UNSUBSCRIBE (out->flags then has 0x08 set);
  * 0 and every other value decode with the 3.1.1 rules.
  *
  * A CONNECT whose protocol name is readable but does not pair with its level

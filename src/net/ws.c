@@ -319,6 +319,22 @@ static void log_handshake_failure(struct lws *wsi, SSL *ssl, int alert)
         p->explained = true;
 }
 
+/*
+ * A request header for the log: escaped (the client wrote it, and could
+ * forge a line or a terminal escape with it), or `none` when absent.
+ */
+static const char *header_for_log(struct lws *wsi, enum lws_token_indexes token, char *out,
+                                  size_t size)
+{
+    char raw[128];
+
+    if (lws_hdr_copy(wsi, raw, sizeof(raw), token) <= 0)
+        snprintf(out, size, "none");
+    else
+        log_escape_str(raw, out, size);
+    return out;
+}
+
 /* Why a connection that never became a WebSocket session was closed, unless said already. */
 static void explain_close(struct lws *wsi)
 {
@@ -333,11 +349,9 @@ static void explain_close(struct lws *wsi)
                    p->tls ? "TLS handshake failed, or no request within connect-timeout"
                           : "no request within connect-timeout, or the client left");
     } else if (lws_hdr_total_length(wsi, WSI_TOKEN_UPGRADE) > 0) {
-        if (lws_hdr_copy(wsi, what, sizeof(what), WSI_TOKEN_PROTOCOL) <= 0)
-            snprintf(what, sizeof(what), "none");
         log_notice("ws: %s: WebSocket upgrade refused: subprotocol %s (mqtt or mqttv3.1 "
                    "expected)",
-                   p->peer, what);
+                   p->peer, header_for_log(wsi, WSI_TOKEN_PROTOCOL, what, sizeof(what)));
     } else {
         log_notice("ws: %s: closed before its WebSocket request was complete", p->peer);
     }
@@ -368,7 +382,7 @@ static int on_mqtt(struct lws *wsi, enum lws_callback_reasons reason, void *user
                    size_t len)
 {
     struct ws_session *s = user;
-    char uri[128], peer[64];
+    char uri[128], shown[160], peer[64];
 
     switch (reason) {
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
@@ -376,7 +390,8 @@ static int on_mqtt(struct lws *wsi, enum lws_callback_reasons reason, void *user
             struct ws_pending *p = lws_get_opaque_user_data(wsi);
             log_notice("ws: %s: WebSocket upgrade refused: path %s (MQTT is served on " WS_PATH
                        ")",
-                       p ? p->peer : peer_of(wsi, peer, sizeof(peer)), uri);
+                       p ? p->peer : peer_of(wsi, peer, sizeof(peer)),
+                       header_for_log(wsi, WSI_TOKEN_GET_URI, shown, sizeof(shown)));
             if (p)
                 p->explained = true;
             return -1;
@@ -456,8 +471,10 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return 0;
     case LWS_CALLBACK_HTTP: {
         struct ws_pending *p = lws_get_opaque_user_data(wsi);
+        char path[160];
         log_info("ws: %s: plain HTTP request for %s: 404 (MQTT is served on " WS_PATH ")",
-                 p ? p->peer : peer_of(wsi, peer, sizeof(peer)), in ? (const char *)in : "?");
+                 p ? p->peer : peer_of(wsi, peer, sizeof(peer)),
+                 log_escape_str(in ? (const char *)in : "?", path, sizeof(path)));
         if (p)
             p->explained = true;
         lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
@@ -546,13 +563,16 @@ static void handoff_cb(evutil_socket_t fd, short what, void *arg)
 
 static void lws_to_log(int level, const char *line)
 {
+    char shown[512];
     size_t n = strlen(line);
     while (n && line[n - 1] == '\n')
         n--;
+    /* lws may quote what a client sent: escaped like any client data. */
+    log_escape(line, n, shown, sizeof(shown));
     if (level & LLL_ERR)
-        log_warning("ws: %.*s", (int)n, line);
+        log_warning("ws: %s", shown);
     else
-        log_debug("ws: %.*s", (int)n, line);
+        log_debug("ws: %s", shown);
 }
 
 static char *dup_or_null(const char *s, bool *failed)

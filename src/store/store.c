@@ -14,11 +14,13 @@
  */
 #include "store/store.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -102,6 +104,8 @@ static const struct store_limit default_plan_limits[] = {
     {"max-messages-per-second", 100},
     {"max-retained", 1000},
     {"idle-timeout", 3600},
+    {"max-sessions", 1000},
+    {"max-instance-bytes", 64ull * 1024 * 1024},
 };
 
 /* The token_filters kinds, in the order of struct store_token's lists. */
@@ -426,6 +430,19 @@ static int store_setup(struct store *s, char *err, size_t errlen)
     return store_default_plan(s, err, errlen);
 }
 
+/*
+ * The database holds token hashes (and, in time, clients' messages): a new
+ * one is made readable by its owner only, whatever the umask. SQLite gives
+ * its -wal and -shm files the database file's mode. An existing file is
+ * left as it is, and any failure here is SQLite's to report when it opens.
+ */
+static void store_create_private(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+}
+
 struct store *store_open(const char *path, char *err, size_t errlen)
 {
     struct store *s = calloc(1, sizeof(*s));
@@ -437,6 +454,7 @@ struct store *store_open(const char *path, char *err, size_t errlen)
         return NULL;
     }
     s->opening = true;
+    store_create_private(path);
     rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     if (rc != SQLITE_OK) {
         fail(err, errlen, STORE_E_DB, "cannot open database %s: %s", path,

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,17 @@ struct watcher {
     bool reload;             /* base limits changed: load even if the data did not */
     struct limits base;
     struct catalog *pending; /* loaded, not yet taken */
+    uint64_t look_asked;     /* the highest look at the database asked for */
+    uint64_t look_done;      /* every look up to this one has been made */
 };
+
+/* Wake the core thread: a catalog waits, or a look it asked for is done. */
+static void watcher_wake_core(struct watcher *w)
+{
+    char one = 1;
+    if (write(w->pipe_fd[1], &one, 1) < 0 && errno != EAGAIN)
+        log_warning("store: cannot wake the core thread: %s", strerror(errno));
+}
 
 /* Load a catalog with the current base limits and put it in the mailbox; 0 or -1. */
 static int watcher_load(struct watcher *w)
@@ -51,9 +62,7 @@ static int watcher_load(struct watcher *w)
     pthread_mutex_unlock(&w->lock);
     /* Never seen by the core thread: its tokens have no other references. */
     catalog_free(stale);
-    char one = 1;
-    if (write(w->pipe_fd[1], &one, 1) < 0 && errno != EAGAIN)
-        log_warning("store: cannot wake the core thread: %s", strerror(errno));
+    watcher_wake_core(w);
     return 0;
 }
 
@@ -68,12 +77,14 @@ static void *watcher_main(void *arg)
         until.tv_nsec += (long)WATCHER_INTERVAL_MS * 1000000L;
         until.tv_sec += until.tv_nsec / 1000000000L;
         until.tv_nsec %= 1000000000L;
-        while (!w->stop && !w->reload &&
+        while (!w->stop && !w->reload && w->look_asked == w->look_done &&
                pthread_cond_timedwait(&w->wake, &w->lock, &until) != ETIMEDOUT)
             ;
         if (w->stop)
             break;
         bool reload = w->reload;
+        /* Looks asked from now on may come too late for this one: they get the next. */
+        uint64_t look = w->look_asked;
         pthread_mutex_unlock(&w->lock);
 
         /* The version first: a change committed during the load is then seen as one. */
@@ -83,6 +94,11 @@ static void *watcher_main(void *arg)
         else if ((version != w->version || reload) && watcher_load(w) == 0)
             w->version = version; /* a failed load is tried again at the next poll */
         pthread_mutex_lock(&w->lock);
+        if (look > w->look_done) {
+            /* After the mailbox: the core takes the catalog before it hears the look is done. */
+            w->look_done = look;
+            watcher_wake_core(w);
+        }
     }
     pthread_mutex_unlock(&w->lock);
     return NULL;
@@ -150,6 +166,24 @@ struct catalog *watcher_take(struct watcher *w)
     w->pending = NULL;
     pthread_mutex_unlock(&w->lock);
     return cat;
+}
+
+void watcher_look(struct watcher *w, uint64_t n)
+{
+    pthread_mutex_lock(&w->lock);
+    if (n > w->look_asked) {
+        w->look_asked = n;
+        pthread_cond_signal(&w->wake);
+    }
+    pthread_mutex_unlock(&w->lock);
+}
+
+uint64_t watcher_looked(struct watcher *w)
+{
+    pthread_mutex_lock(&w->lock);
+    uint64_t done = w->look_done;
+    pthread_mutex_unlock(&w->lock);
+    return done;
 }
 
 void watcher_set_base(struct watcher *w, const struct limits *base)

@@ -14,6 +14,7 @@
 #define AVIARY_WATCHER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "store/catalog.h"
 #include "util/limits.h"
@@ -35,6 +36,20 @@ struct watcher *watcher_start(const char *path, const struct limits *base, char 
 
 /* Becomes readable when a new catalog waits. */
 int watcher_fd(const struct watcher *w);
+
+/*
+ * Ask for look number `n` at the database, now rather than at the next poll
+ * (a login missed: aviaryctl may have just made its instance or token). The
+ * look starts after this call, and a changed database yields a new catalog
+ * as usual; the fd becomes readable when it is done.
+ */
+void watcher_look(struct watcher *w, uint64_t n);
+
+/*
+ * Every look up to the number returned has been made. Read it before
+ * watcher_take(): the catalog a look loaded is then already in the mailbox.
+ */
+uint64_t watcher_looked(struct watcher *w);
 
 /* Empty the pipe and return the waiting catalog (the caller's), or NULL. */
 struct catalog *watcher_take(struct watcher *w);

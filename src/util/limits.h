@@ -30,6 +30,8 @@ struct limits {
     size_t max_instance_messages_per_second; /* ... all of an instance's connections together */
     size_t max_retained;        /* retained messages per instance */
     unsigned idle_timeout;      /* seconds without PUBLISH, SUBSCRIBE or UNSUBSCRIBE */
+    size_t max_sessions;        /* persistent sessions (outliving their connection) per instance */
+    size_t max_instance_bytes;  /* bytes an instance may hold (see util/account.h) */
 };
 
 #define LIMITS_DEFAULT_MAX_CLIENT_ID 64
@@ -64,6 +66,8 @@ static inline void limits_init(struct limits *l)
     l->max_instance_messages_per_second = 0;
     l->max_retained = 0;
     l->idle_timeout = 0;
+    l->max_sessions = 0;
+    l->max_instance_bytes = 0;
 }
 
 /* Field by field: struct padding must not make equal limits look different. */
@@ -81,7 +85,8 @@ static inline bool limits_equal(const struct limits *a, const struct limits *b)
            a->max_connections == b->max_connections &&
            a->max_messages_per_second == b->max_messages_per_second &&
            a->max_instance_messages_per_second == b->max_instance_messages_per_second &&
-           a->max_retained == b->max_retained && a->idle_timeout == b->idle_timeout;
+           a->max_retained == b->max_retained && a->idle_timeout == b->idle_timeout &&
+           a->max_sessions == b->max_sessions && a->max_instance_bytes == b->max_instance_bytes;
 }
 
 #endif

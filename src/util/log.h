@@ -10,6 +10,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <time.h>
 
 enum log_level {
     LOG_LEVEL_ERROR = 0,
@@ -44,6 +46,28 @@ char *log_escape(const void *data, size_t len, char *out, size_t size);
 
 /* log_escape() of a NUL-terminated string; also for one-line error messages. */
 char *log_escape_str(const char *s, char *out, size_t size);
+
+/*
+ * Events that could flood the log (refusals, drops) are counted, and logged
+ * at most once per interval with the count so far:
+ *
+ *     if (log_every_due(&inst->refused_log, time(NULL), 10))
+ *         log_notice("... (%llu so far)", (unsigned long long)inst->refused_log.count);
+ */
+struct log_every {
+    uint64_t count; /* events so far */
+    time_t last;    /* when a line was last due; 0: never */
+};
+
+/* Count one more event; true when a line is due (none in the last `interval` seconds). */
+static inline bool log_every_due(struct log_every *e, time_t now, unsigned interval)
+{
+    e->count++;
+    if (e->last && now - e->last < (time_t)interval)
+        return false;
+    e->last = now;
+    return true;
+}
 
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)

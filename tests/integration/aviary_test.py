@@ -936,6 +936,19 @@ def raw_connect(port, client_id="", clean=True, keepalive=60, version=4, will=No
     return c, sp
 
 
+def cloud_login(port, instance, secret, client_id=None, **kw):
+    """A RawClient logged in to a cloud broker's `instance` with token `secret` (user name
+    and password), its CONNACK checked as RawClient.connect(**kw) says (expect_rc)."""
+    c = RawClient(port)
+    try:
+        c.connect(unique("c") if client_id is None else client_id, username=instance,
+                  password=secret, **kw)
+    except BaseException:
+        c.close()
+        raise
+    return c
+
+
 # ---------------------------------------------------------------------------
 # paho-mqtt
 

@@ -807,6 +807,12 @@ def v5_connect(port, client_id=None, **kw):
     return c
 
 
+def cloud_login5(port, instance, secret, client_id=None, **kw):
+    """v5_connect() to a cloud broker's `instance` with token `secret` (user name and
+    password); expect_reason and the CONNECT's properties go in `kw`."""
+    return v5_connect(port, client_id, username=instance, password=secret, **kw)
+
+
 # ---------------------------------------------------------------------------
 # paho-mqtt with MQTT 5
 

@@ -28,7 +28,7 @@ LIMITS = ["max-client-id", "max-topic-length", "max-payload", "max-subscriptions
           "keepalive-min", "keepalive-max", "max-queued-messages", "max-inflight",
           "max-outbound-bytes", "max-connections", "max-messages-per-second", "max-retained",
           "idle-timeout", "max-topic-aliases", "max-session-expiry",
-          "max-instance-messages-per-second"]
+          "max-instance-messages-per-second", "max-sessions", "max-instance-bytes"]
 
 
 def _dir():
@@ -219,7 +219,8 @@ def test_default_plan_limits():
     _ok(db, "instance", "create", "acme")
     limits = _json(db, "instance", "show", "acme")["limits"]
     for name, value in (("max-connections", 100), ("max-messages-per-second", 100),
-                        ("max-retained", 1000), ("idle-timeout", 3600)):
+                        ("max-retained", 1000), ("idle-timeout", 3600),
+                        ("max-sessions", 1000), ("max-instance-bytes", 64 * 1024 * 1024)):
         check_equal(limits[name], {"value": value, "source": "plan"}, name)
 
 
@@ -232,13 +233,15 @@ def test_plan_set_and_list():
     plans = _json(db, "plan", "list")
     check_equal(plans, [
         {"name": "default", "limits": {"idle-timeout": 3600, "max-connections": 100,
-                                       "max-messages-per-second": 100, "max-retained": 1000}},
+                                       "max-instance-bytes": 64 * 1024 * 1024,
+                                       "max-messages-per-second": 100, "max-retained": 1000,
+                                       "max-sessions": 1000}},
         {"name": "tiny", "limits": {"max-connections": 2, "max-payload": 1024}}],
         "JSON plan list")
     out = _ok(db, "plan", "list")
     check_equal(out.splitlines(), [
-        "default: idle-timeout 3600, max-connections 100, max-messages-per-second 100, "
-        "max-retained 1000",
+        "default: idle-timeout 3600, max-connections 100, max-instance-bytes 67108864, "
+        "max-messages-per-second 100, max-retained 1000, max-sessions 1000",
         "tiny: max-connections 2, max-payload 1024"], "text plan list")
 
 

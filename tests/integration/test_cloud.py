@@ -14,7 +14,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from aviary_test import (  # noqa: E402
-    cloud_db, ctl, new_token,
+    cloud_db, cloud_login, ctl, new_token,
     PINGREQ_PACKET, Broker, check, check_equal, RawClient, run_tests, unique,
     wait_for, aviaryd_path, run, HOST)
 
@@ -37,16 +37,6 @@ _token = new_token
 def _cloud(db, *args, **kw):
     return Broker("--mode", "cloud", "--db", db, *args, **kw)
 
-
-def _login(b, instance, secret, client_id=None, expect_rc=0, **kw):
-    c = RawClient(b.port)
-    try:
-        c.connect(client_id or unique("c"), username=instance, password=secret,
-                  expect_rc=expect_rc, **kw)
-    except BaseException:
-        c.close()
-        raise
-    return c
 
 
 def _check_log(b, mark, pattern, what):
@@ -72,10 +62,10 @@ def test_instances_are_isolated():
     names = [_instance(db), _instance(db)]
     secrets = [_token(db, n)[1] for n in names]
     with _cloud(db, "--allow-keys-without-tls") as b:
-        subs = [_login(b, n, s, "sensor-1") for n, s in zip(names, secrets)]
+        subs = [cloud_login(b.port, n, s, "sensor-1") for n, s in zip(names, secrets)]
         for s in subs:
             check_equal(s.subscribe([("#", 1)]), [1], "SUBACK for #")
-        pubs = [_login(b, n, s, "sensor-2") for n, s in zip(names, secrets)]
+        pubs = [cloud_login(b.port, n, s, "sensor-2") for n, s in zip(names, secrets)]
         for i, p in enumerate(pubs):
             p.publish("home/temp", b"from-%d" % i, qos=1)
             p.publish("home/kept", b"kept-%d" % i, qos=1, retain=True)
@@ -86,7 +76,7 @@ def test_instances_are_isolated():
             s.expect_silence(0.3, "messages from the other instance")
         # Retained messages and client ids live inside the instance too.
         for i, (n, sec) in enumerate(zip(names, secrets)):
-            late = _login(b, n, sec, "late")
+            late = cloud_login(b.port, n, sec, "late")
             late.subscribe([("home/#", 0)])
             check_equal(_payloads(late, 1), [b"kept-%d" % i], "retained in instance %d" % i)
             late.expect_silence(0.3, "the other instance's retained message")
@@ -101,11 +91,11 @@ def test_wills_stay_in_their_instance():
     a, b_name = _instance(db), _instance(db)
     sa, sb = _token(db, a)[1], _token(db, b_name)[1]
     with _cloud(db, "--allow-keys-without-tls") as b:
-        wa = _login(b, a, sa)
+        wa = cloud_login(b.port, a, sa)
         wa.subscribe([("#", 0)])
-        wb = _login(b, b_name, sb)
+        wb = cloud_login(b.port, b_name, sb)
         wb.subscribe([("#", 0)])
-        dying = _login(b, a, sa, will={"topic": "gone", "payload": b"bye"})
+        dying = cloud_login(b.port, a, sa, will={"topic": "gone", "payload": b"bye"})
         dying.abort()
         check_equal(_payloads(wa, 1), [b"bye"], "the will in its own instance")
         wb.expect_silence(0.5, "another instance's will")
@@ -137,7 +127,7 @@ def test_refused_credentials_get_connack_4_or_5_and_a_reason():
             c.expect_closed(5, "the close after CONNACK %d" % code)
             c.close()
             _check_log(b, mark, r"CONNACK %d: .*%s" % (code, pattern), "credentials %r" % creds)
-        _login(b, name, secret).ping()
+        cloud_login(b.port, name, secret).ping()
 
 
 def test_expired_token_is_refused():
@@ -147,7 +137,7 @@ def test_expired_token_is_refused():
     time.sleep(1.2)
     with _cloud(db) as b:
         mark = b.log_mark()
-        _login(b, name, secret, expect_rc=5).expect_closed()
+        cloud_login(b.port, name, secret, expect_rc=5).expect_closed()
         _check_log(b, mark, r"CONNACK 5: .*has expired", "an expired token")
 
 
@@ -158,11 +148,11 @@ def test_key_needs_tls_unless_allowed():
     _, expiring = _token(db, name, "--ttl", "1h")
     with _cloud(db) as b:
         mark = b.log_mark()
-        _login(b, name, key, expect_rc=5).expect_closed()
+        cloud_login(b.port, name, key, expect_rc=5).expect_closed()
         _check_log(b, mark, r"CONNACK 5: .*keys need TLS", "a key on plain TCP")
-        _login(b, name, expiring).ping()
+        cloud_login(b.port, name, expiring).ping()
     with _cloud(db, "--allow-keys-without-tls") as b:
-        _login(b, name, key).ping()
+        cloud_login(b.port, name, key).ping()
 
 
 def test_token_bound_to_a_client_id():
@@ -170,9 +160,9 @@ def test_token_bound_to_a_client_id():
     name = _instance(db)
     _, secret = _token(db, name, "--client-id", "device-7")
     with _cloud(db, "--allow-keys-without-tls") as b:
-        _login(b, name, secret, "device-7").ping()
+        cloud_login(b.port, name, secret, "device-7").ping()
         mark = b.log_mark()
-        _login(b, name, secret, "device-8", expect_rc=5).expect_closed()
+        cloud_login(b.port, name, secret, "device-8", expect_rc=5).expect_closed()
         _check_log(b, mark, r"CONNACK 5: .*bound to client id 'device-7', not 'device-8'",
                    "a bound token with another client id")
 
@@ -185,7 +175,7 @@ def test_expiry_warning_then_close():
     name = _instance(db)
     _, secret = _token(db, name, "--ttl", "4s")
     with _cloud(db, "--token-warning", "2") as b:
-        c = _login(b, name, secret)
+        c = cloud_login(b.port, name, secret)
         t0 = time.monotonic()
         check_equal(c.subscribe([("[mqtt]tokenevents", 0)]), [0], "SUBACK for tokenevents")
         p = c.receive(5, what="expirywarning")
@@ -208,7 +198,7 @@ def test_expiry_warning_after_late_subscribe():
     name = _instance(db)
     _, secret = _token(db, name, "--ttl", "5s")
     with _cloud(db, "--token-warning", "30") as b:
-        c = _login(b, name, secret)
+        c = cloud_login(b.port, name, secret)
         c.expect_silence(0.3, "a warning before subscribing")
         c.subscribe([("[mqtt]tokenevents", 0)])
         check_equal(c.receive(2, what="expirywarning").payload, b"expirywarning", "warning")
@@ -222,8 +212,8 @@ def test_revoke_closes_live_connection_within_2s():
     tid, secret = _token(db, name)
     _, other = _token(db, name)
     with _cloud(db, "--allow-keys-without-tls") as b:
-        c = _login(b, name, secret)
-        survivor = _login(b, name, other)
+        c = cloud_login(b.port, name, secret)
+        survivor = cloud_login(b.port, name, other)
         mark = b.log_mark()
         t0 = time.monotonic()
         _ctl(db, "token", "revoke", name, tid)
@@ -233,7 +223,7 @@ def test_revoke_closes_live_connection_within_2s():
               % (took, APPLY_WITHIN))
         _check_log(b, mark, r"token %s was revoked" % tid, "revoke")
         survivor.ping()
-        _login(b, name, secret, expect_rc=4).expect_closed()
+        cloud_login(b.port, name, secret, expect_rc=4).expect_closed()
 
 
 def test_instance_delete_closes_its_connections():
@@ -241,16 +231,16 @@ def test_instance_delete_closes_its_connections():
     gone, kept = _instance(db), _instance(db)
     sg, sk = _token(db, gone)[1], _token(db, kept)[1]
     with _cloud(db, "--allow-keys-without-tls") as b:
-        c = _login(b, gone, sg, will={"topic": "w", "payload": b"x"})
+        c = cloud_login(b.port, gone, sg, will={"topic": "w", "payload": b"x"})
         c.subscribe([("#", 1)])
-        other = _login(b, kept, sk)
+        other = cloud_login(b.port, kept, sk)
         other.subscribe([("#", 1)])
         mark = b.log_mark()
         _ctl(db, "instance", "delete", gone)
         c.expect_closed(APPLY_WITHIN + 1, "the close after deleting its instance")
         _check_log(b, mark, r"instance %s was deleted" % gone, "instance delete")
         other.expect_silence(0.3, "the deleted instance's will")
-        _login(b, gone, sg, expect_rc=4).expect_closed()
+        cloud_login(b.port, gone, sg, expect_rc=4).expect_closed()
         other.ping()
 
 
@@ -263,9 +253,9 @@ def test_publish_permissions():
     _, full = _token(db, name)
     _, limited = _token(db, name, "--pub", "sensors/#", "--deny-pub", "sensors/secret/#")
     with _cloud(db, "--allow-keys-without-tls") as b:
-        watcher = _login(b, name, full)
+        watcher = cloud_login(b.port, name, full)
         watcher.subscribe([("#", 1)])
-        c = _login(b, name, limited)
+        c = cloud_login(b.port, name, limited)
         mark = b.log_mark()
         c.publish("other/x", b"no", qos=1)          # outside the allow list: acked, dropped
         c.publish("sensors/secret/k", b"no", qos=1)  # inside a deny: dropped
@@ -282,10 +272,10 @@ def test_subscribe_permissions_and_delivery_check():
     _, full = _token(db, name)
     _, limited = _token(db, name, "--sub", "sensors/#", "--deny-sub", "sensors/secret/#")
     with _cloud(db, "--allow-keys-without-tls") as b:
-        pub = _login(b, name, full)
+        pub = cloud_login(b.port, name, full)
         pub.publish("sensors/secret/r", b"hidden-retained", qos=1, retain=True)
         pub.publish("sensors/open/r", b"open-retained", qos=1, retain=True)
-        c = _login(b, name, limited)
+        c = cloud_login(b.port, name, limited)
         mark = b.log_mark()
         codes = c.subscribe([("other/#", 1), ("sensors/secret/x", 1), ("#", 1),
                              ("sensors/#", 1)])
@@ -307,14 +297,14 @@ def test_max_connections_per_instance():
     name = _instance(db, None, "--plan", "tiny")
     _, secret = _token(db, name)
     with _cloud(db, "--allow-keys-without-tls") as b:
-        first = _login(b, name, secret, "one")
-        second = _login(b, name, secret, "two")
+        first = cloud_login(b.port, name, secret, "one")
+        second = cloud_login(b.port, name, secret, "two")
         second.ping()
         mark = b.log_mark()
-        _login(b, name, secret, "three", expect_rc=3).expect_closed()
+        cloud_login(b.port, name, secret, "three", expect_rc=3).expect_closed()
         _check_log(b, mark, r"CONNACK 3: .*max-connections 2", "the third connection")
         # A take-over replaces a connection: allowed at the limit.
-        again = _login(b, name, secret, "one")
+        again = cloud_login(b.port, name, secret, "one")
         first.expect_closed(3, "the taken-over connection")
         again.ping()
         second.ping()
@@ -339,9 +329,9 @@ def test_messages_per_second_slows_without_loss():
     _ctl(db, "instance", "set", name, "max-messages-per-second", "5")
     _, secret = _token(db, name)
     with _cloud(db, "--allow-keys-without-tls") as b:
-        sub = _login(b, name, secret)
+        sub = cloud_login(b.port, name, secret)
         sub.subscribe([("rate/#", 0)])
-        pub = _login(b, name, secret)
+        pub = cloud_login(b.port, name, secret)
         t0 = time.monotonic()
         for i in range(15):
             pub.publish("rate/x", b"%d" % i, qos=0)
@@ -359,13 +349,13 @@ def test_queued_messages_per_offline_session():
     _ctl(db, "instance", "set", name, "max-queued-messages", "3")
     _, secret = _token(db, name)
     with _cloud(db, "--allow-keys-without-tls") as b:
-        c = _login(b, name, secret, "offline", clean=False)
+        c = cloud_login(b.port, name, secret, "offline", clean=False)
         c.subscribe([("q/#", 1)])
         c.disconnect()
-        pub = _login(b, name, secret)
+        pub = cloud_login(b.port, name, secret)
         for i in range(5):
             pub.publish("q/x", b"%d" % i, qos=1)
-        back = _login(b, name, secret, "offline", clean=False)
+        back = cloud_login(b.port, name, secret, "offline", clean=False)
         check_equal(_payloads(back, 3), [b"2", b"3", b"4"], "the newest 3 of 5")
         back.expect_silence(0.3, "more than max-queued-messages")
 
@@ -376,8 +366,8 @@ def test_max_retained_per_instance():
     _ctl(db, "instance", "set", name, "max-retained", "2")
     _, secret = _token(db, name)
     with _cloud(db, "--allow-keys-without-tls") as b:
-        pub = _login(b, name, secret)
-        live = _login(b, name, secret)
+        pub = cloud_login(b.port, name, secret)
+        live = cloud_login(b.port, name, secret)
         live.subscribe([("r/#", 0)])
         mark = b.log_mark()
         for t in ("r/1", "r/2", "r/3"):
@@ -385,7 +375,7 @@ def test_max_retained_per_instance():
         check_equal(_payloads(live, 3), [b"r/1", b"r/2", b"r/3"], "live delivery of all 3")
         _check_log(b, mark, r"max-retained.*'r/3' delivered but not retained", "a 3rd topic")
         pub.publish("r/1", b"r/1 again", qos=1, retain=True)  # replacing is allowed
-        late = _login(b, name, secret)
+        late = cloud_login(b.port, name, secret)
         late.subscribe([("r/#", 0)])
         check_equal(sorted(_payloads(late, 2)), [b"r/1 again", b"r/2"], "retained")
         late.expect_silence(0.3, "a third retained message")
@@ -397,8 +387,8 @@ def test_idle_timeout():
     _ctl(db, "instance", "set", name, "idle-timeout", "2")
     _, secret = _token(db, name)
     with _cloud(db, "--allow-keys-without-tls") as b:
-        idle = _login(b, name, secret)
-        busy = _login(b, name, secret)
+        idle = cloud_login(b.port, name, secret)
+        busy = cloud_login(b.port, name, secret)
         mark = b.log_mark()
         t0 = time.monotonic()
         closed_after = None
@@ -430,16 +420,17 @@ def test_will_topic_needs_publish_permission():
     _, admin = _token(db, name)
     _, narrow = _token(db, name, "--pub", "sensors/#", "--deny-pub", "cmd/#")
     with _cloud(db, "--allow-keys-without-tls") as b:
-        watcher = _login(b, name, admin)
+        watcher = cloud_login(b.port, name, admin)
         watcher.subscribe([("cmd/#", 0)])
         mark = b.log_mark()
-        d = _login(b, name, narrow, "device", expect_rc=5,
-                   will={"topic": "cmd/door/open", "payload": b"forged", "retain": True})
+        d = cloud_login(b.port, name, narrow, "device", expect_rc=5,
+                        will={"topic": "cmd/door/open", "payload": b"forged", "retain": True})
         d.expect_closed()
         _check_log(b, mark, r"CONNACK 5: .*may not publish the will topic 'cmd/door/open'",
                    "a will outside the token's permissions")
         watcher.expect_silence(0.5, "the refused client's will")
-        ok = _login(b, name, narrow, "device", will={"topic": "sensors/gone", "payload": b"x"})
+        ok = cloud_login(b.port, name, narrow, "device",
+                         will={"topic": "sensors/gone", "payload": b"x"})
         ok.ping()
 
 
@@ -449,13 +440,13 @@ def test_resumed_session_gets_only_what_the_new_token_may_read():
     _, full = _token(db, name)
     _, narrow = _token(db, name, "--deny-sub", "secret/#")
     with _cloud(db, "--allow-keys-without-tls") as b:
-        c = _login(b, name, full, "dev", clean=False)
+        c = cloud_login(b.port, name, full, "dev", clean=False)
         c.subscribe([("#", 1)])
         c.disconnect()
-        pub = _login(b, name, full)
+        pub = cloud_login(b.port, name, full)
         pub.publish("secret/x", b"must-not-leak", qos=1)
         pub.publish("open/x", b"fine", qos=1)
-        back = _login(b, name, narrow, "dev", clean=False)
+        back = cloud_login(b.port, name, narrow, "dev", clean=False)
         check_equal(_payloads(back, 1), [b"fine"], "queued messages after resuming")
         back.expect_silence(0.3, "a queued message the new token may not read")
 
@@ -465,7 +456,7 @@ def test_recreated_instance_starts_empty():
     name = _instance(db)
     _, old = _token(db, name)
     with _cloud(db, "--allow-keys-without-tls") as b:
-        c = _login(b, name, old, "persist", clean=False)
+        c = cloud_login(b.port, name, old, "persist", clean=False)
         c.subscribe([("a/#", 1)])
         c.publish("a/r", b"old-tenant-secret", qos=1, retain=True)
         c.disconnect()
@@ -487,9 +478,9 @@ def test_deny_hash_covers_dollar_topics():
     _, admin = _token(db, name)
     _, ro = _token(db, name, "--deny-pub", "#", "--deny-sub", "#")
     with _cloud(db, "--allow-keys-without-tls") as b:
-        a = _login(b, name, admin)
+        a = cloud_login(b.port, name, admin)
         a.subscribe([("$ctl/#", 0)])
-        r = _login(b, name, ro)
+        r = cloud_login(b.port, name, ro)
         check_equal(r.subscribe([("$ctl/#", 0), ("x/#", 0)]), [0x80, 0x80], "SUBACK codes")
         r.publish("$ctl/reboot", b"denied", qos=1)
         a.expect_silence(0.5, "a $ topic published under --deny-pub #")

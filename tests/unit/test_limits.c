@@ -22,6 +22,7 @@
 #include "broker/broker.h"
 #include "broker/conn.h"
 #include "broker/idset.h"
+#include "broker/instance.h"
 #include "broker/session.h"
 #include "codec/codec.h"
 #include "util/limits.h"
@@ -360,20 +361,6 @@ static void send_publish(struct client *cl, const char *topic, const char *paylo
     send_publish_len(cl, topic, strlen(topic), payload, strlen(payload), qos, packet_id, false);
 }
 
-/* PUBLISH with RETAIN 1 at QoS 2 (packet id `id`): the broker keeps it for later subscribers. */
-static void send_retained(struct client *cl, const char *topic, const char *payload, uint16_t id)
-{
-    struct mqtt_packet p = {.type = MQTT_PUBLISH};
-    p.u.publish = (struct mqtt_publish){
-        .qos = 2,
-        .retain = true,
-        .packet_id = id,
-        .topic = {(const uint8_t *)topic, strlen(topic)},
-        .payload = {(const uint8_t *)payload, strlen(payload)},
-    };
-    client_send(cl, &p, MQTT_V311);
-}
-
 static void send_ack(struct client *cl, uint8_t type, uint16_t packet_id)
 {
     struct mqtt_packet p = {.type = type};
@@ -392,6 +379,26 @@ static struct rx expect_ack(struct client *cl, uint8_t type, uint16_t packet_id)
     struct rx rx = expect_packet(cl, type);
     ck_assert_uint_eq(rx.packet_id, packet_id);
     return rx;
+}
+
+/*
+ * PUBLISH with RETAIN 1 at QoS 2 (packet id `id`) and its exchange up to
+ * PUBCOMP: the broker keeps it for later subscribers (an empty payload clears).
+ */
+static void send_retained(struct client *cl, const char *topic, const char *payload, uint16_t id)
+{
+    struct mqtt_packet p = {.type = MQTT_PUBLISH};
+    p.u.publish = (struct mqtt_publish){
+        .qos = 2,
+        .retain = true,
+        .packet_id = id,
+        .topic = {(const uint8_t *)topic, strlen(topic)},
+        .payload = {(const uint8_t *)payload, strlen(payload)},
+    };
+    client_send(cl, &p, MQTT_V311);
+    expect_ack(cl, MQTT_PUBREC, id);
+    send_ack(cl, MQTT_PUBREL, id);
+    expect_ack(cl, MQTT_PUBCOMP, id);
 }
 
 /* The next packet is a PUBLISH on `topic` with `payload` at `qos`; returns it. */
@@ -1073,12 +1080,8 @@ static void retain_three(void)
 {
     struct client *pub = client_connect("retainer", true, false);
     const char *topics[] = {"r/a", "r/b", "r/c"};
-    for (uint16_t i = 0; i < 3; i++) {
+    for (uint16_t i = 0; i < 3; i++)
         send_retained(pub, topics[i], topics[i], (uint16_t)(i + 1));
-        expect_ack(pub, MQTT_PUBREC, (uint16_t)(i + 1));
-        send_ack(pub, MQTT_PUBREL, (uint16_t)(i + 1));
-        expect_ack(pub, MQTT_PUBCOMP, (uint16_t)(i + 1));
-    }
     expect_nothing(pub);
 }
 
@@ -1503,6 +1506,163 @@ START_TEST(test_MQTT_3_3_1_4_publish_qos3_closes_only_that_connection)
 }
 END_TEST
 
+/* ------------------------------------------------------------ accounting */
+
+/* Bytes held for the desktop instance, the only one. */
+static size_t held(void)
+{
+    ck_assert_uint_eq(broker->held.bytes, broker->local->account->bytes);
+    return broker->local->account->bytes;
+}
+
+START_TEST(test_SPEC_10_what_an_instance_holds_is_counted_and_released)
+{
+    struct limits l = default_limits();
+    start(&l);
+    size_t empty = held();
+
+    /* A persistent session with a plain and a shared subscription, gone offline. */
+    struct client *sub = client_connect("sleeper", false, false);
+    ck_assert_uint_eq(subscribe1(sub, 1, "q/#", 1), 1);
+    ck_assert_uint_eq(subscribe1(sub, 2, "$share/g/q/#", 1), 1);
+    size_t subscribed = held();
+    ck_assert_uint_gt(subscribed, empty);
+    send_simple(sub, MQTT_DISCONNECT);
+    expect_closed(sub);
+
+    /* A retained message and queued QoS 1 messages: each adds at least its payload. */
+    struct client *pub = client_connect("pub", true, false);
+    send_retained(pub, "q/kept", "retained payload", 1);
+    size_t before_queue = held();
+    char payload[400];
+    for (uint16_t i = 0; i < 5; i++) {
+        send_publish(pub, "q/x", repeat(payload, sizeof(payload), 'p', 300), 1, (uint16_t)(i + 2));
+        expect_ack(pub, MQTT_PUBACK, (uint16_t)(i + 2));
+    }
+    /* One copy of each message, however many of the session's subscriptions matched. */
+    ck_assert_uint_ge(held(), before_queue + 5 * (300 + sizeof(struct outgoing)));
+
+    /* Its output counts while it waits to be read: this client takes 64 bytes at a time. */
+    struct client *back = client_new();
+    bufferevent_setwatermark(back->bev, EV_READ, 0, 64);
+    size_t offline = held();
+    send_connect(back, MQTT_V311, "sleeper", false, 60);
+    ck_assert_uint_gt(client_conn(back)->output_charged, 4 * 300);
+    ck_assert_uint_ge(held(), offline + client_conn(back)->output_charged);
+
+    /* It reads after all; a Clean Start ends the session, clearing the retained message frees
+     * the rest. */
+    bufferevent_setwatermark(back->bev, EV_READ, 0, 0);
+    struct evbuffer *in = bufferevent_get_input(back->bev);
+    for (int i = 0; i < 100 && client_conn(back)->output_charged; i++) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        bufferevent_trigger(back->bev, EV_READ, 0);
+        pump();
+    }
+    ck_assert_uint_eq(client_conn(back)->output_charged, 0);
+    send_simple(back, MQTT_DISCONNECT);
+    expect_closed(back);
+    struct client *clean = client_connect("sleeper", true, false);
+    send_retained(pub, "q/kept", "", 7);
+    send_simple(clean, MQTT_DISCONNECT);
+    send_simple(pub, MQTT_DISCONNECT);
+    expect_closed(clean);
+    expect_closed(pub);
+    ck_assert_uint_eq(held(), empty);
+}
+END_TEST
+
+/* A CONNECT as `id` (MQTT 3.1.1) refused with CONNACK `code`, and the connection closed. */
+static void expect_connect_refused(const char *id, bool clean, uint8_t code)
+{
+    struct client *cl = client_new();
+    send_connect(cl, MQTT_V311, id, clean, 60);
+    expect_connack(cl, code, false);
+    expect_closed(cl);
+}
+
+/* A persistent session "sleeper" subscribed to "q" at QoS 1, offline. */
+static void sleeper_offline(void)
+{
+    struct client *sub = client_connect("sleeper", false, false);
+    ck_assert_uint_eq(subscribe1(sub, 1, "q", 1), 1);
+    send_simple(sub, MQTT_DISCONNECT);
+    expect_closed(sub);
+}
+
+START_TEST(test_SPEC_10_max_instance_bytes_refuses_the_instances_traffic)
+{
+    struct limits l = default_limits();
+    start(&l);
+    sleeper_offline();
+    struct client *pub = client_connect("pub", true, false);
+    /* Room for a few messages and for the sleeper's packet-id set when it comes back. */
+    broker->local->limits.max_instance_bytes = held() + 2 * IDSET_BYTES + 2000;
+
+    char payload[400];
+    repeat(payload, sizeof(payload), 'p', 300);
+    uint16_t id = 1;
+    while (!instance_over_bytes(broker->local)) {
+        ck_assert_uint_lt(id, 100);
+        send_publish(pub, "q", payload, 1, id);
+        expect_ack(pub, MQTT_PUBACK, id++);
+    }
+    /* At the limit: QoS 0 dropped, a new subscription and a new persistent session refused. */
+    size_t at_limit = held();
+    send_publish(pub, "q", payload, 0, 0);
+    expect_nothing(pub);
+    ck_assert_uint_eq(held(), at_limit);
+    ck_assert_uint_eq(subscribe1(pub, 50, "other", 1), MQTT_SUBACK_FAILURE);
+    expect_connect_refused("another-sleeper", false, MQTT_CONNACK_UNAVAILABLE);
+    struct client *clean = client_connect("visitor", true, false);
+    expect_open(clean);
+    /* MQTT 3.1.1 cannot refuse a QoS 1 PUBLISH: it is closed unacknowledged. */
+    send_publish(pub, "q", payload, 1, id);
+    expect_nothing(pub);
+    expect_closed(pub);
+
+    /* The sleeper comes back (always allowed) and reads its queue: there is room again. */
+    struct client *back = client_connect("sleeper", false, true);
+    struct rx rx;
+    while (client_recv(back, &rx)) {
+        ck_assert_uint_eq(rx.type, MQTT_PUBLISH);
+        send_ack(back, MQTT_PUBACK, rx.packet_id);
+    }
+    ck_assert(!instance_over_bytes(broker->local));
+    struct client *again = client_connect("pub2", true, false);
+    send_publish(again, "q", payload, 1, 1);
+    expect_ack(again, MQTT_PUBACK, 1);
+    expect_publish(back, "q", payload, 1);
+}
+END_TEST
+
+START_TEST(test_SPEC_10_max_sessions_counts_persistent_sessions_only)
+{
+    struct limits l = default_limits();
+    l.max_sessions = 2;
+    start(&l);
+    sleeper_offline();
+    struct client *two = client_connect("second", false, false);
+    expect_connect_refused("third", false, MQTT_CONNACK_UNAVAILABLE);
+    /* A clean session outlives nothing: it is not counted. */
+    struct client *clean = client_connect("clean", true, false);
+    expect_open(clean);
+    /* Resuming, and replacing with a Clean Start, are not new sessions. */
+    struct client *back = client_connect("sleeper", false, true);
+    expect_open(back);
+    send_simple(two, MQTT_DISCONNECT);
+    expect_closed(two);
+    struct client *fresh = client_new();
+    send_connect(fresh, MQTT_V311, "second", true, 60);
+    expect_connack(fresh, MQTT_CONNACK_ACCEPTED, false);
+    /* "second" is a clean session now: room for one more persistent one. */
+    ck_assert_uint_eq(broker->local->persistent_sessions, 1);
+    struct client *last = client_new();
+    send_connect(last, MQTT_V311, "third", false, 60);
+    expect_connack(last, MQTT_CONNACK_ACCEPTED, false);
+}
+END_TEST
+
 /* ------------------------------------------------------------ suite */
 
 static Suite *limits_suite(void)
@@ -1567,6 +1727,13 @@ static Suite *limits_suite(void)
     tcase_add_test(flow, test_MQTT_2_3_1_2_outgoing_ids_skip_ids_in_flight_when_wrapping);
     tcase_add_test(flow, test_MQTT_2_3_1_2_outgoing_qos2_id_held_until_pubcomp);
     suite_add_tcase(s, flow);
+
+    TCase *acct = tcase_create("accounting");
+    tcase_add_checked_fixture(acct, NULL, teardown);
+    tcase_add_test(acct, test_SPEC_10_what_an_instance_holds_is_counted_and_released);
+    tcase_add_test(acct, test_SPEC_10_max_instance_bytes_refuses_the_instances_traffic);
+    tcase_add_test(acct, test_SPEC_10_max_sessions_counts_persistent_sessions_only);
+    suite_add_tcase(s, acct);
 
     TCase *conns = tcase_create("connections");
     tcase_add_checked_fixture(conns, NULL, teardown);

@@ -240,7 +240,8 @@ START_TEST(test_open_creates_the_default_plan)
     ck_assert_uint_eq(sp.n, 1);
     ck_assert_str_eq(sp.p[0].name, STORE_DEFAULT_PLAN);
     ck_assert_str_eq(sp.p[0].limits, "idle-timeout=3600 max-connections=100 "
-                                     "max-messages-per-second=100 max-retained=1000");
+                                     "max-instance-bytes=67108864 max-messages-per-second=100 "
+                                     "max-retained=1000 max-sessions=1000");
     store_close(s);
 }
 END_TEST
@@ -257,7 +258,8 @@ START_TEST(test_reopening_keeps_a_changed_default_plan)
     list_plans(s, &sp);
     ck_assert_uint_eq(sp.n, 1);
     ck_assert_str_eq(sp.p[0].limits, "idle-timeout=3600 max-connections=7 "
-                                     "max-messages-per-second=100 max-retained=1000");
+                                     "max-instance-bytes=67108864 max-messages-per-second=100 "
+                                     "max-retained=1000 max-sessions=1000");
     store_close(s);
     ck_assert_int_eq(sql_int(db_path("reopen"), "PRAGMA user_version"), STORE_SCHEMA_VERSION);
 }
@@ -276,7 +278,8 @@ START_TEST(test_a_deleted_default_plan_is_made_again)
     ck_assert_uint_eq(sp.n, 1);
     ck_assert_str_eq(sp.p[0].name, "default");
     ck_assert_str_eq(sp.p[0].limits, "idle-timeout=3600 max-connections=100 "
-                                     "max-messages-per-second=100 max-retained=1000");
+                                     "max-instance-bytes=67108864 max-messages-per-second=100 "
+                                     "max-retained=1000 max-sessions=1000");
     store_close(s);
 }
 END_TEST
