@@ -24,9 +24,10 @@ than how the machine shares its cores. Everything it starts
 is stopped by PID at the end, on errors and on SIGINT/SIGTERM too, and its
 temporary directory is removed (--keep keeps it, with the broker logs).
 
-Tenant A (noisy run only; each attack one process at nice +10 so that the
-generator takes CPU from B and the broker as little as possible; each bounded
-in count, and stopped when B's run ends):
+Tenant A (noisy run only; each attack one process at nice +19, so that A's
+seven generators share a CPU with B's load generator without starving it:
+what B measures is then the broker, not its own generator waiting for a CPU;
+each bounded in count, and stopped when B's run ends):
   sessions   thousands of persistent sessions: CONNECT clean 0 with a new
              client id, SUBSCRIBE '#' at QoS 1, DISCONNECT;
   filler     64 KB QoS 1 messages from several connections, to fill the
@@ -1005,8 +1006,8 @@ def parse_args(argv):
                     help="A's attacks, comma-separated (default all: %s)" % ",".join(ATTACKS))
     ap.add_argument("--attack-lead", type=float, default=3.0,
                     help="seconds A attacks before B starts (default 3)")
-    ap.add_argument("--attack-nice", type=int, default=10,
-                    help="niceness of A's processes (default 10)")
+    ap.add_argument("--attack-nice", type=int, default=19,
+                    help="niceness of A's processes (default 19)")
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="do not give the broker a CPU of its own (default: it gets the "
                     "last one, everything else the others)")
