@@ -27,6 +27,7 @@ struct granted {
 /* The filters one SUBSCRIBE refused, for the one line it logs however many there are. */
 struct refusals {
     size_t count;
+    size_t over_quota;    /* refused for max-instance-bytes: the instance's line counts them */
     size_t out_of_memory;
     char first_filter[160];
     char first_why[128];  /* for the log */
@@ -223,6 +224,7 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e, u
                  "(max-instance-bytes %zu)", s->instance->account->bytes,
                  l->max_instance_bytes);
         refusal_note(c, r, &e->filter, why, why);
+        r->over_quota++;
         instance_note_refusal(s->instance, INSTANCE_REFUSED_BYTES,
                               "new subscriptions refused (max-instance-bytes %zu)",
                               l->max_instance_bytes);
@@ -340,8 +342,10 @@ void handle_subscribe(struct conn *c, const struct mqtt_packet *p)
     }
     if (refusals.count) {
         snprintf(why, sizeof(why), "'%s': %s", refusals.first_filter, refusals.first_why);
-        log_notice("client %s: SUBSCRIBE refused %zu of %zu filters (first: %s)", c->client_id,
-                   refusals.count, i, why);
+        /* A tenant at its limit must not flood the log: its instance's own line counts these. */
+        log_msg(refusals.over_quota == refusals.count ? LOG_LEVEL_INFO : LOG_LEVEL_NOTICE,
+                "client %s: SUBSCRIBE refused %zu of %zu filters (first: %s)", c->client_id,
+                refusals.count, i, why);
         snprintf(why, sizeof(why), "'%s': %s", refusals.first_filter, refusals.first_told);
     }
     if (refusals.out_of_memory)
