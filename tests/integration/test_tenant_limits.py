@@ -473,15 +473,21 @@ def test_share_group_name_obeys_topic_length_and_characters():
 # ---------------------------------------------------------------------------
 # wills and rates
 
+def _instance_with_rate(limit):
+    """A database with one instance whose `limit` (a message rate) is 2, and a token of
+    it: returns (db, instance, secret)."""
+    db = cloud_db()
+    name = _instance(db)
+    ctl(db, "instance", "set", name, limit, "2")
+    return db, name, new_token(db, name)[1]
+
+
 def test_wills_take_tokens_from_the_instance_bucket():
     """An instance with max-instance-messages-per-second 2: 40 clients with a will
     connect, then all drop their sockets without DISCONNECT within a fraction of a
     second. A subscriber to the will topics gets at most 6 (a bucket holds 2, plus what
     it refills meanwhile). Before issue 11 wills bypassed the bucket: all 40 came."""
-    db = cloud_db()
-    name = _instance(db)
-    ctl(db, "instance", "set", name, "max-instance-messages-per-second", "2")
-    secret = new_token(db, name)[1]
+    db, name, secret = _instance_with_rate("max-instance-messages-per-second")
     with _cloud(db) as b:
         sub = cloud_login(b.port, name, secret, "watcher")
         sub.subscribe([("will/#", 0)])
@@ -504,10 +510,7 @@ def test_will_takes_a_token_from_the_connection_bucket():
     empty) and drops its socket without DISCONNECT: its will is not published; a client
     that published nothing drops its socket the same way and its will is published.
     Before issue 11 a will took no token: the first will came too."""
-    db = cloud_db()
-    name = _instance(db)
-    ctl(db, "instance", "set", name, "max-messages-per-second", "2")
-    secret = new_token(db, name)[1]
+    db, name, secret = _instance_with_rate("max-messages-per-second")
     with _cloud(db) as b:
         sub = cloud_login(b.port, name, secret, "watcher")
         sub.subscribe([("pc/#", 0)])
@@ -529,18 +532,30 @@ def test_will_takes_a_token_from_the_connection_bucket():
 # ---------------------------------------------------------------------------
 # revoked and expired tokens
 
+def _watched_instance(db, *token_args):
+    """An instance with a token (made with `token_args`) for the client under test and a
+    second one for a watcher: returns (instance, (id, secret), watcher's secret)."""
+    name = _instance(db)
+    token = new_token(db, name, *token_args)
+    return name, token, new_token(db, name)[1]
+
+
+def _watcher(b, name, secret):
+    """A client subscribed to gone/#, where the tests' wills go."""
+    w = cloud_login(b.port, name, secret, "watcher")
+    w.subscribe([("gone/#", 0)])
+    return w
+
+
 def test_revoked_tokens_will_is_not_published():
     """A client with a will logs in with token T, a watcher with another token; `aviaryctl
     token revoke` T closes the client and its will is not published (none within 2 s). A
     client of the watcher's token that drops its socket still has its will published.
     Before issue 11 revoking a token published the will of its connections."""
     db = cloud_db()
-    name = _instance(db)
-    tid, secret = new_token(db, name)
-    _, watcher_secret = new_token(db, name)
+    name, (tid, secret), watcher_secret = _watched_instance(db)
     with _cloud(db) as b:
-        w = cloud_login(b.port, name, watcher_secret, "watcher")
-        w.subscribe([("gone/#", 0)])
+        w = _watcher(b, name, watcher_secret)
         c = cloud_login(b.port, name, secret, "revoked",
                         will={"topic": "gone/revoked", "payload": b"x"})
         ctl(db, "token", "revoke", name, tid)
@@ -557,12 +572,9 @@ def test_expired_tokens_will_is_not_published():
     closed and its will is not published (none within 2 s of the close). Before issue 11
     the will of an expired token's connection was published."""
     db = cloud_db()
-    name = _instance(db)
-    _, watcher_secret = new_token(db, name)
-    _, expiring = new_token(db, name, "--ttl", "3s")
+    name, (_, expiring), watcher_secret = _watched_instance(db, "--ttl", "3s")
     with _cloud(db) as b:
-        w = cloud_login(b.port, name, watcher_secret, "watcher")
-        w.subscribe([("gone/#", 0)])
+        w = _watcher(b, name, watcher_secret)
         c = cloud_login(b.port, name, expiring, "expiring",
                         will={"topic": "gone/expired", "payload": b"x"})
         c.expect_closed(6, "the close at token expiry")
@@ -575,12 +587,9 @@ def test_revoked_tokens_delayed_will_is_not_published():
     issue 11 the delayed will waited in the session and was published after its delay,
     though the token it came with had been revoked."""
     db = cloud_db()
-    name = _instance(db)
-    tid, secret = new_token(db, name)
-    _, watcher_secret = new_token(db, name)
+    name, (tid, secret), watcher_secret = _watched_instance(db)
     with _cloud(db) as b:
-        w = cloud_login(b.port, name, watcher_secret, "watcher")
-        w.subscribe([("gone/#", 0)])
+        w = _watcher(b, name, watcher_secret)
         c = cloud_login5(b.port, name, secret, "delayed", session_expiry=30,
                          will={"topic": "gone/delayed", "payload": b"x", "delay": 2})
         c.abort()
