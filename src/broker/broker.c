@@ -293,9 +293,12 @@ static void conn_leave_deleted_instance(struct conn *c)
 void broker_apply_catalog(struct broker *b, struct catalog *cat)
 {
     struct instance *inst, *gone = NULL;
+    struct catalog *old = b->catalog;
     const char *name;
     size_t pos = 0;
 
+    /* In force before any close below, so that wills are judged by the new catalog. */
+    b->catalog = cat;
     /* One pass over the instances, one over the conns, whatever changed. */
     while ((inst = strmap_next(&b->instances, &pos, &name))) {
         const struct catalog_instance *ci = catalog_instance(cat, name);
@@ -320,9 +323,6 @@ void broker_apply_catalog(struct broker *b, struct catalog *cat)
             continue;
         struct catalog_token *now = catalog_token_by_id(cat, c->token->id);
         if (!now) {
-            /* What the token no longer allows, its will may not do either. */
-            message_unref(c->will);
-            c->will = NULL;
             conn_disconnect(c, MQTT_RC_ADMINISTRATIVE_ACTION, "token %s was revoked",
                             c->token->id);
             continue;
@@ -340,7 +340,6 @@ void broker_apply_catalog(struct broker *b, struct catalog *cat)
         strmap_remove(&b->instances, inst->name);
         instance_free(inst);
     }
-    catalog_free(b->catalog);
-    b->catalog = cat;
+    catalog_free(old);
     log_info("catalog: %zu instances, %zu live tokens", cat->instances.count, cat->token_count);
 }

@@ -104,6 +104,9 @@ void broker_free(struct broker *b);
 /* Close every connection with `reason` (used on SIGTERM); conns are reaped by the loop. */
 void broker_close_all(struct broker *b, const char *reason);
 
+/* broker_memory_full() once a max-memory is set: measure when due, then compare. */
+bool broker_memory_measure(struct broker *b);
+
 /*
  * True when the process holds more than max-memory: new connections and new
  * retained messages are refused then, and nothing more is queued. Measures
@@ -111,11 +114,6 @@ void broker_close_all(struct broker *b, const char *reason);
  * sooner (and, when over, hands unused allocator memory back to the system
  * first); without a max-memory it costs a test.
  */
-static inline bool broker_memory_full(struct broker *b);
-
-/* broker_memory_full() once a max-memory is set: measure when due, then compare. */
-bool broker_memory_measure(struct broker *b);
-
 static inline bool broker_memory_full(struct broker *b)
 {
     return b->max_memory && broker_memory_measure(b);

@@ -112,10 +112,9 @@ static void conn_output_added(struct conn *c, size_t n)
 
 static void conn_output_settle(struct conn *c)
 {
-    size_t now = conn_output_pending(c);
-
     if (!c->account)
         return;
+    size_t now = conn_output_pending(c);
     if (now > c->output_charged)
         account_charge(c->account, now - c->output_charged);
     else
@@ -134,8 +133,6 @@ static void conn_uncharge_output(struct conn *c)
 {
     account_release(c->account, c->output_charged);
     account_unref(c->account);
-    c->account = NULL;
-    c->output_charged = 0;
 }
 
 void conn_free(struct conn *c)

@@ -29,8 +29,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from aviary_test import (  # noqa: E402
-    HOST, PUBACK, PUBCOMP, PUBREC, PUBREL, SUBACK, UNSUBACK, Broker, RawClient, Publish,
-    PUBLISH, TestFailure, aviaryctl, check, check_equal, cloud_db, ctl,
+    CONNACK, HOST, PUBACK, PUBCOMP, PUBREC, PUBREL, SUBACK, UNSUBACK, Broker, RawClient,
+    Publish, PUBLISH, TestFailure, aviaryctl, check, check_equal, cloud_db, connect_packet, ctl,
     new_token, publish_packet, puback_packet, pubcomp_packet, run_tests, source_dir,
     subscribe_packet, u16, unique, unsubscribe_packet, varint, wait_for)
 from mqtt5 import (  # noqa: E402
@@ -438,6 +438,41 @@ def test_instance_created_by_aviaryctl_works_at_once():
             return name, new_token(db, name)[1]
         _loop(b, 20, make)
         b.check_alive()
+
+
+def test_login_misses_share_a_look_and_stay_refused():
+    """SPEC 11, the error paths: 30 CONNECTs with wrong secrets at once, half of them
+    dropped by their clients while they wait for the broker's fresh look at the database.
+    Every one still connected gets CONNACK 4 within a second (one look serves them all,
+    and a second miss is final), a good login is served meanwhile, and the broker
+    stops cleanly on SIGTERM with logins still waiting."""
+    aviary_only("cloud mode")
+    db = cloud_db()
+    name = _instance(db)
+    secret = new_token(db, name)[1]
+    with _cloud(db, "--allow-keys-without-tls", "yes") as b:
+        waiting = []
+        for i in range(30):
+            c = RawClient(b.port)
+            c.send(connect_packet(unique("miss"), username=name, password="wrong-%d" % i))
+            waiting.append(c)
+        for c in waiting[::2]:
+            c.abort()
+        cloud_login5(b.port, name, secret).ping()
+        t0 = time.monotonic()
+        for c in waiting[1::2]:
+            ack = c.expect(CONNACK, 2.0, what="CONNACK to a login that missed twice")
+            check_equal(ack.body[1], 4, "CONNACK code for a wrong secret")
+            c.close()
+        check(time.monotonic() - t0 < 1.0, "15 refusals took %.2f s: more than one look each?"
+              % (time.monotonic() - t0))
+        late = [RawClient(b.port) for _ in range(5)]
+        for i, c in enumerate(late):
+            c.send(connect_packet(unique("late"), username=name, password="late-%d" % i))
+        rc, _ = b.terminate()
+        for c in late:
+            c.close()
+        check_equal(rc, 0, "exit status on SIGTERM with logins waiting")
 
 
 # ---------------------------------------------------------------------------
