@@ -11,7 +11,7 @@
 #include "broker/message.h"
 #include "broker/session.h"
 #include "broker/topic.h"
-#include "store/catalog.h"
+#include "tenancy/catalog.h"
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/memory.h"

@@ -21,7 +21,7 @@
 #include "broker/message.h"
 #include "broker/propbuf.h"
 #include "broker/session.h"
-#include "store/catalog.h"
+#include "tenancy/catalog.h"
 #include "util/account.h"
 #include "util/clock.h"
 #include "util/log.h"

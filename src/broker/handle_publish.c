@@ -4,7 +4,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "broker/access.h"
+#include "tenancy/access.h"
 #include "broker/broker.h"
 #include "broker/conn.h"
 #include "broker/handlers.h"
@@ -13,7 +13,7 @@
 #include "broker/propbuf.h"
 #include "broker/session.h"
 #include "broker/topic.h"
-#include "store/catalog.h"
+#include "tenancy/catalog.h"
 #include "util/account.h"
 #include "util/log.h"
 

@@ -4,11 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker/access.h"
 #include "broker/conn.h"
 #include "broker/instance.h"
 #include "broker/session.h"
 #include "broker/topic.h"
+#include "tenancy/access.h"
 #include "util/account.h"
 
 #define SHARE_PREFIX "$share/"

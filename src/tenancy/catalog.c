@@ -1,4 +1,4 @@
-#include "store/catalog.h"
+#include "tenancy/catalog.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
-#include "broker/access.h"
+#include "tenancy/access.h"
 
 #include "broker/topic.h"
-#include "store/catalog.h"
+#include "tenancy/catalog.h"
 
 /*
  * Allow lists follow MQTT's matching ("#" does not reach `$` topics); deny

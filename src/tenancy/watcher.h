@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "store/catalog.h"
+#include "tenancy/catalog.h"
 #include "util/limits.h"
 
 /* Changes reach the broker within this much (plus the load time). */

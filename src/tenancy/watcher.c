@@ -1,4 +1,4 @@
-#include "store/watcher.h"
+#include "tenancy/watcher.h"
 
 #include <errno.h>
 #include <fcntl.h>
