@@ -203,7 +203,7 @@ static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct ins
                        struct catalog_token **token)
 {
     struct broker *b = c->broker;
-    char name[STORE_NAME_MAX + 1];
+    char name[CATALOG_NAME_MAX + 1];
     char why[256];
 
     if (!ck->has_username || !ck->has_password) {

@@ -6,7 +6,13 @@
 
 #include <openssl/crypto.h>
 
+#include "store/store.h"
 #include "util/config.h"
+#include "util/hex.h"
+
+_Static_assert(CATALOG_TOKEN_ID_LEN == STORE_TOKEN_ID_LEN, "token ids as the store makes them");
+_Static_assert(CATALOG_NAME_MAX == STORE_NAME_MAX, "instance names as the store takes them");
+_Static_assert(SECRET_HASH_LEN == STORE_HASH_LEN, "the hashes the store keeps");
 
 /* State of one catalog_load(): the first failure stops the filling. */
 struct load {
@@ -15,16 +21,6 @@ struct load {
     struct strmap plans; /* plan name -> struct limits (owned) */
     int failed;          /* a STORE_E_* code, 0 while all is well */
 };
-
-static void hex(const uint8_t *in, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * len] = '\0';
-}
 
 /* Apply `count` named limits over `l`; names the configuration does not know are skipped. */
 static void apply_limits(struct limits *l, const struct store_limit *limits, size_t count)
@@ -103,7 +99,7 @@ static void token_free(struct catalog_token *t)
 static void load_token(void *ctx, const struct store_token *st)
 {
     struct load *ld = ctx;
-    char key[2 * STORE_HASH_LEN + 1];
+    char key[HEX_SIZE(SECRET_HASH_LEN)];
 
     if (ld->failed)
         return;
@@ -113,14 +109,14 @@ static void load_token(void *ctx, const struct store_token *st)
     t->refs = 1;
     snprintf(t->id, sizeof(t->id), "%s", st->id);
     t->expires = st->expires;
-    memcpy(t->hash, st->secret_hash, STORE_HASH_LEN);
+    memcpy(t->hash, st->secret_hash, SECRET_HASH_LEN);
     if (!(t->instance = strdup(st->instance)) || !(t->label = strdup(st->label)) ||
         (st->client_id && !(t->client_id = strdup(st->client_id))) ||
         copy_filters(&t->pub, &st->pub) < 0 || copy_filters(&t->sub, &st->sub) < 0 ||
         copy_filters(&t->deny_pub, &st->deny_pub) < 0 ||
         copy_filters(&t->deny_sub, &st->deny_sub) < 0)
         goto oom;
-    hex(t->hash, STORE_HASH_LEN, key);
+    hex_encode(t->hash, SECRET_HASH_LEN, key);
     if (strmap_put(&ld->cat->tokens, key, t, NULL) < 0)
         goto oom;
     ld->cat->token_count++;
@@ -200,11 +196,11 @@ const struct catalog_instance *catalog_instance(const struct catalog *cat, const
 struct catalog_token *catalog_token_by_secret(const struct catalog *cat, const void *secret,
                                               size_t len)
 {
-    uint8_t hash[STORE_HASH_LEN];
-    char key[2 * STORE_HASH_LEN + 1];
+    uint8_t hash[SECRET_HASH_LEN];
+    char key[HEX_SIZE(SECRET_HASH_LEN)];
 
-    store_secret_hash(secret, len, hash);
-    hex(hash, sizeof(hash), key);
+    secret_hash(secret, len, hash);
+    hex_encode(hash, sizeof(hash), key);
     struct catalog_token *t = strmap_get(&cat->tokens, key);
     /* The map compared the hex key already; this comparison takes the same time always. */
     if (!t || CRYPTO_memcmp(t->hash, hash, sizeof(hash)) != 0)

@@ -17,9 +17,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "store/store.h"
 #include "util/limits.h"
+#include "util/secret.h"
 #include "util/strmap.h"
+
+/*
+ * Sizes of the store's (store/store.h), repeated so that the broker needs
+ * nothing from store/; catalog.c checks that they agree.
+ */
+#define CATALOG_TOKEN_ID_LEN 16 /* lowercase hex characters */
+#define CATALOG_NAME_MAX 64     /* characters in an instance name */
+
+struct store;
 
 /* Normalised topic filters, owned by the token. */
 struct catalog_filters {
@@ -29,12 +38,12 @@ struct catalog_filters {
 
 struct catalog_token {
     unsigned refs;
-    char id[STORE_TOKEN_ID_LEN + 1];
+    char id[CATALOG_TOKEN_ID_LEN + 1];
     char *instance;                 /* owned */
     char *label;                    /* owned; "" when none */
     int64_t expires;                /* Unix time; 0: a key, never expires */
     char *client_id;                /* owned; NULL: any client id */
-    uint8_t hash[STORE_HASH_LEN];   /* SHA-256 of the secret */
+    uint8_t hash[SECRET_HASH_LEN];  /* SHA-256 of the secret (secret_hash) */
     struct catalog_filters pub, sub, deny_pub, deny_sub;
 };
 
@@ -67,7 +76,7 @@ const struct catalog_instance *catalog_instance(const struct catalog *cat, const
 /*
  * The token whose secret is `secret` (`len` bytes, as sent at login), or NULL.
  * The look-up is by the secret's SHA-256, and the full hash is then compared
- * in constant time.
+ * in constant time. Memory only: never touches the store.
  */
 struct catalog_token *catalog_token_by_secret(const struct catalog *cat, const void *secret,
                                               size_t len);
