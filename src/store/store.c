@@ -26,8 +26,8 @@
 #include <openssl/rand.h>
 #include <sqlite3.h>
 
-#include "util/config.h"
 #include "util/hex.h"
+#include "util/limits.h"
 #include "util/log.h"
 #include "util/secret.h"
 
@@ -522,21 +522,16 @@ static int bad_name(const char *what, const char *name, char *err, size_t errlen
 /* `limit` must be a limit directive and `value` within its range, as in aviary.conf. */
 static int limit_check(const char *limit, unsigned long long value, char *err, size_t errlen)
 {
-    struct limits probe;
-    char buf[SHOWN_SIZE], text[32], known[512] = "";
+    char buf[SHOWN_SIZE], text[32], known[512];
     unsigned long long parsed;
-    size_t used = 0;
 
-    limits_init(&probe);
-    if (config_limit_get(&probe, limit) < 0) {
-        for (size_t i = 0; i < config_limit_count() && used < sizeof(known); i++)
-            used += (size_t)snprintf(known + used, sizeof(known) - used, "%s%s", i ? ", " : "",
-                                     config_limit_name(i));
+    if (limits_find(limit, strlen(limit)) == NULL) {
+        limits_names(known, sizeof(known));
         return fail(err, errlen, STORE_E_INVALID, "unknown limit '%s' (known: %s)",
                     log_escape_str(limit, buf, sizeof(buf)), known);
     }
     snprintf(text, sizeof(text), "%llu", value);
-    if (config_limit_parse(limit, text, &parsed, err, errlen) < 0)
+    if (limits_parse(limit, text, &parsed, err, errlen) < 0)
         return STORE_E_INVALID;
     return 0;
 }

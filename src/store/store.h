@@ -73,7 +73,7 @@ bool store_name_valid(const char *name);
 /*
  * Set limit `limit` (a limit directive of aviary.conf(5), e.g. "max-connections")
  * of plan `plan` to `value`, creating the plan when it does not exist.
- * The caller has checked `value` against the limit's range (config_limit_parse).
+ * The caller has checked `value` against the limit's range (limits_parse).
  */
 int store_plan_set(struct store *s, const char *plan, const char *limit,
                    unsigned long long value, char *err, size_t errlen);

@@ -7,7 +7,6 @@
 #include <openssl/crypto.h>
 
 #include "store/store.h"
-#include "util/config.h"
 #include "util/hex.h"
 
 _Static_assert(CATALOG_TOKEN_ID_LEN == STORE_TOKEN_ID_LEN, "token ids as the store makes them");
@@ -22,11 +21,11 @@ struct load {
     int failed;          /* a STORE_E_* code, 0 while all is well */
 };
 
-/* Apply `count` named limits over `l`; names the configuration does not know are skipped. */
+/* Apply `count` named limits over `l`; names util/limits.h does not know are skipped. */
 static void apply_limits(struct limits *l, const struct store_limit *limits, size_t count)
 {
     for (size_t i = 0; i < count; i++)
-        config_limit_set(l, limits[i].name, limits[i].value);
+        limits_set(l, limits[i].name, limits[i].value);
 }
 
 static void load_plan(void *ctx, const char *plan, const struct store_limit *limits,
