@@ -1,11 +1,9 @@
 #define _GNU_SOURCE /* pipe2 */
 #include "net/ws.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -22,12 +20,12 @@
 
 #include "broker/broker.h"
 #include "broker/conn.h"
+#include "net/addr.h"
 #include "net/tls.h"
 #include "util/log.h"
 
 #define WS_PATH "/mqtt"
 #define WS_MAX_VHOSTS 8
-#define WS_PORT_TRIES 100
 /* Bytes moved per step, either way; the socket buffers hold the rest. */
 #define WS_CHUNK 16384
 
@@ -93,31 +91,18 @@ static struct ws_server *server_of(struct lws *wsi)
     return lws_context_user(lws_get_context(wsi));
 }
 
-/* "127.0.0.1:5000" or "[::1]:5000" for the socket `fd`'s peer. */
-static void peer_of_fd(int fd, char *out, size_t size)
+/* "127.0.0.1:5000" or "[::1]:5000" for the client of `wsi`; "unknown" once it is gone. */
+static const char *peer_of(struct lws *wsi, char *out, size_t size)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
-    char host[INET6_ADDRSTRLEN];
+    int fd = wsi ? lws_get_socket_fd(wsi) : -1;
 
-    snprintf(out, size, "unknown");
-    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
-        return;
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        if (inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host)))
-            snprintf(out, size, "%s:%u", host, ntohs(in->sin_port));
-    } else if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        if (inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host)))
-            snprintf(out, size, "[%s]:%u", host, ntohs(in6->sin6_port));
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) < 0) {
+        snprintf(out, size, "unknown");
+        return out;
     }
-}
-
-static const char *peer_of(struct lws *wsi, char *out, size_t size)
-{
-    peer_of_fd(wsi ? lws_get_socket_fd(wsi) : -1, out, size);
-    return out;
+    return addr_format((struct sockaddr *)&ss, len, out, size);
 }
 
 static bool vhost_is_tls(struct ws_server *ws, struct lws_vhost *vh)
@@ -678,6 +663,42 @@ static bool ws_port_free(const char *host, unsigned port)
     return free_now;
 }
 
+/* What ws_server_listen() asks of each port it tries. */
+struct ws_listen_attempt {
+    struct ws_server *ws;
+    const struct config_url *url;
+    bool tls;
+    bool probe;             /* more than one port may be tried: probe each first */
+    struct lws_vhost *vh;   /* the vhost made */
+};
+
+/* addr_listen_fn: make the vhost of a ws:// or wss:// URL on `port`. */
+static int ws_try_port(unsigned port, void *arg)
+{
+    struct ws_listen_attempt *a = arg;
+    struct lws_context_creation_info info;
+    char name[16];
+
+    if (a->probe && !ws_port_free(a->url->host, port))
+        return -EADDRINUSE;
+    memset(&info, 0, sizeof(info));
+    snprintf(name, sizeof(name), "v%zu", a->ws->vhost_count);
+    info.vhost_name = name;
+    info.port = (int)port;
+    info.iface = a->url->host;
+    info.protocols = protocols;
+    info.timeout_secs = a->ws->timeout;
+    info.timeout_secs_ah_idle = a->ws->timeout;
+    info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+    if (strchr(a->url->host, ':') == NULL)
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (a->tls)
+        vhost_tls_info(a->ws, &info);
+    a->vh = lws_create_vhost(a->ws->ctx, &info);
+    /* The probe found the port free (or there was none): maybe the next one does better. */
+    return a->vh ? 0 : -EAGAIN;
+}
+
 int ws_server_listen(struct ws_server *ws, const char *url, bool next_free_port, char *bound,
                      size_t boundlen, char *err, size_t errlen)
 {
@@ -701,42 +722,16 @@ int ws_server_listen(struct ws_server *ws, const char *url, bool next_free_port,
         snprintf(err, errlen, "%s: needs tls-cert and tls-key", url);
         return -1;
     }
-    int tries = next_free_port ? WS_PORT_TRIES : 1;
-    for (int i = 0; i < tries && u.port + (unsigned)i <= 65535; i++) {
-        struct lws_context_creation_info info;
-        char name[16];
-        if (tries > 1 && !ws_port_free(u.host, u.port + (unsigned)i)) {
-            log_notice("%s: port %u is in use, trying %u", url, u.port + (unsigned)i,
-                       u.port + (unsigned)i + 1);
-            continue;
-        }
-        memset(&info, 0, sizeof(info));
-        snprintf(name, sizeof(name), "v%zu", ws->vhost_count);
-        info.vhost_name = name;
-        info.port = (int)(u.port + (unsigned)i);
-        info.iface = u.host;
-        info.protocols = protocols;
-        info.timeout_secs = ws->timeout;
-        info.timeout_secs_ah_idle = ws->timeout;
-        info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
-        if (strchr(u.host, ':') == NULL)
-            info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-        if (tls)
-            vhost_tls_info(ws, &info);
-        struct lws_vhost *vh = lws_create_vhost(ws->ctx, &info);
-        if (vh) {
-            ws->vhosts[ws->vhost_count++] = (struct ws_vhost){vh, tls};
-            const char *fmt = strchr(u.host, ':') ? "%s://[%s]:%d" : "%s://%s:%d";
-            snprintf(bound, boundlen, fmt, u.scheme, u.host, lws_get_vhost_listen_port(vh));
-            return 0;
-        }
-        if (i + 1 < tries)
-            log_notice("%s: port %u is not free, trying %u", url, u.port + (unsigned)i,
-                       u.port + (unsigned)i + 1);
+    struct ws_listen_attempt a = {.ws = ws, .url = &u, .tls = tls, .probe = next_free_port};
+    if (addr_listen_port(url, u.port, next_free_port, ws_try_port, &a) < 0) {
+        snprintf(err, errlen, "cannot listen on %s%s", url,
+                 tls ? " (or tls-cert and tls-key cannot be loaded)" : ": address in use?");
+        return -1;
     }
-    snprintf(err, errlen, "cannot listen on %s%s", url,
-             tls ? " (or tls-cert and tls-key cannot be loaded)" : ": address in use?");
-    return -1;
+    ws->vhosts[ws->vhost_count++] = (struct ws_vhost){a.vh, tls};
+    const char *fmt = strchr(u.host, ':') ? "%s://[%s]:%d" : "%s://%s:%d";
+    snprintf(bound, boundlen, fmt, u.scheme, u.host, lws_get_vhost_listen_port(a.vh));
+    return 0;
 }
 
 int ws_server_start(struct ws_server *ws, char *err, size_t errlen)
