@@ -1,4 +1,3 @@
-#define _GNU_SOURCE /* pipe2 */
 #include "net/ws.h"
 
 #include <errno.h>
@@ -23,17 +22,17 @@
 #include "net/addr.h"
 #include "net/tls.h"
 #include "util/log.h"
+#include "util/mailbox.h"
 
 #define WS_PATH "/mqtt"
 #define WS_MAX_VHOSTS 8
 /* Bytes moved per step, either way; the socket buffers hold the rest. */
 #define WS_CHUNK 16384
 
-/* A new session's core end, waiting for the core thread. */
+/* A new session's core end, waiting in the mailbox for the core thread. */
 struct ws_handoff {
     int fd;
     struct conn_meta meta;
-    struct ws_handoff *next;
 };
 
 struct ws_vhost {
@@ -54,10 +53,8 @@ struct ws_server {
     bool thread_started;
     atomic_bool stop;           /* set by the core thread, read by the WS thread */
     atomic_bool reload_tls;     /* likewise: re-read the certificate */
-    int pipe_fd[2];             /* the WS thread writes a byte per hand-off */
-    struct event *handoff_ev;   /* core thread */
-    pthread_mutex_t lock;
-    struct ws_handoff *queue, *queue_tail; /* guarded by lock, oldest first */
+    struct mailbox *handoffs;   /* struct ws_handoff, from the WS thread to the core */
+    struct event *handoff_ev;   /* core thread: watches the mailbox */
 };
 
 /*
@@ -129,17 +126,11 @@ static void handoff(struct ws_server *ws, int fd, const struct ws_session *s, bo
     h->meta.transport = tls ? CONN_WSS : CONN_WS;
     h->meta.over_tls = tls;
     snprintf(h->meta.peer, sizeof(h->meta.peer), "%s", s->peer);
-    pthread_mutex_lock(&ws->lock);
-    if (ws->queue_tail)
-        ws->queue_tail->next = h;
-    else
-        ws->queue = h;
-    ws->queue_tail = h;
-    pthread_mutex_unlock(&ws->lock);
-    char one = 1;
-    /* A full pipe already holds a wake-up: nothing is lost. */
-    if (write(ws->pipe_fd[1], &one, 1) < 0 && errno != EAGAIN)
-        log_warning("ws: cannot wake the core thread: %s", strerror(errno));
+    if (mailbox_put(ws->handoffs, h) < 0) {
+        log_error("ws: out of memory handing over a session from %s", s->peer);
+        close(fd);
+        free(h);
+    }
 }
 
 /*
@@ -523,16 +514,9 @@ static void *ws_main(void *arg)
 static void handoff_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct ws_server *ws = arg;
-    char buf[64];
+    struct ws_handoff *h;
 
-    while (read(ws->pipe_fd[0], buf, sizeof(buf)) > 0)
-        ;
-    pthread_mutex_lock(&ws->lock);
-    struct ws_handoff *h = ws->queue;
-    ws->queue = ws->queue_tail = NULL;
-    pthread_mutex_unlock(&ws->lock);
-    while (h) {
-        struct ws_handoff *next = h->next;
+    while ((h = mailbox_take(ws->handoffs))) {
         struct bufferevent *bev =
             bufferevent_socket_new(ws->broker->base, h->fd, BEV_OPT_CLOSE_ON_FREE);
         if (bev) {
@@ -542,8 +526,15 @@ static void handoff_cb(evutil_socket_t fd, short what, void *arg)
             close(h->fd);
         }
         free(h);
-        h = next;
     }
+}
+
+/* mailbox_free()'s release: a session the core never took; the WS thread has closed its end. */
+static void handoff_release(void *item)
+{
+    struct ws_handoff *h = item;
+    close(h->fd);
+    free(h);
 }
 
 static void lws_to_log(int level, const char *line)
@@ -580,7 +571,6 @@ struct ws_server *ws_server_new(struct broker *b, const struct config *cfg, char
         return NULL;
     }
     ws->broker = b;
-    ws->pipe_fd[0] = ws->pipe_fd[1] = -1;
     ws->timeout = cfg->connect_timeout;
     ws->client_cert = cfg->tls_client_cert;
     ws->tls_cert = dup_or_null(cfg->tls_cert, &oom);
@@ -588,7 +578,6 @@ struct ws_server *ws_server_new(struct broker *b, const struct config *cfg, char
     ws->tls_ca = dup_or_null(cfg->tls_ca, &oom);
     atomic_init(&ws->stop, false);
     atomic_init(&ws->reload_tls, false);
-    pthread_mutex_init(&ws->lock, NULL);
     if (oom) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -603,11 +592,12 @@ struct ws_server *ws_server_new(struct broker *b, const struct config *cfg, char
         snprintf(err, errlen, "cannot create the WebSocket context");
         goto fail;
     }
-    if (pipe2(ws->pipe_fd, O_NONBLOCK | O_CLOEXEC) < 0) {
+    if (!(ws->handoffs = mailbox_new("ws"))) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         goto fail;
     }
-    ws->handoff_ev = event_new(b->base, ws->pipe_fd[0], EV_READ | EV_PERSIST, handoff_cb, ws);
+    ws->handoff_ev =
+        event_new(b->base, mailbox_fd(ws->handoffs), EV_READ | EV_PERSIST, handoff_cb, ws);
     if (!ws->handoff_ev || event_add(ws->handoff_ev, NULL) < 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -769,16 +759,7 @@ void ws_server_free(struct ws_server *ws)
         lws_context_destroy(ws->ctx);
     if (ws->handoff_ev)
         event_free(ws->handoff_ev);
-    while (ws->queue) {
-        struct ws_handoff *h = ws->queue;
-        ws->queue = h->next;
-        close(h->fd);
-        free(h);
-    }
-    for (int i = 0; i < 2; i++)
-        if (ws->pipe_fd[i] >= 0)
-            close(ws->pipe_fd[i]);
-    pthread_mutex_destroy(&ws->lock);
+    mailbox_free(ws->handoffs, handoff_release);
     free(ws->tls_cert);
     free(ws->tls_key);
     free(ws->tls_ca);
