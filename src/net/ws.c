@@ -216,7 +216,7 @@ static int to_ws(struct ws_session *s)
     return 0;
 }
 
-static int session_open(struct ws_server *ws, struct ws_session *s, struct lws *wsi)
+static int ws_session_open(struct ws_server *ws, struct ws_session *s, struct lws *wsi)
 {
     int sv[2];
 
@@ -253,7 +253,7 @@ static int session_open(struct ws_server *ws, struct ws_session *s, struct lws *
     return 0;
 }
 
-static void session_close(struct ws_session *s)
+static void ws_session_close(struct ws_session *s)
 {
     free(s->pending);
     s->pending = NULL;
@@ -275,7 +275,7 @@ static void session_close(struct ws_session *s)
  * ws_pending yet). A refused client certificate is named by OpenSSL's
  * verdict; OpenSSL 3.0 has no text for TLS 1.3's "certificate required".
  */
-static void log_handshake_failure(struct lws *wsi, SSL *ssl, int alert)
+static void ws_log_handshake_failure(struct lws *wsi, SSL *ssl, int alert)
 {
     struct ws_pending *p = lws_get_opaque_user_data(wsi);
     char peer[64];
@@ -374,7 +374,7 @@ static int on_mqtt(struct lws *wsi, enum lws_callback_reasons reason, void *user
         }
         return 0;
     case LWS_CALLBACK_ESTABLISHED:
-        return session_open(server_of(wsi), s, wsi);
+        return ws_session_open(server_of(wsi), s, wsi);
     case LWS_CALLBACK_RECEIVE:
         if (!lws_frame_is_binary(wsi)) { /* MQTT-6.0.0-1 */
             log_notice("ws: %s: closed: a text frame (MQTT travels in binary frames)", s->peer);
@@ -385,7 +385,7 @@ static int on_mqtt(struct lws *wsi, enum lws_callback_reasons reason, void *user
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return to_ws(s);
     case LWS_CALLBACK_CLOSED:
-        session_close(s);
+        ws_session_close(s);
         return 0;
     case LWS_CALLBACK_WSI_DESTROY:
         /* Refused after lws had bound it to us (a wrong path): not a session. */
@@ -477,7 +477,7 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         SSL *ssl = lws_get_ssl(wsi);
         if (ssl && (si->where & SSL_CB_WRITE) && (si->ret >> 8) == SSL3_AL_FATAL &&
             SSL_in_init(ssl))
-            log_handshake_failure(wsi, ssl, si->ret);
+            ws_log_handshake_failure(wsi, ssl, si->ret);
         return 0;
     }
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
@@ -537,7 +537,7 @@ static void handoff_release(void *item)
     free(h);
 }
 
-static void lws_to_log(int level, const char *line)
+static void ws_log_from_lws(int level, const char *line)
 {
     char shown[512];
     size_t n = strlen(line);
@@ -582,7 +582,7 @@ struct ws_server *ws_server_new(struct broker *b, const struct config *cfg, char
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    lws_set_log_level(LLL_ERR, lws_to_log);
+    lws_set_log_level(LLL_ERR, ws_log_from_lws);
     memset(&info, 0, sizeof(info));
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.user = ws;
