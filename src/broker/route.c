@@ -180,7 +180,7 @@ static void route_retain(struct instance *inst, struct message *m)
     /* Past max-memory the message goes out but is not kept. */
     if (m->payload_len && core_memory_full(inst->broker)) {
         struct broker *b = inst->broker;
-        if (b->memory_refusals++ % 1000 == 0)
+        if (log_every_nth(&b->memory_refusals, 1000))
             log_warning("over max-memory (%zu MB resident, max %zu MB): retained message on "
                         "'%s' delivered but not kept (%llu refusals so far)",
                         b->memory_resident >> 20, b->max_memory >> 20, m->topic,

@@ -262,7 +262,7 @@ static bool session_send_inflight(struct session *s, struct outgoing *o, uint16_
 /* Drop a queued message whose expiry passed before it could be sent [MQTT-3.3.2-5]. */
 static void session_drop_expired(struct session *s, struct outgoing *o)
 {
-    if (s->expired++ % 1000 == 0)
+    if (log_every_nth(&s->expired, 1000))
         log_info("client %s: a queued message on %s expired before it could be sent "
                  "(%llu so far)",
                  s->log_id, o->msg->topic, (unsigned long long)s->expired);
@@ -351,7 +351,7 @@ void session_deliver(struct session *s, struct message *m, const struct delivery
         struct outgoing *oldest = list_pop(&s->queue_head, &s->queue_tail);
         if (oldest) {
             s->queue_count--;
-            if (s->dropped++ % 1000 == 0)
+            if (log_every_nth(&s->dropped, 1000))
                 log_warning("client %s: queue full (max-queued-messages %zu), dropping the "
                             "oldest message (%llu dropped so far)",
                             s->log_id, s->instance->limits.max_queued_messages,

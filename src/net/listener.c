@@ -97,7 +97,7 @@ static void listener_error_cb(struct evconnlistener *evl, void *arg)
      */
     evconnlistener_disable(evl);
     event_add(l->resume, &pause);
-    if (l->paused++ % 60 == 0)
+    if (log_every_nth(&l->paused, 60))
         log_error("%s: accept failed: %s; not accepting for %d s (%llu pauses so far)", l->url,
                   strerror(err), LISTENER_PAUSE_SEC, (unsigned long long)l->paused);
 }

@@ -69,6 +69,16 @@ static inline bool log_every_due(struct log_every *e, time_t now, unsigned inter
     return true;
 }
 
+/*
+ * Count one more event in *count; true for the first and then every `n`th,
+ * for events whose count says more than their time (a queue that drops, a
+ * listener that pauses): one line per batch, with the count so far.
+ */
+static inline bool log_every_nth(uint64_t *count, unsigned n)
+{
+    return (*count)++ % n == 0;
+}
+
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
 #define log_notice(...) log_msg(LOG_LEVEL_NOTICE, __VA_ARGS__)
