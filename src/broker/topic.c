@@ -1,5 +1,5 @@
 /*
- * topic — the topic rules of SPEC §3 and the topic tree.
+ * topic — aviary's topic rules (see topic.h) and the topic tree.
  *
  * The tree is a trie with one node per level. A node's ordinary children live
  * in an open-addressing table (linear probing, power-of-two size) so that a
@@ -54,7 +54,7 @@ void topic_describe(int err, size_t len, size_t max_len, char *out, size_t size)
         snprintf(out, size, "%s", topic_strerror(err));
 }
 
-/* The SPEC §3 set, without the wildcards; spelled out so no locale can widen it. */
+/* The allowed characters but the wildcards; spelled out so no locale can widen the set. */
 static bool topic_char_plain(unsigned char c)
 {
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))

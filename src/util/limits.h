@@ -1,5 +1,6 @@
 /*
- * limits — the per-instance limits of SPEC §5 with their defaults.
+ * limits — what each instance may hold and do (the max-* and keep-alive
+ * directives of aviary.conf(5)), with their defaults.
  *
  * A plain value type: configuration fills one, the broker copies it into each
  * instance. Owns nothing; any module may include it.
