@@ -114,13 +114,7 @@ static void route_session(struct route *r, struct session *s, uint8_t options,
         route_add_id(b, m, sub_id);
 }
 
-/*
- * The member of `g` that gets the next message, on `topic`: among the
- * members whose token may read the topic, the next connected one in turn,
- * or, when none is connected, the next one (its session queues it). NULL
- * when no member may read it: then nobody in the group gets it.
- */
-static const struct share_member *route_pick_member(struct share_group *g, const char *topic)
+const struct share_member *route_pick_member(struct share_group *g, const char *topic)
 {
     const struct share_member *offline = NULL;
     size_t offline_k = 0;

@@ -22,6 +22,8 @@ struct instance;
 struct message;
 struct session;
 struct session_sub;
+struct share_group;
+struct share_member;
 
 /*
  * Publish the will `will` of a client that is gone (the caller keeps its
@@ -61,5 +63,13 @@ bool route_retained_full(struct instance *inst, const struct message *m);
  */
 void route_send_retained(struct instance *inst, struct session *s, const char *filter,
                          const struct session_sub *sub);
+
+/*
+ * The member of share group `g` that gets the next message, on `topic`:
+ * among the members whose token may read the topic, the next connected one
+ * in turn, or, when none is connected, the next one (its session queues it).
+ * NULL when no member may read it: then nobody in the group gets it.
+ */
+const struct share_member *route_pick_member(struct share_group *g, const char *topic);
 
 #endif

@@ -1,11 +1,11 @@
 /*
- * topic — the topic rules of SPEC §3 and the topic tree.
+ * topic — aviary's topic rules (see topic.h) and the topic tree.
  *
  * The tree is a trie with one node per level. A node's ordinary children live
- * in an open-addressing table (linear probing, power-of-two size) so that a
- * node with thousands of children (one per device, typically) is still found
- * in O(1); the `+` and `#` children of a filter have their own pointers, since
- * matching asks for them at every level. Level names are hashed with a keyed
+ * in an open-addressing table (util/probe.h: linear probing, power-of-two
+ * size) so that a node with thousands of children (one per device, typically)
+ * is still found in O(1); the `+` and `#` children of a filter have their own
+ * pointers, since matching asks for them at every level. Level names are hashed with a keyed
  * SipHash-1-3 whose key is drawn per tree: topic names come from clients, and
  * an unkeyed hash would let one client pile all its topics into one probe
  * chain and stall the core thread that every instance shares.
@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "util/account.h"
+#include "util/probe.h"
 #include "util/siphash.h"
 
 /* ---------------------------------------------------------------- rules */
@@ -54,7 +55,7 @@ void topic_describe(int err, size_t len, size_t max_len, char *out, size_t size)
         snprintf(out, size, "%s", topic_strerror(err));
 }
 
-/* The SPEC §3 set, without the wildcards; spelled out so no locale can widen it. */
+/* The allowed characters but the wildcards; spelled out so no locale can widen the set. */
 static bool topic_char_plain(unsigned char c)
 {
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
@@ -246,29 +247,53 @@ static bool node_is_empty(const struct topic_node *n)
            !n->child_hash;
 }
 
+/* A level a lookup compares the children with: its hash first, to skip most memcmp(). */
+struct level_key {
+    const char *level;
+    size_t len;
+    uint64_t hash;
+};
+
+/* The callbacks of util/probe.h for a child table (an array of node pointers). */
+static bool slot_empty(const void *slots, size_t i)
+{
+    return !((struct topic_node *const *)slots)[i];
+}
+
+static size_t slot_hash(const void *slots, size_t i)
+{
+    return (size_t)((struct topic_node *const *)slots)[i]->hash;
+}
+
+static bool slot_match(const void *slots, size_t i, const void *key)
+{
+    const struct topic_node *c = ((struct topic_node *const *)slots)[i];
+    const struct level_key *k = key;
+    return c->hash == k->hash && c->len == k->len && memcmp(c->level, k->level, k->len) == 0;
+}
+
+static void slot_move(void *slots, size_t to, size_t from)
+{
+    struct topic_node **s = slots;
+    s[to] = s[from];
+    s[from] = NULL;
+}
+
 static struct topic_node *node_find_child(const struct topic_tree *t, const struct topic_node *n,
                                           const char *level, size_t len)
 {
-    if (n->child_count == 0)
+    /* Most nodes have no table at all: leave before hashing. */
+    size_t cap = n->child_cap;
+    if (cap == 0)
         return NULL;
-    uint64_t h = level_hash(t, level, len);
-    size_t mask = n->child_cap - 1;
-    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
-        struct topic_node *c = n->slots[i];
-        if (!c)
-            return NULL;
-        if (c->hash == h && c->len == len && memcmp(c->level, level, len) == 0)
-            return c;
-    }
+    struct level_key k = {level, len, level_hash(t, level, len)};
+    size_t i = probe_find(n->slots, cap, k.hash, slot_empty, slot_match, &k);
+    return i == PROBE_NONE ? NULL : n->slots[i];
 }
 
 static void slots_put(struct topic_node **slots, size_t cap, struct topic_node *c)
 {
-    size_t mask = cap - 1;
-    size_t i = (size_t)c->hash & mask;
-    while (slots[i])
-        i = (i + 1) & mask;
-    slots[i] = c;
+    slots[probe_free_slot(slots, cap, c->hash, slot_empty)] = c;
 }
 
 /* Move the children into a table of `cap` slots; the old table stays on failure. */
@@ -292,8 +317,7 @@ static int node_rehash(struct topic_tree *t, struct topic_node *n, size_t cap)
 static struct topic_node *node_add_child(struct topic_tree *t, struct topic_node *n,
                                          const char *level, size_t len)
 {
-    /* Keep the load at or under 3/4 so probe chains stay short. */
-    if ((n->child_count + 1) * 4 > n->child_cap * 3) {
+    if (probe_must_grow(n->child_count, n->child_cap)) {
         size_t cap = n->child_cap ? n->child_cap * 2 : CHILD_MIN_CAP;
         if (node_rehash(t, n, cap) < 0)
             return NULL;
@@ -307,28 +331,15 @@ static struct topic_node *node_add_child(struct topic_tree *t, struct topic_node
     return c;
 }
 
-/*
- * Take `c` out of its parent's table. Linear probing without tombstones: the
- * entries after the hole that could not have been placed there are shifted
- * back, so every lookup can still stop at the first free slot.
- */
+/* Take `c` out of its parent's table (backward shift: see util/probe.h). */
 static void node_remove_child(struct topic_tree *t, struct topic_node *n, struct topic_node *c)
 {
-    size_t mask = n->child_cap - 1;
-    size_t hole = (size_t)c->hash & mask;
+    /* Found by identity: the node is at hand, so no level is compared. */
+    size_t hole = probe_home(c->hash, n->child_cap);
     while (n->slots[hole] != c)
-        hole = (hole + 1) & mask;
+        hole = probe_next(hole, n->child_cap);
     n->slots[hole] = NULL;
-    for (size_t j = (hole + 1) & mask; n->slots[j]; j = (j + 1) & mask) {
-        size_t home = (size_t)n->slots[j]->hash & mask;
-        /* It stays when its home lies cyclically in (hole, j]. */
-        bool stays = hole < j ? (home > hole && home <= j) : (home > hole || home <= j);
-        if (!stays) {
-            n->slots[hole] = n->slots[j];
-            n->slots[j] = NULL;
-            hole = j;
-        }
-    }
+    probe_delete(n->slots, n->child_cap, hole, slot_empty, slot_hash, slot_move);
     n->child_count--;
     if (n->child_count == 0) {
         tree_release(t, n->child_cap * sizeof(*n->slots));

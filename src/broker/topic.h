@@ -1,8 +1,9 @@
 /*
- * topic — aviary's topic rules (SPEC §3) and the topic tree of one instance.
+ * topic — aviary's topic rules and the topic tree of one instance.
  *
- * The rules: a topic or filter is ASCII letters, digits and . , : ; - _ $ / + #
- * (and * in filters); a whole-level `*` in a filter is `+`; one leading `/` is
+ * The rules, narrower than MQTT's (which allow any UTF-8 but U+0000): a
+ * topic or filter is ASCII letters, digits and . , : ; - _ $ / + # (and * in
+ * filters); a whole-level `*` in a filter is `+`; one leading `/` is
  * insignificant, so "/a/b" and "a/b" are the same topic. Callers check with
  * topic_check_name()/topic_check_filter() and then normalise once at the edge
  * with topic_normalize(); the tree only ever sees normalised strings.

@@ -69,7 +69,7 @@ enum config_action {
     CONFIG_VERSION = 2, /* -V / --version: print the version and exit 0 */
 };
 
-/* Fill `c` with the defaults (desktop mode, SPEC limits, log level notice). */
+/* Fill `c` with the defaults (desktop mode, limits_init()'s limits, log level notice). */
 void config_init(struct config *c);
 
 /* Release everything `c` owns; `c` may be reused after config_init(). */

@@ -1,6 +1,7 @@
 /*
- * limits — the per-instance limits of SPEC §5: their defaults, and their
- * schema (names, ranges, how values are written).
+ * limits — what each instance may hold and do (the max-* and keep-alive
+ * directives of aviary.conf(5)): their defaults, and their schema (names,
+ * ranges, how values are written).
  *
  * A plain value type: configuration fills one, the broker copies it into each
  * instance. Every limit has a name, which is at once a directive of

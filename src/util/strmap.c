@@ -5,23 +5,50 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/probe.h"
+
+/* What a lookup compares a slot with: the key and its hash, to skip most strcmp(). */
+struct strmap_key {
+    const char *key;
+    size_t hash;
+};
+
 static size_t strmap_hash(const struct strmap *m, const char *key)
 {
     return (size_t)siphash13(&m->key, key, strlen(key));
 }
 
+/* The callbacks of util/probe.h for an array of struct strmap_slot. */
+static bool slot_empty(const void *slots, size_t i)
+{
+    return !((const struct strmap_slot *)slots)[i].key;
+}
+
+static size_t slot_hash(const void *slots, size_t i)
+{
+    return ((const struct strmap_slot *)slots)[i].hash;
+}
+
+static bool slot_match(const void *slots, size_t i, const void *key)
+{
+    const struct strmap_slot *s = &((const struct strmap_slot *)slots)[i];
+    const struct strmap_key *k = key;
+    return s->hash == k->hash && strcmp(s->key, k->key) == 0;
+}
+
+/* A slot is empty by its key alone: the rest of an emptied slot is left as it was. */
+static void slot_move(void *slots, size_t to, size_t from)
+{
+    struct strmap_slot *s = slots;
+    s[to] = s[from];
+    s[from].key = NULL;
+}
+
 static struct strmap_slot *strmap_find(const struct strmap *m, const char *key, size_t hash)
 {
-    if (m->cap == 0)
-        return NULL;
-    size_t mask = m->cap - 1;
-    for (size_t i = hash & mask;; i = (i + 1) & mask) {
-        struct strmap_slot *s = &m->slots[i];
-        if (!s->key)
-            return NULL;
-        if (s->hash == hash && strcmp(s->key, key) == 0)
-            return s;
-    }
+    struct strmap_key k = {key, hash};
+    size_t i = probe_find(m->slots, m->cap, hash, slot_empty, slot_match, &k);
+    return i == PROBE_NONE ? NULL : &m->slots[i];
 }
 
 static int strmap_grow(struct strmap *m)
@@ -32,12 +59,8 @@ static int strmap_grow(struct strmap *m)
         return -ENOMEM;
     for (size_t i = 0; i < m->cap; i++) {
         struct strmap_slot *s = &m->slots[i];
-        if (!s->key)
-            continue;
-        size_t j = s->hash & (cap - 1);
-        while (slots[j].key)
-            j = (j + 1) & (cap - 1);
-        slots[j] = *s;
+        if (s->key)
+            slots[probe_free_slot(slots, cap, s->hash, slot_empty)] = *s;
     }
     free(m->slots);
     m->slots = slots;
@@ -64,16 +87,12 @@ int strmap_put(struct strmap *m, const char *key, void *value, void **old)
         s->value = value;
         return 0;
     }
-    /* Keep the load under 3/4 so probe sequences stay short. */
-    if ((m->count + 1) * 4 > m->cap * 3 && strmap_grow(m) < 0)
+    if (probe_must_grow(m->count, m->cap) && strmap_grow(m) < 0)
         return -ENOMEM;
     char *copy = strdup(key);
     if (!copy)
         return -ENOMEM;
-    size_t mask = m->cap - 1;
-    size_t i = hash & mask;
-    while (m->slots[i].key)
-        i = (i + 1) & mask;
+    size_t i = probe_free_slot(m->slots, m->cap, hash, slot_empty);
     m->slots[i] = (struct strmap_slot){.key = copy, .value = value, .hash = hash};
     m->count++;
     return 0;
@@ -86,21 +105,9 @@ void *strmap_remove(struct strmap *m, const char *key)
         return NULL;
     void *value = s->value;
     free(s->key);
+    s->key = NULL;
     m->count--;
-
-    /* Backward-shift deletion: move later members of the probe run into the hole. */
-    size_t mask = m->cap - 1;
-    size_t hole = (size_t)(s - m->slots);
-    for (size_t i = (hole + 1) & mask; m->slots[i].key; i = (i + 1) & mask) {
-        size_t home = m->slots[i].hash & mask;
-        /* Move slot i unless its home lies cyclically in (hole, i]. */
-        int stays = (hole <= i) ? (home > hole && home <= i) : (home > hole || home <= i);
-        if (stays)
-            continue;
-        m->slots[hole] = m->slots[i];
-        hole = i;
-    }
-    m->slots[hole] = (struct strmap_slot){0};
+    probe_delete(m->slots, m->cap, (size_t)(s - m->slots), slot_empty, slot_hash, slot_move);
     return value;
 }
 

@@ -3,8 +3,9 @@
  *
  * The map copies each key and frees its copies; values are the caller's and
  * are never freed by the map. Keys are hashed with a random SipHash key, so
- * clients choosing ids cannot make them collide. Open addressing with linear probing and
- * tombstone-free deletion (backward shift), so lookups stay short.
+ * clients choosing ids cannot make them collide. Open addressing with linear
+ * probing and tombstone-free deletion (backward shift, util/probe.h), so
+ * lookups stay short.
  * Not thread-safe: one owner.
  */
 #ifndef AVIARY_STRMAP_H
