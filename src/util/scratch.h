@@ -27,19 +27,20 @@ struct scratch {
 #define SCRATCH_INIT(array) {(array), sizeof(array), NULL}
 
 /* A buffer of at least `need` bytes, or NULL when out of memory. */
+static inline void scratch_free(struct scratch *sc)
+{
+    if (sc->heap) { /* the hot paths never reach the allocator */
+        free(sc->heap);
+        sc->heap = NULL;
+    }
+}
+
 static inline void *scratch_get(struct scratch *sc, size_t need)
 {
-    free(sc->heap);
-    sc->heap = NULL;
+    scratch_free(sc);
     if (need <= sc->small_size)
         return sc->small;
     return sc->heap = malloc(need);
-}
-
-static inline void scratch_free(struct scratch *sc)
-{
-    free(sc->heap);
-    sc->heap = NULL;
 }
 
 #endif
