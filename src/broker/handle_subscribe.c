@@ -166,8 +166,8 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e, u
 {
     struct session *s = c->session;
     const struct limits *l = &s->instance->limits;
-    uint8_t options = c->version == MQTT_V5 ? e->options : (e->options & SUB_OPT_QOS);
-    uint8_t qos = options & SUB_OPT_QOS;
+    uint8_t options = c->version == MQTT_V5 ? e->options : (e->options & MQTT_SUB_OPT_QOS);
+    uint8_t qos = options & MQTT_SUB_OPT_QOS;
     struct filter_parts fp;
     char why[128];
 
@@ -245,7 +245,7 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e, u
         log_debug("client %s: subscribed to '%s' at QoS %u", c->client_id, shown, qos);
     }
     /* No retained messages for a shared subscription (MQTT 5 4.8.2). */
-    unsigned handling = c->version == MQTT_V5 ? SUB_OPT_RETAIN_HANDLING(options) : 0;
+    unsigned handling = c->version == MQTT_V5 ? MQTT_SUB_OPT_RETAIN_HANDLING(options) : 0;
     if (!fp.shared && (handling == 0 || (handling == 1 && is_new))) {
         granted->filter = sub.filter;
         granted->sub = sub;
@@ -270,7 +270,7 @@ static bool no_local_on_share(const struct mqtt_subscribe *sp)
     size_t pos = 0;
 
     while (codec_next_topic(sp, true, &pos, &e))
-        if ((e.options & SUB_OPT_NO_LOCAL) && filter_split(&e.filter, &fp) && fp.shared)
+        if ((e.options & MQTT_SUB_OPT_NO_LOCAL) && filter_split(&e.filter, &fp) && fp.shared)
             return true;
     return false;
 }
