@@ -17,6 +17,7 @@
 #include "store/catalog.h"
 #include "util/account.h"
 #include "util/log.h"
+#include "util/scratch.h"
 
 /* The MQTT 5 reason code that says what an MQTT 3.1.1 CONNACK return code says. */
 static uint8_t v5_reason(uint8_t code)
@@ -146,7 +147,7 @@ static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct
         struct mqtt_prop delay;
         if (codec_find_prop(&ck->will_props, MQTT_PROP_WILL_DELAY, &delay))
             c->will_delay = delay.u32;
-        bool text = handlers_message_props(&ck->will_props, &pb, &v5.expiry);
+        bool text = message_props_take(&ck->will_props, &pb, &v5);
         if (text && codec_check_utf8(ck->will_payload.data, ck->will_payload.len) != CODEC_OK) {
             propbuf_free(&pb);
             refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_PAYLOAD_FORMAT_INVALID,
@@ -154,17 +155,15 @@ static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct
                     "so");
             return -1;
         }
-        v5.props = pb.data;
-        v5.props_len = pb.len;
     }
     char small[256];
+    struct scratch sc = SCRATCH_INIT(small);
     bool slash;
-    char *topic = handlers_normalize(&ck->will_topic, small, sizeof(small), &slash);
+    char *topic = topic_normalize_wire(&ck->will_topic, &sc, &slash);
     if (topic && !pb.failed)
         c->will = message_new(topic, strlen(topic), ck->will_payload.data, ck->will_payload.len,
                               ck->will_qos, ck->will_retain, &v5);
-    if (topic != small)
-        free(topic);
+    scratch_free(&sc);
     propbuf_free(&pb);
     if (!c->will) {
         refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory storing the will");

@@ -16,45 +16,7 @@
 #include "store/catalog.h"
 #include "util/account.h"
 #include "util/log.h"
-
-char *handlers_normalize(const struct mqtt_buf *in, char *small, size_t small_size,
-                         bool *leading_slash)
-{
-    char *out = small;
-    if (in->len + 1 > small_size && !(out = malloc(in->len + 1)))
-        return NULL;
-    topic_normalize((const char *)in->data, in->len, out, leading_slash);
-    return out;
-}
-
-bool handlers_message_props(const struct mqtt_props *in, struct propbuf *out, uint32_t *expiry)
-{
-    struct mqtt_prop prop;
-    size_t pos = 0;
-    bool text = false;
-
-    *expiry = 0;
-    while (codec_next_prop(in, &pos, &prop)) {
-        switch (prop.id) {
-        case MQTT_PROP_PAYLOAD_FORMAT:
-            text = prop.u32 == 1;
-            propbuf_add(out, &prop);
-            break;
-        case MQTT_PROP_CONTENT_TYPE:
-        case MQTT_PROP_RESPONSE_TOPIC:
-        case MQTT_PROP_CORRELATION_DATA:
-        case MQTT_PROP_USER_PROPERTY:
-            propbuf_add(out, &prop);
-            break;
-        case MQTT_PROP_MESSAGE_EXPIRY:
-            *expiry = prop.u32;
-            break;
-        default:
-            break; /* the Topic Alias and Will Delay are the receiver's, not the message's */
-        }
-    }
-    return text;
-}
+#include "util/scratch.h"
 
 /* At most one line per client this often about PUBLISHes its token does not allow. */
 #define DENIED_LOG_INTERVAL_SEC 10
@@ -241,9 +203,7 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
     struct message_v5 props = {0};
     propbuf_init(&pb);
     if (v5) {
-        bool text = handlers_message_props(&pub->props, &pb, &props.expiry);
-        props.props = pb.data;
-        props.props_len = pb.len;
+        bool text = message_props_take(&pub->props, &pb, &props);
         if (text && codec_check_utf8(pub->payload.data, pub->payload.len) != CODEC_OK) {
             refuse_publish(c, pub, MQTT_RC_PAYLOAD_FORMAT_INVALID,
                            "payload is not UTF-8 though its Payload Format Indicator says so");
@@ -251,8 +211,9 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
         }
     }
     char small[256];
+    struct scratch sc = SCRATCH_INIT(small);
     bool slash;
-    char *topic = handlers_normalize(&topic_in, small, sizeof(small), &slash);
+    char *topic = topic_normalize_wire(&topic_in, &sc, &slash);
     struct message *m = NULL;
     uint8_t reason = MQTT_RC_SUCCESS;
     if (topic && !access_may_publish(c->token, topic)) {
@@ -266,8 +227,7 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
         if (m)
             message_charge(m, s->instance->account);
     }
-    if (topic != small)
-        free(topic);
+    scratch_free(&sc);
     if (reason == MQTT_RC_SUCCESS && !m) {
         conn_close(c, "out of memory storing a PUBLISH");
         goto out;

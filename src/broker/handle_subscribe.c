@@ -15,6 +15,7 @@
 #include "store/catalog.h"
 #include "util/account.h"
 #include "util/log.h"
+#include "util/scratch.h"
 #include "util/strmap.h"
 
 /* A filter granted by one SUBSCRIBE: retained messages may follow the SUBACK for it. */
@@ -124,14 +125,19 @@ static int filter_check(const struct mqtt_buf *raw, const struct filter_parts *f
  */
 static char *filter_key(const struct filter_parts *fp, bool *leading_slash)
 {
-    char *norm = handlers_normalize(&fp->filter, NULL, 0, leading_slash);
-    if (!norm || !fp->shared)
-        return norm;
-    size_t n = strlen("$share/") + fp->group_len + 1 + strlen(norm) + 1;
-    char *key = malloc(n);
-    if (key)
-        snprintf(key, n, "$share/%.*s/%s", (int)fp->group_len, fp->group, norm);
-    free(norm);
+    char small[256];
+    struct scratch sc = SCRATCH_INIT(small);
+    const char *norm = topic_normalize_wire(&fp->filter, &sc, leading_slash);
+    char *key = NULL;
+
+    if (norm && !fp->shared) {
+        key = strdup(norm);
+    } else if (norm) {
+        size_t n = strlen("$share/") + fp->group_len + 1 + strlen(norm) + 1;
+        if ((key = malloc(n)))
+            snprintf(key, n, "$share/%.*s/%s", (int)fp->group_len, fp->group, norm);
+    }
+    scratch_free(&sc);
     return key;
 }
 
