@@ -120,8 +120,7 @@ struct conn {
     bool rate_paused;
     struct event *rate_timer; /* owned; made at the first pause */
 
-    uint64_t denied_publishes; /* PUBLISHes the token did not allow */
-    time_t denied_logged;
+    struct log_every denied_log; /* PUBLISHes the token did not allow */
     struct conn *next, *prev; /* broker->conns */
     struct conn *reap_next;   /* broker->reap */
     bool reap_queued;         /* on broker->reap already */

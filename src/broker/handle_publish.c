@@ -28,15 +28,13 @@
  */
 static void note_denied(struct conn *c, const char *topic)
 {
-    time_t now = time(NULL);
-    c->denied_publishes++;
-    if (now - c->denied_logged < DENIED_LOG_INTERVAL_SEC)
-        return;
-    c->denied_logged = now;
     char shown[160];
+
+    if (!log_every_due(&c->denied_log, time(NULL), DENIED_LOG_INTERVAL_SEC))
+        return;
     log_escape(topic, strlen(topic), shown, sizeof(shown));
     log_notice("client %s: PUBLISH to '%s' not allowed by token %s: dropped (%llu so far)",
-               c->client_id, shown, c->token->id, (unsigned long long)c->denied_publishes);
+               c->client_id, shown, c->token->id, (unsigned long long)c->denied_log.count);
 }
 
 /* PUBACK or PUBREC (by `qos`) with `reason` and, MQTT 5 permitting, `why` as Reason String. */
