@@ -238,7 +238,8 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
                      b->memory_resident >> 20, b->max_memory >> 20);
         else
             snprintf(why, sizeof(why), "quota exceeded: instance %s holds %zu retained messages "
-                     "(max-retained %zu)", s->instance->name, l->max_retained, l->max_retained);
+                     "(max-retained %zu)", s->instance->name,
+                     topic_tree_retained_count(s->instance->tree), l->max_retained);
         reason = MQTT_RC_QUOTA_EXCEEDED;
     }
     if (reason != MQTT_RC_SUCCESS) {
