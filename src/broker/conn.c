@@ -1180,3 +1180,77 @@ int conn_start_token_timer(struct conn *c)
     evtimer_add(c->token_timer, &first);
     return 0;
 }
+
+/* conn_vclose() with arguments: for closing as a record says. */
+static void conn_close_as(struct conn *c, enum log_level level, bool clean_disconnect,
+                          int reason, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    conn_vclose(c, level, clean_disconnect, reason, fmt, ap);
+    va_end(ap);
+}
+
+static int conn_vrecord(struct conn *c, enum log_level level, bool clean, int reason,
+                        const char *fmt, va_list ap)
+{
+    struct conn_end *e = &c->end;
+
+    if (e->set)
+        return -1;
+    e->set = true;
+    e->level = level;
+    e->clean = clean;
+    e->reason = reason;
+    vsnprintf(e->why, sizeof(e->why), fmt, ap);
+    return -1;
+}
+
+int conn_fail(struct conn *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    conn_vrecord(c, LOG_LEVEL_NOTICE, false, -1, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int conn_fail_at(struct conn *c, enum log_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    conn_vrecord(c, level, false, -1, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int conn_fail_with(struct conn *c, uint8_t reason, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    conn_vrecord(c, LOG_LEVEL_NOTICE, false, reason, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int conn_finish(struct conn *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    conn_vrecord(c, LOG_LEVEL_INFO, true, -1, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void conn_close_ended(struct conn *c)
+{
+    const struct conn_end *e = &c->end;
+
+    if (c->state == CONN_CLOSING)
+        return;
+    if (!e->set) {
+        conn_close_as(c, LOG_LEVEL_ERROR, false, -1, "a packet handler failed without a reason");
+        return;
+    }
+    conn_close_as(c, e->level, e->clean, e->reason, "%s", e->why);
+}

@@ -62,6 +62,18 @@ enum conn_state {
     CONN_CLOSING = 2,       /* closed by conn_close(), waiting to be reaped */
 };
 
+/*
+ * Why a packet handler ended the connection (conn_fail() and its kin): kept
+ * until conn_close_ended() closes it as recorded. The first record wins.
+ */
+struct conn_end {
+    bool set;
+    enum log_level level;
+    bool clean;     /* after the client's DISCONNECT: the will is discarded */
+    int reason;     /* MQTT 5 DISCONNECT reason code; < 0: no DISCONNECT */
+    char why[256];  /* for the log (and the DISCONNECT's Reason String) */
+};
+
 struct conn {
     struct broker *broker;
     struct bufferevent *bev;
@@ -124,6 +136,7 @@ struct conn {
     struct conn *next, *prev; /* broker->conns */
     struct conn *reap_next;   /* broker->reap */
     bool reap_queued;         /* on broker->reap already */
+    struct conn_end end;      /* a handler's reason to close it */
 };
 
 /*
@@ -233,5 +246,32 @@ size_t conn_output_pending(const struct conn *c);
 
 /* Free a closed conn (the broker's reaper calls this; nobody else). */
 void conn_free(struct conn *c);
+
+/*
+ * A packet handler's way to end the connection: each records why (the first
+ * record wins; later ones are ignored) and returns -1, which the handler
+ * passes up to conn_dispatch(), which then calls conn_close_ended(). Nothing
+ * is closed or sent until then, so the handler must return at once.
+ *
+ * conn_fail():      as conn_close(): notice level, will published, no DISCONNECT;
+ * conn_fail_at():   as conn_close_at(), at `level`;
+ * conn_fail_with(): as conn_disconnect(): MQTT 5 DISCONNECT with `reason`
+ *                   (enum mqtt_reason) after CONNACK;
+ * conn_finish():    as conn_close_clean(): the client said DISCONNECT (info level,
+ *                   will discarded).
+ */
+int conn_fail(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int conn_fail_at(struct conn *c, enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int conn_fail_with(struct conn *c, uint8_t reason, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int conn_finish(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Close `c` as its record says (see conn_fail). Nothing happens when it is
+ * closing already (a failed conn_send() closes at once). Without a record it
+ * is closed all the same, as a handler's error.
+ */
+void conn_close_ended(struct conn *c);
 
 #endif
