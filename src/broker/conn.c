@@ -724,50 +724,54 @@ static uint8_t conn_decode_reason(int err)
                : MQTT_RC_MALFORMED_PACKET;
 }
 
+/* Hand `p` to its handler; the one place where a handler's -1 closes the connection. */
 static void conn_dispatch(struct conn *c, const struct mqtt_packet *p)
 {
+    int rc;
+
     /* conn_read_cb has made sure the first packet is a CONNECT. */
     switch (p->type) {
     case MQTT_CONNECT:
-        if (c->state != CONN_AWAIT_CONNECT) {
-            conn_disconnect(c, MQTT_RC_PROTOCOL_ERROR, "second CONNECT on one connection");
-            return;
-        }
-        handle_connect(c, p);
+        if (c->state != CONN_AWAIT_CONNECT)
+            rc = conn_fail_with(c, MQTT_RC_PROTOCOL_ERROR, "second CONNECT on one connection");
+        else
+            rc = handle_connect(c, p);
         break;
     case MQTT_PUBLISH:
-        handle_publish(c, p);
+        rc = handle_publish(c, p);
         break;
     case MQTT_PUBACK:
     case MQTT_PUBREC:
     case MQTT_PUBREL:
     case MQTT_PUBCOMP:
-        handle_ack(c, p);
+        rc = handle_ack(c, p);
         break;
     case MQTT_SUBSCRIBE:
-        handle_subscribe(c, p);
+        rc = handle_subscribe(c, p);
         break;
     case MQTT_UNSUBSCRIBE:
-        handle_unsubscribe(c, p);
+        rc = handle_unsubscribe(c, p);
         break;
     case MQTT_PINGREQ: {
         struct mqtt_packet resp = {.type = MQTT_PINGRESP};
-        conn_send(c, &resp);
+        rc = conn_send(c, &resp);
         break;
     }
     case MQTT_DISCONNECT:
-        handle_disconnect(c, p);
+        rc = handle_disconnect(c, p);
         break;
     case MQTT_AUTH:
         /* AUTH continues an authentication method, and aviary offers none. */
-        conn_disconnect(c, MQTT_RC_PROTOCOL_ERROR,
-                        "AUTH without enhanced authentication (none is offered)");
+        rc = conn_fail_with(c, MQTT_RC_PROTOCOL_ERROR,
+                            "AUTH without enhanced authentication (none is offered)");
         break;
     default:
-        conn_disconnect(c, MQTT_RC_PROTOCOL_ERROR, "packet type %d is not sent to a server",
-                        p->type);
+        rc = conn_fail_with(c, MQTT_RC_PROTOCOL_ERROR,
+                            "packet type %d is not sent to a server", p->type);
         break;
     }
+    if (rc < 0)
+        conn_close_ended(c);
 }
 
 /*

@@ -39,12 +39,13 @@ static uint8_t v5_reason(uint8_t code)
 }
 
 /*
- * Refuse the CONNECT and close: MQTT 3.1.1 return code `code`, or MQTT 5
- * reason `reason` (0: the one that matches `code`) with `told` as its Reason
+ * Refuse the CONNECT: MQTT 3.1.1 return code `code`, or MQTT 5 reason
+ * `reason` (0: the one that matches `code`) with `told` as its Reason
  * String. The log says `why`, which may name what the client is not to learn
- * (a token, which of its credentials was wrong).
+ * (a token, which of its credentials was wrong). Returns -1: the connection
+ * ends (after the CONNACK).
  */
-static void refuse_at(struct conn *c, enum log_level level, uint8_t code, uint8_t reason,
+static int refuse_at(struct conn *c, enum log_level level, uint8_t code, uint8_t reason,
                       const char *told, const char *why)
 {
     struct mqtt_packet ack = {.type = MQTT_CONNACK};
@@ -60,25 +61,26 @@ static void refuse_at(struct conn *c, enum log_level level, uint8_t code, uint8_
     ack.u.connack.code = code;
     conn_send(c, &ack);
     propbuf_free(&pb);
-    conn_close_at(c, level, c->version == MQTT_V5 ? "CONNACK 0x%02x: %s" : "CONNACK %u: %s", code,
-                  why);
+    return conn_fail_at(c, level,
+                        c->version == MQTT_V5 ? "CONNACK 0x%02x: %s" : "CONNACK %u: %s", code,
+                        why);
 }
 
-static void refuse_as(struct conn *c, uint8_t code, uint8_t reason, const char *told,
-                      const char *why)
+static int refuse_as(struct conn *c, uint8_t code, uint8_t reason, const char *told,
+                     const char *why)
 {
-    refuse_at(c, LOG_LEVEL_NOTICE, code, reason, told, why);
+    return refuse_at(c, LOG_LEVEL_NOTICE, code, reason, told, why);
 }
 
 /* Refuse, telling the client what the log says. */
-static void refuse5(struct conn *c, uint8_t code, uint8_t reason, const char *why)
+static int refuse5(struct conn *c, uint8_t code, uint8_t reason, const char *why)
 {
-    refuse_as(c, code, reason, why, why);
+    return refuse_as(c, code, reason, why, why);
 }
 
-static void refuse(struct conn *c, uint8_t code, const char *why)
+static int refuse(struct conn *c, uint8_t code, const char *why)
 {
-    refuse5(c, code, 0, why);
+    return refuse5(c, code, 0, why);
 }
 
 /* Random bytes in an assigned client id: unique by chance, and telling nothing. */
@@ -120,7 +122,7 @@ static unsigned clamp_keepalive(unsigned requested, const struct limits *l)
     return requested;
 }
 
-/* Build the will message from CONNECT, or refuse and return -1. */
+/* Build the will message from CONNECT. Returns 0, or -1 after refusing. */
 static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct limits *l)
 {
     char why[160];
@@ -131,14 +133,12 @@ static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct
         topic_describe(rc, ck->will_topic.len, l->max_topic_length, topic_why,
                        sizeof(topic_why));
         snprintf(why, sizeof(why), "will topic refused: %s", topic_why);
-        refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_TOPIC_NAME_INVALID, why);
-        return -1;
+        return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_TOPIC_NAME_INVALID, why);
     }
     if (ck->will_payload.len > l->max_payload) {
         snprintf(why, sizeof(why), "will payload of %zu bytes exceeds max-payload %zu",
                  ck->will_payload.len, l->max_payload);
-        refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_PACKET_TOO_LARGE, why);
-        return -1;
+        return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_PACKET_TOO_LARGE, why);
     }
     struct message_v5 v5 = {0};
     struct propbuf pb;
@@ -150,10 +150,9 @@ static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct
         bool text = message_props_take(&ck->will_props, &pb, &v5);
         if (text && codec_check_utf8(ck->will_payload.data, ck->will_payload.len) != CODEC_OK) {
             propbuf_free(&pb);
-            refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_PAYLOAD_FORMAT_INVALID,
-                    "the will's payload is not UTF-8 though its Payload Format Indicator says "
-                    "so");
-            return -1;
+            return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_PAYLOAD_FORMAT_INVALID,
+                           "the will's payload is not UTF-8 though its Payload Format "
+                           "Indicator says so");
         }
     }
     char small[256];
@@ -165,10 +164,8 @@ static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct
                               ck->will_qos, ck->will_retain, &v5);
     scratch_free(&sc);
     propbuf_free(&pb);
-    if (!c->will) {
-        refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory storing the will");
-        return -1;
-    }
+    if (!c->will)
+        return refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory storing the will");
     return 0;
 }
 
@@ -177,8 +174,8 @@ static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct
  * log says "`what` 'USER'`detail`", the user name escaped, or hidden when it
  * is a token's secret sent in the wrong field.
  */
-static void refuse_login(struct conn *c, const struct mqtt_buf *username, const char *what,
-                         const char *detail)
+static int refuse_login(struct conn *c, const struct mqtt_buf *username, const char *what,
+                        const char *detail)
 {
     char user[96], why[256];
 
@@ -187,16 +184,19 @@ static void refuse_login(struct conn *c, const struct mqtt_buf *username, const 
     else
         log_escape(username->data, username->len, user, sizeof(user));
     snprintf(why, sizeof(why), "bad user name or password: %s '%s'%s", what, user, detail);
-    refuse_as(c, MQTT_CONNACK_BAD_CREDENTIALS, 0, "bad user name or password", why);
+    return refuse_as(c, MQTT_CONNACK_BAD_CREDENTIALS, 0, "bad user name or password", why);
 }
+
+/* cloud_login(): the CONNECT waits, unanswered, for a fresh look at the database. */
+#define LOGIN_WAITS 1
 
 /*
  * Cloud mode: the user name names the instance, the password is a token's
- * secret. Sets *inst and *token (a new reference), or refuses and returns -1;
- * also -1 when the login waits for a fresh look at the database (an instance
- * or token aviaryctl has just made). Wrong credentials all get the same
- * code and text, so that a client cannot tell an unknown instance from a
- * wrong secret; the log says which it was.
+ * secret. Sets *inst and *token (a new reference) and returns 0; returns
+ * LOGIN_WAITS when the login waits for a fresh look at the database (an
+ * instance or token aviaryctl has just made); or -1 after refusing. Wrong
+ * credentials all get the same code and text, so that a client cannot tell
+ * an unknown instance from a wrong secret; the log says which it was.
  */
 static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct instance **inst,
                        struct catalog_token **token)
@@ -205,12 +205,10 @@ static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct ins
     char name[STORE_NAME_MAX + 1];
     char why[256];
 
-    if (!ck->has_username || !ck->has_password) {
-        refuse(c, MQTT_CONNACK_NOT_AUTHORIZED,
-               "not authorized: cloud mode needs a user name (the instance) and a password "
-               "(a token)");
-        return -1;
-    }
+    if (!ck->has_username || !ck->has_password)
+        return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED,
+                      "not authorized: cloud mode needs a user name (the instance) and a "
+                      "password (a token)");
     const struct catalog_instance *ci = NULL;
     if (ck->username.len < sizeof(name)) {
         memcpy(name, ck->username.data, ck->username.len);
@@ -220,36 +218,30 @@ static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct ins
     struct catalog_token *t =
         ci ? catalog_token_by_secret(b->catalog, ck->password.data, ck->password.len) : NULL;
     if ((!ci || !t) && broker_login_wait(b, c))
-        return -1;
-    if (!ci) {
-        refuse_login(c, &ck->username, "no instance", "");
-        return -1;
-    }
-    if (!t || strcmp(t->instance, name) != 0) {
-        refuse_login(c, &ck->username, "the password is no live token of instance",
-                     t ? " (it belongs to another instance)" : " (unknown or revoked)");
-        return -1;
-    }
+        return LOGIN_WAITS;
+    if (!ci)
+        return refuse_login(c, &ck->username, "no instance", "");
+    if (!t || strcmp(t->instance, name) != 0)
+        return refuse_login(c, &ck->username, "the password is no live token of instance",
+                            t ? " (it belongs to another instance)" : " (unknown or revoked)");
     if (t->expires && t->expires <= time(NULL)) {
         snprintf(why, sizeof(why), "not authorized: token %s of instance '%s' has expired",
                  t->id, name);
-        refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0, "not authorized: the token has expired",
-                  why);
-        return -1;
+        return refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0,
+                         "not authorized: the token has expired", why);
     }
     if (!t->expires && !c->meta.over_tls && !b->allow_keys_without_tls) {
         snprintf(why, sizeof(why),
                  "not authorized: token %s is a key (no expiry) and keys need TLS; this "
                  "listener has none (see allow-keys-without-tls)",
                  t->id);
-        refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0,
-                  "not authorized: a key (a token without expiry) needs a TLS connection", why);
-        return -1;
+        return refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0,
+                         "not authorized: a key (a token without expiry) needs a TLS "
+                         "connection",
+                         why);
     }
-    if (!(*inst = broker_instance_for(b, name))) {
-        refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory creating the instance");
-        return -1;
-    }
+    if (!(*inst = broker_instance_for(b, name)))
+        return refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory creating the instance");
     *token = catalog_token_ref(t);
     return 0;
 }
@@ -263,9 +255,8 @@ static int check_binding(struct conn *c, const struct catalog_token *t, const ch
     log_escape(t->client_id, strlen(t->client_id), bound, sizeof(bound));
     snprintf(why, sizeof(why), "not authorized: token %s is bound to client id '%s', not '%s'",
              t->id, bound, c->client_id);
-    refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0,
-              "not authorized: the token is bound to another client id", why);
-    return -1;
+    return refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0,
+                     "not authorized: the token is bound to another client id", why);
 }
 
 /*
@@ -295,8 +286,8 @@ static int refuse_over_quota(struct conn *c, struct instance *inst)
         return 0;
     }
     /* The instance's line counts these; each one is logged at info level. */
-    refuse_at(c, LOG_LEVEL_INFO, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why, why);
-    return -1;
+    return refuse_at(c, LOG_LEVEL_INFO, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why,
+                     why);
 }
 
 /* The MQTT 5 CONNECT properties that shape the connection. Returns -1 after refusing. */
@@ -333,8 +324,7 @@ static int take_connect_props(struct conn *c, const struct mqtt_connect *ck,
                      "authentication method '%s' not supported: aviary offers no enhanced "
                      "authentication",
                      method);
-            refuse5(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_AUTH_METHOD, why);
-            return -1;
+            return refuse5(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_AUTH_METHOD, why);
         }
         default:
             break; /* User Properties: nothing for the broker to do with them */
@@ -370,8 +360,9 @@ struct connack5 {
     bool response_info;       /* it asked for Response Information */
 };
 
-static void connack_accept(struct conn *c, bool session_present, const struct connack5 *v5,
-                           const struct limits *l)
+/* Returns 0, or -1 when the connection must end. */
+static int connack_accept(struct conn *c, bool session_present, const struct connack5 *v5,
+                          const struct limits *l)
 {
     struct mqtt_packet ack = {.type = MQTT_CONNACK};
     struct propbuf pb;
@@ -402,16 +393,16 @@ static void connack_accept(struct conn *c, bool session_present, const struct co
         }
         if (pb.failed) {
             propbuf_free(&pb);
-            conn_close(c, "out of memory building CONNACK");
-            return;
+            return conn_fail(c, "out of memory building CONNACK");
         }
         ack.u.connack.props = propbuf_props(&pb);
     }
-    conn_send(c, &ack);
+    int rc = conn_send(c, &ack);
     propbuf_free(&pb);
+    return rc;
 }
 
-void handle_connect(struct conn *c, const struct mqtt_packet *p)
+int handle_connect(struct conn *c, const struct mqtt_packet *p)
 {
     const struct mqtt_connect *ck = &p->u.connect;
     struct broker *b = c->broker;
@@ -421,7 +412,7 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
 
     c->version = ck->version;
     if (ck->version == MQTT_V5 && take_connect_props(c, ck, &asked_expiry, &v5.response_info) < 0)
-        return;
+        return -1;
 
     /* Past max-memory the broker keeps serving whom it has, and takes nobody new. */
     if (broker_memory_full(b)) {
@@ -429,13 +420,15 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
         b->memory_refusals++;
         snprintf(why, sizeof(why), "server unavailable: %zu MB resident, over max-memory %zu MB",
                  b->memory_resident >> 20, b->max_memory >> 20);
-        refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
-        return;
+        return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
     }
     struct instance *inst = b->local;
     struct catalog_token *token = NULL;
-    if (b->cloud && cloud_login(c, ck, &inst, &token) < 0)
-        return;
+    int rc = b->cloud ? cloud_login(c, ck, &inst, &token) : 0;
+    if (rc == LOGIN_WAITS)
+        return 0;
+    if (rc < 0)
+        return -1;
     /* The conn owns the reference from here: conn_free() drops it whatever happens. */
     c->token = token;
     const struct limits *l = &inst->limits;
@@ -445,16 +438,14 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
         char why[96];
         snprintf(why, sizeof(why), "client id of %zu characters is longer than max-client-id %zu",
                  id_chars, l->max_client_id);
-        refuse(c, MQTT_CONNACK_ID_REJECTED, why);
-        return;
+        return refuse(c, MQTT_CONNACK_ID_REJECTED, why);
     }
     if (ck->client_id.len == 0) {
         /* MQTT 5 assigns an id whatever Clean Start says (MQTT 5 3.1.3.1). */
         if (ck->version == MQTT_V31 || (!ck->clean && ck->version != MQTT_V5)) {
-            refuse(c, MQTT_CONNACK_ID_REJECTED,
-                   ck->version == MQTT_V31 ? "empty client id (MQTT 3.1 requires one)"
-                                           : "empty client id with clean session 0");
-            return;
+            return refuse(c, MQTT_CONNACK_ID_REJECTED,
+                          ck->version == MQTT_V31 ? "empty client id (MQTT 3.1 requires one)"
+                                                  : "empty client id with clean session 0");
         }
         generate_client_id(client_id, sizeof(client_id));
         v5.assigned_id = client_id;
@@ -466,24 +457,23 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     log_escape(client_id, strlen(client_id), c->client_id, sizeof(c->client_id));
 
     if (check_binding(c, token, client_id) < 0)
-        return;
+        return -1;
     struct session *s = strmap_get(&inst->sessions, client_id);
     bool takes_over = s && s->conn;
     if (l->max_connections && inst->conn_count >= l->max_connections && !takes_over) {
         char why[160];
         snprintf(why, sizeof(why), "server unavailable: instance '%s' has %zu connections "
                  "(max-connections %zu)", inst->name, inst->conn_count, l->max_connections);
-        refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
-        return;
+        return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
     }
     uint32_t expiry = ck->version == MQTT_V5 ? asked_expiry
                                              : (ck->clean ? 0 : SESSION_NEVER_EXPIRES);
     uint32_t granted = grant_session_expiry(expiry, l);
     /* One more session outliving its connection (a Clean Start replacing one is not). */
     if (granted && !(s && s->expiry) && refuse_over_quota(c, inst) < 0)
-        return;
+        return -1;
     if (ck->will && take_will(c, ck, l) < 0)
-        return;
+        return -1;
     if (c->will)
         message_charge(c->will, inst->account);
     /* A will is a PUBLISH made in advance: the token must allow its topic. */
@@ -493,8 +483,7 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
         snprintf(why, sizeof(why), "not authorized: token %s may not publish the will topic '%s'",
                  token->id, shown);
         snprintf(told, sizeof(told), "not authorized: the will topic '%s' is not allowed", shown);
-        refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0, told, why);
-        return;
+        return refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0, told, why);
     }
 
     /* Take-over: the same client id in the same instance closes the older connection. */
@@ -519,8 +508,7 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
         s = session_new(inst, client_id, granted);
         if (!s || strmap_put(&inst->sessions, client_id, s, NULL) < 0) {
             session_free(s);
-            refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory creating the session");
-            return;
+            return refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory creating the session");
         }
     }
 
@@ -543,10 +531,10 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     v5.keepalive_changed = c->keepalive != ck->keepalive;
     conn_start_keepalive(c);
     if (conn_start_token_timer(c) < 0)
-        return;
+        return -1;
 
     /* MQTT 3.1 has no session-present flag: that byte is reserved there. */
-    connack_accept(c, session_present && ck->version != MQTT_V31, &v5, l);
+    rc = connack_accept(c, session_present && ck->version != MQTT_V31, &v5, l);
     log_info("client %s connected from %s to instance %s%s%s (MQTT %s, clean %d, keep-alive "
              "%u s, session expiry %ld s%s)",
              c->client_id, c->meta.peer, inst->name, token ? " with token " : "",
@@ -554,10 +542,11 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
              ck->version == MQTT_V31 ? "3.1" : ck->version == MQTT_V5 ? "5.0" : "3.1.1",
              ck->clean, c->keepalive, granted == SESSION_NEVER_EXPIRES ? -1L : (long)granted,
              session_present ? ", session resumed" : "");
-    if (c->state != CONN_ACTIVE)
-        return;
+    if (rc < 0)
+        return -1;
     if (session_present)
         session_resume(s, c);
-    if (c->token_warning_due && c->state == CONN_ACTIVE)
-        conn_token_warning(c);
+    if (c->token_warning_due)
+        conn_token_warning(c); /* it does nothing on a connection that session_resume() closed */
+    return 0;
 }

@@ -37,9 +37,12 @@ static void note_denied(struct conn *c, const char *topic)
                c->client_id, shown, c->token->id, (unsigned long long)c->denied_log.count);
 }
 
-/* PUBACK or PUBREC (by `qos`) with `reason` and, MQTT 5 permitting, `why` as Reason String. */
-static void send_ack(struct conn *c, uint8_t qos, uint16_t packet_id, uint8_t reason,
-                     const char *why)
+/*
+ * PUBACK or PUBREC (by `qos`) with `reason` and, MQTT 5 permitting, `why` as
+ * Reason String. Returns conn_send()'s 0 or -1.
+ */
+static int send_ack(struct conn *c, uint8_t qos, uint16_t packet_id, uint8_t reason,
+                    const char *why)
 {
     struct mqtt_packet ack = {.type = qos == 1 ? MQTT_PUBACK : MQTT_PUBREC};
     struct propbuf pb;
@@ -52,23 +55,23 @@ static void send_ack(struct conn *c, uint8_t qos, uint16_t packet_id, uint8_t re
         propbuf_str(&pb, MQTT_PROP_REASON_STRING, why, strlen(why));
     if (!pb.failed)
         ack.u.ack.props = propbuf_props(&pb);
-    conn_send(c, &ack);
+    int rc = conn_send(c, &ack);
     propbuf_free(&pb);
+    return rc;
 }
 
 /*
  * An MQTT 5 PUBLISH that cannot be accepted: QoS 1/2 get an acknowledgement
- * with `reason` (the connection stays), QoS 0 a DISCONNECT with it. Logs why.
+ * with `reason` (the connection stays: 0), QoS 0 a DISCONNECT with it (-1).
+ * Logs why.
  */
-static void refuse_publish(struct conn *c, const struct mqtt_publish *pub, uint8_t reason,
-                           const char *why)
+static int refuse_publish(struct conn *c, const struct mqtt_publish *pub, uint8_t reason,
+                          const char *why)
 {
-    if (pub->qos == 0) {
-        conn_disconnect(c, reason, "%s", why);
-        return;
-    }
+    if (pub->qos == 0)
+        return conn_fail_with(c, reason, "%s", why);
     log_notice("client %s: PUBLISH refused with 0x%02x: %s", c->client_id, reason, why);
-    send_ack(c, pub->qos, pub->packet_id, reason, why);
+    return send_ack(c, pub->qos, pub->packet_id, reason, why);
 }
 
 /*
@@ -76,9 +79,9 @@ static void refuse_publish(struct conn *c, const struct mqtt_publish *pub, uint8
  * holds less. MQTT 5 acknowledges QoS 1/2 with 0x97. MQTT 3.1.1 cannot
  * refuse a PUBLISH: rather than acknowledge a message it then drops, the
  * broker closes the connection unacknowledged, and the client sends it again
- * after reconnecting. QoS 0 is dropped, as QoS 0 may be.
+ * after reconnecting. QoS 0 is dropped, as QoS 0 may be. Returns 0 or -1.
  */
-static void refuse_over_bytes(struct conn *c, const struct mqtt_publish *pub)
+static int refuse_over_bytes(struct conn *c, const struct mqtt_publish *pub)
 {
     struct instance *inst = c->session->instance;
     char why[160];
@@ -88,58 +91,47 @@ static void refuse_over_bytes(struct conn *c, const struct mqtt_publish *pub)
     instance_note_refusal(inst, INSTANCE_REFUSED_BYTES, "PUBLISH refused (max-instance-bytes %zu)",
                           inst->limits.max_instance_bytes);
     if (pub->qos == 0)
-        return;
+        return 0;
     if (c->version == MQTT_V5)
-        send_ack(c, pub->qos, pub->packet_id, MQTT_RC_QUOTA_EXCEEDED, why);
-    else
-        conn_close_at(c, LOG_LEVEL_INFO,
-                      "%s: closed without acknowledging its QoS %u PUBLISH (MQTT 3.1.1 cannot "
-                      "refuse one)",
-                      why, pub->qos);
+        return send_ack(c, pub->qos, pub->packet_id, MQTT_RC_QUOTA_EXCEEDED, why);
+    return conn_fail_at(c, LOG_LEVEL_INFO,
+                        "%s: closed without acknowledging its QoS %u PUBLISH (MQTT 3.1.1 cannot "
+                        "refuse one)",
+                        why, pub->qos);
 }
 
 /*
  * MQTT 5 Topic Alias [MQTT 5 3.3.2.3.4]: record the alias a PUBLISH sets, or
- * put the topic it stands for in *topic. Returns 0, or -1 after disconnecting.
+ * put the topic it stands for in *topic. Returns 0, or -1 (the connection must end).
  */
 static int resolve_alias(struct conn *c, const struct mqtt_publish *pub, struct mqtt_buf *topic)
 {
     struct mqtt_prop prop;
 
-    if (codec_find_prop(&pub->props, MQTT_PROP_SUBSCRIPTION_ID, &prop)) {
-        conn_disconnect(c, MQTT_RC_PROTOCOL_ERROR,
-                        "a Subscription Identifier in a PUBLISH from a client");
-        return -1;
-    }
+    if (codec_find_prop(&pub->props, MQTT_PROP_SUBSCRIPTION_ID, &prop))
+        return conn_fail_with(c, MQTT_RC_PROTOCOL_ERROR,
+                              "a Subscription Identifier in a PUBLISH from a client");
     if (!codec_find_prop(&pub->props, MQTT_PROP_TOPIC_ALIAS, &prop))
         return 0;
     uint16_t alias = (uint16_t)prop.u32;
-    if (alias == 0 || alias > c->in_alias_max) {
-        conn_disconnect(c, MQTT_RC_TOPIC_ALIAS_INVALID,
-                        "topic alias %u outside 1..%u (max-topic-aliases)", alias,
-                        c->in_alias_max);
-        return -1;
-    }
-    if (!c->in_aliases && !(c->in_aliases = calloc(c->in_alias_max, sizeof(char *)))) {
-        conn_close(c, "out of memory recording a topic alias");
-        return -1;
-    }
+    if (alias == 0 || alias > c->in_alias_max)
+        return conn_fail_with(c, MQTT_RC_TOPIC_ALIAS_INVALID,
+                              "topic alias %u outside 1..%u (max-topic-aliases)", alias,
+                              c->in_alias_max);
+    if (!c->in_aliases && !(c->in_aliases = calloc(c->in_alias_max, sizeof(char *))))
+        return conn_fail(c, "out of memory recording a topic alias");
     char **slot = &c->in_aliases[alias - 1];
     if (topic->len == 0) {
-        if (!*slot) {
-            conn_disconnect(c, MQTT_RC_PROTOCOL_ERROR,
-                            "topic alias %u was never set on this connection", alias);
-            return -1;
-        }
+        if (!*slot)
+            return conn_fail_with(c, MQTT_RC_PROTOCOL_ERROR,
+                                  "topic alias %u was never set on this connection", alias);
         topic->data = (const uint8_t *)*slot;
         topic->len = strlen(*slot);
         return 0;
     }
     char *copy = malloc(topic->len + 1);
-    if (!copy) {
-        conn_close(c, "out of memory recording a topic alias");
-        return -1;
-    }
+    if (!copy)
+        return conn_fail(c, "out of memory recording a topic alias");
     memcpy(copy, topic->data, topic->len);
     copy[topic->len] = '\0';
     free(*slot);
@@ -147,7 +139,7 @@ static int resolve_alias(struct conn *c, const struct mqtt_publish *pub, struct 
     return 0;
 }
 
-void handle_publish(struct conn *c, const struct mqtt_packet *p)
+int handle_publish(struct conn *c, const struct mqtt_packet *p)
 {
     const struct mqtt_publish *pub = &p->u.publish;
     struct session *s = c->session;
@@ -157,7 +149,7 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
     char why[320];
 
     if (v5 && resolve_alias(c, pub, &topic_in) < 0)
-        return;
+        return -1;
     int rc = topic_check_name((const char *)topic_in.data, topic_in.len, l->max_topic_length);
     if (rc < 0) {
         char topic_why[96], shown[160];
@@ -166,45 +158,37 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
         snprintf(why, sizeof(why), "PUBLISH topic '%s' refused: %s", shown, topic_why);
         /* MQTT 3.1.1 has no way to refuse one PUBLISH: the connection ends. */
         if (v5)
-            refuse_publish(c, pub, MQTT_RC_TOPIC_NAME_INVALID, why);
-        else
-            conn_close(c, "%s", why);
-        return;
+            return refuse_publish(c, pub, MQTT_RC_TOPIC_NAME_INVALID, why);
+        return conn_fail(c, "%s", why);
     }
-    if (pub->payload.len > l->max_payload) {
-        conn_disconnect(c, MQTT_RC_PACKET_TOO_LARGE,
-                        "PUBLISH payload of %zu bytes exceeds max-payload %zu",
-                        pub->payload.len, l->max_payload);
-        return;
-    }
+    if (pub->payload.len > l->max_payload)
+        return conn_fail_with(c, MQTT_RC_PACKET_TOO_LARGE,
+                              "PUBLISH payload of %zu bytes exceeds max-payload %zu",
+                              pub->payload.len, l->max_payload);
 
     bool duplicate = pub->qos == 2 && idset_has(&s->incoming_qos2, pub->packet_id);
     /* Our Receive Maximum: QoS 2 messages waiting for their PUBREL [MQTT-3.3.4-9]. */
-    if (v5 && pub->qos == 2 && !duplicate && s->incoming_qos2.count >= l->max_inflight) {
-        conn_disconnect(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED,
-                        "more than %zu QoS 2 messages awaiting PUBREL (max-inflight, the "
-                        "Receive Maximum announced)",
-                        l->max_inflight);
-        return;
-    }
+    if (v5 && pub->qos == 2 && !duplicate && s->incoming_qos2.count >= l->max_inflight)
+        return conn_fail_with(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED,
+                              "more than %zu QoS 2 messages awaiting PUBREL (max-inflight, the "
+                              "Receive Maximum announced)",
+                              l->max_inflight);
     /* Exactly once: a re-sent QoS 2 PUBLISH not yet released is acknowledged, not delivered. */
-    if (duplicate) {
-        send_ack(c, 2, pub->packet_id, MQTT_RC_SUCCESS, NULL);
-        return;
-    }
-    if (instance_over_bytes(s->instance)) {
-        refuse_over_bytes(c, pub);
-        return;
-    }
+    if (duplicate)
+        return send_ack(c, 2, pub->packet_id, MQTT_RC_SUCCESS, NULL);
+    if (instance_over_bytes(s->instance))
+        return refuse_over_bytes(c, pub);
 
     struct propbuf pb;
     struct message_v5 props = {0};
     propbuf_init(&pb);
+    rc = -1;
     if (v5) {
         bool text = message_props_take(&pub->props, &pb, &props);
         if (text && codec_check_utf8(pub->payload.data, pub->payload.len) != CODEC_OK) {
-            refuse_publish(c, pub, MQTT_RC_PAYLOAD_FORMAT_INVALID,
-                           "payload is not UTF-8 though its Payload Format Indicator says so");
+            rc = refuse_publish(c, pub, MQTT_RC_PAYLOAD_FORMAT_INVALID,
+                                "payload is not UTF-8 though its Payload Format Indicator says "
+                                "so");
             goto out;
         }
     }
@@ -227,7 +211,7 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
     }
     scratch_free(&sc);
     if (reason == MQTT_RC_SUCCESS && !m) {
-        conn_close(c, "out of memory storing a PUBLISH");
+        conn_fail(c, "out of memory storing a PUBLISH");
         goto out;
     }
     /* MQTT 5 can say the retained store is full; 3.1.1 delivers it unretained. */
@@ -243,23 +227,26 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
         reason = MQTT_RC_QUOTA_EXCEEDED;
     }
     if (reason != MQTT_RC_SUCCESS) {
+        rc = 0;
         if (v5 && pub->qos)
-            refuse_publish(c, pub, reason, why);
+            rc = refuse_publish(c, pub, reason, why);
         else if (pub->qos)
-            send_ack(c, pub->qos, pub->packet_id, MQTT_RC_SUCCESS, NULL);
+            rc = send_ack(c, pub->qos, pub->packet_id, MQTT_RC_SUCCESS, NULL);
         message_unref(m);
         goto out;
     }
     if (pub->qos == 2 && session_qos2_receive(s, pub->packet_id) < 0) {
         message_unref(m);
-        conn_close(c, "out of memory recording a QoS 2 packet id");
+        conn_fail(c, "out of memory recording a QoS 2 packet id");
         goto out;
     }
     size_t delivered = instance_publish(s->instance, m, s);
     message_unref(m);
+    rc = 0;
     if (pub->qos)
-        send_ack(c, pub->qos, pub->packet_id,
-                 delivered ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS, NULL);
+        rc = send_ack(c, pub->qos, pub->packet_id,
+                      delivered ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS, NULL);
 out:
     propbuf_free(&pb);
+    return rc;
 }

@@ -300,7 +300,7 @@ static int send_suback(struct conn *c, uint8_t type, uint16_t packet_id, const u
     return rc;
 }
 
-void handle_subscribe(struct conn *c, const struct mqtt_packet *p)
+int handle_subscribe(struct conn *c, const struct mqtt_packet *p)
 {
     const struct mqtt_subscribe *sp = &p->u.subscribe;
     struct session *s = c->session;
@@ -317,14 +317,15 @@ void handle_subscribe(struct conn *c, const struct mqtt_packet *p)
     uint32_t sub_id = 0;
     size_t pos = 0, i = 0;
     char why[320] = "";
+    int rc = -1;
 
     if (!codes || !granted) {
-        conn_close(c, "out of memory handling SUBSCRIBE");
+        conn_fail(c, "out of memory handling SUBSCRIBE");
         goto out;
     }
     if (c->version == MQTT_V5) {
         if (no_local_on_share(sp)) {
-            conn_disconnect(c, MQTT_RC_PROTOCOL_ERROR, "No Local on a shared subscription");
+            conn_fail_with(c, MQTT_RC_PROTOCOL_ERROR, "No Local on a shared subscription");
             goto out;
         }
         if (codec_find_prop(&sp->props, MQTT_PROP_SUBSCRIPTION_ID, &id_prop))
@@ -335,7 +336,7 @@ void handle_subscribe(struct conn *c, const struct mqtt_packet *p)
         if (granted[i].filter && sp->count > 1) {
             void *earlier;
             if (strmap_put(&last, granted[i].filter, (void *)(uintptr_t)(i + 1), &earlier) < 0) {
-                conn_close(c, "out of memory handling SUBSCRIBE");
+                conn_fail(c, "out of memory handling SUBSCRIBE");
                 goto out;
             }
             if (earlier) {
@@ -359,13 +360,19 @@ void handle_subscribe(struct conn *c, const struct mqtt_packet *p)
                   refusals.out_of_memory, i);
     if (send_suback(c, MQTT_SUBACK, sp->packet_id, codes, i, refusals.count ? why : NULL) < 0)
         goto out;
-    /* Retained messages follow the SUBACK, once per distinct filter granted (MQTT-3.3.1-6). */
+    /*
+     * Retained messages follow the SUBACK, once per distinct filter granted
+     * (MQTT-3.3.1-6). Routing returns nothing, but a PUBLISH it could not
+     * queue closes the connection: the rest would then go to the session's
+     * offline queue instead, so they stop there.
+     */
     for (size_t k = 0; k < i; k++)
         if (granted[k].filter && c->state == CONN_ACTIVE)
             instance_send_retained(s->instance, s, granted[k].filter, &granted[k].sub);
     /* Subscribed to [mqtt]tokenevents after the warning's time: it goes out now. */
-    if (c->token_warning_due && s->token_events && c->state == CONN_ACTIVE)
+    if (c->token_warning_due && s->token_events)
         conn_token_warning(c);
+    rc = 0;
 out:
     strmap_clear(&last);
     if (granted)
@@ -373,10 +380,14 @@ out:
             free(granted[k].filter);
     free(granted);
     free(codes);
+    return rc;
 }
 
-/* Unsubscribe one filter: 0x00, 0x11 when there was no such subscription, or 0x8F. */
-static uint8_t unsubscribe_one(struct conn *c, const struct mqtt_topic_entry *e)
+/*
+ * Unsubscribe one filter; *code: 0x00, 0x11 when there was no such
+ * subscription, or 0x8F. Returns 0 or -1 (out of memory).
+ */
+static int unsubscribe_one(struct conn *c, const struct mqtt_topic_entry *e, uint8_t *code)
 {
     struct session *s = c->session;
     struct filter_parts fp;
@@ -384,46 +395,46 @@ static uint8_t unsubscribe_one(struct conn *c, const struct mqtt_topic_entry *e)
 
     if (e->filter.len == strlen(CONN_TOKEN_EVENTS_TOPIC) &&
         memcmp(e->filter.data, CONN_TOKEN_EVENTS_TOPIC, e->filter.len) == 0) {
-        bool had = s->token_events;
+        *code = s->token_events ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
         s->token_events = false;
-        return had ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+        return 0;
     }
     char why[128];
     if (!filter_split(&e->filter, &fp) ||
         filter_check(&e->filter, &fp, s->instance->limits.max_topic_length, why,
-                     sizeof(why)) < 0)
-        return MQTT_RC_TOPIC_FILTER_INVALID;
-    char *key = filter_key(&fp, &slash);
-    if (!key) {
-        conn_close(c, "out of memory handling UNSUBSCRIBE");
-        return MQTT_RC_UNSPECIFIED;
+                     sizeof(why)) < 0) {
+        *code = MQTT_RC_TOPIC_FILTER_INVALID;
+        return 0;
     }
+    char *key = filter_key(&fp, &slash);
+    if (!key)
+        return conn_fail(c, "out of memory handling UNSUBSCRIBE");
     struct session_sub *sub = session_sub_find(s, key);
     /* Unknown filters are fine: UNSUBACK is sent all the same (MQTT-3.10.4-5). */
-    uint8_t rc = MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+    *code = MQTT_RC_NO_SUBSCRIPTION_EXISTED;
     if (sub) {
         subscribe_leave(s, sub);
         session_sub_forget(s, key);
-        rc = MQTT_RC_SUCCESS;
+        *code = MQTT_RC_SUCCESS;
     }
     free(key);
-    return rc;
+    return 0;
 }
 
-void handle_unsubscribe(struct conn *c, const struct mqtt_packet *p)
+int handle_unsubscribe(struct conn *c, const struct mqtt_packet *p)
 {
     const struct mqtt_subscribe *sp = &p->u.subscribe;
     struct mqtt_topic_entry e;
     uint8_t *codes = malloc(sp->count);
     size_t pos = 0, i = 0;
+    int rc = 0;
 
-    if (!codes) {
-        conn_close(c, "out of memory handling UNSUBSCRIBE");
-        return;
-    }
-    while (i < sp->count && codec_next_topic(sp, false, &pos, &e) && c->state == CONN_ACTIVE)
-        codes[i++] = unsubscribe_one(c, &e);
-    if (c->state == CONN_ACTIVE)
-        send_suback(c, MQTT_UNSUBACK, sp->packet_id, codes, i, NULL);
+    if (!codes)
+        return conn_fail(c, "out of memory handling UNSUBSCRIBE");
+    while (rc == 0 && i < sp->count && codec_next_topic(sp, false, &pos, &e))
+        rc = unsubscribe_one(c, &e, &codes[i++]);
+    if (rc == 0)
+        rc = send_suback(c, MQTT_UNSUBACK, sp->packet_id, codes, i, NULL);
     free(codes);
+    return rc;
 }
