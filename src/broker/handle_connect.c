@@ -85,6 +85,8 @@ static int refuse(struct conn *c, uint8_t code, const char *why)
 
 /* Random bytes in an assigned client id: unique by chance, and telling nothing. */
 #define ASSIGNED_ID_RANDOM_BYTES 12
+/* "auto-", two hex digits a byte, NUL. */
+#define ASSIGNED_ID_SIZE (sizeof("auto-") + 2 * ASSIGNED_ID_RANDOM_BYTES)
 
 /*
  * A client id for a client that sent none: "auto-" and 96 random bits, so
@@ -360,13 +362,51 @@ struct connack5 {
     bool response_info;       /* it asked for Response Information */
 };
 
+/* A client id within the default max-client-id fits on the stack, whatever its UTF-8. */
+#define CLIENT_ID_SMALL (4 * LIMITS_DEFAULT_MAX_CLIENT_ID + 1)
+
+/* What handle_connect() learns about one CONNECT, step by step. */
+struct connecting {
+    const struct mqtt_connect *ck;
+    struct instance *inst;        /* where it logs in */
+    struct catalog_token *token;  /* cloud: its token (c->token owns the reference) */
+    const struct limits *l;       /* the instance's */
+    char *client_id;              /* NUL-terminated, in `id` */
+    struct scratch id;
+    uint32_t asked_expiry;        /* Session Expiry Interval asked (MQTT 5) */
+    uint32_t expiry;              /* ... or implied by clean session (MQTT 3.x) */
+    uint32_t granted;             /* ... as max-session-expiry allows */
+    struct session *s;            /* the client id's session: found, then the one it gets */
+    bool session_present;
+    struct connack5 v5;
+};
+
+/*
+ * Add Response Information (MQTT 5 4.10): a topic prefix the client may build
+ * its response topics on. Out of memory marks `pb` failed, as any property.
+ */
+static void add_response_info(struct propbuf *pb, const char *client_id)
+{
+    char small[LIMITS_DEFAULT_MAX_CLIENT_ID + 16];
+    struct scratch sc = SCRATCH_INIT(small);
+    size_t size = strlen("response/") + strlen(client_id) + 1;
+    char *topic = scratch_get(&sc, size);
+
+    if (!topic) {
+        pb->failed = true;
+        return;
+    }
+    snprintf(topic, size, "response/%s", client_id);
+    propbuf_str(pb, MQTT_PROP_RESPONSE_INFO, topic, size - 1);
+    scratch_free(&sc);
+}
+
 /* Returns 0, or -1 when the connection must end. */
 static int connack_accept(struct conn *c, bool session_present, const struct connack5 *v5,
                           const struct limits *l)
 {
     struct mqtt_packet ack = {.type = MQTT_CONNACK};
     struct propbuf pb;
-    char response[LIMITS_MAX_CLIENT_ID_BUFFER + 16];
 
     propbuf_init(&pb);
     ack.u.connack.session_present = session_present;
@@ -386,11 +426,8 @@ static int connack_accept(struct conn *c, bool session_present, const struct con
                         strlen(v5->assigned_id));
         if (v5->keepalive_changed)
             propbuf_int(&pb, MQTT_PROP_SERVER_KEEP_ALIVE, c->keepalive);
-        /* A topic prefix the client may build its response topics on (MQTT 5 4.10). */
-        if (v5->response_info && topic_safe(c->session->client_id)) {
-            snprintf(response, sizeof(response), "response/%s", c->session->client_id);
-            propbuf_str(&pb, MQTT_PROP_RESPONSE_INFO, response, strlen(response));
-        }
+        if (v5->response_info && topic_safe(c->session->client_id))
+            add_response_info(&pb, c->session->client_id);
         if (pb.failed) {
             propbuf_free(&pb);
             return conn_fail(c, "out of memory building CONNACK");
@@ -402,18 +439,19 @@ static int connack_accept(struct conn *c, bool session_present, const struct con
     return rc;
 }
 
-int handle_connect(struct conn *c, const struct mqtt_packet *p)
+/*
+ * Its MQTT 5 properties, the memory ceiling, and (cloud) its credentials:
+ * sets cn->inst and cn->token. Returns 0, LOGIN_WAITS, or -1 after refusing.
+ */
+static int connect_login(struct conn *c, struct connecting *cn)
 {
-    const struct mqtt_connect *ck = &p->u.connect;
+    const struct mqtt_connect *ck = cn->ck;
     struct broker *b = c->broker;
-    char client_id[LIMITS_MAX_CLIENT_ID_BUFFER];
-    struct connack5 v5 = {0};
-    uint32_t asked_expiry = 0;
 
     c->version = ck->version;
-    if (ck->version == MQTT_V5 && take_connect_props(c, ck, &asked_expiry, &v5.response_info) < 0)
+    if (ck->version == MQTT_V5 &&
+        take_connect_props(c, ck, &cn->asked_expiry, &cn->v5.response_info) < 0)
         return -1;
-
     /* Past max-memory the broker keeps serving whom it has, and takes nobody new. */
     if (broker_memory_full(b)) {
         char why[160];
@@ -422,69 +460,112 @@ int handle_connect(struct conn *c, const struct mqtt_packet *p)
                  b->memory_resident >> 20, b->max_memory >> 20);
         return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
     }
-    struct instance *inst = b->local;
-    struct catalog_token *token = NULL;
-    int rc = b->cloud ? cloud_login(c, ck, &inst, &token) : 0;
-    if (rc == LOGIN_WAITS)
-        return 0;
-    if (rc < 0)
-        return -1;
+    cn->inst = b->local;
+    if (b->cloud) {
+        int rc = cloud_login(c, ck, &cn->inst, &cn->token);
+        if (rc != 0)
+            return rc;
+    }
     /* The conn owns the reference from here: conn_free() drops it whatever happens. */
-    c->token = token;
-    const struct limits *l = &inst->limits;
+    c->token = cn->token;
+    cn->l = &cn->inst->limits;
+    return 0;
+}
 
-    size_t id_chars = utf8_length(ck->client_id.data, ck->client_id.len);
-    if (id_chars > l->max_client_id || ck->client_id.len >= sizeof(client_id)) {
+/*
+ * The client id: within max-client-id, assigned when empty where the
+ * protocol allows, allowed by a token bound to one. Sets cn->client_id and
+ * c->client_id (the log's). Returns 0, or -1 after refusing.
+ */
+static int connect_client_id(struct conn *c, struct connecting *cn)
+{
+    const struct mqtt_buf *in = &cn->ck->client_id;
+    uint8_t version = cn->ck->version;
+    size_t chars = utf8_length(in->data, in->len);
+
+    if (chars > cn->l->max_client_id || in->len >= LIMITS_MAX_CLIENT_ID_BUFFER) {
         char why[96];
         snprintf(why, sizeof(why), "client id of %zu characters is longer than max-client-id %zu",
-                 id_chars, l->max_client_id);
+                 chars, cn->l->max_client_id);
         return refuse(c, MQTT_CONNACK_ID_REJECTED, why);
     }
-    if (ck->client_id.len == 0) {
-        /* MQTT 5 assigns an id whatever Clean Start says (MQTT 5 3.1.3.1). */
-        if (ck->version == MQTT_V31 || (!ck->clean && ck->version != MQTT_V5)) {
-            return refuse(c, MQTT_CONNACK_ID_REJECTED,
-                          ck->version == MQTT_V31 ? "empty client id (MQTT 3.1 requires one)"
-                                                  : "empty client id with clean session 0");
-        }
-        generate_client_id(client_id, sizeof(client_id));
-        v5.assigned_id = client_id;
+    /* MQTT 5 assigns an id whatever Clean Start says (MQTT 5 3.1.3.1). */
+    if (in->len == 0 && (version == MQTT_V31 || (!cn->ck->clean && version != MQTT_V5)))
+        return refuse(c, MQTT_CONNACK_ID_REJECTED,
+                      version == MQTT_V31 ? "empty client id (MQTT 3.1 requires one)"
+                                          : "empty client id with clean session 0");
+    cn->client_id = scratch_get(&cn->id, in->len ? in->len + 1 : ASSIGNED_ID_SIZE);
+    if (!cn->client_id)
+        return refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory storing the client id");
+    if (in->len == 0) {
+        generate_client_id(cn->client_id, ASSIGNED_ID_SIZE);
+        cn->v5.assigned_id = cn->client_id;
     } else {
-        memcpy(client_id, ck->client_id.data, ck->client_id.len);
-        client_id[ck->client_id.len] = '\0';
+        memcpy(cn->client_id, in->data, in->len);
+        cn->client_id[in->len] = '\0';
     }
     /* The log's copy: escaped, so an id cannot forge log lines, and truncated to fit. */
-    log_escape(client_id, strlen(client_id), c->client_id, sizeof(c->client_id));
+    log_escape(cn->client_id, strlen(cn->client_id), c->client_id, sizeof(c->client_id));
+    return check_binding(c, cn->token, cn->client_id);
+}
 
-    if (check_binding(c, token, client_id) < 0)
-        return -1;
-    struct session *s = strmap_get(&inst->sessions, client_id);
-    bool takes_over = s && s->conn;
+/*
+ * The instance's limits on connections and on sessions that outlive them;
+ * sets cn->s (the id's session, if any) and the expiry granted. Returns 0,
+ * or -1 after refusing.
+ */
+static int connect_quotas(struct conn *c, struct connecting *cn)
+{
+    struct instance *inst = cn->inst;
+    const struct limits *l = cn->l;
+    const struct mqtt_connect *ck = cn->ck;
+
+    cn->s = strmap_get(&inst->sessions, cn->client_id);
+    bool takes_over = cn->s && cn->s->conn;
     if (l->max_connections && inst->conn_count >= l->max_connections && !takes_over) {
         char why[160];
         snprintf(why, sizeof(why), "server unavailable: instance '%s' has %zu connections "
                  "(max-connections %zu)", inst->name, inst->conn_count, l->max_connections);
         return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
     }
-    uint32_t expiry = ck->version == MQTT_V5 ? asked_expiry
-                                             : (ck->clean ? 0 : SESSION_NEVER_EXPIRES);
-    uint32_t granted = grant_session_expiry(expiry, l);
+    cn->expiry = ck->version == MQTT_V5 ? cn->asked_expiry
+                                        : (ck->clean ? 0 : SESSION_NEVER_EXPIRES);
+    cn->granted = grant_session_expiry(cn->expiry, l);
     /* One more session outliving its connection (a Clean Start replacing one is not). */
-    if (granted && !(s && s->expiry) && refuse_over_quota(c, inst) < 0)
+    if (cn->granted && !(cn->s && cn->s->expiry))
+        return refuse_over_quota(c, inst);
+    return 0;
+}
+
+/* Its will, if any, charged to the instance and allowed by its token. Returns 0 or -1. */
+static int connect_will(struct conn *c, struct connecting *cn)
+{
+    if (!cn->ck->will)
+        return 0;
+    if (take_will(c, cn->ck, cn->l) < 0)
         return -1;
-    if (ck->will && take_will(c, ck, l) < 0)
-        return -1;
-    if (c->will)
-        message_charge(c->will, inst->account);
+    message_charge(c->will, cn->inst->account);
     /* A will is a PUBLISH made in advance: the token must allow its topic. */
-    if (c->will && !access_may_publish(token, c->will->topic)) {
+    if (!access_may_publish(cn->token, c->will->topic)) {
         char shown[160], why[256], told[256];
         log_escape_str(c->will->topic, shown, sizeof(shown));
         snprintf(why, sizeof(why), "not authorized: token %s may not publish the will topic '%s'",
-                 token->id, shown);
+                 cn->token->id, shown);
         snprintf(told, sizeof(told), "not authorized: the will topic '%s' is not allowed", shown);
         return refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0, told, why);
     }
+    return 0;
+}
+
+/*
+ * The session it gets: an older connection with its id is taken over, Clean
+ * Start ends the old session, else it is resumed; or a new one. Sets cn->s
+ * and cn->session_present. Returns 0, or -1 after refusing.
+ */
+static int connect_session(struct conn *c, struct connecting *cn)
+{
+    struct instance *inst = cn->inst;
+    struct session *s = cn->s;
 
     /* Take-over: the same client id in the same instance closes the older connection. */
     if (s && s->conn) {
@@ -492,25 +573,38 @@ int handle_connect(struct conn *c, const struct mqtt_packet *p)
                    c->meta.peer);
         conn_disconnect(s->conn, MQTT_RC_SESSION_TAKEN_OVER,
                         "taken over by a new connection with the same client id");
-        s = strmap_get(&inst->sessions, client_id); /* gone if it ended with its connection */
+        s = strmap_get(&inst->sessions, cn->client_id); /* gone if it ended with its connection */
     }
     /* Clean Start: the old session ends here, and with it a will that waited for its delay. */
-    if (s && ck->clean) {
+    if (s && cn->ck->clean) {
         session_end(s);
         s = NULL;
     }
-    v5.expiry_changed = granted != expiry;
-    v5.expiry = granted;
-    bool session_present = s != NULL;
+    cn->v5.expiry_changed = cn->granted != cn->expiry;
+    cn->v5.expiry = cn->granted;
+    cn->session_present = s != NULL;
     if (s) {
-        session_set_expiry(s, granted);
+        session_set_expiry(s, cn->granted);
     } else {
-        s = session_new(inst, client_id, granted);
-        if (!s || strmap_put(&inst->sessions, client_id, s, NULL) < 0) {
+        s = session_new(inst, cn->client_id, cn->granted);
+        if (!s || strmap_put(&inst->sessions, cn->client_id, s, NULL) < 0) {
             session_free(s);
             return refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory creating the session");
         }
     }
+    cn->s = s;
+    return 0;
+}
+
+/*
+ * The connection becomes its session's, counted in its instance, with its
+ * keep-alive and token timers. Returns 0, or -1 (closed: no timer).
+ */
+static int connect_activate(struct conn *c, struct connecting *cn)
+{
+    struct instance *inst = cn->inst;
+    struct session *s = cn->s;
+    const struct limits *l = cn->l;
 
     s->conn = c;
     c->session = s;
@@ -523,30 +617,60 @@ int handle_connect(struct conn *c, const struct mqtt_packet *p)
         c->peer_alias_max = (uint16_t)l->max_topic_aliases;
     inst->conn_count++;
     conn_charge_output(c, inst->account);
-    if (token) {
+    if (cn->token) {
         catalog_token_unref(s->token);
-        s->token = catalog_token_ref(token);
+        s->token = catalog_token_ref(cn->token);
     }
-    c->keepalive = (uint16_t)clamp_keepalive(ck->keepalive, l);
-    v5.keepalive_changed = c->keepalive != ck->keepalive;
+    c->keepalive = (uint16_t)clamp_keepalive(cn->ck->keepalive, l);
+    cn->v5.keepalive_changed = c->keepalive != cn->ck->keepalive;
     conn_start_keepalive(c);
-    if (conn_start_token_timer(c) < 0)
-        return -1;
+    return conn_start_token_timer(c);
+}
+
+/* CONNACK, then what waited in a resumed session and a token warning already due. */
+static int connect_accept(struct conn *c, struct connecting *cn)
+{
+    const struct mqtt_connect *ck = cn->ck;
+    const struct catalog_token *token = cn->token;
 
     /* MQTT 3.1 has no session-present flag: that byte is reserved there. */
-    rc = connack_accept(c, session_present && ck->version != MQTT_V31, &v5, l);
+    int rc = connack_accept(c, cn->session_present && ck->version != MQTT_V31, &cn->v5, cn->l);
     log_info("client %s connected from %s to instance %s%s%s (MQTT %s, clean %d, keep-alive "
              "%u s, session expiry %ld s%s)",
-             c->client_id, c->meta.peer, inst->name, token ? " with token " : "",
+             c->client_id, c->meta.peer, cn->inst->name, token ? " with token " : "",
              token ? token->id : "",
              ck->version == MQTT_V31 ? "3.1" : ck->version == MQTT_V5 ? "5.0" : "3.1.1",
-             ck->clean, c->keepalive, granted == SESSION_NEVER_EXPIRES ? -1L : (long)granted,
-             session_present ? ", session resumed" : "");
+             ck->clean, c->keepalive,
+             cn->granted == SESSION_NEVER_EXPIRES ? -1L : (long)cn->granted,
+             cn->session_present ? ", session resumed" : "");
     if (rc < 0)
         return -1;
-    if (session_present)
-        session_resume(s, c);
+    if (cn->session_present)
+        session_resume(cn->s, c);
     if (c->token_warning_due)
         conn_token_warning(c); /* it does nothing on a connection that session_resume() closed */
     return 0;
+}
+
+int handle_connect(struct conn *c, const struct mqtt_packet *p)
+{
+    char id_small[CLIENT_ID_SMALL];
+    struct connecting cn = {.ck = &p->u.connect, .id = SCRATCH_INIT(id_small)};
+
+    int rc = connect_login(c, &cn);
+    if (rc == 0)
+        rc = connect_client_id(c, &cn);
+    if (rc == 0)
+        rc = connect_quotas(c, &cn);
+    if (rc == 0)
+        rc = connect_will(c, &cn);
+    if (rc == 0)
+        rc = connect_session(c, &cn);
+    if (rc == 0)
+        rc = connect_activate(c, &cn);
+    if (rc == 0)
+        rc = connect_accept(c, &cn);
+    scratch_free(&cn.id);
+    /* A login that waits is no failure: the CONNECT stays unread until the broker looked again. */
+    return rc == LOGIN_WAITS ? 0 : rc;
 }
