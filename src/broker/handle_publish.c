@@ -139,114 +139,170 @@ static int resolve_alias(struct conn *c, const struct mqtt_publish *pub, struct 
     return 0;
 }
 
-int handle_publish(struct conn *c, const struct mqtt_packet *p)
+/*
+ * A step of handle_publish() found the PUBLISH answered (acknowledged,
+ * refused or dropped) with the connection staying: nothing more to do.
+ */
+#define PUBLISH_DONE 1
+
+/* A step answered the PUBLISH: PUBLISH_DONE, or -1 when the answer could not be sent. */
+static int answered(int rc)
 {
-    const struct mqtt_publish *pub = &p->u.publish;
+    return rc < 0 ? -1 : PUBLISH_DONE;
+}
+
+/* Its topic, an alias resolved (MQTT 5), by aviary's rules. Returns 0, PUBLISH_DONE or -1. */
+static int publish_topic(struct conn *c, const struct mqtt_publish *pub, struct mqtt_buf *topic)
+{
+    const struct limits *l = &c->session->instance->limits;
+    char topic_why[96], shown[160], why[320];
+
+    if (c->version == MQTT_V5 && resolve_alias(c, pub, topic) < 0)
+        return -1;
+    int rc = topic_check_name((const char *)topic->data, topic->len, l->max_topic_length);
+    if (rc >= 0)
+        return 0;
+    topic_describe(rc, topic->len, l->max_topic_length, topic_why, sizeof(topic_why));
+    log_escape(topic->data, topic->len, shown, sizeof(shown));
+    snprintf(why, sizeof(why), "PUBLISH topic '%s' refused: %s", shown, topic_why);
+    /* MQTT 3.1.1 has no way to refuse one PUBLISH: the connection ends. */
+    if (c->version == MQTT_V5)
+        return answered(refuse_publish(c, pub, MQTT_RC_TOPIC_NAME_INVALID, why));
+    return conn_fail(c, "%s", why);
+}
+
+/*
+ * Whether the broker takes the PUBLISH in: max-payload, our Receive Maximum,
+ * exactly once, max-instance-bytes. Returns 0, PUBLISH_DONE or -1.
+ */
+static int publish_admit(struct conn *c, const struct mqtt_publish *pub)
+{
     struct session *s = c->session;
     const struct limits *l = &s->instance->limits;
-    bool v5 = c->version == MQTT_V5;
-    struct mqtt_buf topic_in = pub->topic;
-    char why[320];
 
-    if (v5 && resolve_alias(c, pub, &topic_in) < 0)
-        return -1;
-    int rc = topic_check_name((const char *)topic_in.data, topic_in.len, l->max_topic_length);
-    if (rc < 0) {
-        char topic_why[96], shown[160];
-        topic_describe(rc, topic_in.len, l->max_topic_length, topic_why, sizeof(topic_why));
-        log_escape(topic_in.data, topic_in.len, shown, sizeof(shown));
-        snprintf(why, sizeof(why), "PUBLISH topic '%s' refused: %s", shown, topic_why);
-        /* MQTT 3.1.1 has no way to refuse one PUBLISH: the connection ends. */
-        if (v5)
-            return refuse_publish(c, pub, MQTT_RC_TOPIC_NAME_INVALID, why);
-        return conn_fail(c, "%s", why);
-    }
     if (pub->payload.len > l->max_payload)
         return conn_fail_with(c, MQTT_RC_PACKET_TOO_LARGE,
                               "PUBLISH payload of %zu bytes exceeds max-payload %zu",
                               pub->payload.len, l->max_payload);
-
     bool duplicate = pub->qos == 2 && idset_has(&s->incoming_qos2, pub->packet_id);
     /* Our Receive Maximum: QoS 2 messages waiting for their PUBREL [MQTT-3.3.4-9]. */
-    if (v5 && pub->qos == 2 && !duplicate && s->incoming_qos2.count >= l->max_inflight)
+    if (c->version == MQTT_V5 && pub->qos == 2 && !duplicate &&
+        s->incoming_qos2.count >= l->max_inflight)
         return conn_fail_with(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED,
                               "more than %zu QoS 2 messages awaiting PUBREL (max-inflight, the "
                               "Receive Maximum announced)",
                               l->max_inflight);
     /* Exactly once: a re-sent QoS 2 PUBLISH not yet released is acknowledged, not delivered. */
     if (duplicate)
-        return send_ack(c, 2, pub->packet_id, MQTT_RC_SUCCESS, NULL);
+        return answered(send_ack(c, 2, pub->packet_id, MQTT_RC_SUCCESS, NULL));
     if (instance_over_bytes(s->instance))
-        return refuse_over_bytes(c, pub);
+        return answered(refuse_over_bytes(c, pub));
+    return 0;
+}
 
-    struct propbuf pb;
+/*
+ * A PUBLISH to a topic its token does not allow: delivered to nobody, but
+ * answered as MQTT 5 can (0x87) or MQTT 3.1.1 must (as delivered). Returns
+ * PUBLISH_DONE or -1.
+ */
+static int publish_denied(struct conn *c, const struct mqtt_publish *pub, const char *topic)
+{
+    note_denied(c, topic);
+    if (!pub->qos)
+        return PUBLISH_DONE;
+    /* note_denied() logged which token; the client learns no more than the code. */
+    if (c->version == MQTT_V5)
+        return answered(refuse_publish(c, pub, MQTT_RC_NOT_AUTHORIZED, "not authorized"));
+    return answered(send_ack(c, pub->qos, pub->packet_id, MQTT_RC_SUCCESS, NULL));
+}
+
+/*
+ * The message the PUBLISH carries, with its MQTT 5 properties, in *m
+ * (charged to the instance): or it is refused for its payload's format or its
+ * token. Returns 0 (with *m), PUBLISH_DONE or -1.
+ */
+static int publish_message(struct conn *c, const struct mqtt_publish *pub,
+                           const struct mqtt_buf *topic_in, struct message **m)
+{
     struct message_v5 props = {0};
-    propbuf_init(&pb);
-    rc = -1;
-    if (v5) {
-        bool text = message_props_take(&pub->props, &pb, &props);
-        if (text && codec_check_utf8(pub->payload.data, pub->payload.len) != CODEC_OK) {
-            rc = refuse_publish(c, pub, MQTT_RC_PAYLOAD_FORMAT_INVALID,
-                                "payload is not UTF-8 though its Payload Format Indicator says "
-                                "so");
-            goto out;
-        }
-    }
+    struct propbuf pb;
     char small[256];
     struct scratch sc = SCRATCH_INIT(small);
     bool slash;
-    char *topic = topic_normalize_wire(&topic_in, &sc, &slash);
-    struct message *m = NULL;
-    uint8_t reason = MQTT_RC_SUCCESS;
-    if (topic && !access_may_publish(c->token, topic)) {
-        note_denied(c, topic);
-        /* note_denied() logged which token; the client learns no more than the code. */
-        snprintf(why, sizeof(why), "not authorized");
-        reason = MQTT_RC_NOT_AUTHORIZED;
-    } else if (topic && !pb.failed) {
-        m = message_new(topic, strlen(topic), pub->payload.data, pub->payload.len, pub->qos,
-                        pub->retain, &props);
-        if (m)
-            message_charge(m, s->instance->account);
+    int rc = 0;
+
+    propbuf_init(&pb);
+    if (c->version == MQTT_V5 && message_props_take(&pub->props, &pb, &props) &&
+        codec_check_utf8(pub->payload.data, pub->payload.len) != CODEC_OK) {
+        rc = answered(refuse_publish(c, pub, MQTT_RC_PAYLOAD_FORMAT_INVALID,
+                                     "payload is not UTF-8 though its Payload Format Indicator "
+                                     "says so"));
+        goto out;
     }
+    char *topic = topic_normalize_wire(topic_in, &sc, &slash);
+    if (topic && !access_may_publish(c->token, topic))
+        rc = publish_denied(c, pub, topic);
+    else if (topic && !pb.failed &&
+             (*m = message_new(topic, strlen(topic), pub->payload.data, pub->payload.len,
+                               pub->qos, pub->retain, &props)))
+        message_charge(*m, c->session->instance->account);
+    else
+        rc = conn_fail(c, "out of memory storing a PUBLISH");
     scratch_free(&sc);
-    if (reason == MQTT_RC_SUCCESS && !m) {
-        conn_fail(c, "out of memory storing a PUBLISH");
-        goto out;
-    }
-    /* MQTT 5 can say the retained store is full; 3.1.1 delivers it unretained. */
-    if (m && v5 && pub->qos && instance_retained_full(s->instance, m)) {
-        struct broker *b = c->broker;
-        if (broker_memory_full(b))
-            snprintf(why, sizeof(why), "quota exceeded: %zu MB resident, over max-memory %zu MB",
-                     b->memory_resident >> 20, b->max_memory >> 20);
-        else
-            snprintf(why, sizeof(why), "quota exceeded: instance %s holds %zu retained messages "
-                     "(max-retained %zu)", s->instance->name,
-                     topic_tree_retained_count(s->instance->tree), l->max_retained);
-        reason = MQTT_RC_QUOTA_EXCEEDED;
-    }
-    if (reason != MQTT_RC_SUCCESS) {
-        rc = 0;
-        if (v5 && pub->qos)
-            rc = refuse_publish(c, pub, reason, why);
-        else if (pub->qos)
-            rc = send_ack(c, pub->qos, pub->packet_id, MQTT_RC_SUCCESS, NULL);
-        message_unref(m);
-        goto out;
-    }
-    if (pub->qos == 2 && session_qos2_receive(s, pub->packet_id) < 0) {
-        message_unref(m);
-        conn_fail(c, "out of memory recording a QoS 2 packet id");
-        goto out;
-    }
-    size_t delivered = instance_publish(s->instance, m, s);
-    message_unref(m);
-    rc = 0;
-    if (pub->qos)
-        rc = send_ack(c, pub->qos, pub->packet_id,
-                      delivered ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS, NULL);
 out:
     propbuf_free(&pb);
     return rc;
+}
+
+/* MQTT 5 can say the retained store is full; 3.1.1 delivers it unretained. */
+static int publish_retained_room(struct conn *c, const struct mqtt_publish *pub,
+                                 const struct message *m)
+{
+    struct instance *inst = c->session->instance;
+    struct broker *b = c->broker;
+    char why[320];
+
+    if (c->version != MQTT_V5 || !pub->qos || !instance_retained_full(inst, m))
+        return 0;
+    if (broker_memory_full(b))
+        snprintf(why, sizeof(why), "quota exceeded: %zu MB resident, over max-memory %zu MB",
+                 b->memory_resident >> 20, b->max_memory >> 20);
+    else
+        snprintf(why, sizeof(why), "quota exceeded: instance %s holds %zu retained messages "
+                 "(max-retained %zu)", inst->name, topic_tree_retained_count(inst->tree),
+                 inst->limits.max_retained);
+    return answered(refuse_publish(c, pub, MQTT_RC_QUOTA_EXCEEDED, why));
+}
+
+/* Route `m` to the instance's subscribers and acknowledge. Returns 0 or -1. */
+static int publish_deliver(struct conn *c, const struct mqtt_publish *pub, struct message *m)
+{
+    struct session *s = c->session;
+
+    if (pub->qos == 2 && session_qos2_receive(s, pub->packet_id) < 0)
+        return conn_fail(c, "out of memory recording a QoS 2 packet id");
+    size_t delivered = instance_publish(s->instance, m, s);
+    if (!pub->qos)
+        return 0;
+    return send_ack(c, pub->qos, pub->packet_id,
+                    delivered ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS, NULL);
+}
+
+int handle_publish(struct conn *c, const struct mqtt_packet *p)
+{
+    const struct mqtt_publish *pub = &p->u.publish;
+    struct mqtt_buf topic = pub->topic;
+    struct message *m = NULL;
+
+    int rc = publish_topic(c, pub, &topic);
+    if (rc == 0)
+        rc = publish_admit(c, pub);
+    if (rc == 0)
+        rc = publish_message(c, pub, &topic, &m);
+    if (rc == 0)
+        rc = publish_retained_room(c, pub, m);
+    if (rc == 0)
+        rc = publish_deliver(c, pub, m);
+    message_unref(m);
+    return rc < 0 ? -1 : 0;
 }
