@@ -46,7 +46,7 @@ static uint8_t v5_reason(uint8_t code)
  * ends (after the CONNACK).
  */
 static int refuse_at(struct conn *c, enum log_level level, uint8_t code, uint8_t reason,
-                      const char *told, const char *why)
+                     const char *told, const char *why)
 {
     struct mqtt_packet ack = {.type = MQTT_CONNACK};
     struct propbuf pb;
@@ -61,9 +61,8 @@ static int refuse_at(struct conn *c, enum log_level level, uint8_t code, uint8_t
     ack.u.connack.code = code;
     conn_send(c, &ack);
     propbuf_free(&pb);
-    return conn_fail_at(c, level,
-                        c->version == MQTT_V5 ? "CONNACK 0x%02x: %s" : "CONNACK %u: %s", code,
-                        why);
+    return conn_fail_at(c, level, c->version == MQTT_V5 ? "CONNACK 0x%02x: %s" : "CONNACK %u: %s",
+                        code, why);
 }
 
 static int refuse_as(struct conn *c, uint8_t code, uint8_t reason, const char *told,
@@ -229,8 +228,8 @@ static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct ins
     if (t->expires && t->expires <= time(NULL)) {
         snprintf(why, sizeof(why), "not authorized: token %s of instance '%s' has expired",
                  t->id, name);
-        return refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0,
-                         "not authorized: the token has expired", why);
+        return refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0, "not authorized: the token has expired",
+                         why);
     }
     if (!t->expires && !c->meta.over_tls && !b->allow_keys_without_tls) {
         snprintf(why, sizeof(why),
@@ -288,8 +287,7 @@ static int refuse_over_quota(struct conn *c, struct instance *inst)
         return 0;
     }
     /* The instance's line counts these; each one is logged at info level. */
-    return refuse_at(c, LOG_LEVEL_INFO, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why,
-                     why);
+    return refuse_at(c, LOG_LEVEL_INFO, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why, why);
 }
 
 /* The MQTT 5 CONNECT properties that shape the connection. Returns -1 after refusing. */
@@ -368,15 +366,15 @@ struct connack5 {
 /* What handle_connect() learns about one CONNECT, step by step. */
 struct connecting {
     const struct mqtt_connect *ck;
-    struct instance *inst;        /* where it logs in */
-    struct catalog_token *token;  /* cloud: its token (c->token owns the reference) */
-    const struct limits *l;       /* the instance's */
-    char *client_id;              /* NUL-terminated, in `id` */
+    struct instance *inst;       /* where it logs in */
+    struct catalog_token *token; /* cloud: its token (c->token owns the reference) */
+    const struct limits *l;      /* the instance's */
+    char *client_id;             /* NUL-terminated, in `id` */
     struct scratch id;
-    uint32_t asked_expiry;        /* Session Expiry Interval asked (MQTT 5) */
-    uint32_t expiry;              /* ... or implied by clean session (MQTT 3.x) */
-    uint32_t granted;             /* ... as max-session-expiry allows */
-    struct session *s;            /* the client id's session: found, then the one it gets */
+    uint32_t asked_expiry; /* Session Expiry Interval asked (MQTT 5) */
+    uint32_t expiry;       /* ... or implied by clean session (MQTT 3.x) */
+    uint32_t granted;      /* ... as max-session-expiry allows */
+    struct session *s;     /* the client id's session: found, then the one it gets */
     bool session_present;
     struct connack5 v5;
 };
@@ -528,8 +526,8 @@ static int connect_quotas(struct conn *c, struct connecting *cn)
                  "(max-connections %zu)", inst->name, inst->conn_count, l->max_connections);
         return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
     }
-    cn->expiry = ck->version == MQTT_V5 ? cn->asked_expiry
-                                        : (ck->clean ? 0 : SESSION_NEVER_EXPIRES);
+    cn->expiry =
+        ck->version == MQTT_V5 ? cn->asked_expiry : (ck->clean ? 0 : SESSION_NEVER_EXPIRES);
     cn->granted = grant_session_expiry(cn->expiry, l);
     /* One more session outliving its connection (a Clean Start replacing one is not). */
     if (cn->granted && !(cn->s && cn->s->expiry))

@@ -243,8 +243,8 @@ static int publish_message(struct conn *c, const struct mqtt_publish *pub,
     if (topic && !access_may_publish(c->token, topic))
         rc = publish_denied(c, pub, topic);
     else if (topic && !pb.failed &&
-             (*m = message_new(topic, strlen(topic), pub->payload.data, pub->payload.len,
-                               pub->qos, pub->retain, &props)))
+             (*m = message_new(topic, strlen(topic), pub->payload.data, pub->payload.len, pub->qos,
+                               pub->retain, &props)))
         message_charge(*m, c->session->instance->account);
     else
         rc = conn_fail(c, "out of memory storing a PUBLISH");
