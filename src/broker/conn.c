@@ -408,7 +408,7 @@ void conn_close_ended(struct conn *c)
     if (e->set)
         conn_end(c, e->level, e->clean, e->reason, e->why);
     else if (c->state != CONN_CLOSING)
-        conn_close(c, "a packet handler failed without saying why");
+        conn_close_at(c, LOG_LEVEL_ERROR, "a packet handler failed without a reason");
 }
 
 /* Does `c` belong to, or still point into, an instance being deleted? */

@@ -20,7 +20,7 @@ static const char *ack_name(uint8_t type)
     }
 }
 
-static void handle_ack_body(struct conn *c, const struct mqtt_packet *p)
+int handle_ack(struct conn *c, const struct mqtt_packet *p)
 {
     struct session *s = c->session;
     uint16_t id = p->u.ack.packet_id;
@@ -33,8 +33,7 @@ static void handle_ack_body(struct conn *c, const struct mqtt_packet *p)
             comp.u.ack.reason = MQTT_RC_PACKET_ID_NOT_FOUND;
         }
         comp.u.ack.packet_id = id;
-        conn_send(c, &comp);
-        return;
+        return conn_send(c, &comp);
     }
     /* A PUBREC with a failure code ends its QoS 2 exchange: no PUBREL follows (MQTT 5 4.3.3). */
     uint8_t type = p->type == MQTT_PUBREC && p->u.ack.reason >= 0x80 ? MQTT_PUBCOMP : p->type;
@@ -43,17 +42,12 @@ static void handle_ack_body(struct conn *c, const struct mqtt_packet *p)
                  c->client_id, p->u.ack.reason, id);
     int rc = session_ack(s, type, id, type != p->type);
     if (rc == -EPROTO)
-        conn_disconnect(c, MQTT_RC_PROTOCOL_ERROR,
-                        "protocol error: %s for packet id %u, whose QoS exchange waits for "
-                        "another acknowledgement",
-                        ack_name(p->type), id);
-    else if (rc < 0)
+        return conn_fail_with(c, MQTT_RC_PROTOCOL_ERROR,
+                              "protocol error: %s for packet id %u, whose QoS exchange waits "
+                              "for another acknowledgement",
+                              ack_name(p->type), id);
+    if (rc < 0)
         log_info("client %s: %s for packet id %u, which is not in flight (ignored)",
                  c->client_id, ack_name(p->type), id);
-}
-
-int handle_ack(struct conn *c, const struct mqtt_packet *p)
-{
-    handle_ack_body(c, p);
     return 0;
 }

@@ -14,13 +14,14 @@
 #include "broker/packet_size.h"
 #include "broker/propbuf.h"
 #include "broker/route.h"
-#include "broker/timers.h"
 #include "broker/session.h"
+#include "broker/timers.h"
 #include "broker/topic.h"
 #include "tenancy/access.h"
 #include "tenancy/catalog.h"
 #include "util/account.h"
 #include "util/log.h"
+#include "util/scratch.h"
 
 /* The MQTT 5 reason code that says what an MQTT 3.1.1 CONNACK return code says. */
 static uint8_t v5_reason(uint8_t code)
@@ -42,13 +43,14 @@ static uint8_t v5_reason(uint8_t code)
 }
 
 /*
- * Refuse the CONNECT and close: MQTT 3.1.1 return code `code`, or MQTT 5
- * reason `reason` (0: the one that matches `code`) with `told` as its Reason
+ * Refuse the CONNECT: MQTT 3.1.1 return code `code`, or MQTT 5 reason
+ * `reason` (0: the one that matches `code`) with `told` as its Reason
  * String. The log says `why`, which may name what the client is not to learn
- * (a token, which of its credentials was wrong).
+ * (a token, which of its credentials was wrong). Returns -1: the connection
+ * ends (after the CONNACK).
  */
-static void refuse_at(struct conn *c, enum log_level level, uint8_t code, uint8_t reason,
-                      const char *told, const char *why)
+static int refuse_at(struct conn *c, enum log_level level, uint8_t code, uint8_t reason,
+                     const char *told, const char *why)
 {
     struct mqtt_packet ack = {.type = MQTT_CONNACK};
     struct propbuf pb;
@@ -63,29 +65,31 @@ static void refuse_at(struct conn *c, enum log_level level, uint8_t code, uint8_
     ack.u.connack.code = code;
     conn_send(c, &ack);
     propbuf_free(&pb);
-    conn_close_at(c, level, c->out.version == MQTT_V5 ? "CONNACK 0x%02x: %s" : "CONNACK %u: %s", code,
-                  why);
+    return conn_fail_at(c, level, c->out.version == MQTT_V5 ? "CONNACK 0x%02x: %s" : "CONNACK %u: %s",
+                        code, why);
 }
 
-static void refuse_as(struct conn *c, uint8_t code, uint8_t reason, const char *told,
-                      const char *why)
+static int refuse_as(struct conn *c, uint8_t code, uint8_t reason, const char *told,
+                     const char *why)
 {
-    refuse_at(c, LOG_LEVEL_NOTICE, code, reason, told, why);
+    return refuse_at(c, LOG_LEVEL_NOTICE, code, reason, told, why);
 }
 
 /* Refuse, telling the client what the log says. */
-static void refuse5(struct conn *c, uint8_t code, uint8_t reason, const char *why)
+static int refuse5(struct conn *c, uint8_t code, uint8_t reason, const char *why)
 {
-    refuse_as(c, code, reason, why, why);
+    return refuse_as(c, code, reason, why, why);
 }
 
-static void refuse(struct conn *c, uint8_t code, const char *why)
+static int refuse(struct conn *c, uint8_t code, const char *why)
 {
-    refuse5(c, code, 0, why);
+    return refuse5(c, code, 0, why);
 }
 
 /* Random bytes in an assigned client id: unique by chance, and telling nothing. */
 #define ASSIGNED_ID_RANDOM_BYTES 12
+/* "auto-", two hex digits a byte, NUL. */
+#define ASSIGNED_ID_SIZE (sizeof("auto-") + 2 * ASSIGNED_ID_RANDOM_BYTES)
 
 /*
  * A client id for a client that sent none: "auto-" and 96 random bits, so
@@ -123,7 +127,7 @@ static unsigned clamp_keepalive(unsigned requested, const struct limits *l)
     return requested;
 }
 
-/* Build the will message from CONNECT, or refuse and return -1. */
+/* Build the will message from CONNECT. Returns 0, or -1 after refusing. */
 static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct limits *l)
 {
     char why[160];
@@ -134,14 +138,12 @@ static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct
         topic_describe(rc, ck->will_topic.len, l->max_topic_length, topic_why,
                        sizeof(topic_why));
         snprintf(why, sizeof(why), "will topic refused: %s", topic_why);
-        refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_TOPIC_NAME_INVALID, why);
-        return -1;
+        return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_TOPIC_NAME_INVALID, why);
     }
     if (ck->will_payload.len > l->max_payload) {
         snprintf(why, sizeof(why), "will payload of %zu bytes exceeds max-payload %zu",
                  ck->will_payload.len, l->max_payload);
-        refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_PACKET_TOO_LARGE, why);
-        return -1;
+        return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_PACKET_TOO_LARGE, why);
     }
     struct message_v5 v5 = {0};
     struct propbuf pb;
@@ -150,30 +152,25 @@ static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct
         struct mqtt_prop delay;
         if (codec_find_prop(&ck->will_props, MQTT_PROP_WILL_DELAY, &delay))
             c->will_delay = delay.u32;
-        bool text = handlers_message_props(&ck->will_props, &pb, &v5.expiry);
+        bool text = message_props_take(&ck->will_props, &pb, &v5);
         if (text && codec_check_utf8(ck->will_payload.data, ck->will_payload.len) != CODEC_OK) {
             propbuf_free(&pb);
-            refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_PAYLOAD_FORMAT_INVALID,
-                    "the will's payload is not UTF-8 though its Payload Format Indicator says "
-                    "so");
-            return -1;
+            return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_PAYLOAD_FORMAT_INVALID,
+                           "the will's payload is not UTF-8 though its Payload Format "
+                           "Indicator says so");
         }
-        v5.props = pb.data;
-        v5.props_len = pb.len;
     }
     char small[256];
+    struct scratch sc = SCRATCH_INIT(small);
     bool slash;
-    char *topic = handlers_normalize(&ck->will_topic, small, sizeof(small), &slash);
+    char *topic = topic_normalize_wire(&ck->will_topic, &sc, &slash);
     if (topic && !pb.failed)
         c->will = message_new(topic, strlen(topic), ck->will_payload.data, ck->will_payload.len,
                               ck->will_qos, ck->will_retain, &v5);
-    if (topic != small)
-        free(topic);
+    scratch_free(&sc);
     propbuf_free(&pb);
-    if (!c->will) {
-        refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory storing the will");
-        return -1;
-    }
+    if (!c->will)
+        return refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory storing the will");
     return 0;
 }
 
@@ -182,8 +179,8 @@ static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct
  * log says "`what` 'USER'`detail`", the user name escaped, or hidden when it
  * is a token's secret sent in the wrong field.
  */
-static void refuse_login(struct conn *c, const struct mqtt_buf *username, const char *what,
-                         const char *detail)
+static int refuse_login(struct conn *c, const struct mqtt_buf *username, const char *what,
+                        const char *detail)
 {
     char user[96], why[256];
 
@@ -192,16 +189,19 @@ static void refuse_login(struct conn *c, const struct mqtt_buf *username, const 
     else
         log_escape(username->data, username->len, user, sizeof(user));
     snprintf(why, sizeof(why), "bad user name or password: %s '%s'%s", what, user, detail);
-    refuse_as(c, MQTT_CONNACK_BAD_CREDENTIALS, 0, "bad user name or password", why);
+    return refuse_as(c, MQTT_CONNACK_BAD_CREDENTIALS, 0, "bad user name or password", why);
 }
+
+/* cloud_login(): the CONNECT waits, unanswered, for a fresh look at the database. */
+#define LOGIN_WAITS 1
 
 /*
  * Cloud mode: the user name names the instance, the password is a token's
- * secret. Sets *inst and *token (a new reference), or refuses and returns -1;
- * also -1 when the login waits for a fresh look at the database (an instance
- * or token aviaryctl has just made). Wrong credentials all get the same
- * code and text, so that a client cannot tell an unknown instance from a
- * wrong secret; the log says which it was.
+ * secret. Sets *inst and *token (a new reference) and returns 0; returns
+ * LOGIN_WAITS when the login waits for a fresh look at the database (an
+ * instance or token aviaryctl has just made); or -1 after refusing. Wrong
+ * credentials all get the same code and text, so that a client cannot tell
+ * an unknown instance from a wrong secret; the log says which it was.
  */
 static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct instance **inst,
                        struct catalog_token **token)
@@ -210,12 +210,10 @@ static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct ins
     char name[CATALOG_NAME_MAX + 1];
     char why[256];
 
-    if (!ck->has_username || !ck->has_password) {
-        refuse(c, MQTT_CONNACK_NOT_AUTHORIZED,
-               "not authorized: cloud mode needs a user name (the instance) and a password "
-               "(a token)");
-        return -1;
-    }
+    if (!ck->has_username || !ck->has_password)
+        return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED,
+                      "not authorized: cloud mode needs a user name (the instance) and a "
+                      "password (a token)");
     const struct catalog_instance *ci = NULL;
     if (ck->username.len < sizeof(name)) {
         memcpy(name, ck->username.data, ck->username.len);
@@ -225,36 +223,30 @@ static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct ins
     struct catalog_token *t =
         ci ? catalog_token_by_secret(b->catalog, ck->password.data, ck->password.len) : NULL;
     if ((!ci || !t) && login_wait(b, c))
-        return -1;
-    if (!ci) {
-        refuse_login(c, &ck->username, "no instance", "");
-        return -1;
-    }
-    if (!t || strcmp(t->instance, name) != 0) {
-        refuse_login(c, &ck->username, "the password is no live token of instance",
-                     t ? " (it belongs to another instance)" : " (unknown or revoked)");
-        return -1;
-    }
+        return LOGIN_WAITS;
+    if (!ci)
+        return refuse_login(c, &ck->username, "no instance", "");
+    if (!t || strcmp(t->instance, name) != 0)
+        return refuse_login(c, &ck->username, "the password is no live token of instance",
+                            t ? " (it belongs to another instance)" : " (unknown or revoked)");
     if (t->expires && t->expires <= time(NULL)) {
         snprintf(why, sizeof(why), "not authorized: token %s of instance '%s' has expired",
                  t->id, name);
-        refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0, "not authorized: the token has expired",
-                  why);
-        return -1;
+        return refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0, "not authorized: the token has expired",
+                         why);
     }
     if (!t->expires && !c->link->meta.over_tls && !b->allow_keys_without_tls) {
         snprintf(why, sizeof(why),
                  "not authorized: token %s is a key (no expiry) and keys need TLS; this "
                  "listener has none (see allow-keys-without-tls)",
                  t->id);
-        refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0,
-                  "not authorized: a key (a token without expiry) needs a TLS connection", why);
-        return -1;
+        return refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0,
+                         "not authorized: a key (a token without expiry) needs a TLS "
+                         "connection",
+                         why);
     }
-    if (!(*inst = login_instance(b, name))) {
-        refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory creating the instance");
-        return -1;
-    }
+    if (!(*inst = login_instance(b, name)))
+        return refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory creating the instance");
     *token = catalog_token_ref(t);
     return 0;
 }
@@ -268,9 +260,8 @@ static int check_binding(struct conn *c, const struct catalog_token *t, const ch
     log_escape(t->client_id, strlen(t->client_id), bound, sizeof(bound));
     snprintf(why, sizeof(why), "not authorized: token %s is bound to client id '%s', not '%s'",
              t->id, bound, c->client_id);
-    refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0,
-              "not authorized: the token is bound to another client id", why);
-    return -1;
+    return refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0,
+                     "not authorized: the token is bound to another client id", why);
 }
 
 /*
@@ -300,8 +291,7 @@ static int refuse_over_quota(struct conn *c, struct instance *inst)
         return 0;
     }
     /* The instance's line counts these; each one is logged at info level. */
-    refuse_at(c, LOG_LEVEL_INFO, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why, why);
-    return -1;
+    return refuse_at(c, LOG_LEVEL_INFO, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why, why);
 }
 
 /* The MQTT 5 CONNECT properties that shape the connection. Returns -1 after refusing. */
@@ -338,8 +328,7 @@ static int take_connect_props(struct conn *c, const struct mqtt_connect *ck,
                      "authentication method '%s' not supported: aviary offers no enhanced "
                      "authentication",
                      method);
-            refuse5(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_AUTH_METHOD, why);
-            return -1;
+            return refuse5(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_BAD_AUTH_METHOD, why);
         }
         default:
             break; /* User Properties: nothing for the broker to do with them */
@@ -375,12 +364,51 @@ struct connack5 {
     bool response_info;       /* it asked for Response Information */
 };
 
-static void connack_accept(struct conn *c, bool session_present, const struct connack5 *v5,
-                           const struct limits *l)
+/* A client id within the default max-client-id fits on the stack, whatever its UTF-8. */
+#define CLIENT_ID_SMALL (4 * LIMITS_DEFAULT_MAX_CLIENT_ID + 1)
+
+/* What handle_connect() learns about one CONNECT, step by step. */
+struct connecting {
+    const struct mqtt_connect *ck;
+    struct instance *inst;       /* where it logs in */
+    struct catalog_token *token; /* cloud: its token (c->token owns the reference) */
+    const struct limits *l;      /* the instance's */
+    char *client_id;             /* NUL-terminated, in `id` */
+    struct scratch id;
+    uint32_t asked_expiry; /* Session Expiry Interval asked (MQTT 5) */
+    uint32_t expiry;       /* ... or implied by clean session (MQTT 3.x) */
+    uint32_t granted;      /* ... as max-session-expiry allows */
+    struct session *s;     /* the client id's session: found, then the one it gets */
+    bool session_present;
+    struct connack5 v5;
+};
+
+/*
+ * Add Response Information (MQTT 5 4.10): a topic prefix the client may build
+ * its response topics on. Out of memory marks `pb` failed, as any property.
+ */
+static void add_response_info(struct propbuf *pb, const char *client_id)
+{
+    char small[LIMITS_DEFAULT_MAX_CLIENT_ID + 16];
+    struct scratch sc = SCRATCH_INIT(small);
+    size_t size = strlen("response/") + strlen(client_id) + 1;
+    char *topic = scratch_get(&sc, size);
+
+    if (!topic) {
+        pb->failed = true;
+        return;
+    }
+    snprintf(topic, size, "response/%s", client_id);
+    propbuf_str(pb, MQTT_PROP_RESPONSE_INFO, topic, size - 1);
+    scratch_free(&sc);
+}
+
+/* Returns 0, or -1 when the connection must end. */
+static int connack_accept(struct conn *c, bool session_present, const struct connack5 *v5,
+                          const struct limits *l)
 {
     struct mqtt_packet ack = {.type = MQTT_CONNACK};
     struct propbuf pb;
-    char response[LIMITS_MAX_CLIENT_ID_BUFFER + 16];
 
     propbuf_init(&pb);
     ack.u.connack.session_present = session_present;
@@ -400,107 +428,146 @@ static void connack_accept(struct conn *c, bool session_present, const struct co
                         strlen(v5->assigned_id));
         if (v5->keepalive_changed)
             propbuf_int(&pb, MQTT_PROP_SERVER_KEEP_ALIVE, c->keepalive);
-        /* A topic prefix the client may build its response topics on (MQTT 5 4.10). */
-        if (v5->response_info && topic_safe(c->session->client_id)) {
-            snprintf(response, sizeof(response), "response/%s", c->session->client_id);
-            propbuf_str(&pb, MQTT_PROP_RESPONSE_INFO, response, strlen(response));
-        }
+        if (v5->response_info && topic_safe(c->session->client_id))
+            add_response_info(&pb, c->session->client_id);
         if (pb.failed) {
             propbuf_free(&pb);
-            conn_close(c, "out of memory building CONNACK");
-            return;
+            return conn_fail(c, "out of memory building CONNACK");
         }
         ack.u.connack.props = propbuf_props(&pb);
     }
-    conn_send(c, &ack);
+    int rc = conn_send(c, &ack);
     propbuf_free(&pb);
+    return rc;
 }
 
-static void handle_connect_body(struct conn *c, const struct mqtt_packet *p)
+/*
+ * Its MQTT 5 properties, the memory ceiling, and (cloud) its credentials:
+ * sets cn->inst and cn->token. Returns 0, LOGIN_WAITS, or -1 after refusing.
+ */
+static int connect_login(struct conn *c, struct connecting *cn)
 {
-    const struct mqtt_connect *ck = &p->u.connect;
+    const struct mqtt_connect *ck = cn->ck;
     struct broker *b = c->broker;
-    char client_id[LIMITS_MAX_CLIENT_ID_BUFFER];
-    struct connack5 v5 = {0};
-    uint32_t asked_expiry = 0;
 
     c->out.version = ck->version;
-    if (ck->version == MQTT_V5 && take_connect_props(c, ck, &asked_expiry, &v5.response_info) < 0)
-        return;
-
+    if (ck->version == MQTT_V5 &&
+        take_connect_props(c, ck, &cn->asked_expiry, &cn->v5.response_info) < 0)
+        return -1;
     /* Past max-memory the broker keeps serving whom it has, and takes nobody new. */
     if (core_memory_full(b)) {
         char why[160];
         b->memory_refusals++;
         snprintf(why, sizeof(why), "server unavailable: %zu MB resident, over max-memory %zu MB",
                  b->memory_resident >> 20, b->max_memory >> 20);
-        refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
-        return;
+        return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
     }
-    struct instance *inst = b->local;
-    struct catalog_token *token = NULL;
-    if (b->cloud && cloud_login(c, ck, &inst, &token) < 0)
-        return;
+    cn->inst = b->local;
+    if (b->cloud) {
+        int rc = cloud_login(c, ck, &cn->inst, &cn->token);
+        if (rc != 0)
+            return rc;
+    }
     /* The conn owns the reference from here: conn_free() drops it whatever happens. */
-    c->token = token;
-    const struct limits *l = &inst->limits;
+    c->token = cn->token;
+    cn->l = &cn->inst->limits;
+    return 0;
+}
 
-    size_t id_chars = utf8_length(ck->client_id.data, ck->client_id.len);
-    if (id_chars > l->max_client_id || ck->client_id.len >= sizeof(client_id)) {
+/*
+ * The client id: within max-client-id, assigned when empty where the
+ * protocol allows, allowed by a token bound to one. Sets cn->client_id and
+ * c->client_id (the log's). Returns 0, or -1 after refusing.
+ */
+static int connect_client_id(struct conn *c, struct connecting *cn)
+{
+    const struct mqtt_buf *in = &cn->ck->client_id;
+    uint8_t version = cn->ck->version;
+    size_t chars = utf8_length(in->data, in->len);
+
+    if (chars > cn->l->max_client_id || in->len >= LIMITS_MAX_CLIENT_ID_BUFFER) {
         char why[96];
         snprintf(why, sizeof(why), "client id of %zu characters is longer than max-client-id %zu",
-                 id_chars, l->max_client_id);
-        refuse(c, MQTT_CONNACK_ID_REJECTED, why);
-        return;
+                 chars, cn->l->max_client_id);
+        return refuse(c, MQTT_CONNACK_ID_REJECTED, why);
     }
-    if (ck->client_id.len == 0) {
-        /* MQTT 5 assigns an id whatever Clean Start says (MQTT 5 3.1.3.1). */
-        if (ck->version == MQTT_V31 || (!ck->clean && ck->version != MQTT_V5)) {
-            refuse(c, MQTT_CONNACK_ID_REJECTED,
-                   ck->version == MQTT_V31 ? "empty client id (MQTT 3.1 requires one)"
-                                           : "empty client id with clean session 0");
-            return;
-        }
-        generate_client_id(client_id, sizeof(client_id));
-        v5.assigned_id = client_id;
+    /* MQTT 5 assigns an id whatever Clean Start says (MQTT 5 3.1.3.1). */
+    if (in->len == 0 && (version == MQTT_V31 || (!cn->ck->clean && version != MQTT_V5)))
+        return refuse(c, MQTT_CONNACK_ID_REJECTED,
+                      version == MQTT_V31 ? "empty client id (MQTT 3.1 requires one)"
+                                          : "empty client id with clean session 0");
+    cn->client_id = scratch_get(&cn->id, in->len ? in->len + 1 : ASSIGNED_ID_SIZE);
+    if (!cn->client_id)
+        return refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory storing the client id");
+    if (in->len == 0) {
+        generate_client_id(cn->client_id, ASSIGNED_ID_SIZE);
+        cn->v5.assigned_id = cn->client_id;
     } else {
-        memcpy(client_id, ck->client_id.data, ck->client_id.len);
-        client_id[ck->client_id.len] = '\0';
+        memcpy(cn->client_id, in->data, in->len);
+        cn->client_id[in->len] = '\0';
     }
     /* The log's copy: escaped, so an id cannot forge log lines, and truncated to fit. */
-    log_escape(client_id, strlen(client_id), c->client_id, sizeof(c->client_id));
+    log_escape(cn->client_id, strlen(cn->client_id), c->client_id, sizeof(c->client_id));
+    return check_binding(c, cn->token, cn->client_id);
+}
 
-    if (check_binding(c, token, client_id) < 0)
-        return;
-    struct session *s = strmap_get(&inst->sessions, client_id);
-    bool takes_over = s && s->conn;
+/*
+ * The instance's limits on connections and on sessions that outlive them;
+ * sets cn->s (the id's session, if any) and the expiry granted. Returns 0,
+ * or -1 after refusing.
+ */
+static int connect_quotas(struct conn *c, struct connecting *cn)
+{
+    struct instance *inst = cn->inst;
+    const struct limits *l = cn->l;
+    const struct mqtt_connect *ck = cn->ck;
+
+    cn->s = strmap_get(&inst->sessions, cn->client_id);
+    bool takes_over = cn->s && cn->s->conn;
     if (l->max_connections && inst->conn_count >= l->max_connections && !takes_over) {
         char why[160];
         snprintf(why, sizeof(why), "server unavailable: instance '%s' has %zu connections "
                  "(max-connections %zu)", inst->name, inst->conn_count, l->max_connections);
-        refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
-        return;
+        return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
     }
-    uint32_t expiry = ck->version == MQTT_V5 ? asked_expiry
-                                             : (ck->clean ? 0 : SESSION_NEVER_EXPIRES);
-    uint32_t granted = grant_session_expiry(expiry, l);
+    cn->expiry =
+        ck->version == MQTT_V5 ? cn->asked_expiry : (ck->clean ? 0 : SESSION_NEVER_EXPIRES);
+    cn->granted = grant_session_expiry(cn->expiry, l);
     /* One more session outliving its connection (a Clean Start replacing one is not). */
-    if (granted && !(s && s->expiry) && refuse_over_quota(c, inst) < 0)
-        return;
-    if (ck->will && take_will(c, ck, l) < 0)
-        return;
-    if (c->will)
-        message_charge(c->will, inst->account);
+    if (cn->granted && !(cn->s && cn->s->expiry))
+        return refuse_over_quota(c, inst);
+    return 0;
+}
+
+/* Its will, if any, charged to the instance and allowed by its token. Returns 0 or -1. */
+static int connect_will(struct conn *c, struct connecting *cn)
+{
+    if (!cn->ck->will)
+        return 0;
+    if (take_will(c, cn->ck, cn->l) < 0)
+        return -1;
+    message_charge(c->will, cn->inst->account);
     /* A will is a PUBLISH made in advance: the token must allow its topic. */
-    if (c->will && !access_may_publish(token, c->will->topic)) {
+    if (!access_may_publish(cn->token, c->will->topic)) {
         char shown[160], why[256], told[256];
         log_escape_str(c->will->topic, shown, sizeof(shown));
         snprintf(why, sizeof(why), "not authorized: token %s may not publish the will topic '%s'",
-                 token->id, shown);
+                 cn->token->id, shown);
         snprintf(told, sizeof(told), "not authorized: the will topic '%s' is not allowed", shown);
-        refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0, told, why);
-        return;
+        return refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0, told, why);
     }
+    return 0;
+}
+
+/*
+ * The session it gets: an older connection with its id is taken over, Clean
+ * Start ends the old session, else it is resumed; or a new one. Sets cn->s
+ * and cn->session_present. Returns 0, or -1 after refusing.
+ */
+static int connect_session(struct conn *c, struct connecting *cn)
+{
+    struct instance *inst = cn->inst;
+    struct session *s = cn->s;
 
     /* Take-over: the same client id in the same instance closes the older connection. */
     if (s && s->conn) {
@@ -508,61 +575,97 @@ static void handle_connect_body(struct conn *c, const struct mqtt_packet *p)
                    c->link->meta.peer);
         conn_disconnect(s->conn, MQTT_RC_SESSION_TAKEN_OVER,
                         "taken over by a new connection with the same client id");
-        s = strmap_get(&inst->sessions, client_id); /* gone if it ended with its connection */
+        s = strmap_get(&inst->sessions, cn->client_id); /* gone if it ended with its connection */
     }
     /* Clean Start: the old session ends here, and with it a will that waited for its delay. */
-    if (s && ck->clean) {
+    if (s && cn->ck->clean) {
         conn_end_session(s);
         s = NULL;
     }
-    v5.expiry_changed = granted != expiry;
-    v5.expiry = granted;
-    bool session_present = s != NULL;
+    cn->v5.expiry_changed = cn->granted != cn->expiry;
+    cn->v5.expiry = cn->granted;
+    cn->session_present = s != NULL;
     if (s) {
-        session_set_expiry(s, granted);
+        session_set_expiry(s, cn->granted);
     } else {
-        s = session_new(inst, client_id, granted);
-        if (!s || strmap_put(&inst->sessions, client_id, s, NULL) < 0) {
+        s = session_new(inst, cn->client_id, cn->granted);
+        if (!s || strmap_put(&inst->sessions, cn->client_id, s, NULL) < 0) {
             session_free(s);
-            refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory creating the session");
-            return;
+            return refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory creating the session");
         }
     }
+    cn->s = s;
+    return 0;
+}
+
+/*
+ * The connection becomes its session's, counted in its instance, with its
+ * keep-alive and token timers. Returns 0, or -1 (closed: no timer).
+ */
+static int connect_activate(struct conn *c, struct connecting *cn)
+{
+    struct session *s = cn->s;
+    const struct limits *l = cn->l;
 
     c->in_alias_max = (uint16_t)l->max_topic_aliases;
     /* Aliases toward the client cost a map entry each: max-topic-aliases bounds them too. */
     if (c->out.alias_max > l->max_topic_aliases)
         c->out.alias_max = (uint16_t)l->max_topic_aliases;
     conn_attach(c, s);
-    if (token) {
+    if (cn->token) {
         catalog_token_unref(s->token);
-        s->token = catalog_token_ref(token);
+        s->token = catalog_token_ref(cn->token);
     }
-    c->keepalive = (uint16_t)clamp_keepalive(ck->keepalive, l);
-    v5.keepalive_changed = c->keepalive != ck->keepalive;
+    c->keepalive = (uint16_t)clamp_keepalive(cn->ck->keepalive, l);
+    cn->v5.keepalive_changed = c->keepalive != cn->ck->keepalive;
     timers_start_keepalive(c);
-    if (timers_start_token(c) < 0)
-        return;
+    return timers_start_token(c);
+}
+
+/* CONNACK, then what waited in a resumed session and a token warning already due. */
+static int connect_accept(struct conn *c, struct connecting *cn)
+{
+    const struct mqtt_connect *ck = cn->ck;
+    const struct catalog_token *token = cn->token;
 
     /* MQTT 3.1 has no session-present flag: that byte is reserved there. */
-    connack_accept(c, session_present && ck->version != MQTT_V31, &v5, l);
+    int rc = connack_accept(c, cn->session_present && ck->version != MQTT_V31, &cn->v5, cn->l);
     log_info("client %s connected from %s to instance %s%s%s (MQTT %s, clean %d, keep-alive "
              "%u s, session expiry %ld s%s)",
-             c->client_id, c->link->meta.peer, inst->name, token ? " with token " : "",
+             c->client_id, c->link->meta.peer, cn->inst->name, token ? " with token " : "",
              token ? token->id : "",
              ck->version == MQTT_V31 ? "3.1" : ck->version == MQTT_V5 ? "5.0" : "3.1.1",
-             ck->clean, c->keepalive, granted == SESSION_NEVER_EXPIRES ? -1L : (long)granted,
-             session_present ? ", session resumed" : "");
-    if (c->state != CONN_ACTIVE)
-        return;
-    if (session_present)
-        session_resume(s);
-    if (c->token_warning_due && c->state == CONN_ACTIVE)
-        timers_token_warning(c);
+             ck->clean, c->keepalive,
+             cn->granted == SESSION_NEVER_EXPIRES ? -1L : (long)cn->granted,
+             cn->session_present ? ", session resumed" : "");
+    if (rc < 0)
+        return -1;
+    if (cn->session_present)
+        session_resume(cn->s);
+    if (c->token_warning_due)
+        timers_token_warning(c); /* it does nothing on a connection that session_resume() closed */
+    return 0;
 }
 
 int handle_connect(struct conn *c, const struct mqtt_packet *p)
 {
-    handle_connect_body(c, p);
-    return 0;
+    char id_small[CLIENT_ID_SMALL];
+    struct connecting cn = {.ck = &p->u.connect, .id = SCRATCH_INIT(id_small)};
+
+    int rc = connect_login(c, &cn);
+    if (rc == 0)
+        rc = connect_client_id(c, &cn);
+    if (rc == 0)
+        rc = connect_quotas(c, &cn);
+    if (rc == 0)
+        rc = connect_will(c, &cn);
+    if (rc == 0)
+        rc = connect_session(c, &cn);
+    if (rc == 0)
+        rc = connect_activate(c, &cn);
+    if (rc == 0)
+        rc = connect_accept(c, &cn);
+    scratch_free(&cn.id);
+    /* A login that waits is no failure: the CONNECT stays unread until the broker looked again. */
+    return rc == LOGIN_WAITS ? 0 : rc;
 }

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/propbuf.h"
+#include "codec/codec.h"
 #include "util/account.h"
 #include "util/clock.h"
 
@@ -79,4 +81,36 @@ void message_restart_expiry(struct message *m)
 {
     if (m->expiry)
         m->created_ms = clock_ms();
+}
+
+bool message_props_take(const struct mqtt_props *in, struct propbuf *out, struct message_v5 *v5)
+{
+    struct mqtt_prop prop;
+    size_t pos = 0;
+    bool text = false;
+
+    v5->expiry = 0;
+    while (codec_next_prop(in, &pos, &prop)) {
+        switch (prop.id) {
+        case MQTT_PROP_PAYLOAD_FORMAT:
+            text = prop.u32 == 1;
+            propbuf_add(out, &prop);
+            break;
+        case MQTT_PROP_CONTENT_TYPE:
+        case MQTT_PROP_RESPONSE_TOPIC:
+        case MQTT_PROP_CORRELATION_DATA:
+        case MQTT_PROP_USER_PROPERTY:
+            propbuf_add(out, &prop);
+            break;
+        case MQTT_PROP_MESSAGE_EXPIRY:
+            v5->expiry = prop.u32;
+            break;
+        default:
+            break; /* the Topic Alias and Will Delay are the receiver's, not the message's */
+        }
+    }
+    /* Only now: a growing builder may have moved its block to the heap. */
+    v5->props = out->data;
+    v5->props_len = out->len;
+    return text;
 }

@@ -82,4 +82,18 @@ uint32_t message_expiry_left(const struct message *m, uint64_t now_ms);
  */
 void message_restart_expiry(struct message *m);
 
+struct mqtt_props;
+struct propbuf;
+
+/*
+ * Take from the PUBLISH (or will) properties `in` those a message carries to
+ * its subscribers (Payload Format Indicator, Content Type, Response Topic,
+ * Correlation Data, User Properties, in order) into `out`, and point `v5` at
+ * them (valid while `out` lives and gets nothing more) with the Message Expiry
+ * Interval (0: none). `out` may have failed (out of memory): the caller checks
+ * out->failed. Returns true when the Payload Format Indicator says the payload
+ * is UTF-8 text.
+ */
+bool message_props_take(const struct mqtt_props *in, struct propbuf *out, struct message_v5 *v5);
+
 #endif

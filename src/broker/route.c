@@ -83,7 +83,7 @@ static void route_session(struct route *r, struct session *s, uint8_t options,
                           bool leading_slash, uint32_t sub_id)
 {
     struct broker *b = r->broker;
-    uint8_t qos = options & SUB_OPT_QOS;
+    uint8_t qos = options & MQTT_SUB_OPT_QOS;
     struct broker_match *m;
 
     if (s->match_gen == b->match_gen) {
@@ -109,7 +109,7 @@ static void route_session(struct route *r, struct session *s, uint8_t options,
         *m = (struct broker_match){.session = s, .qos = qos, .leading_slash = leading_slash,
                                    .first_id = -1};
     }
-    m->retain_as_published |= (options & SUB_OPT_RETAIN_AS_PUBLISHED) != 0;
+    m->retain_as_published |= (options & MQTT_SUB_OPT_RETAIN_AS_PUBLISHED) != 0;
     if (sub_id)
         route_add_id(b, m, sub_id);
 }
@@ -149,7 +149,7 @@ static void route_collect(void *ctx, const struct topic_sub *sub)
             route_session(r, m->session, m->options, m->leading_slash, m->sub_id);
         return;
     }
-    if ((sub->options & SUB_OPT_NO_LOCAL) && sub->owner == r->origin)
+    if ((sub->options & MQTT_SUB_OPT_NO_LOCAL) && sub->owner == r->origin)
         return;
     route_session(r, sub->owner, sub->options, sub->leading_slash, sub->sub_id);
 }
@@ -269,7 +269,7 @@ static void route_one_retained(void *ctx, const char *topic, void *msg)
 {
     struct retained_ctx *rc = ctx;
     struct message *m = msg;
-    uint8_t sub_qos = rc->sub->options & SUB_OPT_QOS;
+    uint8_t sub_qos = rc->sub->options & MQTT_SUB_OPT_QOS;
 
     if (message_expired(m, rc->now)) {
         if (rc->expired_count == rc->expired_cap) {

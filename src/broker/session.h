@@ -35,16 +35,10 @@ struct share_group;
 /* Session Expiry Interval 0xFFFFFFFF: the session never expires. */
 #define SESSION_NEVER_EXPIRES UINT32_MAX
 
-/* SUBSCRIBE options byte (MQTT 5 §3.8.3.1). */
-#define SUB_OPT_QOS 0x03
-#define SUB_OPT_NO_LOCAL 0x04
-#define SUB_OPT_RETAIN_AS_PUBLISHED 0x08
-#define SUB_OPT_RETAIN_HANDLING(o) (((o) >> 4) & 3)
-
 /* One subscription the session holds, as given to the topic tree. */
 struct session_sub {
     char *filter;      /* normalised; "$share/GROUP/" + normalised filter when shared; owned */
-    uint8_t options;   /* SUB_OPT_*: granted QoS in bits 0-1 */
+    uint8_t options;   /* MQTT_SUB_OPT_*: granted QoS in bits 0-1 */
     bool leading_slash;
     uint32_t sub_id;   /* MQTT 5 Subscription Identifier; 0: none */
     struct share_group *share; /* a shared subscription's group (the instance's); else NULL */

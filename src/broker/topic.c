@@ -23,8 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec/codec.h"
 #include "util/account.h"
 #include "util/probe.h"
+#include "util/scratch.h"
 #include "util/siphash.h"
 
 /* ---------------------------------------------------------------- rules */
@@ -808,4 +810,12 @@ size_t topic_tree_sub_count(const struct topic_tree *t)
 size_t topic_tree_node_count(const struct topic_tree *t)
 {
     return t->node_count;
+}
+
+char *topic_normalize_wire(const struct mqtt_buf *in, struct scratch *sc, bool *leading_slash)
+{
+    char *out = scratch_get(sc, in->len + 1);
+    if (out)
+        topic_normalize((const char *)in->data, in->len, out, leading_slash);
+    return out;
 }

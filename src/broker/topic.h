@@ -177,4 +177,16 @@ size_t topic_tree_node_count(const struct topic_tree *t);
  */
 void topic_tree_fail_allocs_after(struct topic_tree *t, long n);
 
+struct mqtt_buf;
+struct scratch;
+
+/*
+ * topic_normalize() for a topic or filter from the wire, already checked
+ * (topic_check_name/topic_check_filter): the NUL-terminated result goes to
+ * `sc` (its small array when it fits, else the heap, which the caller's
+ * scratch_free() releases). Returns it, or NULL when out of memory.
+ * Sets *leading_slash.
+ */
+char *topic_normalize_wire(const struct mqtt_buf *in, struct scratch *sc, bool *leading_slash);
+
 #endif

@@ -652,12 +652,12 @@ static int decode_ack(struct reader *r, bool v5, uint8_t type, struct mqtt_ack *
 static int check_sub_options(bool v5, uint8_t options)
 {
     if (v5) {
-        if ((options & 0xC0) || ((options >> 4) & 0x03) == 3) /* [MQTT-3.8.3-5] */
+        if ((options & 0xC0) || MQTT_SUB_OPT_RETAIN_HANDLING(options) == 3) /* [MQTT-3.8.3-5] */
             return CODEC_E_SUB_OPTIONS;
     } else if (options & 0xFC) {
         return CODEC_E_SUB_OPTIONS;
     }
-    if ((options & 0x03) == 3)
+    if ((options & MQTT_SUB_OPT_QOS) == 3)
         return CODEC_E_QOS;
     return CODEC_OK;
 }

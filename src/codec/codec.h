@@ -128,9 +128,14 @@ struct mqtt_subscribe {
 /* One filter of a SUBSCRIBE (with its options byte) or an UNSUBSCRIBE (options 0). */
 struct mqtt_topic_entry {
     struct mqtt_buf filter;
-    uint8_t options; /* bits 0-1 QoS; MQTT 5: bit 2 no local, bit 3 retain as
-                        published, bits 4-5 retain handling */
+    uint8_t options; /* MQTT_SUB_OPT_* */
 };
+
+/* The SUBSCRIBE options byte (MQTT 5 §3.8.3.1); MQTT 3.x has the QoS bits only. */
+#define MQTT_SUB_OPT_QOS 0x03
+#define MQTT_SUB_OPT_NO_LOCAL 0x04
+#define MQTT_SUB_OPT_RETAIN_AS_PUBLISHED 0x08
+#define MQTT_SUB_OPT_RETAIN_HANDLING(o) (((o) >> 4) & 3)
 
 /* SUBACK and UNSUBACK: one reason code per filter (UNSUBACK has none before MQTT 5). */
 struct mqtt_suback {

@@ -71,7 +71,7 @@ static void walk(const struct mqtt_packet *p)
         while (codec_next_topic(&p->u.subscribe, subscribe, &pos, &e)) {
             CHECK(e.filter.len > 0);
             CHECK(codec_check_utf8(e.filter.data, e.filter.len) == CODEC_OK);
-            CHECK((e.options & 3) != 3);
+            CHECK((e.options & MQTT_SUB_OPT_QOS) != 3);
             n++;
         }
         CHECK(pos == p->u.subscribe.entries.len);

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from aviary_test import (  # noqa: E402
     cloud_db, ctl, new_token,
-    check, check_equal, run_tests, unique)
+    check, check_equal, run_tests, unique, wait_for)
 from mqtt5 import (  # noqa: E402
     MAXIMUM_PACKET_SIZE, RECEIVE_MAXIMUM, SESSION_EXPIRY_INTERVAL, TOPIC_ALIAS_MAXIMUM,
     aviary_only, broker, cloud_login5, publish5)
@@ -175,6 +175,34 @@ def test_subscribe_outside_filters_0x87_inside_deny_0x80():
         rs = ack.props.reason_string
         check(rs, "no Reason String on a SUBACK with refusals: %r" % ack)
         check("secret" not in rs, "the Reason String %r reveals the deny filter" % rs)
+
+
+def test_max_retained_lowered_gets_0x97_saying_how_many_are_held():
+    """Lowered below what the instance holds, max-retained refuses new retained topics;
+    the Reason String says how many it holds (3), not the limit twice."""
+    aviary_only("cloud mode")
+    db = _db()
+    name = _instance(db)
+    _ctl(db, "instance", "set", name, "max-retained", "5")
+    _, secret = _token(db, name)
+    with _cloud(db) as b:
+        pub = cloud_login5(b.port, name, secret)
+        for t in ("r/1", "r/2", "r/3"):
+            ack = pub.publish(t, t.encode(), 1, retain=True)
+            check(ack.reason < 0x80, "PUBACK 0x%02X for %s under max-retained 5" % (ack.reason, t))
+        _ctl(db, "instance", "set", name, "max-retained", "2")
+
+        def refused():
+            ack = pub.publish("r/4", b"r/4", 1, retain=True)
+            if ack.reason < 0x80:  # the new limit is not applied yet: clear r/4 again
+                pub.publish("r/4", b"", 1, retain=True)
+                return None
+            return ack
+        ack = wait_for(refused, APPLY_WITHIN + 2, 0.1, "max-retained 2 to be applied")
+        check_equal(ack.reason, 0x97, "PUBACK reason for a 4th topic over max-retained 2")
+        rs = ack.props.reason_string
+        check(rs and re.search(r"holds 3 retained messages \(max-retained 2\)", rs),
+              "Reason String %r does not say 3 held, max-retained 2" % rs)
 
 
 # ---------------------------------------------------------------------------
