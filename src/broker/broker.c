@@ -16,7 +16,6 @@
 #include "util/clock.h"
 #include "util/log.h"
 
-
 /* The reaper: frees the conns closed since the last loop iteration. */
 static void broker_reap_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -114,8 +113,7 @@ void broker_set_cloud(struct broker *b, struct catalog *cat, bool allow_keys_wit
     broker_set_token_rules(b, allow_keys_without_tls, token_warning);
 }
 
-void broker_set_token_rules(struct broker *b, bool allow_keys_without_tls,
-                            unsigned token_warning)
+void broker_set_token_rules(struct broker *b, bool allow_keys_without_tls, unsigned token_warning)
 {
     b->allow_keys_without_tls = allow_keys_without_tls;
     b->token_warning = token_warning;
@@ -183,8 +181,7 @@ void broker_apply_catalog(struct broker *b, struct catalog *cat)
             continue;
         struct catalog_token *now = catalog_token_by_id(cat, c->token->id);
         if (!now) {
-            conn_disconnect(c, MQTT_RC_ADMINISTRATIVE_ACTION, "token %s was revoked",
-                            c->token->id);
+            conn_disconnect(c, MQTT_RC_ADMINISTRATIVE_ACTION, "token %s was revoked", c->token->id);
             continue;
         }
         catalog_token_unref(c->token);
@@ -195,8 +192,8 @@ void broker_apply_catalog(struct broker *b, struct catalog *cat)
         inst->limits_changed = false;
     while ((inst = gone)) {
         gone = inst->next_deleted;
-        log_notice("instance %s: deleted (%zu sessions, %zu retained messages dropped)",
-                   inst->name, inst->sessions.count, topic_tree_retained_count(inst->tree));
+        log_notice("instance %s: deleted (%zu sessions, %zu retained messages dropped)", inst->name,
+                   inst->sessions.count, topic_tree_retained_count(inst->tree));
         strmap_remove(&b->instances, inst->name);
         broker_drop_instance(inst);
     }

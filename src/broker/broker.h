@@ -45,8 +45,7 @@ void broker_set_cloud(struct broker *b, struct catalog *cat, bool allow_keys_wit
                       unsigned token_warning);
 
 /* SIGHUP: new allow-keys-without-tls and token-warning, for logins from now on. */
-void broker_set_token_rules(struct broker *b, bool allow_keys_without_tls,
-                            unsigned token_warning);
+void broker_set_token_rules(struct broker *b, bool allow_keys_without_tls, unsigned token_warning);
 
 /*
  * The database changed: take `cat` (the broker owns it now) in place of the

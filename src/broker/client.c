@@ -28,8 +28,7 @@ static const struct link_events client_events = {
     client_done,
 };
 
-struct conn *client_accept(struct broker *b, struct bufferevent *bev,
-                           const struct link_meta *meta)
+struct conn *client_accept(struct broker *b, struct bufferevent *bev, const struct link_meta *meta)
 {
     struct conn *c = conn_new(b, bev, meta, &client_events);
 
@@ -66,8 +65,7 @@ static const struct limits *client_limits(const struct conn *c)
 /* The MQTT 5 reason code for a packet the codec refused. */
 static uint8_t client_decode_reason(int err)
 {
-    return err == CODEC_E_PROPERTY_PROTOCOL || err == CODEC_E_PACKET_ID ||
-                   err == CODEC_E_TOPIC
+    return err == CODEC_E_PROPERTY_PROTOCOL || err == CODEC_E_PACKET_ID || err == CODEC_E_TOPIC
                ? MQTT_RC_PROTOCOL_ERROR
                : MQTT_RC_MALFORMED_PACKET;
 }
@@ -107,8 +105,8 @@ static int client_dispatch(struct conn *c, const struct mqtt_packet *p)
         return conn_fail_with(c, MQTT_RC_PROTOCOL_ERROR,
                               "AUTH without enhanced authentication (none is offered)");
     default:
-        return conn_fail_with(c, MQTT_RC_PROTOCOL_ERROR,
-                              "packet type %d is not sent to a server", p->type);
+        return conn_fail_with(c, MQTT_RC_PROTOCOL_ERROR, "packet type %d is not sent to a server",
+                              p->type);
     }
 }
 

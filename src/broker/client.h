@@ -21,8 +21,7 @@ struct link_meta;
  * A new connection on `bev` (taken, also on failure) from the listener that
  * knows `meta`. Returns its conn, or NULL when out of memory.
  */
-struct conn *client_accept(struct broker *b, struct bufferevent *bev,
-                           const struct link_meta *meta);
+struct conn *client_accept(struct broker *b, struct bufferevent *bev, const struct link_meta *meta);
 
 /* Take the input again after a login wait and handle what is buffered (the CONNECT). */
 void client_read_again(struct conn *c);

@@ -156,8 +156,7 @@ static void session_expiry_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
 
-    log_info("client %s: session expired (%u s after its connection ended)", s->log_id,
-             s->expiry);
+    log_info("client %s: session expired (%u s after its connection ended)", s->log_id, s->expiry);
     conn_end_session(s);
 }
 
@@ -167,8 +166,7 @@ static void session_will_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Arm `*ev` (made on first use) to call `cb` for `s` in `seconds`. Returns 0 or -ENOMEM. */
-static int session_arm(struct session *s, struct event **ev, event_callback_fn cb,
-                       uint32_t seconds)
+static int session_arm(struct session *s, struct event **ev, event_callback_fn cb, uint32_t seconds)
 {
     struct timeval tv = {(time_t)seconds, 0};
 
@@ -300,8 +298,8 @@ static void conn_end(struct conn *c, enum log_level level, bool clean_disconnect
     size_t unread = sender_pending(&c->out);
     bool abandon = !clean_disconnect && unread > CONN_LINGER_MAX_OUTPUT;
     /* A server DISCONNECT only after CONNACK [MQTT-3.14.0-1]; before it, CONNACK says why. */
-    if (reason >= 0 && c->out.version == MQTT_V5 && c->state == CONN_ACTIVE &&
-        !c->link->peer_eof && !abandon)
+    if (reason >= 0 && c->out.version == MQTT_V5 && c->state == CONN_ACTIVE && !c->link->peer_eof &&
+        !abandon)
         conn_send_disconnect(c, (uint8_t)reason, why);
     c->state = CONN_CLOSING;
     c->out.closed = true;

@@ -55,50 +55,50 @@ enum conn_state {
 /* Why a packet handler wants the connection closed (see conn_fail). */
 struct conn_end {
     bool set;
-    bool clean;           /* after the client's DISCONNECT: the will is discarded */
-    int reason;           /* MQTT 5 DISCONNECT reason to send; -1: none */
+    bool clean; /* after the client's DISCONNECT: the will is discarded */
+    int reason; /* MQTT 5 DISCONNECT reason to send; -1: none */
     enum log_level level;
     char why[256];
 };
 
 struct conn {
     struct broker *broker;
-    struct link *link;        /* owned */
-    struct sender out;        /* what goes to the client; out.version is its protocol level */
+    struct link *link; /* owned */
+    struct sender out; /* what goes to the client; out.version is its protocol level */
     enum conn_state state;
-    uint16_t keepalive;       /* effective keep-alive in seconds (after clamping) */
-    struct session *session;  /* NULL before CONNECT is accepted and after close */
-    struct session *ended_session; /* clean session ended with this conn; owned till reaped */
-    struct message *will;     /* owned; NULL when there is none */
+    uint16_t keepalive;             /* effective keep-alive in seconds (after clamping) */
+    struct session *session;        /* NULL before CONNECT is accepted and after close */
+    struct session *ended_session;  /* clean session ended with this conn; owned till reaped */
+    struct message *will;           /* owned; NULL when there is none */
     struct instance *will_instance; /* where the will goes when will_due */
-    bool will_due;            /* lost without DISCONNECT: publish the will when reaped */
-    char client_id[80];       /* for the log; may be truncated */
-    uint64_t id;              /* a number for the log, unique per process */
-    struct event *timer;      /* CONNECT deadline, then keep-alive (timers.c); owned */
-    struct timeval last_packet; /* when the last whole packet arrived */
-    bool reading_paused;      /* output over max-outbound-bytes: input waits */
-    struct conn_end end;      /* set by conn_fail() and its kin */
+    bool will_due;                  /* lost without DISCONNECT: publish the will when reaped */
+    char client_id[80];             /* for the log; may be truncated */
+    uint64_t id;                    /* a number for the log, unique per process */
+    struct event *timer;            /* CONNECT deadline, then keep-alive (timers.c); owned */
+    struct timeval last_packet;     /* when the last whole packet arrived */
+    bool reading_paused;            /* output over max-outbound-bytes: input waits */
+    struct conn_end end;            /* set by conn_fail() and its kin */
 
     /* MQTT 5, from CONNECT. */
-    bool problem_info;         /* Request Problem Information: reason strings on acks */
-    uint32_t will_delay;       /* Will Delay Interval of its will, seconds */
-    uint16_t in_alias_max;     /* aliases it may set (max-topic-aliases at CONNECT) */
-    char **in_aliases;         /* topic of each alias it set, [alias - 1]; owned */
+    bool problem_info;     /* Request Problem Information: reason strings on acks */
+    uint32_t will_delay;   /* Will Delay Interval of its will, seconds */
+    uint16_t in_alias_max; /* aliases it may set (max-topic-aliases at CONNECT) */
+    char **in_aliases;     /* topic of each alias it set, [alias - 1]; owned */
 
     /* Set when CONNECT is accepted. */
     struct instance *instance; /* where it logged in; counted in conn_count while counted */
     bool counted;
-    struct catalog_token *token; /* cloud: the token it logged in with (a reference) */
-    struct event *token_timer; /* expiry warning, then expiry (timers.c); owned; NULL for keys */
-    bool token_warning_due;   /* the warning's time has come */
-    bool token_warned;        /* expirywarning was sent */
+    struct catalog_token *token;  /* cloud: the token it logged in with (a reference) */
+    struct event *token_timer;    /* expiry warning, then expiry (timers.c); owned; NULL for keys */
+    bool token_warning_due;       /* the warning's time has come */
+    bool token_warned;            /* expirywarning was sent */
     struct timeval last_activity; /* last PUBLISH, SUBSCRIBE or UNSUBSCRIBE (idle-timeout) */
 
     /* Cloud login miss: the CONNECT waits (unread) for a fresh look at the database. */
     bool login_waiting;
-    bool login_rechecked;      /* it waited once already: a second miss is final */
-    uint64_t login_look;       /* the look at the database it waits for */
-    struct conn *login_next;   /* core->login_waiters */
+    bool login_rechecked;    /* it waited once already: a second miss is final */
+    uint64_t login_look;     /* the look at the database it waits for */
+    struct conn *login_next; /* core->login_waiters */
 
     /* max-messages-per-second: an empty bucket (its, or its instance's) pauses reading. */
     struct bucket rate;
@@ -106,9 +106,9 @@ struct conn {
     struct event *rate_timer; /* owned; made at the first pause (client.c) */
 
     struct log_every denied_log; /* PUBLISHes the token did not allow */
-    struct conn *next, *prev; /* core->conns */
-    struct conn *reap_next;   /* core->reap */
-    bool reap_queued;         /* on core->reap already */
+    struct conn *next, *prev;    /* core->conns */
+    struct conn *reap_next;      /* core->reap */
+    bool reap_queued;            /* on core->reap already */
 };
 
 /*

@@ -53,30 +53,30 @@ struct broker_match_id {
 
 struct broker {
     struct event_base *base;
-    struct limits limits;         /* desktop: the local instance's; cloud: before login */
-    unsigned connect_timeout;     /* seconds from accept to CONNECT (connect-timeout) */
-    size_t max_memory;            /* max-memory: bytes resident; 0: no ceiling */
-    size_t memory_resident;       /* as last measured */
-    uint64_t memory_measured_ms;  /* clock_ms() of that measurement */
-    unsigned memory_questions;    /* broker_memory_full() calls since it */
-    uint64_t memory_refusals;     /* connections and retained messages refused for it */
-    struct account held;          /* bytes held for all instances together (their parent) */
-    struct log_every memory_log;  /* measurements that found the process over max-memory */
-    struct instance *local;       /* desktop mode's single instance; NULL in cloud mode */
+    struct limits limits;        /* desktop: the local instance's; cloud: before login */
+    unsigned connect_timeout;    /* seconds from accept to CONNECT (connect-timeout) */
+    size_t max_memory;           /* max-memory: bytes resident; 0: no ceiling */
+    size_t memory_resident;      /* as last measured */
+    uint64_t memory_measured_ms; /* clock_ms() of that measurement */
+    unsigned memory_questions;   /* broker_memory_full() calls since it */
+    uint64_t memory_refusals;    /* connections and retained messages refused for it */
+    struct account held;         /* bytes held for all instances together (their parent) */
+    struct log_every memory_log; /* measurements that found the process over max-memory */
+    struct instance *local;      /* desktop mode's single instance; NULL in cloud mode */
 
     /* Cloud mode (broker_set_cloud): tenants and their tokens. */
     bool cloud;
-    struct catalog *catalog;      /* owned; replaced by broker_apply_catalog() */
-    struct strmap instances;      /* name -> struct instance (owned), made at first login */
-    bool allow_keys_without_tls;  /* keys accepted on listeners without TLS */
-    unsigned token_warning;       /* seconds before expiry that expirywarning goes out */
+    struct catalog *catalog;     /* owned; replaced by broker_apply_catalog() */
+    struct strmap instances;     /* name -> struct instance (owned), made at first login */
+    bool allow_keys_without_tls; /* keys accepted on listeners without TLS */
+    unsigned token_warning;      /* seconds before expiry that expirywarning goes out */
 
-    struct conn *conns;           /* every live or closing conn */
+    struct conn *conns; /* every live or closing conn */
     size_t conn_count;
-    struct conn *reap;            /* closed conns waiting to be freed */
+    struct conn *reap; /* closed conns waiting to be freed */
     struct event *reap_ev;
     uint64_t next_conn_id;
-    bool stopping;                /* SIGTERM: no more wills, no new work */
+    bool stopping; /* SIGTERM: no more wills, no new work */
 
     /*
      * Cloud logins that found no such instance or token wait for one fresh
@@ -86,10 +86,10 @@ struct broker {
     struct conn *login_waiters;
     void (*recheck)(void *ctx, uint64_t n); /* ask look n; NULL: logins never wait */
     void *recheck_ctx;
-    uint64_t recheck_asked;       /* the last look asked for */
-    uint64_t recheck_ms;          /* clock_ms() when it was asked */
-    struct event *recheck_ev;     /* asks for the next look when its time comes */
-    unsigned routing;             /* >0 while a walk of some topic tree is delivering */
+    uint64_t recheck_asked;   /* the last look asked for */
+    uint64_t recheck_ms;      /* clock_ms() when it was asked */
+    struct event *recheck_ev; /* asks for the next look when its time comes */
+    unsigned routing;         /* >0 while a walk of some topic tree is delivering */
 
     /* Routing scratch reused by every publish (core thread only). */
     struct broker_match *matches;

@@ -38,8 +38,8 @@ int handle_ack(struct conn *c, const struct mqtt_packet *p)
     /* A PUBREC with a failure code ends its QoS 2 exchange: no PUBREL follows (MQTT 5 4.3.3). */
     uint8_t type = p->type == MQTT_PUBREC && p->u.ack.reason >= 0x80 ? MQTT_PUBCOMP : p->type;
     if (type != p->type)
-        log_info("client %s: PUBREC 0x%02x for packet id %u: it refused the message",
-                 c->client_id, p->u.ack.reason, id);
+        log_info("client %s: PUBREC 0x%02x for packet id %u: it refused the message", c->client_id,
+                 p->u.ack.reason, id);
     int rc = session_ack(s, type, id, type != p->type);
     if (rc == -EPROTO)
         return conn_fail_with(c, MQTT_RC_PROTOCOL_ERROR,
@@ -47,7 +47,7 @@ int handle_ack(struct conn *c, const struct mqtt_packet *p)
                               "for another acknowledgement",
                               ack_name(p->type), id);
     if (rc < 0)
-        log_info("client %s: %s for packet id %u, which is not in flight (ignored)",
-                 c->client_id, ack_name(p->type), id);
+        log_info("client %s: %s for packet id %u, which is not in flight (ignored)", c->client_id,
+                 ack_name(p->type), id);
     return 0;
 }

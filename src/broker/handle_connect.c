@@ -65,8 +65,8 @@ static int refuse_at(struct conn *c, enum log_level level, uint8_t code, uint8_t
     ack.u.connack.code = code;
     conn_send(c, &ack);
     propbuf_free(&pb);
-    return conn_fail_at(c, level, c->out.version == MQTT_V5 ? "CONNACK 0x%02x: %s" : "CONNACK %u: %s",
-                        code, why);
+    return conn_fail_at(
+        c, level, c->out.version == MQTT_V5 ? "CONNACK 0x%02x: %s" : "CONNACK %u: %s", code, why);
 }
 
 static int refuse_as(struct conn *c, uint8_t code, uint8_t reason, const char *told,
@@ -135,8 +135,7 @@ static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct
                               l->max_topic_length);
     if (rc < 0) {
         char topic_why[96];
-        topic_describe(rc, ck->will_topic.len, l->max_topic_length, topic_why,
-                       sizeof(topic_why));
+        topic_describe(rc, ck->will_topic.len, l->max_topic_length, topic_why, sizeof(topic_why));
         snprintf(why, sizeof(why), "will topic refused: %s", topic_why);
         return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_TOPIC_NAME_INVALID, why);
     }
@@ -230,8 +229,8 @@ static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct ins
         return refuse_login(c, &ck->username, "the password is no live token of instance",
                             t ? " (it belongs to another instance)" : " (unknown or revoked)");
     if (t->expires && t->expires <= time(NULL)) {
-        snprintf(why, sizeof(why), "not authorized: token %s of instance '%s' has expired",
-                 t->id, name);
+        snprintf(why, sizeof(why), "not authorized: token %s of instance '%s' has expired", t->id,
+                 name);
         return refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0, "not authorized: the token has expired",
                          why);
     }
@@ -275,15 +274,18 @@ static int refuse_over_quota(struct conn *c, struct instance *inst)
     char why[160];
 
     if (l->max_sessions && inst->persistent_sessions >= l->max_sessions) {
-        snprintf(why, sizeof(why), "quota exceeded: instance '%s' has %zu persistent sessions "
-                 "(max-sessions %zu)", inst->name, inst->persistent_sessions, l->max_sessions);
+        snprintf(why, sizeof(why),
+                 "quota exceeded: instance '%s' has %zu persistent sessions "
+                 "(max-sessions %zu)",
+                 inst->name, inst->persistent_sessions, l->max_sessions);
         instance_note_refusal(inst, INSTANCE_REFUSED_SESSIONS,
                               "new persistent sessions refused (max-sessions %zu)",
                               l->max_sessions);
     } else if (instance_over_bytes(inst)) {
-        snprintf(why, sizeof(why), "quota exceeded: instance '%s' holds %zu bytes "
-                 "(max-instance-bytes %zu)", inst->name, inst->account->bytes,
-                 l->max_instance_bytes);
+        snprintf(why, sizeof(why),
+                 "quota exceeded: instance '%s' holds %zu bytes "
+                 "(max-instance-bytes %zu)",
+                 inst->name, inst->account->bytes, l->max_instance_bytes);
         instance_note_refusal(inst, INSTANCE_REFUSED_BYTES,
                               "new persistent sessions refused (max-instance-bytes %zu)",
                               l->max_instance_bytes);
@@ -357,11 +359,11 @@ static bool topic_safe(const char *s)
 
 /* What the CONNACK to an MQTT 5 client says about the connection it got. */
 struct connack5 {
-    const char *assigned_id;  /* the id the broker gave it, or NULL */
-    bool keepalive_changed;   /* announce Server Keep Alive */
-    bool expiry_changed;      /* announce the Session Expiry Interval granted */
+    const char *assigned_id; /* the id the broker gave it, or NULL */
+    bool keepalive_changed;  /* announce Server Keep Alive */
+    bool expiry_changed;     /* announce the Session Expiry Interval granted */
     uint32_t expiry;
-    bool response_info;       /* it asked for Response Information */
+    bool response_info; /* it asked for Response Information */
 };
 
 /* A client id within the default max-client-id fits on the stack, whatever its UTF-8. */
@@ -526,8 +528,10 @@ static int connect_quotas(struct conn *c, struct connecting *cn)
     bool takes_over = cn->s && cn->s->conn;
     if (l->max_connections && inst->conn_count >= l->max_connections && !takes_over) {
         char why[160];
-        snprintf(why, sizeof(why), "server unavailable: instance '%s' has %zu connections "
-                 "(max-connections %zu)", inst->name, inst->conn_count, l->max_connections);
+        snprintf(why, sizeof(why),
+                 "server unavailable: instance '%s' has %zu connections "
+                 "(max-connections %zu)",
+                 inst->name, inst->conn_count, l->max_connections);
         return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
     }
     cn->expiry =
@@ -634,7 +638,9 @@ static int connect_accept(struct conn *c, struct connecting *cn)
              "%u s, session expiry %ld s%s)",
              c->client_id, c->link->meta.peer, cn->inst->name, token ? " with token " : "",
              token ? token->id : "",
-             ck->version == MQTT_V31 ? "3.1" : ck->version == MQTT_V5 ? "5.0" : "3.1.1",
+             ck->version == MQTT_V31  ? "3.1"
+             : ck->version == MQTT_V5 ? "5.0"
+                                      : "3.1.1",
              ck->clean, c->keepalive,
              cn->granted == SESSION_NEVER_EXPIRES ? -1L : (long)cn->granted,
              cn->session_present ? ", session resumed" : "");

@@ -269,9 +269,10 @@ static int publish_retained_room(struct conn *c, const struct mqtt_publish *pub,
         snprintf(why, sizeof(why), "quota exceeded: %zu MB resident, over max-memory %zu MB",
                  b->memory_resident >> 20, b->max_memory >> 20);
     else
-        snprintf(why, sizeof(why), "quota exceeded: instance %s holds %zu retained messages "
-                 "(max-retained %zu)", inst->name, topic_tree_retained_count(inst->tree),
-                 inst->limits.max_retained);
+        snprintf(why, sizeof(why),
+                 "quota exceeded: instance %s holds %zu retained messages "
+                 "(max-retained %zu)",
+                 inst->name, topic_tree_retained_count(inst->tree), inst->limits.max_retained);
     return answered(refuse_publish(c, pub, MQTT_RC_QUOTA_EXCEEDED, why));
 }
 

@@ -22,15 +22,15 @@
 
 /* A filter granted by one SUBSCRIBE: retained messages may follow the SUBACK for it. */
 struct granted {
-    char *filter;       /* normalised; owned; NULL when refused, shared, or repeated later */
+    char *filter;           /* normalised; owned; NULL when refused, shared, or repeated later */
     struct session_sub sub; /* its options, for the retained messages */
-    bool send_retained; /* as its Retain Handling says */
+    bool send_retained;     /* as its Retain Handling says */
 };
 
 /* The filters one SUBSCRIBE refused, for the one line it logs however many there are. */
 struct refusals {
     size_t count;
-    size_t over_quota;    /* refused for max-instance-bytes: the instance's line counts them */
+    size_t over_quota; /* refused for max-instance-bytes: the instance's line counts them */
     size_t out_of_memory;
     char first_filter[160];
     char first_why[128];  /* for the log */
@@ -98,8 +98,8 @@ static bool filter_split(const struct mqtt_buf *raw, struct filter_parts *out)
  * wildcard), and the whole of "$share/GROUP/FILTER" within the topic length.
  * Returns 0, or -1 with the reason in `why`.
  */
-static int filter_check(const struct mqtt_buf *raw, const struct filter_parts *fp,
-                        size_t max_len, char *why, size_t size)
+static int filter_check(const struct mqtt_buf *raw, const struct filter_parts *fp, size_t max_len,
+                        char *why, size_t size)
 {
     int rc = topic_check_filter((const char *)fp->filter.data, fp->filter.len, max_len);
     if (rc < 0) {
@@ -153,12 +153,16 @@ static int subscribe_enter(struct session *s, struct session_sub *sub,
     struct instance *inst = s->instance;
 
     if (!fp->shared) {
-        struct topic_sub ts = {.owner = s, .options = sub->options,
-                               .leading_slash = sub->leading_slash, .sub_id = sub->sub_id};
+        struct topic_sub ts = {.owner = s,
+                               .options = sub->options,
+                               .leading_slash = sub->leading_slash,
+                               .sub_id = sub->sub_id};
         return topic_tree_subscribe(inst->tree, sub->filter, &ts);
     }
-    struct share_member m = {.session = s, .options = sub->options,
-                             .leading_slash = sub->leading_slash, .sub_id = sub->sub_id};
+    struct share_member m = {.session = s,
+                             .options = sub->options,
+                             .leading_slash = sub->leading_slash,
+                             .sub_id = sub->sub_id};
     /* The instance's key is "GROUP/FILTER": the session's without "$share/". */
     return share_join(inst, sub->filter + strlen("$share/"), fp->group_len, &m, &sub->share);
 }
@@ -189,13 +193,14 @@ static uint8_t filter_refusal(struct conn *c, const struct mqtt_buf *filter,
     char why[128];
 
     if (!filter_split(filter, fp)) {
-        snprintf(why, sizeof(why), "a shared subscription needs $share/GROUP/FILTER, GROUP "
+        snprintf(why, sizeof(why),
+                 "a shared subscription needs $share/GROUP/FILTER, GROUP "
                  "without wildcards");
         refusal_note(c, r, filter, why, why);
         return refused(c, MQTT_RC_TOPIC_FILTER_INVALID);
     }
-    if (filter_check(filter, fp, c->session->instance->limits.max_topic_length, why,
-                     sizeof(why)) < 0) {
+    if (filter_check(filter, fp, c->session->instance->limits.max_topic_length, why, sizeof(why)) <
+        0) {
         refusal_note(c, r, filter, why, why);
         return refused(c, MQTT_RC_TOPIC_FILTER_INVALID);
     }
@@ -216,8 +221,10 @@ static uint8_t access_refusal(struct conn *c, const struct mqtt_buf *filter, con
     case ACCESS_ALLOWED:
         break;
     case ACCESS_OUTSIDE:
-        snprintf(why, sizeof(why), "not authorized: not allowed by token %s (outside its sub "
-                 "filters)", c->token->id);
+        snprintf(why, sizeof(why),
+                 "not authorized: not allowed by token %s (outside its sub "
+                 "filters)",
+                 c->token->id);
         refusal_note(c, r, filter, "not authorized", why);
         return refused(c, MQTT_RC_NOT_AUTHORIZED);
     case ACCESS_DENIED:
@@ -244,15 +251,18 @@ static uint8_t quota_refusal(struct conn *c, const struct mqtt_buf *filter, cons
     if (session_sub_find(s, key))
         return 0;
     if (s->sub_count >= l->max_subscriptions) {
-        snprintf(why, sizeof(why), "quota exceeded: already %zu subscriptions "
-                 "(max-subscriptions %zu)", s->sub_count, l->max_subscriptions);
+        snprintf(why, sizeof(why),
+                 "quota exceeded: already %zu subscriptions "
+                 "(max-subscriptions %zu)",
+                 s->sub_count, l->max_subscriptions);
         refusal_note(c, r, filter, why, why);
         return refused(c, MQTT_RC_QUOTA_EXCEEDED);
     }
     if (instance_over_bytes(s->instance)) {
-        snprintf(why, sizeof(why), "quota exceeded: instance holds %zu bytes "
-                 "(max-instance-bytes %zu)", s->instance->account->bytes,
-                 l->max_instance_bytes);
+        snprintf(why, sizeof(why),
+                 "quota exceeded: instance holds %zu bytes "
+                 "(max-instance-bytes %zu)",
+                 s->instance->account->bytes, l->max_instance_bytes);
         refusal_note(c, r, filter, why, why);
         r->over_quota++;
         instance_note_refusal(s->instance, INSTANCE_REFUSED_BYTES,
@@ -321,8 +331,7 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e, u
     sub.filter = filter_key(&fp, &sub.leading_slash);
     if (!sub.filter)
         return refusal_oom(c, r, &e->filter);
-    const char *plain = fp.shared ? sub.filter + strlen("$share/") + fp.group_len + 1
-                                  : sub.filter;
+    const char *plain = fp.shared ? sub.filter + strlen("$share/") + fp.group_len + 1 : sub.filter;
     if (!(code = access_refusal(c, &e->filter, plain, r)))
         code = quota_refusal(c, &e->filter, sub.filter, r);
     if (code) {
@@ -508,8 +517,7 @@ static int unsubscribe_one(struct conn *c, const struct mqtt_topic_entry *e, uin
     }
     char why[128];
     if (!filter_split(&e->filter, &fp) ||
-        filter_check(&e->filter, &fp, s->instance->limits.max_topic_length, why,
-                     sizeof(why)) < 0) {
+        filter_check(&e->filter, &fp, s->instance->limits.max_topic_length, why, sizeof(why)) < 0) {
         *code = MQTT_RC_TOPIC_FILTER_INVALID;
         return 0;
     }

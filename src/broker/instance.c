@@ -57,8 +57,7 @@ void instance_free(struct instance *inst)
     free(inst);
 }
 
-void instance_note_refusal(struct instance *inst, enum instance_refusal why, const char *fmt,
-                           ...)
+void instance_note_refusal(struct instance *inst, enum instance_refusal why, const char *fmt, ...)
 {
     struct log_every *e = &inst->refused[why];
     char what[256];

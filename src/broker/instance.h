@@ -38,21 +38,21 @@ enum instance_refusal {
 
 struct instance {
     struct broker *broker;
-    char *name;               /* owned */
-    int64_t serial;           /* cloud: the catalog's; another one means a new instance */
-    bool deleting;            /* gone from the catalog; freed by broker_apply_catalog() */
-    bool limits_changed;      /* broker_apply_catalog(): its conns re-arm their timers */
+    char *name;          /* owned */
+    int64_t serial;      /* cloud: the catalog's; another one means a new instance */
+    bool deleting;       /* gone from the catalog; freed by broker_apply_catalog() */
+    bool limits_changed; /* broker_apply_catalog(): its conns re-arm their timers */
     struct instance *next_deleted;
     struct limits limits;
-    struct account *account;  /* bytes held for it (one reference); see util/account.h */
-    struct topic_tree *tree;  /* owned */
-    struct strmap sessions;   /* client id -> struct session (owned) */
-    size_t persistent_sessions; /* sessions with an expiry, online or not (max-sessions) */
-    struct strmap shares;     /* "GROUP/FILTER" -> struct share_group (owned) */
-    uint64_t messages_in;     /* PUBLISHes accepted */
-    uint64_t messages_out;    /* deliveries handed to sessions */
-    size_t conn_count;        /* live connections logged in to it (max-connections) */
-    struct bucket rate;       /* max-instance-messages-per-second, shared by its conns */
+    struct account *account;           /* bytes held for it (one reference); see util/account.h */
+    struct topic_tree *tree;           /* owned */
+    struct strmap sessions;            /* client id -> struct session (owned) */
+    size_t persistent_sessions;        /* sessions with an expiry, online or not (max-sessions) */
+    struct strmap shares;              /* "GROUP/FILTER" -> struct share_group (owned) */
+    uint64_t messages_in;              /* PUBLISHes accepted */
+    uint64_t messages_out;             /* deliveries handed to sessions */
+    size_t conn_count;                 /* live connections logged in to it (max-connections) */
+    struct bucket rate;                /* max-instance-messages-per-second, shared by its conns */
     struct log_every retained_refused; /* retained messages not kept at max-retained */
     struct log_every refused[INSTANCE_REFUSALS]; /* what its limits turned away */
 };
@@ -77,8 +77,8 @@ static inline bool instance_over_bytes(const struct instance *inst)
  * Count one thing refused for `why` and log it, at most once every 10 s per
  * instance and reason: "instance NAME: quota exceeded: WHAT (N so far)".
  */
-void instance_note_refusal(struct instance *inst, enum instance_refusal why, const char *fmt,
-                           ...) __attribute__((format(printf, 3, 4)));
+void instance_note_refusal(struct instance *inst, enum instance_refusal why, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /*
  * max-messages-per-second of one connection (`conn_rate`, may be NULL) and

@@ -17,11 +17,11 @@ struct account;
 
 struct message {
     unsigned refs;
-    uint8_t qos;     /* QoS it was published with */
-    bool retain;     /* published with the retain flag */
+    uint8_t qos; /* QoS it was published with */
+    bool retain; /* published with the retain flag */
     size_t topic_len;
     size_t payload_len;
-    char *topic;     /* normalised (no leading '/'), NUL-terminated; points into the same block */
+    char *topic;      /* normalised (no leading '/'), NUL-terminated; points into the same block */
     uint8_t *payload; /* points into the same block */
     /*
      * MQTT 5: the properties passed on to subscribers untouched (Payload
@@ -30,8 +30,8 @@ struct message {
      */
     uint8_t *props;
     size_t props_len;
-    uint32_t expiry;     /* Message Expiry Interval in seconds; 0: never expires */
-    uint64_t created_ms; /* clock_ms() when it was published: the expiry counts from it */
+    uint32_t expiry;         /* Message Expiry Interval in seconds; 0: never expires */
+    uint64_t created_ms;     /* clock_ms() when it was published: the expiry counts from it */
     struct account *account; /* charged with its bytes while it lives (a reference), or NULL */
 };
 
@@ -39,7 +39,7 @@ struct message {
 struct message_v5 {
     const uint8_t *props; /* the properties to pass on, in wire form */
     size_t props_len;
-    uint32_t expiry;      /* seconds; 0: none */
+    uint32_t expiry; /* seconds; 0: none */
 };
 
 /*

@@ -20,8 +20,8 @@ size_t packet_size_max(const struct limits *l, uint8_t type, const char **what)
     case MQTT_CONNECT:
         /* Fixed part; client id (4 bytes per UTF-8 character at most); will; credentials. */
         *what = "max-client-id, max-topic-length and max-payload";
-        return 10 + 2 * PACKET_PROPERTY_ROOM + 2 + 4 * l->max_client_id + 2 +
-               l->max_topic_length + 2 + l->max_payload + 2 * any_string;
+        return 10 + 2 * PACKET_PROPERTY_ROOM + 2 + 4 * l->max_client_id + 2 + l->max_topic_length +
+               2 + l->max_payload + 2 * any_string;
     case MQTT_SUBSCRIBE:
     case MQTT_UNSUBSCRIBE: {
         /* Enough for every allowed subscription at full length, and never less than 64 KB. */

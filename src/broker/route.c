@@ -19,9 +19,8 @@
 /* At most one line per instance this often about retained messages not kept. */
 #define ROUTE_RETAINED_LOG_INTERVAL_SEC 10
 
-bool route_will(struct instance *inst, struct message *will,
-                           const struct catalog_token *token, struct bucket *conn_rate,
-                           const char *client_id)
+bool route_will(struct instance *inst, struct message *will, const struct catalog_token *token,
+                struct bucket *conn_rate, const char *client_id)
 {
     if (token && !core_token_live(inst->broker, token)) {
         log_notice("client %s: will on %s not published: token %s was revoked or has expired",
@@ -30,8 +29,8 @@ bool route_will(struct instance *inst, struct message *will,
     }
     if (instance_over_bytes(inst)) {
         instance_note_refusal(inst, INSTANCE_REFUSED_WILL,
-                              "will of client %s not published (max-instance-bytes %zu)",
-                              client_id, inst->limits.max_instance_bytes);
+                              "will of client %s not published (max-instance-bytes %zu)", client_id,
+                              inst->limits.max_instance_bytes);
         return false;
     }
     /* A PUBLISH over the rate would wait for its connection to be read; a will cannot. */
@@ -79,8 +78,8 @@ static void route_add_id(struct broker *b, struct broker_match *m, uint32_t id)
  * Identifiers (MQTT-3.3.4-2 allows one copy or one per subscription; one copy
  * is what clients expect).
  */
-static void route_session(struct route *r, struct session *s, uint8_t options,
-                          bool leading_slash, uint32_t sub_id)
+static void route_session(struct route *r, struct session *s, uint8_t options, bool leading_slash,
+                          uint32_t sub_id)
 {
     struct broker *b = r->broker;
     uint8_t qos = options & MQTT_SUB_OPT_QOS;
@@ -106,8 +105,8 @@ static void route_session(struct route *r, struct session *s, uint8_t options,
         s->match_gen = b->match_gen;
         s->match_index = b->match_count;
         m = &b->matches[b->match_count++];
-        *m = (struct broker_match){.session = s, .qos = qos, .leading_slash = leading_slash,
-                                   .first_id = -1};
+        *m = (struct broker_match){
+            .session = s, .qos = qos, .leading_slash = leading_slash, .first_id = -1};
     }
     m->retain_as_published |= (options & MQTT_SUB_OPT_RETAIN_AS_PUBLISHED) != 0;
     if (sub_id)
@@ -209,8 +208,7 @@ static const uint32_t *match_ids(const struct broker *b, const struct broker_mat
         n++;
     uint32_t *ids = scratch_get(sc, n * sizeof(*ids));
     if (!ids) {
-        log_error("out of memory listing the subscription identifiers for %s",
-                  m->session->log_id);
+        log_error("out of memory listing the subscription identifiers for %s", m->session->log_id);
         *count = 0;
         return NULL;
     }
@@ -292,7 +290,7 @@ static void route_one_retained(void *ctx, const char *topic, void *msg)
 }
 
 void route_send_retained(struct instance *inst, struct session *s, const char *filter,
-                            const struct session_sub *sub)
+                         const struct session_sub *sub)
 {
     struct retained_ctx ctx = {.session = s, .sub = sub, .now = clock_ms()};
 

@@ -33,9 +33,8 @@ struct share_member;
  * bucket, NULL when the connection is long gone), not while the instance is
  * over max-instance-bytes. Returns true when it was published.
  */
-bool route_will(struct instance *inst, struct message *will,
-                const struct catalog_token *token, struct bucket *conn_rate,
-                const char *client_id);
+bool route_will(struct instance *inst, struct message *will, const struct catalog_token *token,
+                struct bucket *conn_rate, const char *client_id);
 
 /*
  * Route `m` to every session with a matching subscription, once per session

@@ -142,8 +142,7 @@ static bool prop_droppable(uint8_t id, bool connack)
  * it may go without (built in `pb`, which the caller frees). Returns false
  * when the packet has no such properties.
  */
-static bool strip_props(const struct mqtt_packet *pkt, struct mqtt_packet *bare,
-                        struct propbuf *pb)
+static bool strip_props(const struct mqtt_packet *pkt, struct mqtt_packet *bare, struct propbuf *pb)
 {
     struct mqtt_props *props;
     struct mqtt_prop prop;
@@ -181,7 +180,8 @@ static long sender_shrink(struct sender *s, const struct mqtt_packet **pkt,
     if (need < 0 || (size_t)need <= s->max_packet)
         return need;
     if ((*pkt)->type == MQTT_CONNACK) {
-        sender_fail(s, "its Maximum Packet Size %lu is smaller than the CONNACK it must get "
+        sender_fail(s,
+                    "its Maximum Packet Size %lu is smaller than the CONNACK it must get "
                     "(%ld bytes)",
                     (unsigned long)s->max_packet, need);
         return -1;
@@ -316,8 +316,8 @@ static int sender_add_payload(struct sender *s, struct message *m)
 }
 
 /* The topic as this delivery sends it: with a leading '/' when the subscription had one. */
-static char *delivery_topic(const struct message *m, const struct delivery *d,
-                            struct scratch *sc, size_t *len)
+static char *delivery_topic(const struct message *m, const struct delivery *d, struct scratch *sc,
+                            size_t *len)
 {
     *len = m->topic_len + (d->leading_slash ? 1 : 0);
     char *topic = scratch_get(sc, *len + 1);
@@ -333,8 +333,7 @@ static char *delivery_topic(const struct message *m, const struct delivery *d,
  * Encode the head of `pub` and queue it with `m`'s payload. Returns 0,
  * SENDER_SKIPPED (over the client's Maximum Packet Size), or -1 (closed).
  */
-static int sender_queue_publish(struct sender *s, const struct mqtt_publish *pub,
-                                struct message *m)
+static int sender_queue_publish(struct sender *s, const struct mqtt_publish *pub, struct message *m)
 {
     uint8_t small[16 + 256 + PROPBUF_SMALL];
     struct scratch sc = SCRATCH_INIT(small);

@@ -37,25 +37,25 @@ struct delivery {
 };
 
 struct sender {
-    struct link *link;         /* where the bytes go (the connection's) */
-    uint8_t version;           /* protocol level from CONNECT */
-    bool closed;               /* the connection is closing: nothing more is sent */
+    struct link *link;           /* where the bytes go (the connection's) */
+    uint8_t version;             /* protocol level from CONNECT */
+    bool closed;                 /* the connection is closing: nothing more is sent */
     const struct limits *limits; /* max-outbound-bytes: the instance's once logged in */
 
     /* What the client said it can take (MQTT 5 CONNECT). */
-    uint16_t receive_max;      /* its Receive Maximum: bounds our window; 0: max-inflight */
-    uint32_t max_packet;       /* its Maximum Packet Size; 0: no limit */
-    uint16_t alias_max;        /* Topic Alias Maximum it accepts from us */
-    struct strmap aliases;     /* topic -> alias we gave it (as uintptr_t) */
+    uint16_t receive_max;  /* its Receive Maximum: bounds our window; 0: max-inflight */
+    uint32_t max_packet;   /* its Maximum Packet Size; 0: no limit */
+    uint16_t alias_max;    /* Topic Alias Maximum it accepts from us */
+    struct strmap aliases; /* topic -> alias we gave it (as uintptr_t) */
     uint16_t alias_count;
 
     /* Its output counts against its instance's bytes from login until it is freed. */
-    struct account *account;   /* a reference; NULL before login */
-    size_t charged;            /* bytes of output charged: never less than pending */
+    struct account *account; /* a reference; NULL before login */
+    size_t charged;          /* bytes of output charged: never less than pending */
 
-    struct log_every dropped;  /* QoS 0 messages dropped because the output was full */
-    const char *who;           /* the client, for the log (the conn's client id) */
-    const char *peer;          /* its address, for the log */
+    struct log_every dropped; /* QoS 0 messages dropped because the output was full */
+    const char *who;          /* the client, for the log (the conn's client id) */
+    const char *peer;         /* its address, for the log */
     void (*fail)(void *owner, const char *why); /* close the connection, logging `why` */
     void *owner;
 };

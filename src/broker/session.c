@@ -224,8 +224,11 @@ static struct outgoing *list_pop(struct outgoing **head, struct outgoing **tail)
 
 static struct delivery outgoing_delivery(const struct outgoing *o)
 {
-    struct delivery d = {.qos = o->qos, .retain = o->retain, .leading_slash = o->leading_slash,
-                         .sub_ids = o->sub_ids, .sub_id_count = o->sub_id_count};
+    struct delivery d = {.qos = o->qos,
+                         .retain = o->retain,
+                         .leading_slash = o->leading_slash,
+                         .sub_ids = o->sub_ids,
+                         .sub_id_count = o->sub_id_count};
     return d;
 }
 
@@ -293,8 +296,7 @@ void session_fill_window(struct session *s)
 }
 
 /* A queue entry for `m` as `d` says, with its own copy of the subscription ids. */
-static struct outgoing *outgoing_new(struct session *s, struct message *m,
-                                     const struct delivery *d)
+static struct outgoing *outgoing_new(struct session *s, struct message *m, const struct delivery *d)
 {
     size_t ids = d->sub_id_count > UINT16_MAX ? UINT16_MAX : d->sub_id_count;
     struct outgoing *o = calloc(1, sizeof(*o) + ids * sizeof(o->sub_ids[0]));
@@ -342,8 +344,8 @@ void session_deliver(struct session *s, struct message *m, const struct delivery
     if (core_memory_full(s->instance->broker)) {
         s->dropped++;
         instance_note_refusal(s->instance, INSTANCE_REFUSED_MEMORY,
-                              "over max-memory: a message on %s not queued for client %s",
-                              m->topic, s->log_id);
+                              "over max-memory: a message on %s not queued for client %s", m->topic,
+                              s->log_id);
         outgoing_free_list(s, o);
         return;
     }

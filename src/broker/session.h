@@ -37,10 +37,10 @@ struct share_group;
 
 /* One subscription the session holds, as given to the topic tree. */
 struct session_sub {
-    char *filter;      /* normalised; "$share/GROUP/" + normalised filter when shared; owned */
-    uint8_t options;   /* MQTT_SUB_OPT_*: granted QoS in bits 0-1 */
+    char *filter;    /* normalised; "$share/GROUP/" + normalised filter when shared; owned */
+    uint8_t options; /* MQTT_SUB_OPT_*: granted QoS in bits 0-1 */
     bool leading_slash;
-    uint32_t sub_id;   /* MQTT 5 Subscription Identifier; 0: none */
+    uint32_t sub_id;           /* MQTT 5 Subscription Identifier; 0: none */
     struct share_group *share; /* a shared subscription's group (the instance's); else NULL */
 };
 
@@ -56,25 +56,25 @@ struct outgoing {
     struct message *msg; /* one reference; NULL once PUBREL was sent */
     uint16_t packet_id;  /* 0 while queued */
     uint8_t qos;
-    uint8_t state;       /* enum outgoing_state */
+    uint8_t state; /* enum outgoing_state */
     bool leading_slash;
-    bool retain;         /* the RETAIN flag to send */
+    bool retain; /* the RETAIN flag to send */
     uint16_t sub_id_count;
     struct outgoing *next;
-    uint32_t sub_ids[];  /* its Subscription Identifiers */
+    uint32_t sub_ids[]; /* its Subscription Identifiers */
 };
 
 struct session {
     struct instance *instance;
-    char *client_id;          /* owned */
-    char log_id[80];          /* client_id escaped and truncated for the log */
-    uint32_t expiry;          /* seconds it outlives its connection; 0: ends with it
-                                 (set through session_set_expiry) */
-    struct conn *conn;        /* its client's connection, for the modules above; NULL offline */
-    struct sender *out;       /* that connection's sender; NULL offline */
+    char *client_id;             /* owned */
+    char log_id[80];             /* client_id escaped and truncated for the log */
+    uint32_t expiry;             /* seconds it outlives its connection; 0: ends with it
+                                    (set through session_set_expiry) */
+    struct conn *conn;           /* its client's connection, for the modules above; NULL offline */
+    struct sender *out;          /* that connection's sender; NULL offline */
     struct catalog_token *token; /* cloud: the token of the last login (a reference);
                                     what it may read is checked at every delivery */
-    bool token_events;        /* subscribed to [mqtt]tokenevents */
+    bool token_events;           /* subscribed to [mqtt]tokenevents */
 
     struct session_sub *subs; /* owned array */
     size_t sub_count, sub_cap;
@@ -85,8 +85,8 @@ struct session {
     /* Waiting for room in the window, or for the client to come back. */
     struct outgoing *queue_head, *queue_tail;
     size_t queue_count;
-    uint64_t dropped;         /* queued messages dropped at the bound */
-    uint64_t expired;         /* queued messages dropped at their expiry */
+    uint64_t dropped; /* queued messages dropped at the bound */
+    uint64_t expired; /* queued messages dropped at their expiry */
 
     uint16_t last_packet_id;   /* the id given last; the next one is searched after it */
     struct idset outgoing_ids; /* the packet ids of the in-flight window */

@@ -125,10 +125,9 @@ void timers_token_warning(struct conn *c)
     c->token_warning_due = true;
     if (c->token_warned || c->state != CONN_ACTIVE || !c->session || !c->session->token_events)
         return;
-    struct message *m =
-        message_new(TIMERS_TOKEN_EVENTS_TOPIC, strlen(TIMERS_TOKEN_EVENTS_TOPIC),
-                    (const uint8_t *)TIMERS_TOKEN_WARNING_PAYLOAD,
-                    strlen(TIMERS_TOKEN_WARNING_PAYLOAD), 0, false, NULL);
+    struct message *m = message_new(TIMERS_TOKEN_EVENTS_TOPIC, strlen(TIMERS_TOKEN_EVENTS_TOPIC),
+                                    (const uint8_t *)TIMERS_TOKEN_WARNING_PAYLOAD,
+                                    strlen(TIMERS_TOKEN_WARNING_PAYLOAD), 0, false, NULL);
     if (!m) {
         conn_close(c, "out of memory sending the token's expiry warning");
         return;
@@ -136,9 +135,9 @@ void timers_token_warning(struct conn *c)
     c->token_warned = true;
     struct delivery d = {.qos = 0};
     if (sender_publish(&c->out, m, &d, 0, false) == 0)
-        log_info("client %s: token %s expires in %lld s: sent %s on %s", c->client_id,
-                 c->token->id, (long long)(c->token->expires - time(NULL)),
-                 TIMERS_TOKEN_WARNING_PAYLOAD, TIMERS_TOKEN_EVENTS_TOPIC);
+        log_info("client %s: token %s expires in %lld s: sent %s on %s", c->client_id, c->token->id,
+                 (long long)(c->token->expires - time(NULL)), TIMERS_TOKEN_WARNING_PAYLOAD,
+                 TIMERS_TOKEN_EVENTS_TOPIC);
     message_unref(m);
 }
 

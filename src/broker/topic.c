@@ -172,7 +172,7 @@ struct topic_tree {
     size_t retained_count;
     size_t bytes;            /* allocated for the tree itself, charged to `account` */
     struct account *account; /* not owned; NULL: counted in `bytes` only */
-    long fail_after; /* test hook: allocations left before failing, < 0 = never */
+    long fail_after;         /* test hook: allocations left before failing, < 0 = never */
 };
 
 #define CHILD_MIN_CAP 4
@@ -607,8 +607,7 @@ bool topic_filter_matches(const char *filter, const char *topic, bool dollar_too
             return true; /* also when the topic has ended: "a/#" matches "a" */
         if (!t)
             return false;
-        if (!level_is(f, '+') &&
-            (level_len(f) != level_len(t) || memcmp(f, t, level_len(f)) != 0))
+        if (!level_is(f, '+') && (level_len(f) != level_len(t) || memcmp(f, t, level_len(f)) != 0))
             return false;
         f = level_next(f);
         t = level_next(t);
@@ -640,8 +639,7 @@ bool topic_filter_covers(const char *outer, const char *inner, bool dollar_too)
     return i == NULL;
 }
 
-void topic_tree_match(const struct topic_tree *t, const char *topic, topic_match_fn fn,
-                      void *ctx)
+void topic_tree_match(const struct topic_tree *t, const char *topic, topic_match_fn fn, void *ctx)
 {
     tree_match_from(t, t->root, topic, fn, ctx);
 }
@@ -723,16 +721,16 @@ static void name_pop(struct name_buf *b, size_t len)
     b->p[len] = '\0';
 }
 
-static void retained_report(const struct topic_node *n, struct name_buf *b,
-                            topic_retained_fn fn, void *ctx)
+static void retained_report(const struct topic_node *n, struct name_buf *b, topic_retained_fn fn,
+                            void *ctx)
 {
     if (n->retained)
         fn(ctx, b->p, n->retained);
 }
 
 /* Retained messages live only on literal levels, so `+` and `#` children are not visited. */
-static void retained_all(const struct topic_tree *t, const struct topic_node *n,
-                         struct name_buf *b, topic_retained_fn fn, void *ctx)
+static void retained_all(const struct topic_tree *t, const struct topic_node *n, struct name_buf *b,
+                         topic_retained_fn fn, void *ctx)
 {
     retained_report(n, b, fn, ctx);
     for (size_t i = 0; i < n->child_cap; i++) {
@@ -748,8 +746,7 @@ static void retained_all(const struct topic_tree *t, const struct topic_node *n,
 }
 
 static void retained_match_from(const struct topic_tree *t, const struct topic_node *n,
-                                const char *p, struct name_buf *b, topic_retained_fn fn,
-                                void *ctx)
+                                const char *p, struct name_buf *b, topic_retained_fn fn, void *ctx)
 {
     if (!p) {
         retained_report(n, b, fn, ctx);
@@ -784,8 +781,8 @@ static void retained_match_from(const struct topic_tree *t, const struct topic_n
     name_pop(b, saved);
 }
 
-void topic_tree_retained_match(const struct topic_tree *t, const char *filter,
-                               topic_retained_fn fn, void *ctx)
+void topic_tree_retained_match(const struct topic_tree *t, const char *filter, topic_retained_fn fn,
+                               void *ctx)
 {
     struct name_buf b;
     b.p = b.inline_buf;

@@ -78,12 +78,12 @@ bool topic_filter_covers(const char *outer, const char *inner, bool dollar_too);
 
 /* One subscription as the tree stores it. */
 struct topic_sub {
-    void *owner;       /* the subscriber (a session, or a share group when `shared`);
-                          never dereferenced by the tree */
-    uint8_t options;   /* SUBSCRIBE options byte: QoS in bits 0-1, MQTT 5 flags above */
+    void *owner;        /* the subscriber (a session, or a share group when `shared`);
+                           never dereferenced by the tree */
+    uint8_t options;    /* SUBSCRIBE options byte: QoS in bits 0-1, MQTT 5 flags above */
     bool leading_slash; /* the filter as subscribed had a leading '/' */
-    bool shared;       /* owner is a struct share_group */
-    uint32_t sub_id;   /* MQTT 5 subscription identifier, 0 for none */
+    bool shared;        /* owner is a struct share_group */
+    uint32_t sub_id;    /* MQTT 5 subscription identifier, 0 for none */
 };
 
 struct account;
@@ -131,8 +131,7 @@ typedef void (*topic_match_fn)(void *ctx, const struct topic_sub *sub);
  * `a/#` matches `a`. The same owner may be reported once per matching filter;
  * deduplication is the caller's. `fn` must not change the tree.
  */
-void topic_tree_match(const struct topic_tree *t, const char *topic, topic_match_fn fn,
-                      void *ctx);
+void topic_tree_match(const struct topic_tree *t, const char *topic, topic_match_fn fn, void *ctx);
 
 /*
  * Set the retained message of the normalised topic name `topic` to `msg`
@@ -152,8 +151,8 @@ typedef void (*topic_retained_fn)(void *ctx, const char *topic, void *msg);
  * `filter` (with the `$` rule), passing the normalised topic name.
  * `fn` must not change the tree.
  */
-void topic_tree_retained_match(const struct topic_tree *t, const char *filter,
-                               topic_retained_fn fn, void *ctx);
+void topic_tree_retained_match(const struct topic_tree *t, const char *filter, topic_retained_fn fn,
+                               void *ctx);
 
 /* Number of retained messages in the tree. */
 size_t topic_tree_retained_count(const struct topic_tree *t);

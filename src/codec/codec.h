@@ -159,33 +159,33 @@ struct mqtt_packet {
         struct mqtt_connack connack;
         struct mqtt_publish publish;
         struct mqtt_ack ack;
-        struct mqtt_subscribe subscribe; /* also UNSUBSCRIBE */
-        struct mqtt_suback suback;       /* also UNSUBACK */
+        struct mqtt_subscribe subscribe;   /* also UNSUBSCRIBE */
+        struct mqtt_suback suback;         /* also UNSUBACK */
         struct mqtt_disconnect disconnect; /* also AUTH */
     } u;
 };
 
 enum codec_err {
     CODEC_OK = 0,
-    CODEC_INCOMPLETE = -1,        /* not an error: more bytes are needed */
-    CODEC_E_REMAINING_LENGTH = -2, /* variable integer longer than 4 bytes */
-    CODEC_E_PACKET_TYPE = -3,      /* type 0, or 15 before MQTT 5 */
-    CODEC_E_HEADER_FLAGS = -4,     /* reserved fixed-header flags wrong */
-    CODEC_E_TRUNCATED = -5,        /* a field runs past the packet */
-    CODEC_E_TRAILING = -6,         /* bytes left after the last field */
-    CODEC_E_UTF8 = -7,             /* invalid UTF-8, or a surrogate */
-    CODEC_E_NUL = -8,              /* U+0000 in a string */
-    CODEC_E_PROTOCOL_NAME = -9,    /* name/level pair not MQIsdp/3 or MQTT/4,5 */
-    CODEC_E_CONNECT_FLAGS = -10,   /* reserved bit, will or password flags inconsistent */
-    CODEC_E_QOS = -11,             /* QoS 3 */
-    CODEC_E_PACKET_ID = -12,       /* packet identifier 0 where one is required */
-    CODEC_E_NO_TOPICS = -13,       /* SUBSCRIBE or UNSUBSCRIBE without a filter */
-    CODEC_E_SUB_OPTIONS = -14,     /* reserved subscription option bits set */
-    CODEC_E_TOPIC = -15,           /* empty topic name, or a wildcard in a topic name */
-    CODEC_E_PROPERTY = -16,        /* unknown, duplicated or misplaced property, or bad length */
-    CODEC_E_REASON = -17,          /* reason code not valid for this packet */
-    CODEC_E_TOO_LARGE = -18,       /* packet larger than the caller's maximum */
-    CODEC_E_NOSPACE = -19,         /* encode: not representable (e.g. over the maximum length) */
+    CODEC_INCOMPLETE = -1,           /* not an error: more bytes are needed */
+    CODEC_E_REMAINING_LENGTH = -2,   /* variable integer longer than 4 bytes */
+    CODEC_E_PACKET_TYPE = -3,        /* type 0, or 15 before MQTT 5 */
+    CODEC_E_HEADER_FLAGS = -4,       /* reserved fixed-header flags wrong */
+    CODEC_E_TRUNCATED = -5,          /* a field runs past the packet */
+    CODEC_E_TRAILING = -6,           /* bytes left after the last field */
+    CODEC_E_UTF8 = -7,               /* invalid UTF-8, or a surrogate */
+    CODEC_E_NUL = -8,                /* U+0000 in a string */
+    CODEC_E_PROTOCOL_NAME = -9,      /* name/level pair not MQIsdp/3 or MQTT/4,5 */
+    CODEC_E_CONNECT_FLAGS = -10,     /* reserved bit, will or password flags inconsistent */
+    CODEC_E_QOS = -11,               /* QoS 3 */
+    CODEC_E_PACKET_ID = -12,         /* packet identifier 0 where one is required */
+    CODEC_E_NO_TOPICS = -13,         /* SUBSCRIBE or UNSUBSCRIBE without a filter */
+    CODEC_E_SUB_OPTIONS = -14,       /* reserved subscription option bits set */
+    CODEC_E_TOPIC = -15,             /* empty topic name, or a wildcard in a topic name */
+    CODEC_E_PROPERTY = -16,          /* unknown, duplicated or misplaced property, or bad length */
+    CODEC_E_REASON = -17,            /* reason code not valid for this packet */
+    CODEC_E_TOO_LARGE = -18,         /* packet larger than the caller's maximum */
+    CODEC_E_NOSPACE = -19,           /* encode: not representable (e.g. over the maximum length) */
     CODEC_E_PROPERTY_PROTOCOL = -20, /* a property repeated, or a value MQTT 5 calls a Protocol
                                         Error (0 where it must not be, a flag above 1) */
 };
@@ -278,8 +278,8 @@ long codec_encode(const struct mqtt_packet *pkt, uint8_t version, uint8_t *out, 
  * payload can be sized with cap = 0 first; it is complete when *pos <= cap.
  * Returns 0 (and leaves *pos alone) for a filter over 65535 bytes.
  */
-size_t codec_put_topic(uint8_t *out, size_t cap, size_t *pos, const char *filter,
-                       size_t filter_len, bool subscribe, uint8_t options);
+size_t codec_put_topic(uint8_t *out, size_t cap, size_t *pos, const char *filter, size_t filter_len,
+                       bool subscribe, uint8_t options);
 
 /*
  * Encode the head of a PUBLISH: fixed header, topic, packet id and (MQTT 5)

@@ -63,17 +63,17 @@ struct link_ops {
 };
 
 struct link {
-    struct bufferevent *bev;    /* owned */
+    struct bufferevent *bev; /* owned */
     const struct link_ops *ops;
     struct link_meta meta;
     const struct link_events *events;
     void *owner;
-    struct event *timer;        /* the linger, then the drain; owned; made at link_close() */
-    bool any_input;             /* a byte has arrived (over TLS: the handshake is done) */
-    bool peer_eof;              /* the peer closed or the transport failed */
-    bool closing;               /* link_close() was called */
-    bool half_closed;           /* closing: our side is shut */
-    unsigned drain;             /* closing: seconds the peer gets to close after that */
+    struct event *timer; /* the linger, then the drain; owned; made at link_close() */
+    bool any_input;      /* a byte has arrived (over TLS: the handshake is done) */
+    bool peer_eof;       /* the peer closed or the transport failed */
+    bool closing;        /* link_close() was called */
+    bool half_closed;    /* closing: our side is shut */
+    unsigned drain;      /* closing: seconds the peer gets to close after that */
 };
 
 /*

@@ -34,15 +34,15 @@
 struct listener {
     struct broker *broker;
     struct evconnlistener *evl;
-    struct event *resume;       /* re-enables accepting after a pause */
-    uint64_t paused;            /* times accepting was paused for lack of descriptors */
+    struct event *resume; /* re-enables accepting after a pause */
+    uint64_t paused;      /* times accepting was paused for lack of descriptors */
     enum link_transport transport;
-    struct tls_server *tls;     /* tls://: the program's; NULL for tcp:// */
+    struct tls_server *tls; /* tls://: the program's; NULL for tcp:// */
     char url[128];
 };
 
-static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
-                               struct sockaddr *sa, int salen, void *arg)
+static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+                               int salen, void *arg)
 {
     struct listener *l = arg;
     struct link_meta meta = {.transport = l->transport, .over_tls = l->tls != NULL};
@@ -105,7 +105,8 @@ static void listener_error_cb(struct evconnlistener *evl, void *arg)
 /* A bound, listening socket on host:port, or -1 with errno set and the reason in `err`. */
 static evutil_socket_t bind_socket(const char *host, unsigned port, char *err, size_t errlen)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res;
     char portstr[8];

@@ -27,9 +27,9 @@ struct ssl_st;
  * Forward-secret AEAD suites for TLS 1.2, for every TLS listener (tls:// and
  * wss://); TLS 1.3 keeps OpenSSL's own suites, all of them AEAD.
  */
-#define TLS_CIPHERS_TLS12                                                              \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                      \
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                      \
+#define TLS_CIPHERS_TLS12                                                                          \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                   \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 struct tls_server;

@@ -49,13 +49,13 @@ struct ws_server {
     /* The tls-* directives at start: wss:// vhosts are made, and reloaded, from these. */
     char *tls_cert, *tls_key, *tls_ca;
     enum config_client_cert client_cert;
-    unsigned timeout;           /* connect-timeout: seconds for the handshakes */
+    unsigned timeout; /* connect-timeout: seconds for the handshakes */
     pthread_t thread;
     bool thread_started;
-    atomic_bool stop;           /* set by the core thread, read by the WS thread */
-    atomic_bool reload_tls;     /* likewise: re-read the certificate */
-    struct mailbox *handoffs;   /* struct ws_handoff, from the WS thread to the core */
-    struct event *handoff_ev;   /* core thread: watches the mailbox */
+    atomic_bool stop;         /* set by the core thread, read by the WS thread */
+    atomic_bool reload_tls;   /* likewise: re-read the certificate */
+    struct mailbox *handoffs; /* struct ws_handoff, from the WS thread to the core */
+    struct event *handoff_ev; /* core thread: watches the mailbox */
 };
 
 /*
@@ -64,7 +64,7 @@ struct ws_server {
  * to say once, when it closes without becoming one, why.
  */
 struct ws_pending {
-    char peer[64];  /* taken at accept: at the close the socket may be gone */
+    char peer[64]; /* taken at accept: at the close the socket may be gone */
     bool tls;
     bool explained; /* the reason is logged already */
 };
@@ -77,9 +77,9 @@ struct ws_pending {
  */
 struct ws_session {
     struct lws *ws;
-    struct lws *raw;        /* NULL once lws has dropped its watch */
-    int fd;                 /* -1 once closed */
-    uint8_t *pending;       /* from the WebSocket, not yet taken by the socketpair */
+    struct lws *raw;  /* NULL once lws has dropped its watch */
+    int fd;           /* -1 once closed */
+    uint8_t *pending; /* from the WebSocket, not yet taken by the socketpair */
     size_t pending_len, pending_off;
     char peer[64];
 };
@@ -365,8 +365,7 @@ static int on_mqtt(struct lws *wsi, enum lws_callback_reasons reason, void *user
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) < 0 || strcmp(uri, WS_PATH)) {
             struct ws_pending *p = lws_get_opaque_user_data(wsi);
-            log_notice("ws: %s: WebSocket upgrade refused: path %s (MQTT is served on " WS_PATH
-                       ")",
+            log_notice("ws: %s: WebSocket upgrade refused: path %s (MQTT is served on " WS_PATH ")",
                        p ? p->peer : peer_of(wsi, peer, sizeof(peer)),
                        header_for_log(wsi, WSI_TOKEN_GET_URI, shown, sizeof(shown)));
             if (p)
@@ -634,7 +633,8 @@ static void vhost_tls_info(const struct ws_server *ws, struct lws_context_creati
  */
 static bool ws_port_free(const char *host, unsigned port)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res;
     char portstr[8];
@@ -659,8 +659,8 @@ struct ws_listen_attempt {
     struct ws_server *ws;
     const struct config_url *url;
     bool tls;
-    bool probe;             /* more than one port may be tried: probe each first */
-    struct lws_vhost *vh;   /* the vhost made */
+    bool probe;           /* more than one port may be tried: probe each first */
+    struct lws_vhost *vh; /* the vhost made */
 };
 
 /* addr_listen_fn: make the vhost of a ws:// or wss:// URL on `port`. */

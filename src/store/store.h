@@ -32,11 +32,11 @@ enum store_error {
 };
 
 #define STORE_DEFAULT_PLAN "default"
-#define STORE_HASH_LEN 32          /* SHA-256, as util/secret.h computes it */
-#define STORE_TOKEN_ID_LEN 16      /* lowercase hex characters */
-#define STORE_SECRET_LEN 43        /* base64url of 32 random bytes, no padding */
-#define STORE_NAME_MAX 64          /* instance and plan names */
-#define STORE_SCHEMA_VERSION 2     /* PRAGMA user_version of a current database */
+#define STORE_HASH_LEN 32      /* SHA-256, as util/secret.h computes it */
+#define STORE_TOKEN_ID_LEN 16  /* lowercase hex characters */
+#define STORE_SECRET_LEN 43    /* base64url of 32 random bytes, no padding */
+#define STORE_NAME_MAX 64      /* instance and plan names */
+#define STORE_SCHEMA_VERSION 2 /* PRAGMA user_version of a current database */
 
 struct store;
 
@@ -75,8 +75,8 @@ bool store_name_valid(const char *name);
  * of plan `plan` to `value`, creating the plan when it does not exist.
  * The caller has checked `value` against the limit's range (limits_parse).
  */
-int store_plan_set(struct store *s, const char *plan, const char *limit,
-                   unsigned long long value, char *err, size_t errlen);
+int store_plan_set(struct store *s, const char *plan, const char *limit, unsigned long long value,
+                   char *err, size_t errlen);
 
 /* One limit set by a plan or an instance. */
 struct store_limit {
@@ -95,12 +95,12 @@ int store_plan_list(struct store *s, store_plan_fn fn, void *ctx, char *err, siz
 struct store_instance {
     const char *name;
     const char *plan;
-    int64_t created;                    /* Unix time */
-    int64_t serial;                     /* random, set at creation: tells a deleted and
-                                           re-created instance of one name apart */
+    int64_t created;                     /* Unix time */
+    int64_t serial;                      /* random, set at creation: tells a deleted and
+                                            re-created instance of one name apart */
     const struct store_limit *overrides; /* limits set on the instance itself, name order */
     size_t override_count;
-    size_t token_count;                 /* tokens not revoked (expired ones included) */
+    size_t token_count; /* tokens not revoked (expired ones included) */
 };
 
 typedef void (*store_instance_fn)(void *ctx, const struct store_instance *inst);
@@ -117,8 +117,7 @@ int store_instance_get(struct store *s, const char *name, store_instance_fn fn, 
                        char *err, size_t errlen);
 
 /* Call `fn` once per instance, in name order. */
-int store_instance_list(struct store *s, store_instance_fn fn, void *ctx, char *err,
-                        size_t errlen);
+int store_instance_list(struct store *s, store_instance_fn fn, void *ctx, char *err, size_t errlen);
 
 /* Override limit `limit` for instance `name` (the value is checked as for plans). */
 int store_instance_set_limit(struct store *s, const char *name, const char *limit,
@@ -142,9 +141,9 @@ struct store_token_spec {
 };
 
 struct store_token {
-    const char *id;        /* STORE_TOKEN_ID_LEN hex characters */
+    const char *id; /* STORE_TOKEN_ID_LEN hex characters */
     const char *instance;
-    const char *label;     /* "" when none */
+    const char *label; /* "" when none */
     int64_t created;
     int64_t expires;       /* 0: a key */
     const char *client_id; /* NULL: any */
@@ -164,8 +163,8 @@ int store_token_create(struct store *s, const struct store_token_spec *spec,
                        char *err, size_t errlen);
 
 /* Tokens of instance `instance`, oldest first (revoked ones included). */
-int store_token_list(struct store *s, const char *instance, store_token_fn fn, void *ctx,
-                     char *err, size_t errlen);
+int store_token_list(struct store *s, const char *instance, store_token_fn fn, void *ctx, char *err,
+                     size_t errlen);
 
 /* Every token of every instance that is not revoked (the broker's catalog). */
 int store_token_all(struct store *s, store_token_fn fn, void *ctx, char *err, size_t errlen);

@@ -28,8 +28,7 @@ static void apply_limits(struct limits *l, const struct store_limit *limits, siz
         limits_set(l, limits[i].name, limits[i].value);
 }
 
-static void load_plan(void *ctx, const char *plan, const struct store_limit *limits,
-                      size_t count)
+static void load_plan(void *ctx, const char *plan, const struct store_limit *limits, size_t count)
 {
     struct load *ld = ctx;
     struct limits *l = malloc(sizeof(*l));
@@ -130,8 +129,7 @@ oom:
     ld->failed = STORE_E_NOMEM;
 }
 
-struct catalog *catalog_load(struct store *s, const struct limits *base, char *err,
-                             size_t errlen)
+struct catalog *catalog_load(struct store *s, const struct limits *base, char *err, size_t errlen)
 {
     struct load ld = {.base = base};
 

@@ -39,17 +39,17 @@ struct catalog_filters {
 struct catalog_token {
     unsigned refs;
     char id[CATALOG_TOKEN_ID_LEN + 1];
-    char *instance;                 /* owned */
-    char *label;                    /* owned; "" when none */
-    int64_t expires;                /* Unix time; 0: a key, never expires */
-    char *client_id;                /* owned; NULL: any client id */
-    uint8_t hash[SECRET_HASH_LEN];  /* SHA-256 of the secret (secret_hash) */
+    char *instance;                /* owned */
+    char *label;                   /* owned; "" when none */
+    int64_t expires;               /* Unix time; 0: a key, never expires */
+    char *client_id;               /* owned; NULL: any client id */
+    uint8_t hash[SECRET_HASH_LEN]; /* SHA-256 of the secret (secret_hash) */
     struct catalog_filters pub, sub, deny_pub, deny_sub;
 };
 
 struct catalog_instance {
-    char *name;          /* owned */
-    int64_t serial;      /* changes when the instance is deleted and made again */
+    char *name;           /* owned */
+    int64_t serial;       /* changes when the instance is deleted and made again */
     struct limits limits; /* configuration, then plan, then the instance's overrides */
 };
 
@@ -65,8 +65,7 @@ struct catalog {
  * (the configuration), then the plan's, then the instance's own.
  * Returns the catalog, or NULL with the reason in `err`.
  */
-struct catalog *catalog_load(struct store *s, const struct limits *base, char *err,
-                             size_t errlen);
+struct catalog *catalog_load(struct store *s, const struct limits *base, char *err, size_t errlen);
 
 /* Free the catalog and drop its token references. NULL is fine. */
 void catalog_free(struct catalog *cat);

@@ -20,13 +20,13 @@ struct watcher {
     struct mailbox *mailbox; /* at most one catalog, loaded and not yet taken */
     int64_t version;         /* data_version of the catalog last loaded */
 
-    pthread_mutex_t lock;    /* guards everything below */
+    pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t wake;
     bool stop;
-    bool reload;             /* base limits changed: load even if the data did not */
+    bool reload; /* base limits changed: load even if the data did not */
     struct limits base;
-    uint64_t look_asked;     /* the highest look at the database asked for */
-    uint64_t look_done;      /* every look up to this one has been made */
+    uint64_t look_asked; /* the highest look at the database asked for */
+    uint64_t look_done;  /* every look up to this one has been made */
 };
 
 /* Load a catalog with the current base limits and put it in the mailbox; 0 or -1. */
@@ -96,8 +96,7 @@ static void *watcher_main(void *arg)
     return NULL;
 }
 
-struct watcher *watcher_start(const char *path, const struct limits *base, char *err,
-                              size_t errlen)
+struct watcher *watcher_start(const char *path, const struct limits *base, char *err, size_t errlen)
 {
     struct watcher *w = calloc(1, sizeof(*w));
 

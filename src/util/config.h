@@ -36,17 +36,17 @@ enum config_client_cert {
 };
 
 struct config {
-    char **listen;         /* listener URLs, e.g. "tcp://127.0.0.1:1883" */
+    char **listen; /* listener URLs, e.g. "tcp://127.0.0.1:1883" */
     size_t listen_count;
-    bool listen_set;       /* listen given explicitly (desktop defaults otherwise) */
+    bool listen_set; /* listen given explicitly (desktop defaults otherwise) */
     enum config_mode mode;
-    char *db;              /* sqlite path, NULL = none yet */
-    struct limits limits;  /* set by the limit directives, named in util/limits.h */
-    int log_level;         /* enum log_level */
-    bool syslog;           /* log to syslog instead of stderr */
-    bool daemonize;        /* -d */
-    char *pid_file;        /* written after start, removed at exit; NULL = none */
-    char *config_file;     /* the -c argument, NULL if none */
+    char *db;                    /* sqlite path, NULL = none yet */
+    struct limits limits;        /* set by the limit directives, named in util/limits.h */
+    int log_level;               /* enum log_level */
+    bool syslog;                 /* log to syslog instead of stderr */
+    bool daemonize;              /* -d */
+    char *pid_file;              /* written after start, removed at exit; NULL = none */
+    char *config_file;           /* the -c argument, NULL if none */
     bool allow_keys_without_tls; /* cloud: keys accepted on listeners without TLS */
     unsigned token_warning;      /* seconds before expiry that expirywarning is sent */
     unsigned connect_timeout;    /* seconds from accept to CONNECT (TLS and WebSocket

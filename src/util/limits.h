@@ -18,26 +18,26 @@
 #include <stdint.h>
 
 struct limits {
-    size_t max_client_id;       /* characters in a client identifier */
-    size_t max_topic_length;    /* characters in a topic name or filter */
-    size_t max_payload;         /* bytes in a PUBLISH payload */
-    size_t max_subscriptions;   /* active subscriptions per connection */
-    unsigned keepalive_min;     /* seconds; a smaller keep-alive is raised to it */
-    unsigned keepalive_max;     /* seconds; 0 or a larger keep-alive is lowered to it */
-    size_t max_queued_messages; /* QoS 1/2 messages queued for one offline session */
-    size_t max_inflight;        /* unacknowledged QoS 1/2 messages sent to one client */
-    size_t max_outbound_bytes;  /* output a slow reader may have pending before QoS 0 to it
-                                   is dropped */
-    size_t max_topic_aliases;   /* MQTT 5 Topic Alias Maximum offered to clients; 0: none */
+    size_t max_client_id;        /* characters in a client identifier */
+    size_t max_topic_length;     /* characters in a topic name or filter */
+    size_t max_payload;          /* bytes in a PUBLISH payload */
+    size_t max_subscriptions;    /* active subscriptions per connection */
+    unsigned keepalive_min;      /* seconds; a smaller keep-alive is raised to it */
+    unsigned keepalive_max;      /* seconds; 0 or a larger keep-alive is lowered to it */
+    size_t max_queued_messages;  /* QoS 1/2 messages queued for one offline session */
+    size_t max_inflight;         /* unacknowledged QoS 1/2 messages sent to one client */
+    size_t max_outbound_bytes;   /* output a slow reader may have pending before QoS 0 to it
+                                    is dropped */
+    size_t max_topic_aliases;    /* MQTT 5 Topic Alias Maximum offered to clients; 0: none */
     uint32_t max_session_expiry; /* seconds a session may outlive its connection; 0: no cap */
     /* Cloud plans (0 means no limit, the desktop default). */
-    size_t max_connections;     /* live connections per instance */
+    size_t max_connections;         /* live connections per instance */
     size_t max_messages_per_second; /* PUBLISH packets one connection may send per second */
     size_t max_instance_messages_per_second; /* ... all of an instance's connections together */
-    size_t max_retained;        /* retained messages per instance */
-    unsigned idle_timeout;      /* seconds without PUBLISH, SUBSCRIBE or UNSUBSCRIBE */
-    size_t max_sessions;        /* persistent sessions (outliving their connection) per instance */
-    size_t max_instance_bytes;  /* bytes an instance may hold (see util/account.h) */
+    size_t max_retained;                     /* retained messages per instance */
+    unsigned idle_timeout;                   /* seconds without PUBLISH, SUBSCRIBE or UNSUBSCRIBE */
+    size_t max_sessions;       /* persistent sessions (outliving their connection) per instance */
+    size_t max_instance_bytes; /* bytes an instance may hold (see util/account.h) */
 };
 
 #define LIMITS_DEFAULT_MAX_CLIENT_ID 64
@@ -79,12 +79,10 @@ static inline void limits_init(struct limits *l)
 /* Field by field: struct padding must not make equal limits look different. */
 static inline bool limits_equal(const struct limits *a, const struct limits *b)
 {
-    return a->max_client_id == b->max_client_id &&
-           a->max_topic_length == b->max_topic_length && a->max_payload == b->max_payload &&
-           a->max_subscriptions == b->max_subscriptions &&
+    return a->max_client_id == b->max_client_id && a->max_topic_length == b->max_topic_length &&
+           a->max_payload == b->max_payload && a->max_subscriptions == b->max_subscriptions &&
            a->keepalive_min == b->keepalive_min && a->keepalive_max == b->keepalive_max &&
-           a->max_queued_messages == b->max_queued_messages &&
-           a->max_inflight == b->max_inflight &&
+           a->max_queued_messages == b->max_queued_messages && a->max_inflight == b->max_inflight &&
            a->max_outbound_bytes == b->max_outbound_bytes &&
            a->max_topic_aliases == b->max_topic_aliases &&
            a->max_session_expiry == b->max_session_expiry &&
@@ -105,12 +103,12 @@ static inline bool limits_equal(const struct limits *a, const struct limits *b)
 
 /* One limit of the schema. */
 struct limits_def {
-    const char *name;     /* e.g. "max-payload" */
-    const char *arg;      /* the value's placeholder in usage texts: N, BYTES or SECONDS */
-    size_t offset, size;  /* of the field in struct limits (a size_t or an unsigned) */
+    const char *name;    /* e.g. "max-payload" */
+    const char *arg;     /* the value's placeholder in usage texts: N, BYTES or SECONDS */
+    size_t offset, size; /* of the field in struct limits (a size_t or an unsigned) */
     unsigned long long min, max;
-    bool suffixes;        /* the value may end in k/K (x1024), m/M (x1024^2) or g/G (x1024^3) */
-    const char *defval;   /* the default as usage texts show it; NULL: the number */
+    bool suffixes;      /* the value may end in k/K (x1024), m/M (x1024^2) or g/G (x1024^3) */
+    const char *defval; /* the default as usage texts show it; NULL: the number */
     const char *help;
 };
 
@@ -134,8 +132,8 @@ void limits_names(char *out, size_t size);
  * the reason in `err`, e.g. "max-payload: not a number: '12x'".
  */
 int limits_parse_number(const char *name, const char *value, unsigned long long min,
-                        unsigned long long max, bool suffixes, unsigned long long *out,
-                        char *err, size_t errlen);
+                        unsigned long long max, bool suffixes, unsigned long long *out, char *err,
+                        size_t errlen);
 
 /*
  * Parse `value` for limit `name` exactly as the configuration file would

@@ -19,12 +19,15 @@
 #include <stdlib.h>
 
 struct scratch {
-    void *small;       /* the caller's array */
+    void *small; /* the caller's array */
     size_t small_size;
-    void *heap;        /* owned; NULL while the small array serves */
+    void *heap; /* owned; NULL while the small array serves */
 };
 
-#define SCRATCH_INIT(array) {(array), sizeof(array), NULL}
+#define SCRATCH_INIT(array)                                                                        \
+    {                                                                                              \
+        (array), sizeof(array), NULL                                                               \
+    }
 
 /* A buffer of at least `need` bytes, or NULL when out of memory. */
 static inline void scratch_free(struct scratch *sc)

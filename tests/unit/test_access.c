@@ -51,9 +51,9 @@ START_TEST(test_publish_needs_a_matching_pub_filter)
     ck_assert(access_may_publish(&t, "sensors")); /* "a/#" matches "a" */
     ck_assert(access_may_publish(&t, "cmd/lamp/set"));
     ck_assert(!access_may_publish(&t, "cmd/lamp/get"));
-    ck_assert(!access_may_publish(&t, "cmd/set"));      /* "+" is exactly one level */
+    ck_assert(!access_may_publish(&t, "cmd/set")); /* "+" is exactly one level */
     ck_assert(!access_may_publish(&t, "cmd/a/b/set"));
-    ck_assert(!access_may_publish(&t, "sensorsX/a"));   /* levels, not prefixes */
+    ck_assert(!access_may_publish(&t, "sensorsX/a")); /* levels, not prefixes */
     ck_assert(!access_may_publish(&t, "other"));
 }
 END_TEST

@@ -1361,14 +1361,14 @@ START_TEST(test_v5_property_values)
     /* values the specification calls Protocol Errors */
     ck_assert_int_eq(PUBLISH5_PROPS(0x0B, 0x00), CODEC_E_PROPERTY_PROTOCOL); /* sub id 0 */
     ck_assert_int_eq(SUBSCRIBE5_PROPS(0x0B, 0x00), CODEC_E_PROPERTY_PROTOCOL);
-    ck_assert_int_eq(PUBLISH5_PROPS(0x01, 2), CODEC_E_PROPERTY_PROTOCOL); /* payload format */
+    ck_assert_int_eq(PUBLISH5_PROPS(0x01, 2), CODEC_E_PROPERTY_PROTOCOL);    /* payload format */
     ck_assert_int_eq(CONNECT5_PROPS(0x21, 0, 0), CODEC_E_PROPERTY_PROTOCOL); /* receive max */
     ck_assert_int_eq(CONNECT5_PROPS(0x27, 0, 0, 0, 0), CODEC_E_PROPERTY_PROTOCOL); /* max packet */
     ck_assert_int_eq(CONNECT5_PROPS(0x17, 2), CODEC_E_PROPERTY_PROTOCOL); /* request problem */
     ck_assert_int_eq(CONNECT5_PROPS(0x19, 2), CODEC_E_PROPERTY_PROTOCOL); /* request response */
     /* a Topic Alias of 0 is the receiver's to answer, with 0x94 (MQTT 5 3.3.2.3.4) */
     ck_assert_int_eq(PUBLISH5_PROPS(0x23, 0, 0), CODEC_OK);
-    ck_assert_int_eq(CONNECT5_PROPS(0x22, 0, 0), CODEC_OK);               /* alias maximum 0 */
+    ck_assert_int_eq(CONNECT5_PROPS(0x22, 0, 0), CODEC_OK); /* alias maximum 0 */
     ck_assert_int_eq(CONNECT5_PROPS(0x17, 0, 0x19, 1), CODEC_OK);
     ck_assert_int_eq(DECODE(5, 0x20, 0x05, 0x00, 0x00, 0x02, 0x24, 0x02),
                      CODEC_E_PROPERTY_PROTOCOL);
@@ -2190,8 +2190,8 @@ START_TEST(test_v5_byte_properties_are_0_or_1)
             int rc = decode_place(pl, block, 2, buf, &p);
 
             if (v > 1) {
-                ck_assert_msg(rc == CODEC_E_PROPERTY_PROTOCOL, "%s %u in %s: got \"%s\"", row->name, v,
-                              place_name[pl], codec_strerror(rc));
+                ck_assert_msg(rc == CODEC_E_PROPERTY_PROTOCOL, "%s %u in %s: got \"%s\"", row->name,
+                              v, place_name[pl], codec_strerror(rc));
                 continue;
             }
             ck_assert_msg(rc == CODEC_OK, "%s %u in %s: %s", row->name, v, place_name[pl],
@@ -2218,8 +2218,8 @@ static const struct value_row {
     const char *s;
 } value_rows[] = {
     /* 0 is a Protocol Error for these */
-    {"Receive Maximum 0 (3.1.2.11.3, 3.2.2.3.3)", WIRE(0x21, 0x00, 0x00),
-     CODEC_E_PROPERTY_PROTOCOL, 0, NULL},
+    {"Receive Maximum 0 (3.1.2.11.3, 3.2.2.3.3)", WIRE(0x21, 0x00, 0x00), CODEC_E_PROPERTY_PROTOCOL,
+     0, NULL},
     {"Receive Maximum 1", WIRE(0x21, 0x00, 0x01), CODEC_OK, 1, NULL},
     {"Maximum Packet Size 0 (3.1.2.11.4, 3.2.2.3.6)", WIRE(0x27, 0x00, 0x00, 0x00, 0x00),
      CODEC_E_PROPERTY_PROTOCOL, 0, NULL},

@@ -47,11 +47,10 @@ START_TEST(test_addr_format_unknown_family_or_short_length)
     struct sockaddr_in6 in6 = {.sin6_family = AF_INET6};
     char out[64];
 
-    ck_assert_str_eq(addr_format((struct sockaddr *)&un, sizeof(un), out, sizeof(out)),
-                     "unknown");
-    ck_assert_str_eq(addr_format((struct sockaddr *)&in6, sizeof(struct sockaddr_in), out,
-                                 sizeof(out)),
-                     "unknown");
+    ck_assert_str_eq(addr_format((struct sockaddr *)&un, sizeof(un), out, sizeof(out)), "unknown");
+    ck_assert_str_eq(
+        addr_format((struct sockaddr *)&in6, sizeof(struct sockaddr_in), out, sizeof(out)),
+        "unknown");
 }
 END_TEST
 
@@ -74,8 +73,7 @@ START_TEST(test_addr_listen_port_moves_on_while_the_port_is_taken)
     static const int answers[] = {-EADDRINUSE, -EAGAIN, 0};
     struct script s = {.answers = answers};
 
-    ck_assert_int_eq(addr_listen_port("tcp://127.0.0.1:1883", 1883, true, scripted_attempt, &s),
-                     0);
+    ck_assert_int_eq(addr_listen_port("tcp://127.0.0.1:1883", 1883, true, scripted_attempt, &s), 0);
     ck_assert_uint_eq(s.calls, 3);
     ck_assert_uint_eq(s.ports[0], 1883);
     ck_assert_uint_eq(s.ports[2], 1885);

@@ -327,8 +327,7 @@ START_TEST(test_version_1_database_is_migrated)
     ck_assert_int_eq(store_instance_list(s, count_instance, &n, err, sizeof(err)), 0);
     ck_assert_int_eq(n, 1);
     ck_assert_int_eq(store_instance_create(s, "new", NULL, err, sizeof(err)), 0);
-    ck_assert_int_ne(sql_int(db_path("v1"), "SELECT serial FROM instances WHERE name = 'new'"),
-                     0);
+    ck_assert_int_ne(sql_int(db_path("v1"), "SELECT serial FROM instances WHERE name = 'new'"), 0);
     store_close(s);
 }
 END_TEST

@@ -119,8 +119,18 @@ static size_t retained_count_matching(struct topic_tree *t, const char *filter)
 
 START_TEST(test_SPEC_3_allowed_characters_accepted)
 {
-    const char *ok[] = {"abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789",
-                        "a.b", "a,b", "a:b", "a;b", "a-b", "a_b", "$SYS", "a/b", ".,:;-_$/"};
+    const char *ok[] = {"abcdefghijklmnopqrstuvwxyz",
+                        "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                        "0123456789",
+                        "a.b",
+                        "a,b",
+                        "a:b",
+                        "a;b",
+                        "a-b",
+                        "a_b",
+                        "$SYS",
+                        "a/b",
+                        ".,:;-_$/"};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         ck_assert_msg(name_rc(ok[i]) == TOPIC_OK, "name '%s'", ok[i]);
         ck_assert_msg(filter_rc(ok[i]) == TOPIC_OK, "filter '%s'", ok[i]);
@@ -130,8 +140,8 @@ END_TEST
 
 START_TEST(test_SPEC_3_other_characters_rejected)
 {
-    const char *bad[] = {"a b", "a!b", "caf\xc3\xa9", "a\tb", "a\x7f", "a\x01", "a?b", "a\"b",
-                         "a'b", "a\\b", "a%b", "a&b", "a@b", "a(b", "a=b", "\xff"};
+    const char *bad[] = {"a b", "a!b",  "caf\xc3\xa9", "a\tb", "a\x7f", "a\x01", "a?b", "a\"b",
+                         "a'b", "a\\b", "a%b",         "a&b",  "a@b",   "a(b",   "a=b", "\xff"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ck_assert_msg(name_rc(bad[i]) == TOPIC_E_CHARSET, "name '%s'", bad[i]);
         ck_assert_msg(filter_rc(bad[i]) == TOPIC_E_CHARSET, "filter '%s'", bad[i]);
@@ -231,8 +241,8 @@ END_TEST
 
 START_TEST(test_strerror_says_something_for_every_code)
 {
-    int codes[] = {TOPIC_OK, TOPIC_E_EMPTY, TOPIC_E_TOO_LONG, TOPIC_E_CHARSET, TOPIC_E_WILDCARD,
-                   -99};
+    int codes[] = {TOPIC_OK,        TOPIC_E_EMPTY,    TOPIC_E_TOO_LONG,
+                   TOPIC_E_CHARSET, TOPIC_E_WILDCARD, -99};
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
         const char *s = topic_strerror(codes[i]);
         ck_assert_ptr_nonnull(s);
@@ -976,15 +986,27 @@ START_TEST(test_filter_matches_like_the_tree)
         const char *filter, *topic;
         bool match;
     } cases[] = {
-        {"a/b", "a/b", true},        {"a/b", "a/c", false},     {"a/+", "a/b", true},
-        {"a/+", "a", false},         {"a/+", "a/b/c", false},   {"a/#", "a", true},
-        {"a/#", "a/b/c", true},      {"#", "a/b", true},        {"+/+", "a/b", true},
-        {"#", "$SYS/x", false},      {"+/x", "$SYS/x", false},  {"$SYS/#", "$SYS/x", true},
-        {"a/b", "a/bb", false},      {"a/bb", "a/b", false},    {"a//c", "a//c", true},
-        {"a/+/c", "a//c", true},     {"sensors/#", "sensorsx", false},
+        {"a/b", "a/b", true},
+        {"a/b", "a/c", false},
+        {"a/+", "a/b", true},
+        {"a/+", "a", false},
+        {"a/+", "a/b/c", false},
+        {"a/#", "a", true},
+        {"a/#", "a/b/c", true},
+        {"#", "a/b", true},
+        {"+/+", "a/b", true},
+        {"#", "$SYS/x", false},
+        {"+/x", "$SYS/x", false},
+        {"$SYS/#", "$SYS/x", true},
+        {"a/b", "a/bb", false},
+        {"a/bb", "a/b", false},
+        {"a//c", "a//c", true},
+        {"a/+/c", "a//c", true},
+        {"sensors/#", "sensorsx", false},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        ck_assert_msg(topic_filter_matches(cases[i].filter, cases[i].topic, false) == cases[i].match,
+        ck_assert_msg(topic_filter_matches(cases[i].filter, cases[i].topic, false) ==
+                          cases[i].match,
                       "'%s' vs '%s' should %s", cases[i].filter, cases[i].topic,
                       cases[i].match ? "match" : "not match");
 }
@@ -1007,17 +1029,27 @@ START_TEST(test_filter_covers)
         const char *outer, *inner;
         bool covers;
     } cases[] = {
-        {"#", "a/b/#", true},          {"#", "#", true},           {"+", "#", false},
-        {"a/#", "a", true},            {"a/#", "a/b/+", true},     {"a/+", "a/#", false},
-        {"a/+/c", "a/b/c", true},      {"a/+/c", "a/+/c", true},   {"a/b/c", "a/+/c", false},
-        {"a/b", "a/b", true},          {"a/b", "a/b/c", false},    {"a/b/c", "a/b", false},
-        {"test/nosubscribe", "test/nosubscribe", true},            {"+/#", "$SYS/x", false},
-        {"$SYS/#", "$SYS/+", true},    {"sensors/#", "sensorsx/#", false},
+        {"#", "a/b/#", true},
+        {"#", "#", true},
+        {"+", "#", false},
+        {"a/#", "a", true},
+        {"a/#", "a/b/+", true},
+        {"a/+", "a/#", false},
+        {"a/+/c", "a/b/c", true},
+        {"a/+/c", "a/+/c", true},
+        {"a/b/c", "a/+/c", false},
+        {"a/b", "a/b", true},
+        {"a/b", "a/b/c", false},
+        {"a/b/c", "a/b", false},
+        {"test/nosubscribe", "test/nosubscribe", true},
+        {"+/#", "$SYS/x", false},
+        {"$SYS/#", "$SYS/+", true},
+        {"sensors/#", "sensorsx/#", false},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         ck_assert_msg(topic_filter_covers(cases[i].outer, cases[i].inner, false) == cases[i].covers,
-                      "'%s' should %scover '%s'", cases[i].outer,
-                      cases[i].covers ? "" : "not ", cases[i].inner);
+                      "'%s' should %scover '%s'", cases[i].outer, cases[i].covers ? "" : "not ",
+                      cases[i].inner);
 }
 END_TEST
 

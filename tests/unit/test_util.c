@@ -131,8 +131,7 @@ START_TEST(test_log_escape_hides_newlines_and_escapes)
 {
     char out[64];
     const char text[] = "a\nb\x1b[2Jc\\";
-    ck_assert_str_eq(log_escape(text, sizeof(text) - 1, out, sizeof(out)),
-                     "a\\x0ab\\x1b[2Jc\\x5c");
+    ck_assert_str_eq(log_escape(text, sizeof(text) - 1, out, sizeof(out)), "a\\x0ab\\x1b[2Jc\\x5c");
 }
 END_TEST
 
