@@ -3,31 +3,19 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "broker/client.h"
 #include "broker/conn.h"
 #include "broker/instance.h"
-#include "broker/message.h"
+#include "broker/login.h"
 #include "broker/session.h"
+#include "broker/timers.h"
 #include "broker/topic.h"
 #include "store/catalog.h"
 #include "util/clock.h"
 #include "util/log.h"
-#include "util/memory.h"
 
-/*
- * max-memory is measured every 100 ms, or every 64 questions if sooner: a
- * flood of CONNECTs costs a read of /proc now and then, and between two
- * measurements at most 64 retained messages (4 MB of them by default) can
- * slip past the ceiling.
- */
-#define BROKER_MEMORY_CHECK_MS 100
-#define BROKER_MEMORY_CHECK_CALLS 64
-/* At most one line this often while the process stays over max-memory. */
-#define BROKER_MEMORY_LOG_INTERVAL_SEC 10
-
-static void broker_recheck_cb(evutil_socket_t fd, short what, void *arg);
 
 /* The reaper: frees the conns closed since the last loop iteration. */
 static void broker_reap_cb(evutil_socket_t fd, short what, void *arg)
@@ -41,6 +29,19 @@ static void broker_reap_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Free `inst` with everything in it: sessions first, as they hold its share groups. */
+static void broker_drop_instance(struct instance *inst)
+{
+    size_t pos = 0;
+    struct session *s;
+
+    if (!inst)
+        return;
+    while ((s = strmap_next(&inst->sessions, &pos, NULL)))
+        session_free(s);
+    instance_free(inst);
+}
+
 struct broker *broker_new(struct event_base *base, const struct limits *limits)
 {
     struct broker *b = calloc(1, sizeof(*b));
@@ -50,47 +51,12 @@ struct broker *broker_new(struct event_base *base, const struct limits *limits)
     b->limits = *limits;
     b->connect_timeout = BROKER_DEFAULT_CONNECT_TIMEOUT;
     b->reap_ev = event_new(base, -1, 0, broker_reap_cb, b);
-    b->recheck_ev = evtimer_new(base, broker_recheck_cb, b);
     b->local = instance_new(b, "local", limits);
-    if (!b->reap_ev || !b->recheck_ev || !b->local) {
+    if (!b->reap_ev || !b->local) {
         broker_free(b);
         return NULL;
     }
     return b;
-}
-
-bool broker_memory_measure(struct broker *b)
-{
-    uint64_t now = clock_ms();
-
-    if (b->memory_measured_ms == 0 || now - b->memory_measured_ms >= BROKER_MEMORY_CHECK_MS ||
-        ++b->memory_questions >= BROKER_MEMORY_CHECK_CALLS) {
-        b->memory_measured_ms = now;
-        b->memory_questions = 0;
-        b->memory_resident = memory_resident();
-        if (b->memory_resident > b->max_memory) {
-            memory_release_unused();
-            b->memory_resident = memory_resident();
-        }
-        /* Beside the kernel's figure, what the tenants' accounts hold: the gap is the rest. */
-        if (b->memory_resident > b->max_memory &&
-            log_every_due(&b->memory_log, time(NULL), BROKER_MEMORY_LOG_INTERVAL_SEC))
-            log_warning("over max-memory: %zu MB resident (max %zu MB), %zu MB of it held for "
-                        "instances (%llu times over so far)",
-                        b->memory_resident >> 20, b->max_memory >> 20, b->held.bytes >> 20,
-                        (unsigned long long)b->memory_log.count);
-    }
-    return b->memory_resident > b->max_memory;
-}
-
-void broker_reap_later(struct broker *b, struct conn *c)
-{
-    if (c->reap_queued)
-        return;
-    c->reap_queued = true;
-    c->reap_next = b->reap;
-    b->reap = c;
-    event_active(b->reap_ev, 0, 0);
 }
 
 void broker_close_all(struct broker *b, const char *reason)
@@ -114,11 +80,11 @@ void broker_free(struct broker *b)
         conn_free(c);
     }
     b->reap = NULL;
-    instance_free(b->local);
+    broker_drop_instance(b->local);
     size_t pos = 0;
     struct instance *inst;
     while ((inst = strmap_next(&b->instances, &pos, NULL)))
-        instance_free(inst);
+        broker_drop_instance(inst);
     strmap_clear(&b->instances);
     catalog_free(b->catalog);
     if (b->reap_ev)
@@ -141,7 +107,7 @@ void broker_set_limits(struct broker *b, const struct limits *limits)
 void broker_set_cloud(struct broker *b, struct catalog *cat, bool allow_keys_without_tls,
                       unsigned token_warning)
 {
-    instance_free(b->local);
+    broker_drop_instance(b->local);
     b->local = NULL;
     b->cloud = true;
     b->catalog = cat;
@@ -155,80 +121,10 @@ void broker_set_token_rules(struct broker *b, bool allow_keys_without_tls,
     b->token_warning = token_warning;
 }
 
-struct instance *broker_instance_for(struct broker *b, const char *name)
-{
-    if (!b->cloud)
-        return b->local;
-    struct instance *inst = strmap_get(&b->instances, name);
-    if (inst)
-        return inst;
-    const struct catalog_instance *ci = catalog_instance(b->catalog, name);
-    if (!ci)
-        return NULL;
-    inst = instance_new(b, name, &ci->limits);
-    if (inst)
-        inst->serial = ci->serial;
-    if (inst && strmap_put(&b->instances, name, inst, NULL) < 0) {
-        instance_free(inst);
-        inst = NULL;
-    }
-    return inst;
-}
-
-/* Ask for the next look at the database (its time has come). */
-static void broker_recheck_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct broker *b = arg;
-
-    b->recheck_ms = clock_ms();
-    b->recheck(b->recheck_ctx, ++b->recheck_asked);
-}
-
-/* A login waits for a look not asked yet: ask now, or when the interval allows. */
-static void broker_recheck_soon(struct broker *b)
-{
-    uint64_t since = clock_ms() - b->recheck_ms;
-
-    if (evtimer_pending(b->recheck_ev, NULL))
-        return;
-    if (b->recheck_ms == 0 || since >= BROKER_RECHECK_INTERVAL_MS) {
-        broker_recheck_cb(-1, 0, b);
-        return;
-    }
-    uint64_t wait = BROKER_RECHECK_INTERVAL_MS - since;
-    struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
-    evtimer_add(b->recheck_ev, &tv);
-}
-
 void broker_set_recheck(struct broker *b, void (*fn)(void *ctx, uint64_t n), void *ctx)
 {
     b->recheck = fn;
     b->recheck_ctx = ctx;
-}
-
-bool broker_login_wait(struct broker *b, struct conn *c)
-{
-    if (!b->recheck || c->login_rechecked)
-        return false;
-    /* A look asked before this login arrived may have missed what aviaryctl just made. */
-    c->login_look = b->recheck_asked + 1;
-    c->login_waiting = true;
-    c->login_next = b->login_waiters;
-    b->login_waiters = c;
-    bufferevent_disable(c->bev, EV_READ);
-    broker_recheck_soon(b);
-    return true;
-}
-
-void broker_login_forget(struct broker *b, struct conn *c)
-{
-    for (struct conn **p = &b->login_waiters; *p; p = &(*p)->login_next) {
-        if (*p == c) {
-            *p = c->login_next;
-            break;
-        }
-    }
-    c->login_waiting = false;
 }
 
 void broker_login_rechecked(struct broker *b, uint64_t n)
@@ -250,44 +146,10 @@ void broker_login_rechecked(struct broker *b, uint64_t n)
         ready = c->login_next;
         c->login_waiting = false;
         c->login_rechecked = true;
-        conn_read_again(c);
+        client_read_again(c);
     }
     if (b->login_waiters)
-        broker_recheck_soon(b);
-}
-
-bool broker_token_live(const struct broker *b, const struct catalog_token *t)
-{
-    if (t->expires && t->expires <= time(NULL))
-        return false;
-    return b->catalog && catalog_token_by_id(b->catalog, t->id) != NULL;
-}
-
-/* A conn that belongs to, or still points into, an instance being deleted. */
-static bool conn_in_deleted_instance(const struct conn *c)
-{
-    return (c->instance && c->instance->deleting) ||
-           (c->will_instance && c->will_instance->deleting) ||
-           (c->ended_session && c->ended_session->instance->deleting);
-}
-
-/*
- * Its instance is going: close the conn without its will (nobody is left to
- * receive it) and drop what points into the instance. A clean session ended
- * by an earlier close still lingers here and holds subscriptions in its tree.
- */
-static void conn_leave_deleted_instance(struct conn *c)
-{
-    const char *name = c->instance ? c->instance->name : "";
-
-    message_unref(c->will);
-    c->will = NULL;
-    c->will_due = false;
-    c->will_instance = NULL;
-    conn_disconnect(c, MQTT_RC_ADMINISTRATIVE_ACTION, "instance %s was deleted", name);
-    session_free(c->ended_session);
-    c->ended_session = NULL;
-    c->instance = NULL;
+        login_recheck_soon(b);
 }
 
 void broker_apply_catalog(struct broker *b, struct catalog *cat)
@@ -313,12 +175,10 @@ void broker_apply_catalog(struct broker *b, struct catalog *cat)
         }
     }
     for (struct conn *c = b->conns; c; c = c->next) {
-        if (conn_in_deleted_instance(c)) {
-            conn_leave_deleted_instance(c);
+        if (conn_leave_deleted_instance(c))
             continue;
-        }
         if (c->instance && c->instance->limits_changed)
-            conn_limits_changed(c);
+            timers_limits_changed(c);
         if (!c->token || c->state == CONN_CLOSING)
             continue;
         struct catalog_token *now = catalog_token_by_id(cat, c->token->id);
@@ -338,7 +198,7 @@ void broker_apply_catalog(struct broker *b, struct catalog *cat)
         log_notice("instance %s: deleted (%zu sessions, %zu retained messages dropped)",
                    inst->name, inst->sessions.count, topic_tree_retained_count(inst->tree));
         strmap_remove(&b->instances, inst->name);
-        instance_free(inst);
+        broker_drop_instance(inst);
     }
     catalog_free(old);
     log_info("catalog: %zu instances, %zu live tokens", cat->instances.count, cat->token_count);

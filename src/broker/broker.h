@@ -1,99 +1,25 @@
 /*
- * broker — the state of one aviaryd process, owned by the core thread.
+ * broker — one aviaryd process's broker, as the program drives it.
  *
- * Holds the instances, every live connection, and the reaper that frees
- * closed connections outside of their own callbacks. Every object of the
- * broker is touched only from the thread running `base`, so nothing here
- * has a lock. Created and freed by the program (aviaryd.c).
+ * Made and freed by the program (aviaryd.c), which also hands it new
+ * limits (SIGHUP), the cloud catalog and its changes, and the answers to
+ * logins that wait for a fresh look at the database. The state itself is
+ * struct broker (core.h); this module sits on top of every other one in
+ * broker/: it makes and frees instances, closes connections and reaps them.
+ * Core thread only.
  */
 #ifndef AVIARY_BROKER_H
 #define AVIARY_BROKER_H
 
 #include <stdbool.h>
-#include <stddef.h>
 #include <stdint.h>
 
-#include "util/account.h"
-#include "util/limits.h"
-#include "util/log.h"
-#include "util/strmap.h"
+#include "broker/core.h"
 
+struct bufferevent;
 struct catalog;
-struct catalog_token;
-struct event;
-struct event_base;
 struct conn;
 struct instance;
-struct session;
-
-/* Logins that miss make the broker look at the database again at most this often. */
-#define BROKER_RECHECK_INTERVAL_MS 100
-
-/* Seconds a new connection has to send CONNECT, until the program sets connect-timeout. */
-#define BROKER_DEFAULT_CONNECT_TIMEOUT 10
-
-/* One routing match: a session and what its matching subscriptions ask for. */
-struct broker_match {
-    struct session *session;
-    uint8_t qos;              /* the highest granted QoS among them */
-    bool leading_slash;       /* as the subscription that set `qos` was made */
-    bool retain_as_published; /* one of them asked for Retain As Published */
-    int32_t first_id;         /* its Subscription Identifiers: a list in match_ids, -1 none */
-};
-
-/* One Subscription Identifier of a match, chained (routing scratch). */
-struct broker_match_id {
-    uint32_t id;
-    int32_t next; /* index of the next one in match_ids, -1 at the end */
-};
-
-struct broker {
-    struct event_base *base;
-    struct limits limits;         /* desktop: the local instance's; cloud: before login */
-    unsigned connect_timeout;     /* seconds from accept to CONNECT (connect-timeout) */
-    size_t max_memory;            /* max-memory: bytes resident; 0: no ceiling */
-    size_t memory_resident;       /* as last measured */
-    uint64_t memory_measured_ms;  /* clock_ms() of that measurement */
-    unsigned memory_questions;    /* broker_memory_full() calls since it */
-    uint64_t memory_refusals;     /* connections and retained messages refused for it */
-    struct account held;          /* bytes held for all instances together (their parent) */
-    struct log_every memory_log;  /* measurements that found the process over max-memory */
-    struct instance *local;       /* desktop mode's single instance; NULL in cloud mode */
-
-    /* Cloud mode (broker_set_cloud): tenants and their tokens. */
-    bool cloud;
-    struct catalog *catalog;      /* owned; replaced by broker_apply_catalog() */
-    struct strmap instances;      /* name -> struct instance (owned), made at first login */
-    bool allow_keys_without_tls;  /* keys accepted on listeners without TLS */
-    unsigned token_warning;       /* seconds before expiry that expirywarning goes out */
-
-    struct conn *conns;           /* every live or closing conn */
-    size_t conn_count;
-    struct conn *reap;            /* closed conns waiting to be freed */
-    struct event *reap_ev;
-    uint64_t next_conn_id;
-    bool stopping;                /* SIGTERM: no more wills, no new work */
-
-    /*
-     * Cloud logins that found no such instance or token wait for one fresh
-     * look at the database (aviaryctl may have just made it), asked for at
-     * most every BROKER_RECHECK_INTERVAL_MS so wrong passwords cannot drive it.
-     */
-    struct conn *login_waiters;
-    void (*recheck)(void *ctx, uint64_t n); /* ask look n; NULL: logins never wait */
-    void *recheck_ctx;
-    uint64_t recheck_asked;       /* the last look asked for */
-    uint64_t recheck_ms;          /* clock_ms() when it was asked */
-    struct event *recheck_ev;     /* asks for the next look when its time comes */
-    unsigned routing;             /* >0 while a walk of some topic tree is delivering */
-
-    /* Routing scratch reused by every publish (core thread only). */
-    struct broker_match *matches;
-    size_t match_count, match_cap;
-    struct broker_match_id *match_ids;
-    size_t match_id_count, match_id_cap;
-    uint64_t match_gen;
-};
 
 /* A new broker on `base` with default `limits`. NULL when out of memory. */
 struct broker *broker_new(struct event_base *base, const struct limits *limits);
@@ -103,24 +29,6 @@ void broker_free(struct broker *b);
 
 /* Close every connection with `reason` (used on SIGTERM); conns are reaped by the loop. */
 void broker_close_all(struct broker *b, const char *reason);
-
-/* broker_memory_full() once a max-memory is set: measure when due, then compare. */
-bool broker_memory_measure(struct broker *b);
-
-/*
- * True when the process holds more than max-memory: new connections and new
- * retained messages are refused then, and nothing more is queued. Measures
- * (broker_memory_measure) every 100 ms, or every 64 calls when that comes
- * sooner (and, when over, hands unused allocator memory back to the system
- * first); without a max-memory it costs a test.
- */
-static inline bool broker_memory_full(struct broker *b)
-{
-    return b->max_memory && broker_memory_measure(b);
-}
-
-/* Queue a closed conn for freeing on the next loop iteration. */
-void broker_reap_later(struct broker *b, struct conn *c);
 
 /*
  * Replace the limits of the broker and its instances (SIGHUP). They govern
@@ -156,32 +64,9 @@ void broker_apply_catalog(struct broker *b, struct catalog *cat);
 void broker_set_recheck(struct broker *b, void (*fn)(void *ctx, uint64_t n), void *ctx);
 
 /*
- * A cloud login found no such instance or token: when a fresh look at the
- * database may change that, `c` waits for it (its CONNECT unread, reading
- * off) and true is returned; false means the miss is final.
- */
-bool broker_login_wait(struct broker *b, struct conn *c);
-
-/* `c` closed while waiting: forget it. */
-void broker_login_forget(struct broker *b, struct conn *c);
-
-/*
  * Every look up to number `n` has been made and its catalog, if any, applied:
  * the logins that waited for one of them read their CONNECT again.
  */
 void broker_login_rechecked(struct broker *b, uint64_t n);
-
-/*
- * Is `t` still a live token: in the current catalog (not revoked, its
- * instance not deleted) and not expired?
- */
-bool broker_token_live(const struct broker *b, const struct catalog_token *t);
-
-/*
- * The instance named `name` (cloud), made on first use with its limits from
- * the catalog; NULL when the catalog has no such instance or memory ran out.
- * Desktop mode: always the local instance.
- */
-struct instance *broker_instance_for(struct broker *b, const char *name);
 
 #endif

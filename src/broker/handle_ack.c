@@ -20,7 +20,7 @@ static const char *ack_name(uint8_t type)
     }
 }
 
-void handle_ack(struct conn *c, const struct mqtt_packet *p)
+static void handle_ack_body(struct conn *c, const struct mqtt_packet *p)
 {
     struct session *s = c->session;
     uint16_t id = p->u.ack.packet_id;
@@ -50,4 +50,10 @@ void handle_ack(struct conn *c, const struct mqtt_packet *p)
     else if (rc < 0)
         log_info("client %s: %s for packet id %u, which is not in flight (ignored)",
                  c->client_id, ack_name(p->type), id);
+}
+
+int handle_ack(struct conn *c, const struct mqtt_packet *p)
+{
+    handle_ack_body(c, p);
+    return 0;
 }

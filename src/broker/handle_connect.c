@@ -6,12 +6,16 @@
 #include <event2/util.h>
 
 #include "broker/access.h"
-#include "broker/broker.h"
+#include "broker/core.h"
 #include "broker/conn.h"
 #include "broker/handlers.h"
 #include "broker/instance.h"
+#include "broker/login.h"
 #include "broker/message.h"
+#include "broker/packet_size.h"
 #include "broker/propbuf.h"
+#include "broker/route.h"
+#include "broker/timers.h"
 #include "broker/session.h"
 #include "broker/topic.h"
 #include "store/catalog.h"
@@ -50,7 +54,7 @@ static void refuse_at(struct conn *c, enum log_level level, uint8_t code, uint8_
     struct propbuf pb;
 
     propbuf_init(&pb);
-    if (c->version == MQTT_V5) {
+    if (c->out.version == MQTT_V5) {
         code = reason ? reason : v5_reason(code);
         propbuf_str(&pb, MQTT_PROP_REASON_STRING, told, strlen(told));
         if (!pb.failed)
@@ -59,7 +63,7 @@ static void refuse_at(struct conn *c, enum log_level level, uint8_t code, uint8_
     ack.u.connack.code = code;
     conn_send(c, &ack);
     propbuf_free(&pb);
-    conn_close_at(c, level, c->version == MQTT_V5 ? "CONNACK 0x%02x: %s" : "CONNACK %u: %s", code,
+    conn_close_at(c, level, c->out.version == MQTT_V5 ? "CONNACK 0x%02x: %s" : "CONNACK %u: %s", code,
                   why);
 }
 
@@ -220,7 +224,7 @@ static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct ins
     }
     struct catalog_token *t =
         ci ? catalog_token_by_secret(b->catalog, ck->password.data, ck->password.len) : NULL;
-    if ((!ci || !t) && broker_login_wait(b, c))
+    if ((!ci || !t) && login_wait(b, c))
         return -1;
     if (!ci) {
         refuse_login(c, &ck->username, "no instance", "");
@@ -238,7 +242,7 @@ static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct ins
                   why);
         return -1;
     }
-    if (!t->expires && !c->meta.over_tls && !b->allow_keys_without_tls) {
+    if (!t->expires && !c->link->meta.over_tls && !b->allow_keys_without_tls) {
         snprintf(why, sizeof(why),
                  "not authorized: token %s is a key (no expiry) and keys need TLS; this "
                  "listener has none (see allow-keys-without-tls)",
@@ -247,7 +251,7 @@ static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct ins
                   "not authorized: a key (a token without expiry) needs a TLS connection", why);
         return -1;
     }
-    if (!(*inst = broker_instance_for(b, name))) {
+    if (!(*inst = login_instance(b, name))) {
         refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory creating the instance");
         return -1;
     }
@@ -313,13 +317,13 @@ static int take_connect_props(struct conn *c, const struct mqtt_connect *ck,
             *session_expiry = prop.u32;
             break;
         case MQTT_PROP_RECEIVE_MAXIMUM:
-            c->peer_receive_max = (uint16_t)prop.u32;
+            c->out.receive_max = (uint16_t)prop.u32;
             break;
         case MQTT_PROP_MAXIMUM_PACKET_SIZE:
-            c->peer_max_packet = prop.u32;
+            c->out.max_packet = prop.u32;
             break;
         case MQTT_PROP_TOPIC_ALIAS_MAXIMUM:
-            c->peer_alias_max = (uint16_t)prop.u32;
+            c->out.alias_max = (uint16_t)prop.u32;
             break;
         case MQTT_PROP_REQUEST_PROBLEM_INFO:
             c->problem_info = prop.u32 != 0;
@@ -380,11 +384,11 @@ static void connack_accept(struct conn *c, bool session_present, const struct co
 
     propbuf_init(&pb);
     ack.u.connack.session_present = session_present;
-    if (c->version == MQTT_V5) {
+    if (c->out.version == MQTT_V5) {
         if (v5->expiry_changed)
             propbuf_int(&pb, MQTT_PROP_SESSION_EXPIRY, v5->expiry);
         propbuf_int(&pb, MQTT_PROP_RECEIVE_MAXIMUM, (uint32_t)l->max_inflight);
-        propbuf_int(&pb, MQTT_PROP_MAXIMUM_PACKET_SIZE, conn_max_packet_size(l));
+        propbuf_int(&pb, MQTT_PROP_MAXIMUM_PACKET_SIZE, packet_size_announced(l));
         if (l->max_topic_aliases)
             propbuf_int(&pb, MQTT_PROP_TOPIC_ALIAS_MAXIMUM, (uint32_t)l->max_topic_aliases);
         propbuf_int(&pb, MQTT_PROP_RETAIN_AVAILABLE, 1);
@@ -412,7 +416,7 @@ static void connack_accept(struct conn *c, bool session_present, const struct co
     propbuf_free(&pb);
 }
 
-void handle_connect(struct conn *c, const struct mqtt_packet *p)
+static void handle_connect_body(struct conn *c, const struct mqtt_packet *p)
 {
     const struct mqtt_connect *ck = &p->u.connect;
     struct broker *b = c->broker;
@@ -420,12 +424,12 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     struct connack5 v5 = {0};
     uint32_t asked_expiry = 0;
 
-    c->version = ck->version;
+    c->out.version = ck->version;
     if (ck->version == MQTT_V5 && take_connect_props(c, ck, &asked_expiry, &v5.response_info) < 0)
         return;
 
     /* Past max-memory the broker keeps serving whom it has, and takes nobody new. */
-    if (broker_memory_full(b)) {
+    if (core_memory_full(b)) {
         char why[160];
         b->memory_refusals++;
         snprintf(why, sizeof(why), "server unavailable: %zu MB resident, over max-memory %zu MB",
@@ -501,14 +505,14 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     /* Take-over: the same client id in the same instance closes the older connection. */
     if (s && s->conn) {
         log_notice("client %s: taken over by a new connection from %s", c->client_id,
-                   c->meta.peer);
+                   c->link->meta.peer);
         conn_disconnect(s->conn, MQTT_RC_SESSION_TAKEN_OVER,
                         "taken over by a new connection with the same client id");
         s = strmap_get(&inst->sessions, client_id); /* gone if it ended with its connection */
     }
     /* Clean Start: the old session ends here, and with it a will that waited for its delay. */
     if (s && ck->clean) {
-        session_end(s);
+        conn_end_session(s);
         s = NULL;
     }
     v5.expiry_changed = granted != expiry;
@@ -525,32 +529,26 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
         }
     }
 
-    s->conn = c;
-    c->session = s;
-    c->state = CONN_ACTIVE;
-    c->instance = inst;
-    c->counted = true;
     c->in_alias_max = (uint16_t)l->max_topic_aliases;
     /* Aliases toward the client cost a map entry each: max-topic-aliases bounds them too. */
-    if (c->peer_alias_max > l->max_topic_aliases)
-        c->peer_alias_max = (uint16_t)l->max_topic_aliases;
-    inst->conn_count++;
-    conn_charge_output(c, inst->account);
+    if (c->out.alias_max > l->max_topic_aliases)
+        c->out.alias_max = (uint16_t)l->max_topic_aliases;
+    conn_attach(c, s);
     if (token) {
         catalog_token_unref(s->token);
         s->token = catalog_token_ref(token);
     }
     c->keepalive = (uint16_t)clamp_keepalive(ck->keepalive, l);
     v5.keepalive_changed = c->keepalive != ck->keepalive;
-    conn_start_keepalive(c);
-    if (conn_start_token_timer(c) < 0)
+    timers_start_keepalive(c);
+    if (timers_start_token(c) < 0)
         return;
 
     /* MQTT 3.1 has no session-present flag: that byte is reserved there. */
     connack_accept(c, session_present && ck->version != MQTT_V31, &v5, l);
     log_info("client %s connected from %s to instance %s%s%s (MQTT %s, clean %d, keep-alive "
              "%u s, session expiry %ld s%s)",
-             c->client_id, c->meta.peer, inst->name, token ? " with token " : "",
+             c->client_id, c->link->meta.peer, inst->name, token ? " with token " : "",
              token ? token->id : "",
              ck->version == MQTT_V31 ? "3.1" : ck->version == MQTT_V5 ? "5.0" : "3.1.1",
              ck->clean, c->keepalive, granted == SESSION_NEVER_EXPIRES ? -1L : (long)granted,
@@ -558,7 +556,13 @@ void handle_connect(struct conn *c, const struct mqtt_packet *p)
     if (c->state != CONN_ACTIVE)
         return;
     if (session_present)
-        session_resume(s, c);
+        session_resume(s);
     if (c->token_warning_due && c->state == CONN_ACTIVE)
-        conn_token_warning(c);
+        timers_token_warning(c);
+}
+
+int handle_connect(struct conn *c, const struct mqtt_packet *p)
+{
+    handle_connect_body(c, p);
+    return 0;
 }

@@ -5,12 +5,13 @@
 #include <time.h>
 
 #include "broker/access.h"
-#include "broker/broker.h"
+#include "broker/core.h"
 #include "broker/conn.h"
 #include "broker/handlers.h"
 #include "broker/instance.h"
 #include "broker/message.h"
 #include "broker/propbuf.h"
+#include "broker/route.h"
 #include "broker/session.h"
 #include "broker/topic.h"
 #include "store/catalog.h"
@@ -66,15 +67,12 @@ bool handlers_message_props(const struct mqtt_props *in, struct propbuf *out, ui
  */
 static void note_denied(struct conn *c, const char *topic)
 {
-    time_t now = time(NULL);
-    c->denied_publishes++;
-    if (now - c->denied_logged < DENIED_LOG_INTERVAL_SEC)
+    if (!log_every_due(&c->denied_log, time(NULL), DENIED_LOG_INTERVAL_SEC))
         return;
-    c->denied_logged = now;
     char shown[160];
     log_escape(topic, strlen(topic), shown, sizeof(shown));
     log_notice("client %s: PUBLISH to '%s' not allowed by token %s: dropped (%llu so far)",
-               c->client_id, shown, c->token->id, (unsigned long long)c->denied_publishes);
+               c->client_id, shown, c->token->id, (unsigned long long)c->denied_log.count);
 }
 
 /* PUBACK or PUBREC (by `qos`) with `reason` and, MQTT 5 permitting, `why` as Reason String. */
@@ -86,7 +84,7 @@ static void send_ack(struct conn *c, uint8_t qos, uint16_t packet_id, uint8_t re
 
     propbuf_init(&pb);
     ack.u.ack.packet_id = packet_id;
-    ack.u.ack.reason = c->version == MQTT_V5 ? reason : 0;
+    ack.u.ack.reason = c->out.version == MQTT_V5 ? reason : 0;
     why = conn_reason_string(c, why);
     if (why)
         propbuf_str(&pb, MQTT_PROP_REASON_STRING, why, strlen(why));
@@ -129,7 +127,7 @@ static void refuse_over_bytes(struct conn *c, const struct mqtt_publish *pub)
                           inst->limits.max_instance_bytes);
     if (pub->qos == 0)
         return;
-    if (c->version == MQTT_V5)
+    if (c->out.version == MQTT_V5)
         send_ack(c, pub->qos, pub->packet_id, MQTT_RC_QUOTA_EXCEEDED, why);
     else
         conn_close_at(c, LOG_LEVEL_INFO,
@@ -187,12 +185,12 @@ static int resolve_alias(struct conn *c, const struct mqtt_publish *pub, struct 
     return 0;
 }
 
-void handle_publish(struct conn *c, const struct mqtt_packet *p)
+static void handle_publish_body(struct conn *c, const struct mqtt_packet *p)
 {
     const struct mqtt_publish *pub = &p->u.publish;
     struct session *s = c->session;
     const struct limits *l = &s->instance->limits;
-    bool v5 = c->version == MQTT_V5;
+    bool v5 = c->out.version == MQTT_V5;
     struct mqtt_buf topic_in = pub->topic;
     char why[320];
 
@@ -273,9 +271,9 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
         goto out;
     }
     /* MQTT 5 can say the retained store is full; 3.1.1 delivers it unretained. */
-    if (m && v5 && pub->qos && instance_retained_full(s->instance, m)) {
+    if (m && v5 && pub->qos && route_retained_full(s->instance, m)) {
         struct broker *b = c->broker;
-        if (broker_memory_full(b))
+        if (core_memory_full(b))
             snprintf(why, sizeof(why), "quota exceeded: %zu MB resident, over max-memory %zu MB",
                      b->memory_resident >> 20, b->max_memory >> 20);
         else
@@ -296,11 +294,17 @@ void handle_publish(struct conn *c, const struct mqtt_packet *p)
         conn_close(c, "out of memory recording a QoS 2 packet id");
         goto out;
     }
-    size_t delivered = instance_publish(s->instance, m, s);
+    size_t delivered = route_publish(s->instance, m, s);
     message_unref(m);
     if (pub->qos)
         send_ack(c, pub->qos, pub->packet_id,
                  delivered ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS, NULL);
 out:
     propbuf_free(&pb);
+}
+
+int handle_publish(struct conn *c, const struct mqtt_packet *p)
+{
+    handle_publish_body(c, p);
+    return 0;
 }

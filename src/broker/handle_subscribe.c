@@ -9,6 +9,8 @@
 #include "broker/handlers.h"
 #include "broker/instance.h"
 #include "broker/propbuf.h"
+#include "broker/route.h"
+#include "broker/timers.h"
 #include "broker/session.h"
 #include "broker/share.h"
 #include "broker/topic.h"
@@ -59,7 +61,7 @@ static void refusal_note(struct conn *c, struct refusals *r, const struct mqtt_b
 /* A refusal's code: MQTT 5's `reason`, or 0x80 for MQTT 3.1.1. */
 static uint8_t refused(const struct conn *c, uint8_t reason)
 {
-    return c->version == MQTT_V5 ? reason : MQTT_SUBACK_FAILURE;
+    return c->out.version == MQTT_V5 ? reason : MQTT_SUBACK_FAILURE;
 }
 
 /* A topic filter as it arrived, split into its share group (if any) and the filter proper. */
@@ -166,15 +168,15 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e, u
 {
     struct session *s = c->session;
     const struct limits *l = &s->instance->limits;
-    uint8_t options = c->version == MQTT_V5 ? e->options : (e->options & SUB_OPT_QOS);
+    uint8_t options = c->out.version == MQTT_V5 ? e->options : (e->options & SUB_OPT_QOS);
     uint8_t qos = options & SUB_OPT_QOS;
     struct filter_parts fp;
     char why[128];
 
     memset(granted, 0, sizeof(*granted));
     /* Not a topic of the tree: the broker's own news about the client's token. */
-    if (e->filter.len == strlen(CONN_TOKEN_EVENTS_TOPIC) &&
-        memcmp(e->filter.data, CONN_TOKEN_EVENTS_TOPIC, e->filter.len) == 0) {
+    if (e->filter.len == strlen(TIMERS_TOKEN_EVENTS_TOPIC) &&
+        memcmp(e->filter.data, TIMERS_TOKEN_EVENTS_TOPIC, e->filter.len) == 0) {
         s->token_events = true;
         return qos;
     }
@@ -245,7 +247,7 @@ static uint8_t subscribe_one(struct conn *c, const struct mqtt_topic_entry *e, u
         log_debug("client %s: subscribed to '%s' at QoS %u", c->client_id, shown, qos);
     }
     /* No retained messages for a shared subscription (MQTT 5 4.8.2). */
-    unsigned handling = c->version == MQTT_V5 ? SUB_OPT_RETAIN_HANDLING(options) : 0;
+    unsigned handling = c->out.version == MQTT_V5 ? SUB_OPT_RETAIN_HANDLING(options) : 0;
     if (!fp.shared && (handling == 0 || (handling == 1 && is_new))) {
         granted->filter = sub.filter;
         granted->sub = sub;
@@ -294,7 +296,7 @@ static int send_suback(struct conn *c, uint8_t type, uint16_t packet_id, const u
     return rc;
 }
 
-void handle_subscribe(struct conn *c, const struct mqtt_packet *p)
+static void handle_subscribe_body(struct conn *c, const struct mqtt_packet *p)
 {
     const struct mqtt_subscribe *sp = &p->u.subscribe;
     struct session *s = c->session;
@@ -316,7 +318,7 @@ void handle_subscribe(struct conn *c, const struct mqtt_packet *p)
         conn_close(c, "out of memory handling SUBSCRIBE");
         goto out;
     }
-    if (c->version == MQTT_V5) {
+    if (c->out.version == MQTT_V5) {
         if (no_local_on_share(sp)) {
             conn_disconnect(c, MQTT_RC_PROTOCOL_ERROR, "No Local on a shared subscription");
             goto out;
@@ -356,10 +358,10 @@ void handle_subscribe(struct conn *c, const struct mqtt_packet *p)
     /* Retained messages follow the SUBACK, once per distinct filter granted (MQTT-3.3.1-6). */
     for (size_t k = 0; k < i; k++)
         if (granted[k].filter && c->state == CONN_ACTIVE)
-            instance_send_retained(s->instance, s, granted[k].filter, &granted[k].sub);
+            route_send_retained(s->instance, s, granted[k].filter, &granted[k].sub);
     /* Subscribed to [mqtt]tokenevents after the warning's time: it goes out now. */
     if (c->token_warning_due && s->token_events && c->state == CONN_ACTIVE)
-        conn_token_warning(c);
+        timers_token_warning(c);
 out:
     strmap_clear(&last);
     if (granted)
@@ -376,8 +378,8 @@ static uint8_t unsubscribe_one(struct conn *c, const struct mqtt_topic_entry *e)
     struct filter_parts fp;
     bool slash;
 
-    if (e->filter.len == strlen(CONN_TOKEN_EVENTS_TOPIC) &&
-        memcmp(e->filter.data, CONN_TOKEN_EVENTS_TOPIC, e->filter.len) == 0) {
+    if (e->filter.len == strlen(TIMERS_TOKEN_EVENTS_TOPIC) &&
+        memcmp(e->filter.data, TIMERS_TOKEN_EVENTS_TOPIC, e->filter.len) == 0) {
         bool had = s->token_events;
         s->token_events = false;
         return had ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
@@ -404,7 +406,7 @@ static uint8_t unsubscribe_one(struct conn *c, const struct mqtt_topic_entry *e)
     return rc;
 }
 
-void handle_unsubscribe(struct conn *c, const struct mqtt_packet *p)
+static void handle_unsubscribe_body(struct conn *c, const struct mqtt_packet *p)
 {
     const struct mqtt_subscribe *sp = &p->u.subscribe;
     struct mqtt_topic_entry e;
@@ -420,4 +422,16 @@ void handle_unsubscribe(struct conn *c, const struct mqtt_packet *p)
     if (c->state == CONN_ACTIVE)
         send_suback(c, MQTT_UNSUBACK, sp->packet_id, codes, i, NULL);
     free(codes);
+}
+
+int handle_subscribe(struct conn *c, const struct mqtt_packet *p)
+{
+    handle_subscribe_body(c, p);
+    return 0;
+}
+
+int handle_unsubscribe(struct conn *c, const struct mqtt_packet *p)
+{
+    handle_unsubscribe_body(c, p);
+    return 0;
 }

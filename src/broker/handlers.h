@@ -16,12 +16,12 @@
 struct conn;
 struct propbuf;
 
-void handle_connect(struct conn *c, const struct mqtt_packet *p);
-void handle_publish(struct conn *c, const struct mqtt_packet *p);
-void handle_ack(struct conn *c, const struct mqtt_packet *p); /* PUBACK, PUBREC, PUBREL, PUBCOMP */
-void handle_subscribe(struct conn *c, const struct mqtt_packet *p);
-void handle_unsubscribe(struct conn *c, const struct mqtt_packet *p);
-void handle_disconnect(struct conn *c, const struct mqtt_packet *p);
+int handle_connect(struct conn *c, const struct mqtt_packet *p);
+int handle_publish(struct conn *c, const struct mqtt_packet *p);
+int handle_ack(struct conn *c, const struct mqtt_packet *p); /* PUBACK, PUBREC, PUBREL, PUBCOMP */
+int handle_subscribe(struct conn *c, const struct mqtt_packet *p);
+int handle_unsubscribe(struct conn *c, const struct mqtt_packet *p);
+int handle_disconnect(struct conn *c, const struct mqtt_packet *p);
 
 /*
  * Normalise a checked topic or filter from the wire (see topic_normalize) into

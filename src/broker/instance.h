@@ -2,10 +2,11 @@
  * instance — one tenant: its topic tree (subscriptions and retained
  * messages), its sessions keyed by client id, and its limits.
  *
- * Desktop mode has exactly one instance; cloud mode will have many, and
+ * Desktop mode has exactly one instance; cloud mode has one per tenant, and
  * nothing ever crosses from one to another. The broker owns its instances;
- * an instance owns its tree, its sessions and its retained messages.
- * Core thread only.
+ * an instance owns its tree, its sessions and its retained messages. This
+ * module keeps the tenant's state and its quotas; where a message goes
+ * within it is route.h's. Core thread only.
  */
 #ifndef AVIARY_INSTANCE_H
 #define AVIARY_INSTANCE_H
@@ -52,15 +53,17 @@ struct instance {
     uint64_t messages_out;    /* deliveries handed to sessions */
     size_t conn_count;        /* live connections logged in to it (max-connections) */
     struct bucket rate;       /* max-instance-messages-per-second, shared by its conns */
-    uint64_t retained_refused; /* retained messages not kept at max-retained */
-    time_t retained_logged;   /* when that was last logged */
+    struct log_every retained_refused; /* retained messages not kept at max-retained */
     struct log_every refused[INSTANCE_REFUSALS]; /* what its limits turned away */
 };
 
 /* A new empty instance named `name` (copied) with `limits`. NULL when out of memory. */
 struct instance *instance_new(struct broker *b, const char *name, const struct limits *limits);
 
-/* Free the instance, its sessions, subscriptions and retained messages. */
+/*
+ * Free the instance with its tree and retained messages. Its sessions must
+ * have been freed first (they hold subscriptions in the tree and share groups).
+ */
 void instance_free(struct instance *inst);
 
 /* Does the instance hold max-instance-bytes or more? Its own traffic is refused then. */
@@ -93,44 +96,5 @@ static inline double instance_rate_take(struct instance *inst, struct bucket *co
         return 0;
     return instance_rate_wait(inst, conn_rate);
 }
-
-/*
- * Publish the will `will` of a client that is gone (the caller keeps its
- * reference). It goes only as a PUBLISH of that client would have gone: not
- * when `token` (its login; NULL in desktop mode) has been revoked or has
- * expired, not over the message rates (`conn_rate` is its connection's
- * bucket, NULL when the connection is long gone), not while the instance is
- * over max-instance-bytes. Returns true when it was published.
- */
-bool instance_publish_will(struct instance *inst, struct message *will,
-                           const struct catalog_token *token, struct bucket *conn_rate,
-                           const char *client_id);
-
-/*
- * Route `m` to every session with a matching subscription, once per session
- * at the highest QoS of its matching subscriptions with every matching
- * Subscription Identifier, and to one member of each matching share group;
- * when `m->retain`, update the retained store (an empty payload clears it).
- * `origin` is the publishing session (NULL for a will or the broker's own):
- * its No Local subscriptions are skipped. A new retained topic beyond
- * max-retained is delivered but not kept (and logged). Returns how many
- * sessions it went to. The caller keeps its reference to `m`.
- */
-size_t instance_publish(struct instance *inst, struct message *m, const struct session *origin);
-
-/*
- * Would retaining `m` add a topic beyond max-retained, or a message while the
- * broker is over max-memory? (MQTT 5 refuses such a PUBLISH instead of
- * delivering it unretained.)
- */
-bool instance_retained_full(struct instance *inst, const struct message *m);
-
-/*
- * Send `s` the retained messages matching the normalised `filter`, as its
- * subscription `sub` allows (QoS, identifier), with RETAIN 1. Expired ones
- * are dropped from the store instead.
- */
-void instance_send_retained(struct instance *inst, struct session *s, const char *filter,
-                            const struct session_sub *sub);
 
 #endif

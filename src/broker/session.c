@@ -7,10 +7,10 @@
 #include <event2/event.h>
 
 #include "broker/access.h"
-#include "broker/broker.h"
-#include "broker/conn.h"
+#include "broker/core.h"
 #include "broker/instance.h"
 #include "broker/message.h"
+#include "broker/sender.h"
 #include "broker/share.h"
 #include "broker/topic.h"
 #include "store/catalog.h"
@@ -128,68 +128,6 @@ void session_free(struct session *s)
     free(s);
 }
 
-/* Publish the delayed will now (its delay passed, or the session ends). */
-static void session_publish_will(struct session *s)
-{
-    struct message *will = s->will;
-
-    if (!will)
-        return;
-    s->will = NULL;
-    if (s->will_timer)
-        evtimer_del(s->will_timer);
-    /* Its connection is long gone: only the instance's message rate applies. */
-    instance_publish_will(s->instance, will, s->token, NULL, s->log_id);
-    message_unref(will);
-}
-
-void session_end(struct session *s)
-{
-    session_publish_will(s);
-    if (strmap_get(&s->instance->sessions, s->client_id) == s)
-        strmap_remove(&s->instance->sessions, s->client_id);
-    session_free(s);
-}
-
-static void session_expiry_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct session *s = arg;
-
-    log_info("client %s: session expired (%u s after its connection ended)", s->log_id,
-             s->expiry);
-    session_end(s);
-}
-
-static void session_will_cb(evutil_socket_t fd, short what, void *arg)
-{
-    session_publish_will(arg);
-}
-
-/* Arm `*ev` (made on first use) to call `cb` in `seconds`. Returns 0 or -ENOMEM. */
-static int session_arm(struct session *s, struct event **ev, event_callback_fn cb,
-                       uint32_t seconds)
-{
-    struct timeval tv = {(time_t)seconds, 0};
-
-    if (!*ev && !(*ev = evtimer_new(s->instance->broker->base, cb, s)))
-        return -ENOMEM;
-    return evtimer_add(*ev, &tv) < 0 ? -ENOMEM : 0;
-}
-
-int session_go_offline(struct session *s, struct message *will, uint32_t will_delay)
-{
-    if (s->expiry != SESSION_NEVER_EXPIRES &&
-        session_arm(s, &s->expiry_timer, session_expiry_cb, s->expiry) < 0)
-        return -ENOMEM;
-    if (!will)
-        return 0;
-    if (session_arm(s, &s->will_timer, session_will_cb, will_delay) < 0)
-        return -ENOMEM;
-    message_unref(s->will);
-    s->will = will;
-    return 0;
-}
-
 struct session_sub *session_sub_find(struct session *s, const char *filter)
 {
     for (size_t i = 0; i < s->sub_count; i++)
@@ -258,8 +196,8 @@ static int session_take_packet_id(struct session *s, uint16_t *id)
 /* The window could not take a message for want of a packet id (see session_take_packet_id). */
 static void session_no_packet_id(struct session *s, int err)
 {
-    if (err == -ENOMEM && s->conn)
-        conn_close(s->conn, "out of memory allocating the packet ids of the in-flight window");
+    if (err == -ENOMEM && s->out)
+        sender_fail(s->out, "out of memory allocating the packet ids of the in-flight window");
 }
 
 static void list_append(struct outgoing **head, struct outgoing **tail, struct outgoing *o)
@@ -295,8 +233,8 @@ static struct delivery outgoing_delivery(const struct outgoing *o)
 static size_t session_window(const struct session *s)
 {
     size_t window = s->instance->limits.max_inflight;
-    if (s->conn && s->conn->peer_receive_max && s->conn->peer_receive_max < window)
-        window = s->conn->peer_receive_max;
+    if (s->out && s->out->receive_max && s->out->receive_max < window)
+        window = s->out->receive_max;
     return window;
 }
 
@@ -311,7 +249,7 @@ static bool session_send_inflight(struct session *s, struct outgoing *o, uint16_
 
     o->packet_id = packet_id;
     o->state = o->qos == 1 ? OUT_AWAIT_PUBACK : OUT_AWAIT_PUBREC;
-    if (conn_send_publish(s->conn, o->msg, &d, o->packet_id, false) == CONN_PUBLISH_SKIPPED) {
+    if (sender_publish(s->out, o->msg, &d, o->packet_id, false) == SENDER_SKIPPED) {
         idset_remove(&s->outgoing_ids, packet_id);
         outgoing_free_list(s, o);
         return false;
@@ -336,8 +274,7 @@ void session_fill_window(struct session *s)
     size_t window = session_window(s);
     uint64_t now = clock_ms();
 
-    while (s->conn && s->conn->state == CONN_ACTIVE && s->inflight_count < window &&
-           s->queue_head) {
+    while (session_online(s) && s->inflight_count < window && s->queue_head) {
         if (message_expired(s->queue_head->msg, now)) {
             s->queue_count--;
             session_drop_expired(s, list_pop(&s->queue_head, &s->queue_tail));
@@ -377,14 +314,14 @@ static struct outgoing *outgoing_new(struct session *s, struct message *m,
 
 void session_deliver(struct session *s, struct message *m, const struct delivery *d)
 {
-    bool online = s->conn && s->conn->state == CONN_ACTIVE;
+    bool online = session_online(s);
 
     /* A granted wildcard never carries a topic the token may not read. */
     if (s->token && !access_may_read(s->token, m->topic))
         return;
     if (d->qos == 0) {
         if (online)
-            conn_send_publish(s->conn, m, d, 0, false);
+            sender_publish(s->out, m, d, 0, false);
         return;
     }
     struct outgoing *o = outgoing_new(s, m, d);
@@ -402,7 +339,7 @@ void session_deliver(struct session *s, struct message *m, const struct delivery
         session_no_packet_id(s, rc); /* and queue it below */
     }
     /* Past max-memory nothing more waits in a queue: the window is all a session gets. */
-    if (broker_memory_full(s->instance->broker)) {
+    if (core_memory_full(s->instance->broker)) {
         s->dropped++;
         instance_note_refusal(s->instance, INSTANCE_REFUSED_MEMORY,
                               "over max-memory: a message on %s not queued for client %s",
@@ -487,7 +424,7 @@ static size_t session_leave_forbidden_groups(struct session *s)
     return left;
 }
 
-void session_resume(struct session *s, struct conn *c)
+void session_resume(struct session *s)
 {
     /* Back within the will's delay: the will is not published [MQTT-3.1.3-9]. */
     if (s->will) {
@@ -514,11 +451,11 @@ void session_resume(struct session *s, struct conn *c)
         if (o->state == OUT_AWAIT_PUBCOMP) {
             struct mqtt_packet rel = {.type = MQTT_PUBREL, .flags = 2};
             rel.u.ack.packet_id = o->packet_id;
-            conn_send(c, &rel);
+            sender_send(s->out, &rel);
         } else {
             /* Re-sent even when too large for the client now: its ack completes it. */
             struct delivery d = outgoing_delivery(o);
-            conn_send_publish(c, o->msg, &d, o->packet_id, true);
+            sender_publish(s->out, o->msg, &d, o->packet_id, true);
         }
     }
     session_fill_window(s);
@@ -542,10 +479,10 @@ int session_ack(struct session *s, uint8_t type, uint16_t packet_id, bool refuse
                     (refused && o->state == OUT_AWAIT_PUBREC);
     if (!expected) {
         /* A repeated PUBREC while waiting for PUBCOMP: answer PUBREL again. */
-        if (type == MQTT_PUBREC && o->state == OUT_AWAIT_PUBCOMP && s->conn) {
+        if (type == MQTT_PUBREC && o->state == OUT_AWAIT_PUBCOMP && s->out) {
             struct mqtt_packet rel = {.type = MQTT_PUBREL, .flags = 2};
             rel.u.ack.packet_id = packet_id;
-            conn_send(s->conn, &rel);
+            sender_send(s->out, &rel);
             return 0;
         }
         return -EPROTO;
@@ -555,10 +492,10 @@ int session_ack(struct session *s, uint8_t type, uint16_t packet_id, bool refuse
         message_unref(o->msg);
         o->msg = NULL;
         o->state = OUT_AWAIT_PUBCOMP;
-        if (s->conn) {
+        if (s->out) {
             struct mqtt_packet rel = {.type = MQTT_PUBREL, .flags = 2};
             rel.u.ack.packet_id = packet_id;
-            conn_send(s->conn, &rel);
+            sender_send(s->out, &rel);
         }
         return 0;
     }

@@ -9,8 +9,11 @@
  *
  * Ownership: the instance owns its sessions (instance->sessions); a session
  * owns its subscription records, its queue entries and the message references
- * they hold, its timers and its delayed will. It points at its connection
- * (conn->session points back) without owning it. Core thread only.
+ * they hold, its timers and its delayed will. While a client is connected
+ * the session sends through that connection's sender (struct sender, below
+ * it) and points at the connection (conn->session points back) without
+ * owning either; what happens when the connection goes, and when an offline
+ * session ends, is conn.c's. Core thread only.
  */
 #ifndef AVIARY_SESSION_H
 #define AVIARY_SESSION_H
@@ -20,6 +23,7 @@
 #include <stdint.h>
 
 #include "broker/idset.h"
+#include "broker/sender.h"
 
 struct catalog_token;
 struct conn;
@@ -44,15 +48,6 @@ struct session_sub {
     bool leading_slash;
     uint32_t sub_id;   /* MQTT 5 Subscription Identifier; 0: none */
     struct share_group *share; /* a shared subscription's group (the instance's); else NULL */
-};
-
-/* How one message goes to one session, as its matching subscriptions decided. */
-struct delivery {
-    uint8_t qos;             /* already the minimum of the message's and the subscription's */
-    bool retain;             /* the RETAIN flag to send */
-    bool leading_slash;      /* send the topic with a leading '/' */
-    const uint32_t *sub_ids; /* Subscription Identifiers to send with it (MQTT 5) */
-    size_t sub_id_count;
 };
 
 enum outgoing_state {
@@ -81,7 +76,8 @@ struct session {
     char log_id[80];          /* client_id escaped and truncated for the log */
     uint32_t expiry;          /* seconds it outlives its connection; 0: ends with it
                                  (set through session_set_expiry) */
-    struct conn *conn;        /* NULL while offline */
+    struct conn *conn;        /* its client's connection, for the modules above; NULL offline */
+    struct sender *out;       /* that connection's sender; NULL offline */
     struct catalog_token *token; /* cloud: the token of the last login (a reference);
                                     what it may read is checked at every delivery */
     bool token_events;        /* subscribed to [mqtt]tokenevents */
@@ -104,6 +100,7 @@ struct session {
     /* Packet ids of QoS 2 PUBLISHes received and answered with PUBREC, not yet released. */
     struct idset incoming_qos2;
 
+    /* Offline: armed by conn.c (conn_park_session), cancelled by session_resume(). */
     struct event *expiry_timer; /* offline with a finite expiry: ends the session; owned */
     struct message *will;       /* MQTT 5: a will waiting for its delay; owned */
     struct event *will_timer;   /* publishes `will`; owned */
@@ -112,6 +109,12 @@ struct session {
     uint64_t match_gen;
     size_t match_index;
 };
+
+/* Is the session's client connected (and its connection not closing)? */
+static inline bool session_online(const struct session *s)
+{
+    return s->out && !s->out->closed;
+}
 
 /*
  * A new offline session for `client_id` (copied) that outlives its
@@ -133,24 +136,9 @@ int session_qos2_receive(struct session *s, uint16_t packet_id);
 
 /*
  * Remove the session's subscriptions from the tree and free everything it
- * owns. A delayed will is dropped, not published (see session_end).
+ * owns. A delayed will is dropped, not published (see conn_end_session).
  */
 void session_free(struct session *s);
-
-/*
- * The session ends (expiry, or a Clean Start that replaces it): publish its
- * delayed will, if any, then take it out of its instance and free it.
- */
-void session_end(struct session *s);
-
-/*
- * The connection went: the session lives on offline for its expiry (an
- * offline session with an expiry of 0 is the caller's to end). Arms the expiry
- * timer; `will` (may be NULL; the session takes the reference) is published
- * after `will_delay` seconds unless the session is resumed first.
- * Returns 0, or -ENOMEM (then the will is the caller's again).
- */
-int session_go_offline(struct session *s, struct message *will, uint32_t will_delay);
 
 /*
  * Record a subscription (the caller has put it in the topic tree already).
@@ -176,12 +164,12 @@ int session_sub_forget(struct session *s, const char *filter);
 void session_deliver(struct session *s, struct message *m, const struct delivery *d);
 
 /*
- * The client came back on `c`: cancel a delayed will and the expiry, re-send
- * the in-flight window (PUBLISH with DUP, or PUBREL) and fill it from the
- * queue (closing `c`, as session_deliver() does, when the packet-id set cannot
- * be allocated).
+ * The client came back (s->out is its sender now): cancel a delayed will and
+ * the expiry, re-send the in-flight window (PUBLISH with DUP, or PUBREL) and
+ * fill it from the queue (failing the connection, as session_deliver() does,
+ * when the packet-id set cannot be allocated).
  */
-void session_resume(struct session *s, struct conn *c);
+void session_resume(struct session *s);
 
 /* The client's window grew or its acknowledgements made room: send what is queued. */
 void session_fill_window(struct session *s);

@@ -4,10 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker/access.h"
-#include "broker/conn.h"
 #include "broker/instance.h"
-#include "broker/session.h"
 #include "broker/topic.h"
 #include "util/account.h"
 
@@ -131,29 +128,4 @@ int share_leave(struct instance *inst, struct share_group *g, struct session *s)
         share_group_free(inst, g);
     }
     return 0;
-}
-
-const struct share_member *share_pick(struct share_group *g, const char *topic)
-{
-    const struct share_member *offline = NULL;
-    size_t offline_k = 0;
-
-    for (size_t i = 0; i < g->count; i++) {
-        size_t k = (g->next + i) % g->count;
-        const struct session *s = g->members[k].session;
-        /* A member that may not read the topic is passed over, not given it to drop. */
-        if (s->token && !access_may_read(s->token, topic))
-            continue;
-        if (s->conn && s->conn->state == CONN_ACTIVE) {
-            g->next = (k + 1) % g->count;
-            return &g->members[k];
-        }
-        if (!offline) {
-            offline = &g->members[k];
-            offline_k = k;
-        }
-    }
-    if (offline)
-        g->next = (offline_k + 1) % g->count;
-    return offline;
 }

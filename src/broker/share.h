@@ -3,7 +3,7 @@
  *
  * A share group is every session subscribed to the same $share/GROUP/FILTER.
  * The topic tree holds one subscription for the whole group at FILTER, whose
- * owner is the group; routing asks share_pick() which member gets each
+ * owner is the group; routing (route.c) picks which member gets each
  * message, in turn. The instance owns its groups (instance->shares, keyed
  * "GROUP/FILTER"); a group owns its member array, not the sessions in it.
  * Core thread only.
@@ -53,13 +53,5 @@ int share_join(struct instance *inst, const char *key, size_t group_len,
 
 /* Take `s` out of `g`; the last member's leaving frees the group. Returns 0 or -ENOENT. */
 int share_leave(struct instance *inst, struct share_group *g, struct session *s);
-
-/*
- * The member that gets the next message, on `topic`: among the members whose
- * token may read the topic, the next connected one in turn, or, when none is
- * connected, the next one (its session queues it). NULL when no member may
- * read it: then nobody in the group gets it.
- */
-const struct share_member *share_pick(struct share_group *g, const char *topic);
 
 #endif

@@ -19,6 +19,7 @@
 #include <openssl/ssl.h>
 
 #include "broker/broker.h"
+#include "broker/client.h"
 #include "broker/conn.h"
 #include "net/tls.h"
 #include "util/config.h"
@@ -38,7 +39,7 @@ struct listener {
     struct evconnlistener *evl;
     struct event *resume;       /* re-enables accepting after a pause */
     uint64_t paused;            /* times accepting was paused for lack of descriptors */
-    enum conn_transport transport;
+    enum link_transport transport;
     struct tls_server *tls;     /* tls://: the program's; NULL for tcp:// */
     char url[128];
 };
@@ -68,7 +69,7 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
                                struct sockaddr *sa, int salen, void *arg)
 {
     struct listener *l = arg;
-    struct conn_meta meta = {.transport = l->transport, .over_tls = l->tls != NULL};
+    struct link_meta meta = {.transport = l->transport, .over_tls = l->tls != NULL};
     struct event_base *base = evconnlistener_get_base(evl);
     struct bufferevent *bev;
     int one = 1;
@@ -94,7 +95,7 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
         evutil_closesocket(fd);
         return;
     }
-    conn_new(l->broker, bev, &meta);
+    client_accept(l->broker, bev, &meta);
 }
 
 static void listener_resume_cb(evutil_socket_t fd, short what, void *arg)
@@ -204,7 +205,7 @@ struct listener *listener_open(struct broker *b, const char *url, bool next_free
         return NULL;
     }
     l->broker = b;
-    l->transport = secure ? CONN_TLS : CONN_TCP;
+    l->transport = secure ? LINK_TLS : LINK_TCP;
     l->tls = secure ? tls : NULL;
     /* Backlog 0: bind_socket() listened already, with room for a burst (-1 would make it 128). */
     l->evl = evconnlistener_new(b->base, listener_accept_cb, l, LEV_OPT_CLOSE_ON_FREE, 0, fd);

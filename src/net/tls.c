@@ -3,6 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <errno.h>
+#include <string.h>
+
+#include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -128,4 +132,34 @@ void tls_server_free(struct tls_server *t)
         return;
     SSL_CTX_free(t->ctx);
     free(t);
+}
+
+const char *tls_bufferevent_error(struct bufferevent *bev, char *out, size_t size)
+{
+    unsigned long e, last = 0;
+    /* Besides OpenSSL's errors the queue holds SSL_get_error() codes (no library): skip them. */
+    while ((e = bufferevent_get_openssl_error(bev)))
+        if (ERR_GET_LIB(e) != 0)
+            last = e;
+    if (!last) {
+        snprintf(out, size, "%s", errno ? strerror(errno) : "unknown error");
+        return out;
+    }
+    const char *reason = ERR_reason_error_string(last);
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    long verify = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (reason && verify != X509_V_OK) { /* which check the client's certificate failed */
+        snprintf(out, size, "%s (%s)", reason, X509_verify_cert_error_string(verify));
+        return out;
+    }
+    if (reason) {
+        snprintf(out, size, "%s", reason);
+        return out;
+    }
+    /* "error:0A0000C7:SSL routines::peer did not return a certificate": keep the words. */
+    char full[120];
+    ERR_error_string_n(last, full, sizeof(full));
+    const char *words = strrchr(full, ':');
+    snprintf(out, size, "%s", words && words[1] ? words + 1 : full);
+    return out;
 }

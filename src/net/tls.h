@@ -52,4 +52,13 @@ void tls_server_free(struct tls_server *t);
  */
 const char *tls_last_error(unsigned long code, const char *fallback, char *out, size_t size);
 
+struct bufferevent;
+
+/*
+ * Why a TLS connection failed, from OpenSSL's queue for `bev` (an
+ * OpenSSL bufferevent): the reason, and which check a client certificate
+ * failed. Writes at most `size` bytes to `out` and returns it.
+ */
+const char *tls_bufferevent_error(struct bufferevent *bev, char *out, size_t size);
+
 #endif

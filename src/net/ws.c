@@ -21,6 +21,7 @@
 #include <openssl/x509.h>
 
 #include "broker/broker.h"
+#include "broker/client.h"
 #include "broker/conn.h"
 #include "net/tls.h"
 #include "util/log.h"
@@ -34,7 +35,7 @@
 /* A new session's core end, waiting for the core thread. */
 struct ws_handoff {
     int fd;
-    struct conn_meta meta;
+    struct link_meta meta;
     struct ws_handoff *next;
 };
 
@@ -141,7 +142,7 @@ static void handoff(struct ws_server *ws, int fd, const struct ws_session *s, bo
         return;
     }
     h->fd = fd;
-    h->meta.transport = tls ? CONN_WSS : CONN_WS;
+    h->meta.transport = tls ? LINK_WSS : LINK_WS;
     h->meta.over_tls = tls;
     snprintf(h->meta.peer, sizeof(h->meta.peer), "%s", s->peer);
     pthread_mutex_lock(&ws->lock);
@@ -551,7 +552,7 @@ static void handoff_cb(evutil_socket_t fd, short what, void *arg)
         struct bufferevent *bev =
             bufferevent_socket_new(ws->broker->base, h->fd, BEV_OPT_CLOSE_ON_FREE);
         if (bev) {
-            conn_new(ws->broker, bev, &h->meta);
+            client_accept(ws->broker, bev, &h->meta);
         } else {
             log_error("cannot set up a connection from %s: out of memory", h->meta.peer);
             close(h->fd);

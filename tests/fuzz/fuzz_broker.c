@@ -3,7 +3,7 @@
  *
  * Every input is a small script run against a fresh event_base and broker
  * (desktop mode) with one to four in-memory clients. A client is a
- * bufferevent pair: one end goes to conn_new() as the client's connection,
+ * bufferevent pair: one end goes to client_accept() as the client's connection,
  * the harness keeps the other as the client's socket. So the protocol state
  * machine, the topic tree, the sessions and the retained store are all the
  * real ones, and only the sockets are simulated. After each record the loop
@@ -58,6 +58,7 @@
 #include <event2/event.h>
 
 #include "broker/broker.h"
+#include "broker/client.h"
 #include "broker/conn.h"
 #include "codec/codec.h"
 #include "util/limits.h"
@@ -177,8 +178,8 @@ static struct conn *client_conn(const struct client *cl)
 static uint8_t client_version(struct client *cl)
 {
     struct conn *c = find_conn(cl->h, cl->conn_id);
-    if (c && c->version)
-        cl->version = c->version;
+    if (c && c->out.version)
+        cl->version = c->out.version;
     return cl->version;
 }
 
@@ -278,14 +279,14 @@ static int client_connect(struct client *cl)
 {
     struct harness *h = cl->h;
     struct bufferevent *pair[2];
-    struct conn_meta meta = {.transport = CONN_TCP};
+    struct link_meta meta = {.transport = LINK_TCP};
 
     client_drop(cl);
     /* Deferred callbacks (pairs always use them): no callback runs inside another's write. */
     if (bufferevent_pair_new(h->base, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS, pair) < 0)
         return -1;
     snprintf(meta.peer, sizeof(meta.peer), "10.0.0.%u:%u", cl->index + 1, ++h->connections);
-    struct conn *c = conn_new(h->broker, pair[0], &meta); /* takes pair[0] in any case */
+    struct conn *c = client_accept(h->broker, pair[0], &meta); /* takes pair[0] in any case */
     if (!c) {
         bufferevent_free(pair[1]);
         return -1;

@@ -1,7 +1,7 @@
 /*
  * Unit tests of the SPEC §5 limits and their MQTT 3.1.1 answers, driving the
  * broker core in-process: one event_base, one broker, and per simulated client
- * a bufferevent pair whose broker end is handed to conn_new(). Packets are
+ * a bufferevent pair whose broker end is handed to client_accept(). Packets are
  * built with the codec and answers decoded from the client end's input.
  *
  * A bufferevent pair does not tell one end that the other was freed, so a
@@ -20,6 +20,7 @@
 #include <event2/event.h>
 
 #include "broker/broker.h"
+#include "broker/client.h"
 #include "broker/conn.h"
 #include "broker/idset.h"
 #include "broker/instance.h"
@@ -109,12 +110,12 @@ static void pump(void)
 static struct client *client_new(void)
 {
     struct bufferevent *pair[2];
-    struct conn_meta meta = {.transport = CONN_TCP};
+    struct link_meta meta = {.transport = LINK_TCP};
 
     ck_assert_uint_lt(client_count, MAX_CLIENTS);
     ck_assert_int_eq(bufferevent_pair_new(base, 0, pair), 0);
     snprintf(meta.peer, sizeof(meta.peer), "pair:%zu", client_count);
-    struct conn *c = conn_new(broker, pair[0], &meta);
+    struct conn *c = client_accept(broker, pair[0], &meta);
     ck_assert_ptr_nonnull(c);
 
     struct client *cl = &clients[client_count++];
@@ -1547,19 +1548,19 @@ START_TEST(test_SPEC_10_what_an_instance_holds_is_counted_and_released)
     bufferevent_setwatermark(back->bev, EV_READ, 0, 64);
     size_t offline = held();
     send_connect(back, MQTT_V311, "sleeper", false, 60);
-    ck_assert_uint_gt(client_conn(back)->output_charged, 4 * 300);
-    ck_assert_uint_ge(held(), offline + client_conn(back)->output_charged);
+    ck_assert_uint_gt(client_conn(back)->out.charged, 4 * 300);
+    ck_assert_uint_ge(held(), offline + client_conn(back)->out.charged);
 
     /* It reads after all; a Clean Start ends the session, clearing the retained message frees
      * the rest. */
     bufferevent_setwatermark(back->bev, EV_READ, 0, 0);
     struct evbuffer *in = bufferevent_get_input(back->bev);
-    for (int i = 0; i < 100 && client_conn(back)->output_charged; i++) {
+    for (int i = 0; i < 100 && client_conn(back)->out.charged; i++) {
         evbuffer_drain(in, evbuffer_get_length(in));
         bufferevent_trigger(back->bev, EV_READ, 0);
         pump();
     }
-    ck_assert_uint_eq(client_conn(back)->output_charged, 0);
+    ck_assert_uint_eq(client_conn(back)->out.charged, 0);
     send_simple(back, MQTT_DISCONNECT);
     expect_closed(back);
     struct client *clean = client_connect("sleeper", true, false);

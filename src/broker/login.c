@@ -1,0 +1,70 @@
+#include "broker/login.h"
+
+#include <event2/event.h>
+
+#include "broker/conn.h"
+#include "broker/core.h"
+#include "broker/instance.h"
+#include "store/catalog.h"
+#include "util/clock.h"
+#include "util/strmap.h"
+
+struct instance *login_instance(struct broker *b, const char *name)
+{
+    if (!b->cloud)
+        return b->local;
+    struct instance *inst = strmap_get(&b->instances, name);
+    if (inst)
+        return inst;
+    const struct catalog_instance *ci = catalog_instance(b->catalog, name);
+    if (!ci)
+        return NULL;
+    inst = instance_new(b, name, &ci->limits);
+    if (inst)
+        inst->serial = ci->serial;
+    if (inst && strmap_put(&b->instances, name, inst, NULL) < 0) {
+        instance_free(inst); /* new: no sessions yet */
+        inst = NULL;
+    }
+    return inst;
+}
+
+/* Ask for the next look at the database (its time has come). */
+static void login_recheck_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct broker *b = arg;
+
+    b->recheck_ms = clock_ms();
+    b->recheck(b->recheck_ctx, ++b->recheck_asked);
+}
+
+void login_recheck_soon(struct broker *b)
+{
+    uint64_t since = clock_ms() - b->recheck_ms;
+
+    if (!b->recheck_ev && !(b->recheck_ev = evtimer_new(b->base, login_recheck_cb, b)))
+        since = BROKER_RECHECK_INTERVAL_MS; /* out of memory: ask at once */
+    else if (evtimer_pending(b->recheck_ev, NULL))
+        return;
+    if (b->recheck_ms == 0 || since >= BROKER_RECHECK_INTERVAL_MS) {
+        login_recheck_cb(-1, 0, b);
+        return;
+    }
+    uint64_t wait = BROKER_RECHECK_INTERVAL_MS - since;
+    struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
+    evtimer_add(b->recheck_ev, &tv);
+}
+
+bool login_wait(struct broker *b, struct conn *c)
+{
+    if (!b->recheck || c->login_rechecked)
+        return false;
+    /* A look asked before this login arrived may have missed what aviaryctl just made. */
+    c->login_look = b->recheck_asked + 1;
+    c->login_waiting = true;
+    c->login_next = b->login_waiters;
+    b->login_waiters = c;
+    link_pause_reading(c->link);
+    login_recheck_soon(b);
+    return true;
+}

@@ -1,0 +1,65 @@
+/*
+ * route — where a message goes within its instance.
+ *
+ * A PUBLISH (or a will, or the broker's own message) is matched against the
+ * instance's topic tree once; each matching session gets one copy at the
+ * highest QoS of its matching subscriptions, each matching share group gives
+ * it to one member in turn, and a retained message updates the retained
+ * store. Wills go through the same door, under the rules a PUBLISH of their
+ * client would meet. Routing is not reentrant: core->routing counts the walks
+ * under way, and whoever would route from inside one (a connection closed by
+ * a delivery, with a will) waits until it is over. Core thread only.
+ */
+#ifndef AVIARY_ROUTE_H
+#define AVIARY_ROUTE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct bucket;
+struct catalog_token;
+struct instance;
+struct message;
+struct session;
+struct session_sub;
+
+/*
+ * Publish the will `will` of a client that is gone (the caller keeps its
+ * reference). It goes only as a PUBLISH of that client would have gone: not
+ * when `token` (its login; NULL in desktop mode) has been revoked or has
+ * expired, not over the message rates (`conn_rate` is its connection's
+ * bucket, NULL when the connection is long gone), not while the instance is
+ * over max-instance-bytes. Returns true when it was published.
+ */
+bool route_will(struct instance *inst, struct message *will,
+                const struct catalog_token *token, struct bucket *conn_rate,
+                const char *client_id);
+
+/*
+ * Route `m` to every session with a matching subscription, once per session
+ * at the highest QoS of its matching subscriptions with every matching
+ * Subscription Identifier, and to one member of each matching share group;
+ * when `m->retain`, update the retained store (an empty payload clears it).
+ * `origin` is the publishing session (NULL for a will or the broker's own):
+ * its No Local subscriptions are skipped. A new retained topic beyond
+ * max-retained is delivered but not kept (and logged). Returns how many
+ * sessions it went to. The caller keeps its reference to `m`.
+ */
+size_t route_publish(struct instance *inst, struct message *m, const struct session *origin);
+
+/*
+ * Would retaining `m` add a topic beyond max-retained, or a message while the
+ * broker is over max-memory? (MQTT 5 refuses such a PUBLISH instead of
+ * delivering it unretained.)
+ */
+bool route_retained_full(struct instance *inst, const struct message *m);
+
+/*
+ * Send `s` the retained messages matching the normalised `filter`, as its
+ * subscription `sub` allows (QoS, identifier), with RETAIN 1. Expired ones
+ * are dropped from the store instead.
+ */
+void route_send_retained(struct instance *inst, struct session *s, const char *filter,
+                         const struct session_sub *sub);
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * timers — the deadlines of a client connection.
+ *
+ * One timer per connection, re-armed only when it fires: first the CONNECT
+ * deadline (connect-timeout), then the keep-alive (1.5 times the client's,
+ * from the last whole packet) and the idle timeout (from the last PUBLISH,
+ * SUBSCRIBE or UNSUBSCRIBE), whichever is nearer. A cloud login with an
+ * expiring token has a second one: the expiry warning, then the close at
+ * expiry. The events are the conn's (conn_free frees them). Core thread only.
+ */
+#ifndef AVIARY_TIMERS_H
+#define AVIARY_TIMERS_H
+
+struct conn;
+
+/* A client topic that hears about its token: "expirywarning" before expiry. */
+#define TIMERS_TOKEN_EVENTS_TOPIC "[mqtt]tokenevents"
+#define TIMERS_TOKEN_WARNING_PAYLOAD "expirywarning"
+
+/* A new connection has connect-timeout seconds to send CONNECT. Returns 0 or -1 (closed). */
+int timers_start_connect(struct conn *c);
+
+/*
+ * CONNECT was accepted with keep-alive `c->keepalive` (already clamped): from
+ * now on the connection is closed when no whole packet arrives for 1.5 times
+ * that [MQTT-3.1.2-24], or nothing but pings for idle-timeout.
+ */
+void timers_start_keepalive(struct conn *c);
+
+/* The instance's limits changed: apply a new keep-alive or idle deadline at once. */
+void timers_limits_changed(struct conn *c);
+
+/*
+ * CONNECT was accepted with an expiring token: arm the warning (token-warning
+ * seconds ahead) and the close at expiry. Returns 0 or -1 (the handler's
+ * failure is recorded: see conn_fail).
+ */
+int timers_start_token(struct conn *c);
+
+/*
+ * The warning time has come: send expirywarning on [mqtt]tokenevents once,
+ * if the session subscribed to it (a later subscription gets it then).
+ */
+void timers_token_warning(struct conn *c);
+
+#endif

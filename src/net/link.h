@@ -1,0 +1,125 @@
+/*
+ * link — the byte stream under one client connection, whatever carries it.
+ *
+ * A link owns a connected bufferevent (TCP, TLS over TCP, or the WebSocket
+ * thread's socketpair) and knows the few things that differ between them:
+ * whether a handshake comes before data, how to shut our side only, and how
+ * to put a failure into words. Those live behind a small table of operations
+ * (struct link_ops), so that nothing above the link asks which transport a
+ * client used. It also carries out the end of a connection: what is queued
+ * still goes out (the linger), then our side is shut and the peer gets a
+ * moment to close its own (the drain), and only then does the owner hear
+ * that the link is done.
+ *
+ * Ownership: the link's owner (a client connection) frees it with
+ * link_free(); the link owns its bufferevent and its timer. The owner's
+ * callbacks (struct link_events) may close the link they run on. Core
+ * thread only.
+ */
+#ifndef AVIARY_LINK_H
+#define AVIARY_LINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct bufferevent;
+struct event;
+struct evbuffer;
+struct link;
+
+enum link_transport {
+    LINK_TCP = 0,
+    LINK_TLS = 1,
+    LINK_WS = 2,
+    LINK_WSS = 3,
+};
+
+/* What the listener knows about a new connection. */
+struct link_meta {
+    enum link_transport transport;
+    bool over_tls; /* arrived over TLS (tls:// and wss://) */
+    char peer[64]; /* "127.0.0.1:53422" or "[::1]:53422", for the log */
+};
+
+/* What the owner hears from its link. `owner` is the pointer given to link_new(). */
+struct link_events {
+    void (*readable)(void *owner); /* input arrived */
+    void (*written)(void *owner);  /* output went out (down to the watermark, if one is set) */
+    /*
+     * The peer closed or the transport failed. `orderly`: a plain close after
+     * any handshake (`why` is NULL then); otherwise `why` says what failed.
+     */
+    void (*lost)(void *owner, bool orderly, const char *why);
+    void (*done)(void *owner); /* after link_close(): the link has nothing left to do */
+};
+
+/* How one transport differs from the others. */
+struct link_ops {
+    bool handshake; /* a handshake precedes any data (TLS) */
+    /* Shut our side of the stream, or do nothing where that cannot be done in place. */
+    void (*shutdown_write)(struct link *l);
+    /* Why the transport failed, into `out`. */
+    const char *(*error_text)(struct link *l, char *out, size_t size);
+};
+
+struct link {
+    struct bufferevent *bev;    /* owned */
+    const struct link_ops *ops;
+    struct link_meta meta;
+    const struct link_events *events;
+    void *owner;
+    struct event *timer;        /* the linger, then the drain; owned; made at link_close() */
+    bool any_input;             /* a byte has arrived (over TLS: the handshake is done) */
+    bool peer_eof;              /* the peer closed or the transport failed */
+    bool closing;               /* link_close() was called */
+    bool half_closed;           /* closing: our side is shut */
+    unsigned drain;             /* closing: seconds the peer gets to close after that */
+};
+
+/*
+ * Wrap a connected bufferevent (the link takes it, also on failure, when it
+ * frees it) and start reading. Returns the link, or NULL when out of memory.
+ */
+struct link *link_new(struct bufferevent *bev, const struct link_meta *meta,
+                      const struct link_events *events, void *owner);
+
+/* Free the link and its bufferevent (what is unsent is dropped). NULL is ignored. */
+void link_free(struct link *l);
+
+/* The input buffer: whole packets are framed from it in place. */
+struct evbuffer *link_input(struct link *l);
+
+/* Queue `len` bytes for writing. Returns 0 or -1 (out of memory). */
+int link_write(struct link *l, const void *data, size_t len);
+
+/*
+ * Queue `len` bytes without copying them: `release(data, len, arg)` is called
+ * once they are written or dropped. Returns 0 or -1 (nothing was queued).
+ */
+int link_write_reference(struct link *l, const void *data, size_t len,
+                         void (*release)(const void *data, size_t len, void *arg), void *arg);
+
+/* Bytes waiting to be written. */
+size_t link_output_pending(const struct link *l);
+
+/* Stop and start reading (back-pressure and rate limits); input stays buffered. */
+void link_pause_reading(struct link *l);
+void link_resume_reading(struct link *l);
+
+/* Hear `written` only once the output is down to `low` bytes (0: whenever it is written). */
+void link_watch_output(struct link *l, size_t low);
+
+/* Still in the transport's handshake: no data has arrived yet. */
+bool link_handshaking(const struct link *l);
+
+/*
+ * End the link: stop reading what the peer sends (it is dropped), let what is
+ * queued go out for `linger` seconds, then shut our side and give the peer
+ * `drain` seconds to close its own (closing on unread input would reset the
+ * stream and could destroy the last packet before the peer reads it).
+ * `abandon`: drop what is queued and end at once. The owner hears `done`
+ * once, perhaps from within this call: it should only queue the freeing.
+ */
+void link_close(struct link *l, bool abandon, unsigned linger, unsigned drain);
+
+#endif
