@@ -21,6 +21,7 @@
 #include "broker/topic.h"
 #include "store/store.h"
 #include "util/config.h"
+#include "util/limits.h"
 #include "util/log.h"
 
 enum ctl_exit {
@@ -302,7 +303,7 @@ static int limit_value(const char *limit, const char *text, unsigned long long *
 {
     char err[768];
 
-    if (config_limit_parse(limit, text, out, err, sizeof(err)) < 0)
+    if (limits_parse(limit, text, out, err, sizeof(err)) < 0)
         return complain(CTL_EXIT_USAGE, "%s", err);
     return 0;
 }
@@ -369,11 +370,11 @@ static int ctl_open(struct ctl *ctl)
     return 0;
 }
 
-/* The index of limit `name` among config_limit_name(), or -1. */
+/* The index of limit `name` among limits_name(), or -1. */
 static long limit_index(const char *name)
 {
-    for (size_t i = 0; i < config_limit_count(); i++)
-        if (strcmp(config_limit_name(i), name) == 0)
+    for (size_t i = 0; i < limits_count(); i++)
+        if (strcmp(limits_name(i), name) == 0)
             return (long)i;
     return -1;
 }
@@ -512,7 +513,7 @@ static void show_plan(void *arg, const char *plan, const struct store_limit *lim
 static void show_print(const struct ctl *ctl, const struct show_state *ss)
 {
     FILE *out = ctl->out;
-    size_t n = config_limit_count();
+    size_t n = limits_count();
     char when[32];
 
     iso_time(ss->created, when, sizeof(when));
@@ -524,19 +525,19 @@ static void show_print(const struct ctl *ctl, const struct show_state *ss)
         fprintf(out, ", \"created\": \"%s\", \"tokens\": %zu, \"limits\": {", when, ss->tokens);
         for (size_t i = 0; i < n; i++)
             fprintf(out, "%s\n  \"%s\": {\"value\": %llu, \"source\": \"%s\"}", i ? "," : "",
-                    config_limit_name(i), ss->value[i], ss->source[i]);
+                    limits_name(i), ss->value[i], ss->source[i]);
         fputs("\n}}\n", out);
         return;
     }
     fprintf(out, "name: %s\nplan: %s\ncreated: %s\ntokens: %zu\nlimits:\n", ss->name, ss->plan,
             when, ss->tokens);
     for (size_t i = 0; i < n; i++)
-        fprintf(out, "  %-24s %12llu  %s\n", config_limit_name(i), ss->value[i], ss->source[i]);
+        fprintf(out, "  %-24s %12llu  %s\n", limits_name(i), ss->value[i], ss->source[i]);
 }
 
 static int cmd_instance_show(struct ctl *ctl, const struct args *a)
 {
-    size_t n = config_limit_count();
+    size_t n = limits_count();
     struct show_state ss = {0};
     char err[512];
     int rc = ctl_open(ctl);
@@ -550,7 +551,7 @@ static int cmd_instance_show(struct ctl *ctl, const struct args *a)
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        ss.value[i] = (unsigned long long)config_limit_get(&ctl->base, config_limit_name(i));
+        ss.value[i] = (unsigned long long)limits_get(&ctl->base, limits_name(i));
         ss.source[i] = "config";
     }
     rc = store_instance_get(ctl->store, a->operands[0], show_instance, &ss, err, sizeof(err));
@@ -954,8 +955,8 @@ static void usage(FILE *out)
     for (size_t i = 0; i < COMMAND_COUNT; i++)
         usage_command(out, &commands[i]);
     fputs("\nLimits (as in aviary.conf(5)):", out);
-    for (size_t i = 0; i < config_limit_count(); i++)
-        fprintf(out, "%s %s", i % 4 == 0 ? "\n " : "", config_limit_name(i));
+    for (size_t i = 0; i < limits_count(); i++)
+        fprintf(out, "%s %s", i % 4 == 0 ? "\n " : "", limits_name(i));
     fputs("\n\nDURATION is a positive number and s, m, h or d: 90s, 15m, 2h, 7d.\n"
           "Without --ttl a token is a key, which never expires.\n",
           out);

@@ -23,9 +23,9 @@
 #include "net/listener.h"
 #include "net/tls.h"
 #include "net/ws.h"
-#include "store/catalog.h"
 #include "store/store.h"
-#include "store/watcher.h"
+#include "tenancy/catalog.h"
+#include "tenancy/watcher.h"
 #include "util/config.h"
 #include "util/log.h"
 

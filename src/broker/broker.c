@@ -12,7 +12,7 @@
 #include "broker/session.h"
 #include "broker/timers.h"
 #include "broker/topic.h"
-#include "store/catalog.h"
+#include "tenancy/catalog.h"
 #include "util/clock.h"
 #include "util/log.h"
 

@@ -15,7 +15,7 @@
 #include "broker/propbuf.h"
 #include "broker/route.h"
 #include "broker/session.h"
-#include "store/catalog.h"
+#include "tenancy/catalog.h"
 #include "util/strmap.h"
 
 /* After a close, pending output (a CONNACK, say) gets this long to drain. */

@@ -2,7 +2,7 @@
 
 #include <time.h>
 
-#include "store/catalog.h"
+#include "tenancy/catalog.h"
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/memory.h"

@@ -5,7 +5,6 @@
 
 #include <event2/util.h>
 
-#include "broker/access.h"
 #include "broker/core.h"
 #include "broker/conn.h"
 #include "broker/handlers.h"
@@ -18,7 +17,8 @@
 #include "broker/timers.h"
 #include "broker/session.h"
 #include "broker/topic.h"
-#include "store/catalog.h"
+#include "tenancy/access.h"
+#include "tenancy/catalog.h"
 #include "util/account.h"
 #include "util/log.h"
 
@@ -207,7 +207,7 @@ static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct ins
                        struct catalog_token **token)
 {
     struct broker *b = c->broker;
-    char name[STORE_NAME_MAX + 1];
+    char name[CATALOG_NAME_MAX + 1];
     char why[256];
 
     if (!ck->has_username || !ck->has_password) {

@@ -4,7 +4,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "broker/access.h"
 #include "broker/core.h"
 #include "broker/conn.h"
 #include "broker/handlers.h"
@@ -14,7 +13,8 @@
 #include "broker/route.h"
 #include "broker/session.h"
 #include "broker/topic.h"
-#include "store/catalog.h"
+#include "tenancy/access.h"
+#include "tenancy/catalog.h"
 #include "util/account.h"
 #include "util/log.h"
 

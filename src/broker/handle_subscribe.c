@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker/access.h"
+#include "tenancy/access.h"
 #include "broker/conn.h"
 #include "broker/handlers.h"
 #include "broker/instance.h"
@@ -14,7 +14,7 @@
 #include "broker/session.h"
 #include "broker/share.h"
 #include "broker/topic.h"
-#include "store/catalog.h"
+#include "tenancy/catalog.h"
 #include "util/account.h"
 #include "util/log.h"
 #include "util/strmap.h"

@@ -5,7 +5,7 @@
 #include "broker/conn.h"
 #include "broker/core.h"
 #include "broker/instance.h"
-#include "store/catalog.h"
+#include "tenancy/catalog.h"
 #include "util/clock.h"
 #include "util/strmap.h"
 

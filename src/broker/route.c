@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "broker/access.h"
 #include "broker/core.h"
 #include "broker/instance.h"
 #include "broker/message.h"
@@ -11,7 +10,8 @@
 #include "broker/session.h"
 #include "broker/share.h"
 #include "broker/topic.h"
-#include "store/catalog.h"
+#include "tenancy/access.h"
+#include "tenancy/catalog.h"
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/scratch.h"

@@ -6,14 +6,14 @@
 
 #include <event2/event.h>
 
-#include "broker/access.h"
 #include "broker/core.h"
 #include "broker/instance.h"
 #include "broker/message.h"
 #include "broker/sender.h"
 #include "broker/share.h"
 #include "broker/topic.h"
-#include "store/catalog.h"
+#include "tenancy/access.h"
+#include "tenancy/catalog.h"
 #include "util/account.h"
 #include "util/clock.h"
 #include "util/log.h"

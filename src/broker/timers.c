@@ -10,7 +10,7 @@
 #include "broker/instance.h"
 #include "broker/message.h"
 #include "broker/session.h"
-#include "store/catalog.h"
+#include "tenancy/catalog.h"
 
 static void timers_conn_cb(evutil_socket_t fd, short what, void *arg);
 

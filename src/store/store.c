@@ -23,12 +23,13 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <sqlite3.h>
 
-#include "util/config.h"
+#include "util/hex.h"
+#include "util/limits.h"
 #include "util/log.h"
+#include "util/secret.h"
 
 /* How long a statement waits for another connection's lock before failing. */
 #define STORE_BUSY_TIMEOUT_MS 5000
@@ -36,6 +37,8 @@
 #define STORE_TOKEN_ID_BYTES (STORE_TOKEN_ID_LEN / 2)
 /* Drawing a token id that exists already twice in a row means the generator is broken. */
 #define STORE_TOKEN_ID_ATTEMPTS 3
+
+_Static_assert(STORE_HASH_LEN == SECRET_HASH_LEN, "the column holds secret_hash()'s output");
 
 struct store {
     sqlite3 *db;
@@ -495,15 +498,6 @@ int64_t store_data_version(struct store *s)
 
 /* ---- names, secrets, limits ----------------------------------------------- */
 
-void store_secret_hash(const void *secret, size_t len, uint8_t out[STORE_HASH_LEN])
-{
-    unsigned int outlen = 0;
-
-    /* SHA-256 cannot fail short of a broken library; then no stored hash (never zero) matches. */
-    if (EVP_Digest(secret, len, out, &outlen, EVP_sha256(), NULL) != 1 || outlen != STORE_HASH_LEN)
-        memset(out, 0, STORE_HASH_LEN);
-}
-
 bool store_name_valid(const char *name)
 {
     size_t len = 0;
@@ -528,21 +522,16 @@ static int bad_name(const char *what, const char *name, char *err, size_t errlen
 /* `limit` must be a limit directive and `value` within its range, as in aviary.conf. */
 static int limit_check(const char *limit, unsigned long long value, char *err, size_t errlen)
 {
-    struct limits probe;
-    char buf[SHOWN_SIZE], text[32], known[512] = "";
+    char buf[SHOWN_SIZE], text[32], known[512];
     unsigned long long parsed;
-    size_t used = 0;
 
-    limits_init(&probe);
-    if (config_limit_get(&probe, limit) < 0) {
-        for (size_t i = 0; i < config_limit_count() && used < sizeof(known); i++)
-            used += (size_t)snprintf(known + used, sizeof(known) - used, "%s%s", i ? ", " : "",
-                                     config_limit_name(i));
+    if (limits_find(limit, strlen(limit)) == NULL) {
+        limits_names(known, sizeof(known));
         return fail(err, errlen, STORE_E_INVALID, "unknown limit '%s' (known: %s)",
                     log_escape_str(limit, buf, sizeof(buf)), known);
     }
     snprintf(text, sizeof(text), "%llu", value);
-    if (config_limit_parse(limit, text, &parsed, err, errlen) < 0)
+    if (limits_parse(limit, text, &parsed, err, errlen) < 0)
         return STORE_E_INVALID;
     return 0;
 }
@@ -553,17 +542,6 @@ static int random_bytes(uint8_t *out, size_t len, char *err, size_t errlen)
     if (RAND_bytes(out, (int)len) != 1)
         return fail(err, errlen, STORE_E_DB, "cannot draw random bytes (OpenSSL's RAND_bytes)");
     return 0;
-}
-
-static void hex_encode(const uint8_t *in, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * len] = '\0';
 }
 
 /* RFC 4648 §5 base64url without padding: `out` holds (4 * len + 2) / 3 + 1 bytes. */
@@ -1018,7 +996,7 @@ int store_token_create(struct store *s, const struct store_token_spec *spec,
     if (rc < 0)
         return rc;
     base64url_encode(raw, sizeof(raw), text);
-    store_secret_hash(text, STORE_SECRET_LEN, hash);
+    secret_hash(text, STORE_SECRET_LEN, hash);
 
     rc = tx_begin(s, err, errlen);
     if (rc < 0)

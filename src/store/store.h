@@ -7,9 +7,10 @@
  * broker reads. store_open() creates the schema or migrates it to the current
  * version (PRAGMA user_version) and makes sure the plan "default" exists.
  *
- * A token's secret is never stored: only its SHA-256 (store_secret_hash).
- * Secrets are 32 bytes from OpenSSL's RAND_bytes, so a plain hash suffices; a
- * slow password hash would protect nothing that 256 random bits do not.
+ * A token's secret is never stored: only its SHA-256 (secret_hash() of
+ * util/secret.h). Secrets are 32 bytes from OpenSSL's RAND_bytes, so a plain
+ * hash suffices; a slow password hash would protect nothing that 256 random
+ * bits do not.
  *
  * Errors: every function that can fail returns 0 on success or a negative
  * STORE_E_* code, with one line for a person in `err` (may be NULL).
@@ -31,7 +32,7 @@ enum store_error {
 };
 
 #define STORE_DEFAULT_PLAN "default"
-#define STORE_HASH_LEN 32          /* SHA-256 */
+#define STORE_HASH_LEN 32          /* SHA-256, as util/secret.h computes it */
 #define STORE_TOKEN_ID_LEN 16      /* lowercase hex characters */
 #define STORE_SECRET_LEN 43        /* base64url of 32 random bytes, no padding */
 #define STORE_NAME_MAX 64          /* instance and plan names */
@@ -61,9 +62,6 @@ int64_t store_data_version(struct store *s);
 int store_read_begin(struct store *s, char *err, size_t errlen);
 void store_read_end(struct store *s);
 
-/* SHA-256 of a secret as given at login. */
-void store_secret_hash(const void *secret, size_t len, uint8_t out[STORE_HASH_LEN]);
-
 /*
  * Instance and plan names: 1 to STORE_NAME_MAX characters of A-Z a-z 0-9 . _ -
  * (an instance name is a login user name). Returns true when `name` is one.
@@ -75,7 +73,7 @@ bool store_name_valid(const char *name);
 /*
  * Set limit `limit` (a limit directive of aviary.conf(5), e.g. "max-connections")
  * of plan `plan` to `value`, creating the plan when it does not exist.
- * The caller has checked `value` against the limit's range (config_limit_parse).
+ * The caller has checked `value` against the limit's range (limits_parse).
  */
 int store_plan_set(struct store *s, const char *plan, const char *limit,
                    unsigned long long value, char *err, size_t errlen);

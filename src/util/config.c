@@ -9,23 +9,6 @@
 
 #include "util/log.h"
 
-/*
- * Upper bounds of the numeric directives. Each comes from the protocol where
- * the protocol has one, so a value the broker accepts can always be honoured.
- */
-#define CONFIG_MQTT_STRING_MAX 65535     /* an MQTT string's length is a 16-bit field */
-/* A topic is sent back with a leading '/' to filters that had one: it must still fit. */
-#define CONFIG_TOPIC_MAX (CONFIG_MQTT_STRING_MAX - 1)
-#define CONFIG_MQTT_PACKET_MAX 268435455 /* the largest remaining length */
-#define CONFIG_MQTT_KEEPALIVE_MAX 65535  /* keep-alive is a 16-bit field */
-#define CONFIG_MQTT_PACKET_ID_MAX 65535  /* packet identifiers bound the in-flight window */
-/*
- * Counts with no protocol bound. A million is far above any sane per-client
- * setting and low enough that a stray extra digit is refused instead of letting
- * one client pin gigabytes.
- */
-#define CONFIG_COUNT_MAX 1000000
-
 enum directive_kind {
     KIND_LISTEN,
     KIND_MODE,
@@ -34,6 +17,7 @@ enum directive_kind {
     KIND_LOG_LEVEL,
     KIND_BOOL,
     KIND_CLIENT_CERT,
+    KIND_LIMITS, /* not a directive: where the limits (util/limits.h) come in the usage text */
 };
 
 struct directive {
@@ -50,58 +34,13 @@ struct directive {
 
 #define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
 
-/* A week: past any sensible idle timeout or warning lead, far from any overflow. */
-#define CONFIG_IDLE_MAX (7u * 24 * 3600)
-
-/* 1 TiB: past any machine this runs on, and no overflow anywhere. */
-#define CONFIG_MEMORY_MAX (1024ull * 1024 * 1024 * 1024)
-
-/* 1 GiB: far past any sensible per-client buffer, and no overflow anywhere. */
-#define CONFIG_OUTBOUND_MAX (1024ull * 1024 * 1024)
-
 static const struct directive directives[] = {
     {"listen", KIND_LISTEN, "URL", FIELD(listen), 0, 0, false, "tcp://127.0.0.1:1883 (desktop)",
      "repeatable listener"},
     {"mode", KIND_MODE, "desktop|cloud", FIELD(mode), 0, 0, false, "desktop",
      "one anonymous instance, or hosted tenants"},
     {"db", KIND_PATH, "PATH", FIELD(db), 0, 0, false, "none", "SQLite database file"},
-    {"max-client-id", KIND_NUMBER, "N", FIELD(limits.max_client_id), 1, CONFIG_MQTT_STRING_MAX,
-     false, NULL, "longest client identifier, in characters"},
-    {"max-topic-length", KIND_NUMBER, "N", FIELD(limits.max_topic_length), 1,
-     CONFIG_TOPIC_MAX, false, NULL, "longest topic name or filter, in characters"},
-    {"max-payload", KIND_NUMBER, "BYTES", FIELD(limits.max_payload), 0, CONFIG_MQTT_PACKET_MAX,
-     true, NULL, "largest PUBLISH payload; k, m suffixes"},
-    {"max-subscriptions", KIND_NUMBER, "N", FIELD(limits.max_subscriptions), 0, CONFIG_COUNT_MAX,
-     false, NULL, "subscriptions one connection may hold"},
-    {"keepalive-min", KIND_NUMBER, "SECONDS", FIELD(limits.keepalive_min), 0,
-     CONFIG_MQTT_KEEPALIVE_MAX, false, NULL, "shorter client keep-alives are raised to this"},
-    {"keepalive-max", KIND_NUMBER, "SECONDS", FIELD(limits.keepalive_max), 1,
-     CONFIG_MQTT_KEEPALIVE_MAX, false, NULL, "longer (or 0) keep-alives are lowered to this"},
-    {"max-queued-messages", KIND_NUMBER, "N", FIELD(limits.max_queued_messages), 0,
-     CONFIG_COUNT_MAX, false, NULL, "QoS 1/2 messages queued per offline session"},
-    {"max-inflight", KIND_NUMBER, "N", FIELD(limits.max_inflight), 1, CONFIG_MQTT_PACKET_ID_MAX,
-     false, NULL, "unacknowledged QoS 1/2 messages per client"},
-    {"max-outbound-bytes", KIND_NUMBER, "BYTES", FIELD(limits.max_outbound_bytes), 1024,
-     CONFIG_OUTBOUND_MAX, true, "8m", "pending output per client before QoS 0 to it is dropped"},
-    {"max-topic-aliases", KIND_NUMBER, "N", FIELD(limits.max_topic_aliases), 0,
-     CONFIG_MQTT_PACKET_ID_MAX, false, NULL, "MQTT 5 topic aliases a client may set; 0: none"},
-    {"max-session-expiry", KIND_NUMBER, "SECONDS", FIELD(limits.max_session_expiry), 0,
-     UINT32_MAX, false, NULL, "longest a session outlives its connection; 0: no cap"},
-    {"max-connections", KIND_NUMBER, "N", FIELD(limits.max_connections), 0, CONFIG_COUNT_MAX,
-     false, NULL, "live connections per instance; 0: no limit"},
-    {"max-messages-per-second", KIND_NUMBER, "N", FIELD(limits.max_messages_per_second), 0,
-     CONFIG_COUNT_MAX, false, NULL, "PUBLISH packets per second per connection; 0: no limit"},
-    {"max-instance-messages-per-second", KIND_NUMBER, "N",
-     FIELD(limits.max_instance_messages_per_second), 0, CONFIG_COUNT_MAX, false, NULL,
-     "the same for an instance's connections together"},
-    {"max-retained", KIND_NUMBER, "N", FIELD(limits.max_retained), 0, CONFIG_COUNT_MAX, false,
-     NULL, "retained messages per instance; 0: no limit"},
-    {"idle-timeout", KIND_NUMBER, "SECONDS", FIELD(limits.idle_timeout), 0, CONFIG_IDLE_MAX,
-     false, NULL, "close connections idle this long; 0: never"},
-    {"max-sessions", KIND_NUMBER, "N", FIELD(limits.max_sessions), 0, CONFIG_COUNT_MAX, false,
-     NULL, "persistent sessions per instance; 0: no limit"},
-    {"max-instance-bytes", KIND_NUMBER, "BYTES", FIELD(limits.max_instance_bytes), 0,
-     CONFIG_MEMORY_MAX, true, "0", "bytes one instance may hold; k, m, g suffixes; 0: none"},
+    {NULL, KIND_LIMITS, NULL, 0, 0, 0, 0, false, NULL, NULL},
     {"tls-cert", KIND_PATH, "PATH", FIELD(tls_cert), 0, 0, false, "none",
      "PEM certificate (chain) for tls:// and wss://"},
     {"tls-key", KIND_PATH, "PATH", FIELD(tls_key), 0, 0, false, "none",
@@ -112,9 +51,9 @@ static const struct directive directives[] = {
      false, "none", "ask TLS clients for a certificate"},
     {"allow-keys-without-tls", KIND_BOOL, "yes|no", FIELD(allow_keys_without_tls), 0, 0, false,
      "no", "cloud: accept keys (tokens without expiry) without TLS"},
-    {"token-warning", KIND_NUMBER, "SECONDS", FIELD(token_warning), 1, CONFIG_IDLE_MAX, false,
+    {"token-warning", KIND_NUMBER, "SECONDS", FIELD(token_warning), 1, LIMITS_IDLE_MAX, false,
      NULL, "lead of expirywarning on [mqtt]tokenevents"},
-    {"max-memory", KIND_NUMBER, "BYTES", FIELD(max_memory), 0, CONFIG_MEMORY_MAX, true, "0",
+    {"max-memory", KIND_NUMBER, "BYTES", FIELD(max_memory), 0, LIMITS_MEMORY_MAX, true, "0",
      "resident memory before new clients are refused; 0: none"},
     {"connect-timeout", KIND_NUMBER, "SECONDS", FIELD(connect_timeout), 1, 3600, false, NULL,
      "time from accept to CONNECT, handshakes included"},
@@ -149,7 +88,8 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 static const struct directive *directive_find(const char *name, size_t len)
 {
     for (size_t i = 0; i < DIRECTIVE_COUNT; i++)
-        if (strlen(directives[i].name) == len && memcmp(directives[i].name, name, len) == 0)
+        if (directives[i].name && strlen(directives[i].name) == len &&
+            memcmp(directives[i].name, name, len) == 0)
             return &directives[i];
     return NULL;
 }
@@ -283,44 +223,6 @@ int config_url_parse(const char *url, struct config_url *out, char *err, size_t 
 
 /* ---- one directive ------------------------------------------------------ */
 
-/*
- * Decimal digits, then (when `suffixes`) one of k K m M g G. Returns 0, -1 for
- * anything else, -2 when the value exceeds `max` (checked without overflowing).
- */
-static int parse_number(const char *s, bool suffixes, unsigned long long max,
-                        unsigned long long *out)
-{
-    unsigned long long n = 0, mult = 1;
-    bool too_big = false;
-    const char *p = s;
-
-    if (!isdigit((unsigned char)*p))
-        return -1;
-    for (; isdigit((unsigned char)*p); p++) {
-        unsigned digit = (unsigned)(*p - '0');
-        if (digit > max || n > (max - digit) / 10)
-            too_big = true;
-        else
-            n = n * 10 + digit;
-    }
-    if (suffixes && (*p == 'k' || *p == 'K')) {
-        mult = 1024;
-        p++;
-    } else if (suffixes && (*p == 'm' || *p == 'M')) {
-        mult = 1024 * 1024;
-        p++;
-    } else if (suffixes && (*p == 'g' || *p == 'G')) {
-        mult = 1024 * 1024 * 1024;
-        p++;
-    }
-    if (*p != '\0')
-        return -1;
-    if (too_big || n > max / mult)
-        return -2;
-    *out = n * mult;
-    return 0;
-}
-
 static int set_listen(struct config *c, const struct directive *d, const char *value, char *err,
                       size_t errlen)
 {
@@ -372,122 +274,15 @@ static int set_path(struct config *c, const struct directive *d, const char *val
     return 0;
 }
 
-/* Parse a number directive's value and check its range. */
-static int number_parse(const struct directive *d, const char *value, unsigned long long *n,
-                        char *err, size_t errlen)
-{
-    int rc = parse_number(value, d->suffixes, d->max, n);
-
-    if (rc == -1 && value[0] == '-' && isdigit((unsigned char)value[1]))
-        return fail(err, errlen, "%s: must not be negative: '%s'", d->name, value);
-    if (rc == -1)
-        return fail(err, errlen, "%s: not a number: '%s'", d->name, value);
-    if (rc == -2 || *n < d->min)
-        return fail(err, errlen, "%s: must be between %llu and %llu, got '%s'", d->name, d->min,
-                    d->max, value);
-    return 0;
-}
-
-/* Number fields are size_t or unsigned; `field` points at one of `size` bytes. */
-static void number_store(void *field, size_t size, unsigned long long n)
-{
-    if (size == sizeof(unsigned)) {
-        unsigned u = (unsigned)n;
-        memcpy(field, &u, sizeof(u));
-    } else {
-        size_t z = (size_t)n;
-        memcpy(field, &z, sizeof(z));
-    }
-}
-
-static unsigned long long number_load(const void *field, size_t size)
-{
-    if (size == sizeof(unsigned)) {
-        unsigned u;
-        memcpy(&u, field, sizeof(u));
-        return u;
-    }
-    size_t z;
-    memcpy(&z, field, sizeof(z));
-    return z;
-}
-
 static int set_number(struct config *c, const struct directive *d, const char *value, char *err,
                       size_t errlen)
 {
     unsigned long long n;
 
-    if (number_parse(d, value, &n, err, errlen) < 0)
+    if (limits_parse_number(d->name, value, d->min, d->max, d->suffixes, &n, err, errlen) < 0)
         return -1;
-    number_store((unsigned char *)c + d->offset, d->size, n);
+    limits_field_store((unsigned char *)c + d->offset, d->size, n);
     return 0;
-}
-
-/* ---- limits by name (plans and instances) ------------------------------- */
-
-static bool directive_is_limit(const struct directive *d)
-{
-    return d->offset >= offsetof(struct config, limits) &&
-           d->offset < offsetof(struct config, limits) + sizeof(struct limits);
-}
-
-static const struct directive *limit_find(const char *name)
-{
-    const struct directive *d = directive_find(name, strlen(name));
-    return d && directive_is_limit(d) ? d : NULL;
-}
-
-size_t config_limit_count(void)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < DIRECTIVE_COUNT; i++)
-        n += directive_is_limit(&directives[i]);
-    return n;
-}
-
-const char *config_limit_name(size_t i)
-{
-    for (size_t k = 0; k < DIRECTIVE_COUNT; k++)
-        if (directive_is_limit(&directives[k]) && i-- == 0)
-            return directives[k].name;
-    return NULL;
-}
-
-int config_limit_parse(const char *name, const char *value, unsigned long long *out, char *err,
-                       size_t errlen)
-{
-    const struct directive *d = limit_find(name);
-
-    if (!d) {
-        char known[512] = "";
-        size_t used = 0;
-        for (size_t i = 0; i < config_limit_count() && used < sizeof(known); i++)
-            used += (size_t)snprintf(known + used, sizeof(known) - used, "%s%s", i ? ", " : "",
-                                     config_limit_name(i));
-        return fail(err, errlen, "unknown limit '%s' (known: %s)", name, known);
-    }
-    return number_parse(d, value, out, err, errlen);
-}
-
-int config_limit_set(struct limits *l, const char *name, unsigned long long value)
-{
-    const struct directive *d = limit_find(name);
-
-    if (!d)
-        return -1;
-    number_store((unsigned char *)l + (d->offset - offsetof(struct config, limits)), d->size,
-                 value);
-    return 0;
-}
-
-long long config_limit_get(const struct limits *l, const char *name)
-{
-    const struct directive *d = limit_find(name);
-
-    if (!d)
-        return -1;
-    return (long long)number_load(
-        (const unsigned char *)l + (d->offset - offsetof(struct config, limits)), d->size);
 }
 
 static int set_log_level(struct config *c, const struct directive *d, const char *value, char *err,
@@ -541,9 +336,26 @@ static int set_client_cert(struct config *c, const struct directive *d, const ch
                 value);
 }
 
-static int directive_apply(struct config *c, const struct directive *d, const char *value,
-                           char *err, size_t errlen)
+static int set_limit(struct config *c, const struct limits_def *l, const char *value, char *err,
+                     size_t errlen)
 {
+    unsigned long long n;
+
+    if (value == NULL)
+        return fail(err, errlen, "%s: missing value", l->name);
+    if (limits_parse_number(l->name, value, l->min, l->max, l->suffixes, &n, err, errlen) < 0)
+        return -1;
+    limits_field_store((unsigned char *)&c->limits + l->offset, l->size, n);
+    return 0;
+}
+
+/* Apply config's own directive `d`, or when `d` is NULL the limit `limit`. */
+static int directive_apply(struct config *c, const struct directive *d,
+                           const struct limits_def *limit, const char *value, char *err,
+                           size_t errlen)
+{
+    if (d == NULL)
+        return set_limit(c, limit, value, err, errlen);
     if (value == NULL && d->kind != KIND_BOOL)
         return fail(err, errlen, "%s: missing value", d->name);
     switch (d->kind) {
@@ -561,6 +373,8 @@ static int directive_apply(struct config *c, const struct directive *d, const ch
         return set_bool(c, d, value, err, errlen);
     case KIND_CLIENT_CERT:
         return set_client_cert(c, d, value, err, errlen);
+    case KIND_LIMITS:
+        break;
     }
     return fail(err, errlen, "%s: internal error", d->name);
 }
@@ -568,10 +382,11 @@ static int directive_apply(struct config *c, const struct directive *d, const ch
 int config_set(struct config *c, const char *name, const char *value, char *err, size_t errlen)
 {
     const struct directive *d = directive_find(name, strlen(name));
+    const struct limits_def *limit = d ? NULL : limits_find(name, strlen(name));
 
-    if (d == NULL)
+    if (d == NULL && limit == NULL)
         return fail(err, errlen, "unknown directive '%s'", name);
-    return directive_apply(c, d, value, err, errlen);
+    return directive_apply(c, d, limit, value, err, errlen);
 }
 
 /* ---- the file ----------------------------------------------------------- */
@@ -694,11 +509,12 @@ out:
 
 /*
  * The command line is read twice: first to check its syntax and find -c, then,
- * after the file is loaded, to apply the options in the order given. `d` NULL
- * marks a -v.
+ * after the file is loaded, to apply the options in the order given. `d` and
+ * `limit` both NULL mark a -v.
  */
 struct pending {
     const struct directive *d;
+    const struct limits_def *limit; /* when `d` is NULL */
     const char *value;
 };
 
@@ -721,6 +537,7 @@ static int parse_long(int argc, char **argv, int *i, struct pending *pend, size_
     size_t len = eq != NULL ? (size_t)(eq - name) : strlen(name);
     const char *value = eq != NULL ? eq + 1 : NULL;
     const struct directive *d;
+    const struct limits_def *limit;
 
     if ((len == 4 && memcmp(name, "help", 4) == 0) ||
         (len == 7 && memcmp(name, "version", 7) == 0)) {
@@ -740,20 +557,22 @@ static int parse_long(int argc, char **argv, int *i, struct pending *pend, size_
     }
 
     d = directive_find(name, len);
-    if (d == NULL)
+    limit = d ? NULL : limits_find(name, len);
+    if (d == NULL && limit == NULL)
         return fail(err, errlen, "unknown option '--%.*s'", (int)len, name);
     if (value == NULL) {
         /* No positional arguments exist, so a following word can only be this flag's value. */
-        if (d->kind == KIND_BOOL) {
+        if (d && d->kind == KIND_BOOL) {
             if (*i + 1 < argc && argv[*i + 1][0] != '-')
                 value = argv[++*i];
         } else {
             if (*i + 1 >= argc)
-                return fail(err, errlen, "--%s: missing value", d->name);
+                return fail(err, errlen, "--%s: missing value", d ? d->name : limit->name);
             value = argv[++*i];
         }
     }
     pend[*npend].d = d;
+    pend[*npend].limit = limit;
     pend[*npend].value = value;
     ++*npend;
     return 0;
@@ -768,11 +587,13 @@ static int parse_short(int argc, char **argv, int *i, struct pending *pend, size
         switch (*p) {
         case 'v':
             pend[*npend].d = NULL;
+            pend[*npend].limit = NULL;
             pend[*npend].value = NULL;
             ++*npend;
             break;
         case 'd':
             pend[*npend].d = directive_find("daemonize", strlen("daemonize"));
+            pend[*npend].limit = NULL;
             pend[*npend].value = NULL;
             ++*npend;
             break;
@@ -858,7 +679,7 @@ int config_parse_args(struct config *c, int argc, char **argv, enum config_actio
     for (size_t k = 0; k < npend; k++) {
         const struct directive *d = pend[k].d;
 
-        if (d == NULL) {
+        if (d == NULL && pend[k].limit == NULL) {
             int want = LOG_LEVEL_NOTICE + (int)++verbose;
             if (want > LOG_LEVEL_DEBUG)
                 want = LOG_LEVEL_DEBUG;
@@ -867,11 +688,11 @@ int config_parse_args(struct config *c, int argc, char **argv, enum config_actio
             continue;
         }
         /* The command line's listeners replace the file's instead of adding to them. */
-        if (d->kind == KIND_LISTEN && !cleared_listen) {
+        if (d && d->kind == KIND_LISTEN && !cleared_listen) {
             config_clear_listen(c);
             cleared_listen = true;
         }
-        if (directive_apply(c, d, pend[k].value, err, errlen) < 0)
+        if (directive_apply(c, d, pend[k].limit, pend[k].value, err, errlen) < 0)
             goto out;
     }
     rc = 0;
@@ -916,6 +737,27 @@ int config_validate(const struct config *c, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * One directive of the usage text. Without a `defval`, the default shown is the
+ * number in `field` (of `size` bytes) of the defaults.
+ */
+static void usage_line(FILE *out, const char *name, const char *arg, const char *help,
+                       const char *defval, const void *field, size_t size)
+{
+    char left[40], def[32];
+
+    snprintf(left, sizeof(left), "--%s %s", name, arg);
+    if (defval == NULL) {
+        snprintf(def, sizeof(def), "%llu", limits_field_load(field, size));
+        defval = def;
+    }
+    /* A long option name takes its own line, so the help keeps its column. */
+    if (strlen(left) >= 28)
+        fprintf(out, "  %s\n  %-28s%s (default: %s)\n", left, "", help, defval);
+    else
+        fprintf(out, "  %-28s%s (default: %s)\n", left, help, defval);
+}
+
 void config_usage(FILE *out, const char *progname)
 {
     struct config defaults;
@@ -940,20 +782,17 @@ void config_usage(FILE *out, const char *progname)
             progname, progname);
     for (size_t i = 0; i < DIRECTIVE_COUNT; i++) {
         const struct directive *d = &directives[i];
-        char left[40], def[32];
-        const char *shown = d->defval;
 
-        snprintf(left, sizeof(left), "--%s %s", d->name, d->arg);
-        if (shown == NULL) {
-            snprintf(def, sizeof(def), "%llu",
-                     number_load((const unsigned char *)&defaults + d->offset, d->size));
-            shown = def;
+        if (d->kind != KIND_LIMITS) {
+            usage_line(out, d->name, d->arg, d->help, d->defval,
+                       (const unsigned char *)&defaults + d->offset, d->size);
+            continue;
         }
-        /* A long option name takes its own line, so the help keeps its column. */
-        if (strlen(left) >= 28)
-            fprintf(out, "  %s\n  %-28s%s (default: %s)\n", left, "", d->help, shown);
-        else
-            fprintf(out, "  %-28s%s (default: %s)\n", left, d->help, shown);
+        for (size_t k = 0; k < limits_count(); k++) {
+            const struct limits_def *l = limits_at(k);
+            usage_line(out, l->name, l->arg, l->help, l->defval,
+                       (const unsigned char *)&defaults.limits + l->offset, l->size);
+        }
     }
     config_free(&defaults);
 }

@@ -38,7 +38,7 @@ struct config {
     bool listen_set;       /* listen given explicitly (desktop defaults otherwise) */
     enum config_mode mode;
     char *db;              /* sqlite path, NULL = none yet */
-    struct limits limits;
+    struct limits limits;  /* set by the limit directives, named in util/limits.h */
     int log_level;         /* enum log_level */
     bool syslog;           /* log to syslog instead of stderr */
     bool daemonize;        /* -d */
@@ -100,29 +100,6 @@ int config_validate(const struct config *c, char *err, size_t errlen);
 
 /* Print the usage text, listing every directive, to `out`. */
 void config_usage(FILE *out, const char *progname);
-
-/*
- * The limit directives, those that fill struct limits, are also what plans and
- * instances set by name (aviaryctl plan set / instance set).
- */
-
-/* How many limit directives there are; config_limit_name(i) names the i-th. */
-size_t config_limit_count(void);
-const char *config_limit_name(size_t i);
-
-/*
- * Parse `value` for limit `name` exactly as the configuration file would
- * (range, k/m suffixes). Returns 0, or -1 with the reason in `err`
- * (an unknown limit lists the known ones).
- */
-int config_limit_parse(const char *name, const char *value, unsigned long long *out, char *err,
-                       size_t errlen);
-
-/* Set limit `name` of `l` to `value` (as parsed above). Returns 0, or -1 for an unknown name. */
-int config_limit_set(struct limits *l, const char *name, unsigned long long value);
-
-/* The value of limit `name` in `l`, or -1 for an unknown name. */
-long long config_limit_get(const struct limits *l, const char *name);
 
 /* A listener URL split into its parts. */
 struct config_url {

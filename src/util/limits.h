@@ -1,8 +1,13 @@
 /*
- * limits — the per-instance limits of SPEC §5 with their defaults.
+ * limits — the per-instance limits of SPEC §5: their defaults, and their
+ * schema (names, ranges, how values are written).
  *
  * A plain value type: configuration fills one, the broker copies it into each
- * instance. Owns nothing; any module may include it.
+ * instance. Every limit has a name, which is at once a directive of
+ * aviary.conf(5) and what a plan or an instance sets (aviaryctl plan set /
+ * instance set); limits_parse() and limits_set() serve all three, so a value
+ * means the same wherever it is written. Owns nothing; no state; any module
+ * may include it.
  */
 #ifndef AVIARY_LIMITS_H
 #define AVIARY_LIMITS_H
@@ -88,5 +93,68 @@ static inline bool limits_equal(const struct limits *a, const struct limits *b)
            a->max_retained == b->max_retained && a->idle_timeout == b->idle_timeout &&
            a->max_sessions == b->max_sessions && a->max_instance_bytes == b->max_instance_bytes;
 }
+
+/*
+ * Bounds shared with aviaryd's other settings (util/config.c). A week: past any
+ * sensible idle timeout or warning lead, far from any overflow. 1 TiB: past any
+ * machine this runs on.
+ */
+#define LIMITS_IDLE_MAX (7u * 24 * 3600)
+#define LIMITS_MEMORY_MAX (1024ull * 1024 * 1024 * 1024)
+
+/* One limit of the schema. */
+struct limits_def {
+    const char *name;     /* e.g. "max-payload" */
+    const char *arg;      /* the value's placeholder in usage texts: N, BYTES or SECONDS */
+    size_t offset, size;  /* of the field in struct limits (a size_t or an unsigned) */
+    unsigned long long min, max;
+    bool suffixes;        /* the value may end in k/K (x1024), m/M (x1024^2) or g/G (x1024^3) */
+    const char *defval;   /* the default as usage texts show it; NULL: the number */
+    const char *help;
+};
+
+/* How many limits there are; limits_at(i) is the i-th (NULL from limits_count() on). */
+size_t limits_count(void);
+const struct limits_def *limits_at(size_t i);
+
+/* The name of the i-th limit, or NULL from limits_count() on. */
+const char *limits_name(size_t i);
+
+/* The limit named by the `len` bytes at `name` (not NUL-terminated), or NULL. */
+const struct limits_def *limits_find(const char *name, size_t len);
+
+/* Write every limit's name, separated by ", ", to `out` (truncated to `size`). */
+void limits_names(char *out, size_t size);
+
+/*
+ * Parse a number setting `name` (named in messages) from `value`: decimal
+ * digits, then when `suffixes` one of k K m M g G, between `min` and `max`.
+ * The checks of every numeric directive, limits or not. Returns 0, or -1 with
+ * the reason in `err`, e.g. "max-payload: not a number: '12x'".
+ */
+int limits_parse_number(const char *name, const char *value, unsigned long long min,
+                        unsigned long long max, bool suffixes, unsigned long long *out,
+                        char *err, size_t errlen);
+
+/*
+ * Parse `value` for limit `name` exactly as the configuration file would
+ * (range, suffixes). Returns 0, or -1 with the reason in `err` (an unknown
+ * limit lists the known ones).
+ */
+int limits_parse(const char *name, const char *value, unsigned long long *out, char *err,
+                 size_t errlen);
+
+/* Set limit `name` of `l` to `value` (as parsed above). Returns 0, or -1 for an unknown name. */
+int limits_set(struct limits *l, const char *name, unsigned long long value);
+
+/* The value of limit `name` in `l`, or -1 for an unknown name. */
+long long limits_get(const struct limits *l, const char *name);
+
+/*
+ * A numeric setting's field at `field`, of `size` bytes: sizeof(unsigned) or
+ * sizeof(size_t), the two kinds that settings use.
+ */
+void limits_field_store(void *field, size_t size, unsigned long long n);
+unsigned long long limits_field_load(const void *field, size_t size);
 
 #endif

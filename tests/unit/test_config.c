@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "util/config.h"
+#include "util/limits.h"
 #include "util/log.h"
 
 #define ERRLEN 512
@@ -1431,12 +1432,12 @@ END_TEST
 
 START_TEST(test_limit_names_are_the_limit_directives)
 {
-    size_t n = config_limit_count();
+    size_t n = limits_count();
     bool saw_payload = false, saw_connections = false;
 
     ck_assert_uint_ge(n, 13);
     for (size_t i = 0; i < n; i++) {
-        const char *name = config_limit_name(i);
+        const char *name = limits_name(i);
         ck_assert_ptr_nonnull(name);
         ck_assert_str_ne(name, "listen");
         ck_assert_str_ne(name, "log-level");
@@ -1444,7 +1445,7 @@ START_TEST(test_limit_names_are_the_limit_directives)
         saw_connections |= strcmp(name, "max-connections") == 0;
     }
     ck_assert(saw_payload && saw_connections);
-    ck_assert_ptr_null(config_limit_name(n));
+    ck_assert_ptr_null(limits_name(n));
 }
 END_TEST
 
@@ -1455,17 +1456,17 @@ START_TEST(test_limit_parse_set_get)
     char err[ERRLEN];
 
     limits_init(&l);
-    ck_assert_int_eq(config_limit_parse("max-payload", "2k", &v, err, sizeof(err)), 0);
+    ck_assert_int_eq(limits_parse("max-payload", "2k", &v, err, sizeof(err)), 0);
     ck_assert_uint_eq(v, 2048);
-    ck_assert_int_eq(config_limit_set(&l, "max-payload", v), 0);
+    ck_assert_int_eq(limits_set(&l, "max-payload", v), 0);
     ck_assert_uint_eq(l.max_payload, 2048);
-    ck_assert_int_eq(config_limit_get(&l, "max-payload"), 2048);
+    ck_assert_int_eq(limits_get(&l, "max-payload"), 2048);
 
-    ck_assert_int_eq(config_limit_parse("idle-timeout", "90", &v, err, sizeof(err)), 0);
-    ck_assert_int_eq(config_limit_set(&l, "idle-timeout", v), 0);
+    ck_assert_int_eq(limits_parse("idle-timeout", "90", &v, err, sizeof(err)), 0);
+    ck_assert_int_eq(limits_set(&l, "idle-timeout", v), 0);
     ck_assert_uint_eq(l.idle_timeout, 90); /* an unsigned field */
-    ck_assert_int_eq(config_limit_get(&l, "idle-timeout"), 90);
-    ck_assert_int_eq(config_limit_get(&l, "max-connections"), 0);
+    ck_assert_int_eq(limits_get(&l, "idle-timeout"), 90);
+    ck_assert_int_eq(limits_get(&l, "max-connections"), 0);
 }
 END_TEST
 
@@ -1476,17 +1477,36 @@ START_TEST(test_limit_errors)
     char err[ERRLEN];
 
     limits_init(&l);
-    ck_assert_int_eq(config_limit_parse("max-payloads", "1", &v, err, sizeof(err)), -1);
+    ck_assert_int_eq(limits_parse("max-payloads", "1", &v, err, sizeof(err)), -1);
     ck_assert_ptr_nonnull(strstr(err, "unknown limit 'max-payloads'"));
     ck_assert_ptr_nonnull(strstr(err, "max-connections"));
     /* Not every directive is a limit. */
-    ck_assert_int_eq(config_limit_parse("log-level", "debug", &v, err, sizeof(err)), -1);
-    ck_assert_int_eq(config_limit_set(&l, "listen", 1), -1);
-    ck_assert_int_eq(config_limit_get(&l, "db"), -1);
-    ck_assert_int_eq(config_limit_parse("max-inflight", "0", &v, err, sizeof(err)), -1);
+    ck_assert_int_eq(limits_parse("log-level", "debug", &v, err, sizeof(err)), -1);
+    ck_assert_int_eq(limits_set(&l, "listen", 1), -1);
+    ck_assert_int_eq(limits_get(&l, "db"), -1);
+    ck_assert_int_eq(limits_parse("max-inflight", "0", &v, err, sizeof(err)), -1);
     ck_assert_str_eq(err, "max-inflight: must be between 1 and 65535, got '0'");
-    ck_assert_int_eq(config_limit_parse("max-retained", "x", &v, err, sizeof(err)), -1);
+    ck_assert_int_eq(limits_parse("max-retained", "x", &v, err, sizeof(err)), -1);
     ck_assert_str_eq(err, "max-retained: not a number: 'x'");
+}
+END_TEST
+
+/* Options arrive as "--max-payload=2k": the name is found without its value. */
+START_TEST(test_limits_find_at_and_names)
+{
+    char names[512], small[12];
+
+    ck_assert_ptr_eq(limits_find("max-payload=2k", strlen("max-payload")), limits_at(2));
+    ck_assert_str_eq(limits_at(2)->name, "max-payload");
+    ck_assert(limits_at(2)->suffixes);
+    ck_assert_ptr_null(limits_find("max-payload", 3));
+    ck_assert_ptr_null(limits_find("db", 2));
+    ck_assert_ptr_null(limits_at(limits_count()));
+    limits_names(names, sizeof(names));
+    ck_assert(strncmp(names, "max-client-id, max-topic-length, ", 33) == 0);
+    ck_assert_ptr_nonnull(strstr(names, ", max-instance-bytes"));
+    limits_names(small, sizeof(small));
+    ck_assert_str_eq(small, "max-client-"); /* truncated, still terminated */
 }
 END_TEST
 
@@ -1566,6 +1586,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_limit_names_are_the_limit_directives);
     tcase_add_test(tc, test_limit_parse_set_get);
     tcase_add_test(tc, test_limit_errors);
+    tcase_add_test(tc, test_limits_find_at_and_names);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("validate-usage-sample");

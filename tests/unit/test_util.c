@@ -1,10 +1,15 @@
-/* Unit tests of src/util: the string map and the log's escaping of client text. */
+/*
+ * Unit tests of src/util: the string map, SipHash, the log's escaping of client
+ * text, hex and the secret hash.
+ */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/hex.h"
 #include "util/log.h"
+#include "util/secret.h"
 #include "util/siphash.h"
 #include "util/strmap.h"
 
@@ -142,6 +147,45 @@ START_TEST(test_log_escape_truncates_with_an_ellipsis)
 }
 END_TEST
 
+START_TEST(test_hex_encode_is_lowercase_and_terminated)
+{
+    static const uint8_t bytes[] = {0x00, 0x01, 0x7f, 0x80, 0xab, 0xff};
+    char out[HEX_SIZE(sizeof(bytes)) + 1];
+
+    memset(out, 'x', sizeof(out));
+    hex_encode(bytes, sizeof(bytes), out);
+    ck_assert_str_eq(out, "00017f80abff");
+    ck_assert_int_eq(out[HEX_SIZE(sizeof(bytes))], 'x'); /* nothing written past HEX_SIZE */
+}
+END_TEST
+
+START_TEST(test_hex_encode_of_nothing_is_empty)
+{
+    char out[HEX_SIZE(0)] = {'x'};
+
+    hex_encode(NULL, 0, out);
+    ck_assert_str_eq(out, "");
+}
+END_TEST
+
+/* Stored hashes must keep matching: the output is SHA-256, byte for byte (FIPS 180-2 "abc"). */
+START_TEST(test_secret_hash_is_sha256)
+{
+    static const uint8_t abc[SECRET_HASH_LEN] = {0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea,
+                                                 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22, 0x23,
+                                                 0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c,
+                                                 0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00, 0x15, 0xad};
+    uint8_t out[SECRET_HASH_LEN];
+    char text[HEX_SIZE(SECRET_HASH_LEN)];
+
+    secret_hash("abc", 3, out);
+    ck_assert_mem_eq(out, abc, SECRET_HASH_LEN);
+    secret_hash("", 0, out);
+    hex_encode(out, sizeof(out), text);
+    ck_assert_str_eq(text, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("util");
@@ -159,6 +203,11 @@ int main(void)
     tcase_add_test(tc, test_log_escape_hides_newlines_and_escapes);
     tcase_add_test(tc, test_log_escape_hides_utf8_bytes);
     tcase_add_test(tc, test_log_escape_truncates_with_an_ellipsis);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("hex and secrets");
+    tcase_add_test(tc, test_hex_encode_is_lowercase_and_terminated);
+    tcase_add_test(tc, test_hex_encode_of_nothing_is_empty);
+    tcase_add_test(tc, test_secret_hash_is_sha256);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);

@@ -1,0 +1,56 @@
+#include "tenancy/access.h"
+
+#include "broker/topic.h"
+#include "tenancy/catalog.h"
+
+/*
+ * Allow lists follow MQTT's matching ("#" does not reach `$` topics); deny
+ * lists do not make that exception, so "--deny-pub #" denies everything.
+ */
+static bool any_matches(const struct catalog_filters *f, const char *topic, bool deny)
+{
+    for (size_t i = 0; i < f->count; i++)
+        if (topic_filter_matches(f->items[i], topic, deny))
+            return true;
+    return false;
+}
+
+static bool any_covers(const struct catalog_filters *f, const char *filter, bool deny)
+{
+    for (size_t i = 0; i < f->count; i++)
+        if (topic_filter_covers(f->items[i], filter, deny))
+            return true;
+    return false;
+}
+
+bool access_may_publish(const struct catalog_token *t, const char *topic)
+{
+    if (!t)
+        return true;
+    if (t->pub.count && !any_matches(&t->pub, topic, false))
+        return false;
+    return !any_matches(&t->deny_pub, topic, true);
+}
+
+enum access_verdict access_subscribe_verdict(const struct catalog_token *t, const char *filter)
+{
+    if (!t)
+        return ACCESS_ALLOWED;
+    if (t->sub.count && !any_covers(&t->sub, filter, false))
+        return ACCESS_OUTSIDE;
+    return any_covers(&t->deny_sub, filter, true) ? ACCESS_DENIED : ACCESS_ALLOWED;
+}
+
+bool access_may_subscribe(const struct catalog_token *t, const char *filter)
+{
+    return access_subscribe_verdict(t, filter) == ACCESS_ALLOWED;
+}
+
+bool access_may_read(const struct catalog_token *t, const char *topic)
+{
+    if (!t)
+        return true;
+    if (t->sub.count && !any_matches(&t->sub, topic, false))
+        return false;
+    return !any_matches(&t->deny_sub, topic, true);
+}

@@ -1,0 +1,63 @@
+/*
+ * watcher — keeps the broker's catalog in step with the database.
+ *
+ * aviaryctl writes the database while the broker runs. A watcher thread
+ * polls SQLite's data_version every WATCHER_INTERVAL_MS and, when it
+ * changed, loads a new catalog off the core thread, so the event loop never
+ * waits on the disk. The new catalog waits in a one-slot mailbox (a newer one
+ * replaces one not yet taken) and a byte on a pipe wakes the core thread,
+ * which calls watcher_take(). The watcher owns its thread, its SQLite
+ * connection and the catalog waiting in the mailbox; a taken catalog is the
+ * caller's.
+ */
+#ifndef AVIARY_WATCHER_H
+#define AVIARY_WATCHER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tenancy/catalog.h"
+#include "util/limits.h"
+
+/* Changes reach the broker within this much (plus the load time). */
+#define WATCHER_INTERVAL_MS 500
+
+struct watcher;
+
+/*
+ * Open (creating and migrating) the database at `path` and start the
+ * thread, which loads a first catalog at once (so that nothing committed
+ * since the caller's own start-up load is missed) and then one per change.
+ * Limits start from `base`. Returns the watcher, or NULL with the reason in
+ * `err`. Start it after any fork(): a thread does not survive one.
+ */
+struct watcher *watcher_start(const char *path, const struct limits *base, char *err,
+                              size_t errlen);
+
+/* Becomes readable when a new catalog waits. */
+int watcher_fd(const struct watcher *w);
+
+/*
+ * Ask for look number `n` at the database, now rather than at the next poll
+ * (a login missed: aviaryctl may have just made its instance or token). The
+ * look starts after this call, and a changed database yields a new catalog
+ * as usual; the fd becomes readable when it is done.
+ */
+void watcher_look(struct watcher *w, uint64_t n);
+
+/*
+ * Every look up to the number returned has been made. Read it before
+ * watcher_take(): the catalog a look loaded is then already in the mailbox.
+ */
+uint64_t watcher_looked(struct watcher *w);
+
+/* Empty the pipe and return the waiting catalog (the caller's), or NULL. */
+struct catalog *watcher_take(struct watcher *w);
+
+/* New base limits (SIGHUP): a new catalog is built with them at once. */
+void watcher_set_base(struct watcher *w, const struct limits *base);
+
+/* Stop and join the thread; free everything. NULL is fine. */
+void watcher_stop(struct watcher *w);
+
+#endif
