@@ -320,119 +320,175 @@ static int daemonize(void)
     return 0;
 }
 
-int main(int argc, char **argv)
+/*
+ * Read the command line and the file it names. Returns true to run; false
+ * when the program is done (help, version, or a bad configuration, reported
+ * on stderr), with the exit status in *status.
+ */
+static bool read_configuration(struct config *cfg, int argc, char **argv, int *status)
 {
-    struct config cfg;
     enum config_action action;
     char err[512];
-    struct daemon_state d = {.argc = argc, .argv = argv, .cfg = &cfg};
-    int status = EXIT_RUNTIME;
 
-    config_init(&cfg);
-    if (config_parse_args(&cfg, argc, argv, &action, err, sizeof(err)) < 0 ||
-        config_validate(&cfg, err, sizeof(err)) < 0) {
+    if (config_parse_args(cfg, argc, argv, &action, err, sizeof(err)) < 0 ||
+        config_validate(cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "aviaryd: %s\n", err);
-        config_free(&cfg);
-        return EXIT_CONFIG;
+        *status = EXIT_CONFIG;
+        return false;
     }
+    *status = EXIT_OK;
     if (action == CONFIG_HELP) {
         config_usage(stdout, "aviaryd");
-        config_free(&cfg);
-        return EXIT_OK;
+        return false;
     }
     if (action == CONFIG_VERSION) {
         printf("aviaryd %s\n", PACKAGE_VERSION);
-        config_free(&cfg);
-        return EXIT_OK;
+        return false;
     }
+    return true;
+}
+
+/* The log, and what the process needs of the system before it serves anyone. */
+static void set_up_process(const struct config *cfg)
+{
     /* A daemon has no stderr: its log goes to syslog. */
-    log_open("aviaryd", (enum log_level)cfg.log_level, cfg.syslog || cfg.daemonize);
+    log_open("aviaryd", (enum log_level)cfg->log_level, cfg->syslog || cfg->daemonize);
     /* A peer that vanishes must cost us an error code, not the process. */
     signal(SIGPIPE, SIG_IGN);
     raise_descriptor_limit();
+}
 
-    d.base = event_base_new();
-    d.broker = d.base ? broker_new(d.base, &cfg.limits) : NULL;
-    if (!d.broker) {
+static int make_broker(struct daemon_state *d, const struct config *cfg)
+{
+    d->base = event_base_new();
+    d->broker = d->base ? broker_new(d->base, &cfg->limits) : NULL;
+    if (!d->broker) {
         log_error("cannot start: out of memory");
-        goto out;
+        return -1;
     }
-    d.broker->connect_timeout = cfg.connect_timeout;
-    d.broker->max_memory = cfg.max_memory;
-    /* Signals first: a supervisor may signal us as soon as we say we listen. */
-    d.sigterm = evsignal_new(d.base, SIGTERM, stop_cb, &d);
-    d.sigint = evsignal_new(d.base, SIGINT, stop_cb, &d);
-    d.sighup = evsignal_new(d.base, SIGHUP, reload_cb, &d);
-    if (!d.sigterm || !d.sigint || !d.sighup || event_add(d.sigterm, NULL) < 0 ||
-        event_add(d.sigint, NULL) < 0 || event_add(d.sighup, NULL) < 0) {
+    d->broker->connect_timeout = cfg->connect_timeout;
+    d->broker->max_memory = cfg->max_memory;
+    return 0;
+}
+
+static int install_signals(struct daemon_state *d)
+{
+    d->sigterm = evsignal_new(d->base, SIGTERM, stop_cb, d);
+    d->sigint = evsignal_new(d->base, SIGINT, stop_cb, d);
+    d->sighup = evsignal_new(d->base, SIGHUP, reload_cb, d);
+    if (!d->sigterm || !d->sigint || !d->sighup || event_add(d->sigterm, NULL) < 0 ||
+        event_add(d->sigint, NULL) < 0 || event_add(d->sighup, NULL) < 0) {
         log_error("cannot install signal handlers");
-        goto out;
+        return -1;
     }
-    if (cfg.tls_cert && !(d.tls = tls_server_new(&cfg, err, sizeof(err)))) {
+    return 0;
+}
+
+/* The context of tls:// listeners, from tls-cert and tls-key. */
+static int start_tls(struct daemon_state *d, const struct config *cfg)
+{
+    char err[512];
+
+    if (!(d->tls = tls_server_new(cfg, err, sizeof(err)))) {
         log_error("cannot start: %s", err);
         fprintf(stderr, "aviaryd: %s\n", err);
-        status = EXIT_CONFIG;
-        goto out;
+        return -1;
     }
-    if (cfg.mode == CONFIG_MODE_CLOUD && start_cloud(&d, &cfg) < 0) {
-        status = EXIT_CONFIG;
-        goto out;
-    }
-    if (open_listeners(&d, &cfg) < 0) {
-        status = EXIT_LISTEN;
-        goto out;
-    }
+    return 0;
+}
+
+/* Everything before the loop, in order. Returns EXIT_OK, or the status to exit with. */
+static int start(struct daemon_state *d, const struct config *cfg)
+{
+    char err[512];
+
+    if (make_broker(d, cfg) < 0)
+        return EXIT_RUNTIME;
+    /* Signals first: a supervisor may signal us as soon as we say we listen. */
+    if (install_signals(d) < 0)
+        return EXIT_RUNTIME;
+    if (cfg->tls_cert && start_tls(d, cfg) < 0)
+        return EXIT_CONFIG;
+    if (cfg->mode == CONFIG_MODE_CLOUD && start_cloud(d, cfg) < 0)
+        return EXIT_CONFIG;
+    if (open_listeners(d, cfg) < 0)
+        return EXIT_LISTEN;
     /*
      * Detach only now, so that `aviaryd -d` reports a listener it cannot open
      * with its exit status, and has printed the addresses it serves.
      */
-    if (cfg.daemonize && (daemonize() < 0 || event_reinit(d.base) < 0)) {
+    if (cfg->daemonize && (daemonize() < 0 || event_reinit(d->base) < 0)) {
         log_error("cannot daemonize: %s", strerror(errno));
-        goto out;
+        return EXIT_RUNTIME;
     }
-    if (cfg.pid_file && write_pid_file(cfg.pid_file) < 0)
-        goto out;
-    if (cfg.mode == CONFIG_MODE_CLOUD && start_watcher(&d, &cfg) < 0)
-        goto out;
+    if (cfg->pid_file && write_pid_file(cfg->pid_file) < 0)
+        return EXIT_RUNTIME;
+    if (cfg->mode == CONFIG_MODE_CLOUD && start_watcher(d, cfg) < 0)
+        return EXIT_RUNTIME;
     /* A thread does not survive the fork of -d: the WebSocket one starts only now. */
-    if (d.ws && ws_server_start(d.ws, err, sizeof(err)) < 0) {
+    if (d->ws && ws_server_start(d->ws, err, sizeof(err)) < 0) {
         log_error("%s", err);
-        goto out;
+        return EXIT_RUNTIME;
     }
+    return EXIT_OK;
+}
 
-    if (cfg.mode == CONFIG_MODE_CLOUD)
+/* Serve until SIGTERM or SIGINT ends the loop. Returns the exit status. */
+static int run(struct daemon_state *d, const struct config *cfg)
+{
+    if (cfg->mode == CONFIG_MODE_CLOUD)
         log_notice("aviaryd %s started in cloud mode with database %s (pid %ld)",
-                   PACKAGE_VERSION, db_path(&cfg), (long)getpid());
+                   PACKAGE_VERSION, db_path(cfg), (long)getpid());
     else
         log_notice("aviaryd %s started in desktop mode (pid %ld)", PACKAGE_VERSION,
                    (long)getpid());
-    if (event_base_dispatch(d.base) < 0) {
+    if (event_base_dispatch(d->base) < 0) {
         log_error("event loop failed");
-        goto out;
+        return EXIT_RUNTIME;
     }
     log_notice("stopped");
-    status = EXIT_OK;
-out:
-    if (cfg.pid_file && status == EXIT_OK)
-        unlink(cfg.pid_file);
-    close_listeners(&d);
-    free(d.listeners);
-    ws_server_free(d.ws);
-    if (d.catalog_ev)
-        event_free(d.catalog_ev);
-    watcher_stop(d.watcher);
-    broker_free(d.broker);
-    tls_server_free(d.tls);
-    if (d.sigterm)
-        event_free(d.sigterm);
-    if (d.sigint)
-        event_free(d.sigint);
-    if (d.sighup)
-        event_free(d.sighup);
-    if (d.drain)
-        event_free(d.drain);
-    if (d.base)
-        event_base_free(d.base);
+    return EXIT_OK;
+}
+
+/* Free whatever start() made, however far it got; the pid file goes after a clean stop. */
+static void tear_down(struct daemon_state *d, const struct config *cfg, int status)
+{
+    if (cfg->pid_file && status == EXIT_OK)
+        unlink(cfg->pid_file);
+    close_listeners(d);
+    free(d->listeners);
+    ws_server_free(d->ws);
+    if (d->catalog_ev)
+        event_free(d->catalog_ev);
+    watcher_stop(d->watcher);
+    broker_free(d->broker);
+    tls_server_free(d->tls);
+    if (d->sigterm)
+        event_free(d->sigterm);
+    if (d->sigint)
+        event_free(d->sigint);
+    if (d->sighup)
+        event_free(d->sighup);
+    if (d->drain)
+        event_free(d->drain);
+    if (d->base)
+        event_base_free(d->base);
+}
+
+int main(int argc, char **argv)
+{
+    struct config cfg;
+    struct daemon_state d = {.argc = argc, .argv = argv, .cfg = &cfg};
+    int status;
+
+    config_init(&cfg);
+    if (read_configuration(&cfg, argc, argv, &status)) {
+        set_up_process(&cfg);
+        status = start(&d, &cfg);
+        if (status == EXIT_OK)
+            status = run(&d, &cfg);
+        tear_down(&d, &cfg, status);
+    }
     config_free(&cfg);
     return status;
 }

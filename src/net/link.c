@@ -28,20 +28,20 @@ static void tls_shutdown_write(struct link *l)
 {
 }
 
-static const char *tcp_error_text(struct link *l, char *out, size_t size)
+static const char *tcp_link_error(struct link *l, char *out, size_t size)
 {
     snprintf(out, size, "%s", strerror(errno));
     return out;
 }
 
-static const char *tls_error_text(struct link *l, char *out, size_t size)
+static const char *tls_link_error(struct link *l, char *out, size_t size)
 {
     return tls_bufferevent_error(l->bev, out, size);
 }
 
 /* The WebSocket thread speaks TLS to the browser; the core sees a plain socketpair. */
-static const struct link_ops tcp_ops = {false, tcp_shutdown_write, tcp_error_text};
-static const struct link_ops tls_ops = {true, tls_shutdown_write, tls_error_text};
+static const struct link_ops tcp_ops = {false, tcp_shutdown_write, tcp_link_error};
+static const struct link_ops tls_ops = {true, tls_shutdown_write, tls_link_error};
 
 struct link *link_new(struct bufferevent *bev, const struct link_meta *meta,
                       const struct link_events *events, void *owner)

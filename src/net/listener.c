@@ -1,6 +1,5 @@
 #include "net/listener.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -21,12 +20,10 @@
 #include "broker/broker.h"
 #include "broker/client.h"
 #include "broker/conn.h"
+#include "net/addr.h"
 #include "net/tls.h"
 #include "util/config.h"
 #include "util/log.h"
-
-/* How many following ports a desktop default listener tries when its port is taken. */
-#define LISTENER_PORT_TRIES 100
 
 /* Connections the kernel may hold for us while we accept (a burst, or a pause). */
 #define LISTENER_BACKLOG 4096
@@ -44,27 +41,6 @@ struct listener {
     char url[128];
 };
 
-/* "127.0.0.1:5000" or "[::1]:5000" */
-static void format_address(const struct sockaddr *sa, char *out, size_t size)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        port = ntohs(in->sin_port);
-        snprintf(out, size, "%s:%u", host, port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        port = ntohs(in6->sin6_port);
-        snprintf(out, size, "[%s]:%u", host, port);
-    } else {
-        snprintf(out, size, "unknown");
-    }
-}
-
 static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
                                struct sockaddr *sa, int salen, void *arg)
 {
@@ -74,7 +50,7 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
     struct bufferevent *bev;
     int one = 1;
 
-    format_address(sa, meta.peer, sizeof(meta.peer));
+    addr_format(sa, (socklen_t)salen, meta.peer, sizeof(meta.peer));
     /* MQTT packets are small and latency matters more than batching. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (l->tls) {
@@ -126,7 +102,7 @@ static void listener_error_cb(struct evconnlistener *evl, void *arg)
                   strerror(err), LISTENER_PAUSE_SEC, (unsigned long long)l->paused);
 }
 
-/* A bound, listening socket on host:port, or -1 with errno set. */
+/* A bound, listening socket on host:port, or -1 with errno set and the reason in `err`. */
 static evutil_socket_t bind_socket(const char *host, unsigned port, char *err, size_t errlen)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
@@ -164,6 +140,25 @@ static evutil_socket_t bind_socket(const char *host, unsigned port, char *err, s
     return fd;
 }
 
+/* What listener_open() asks of each port it tries. */
+struct bind_attempt {
+    const char *host;
+    evutil_socket_t fd;
+    char *err;
+    size_t errlen;
+};
+
+/* addr_listen_fn for bind_socket(): a taken port sends addr_listen_port() on to the next. */
+static int listener_try_port(unsigned port, void *arg)
+{
+    struct bind_attempt *a = arg;
+
+    a->fd = bind_socket(a->host, port, a->err, a->errlen);
+    if (a->fd >= 0)
+        return 0;
+    return errno == EADDRINUSE ? -EADDRINUSE : -1;
+}
+
 struct listener *listener_open(struct broker *b, const char *url, bool next_free_port,
                                struct tls_server *tls, char *err, size_t errlen)
 {
@@ -183,20 +178,10 @@ struct listener *listener_open(struct broker *b, const char *url, bool next_free
         snprintf(err, errlen, "%s: needs tls-cert and tls-key", url);
         return NULL;
     }
-    const char *host = u.host;
-    unsigned port = u.port;
-
-    evutil_socket_t fd = -1;
-    int tries = next_free_port ? LISTENER_PORT_TRIES : 1;
-    for (int i = 0; i < tries && port + (unsigned)i <= 65535; i++) {
-        fd = bind_socket(host, port + (unsigned)i, err, errlen);
-        if (fd >= 0 || errno != EADDRINUSE)
-            break;
-        log_notice("%s: port %u is in use, trying %u", url, port + (unsigned)i,
-                   port + (unsigned)i + 1);
-    }
-    if (fd < 0)
+    struct bind_attempt a = {.host = u.host, .fd = -1, .err = err, .errlen = errlen};
+    if (addr_listen_port(url, u.port, next_free_port, listener_try_port, &a) < 0)
         return NULL;
+    evutil_socket_t fd = a.fd;
 
     struct listener *l = calloc(1, sizeof(*l));
     if (!l) {
@@ -223,11 +208,11 @@ struct listener *listener_open(struct broker *b, const char *url, bool next_free
         return NULL;
     }
 
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss = {0};
     socklen_t sslen = sizeof(ss);
     char addr[96];
     getsockname(fd, (struct sockaddr *)&ss, &sslen);
-    format_address((struct sockaddr *)&ss, addr, sizeof(addr));
+    addr_format((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
     snprintf(l->url, sizeof(l->url), "%s://%s", u.scheme, addr);
     return l;
 }

@@ -1,14 +1,15 @@
 #include "net/tls.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-#include <errno.h>
 #include <string.h>
 
+#include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 /* Sessions resumed with a client certificate must have been made by us. */
 static const unsigned char session_id_context[] = "aviary";
@@ -17,6 +18,30 @@ struct tls_server {
     SSL_CTX *ctx;
 };
 
+const char *tls_error_text(unsigned long code, long verify, bool words_only, char *out, size_t size)
+{
+    const char *reason = ERR_reason_error_string(code);
+
+    if (reason && verify != X509_V_OK) { /* which check the peer's certificate failed */
+        snprintf(out, size, "%s (%s)", reason, X509_verify_cert_error_string(verify));
+        return out;
+    }
+    if (reason) {
+        snprintf(out, size, "%s", reason);
+        return out;
+    }
+    if (!words_only) {
+        ERR_error_string_n(code, out, size);
+        return out;
+    }
+    /* "error:0A0000C7:SSL routines::peer did not return a certificate": keep the words. */
+    char full[120];
+    ERR_error_string_n(code, full, sizeof(full));
+    const char *words = strrchr(full, ':');
+    snprintf(out, size, "%s", words && words[1] ? words + 1 : full);
+    return out;
+}
+
 const char *tls_last_error(unsigned long code, const char *fallback, char *out, size_t size)
 {
     unsigned long e = code ? code : ERR_get_error();
@@ -24,13 +49,25 @@ const char *tls_last_error(unsigned long code, const char *fallback, char *out, 
         snprintf(out, size, "%s", fallback);
         return out;
     }
-    const char *reason = ERR_reason_error_string(e);
-    if (reason)
-        snprintf(out, size, "%s", reason);
-    else
-        ERR_error_string_n(e, out, size);
+    tls_error_text(e, X509_V_OK, false, out, size);
     ERR_clear_error();
     return out;
+}
+
+const char *tls_bufferevent_error(struct bufferevent *bev, char *out, size_t size)
+{
+    unsigned long e, last = 0;
+    /* Besides OpenSSL's errors the queue holds SSL_get_error() codes (no library): skip them. */
+    while ((e = bufferevent_get_openssl_error(bev)))
+        if (ERR_GET_LIB(e) != 0)
+            last = e;
+    if (!last) {
+        snprintf(out, size, "%s", errno ? strerror(errno) : "unknown error");
+        return out;
+    }
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    long verify = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    return tls_error_text(last, verify, true, out, size);
 }
 
 static SSL_CTX *tls_context_new(const struct config *cfg, char *err, size_t errlen)
@@ -132,34 +169,4 @@ void tls_server_free(struct tls_server *t)
         return;
     SSL_CTX_free(t->ctx);
     free(t);
-}
-
-const char *tls_bufferevent_error(struct bufferevent *bev, char *out, size_t size)
-{
-    unsigned long e, last = 0;
-    /* Besides OpenSSL's errors the queue holds SSL_get_error() codes (no library): skip them. */
-    while ((e = bufferevent_get_openssl_error(bev)))
-        if (ERR_GET_LIB(e) != 0)
-            last = e;
-    if (!last) {
-        snprintf(out, size, "%s", errno ? strerror(errno) : "unknown error");
-        return out;
-    }
-    const char *reason = ERR_reason_error_string(last);
-    SSL *ssl = bufferevent_openssl_get_ssl(bev);
-    long verify = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-    if (reason && verify != X509_V_OK) { /* which check the client's certificate failed */
-        snprintf(out, size, "%s (%s)", reason, X509_verify_cert_error_string(verify));
-        return out;
-    }
-    if (reason) {
-        snprintf(out, size, "%s", reason);
-        return out;
-    }
-    /* "error:0A0000C7:SSL routines::peer did not return a certificate": keep the words. */
-    char full[120];
-    ERR_error_string_n(last, full, sizeof(full));
-    const char *words = strrchr(full, ':');
-    snprintf(out, size, "%s", words && words[1] ? words + 1 : full);
-    return out;
 }

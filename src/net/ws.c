@@ -1,11 +1,8 @@
-#define _GNU_SOURCE /* pipe2 */
 #include "net/ws.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -23,20 +20,20 @@
 #include "broker/broker.h"
 #include "broker/client.h"
 #include "broker/conn.h"
+#include "net/addr.h"
 #include "net/tls.h"
 #include "util/log.h"
+#include "util/mailbox.h"
 
 #define WS_PATH "/mqtt"
 #define WS_MAX_VHOSTS 8
-#define WS_PORT_TRIES 100
 /* Bytes moved per step, either way; the socket buffers hold the rest. */
 #define WS_CHUNK 16384
 
-/* A new session's core end, waiting for the core thread. */
+/* A new session's core end, waiting in the mailbox for the core thread. */
 struct ws_handoff {
     int fd;
     struct link_meta meta;
-    struct ws_handoff *next;
 };
 
 struct ws_vhost {
@@ -57,10 +54,8 @@ struct ws_server {
     bool thread_started;
     atomic_bool stop;           /* set by the core thread, read by the WS thread */
     atomic_bool reload_tls;     /* likewise: re-read the certificate */
-    int pipe_fd[2];             /* the WS thread writes a byte per hand-off */
-    struct event *handoff_ev;   /* core thread */
-    pthread_mutex_t lock;
-    struct ws_handoff *queue, *queue_tail; /* guarded by lock, oldest first */
+    struct mailbox *handoffs;   /* struct ws_handoff, from the WS thread to the core */
+    struct event *handoff_ev;   /* core thread: watches the mailbox */
 };
 
 /*
@@ -94,31 +89,18 @@ static struct ws_server *server_of(struct lws *wsi)
     return lws_context_user(lws_get_context(wsi));
 }
 
-/* "127.0.0.1:5000" or "[::1]:5000" for the socket `fd`'s peer. */
-static void peer_of_fd(int fd, char *out, size_t size)
+/* "127.0.0.1:5000" or "[::1]:5000" for the client of `wsi`; "unknown" once it is gone. */
+static const char *peer_of(struct lws *wsi, char *out, size_t size)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
-    char host[INET6_ADDRSTRLEN];
+    int fd = wsi ? lws_get_socket_fd(wsi) : -1;
 
-    snprintf(out, size, "unknown");
-    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
-        return;
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        if (inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host)))
-            snprintf(out, size, "%s:%u", host, ntohs(in->sin_port));
-    } else if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        if (inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host)))
-            snprintf(out, size, "[%s]:%u", host, ntohs(in6->sin6_port));
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) < 0) {
+        snprintf(out, size, "unknown");
+        return out;
     }
-}
-
-static const char *peer_of(struct lws *wsi, char *out, size_t size)
-{
-    peer_of_fd(wsi ? lws_get_socket_fd(wsi) : -1, out, size);
-    return out;
+    return addr_format((struct sockaddr *)&ss, len, out, size);
 }
 
 static bool vhost_is_tls(struct ws_server *ws, struct lws_vhost *vh)
@@ -145,17 +127,11 @@ static void handoff(struct ws_server *ws, int fd, const struct ws_session *s, bo
     h->meta.transport = tls ? LINK_WSS : LINK_WS;
     h->meta.over_tls = tls;
     snprintf(h->meta.peer, sizeof(h->meta.peer), "%s", s->peer);
-    pthread_mutex_lock(&ws->lock);
-    if (ws->queue_tail)
-        ws->queue_tail->next = h;
-    else
-        ws->queue = h;
-    ws->queue_tail = h;
-    pthread_mutex_unlock(&ws->lock);
-    char one = 1;
-    /* A full pipe already holds a wake-up: nothing is lost. */
-    if (write(ws->pipe_fd[1], &one, 1) < 0 && errno != EAGAIN)
-        log_warning("ws: cannot wake the core thread: %s", strerror(errno));
+    if (mailbox_put(ws->handoffs, h) < 0) {
+        log_error("ws: out of memory handing over a session from %s", s->peer);
+        close(fd);
+        free(h);
+    }
 }
 
 /*
@@ -241,7 +217,7 @@ static int to_ws(struct ws_session *s)
     return 0;
 }
 
-static int session_open(struct ws_server *ws, struct ws_session *s, struct lws *wsi)
+static int ws_session_open(struct ws_server *ws, struct ws_session *s, struct lws *wsi)
 {
     int sv[2];
 
@@ -278,7 +254,7 @@ static int session_open(struct ws_server *ws, struct ws_session *s, struct lws *
     return 0;
 }
 
-static void session_close(struct ws_session *s)
+static void ws_session_close(struct ws_session *s)
 {
     free(s->pending);
     s->pending = NULL;
@@ -300,7 +276,7 @@ static void session_close(struct ws_session *s)
  * ws_pending yet). A refused client certificate is named by OpenSSL's
  * verdict; OpenSSL 3.0 has no text for TLS 1.3's "certificate required".
  */
-static void log_handshake_failure(struct lws *wsi, SSL *ssl, int alert)
+static void ws_log_handshake_failure(struct lws *wsi, SSL *ssl, int alert)
 {
     struct ws_pending *p = lws_get_opaque_user_data(wsi);
     char peer[64];
@@ -399,7 +375,7 @@ static int on_mqtt(struct lws *wsi, enum lws_callback_reasons reason, void *user
         }
         return 0;
     case LWS_CALLBACK_ESTABLISHED:
-        return session_open(server_of(wsi), s, wsi);
+        return ws_session_open(server_of(wsi), s, wsi);
     case LWS_CALLBACK_RECEIVE:
         if (!lws_frame_is_binary(wsi)) { /* MQTT-6.0.0-1 */
             log_notice("ws: %s: closed: a text frame (MQTT travels in binary frames)", s->peer);
@@ -410,7 +386,7 @@ static int on_mqtt(struct lws *wsi, enum lws_callback_reasons reason, void *user
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return to_ws(s);
     case LWS_CALLBACK_CLOSED:
-        session_close(s);
+        ws_session_close(s);
         return 0;
     case LWS_CALLBACK_WSI_DESTROY:
         /* Refused after lws had bound it to us (a wrong path): not a session. */
@@ -502,7 +478,7 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         SSL *ssl = lws_get_ssl(wsi);
         if (ssl && (si->where & SSL_CB_WRITE) && (si->ret >> 8) == SSL3_AL_FATAL &&
             SSL_in_init(ssl))
-            log_handshake_failure(wsi, ssl, si->ret);
+            ws_log_handshake_failure(wsi, ssl, si->ret);
         return 0;
     }
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
@@ -539,16 +515,9 @@ static void *ws_main(void *arg)
 static void handoff_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct ws_server *ws = arg;
-    char buf[64];
+    struct ws_handoff *h;
 
-    while (read(ws->pipe_fd[0], buf, sizeof(buf)) > 0)
-        ;
-    pthread_mutex_lock(&ws->lock);
-    struct ws_handoff *h = ws->queue;
-    ws->queue = ws->queue_tail = NULL;
-    pthread_mutex_unlock(&ws->lock);
-    while (h) {
-        struct ws_handoff *next = h->next;
+    while ((h = mailbox_take(ws->handoffs))) {
         struct bufferevent *bev =
             bufferevent_socket_new(ws->broker->base, h->fd, BEV_OPT_CLOSE_ON_FREE);
         if (bev) {
@@ -558,11 +527,18 @@ static void handoff_cb(evutil_socket_t fd, short what, void *arg)
             close(h->fd);
         }
         free(h);
-        h = next;
     }
 }
 
-static void lws_to_log(int level, const char *line)
+/* mailbox_free()'s release: a session the core never took; the WS thread has closed its end. */
+static void handoff_release(void *item)
+{
+    struct ws_handoff *h = item;
+    close(h->fd);
+    free(h);
+}
+
+static void ws_log_from_lws(int level, const char *line)
 {
     char shown[512];
     size_t n = strlen(line);
@@ -596,7 +572,6 @@ struct ws_server *ws_server_new(struct broker *b, const struct config *cfg, char
         return NULL;
     }
     ws->broker = b;
-    ws->pipe_fd[0] = ws->pipe_fd[1] = -1;
     ws->timeout = cfg->connect_timeout;
     ws->client_cert = cfg->tls_client_cert;
     ws->tls_cert = dup_or_null(cfg->tls_cert, &oom);
@@ -604,12 +579,11 @@ struct ws_server *ws_server_new(struct broker *b, const struct config *cfg, char
     ws->tls_ca = dup_or_null(cfg->tls_ca, &oom);
     atomic_init(&ws->stop, false);
     atomic_init(&ws->reload_tls, false);
-    pthread_mutex_init(&ws->lock, NULL);
     if (oom) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    lws_set_log_level(LLL_ERR, lws_to_log);
+    lws_set_log_level(LLL_ERR, ws_log_from_lws);
     memset(&info, 0, sizeof(info));
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.user = ws;
@@ -619,11 +593,12 @@ struct ws_server *ws_server_new(struct broker *b, const struct config *cfg, char
         snprintf(err, errlen, "cannot create the WebSocket context");
         goto fail;
     }
-    if (pipe2(ws->pipe_fd, O_NONBLOCK | O_CLOEXEC) < 0) {
+    if (!(ws->handoffs = mailbox_new("ws"))) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         goto fail;
     }
-    ws->handoff_ev = event_new(b->base, ws->pipe_fd[0], EV_READ | EV_PERSIST, handoff_cb, ws);
+    ws->handoff_ev =
+        event_new(b->base, mailbox_fd(ws->handoffs), EV_READ | EV_PERSIST, handoff_cb, ws);
     if (!ws->handoff_ev || event_add(ws->handoff_ev, NULL) < 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -679,6 +654,42 @@ static bool ws_port_free(const char *host, unsigned port)
     return free_now;
 }
 
+/* What ws_server_listen() asks of each port it tries. */
+struct ws_listen_attempt {
+    struct ws_server *ws;
+    const struct config_url *url;
+    bool tls;
+    bool probe;             /* more than one port may be tried: probe each first */
+    struct lws_vhost *vh;   /* the vhost made */
+};
+
+/* addr_listen_fn: make the vhost of a ws:// or wss:// URL on `port`. */
+static int ws_try_port(unsigned port, void *arg)
+{
+    struct ws_listen_attempt *a = arg;
+    struct lws_context_creation_info info;
+    char name[16];
+
+    if (a->probe && !ws_port_free(a->url->host, port))
+        return -EADDRINUSE;
+    memset(&info, 0, sizeof(info));
+    snprintf(name, sizeof(name), "v%zu", a->ws->vhost_count);
+    info.vhost_name = name;
+    info.port = (int)port;
+    info.iface = a->url->host;
+    info.protocols = protocols;
+    info.timeout_secs = a->ws->timeout;
+    info.timeout_secs_ah_idle = a->ws->timeout;
+    info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+    if (strchr(a->url->host, ':') == NULL)
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (a->tls)
+        vhost_tls_info(a->ws, &info);
+    a->vh = lws_create_vhost(a->ws->ctx, &info);
+    /* The probe found the port free (or there was none): maybe the next one does better. */
+    return a->vh ? 0 : -EAGAIN;
+}
+
 int ws_server_listen(struct ws_server *ws, const char *url, bool next_free_port, char *bound,
                      size_t boundlen, char *err, size_t errlen)
 {
@@ -702,42 +713,16 @@ int ws_server_listen(struct ws_server *ws, const char *url, bool next_free_port,
         snprintf(err, errlen, "%s: needs tls-cert and tls-key", url);
         return -1;
     }
-    int tries = next_free_port ? WS_PORT_TRIES : 1;
-    for (int i = 0; i < tries && u.port + (unsigned)i <= 65535; i++) {
-        struct lws_context_creation_info info;
-        char name[16];
-        if (tries > 1 && !ws_port_free(u.host, u.port + (unsigned)i)) {
-            log_notice("%s: port %u is in use, trying %u", url, u.port + (unsigned)i,
-                       u.port + (unsigned)i + 1);
-            continue;
-        }
-        memset(&info, 0, sizeof(info));
-        snprintf(name, sizeof(name), "v%zu", ws->vhost_count);
-        info.vhost_name = name;
-        info.port = (int)(u.port + (unsigned)i);
-        info.iface = u.host;
-        info.protocols = protocols;
-        info.timeout_secs = ws->timeout;
-        info.timeout_secs_ah_idle = ws->timeout;
-        info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
-        if (strchr(u.host, ':') == NULL)
-            info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-        if (tls)
-            vhost_tls_info(ws, &info);
-        struct lws_vhost *vh = lws_create_vhost(ws->ctx, &info);
-        if (vh) {
-            ws->vhosts[ws->vhost_count++] = (struct ws_vhost){vh, tls};
-            const char *fmt = strchr(u.host, ':') ? "%s://[%s]:%d" : "%s://%s:%d";
-            snprintf(bound, boundlen, fmt, u.scheme, u.host, lws_get_vhost_listen_port(vh));
-            return 0;
-        }
-        if (i + 1 < tries)
-            log_notice("%s: port %u is not free, trying %u", url, u.port + (unsigned)i,
-                       u.port + (unsigned)i + 1);
+    struct ws_listen_attempt a = {.ws = ws, .url = &u, .tls = tls, .probe = next_free_port};
+    if (addr_listen_port(url, u.port, next_free_port, ws_try_port, &a) < 0) {
+        snprintf(err, errlen, "cannot listen on %s%s", url,
+                 tls ? " (or tls-cert and tls-key cannot be loaded)" : ": address in use?");
+        return -1;
     }
-    snprintf(err, errlen, "cannot listen on %s%s", url,
-             tls ? " (or tls-cert and tls-key cannot be loaded)" : ": address in use?");
-    return -1;
+    ws->vhosts[ws->vhost_count++] = (struct ws_vhost){a.vh, tls};
+    const char *fmt = strchr(u.host, ':') ? "%s://[%s]:%d" : "%s://%s:%d";
+    snprintf(bound, boundlen, fmt, u.scheme, u.host, lws_get_vhost_listen_port(a.vh));
+    return 0;
 }
 
 int ws_server_start(struct ws_server *ws, char *err, size_t errlen)
@@ -775,16 +760,7 @@ void ws_server_free(struct ws_server *ws)
         lws_context_destroy(ws->ctx);
     if (ws->handoff_ev)
         event_free(ws->handoff_ev);
-    while (ws->queue) {
-        struct ws_handoff *h = ws->queue;
-        ws->queue = h->next;
-        close(h->fd);
-        free(h);
-    }
-    for (int i = 0; i < 2; i++)
-        if (ws->pipe_fd[i] >= 0)
-            close(ws->pipe_fd[i]);
-    pthread_mutex_destroy(&ws->lock);
+    mailbox_free(ws->handoffs, handoff_release);
     free(ws->tls_cert);
     free(ws->tls_key);
     free(ws->tls_ca);

@@ -5,7 +5,7 @@
  * listeners share one lws context serviced by a thread of its own. Each
  * WebSocket session on path /mqtt (subprotocol mqtt or mqttv3.1) gets a
  * socketpair: the WS thread moves bytes between binary frames and its end;
- * the other end goes to the core thread through a locked queue and a pipe,
+ * the other end goes to the core thread through a mailbox (util/mailbox.h),
  * and becomes an ordinary bufferevent conn there. The threads share nothing
  * else. Socket buffers give back-pressure both ways: when an end is full the
  * other side stops reading.

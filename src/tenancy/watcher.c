@@ -1,7 +1,6 @@
 #include "tenancy/watcher.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -9,16 +8,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "store/store.h"
 #include "util/log.h"
+#include "util/mailbox.h"
 
 struct watcher {
     pthread_t thread;
     bool thread_started;
     struct store *store;     /* used by the thread only, once it runs */
-    int pipe_fd[2];          /* [0] for the core thread, [1] written by the thread */
+    struct mailbox *mailbox; /* at most one catalog, loaded and not yet taken */
     int64_t version;         /* data_version of the catalog last loaded */
 
     pthread_mutex_t lock;    /* guards everything below */
@@ -26,18 +25,9 @@ struct watcher {
     bool stop;
     bool reload;             /* base limits changed: load even if the data did not */
     struct limits base;
-    struct catalog *pending; /* loaded, not yet taken */
     uint64_t look_asked;     /* the highest look at the database asked for */
     uint64_t look_done;      /* every look up to this one has been made */
 };
-
-/* Wake the core thread: a catalog waits, or a look it asked for is done. */
-static void watcher_wake_core(struct watcher *w)
-{
-    char one = 1;
-    if (write(w->pipe_fd[1], &one, 1) < 0 && errno != EAGAIN)
-        log_warning("store: cannot wake the core thread: %s", strerror(errno));
-}
 
 /* Load a catalog with the current base limits and put it in the mailbox; 0 or -1. */
 static int watcher_load(struct watcher *w)
@@ -56,13 +46,15 @@ static int watcher_load(struct watcher *w)
                     err);
         return -1;
     }
-    pthread_mutex_lock(&w->lock);
-    struct catalog *stale = w->pending;
-    w->pending = cat;
-    pthread_mutex_unlock(&w->lock);
+    void *stale;
+    if (mailbox_replace(w->mailbox, cat, &stale) < 0) {
+        log_warning("store: cannot reload instances and tokens: out of memory (keeping the "
+                    "previous ones, trying again)");
+        catalog_free(cat);
+        return -1;
+    }
     /* Never seen by the core thread: its tokens have no other references. */
     catalog_free(stale);
-    watcher_wake_core(w);
     return 0;
 }
 
@@ -97,20 +89,11 @@ static void *watcher_main(void *arg)
         if (look > w->look_done) {
             /* After the mailbox: the core takes the catalog before it hears the look is done. */
             w->look_done = look;
-            watcher_wake_core(w);
+            mailbox_wake(w->mailbox);
         }
     }
     pthread_mutex_unlock(&w->lock);
     return NULL;
-}
-
-static int set_pipe_flags(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
-                   fcntl(fd, F_SETFD, FD_CLOEXEC) < 0
-               ? -1
-               : 0;
 }
 
 struct watcher *watcher_start(const char *path, const struct limits *base, char *err,
@@ -122,7 +105,6 @@ struct watcher *watcher_start(const char *path, const struct limits *base, char 
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    w->pipe_fd[0] = w->pipe_fd[1] = -1;
     w->base = *base;
     w->reload = true;
     pthread_mutex_init(&w->lock, NULL);
@@ -134,8 +116,7 @@ struct watcher *watcher_start(const char *path, const struct limits *base, char 
     pthread_condattr_destroy(&attr);
     if (!(w->store = store_open(path, err, errlen)))
         goto fail;
-    if (pipe(w->pipe_fd) < 0 || set_pipe_flags(w->pipe_fd[0]) < 0 ||
-        set_pipe_flags(w->pipe_fd[1]) < 0) {
+    if (!(w->mailbox = mailbox_new("store"))) {
         snprintf(err, errlen, "cannot create the watcher's pipe: %s", strerror(errno));
         goto fail;
     }
@@ -153,19 +134,12 @@ fail:
 
 int watcher_fd(const struct watcher *w)
 {
-    return w->pipe_fd[0];
+    return mailbox_fd(w->mailbox);
 }
 
 struct catalog *watcher_take(struct watcher *w)
 {
-    char buf[64];
-    while (read(w->pipe_fd[0], buf, sizeof(buf)) > 0)
-        ;
-    pthread_mutex_lock(&w->lock);
-    struct catalog *cat = w->pending;
-    w->pending = NULL;
-    pthread_mutex_unlock(&w->lock);
-    return cat;
+    return mailbox_take(w->mailbox);
 }
 
 void watcher_look(struct watcher *w, uint64_t n)
@@ -195,6 +169,12 @@ void watcher_set_base(struct watcher *w, const struct limits *base)
     pthread_mutex_unlock(&w->lock);
 }
 
+/* mailbox_free()'s release: a catalog the core never took. */
+static void release_catalog(void *cat)
+{
+    catalog_free(cat);
+}
+
 void watcher_stop(struct watcher *w)
 {
     if (!w)
@@ -206,11 +186,8 @@ void watcher_stop(struct watcher *w)
         pthread_mutex_unlock(&w->lock);
         pthread_join(w->thread, NULL);
     }
-    catalog_free(w->pending);
+    mailbox_free(w->mailbox, release_catalog);
     store_close(w->store);
-    for (int i = 0; i < 2; i++)
-        if (w->pipe_fd[i] >= 0)
-            close(w->pipe_fd[i]);
     pthread_cond_destroy(&w->wake);
     pthread_mutex_destroy(&w->lock);
     free(w);

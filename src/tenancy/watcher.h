@@ -4,9 +4,9 @@
  * aviaryctl writes the database while the broker runs. A watcher thread
  * polls SQLite's data_version every WATCHER_INTERVAL_MS and, when it
  * changed, loads a new catalog off the core thread, so the event loop never
- * waits on the disk. The new catalog waits in a one-slot mailbox (a newer one
- * replaces one not yet taken) and a byte on a pipe wakes the core thread,
- * which calls watcher_take(). The watcher owns its thread, its SQLite
+ * waits on the disk. The new catalog waits in a mailbox (util/mailbox.h)
+ * holding one at most (a newer one replaces one not yet taken) whose pipe
+ * wakes the core thread, which calls watcher_take(). The watcher owns its thread, its SQLite
  * connection and the catalog waiting in the mailbox; a taken catalog is the
  * caller's.
  */

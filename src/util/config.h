@@ -8,8 +8,11 @@
  * the command line replace the file's list). Errors name the file, the line and
  * the reason.
  *
- * struct config owns all its strings; config_free() releases them. Only the
- * programs (aviaryd, later aviaryctl) call this module.
+ * struct config owns all its strings; config_free() releases them. Both
+ * programs read it: aviaryd all of it, aviaryctl the file of -c (for `db`
+ * and the limits). Besides, the store and aviaryctl parse plan and instance
+ * limits with config_limit_*(), and net/ parses listen URLs with
+ * config_url_parse() and takes the tls-* settings from struct config.
  */
 #ifndef AVIARY_CONFIG_H
 #define AVIARY_CONFIG_H

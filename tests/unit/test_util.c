@@ -1,14 +1,19 @@
 /*
  * Unit tests of src/util: the string map, SipHash, the log's escaping of client
- * text, hex and the secret hash.
+ * text, hex, the secret hash and the mailbox.
  */
 #include <check.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "util/hex.h"
 #include "util/log.h"
+#include "util/mailbox.h"
 #include "util/secret.h"
 #include "util/siphash.h"
 #include "util/strmap.h"
@@ -186,6 +191,117 @@ START_TEST(test_secret_hash_is_sha256)
 }
 END_TEST
 
+/* Whether the mailbox's descriptor is readable now. */
+static bool mailbox_readable(const struct mailbox *m)
+{
+    struct pollfd p = {.fd = mailbox_fd(m), .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
+START_TEST(test_mailbox_gives_items_oldest_first_and_wakes_once_per_batch)
+{
+    struct mailbox *m = mailbox_new("test");
+    int a = 1, b = 2;
+
+    ck_assert_ptr_nonnull(m);
+    ck_assert(!mailbox_readable(m));
+    ck_assert_ptr_null(mailbox_take(m));
+    ck_assert_int_eq(mailbox_put(m, &a), 0);
+    ck_assert_int_eq(mailbox_put(m, &b), 0);
+    ck_assert(mailbox_readable(m));
+    ck_assert_ptr_eq(mailbox_take(m), &a);
+    ck_assert(!mailbox_readable(m)); /* the take emptied the pipe; b still waits */
+    ck_assert_ptr_eq(mailbox_take(m), &b);
+    ck_assert_ptr_null(mailbox_take(m));
+    mailbox_free(m, NULL);
+}
+END_TEST
+
+START_TEST(test_mailbox_replace_keeps_only_the_latest)
+{
+    struct mailbox *m = mailbox_new("test");
+    int a = 1, b = 2;
+    void *replaced = &a;
+
+    ck_assert_int_eq(mailbox_replace(m, &a, &replaced), 0);
+    ck_assert_ptr_null(replaced);
+    ck_assert_int_eq(mailbox_replace(m, &b, &replaced), 0);
+    ck_assert_ptr_eq(replaced, &a);
+    ck_assert(mailbox_readable(m));
+    ck_assert_ptr_eq(mailbox_take(m), &b);
+    ck_assert_ptr_null(mailbox_take(m));
+    mailbox_free(m, NULL);
+}
+END_TEST
+
+START_TEST(test_mailbox_wake_without_an_item)
+{
+    struct mailbox *m = mailbox_new("test");
+
+    mailbox_wake(m);
+    ck_assert(mailbox_readable(m));
+    ck_assert_ptr_null(mailbox_take(m));
+    ck_assert(!mailbox_readable(m));
+    mailbox_free(m, NULL);
+}
+END_TEST
+
+static int released[4];
+static size_t released_count;
+
+static void release_int(void *item)
+{
+    released[released_count++] = *(int *)item;
+}
+
+START_TEST(test_mailbox_free_releases_what_waits_oldest_first)
+{
+    struct mailbox *m = mailbox_new("test");
+    int items[3] = {7, 8, 9};
+
+    released_count = 0;
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(mailbox_put(m, &items[i]), 0);
+    ck_assert_ptr_eq(mailbox_take(m), &items[0]);
+    mailbox_free(m, release_int);
+    ck_assert_uint_eq(released_count, 2);
+    ck_assert_int_eq(released[0], 8);
+    ck_assert_int_eq(released[1], 9);
+    mailbox_free(NULL, release_int);
+}
+END_TEST
+
+#define MAILBOX_THREAD_ITEMS 20000
+
+static void *mailbox_producer(void *arg)
+{
+    for (uintptr_t i = 1; i <= MAILBOX_THREAD_ITEMS; i++)
+        while (mailbox_put(arg, (void *)i) < 0)
+            ;
+    return NULL;
+}
+
+/* A consumer that sleeps in poll() until woken gets every item, in order. */
+START_TEST(test_mailbox_carries_every_item_between_threads)
+{
+    struct mailbox *m = mailbox_new("test");
+    pthread_t producer;
+    uintptr_t expected = 1;
+
+    ck_assert_int_eq(pthread_create(&producer, NULL, mailbox_producer, m), 0);
+    while (expected <= MAILBOX_THREAD_ITEMS) {
+        struct pollfd p = {.fd = mailbox_fd(m), .events = POLLIN};
+        ck_assert_int_eq(poll(&p, 1, 5000), 1); /* a lost wake-up would time out here */
+        void *item;
+        while ((item = mailbox_take(m)))
+            ck_assert_uint_eq((uintptr_t)item, expected++);
+    }
+    pthread_join(producer, NULL);
+    ck_assert_ptr_null(mailbox_take(m));
+    mailbox_free(m, NULL);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("util");
@@ -208,6 +324,13 @@ int main(void)
     tcase_add_test(tc, test_hex_encode_is_lowercase_and_terminated);
     tcase_add_test(tc, test_hex_encode_of_nothing_is_empty);
     tcase_add_test(tc, test_secret_hash_is_sha256);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("mailbox");
+    tcase_add_test(tc, test_mailbox_gives_items_oldest_first_and_wakes_once_per_batch);
+    tcase_add_test(tc, test_mailbox_replace_keeps_only_the_latest);
+    tcase_add_test(tc, test_mailbox_wake_without_an_item);
+    tcase_add_test(tc, test_mailbox_free_releases_what_waits_oldest_first);
+    tcase_add_test(tc, test_mailbox_carries_every_item_between_threads);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);
