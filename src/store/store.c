@@ -26,6 +26,7 @@
 #include <openssl/rand.h>
 #include <sqlite3.h>
 
+#include "util/error.h"
 #include "util/hex.h"
 #include "util/limits.h"
 #include "util/log.h"
@@ -120,15 +121,13 @@ static const char *const filter_kinds[] = {"pub", "sub", "deny-pub", "deny-sub"}
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Every error leaves through here, so a NULL `err` is always safe. */
+/* Every error leaves through here: util/error's text, with the STORE_E_* code callers expect. */
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 {
     va_list ap;
 
-    if (err == NULL || errlen == 0)
-        return code;
     va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
+    error_vset(err, errlen, fmt, ap);
     va_end(ap);
     return code;
 }

@@ -1,9 +1,10 @@
 #include "util/limits.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "util/error.h"
 
 /*
  * Upper bounds of the limits. Each comes from the protocol where the protocol
@@ -67,22 +68,6 @@ static const struct limits_def defs[] = {
 };
 
 #define DEF_COUNT (sizeof(defs) / sizeof(defs[0]))
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Every error leaves through here so that a NULL or empty `err` is always safe. */
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return -1;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 size_t limits_count(void)
 {
@@ -163,12 +148,12 @@ int limits_parse_number(const char *name, const char *value, unsigned long long 
     int rc = parse_digits(value, suffixes, max, out);
 
     if (rc == -1 && value[0] == '-' && isdigit((unsigned char)value[1]))
-        return fail(err, errlen, "%s: must not be negative: '%s'", name, value);
+        return error_set(err, errlen, "%s: must not be negative: '%s'", name, value);
     if (rc == -1)
-        return fail(err, errlen, "%s: not a number: '%s'", name, value);
+        return error_set(err, errlen, "%s: not a number: '%s'", name, value);
     if (rc == -2 || *out < min)
-        return fail(err, errlen, "%s: must be between %llu and %llu, got '%s'", name, min, max,
-                    value);
+        return error_set(err, errlen, "%s: must be between %llu and %llu, got '%s'", name, min, max,
+                         value);
     return 0;
 }
 
@@ -180,7 +165,7 @@ int limits_parse(const char *name, const char *value, unsigned long long *out, c
     if (!d) {
         char known[512];
         limits_names(known, sizeof(known));
-        return fail(err, errlen, "unknown limit '%s' (known: %s)", name, known);
+        return error_set(err, errlen, "unknown limit '%s' (known: %s)", name, known);
     }
     return limits_parse_number(d->name, value, d->min, d->max, d->suffixes, out, err, errlen);
 }
