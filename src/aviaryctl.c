@@ -159,6 +159,10 @@ static void text_put(FILE *out, const char *s)
         fputc(*p < 0x20 || *p == 0x7f ? '?' : *p, out);
 }
 
+/* The characters a JSON string escapes with a letter, and their letters. */
+static const char json_named[] = "\"\\\n\r\t";
+static const char json_letter[] = "\"\\nrt";
+
 /* A JSON string; bytes that are not UTF-8 become U+FFFD, so the output always parses. */
 static void json_string(FILE *out, const char *s)
 {
@@ -175,28 +179,13 @@ static void json_string(FILE *out, const char *s)
             p += n;
             continue;
         }
-        switch (*p) {
-        case '"':
-            fputs("\\\"", out);
-            break;
-        case '\\':
-            fputs("\\\\", out);
-            break;
-        case '\n':
-            fputs("\\n", out);
-            break;
-        case '\r':
-            fputs("\\r", out);
-            break;
-        case '\t':
-            fputs("\\t", out);
-            break;
-        default:
-            if (*p < 0x20 || *p == 0x7f)
-                fprintf(out, "\\u%04x", *p);
-            else
-                fputc(*p, out);
-        }
+        const char *named = strchr(json_named, *p); /* *p is not NUL here */
+        if (named != NULL)
+            fprintf(out, "\\%c", json_letter[named - json_named]);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(out, "\\u%04x", *p);
+        else
+            fputc(*p, out);
         p++;
     }
     fputc('"', out);
