@@ -335,6 +335,16 @@ static int set_limit(struct config *c, const struct limits_def *l, const char *v
     return 0;
 }
 
+typedef int setter_fn(struct config *c, const struct directive *d, const char *value, char *err,
+                      size_t errlen);
+
+/* How each kind of directive takes its value; KIND_LIMITS is no directive and has none. */
+static setter_fn *const setters[KIND_LIMITS + 1] = {
+    [KIND_LISTEN] = set_listen,           [KIND_MODE] = set_mode,           [KIND_PATH] = set_path,
+    [KIND_NUMBER] = set_number,           [KIND_LOG_LEVEL] = set_log_level, [KIND_BOOL] = set_bool,
+    [KIND_CLIENT_CERT] = set_client_cert,
+};
+
 /* Apply config's own directive `d`, or when `d` is NULL the limit `limit`. */
 static int directive_apply(struct config *c, const struct directive *d,
                            const struct limits_def *limit, const char *value, char *err,
@@ -344,25 +354,9 @@ static int directive_apply(struct config *c, const struct directive *d,
         return set_limit(c, limit, value, err, errlen);
     if (value == NULL && d->kind != KIND_BOOL)
         return error_set(err, errlen, "%s: missing value", d->name);
-    switch (d->kind) {
-    case KIND_LISTEN:
-        return set_listen(c, d, value, err, errlen);
-    case KIND_MODE:
-        return set_mode(c, d, value, err, errlen);
-    case KIND_PATH:
-        return set_path(c, d, value, err, errlen);
-    case KIND_NUMBER:
-        return set_number(c, d, value, err, errlen);
-    case KIND_LOG_LEVEL:
-        return set_log_level(c, d, value, err, errlen);
-    case KIND_BOOL:
-        return set_bool(c, d, value, err, errlen);
-    case KIND_CLIENT_CERT:
-        return set_client_cert(c, d, value, err, errlen);
-    case KIND_LIMITS:
-        break;
-    }
-    return error_set(err, errlen, "%s: internal error", d->name);
+    if (setters[d->kind] == NULL)
+        return error_set(err, errlen, "%s: internal error", d->name);
+    return setters[d->kind](c, d, value, err, errlen);
 }
 
 int config_set(struct config *c, const char *name, const char *value, char *err, size_t errlen)
@@ -604,13 +598,41 @@ static int parse_short(int argc, char **argv, int *i, struct pending *pend, size
     return 0;
 }
 
+/* Apply the command line's settings, after the file's: -v raises the log level. */
+static int apply_pending(struct config *c, const struct pending *pend, size_t npend, char *err,
+                         size_t errlen)
+{
+    size_t verbose = 0;
+    bool cleared_listen = false;
+
+    for (size_t k = 0; k < npend; k++) {
+        const struct directive *d = pend[k].d;
+
+        if (d == NULL && pend[k].limit == NULL) {
+            int want = LOG_LEVEL_NOTICE + (int)++verbose;
+            if (want > LOG_LEVEL_DEBUG)
+                want = LOG_LEVEL_DEBUG;
+            if (c->log_level < want)
+                c->log_level = want;
+            continue;
+        }
+        /* The command line's listeners replace the file's instead of adding to them. */
+        if (d && d->kind == KIND_LISTEN && !cleared_listen) {
+            config_clear_listen(c);
+            cleared_listen = true;
+        }
+        if (directive_apply(c, d, pend[k].limit, pend[k].value, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int config_parse_args(struct config *c, int argc, char **argv, enum config_action *action,
                       char *err, size_t errlen)
 {
     struct pending *pend = NULL;
-    size_t npend = 0, verbose = 0;
+    size_t npend = 0;
     const char *config_path = NULL;
-    bool cleared_listen = false;
     int rc = -1;
 
     *action = CONFIG_RUN;
@@ -662,26 +684,7 @@ int config_parse_args(struct config *c, int argc, char **argv, enum config_actio
             goto out;
     }
 
-    for (size_t k = 0; k < npend; k++) {
-        const struct directive *d = pend[k].d;
-
-        if (d == NULL && pend[k].limit == NULL) {
-            int want = LOG_LEVEL_NOTICE + (int)++verbose;
-            if (want > LOG_LEVEL_DEBUG)
-                want = LOG_LEVEL_DEBUG;
-            if (c->log_level < want)
-                c->log_level = want;
-            continue;
-        }
-        /* The command line's listeners replace the file's instead of adding to them. */
-        if (d && d->kind == KIND_LISTEN && !cleared_listen) {
-            config_clear_listen(c);
-            cleared_listen = true;
-        }
-        if (directive_apply(c, d, pend[k].limit, pend[k].value, err, errlen) < 0)
-            goto out;
-    }
-    rc = 0;
+    rc = apply_pending(c, pend, npend, err, errlen);
 out:
     free(pend);
     return rc;
