@@ -37,6 +37,8 @@
 #define CLOUD_DEFAULT_LISTEN_WSS "wss://0.0.0.0:443"
 /* On SIGTERM, connections get this long to flush before the loop ends regardless. */
 #define SHUTDOWN_GRACE_MSEC 2000
+/* SIGTERM, SIGINT and SIGHUP: see install_signals(). */
+#define SIGNAL_COUNT 3
 
 enum exit_code {
     EXIT_OK = 0,
@@ -50,7 +52,7 @@ struct daemon_state {
     struct broker *broker;
     struct listener **listeners;
     size_t listener_count;
-    struct event *sigterm, *sigint, *sighup, *drain;
+    struct event *signals[SIGNAL_COUNT], *drain;
     struct watcher *watcher;  /* cloud mode */
     struct tls_server *tls;   /* when tls-cert is set */
     struct ws_server *ws;     /* when a ws:// or wss:// listener is configured */
@@ -373,13 +375,17 @@ static int make_broker(struct daemon_state *d, const struct config *cfg)
 
 static int install_signals(struct daemon_state *d)
 {
-    d->sigterm = evsignal_new(d->base, SIGTERM, stop_cb, d);
-    d->sigint = evsignal_new(d->base, SIGINT, stop_cb, d);
-    d->sighup = evsignal_new(d->base, SIGHUP, reload_cb, d);
-    if (!d->sigterm || !d->sigint || !d->sighup || event_add(d->sigterm, NULL) < 0 ||
-        event_add(d->sigint, NULL) < 0 || event_add(d->sighup, NULL) < 0) {
-        log_error("cannot install signal handlers");
-        return -1;
+    static const struct {
+        int signo;
+        event_callback_fn cb;
+    } handled[SIGNAL_COUNT] = {{SIGTERM, stop_cb}, {SIGINT, stop_cb}, {SIGHUP, reload_cb}};
+
+    for (size_t i = 0; i < SIGNAL_COUNT; i++) {
+        d->signals[i] = evsignal_new(d->base, handled[i].signo, handled[i].cb, d);
+        if (!d->signals[i] || event_add(d->signals[i], NULL) < 0) {
+            log_error("cannot install signal handlers");
+            return -1;
+        }
     }
     return 0;
 }
@@ -450,6 +456,13 @@ static int run(struct daemon_state *d, const struct config *cfg)
     return EXIT_OK;
 }
 
+/* event_free() takes no NULL, and start() may have stopped before making an event. */
+static void event_drop(struct event *ev)
+{
+    if (ev)
+        event_free(ev);
+}
+
 /* Free whatever start() made, however far it got; the pid file goes after a clean stop. */
 static void tear_down(struct daemon_state *d, const struct config *cfg, int status)
 {
@@ -458,19 +471,13 @@ static void tear_down(struct daemon_state *d, const struct config *cfg, int stat
     close_listeners(d);
     free(d->listeners);
     ws_server_free(d->ws);
-    if (d->catalog_ev)
-        event_free(d->catalog_ev);
+    event_drop(d->catalog_ev);
     watcher_stop(d->watcher);
     broker_free(d->broker);
     tls_server_free(d->tls);
-    if (d->sigterm)
-        event_free(d->sigterm);
-    if (d->sigint)
-        event_free(d->sigint);
-    if (d->sighup)
-        event_free(d->sighup);
-    if (d->drain)
-        event_free(d->drain);
+    for (size_t i = 0; i < SIGNAL_COUNT; i++)
+        event_drop(d->signals[i]);
+    event_drop(d->drain);
     if (d->base)
         event_base_free(d->base);
 }
