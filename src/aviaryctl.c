@@ -76,12 +76,22 @@ struct raw_filter {
     const char *text;
 };
 
+/* Normalised copies of a token's filters, checked as SUBSCRIBE filters are. */
+struct filter_lists {
+    char **items[FILTER_KINDS];
+    size_t count[FILTER_KINDS];
+};
+
 struct args {
     const char *operands[3];
     size_t operand_count;
     const char *plan, *label, *ttl, *client_id;
     struct raw_filter *filters; /* up to argc of them; owned */
     size_t filter_count;
+    /* what a command's check made of the text above */
+    unsigned long long value; /* the set commands' VALUE */
+    int64_t now, expires;     /* token create: its clock, and the expiry (0: a key) */
+    struct filter_lists lists;
 };
 
 struct ctl {
@@ -97,6 +107,12 @@ struct command {
     const char *operand_names[3]; /* exactly these operands, in this order */
     unsigned options;
     const char *synopsis; /* everything after "aviaryctl GROUP VERB" */
+    /*
+     * What can be checked without the database, checked before it is opened
+     * (a bad value is a bad value even when the database is missing); NULL
+     * when there is nothing to check.
+     */
+    int (*check)(struct args *a);
     int (*run)(struct ctl *ctl, const struct args *a);
 };
 
@@ -159,6 +175,10 @@ static void text_put(FILE *out, const char *s)
         fputc(*p < 0x20 || *p == 0x7f ? '?' : *p, out);
 }
 
+/* The characters a JSON string escapes with a letter, and their letters. */
+static const char json_named[] = "\"\\\n\r\t";
+static const char json_letter[] = "\"\\nrt";
+
 /* A JSON string; bytes that are not UTF-8 become U+FFFD, so the output always parses. */
 static void json_string(FILE *out, const char *s)
 {
@@ -175,28 +195,13 @@ static void json_string(FILE *out, const char *s)
             p += n;
             continue;
         }
-        switch (*p) {
-        case '"':
-            fputs("\\\"", out);
-            break;
-        case '\\':
-            fputs("\\\\", out);
-            break;
-        case '\n':
-            fputs("\\n", out);
-            break;
-        case '\r':
-            fputs("\\r", out);
-            break;
-        case '\t':
-            fputs("\\t", out);
-            break;
-        default:
-            if (*p < 0x20 || *p == 0x7f)
-                fprintf(out, "\\u%04x", *p);
-            else
-                fputc(*p, out);
-        }
+        const char *named = strchr(json_named, *p); /* *p is not NUL here */
+        if (named != NULL)
+            fprintf(out, "\\%c", json_letter[named - json_named]);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(out, "\\u%04x", *p);
+        else
+            fputc(*p, out);
         p++;
     }
     fputc('"', out);
@@ -221,6 +226,31 @@ static void json_strings(FILE *out, const struct store_filters *f)
     fputc(']', out);
 }
 
+/*
+ * The opening of a JSON object: `members` holds a key, its string value, the
+ * next key... and NULL. Keys are plain words of ours; the caller closes it.
+ */
+static void json_members(FILE *out, const char *const *members)
+{
+    for (size_t i = 0; members[i] != NULL; i += 2) {
+        fprintf(out, "%s\"%s\": ", i == 0 ? "{" : ", ", members[i]);
+        json_string(out, members[i + 1]);
+    }
+}
+
+/* Limits as a JSON object of numbers: a plan's, or an instance's own. */
+static void json_limits(FILE *out, const struct store_limit *limits, size_t count)
+{
+    fputc('{', out);
+    for (size_t i = 0; i < count; i++) {
+        if (i > 0)
+            fputs(", ", out);
+        json_string(out, limits[i].name);
+        fprintf(out, ": %llu", limits[i].value);
+    }
+    fputc('}', out);
+}
+
 /* ISO 8601 in UTC, e.g. 2026-11-23T07:30:00Z. */
 static const char *iso_time(int64_t t, char *buf, size_t size)
 {
@@ -242,6 +272,37 @@ static void json_list_next(FILE *out, size_t *n)
 static void json_list_end(FILE *out, size_t n)
 {
     fputs(n == 0 ? "[]\n" : "\n]\n", out);
+}
+
+/* An instance's JSON object up to the value of its "limits", which differs by command. */
+static void json_instance(FILE *out, const char *name, const char *plan, const char *when,
+                          size_t tokens)
+{
+    json_members(out, (const char *const[]){"name", name, "plan", plan, NULL});
+    fprintf(out, ", \"created\": \"%s\", \"tokens\": %zu, \"limits\": ", when, tokens);
+}
+
+static void report(const struct ctl *ctl, const char *const *members, const char *json_rest,
+                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/*
+ * The one line that tells what a change did: in JSON the object of `members`
+ * (see json_members) closed by `json_rest`; in text `fmt`'s sentence.
+ */
+static void report(const struct ctl *ctl, const char *const *members, const char *json_rest,
+                   const char *fmt, ...)
+{
+    va_list ap;
+
+    if (ctl->json) {
+        json_members(ctl->out, members);
+        fprintf(ctl->out, "%s\n", json_rest);
+        return;
+    }
+    va_start(ap, fmt);
+    vfprintf(ctl->out, fmt, ap);
+    va_end(ap);
+    fputc('\n', ctl->out);
 }
 
 /* ---- checks made before the database is opened -------------------------------- */
@@ -298,21 +359,15 @@ static int text_check(const char *option, const char *text, size_t max)
     return 0;
 }
 
-/* A limit's value as aviary.conf(5) takes it; the message names the limit. */
-static int limit_value(const char *limit, const char *text, unsigned long long *out)
+/* `instance set`, `plan set`: VALUE as aviary.conf(5) takes the limit; the message names it. */
+static int check_limit(struct args *a)
 {
     char err[768];
 
-    if (limits_parse(limit, text, out, err, sizeof(err)) < 0)
+    if (limits_parse(a->operands[1], a->operands[2], &a->value, err, sizeof(err)) < 0)
         return complain(CTL_EXIT_USAGE, "%s", err);
     return 0;
 }
-
-/* Normalised copies of a token's filters, checked as SUBSCRIBE filters are. */
-struct filter_lists {
-    char **items[FILTER_KINDS];
-    size_t count[FILTER_KINDS];
-};
 
 static void filter_lists_free(struct filter_lists *f)
 {
@@ -358,6 +413,34 @@ static struct store_filters filters_of(const struct filter_lists *f, int kind)
                                   .count = f->count[kind]};
 }
 
+/* `token create`: the duration, the texts and the filters. */
+static int check_token(struct args *a)
+{
+    char buf[CTL_SHOWN];
+    int rc;
+
+    a->now = (int64_t)time(NULL);
+    if (a->ttl != NULL) {
+        long long ttl = duration_parse(a->ttl);
+        if (ttl < 0) {
+            return complain(CTL_EXIT_USAGE,
+                            "--ttl: bad duration '%s' (a positive number and s, m, h or d, "
+                            "e.g. 90s, 15m, 2h, 7d; at most 100 years)",
+                            log_escape_str(a->ttl, buf, sizeof(buf)));
+        }
+        a->expires = a->now + ttl;
+    }
+    if (a->label != NULL && (rc = text_check("--label", a->label, CTL_LABEL_MAX)) != 0)
+        return rc;
+    if (a->client_id != NULL) {
+        if (a->client_id[0] == '\0')
+            return complain(CTL_EXIT_USAGE, "--client-id: empty");
+        if ((rc = text_check("--client-id", a->client_id, CTL_CLIENT_ID_MAX)) != 0)
+            return rc;
+    }
+    return filter_lists_fill(&a->lists, a);
+}
+
 /* ---- the database ------------------------------------------------------------- */
 
 static int ctl_open(struct ctl *ctl)
@@ -383,43 +466,37 @@ static long limit_index(const char *name)
 
 static int cmd_instance_create(struct ctl *ctl, const struct args *a)
 {
-    FILE *out = ctl->out;
-    char err[512];
     const char *plan = a->plan != NULL ? a->plan : STORE_DEFAULT_PLAN;
-    int rc = ctl_open(ctl);
+    char err[512];
+    int rc = store_instance_create(ctl->store, a->operands[0], plan, err, sizeof(err));
 
-    if (rc != 0)
-        return rc;
-    rc = store_instance_create(ctl->store, a->operands[0], plan, err, sizeof(err));
     if (rc < 0)
         return store_failed(rc, err);
-    if (ctl->json) {
-        fputs("{\"name\": ", out);
-        json_string(out, a->operands[0]);
-        fputs(", \"plan\": ", out);
-        json_string(out, plan);
-        fputs("}\n", out);
-    } else {
-        fprintf(out, "created instance %s on plan %s\n", a->operands[0], plan);
-    }
+    report(ctl, (const char *const[]){"name", a->operands[0], "plan", plan, NULL}, "}",
+           "created instance %s on plan %s", a->operands[0], plan);
     return 0;
 }
 
+/* A listing's callbacks count their entries here; `now` tells a token's status. */
 struct list_state {
     struct ctl *ctl;
     size_t n;
+    int64_t now;
 };
 
-static void json_overrides(FILE *out, const struct store_instance *inst)
+/*
+ * The end of a listing whose store call returned `rc`: its failure, or the
+ * JSON list's end, or in text `none` (unless NULL) when nothing was listed.
+ */
+static int list_end(const struct list_state *ls, int rc, const char *err, const char *none)
 {
-    fputc('{', out);
-    for (size_t i = 0; i < inst->override_count; i++) {
-        if (i > 0)
-            fputs(", ", out);
-        json_string(out, inst->overrides[i].name);
-        fprintf(out, ": %llu", inst->overrides[i].value);
-    }
-    fputc('}', out);
+    if (rc < 0)
+        return store_failed(rc, err);
+    if (ls->ctl->json)
+        json_list_end(ls->ctl->out, ls->n);
+    else if (ls->n == 0 && none != NULL)
+        fprintf(ls->ctl->out, "%s\n", none);
+    return 0;
 }
 
 static void list_instance(void *arg, const struct store_instance *inst)
@@ -431,13 +508,8 @@ static void list_instance(void *arg, const struct store_instance *inst)
     iso_time(inst->created, when, sizeof(when));
     if (ls->ctl->json) {
         json_list_next(out, &ls->n);
-        fputs("{\"name\": ", out);
-        json_string(out, inst->name);
-        fputs(", \"plan\": ", out);
-        json_string(out, inst->plan);
-        fprintf(out, ", \"created\": \"%s\", \"tokens\": %zu, \"limits\": ", when,
-                inst->token_count);
-        json_overrides(out, inst);
+        json_instance(out, inst->name, inst->plan, when, inst->token_count);
+        json_limits(out, inst->overrides, inst->override_count);
         fputc('}', out);
         return;
     }
@@ -448,21 +520,12 @@ static void list_instance(void *arg, const struct store_instance *inst)
 
 static int cmd_instance_list(struct ctl *ctl, const struct args *a)
 {
-    FILE *out = ctl->out;
     struct list_state ls = {.ctl = ctl};
     char err[512];
-    int rc = ctl_open(ctl);
 
-    if (rc != 0)
-        return rc;
-    rc = store_instance_list(ctl->store, list_instance, &ls, err, sizeof(err));
-    if (rc < 0)
-        return store_failed(rc, err);
-    if (ctl->json)
-        json_list_end(out, ls.n);
-    else if (ls.n == 0)
-        fprintf(out, "no instances\n");
-    return 0;
+    int rc = store_instance_list(ctl->store, list_instance, &ls, err, sizeof(err));
+
+    return list_end(&ls, rc, err, "no instances");
 }
 
 /* An instance and its effective limits, each with where its value comes from. */
@@ -518,11 +581,8 @@ static void show_print(const struct ctl *ctl, const struct show_state *ss)
 
     iso_time(ss->created, when, sizeof(when));
     if (ctl->json) {
-        fputs("{\"name\": ", out);
-        json_string(out, ss->name);
-        fputs(", \"plan\": ", out);
-        json_string(out, ss->plan);
-        fprintf(out, ", \"created\": \"%s\", \"tokens\": %zu, \"limits\": {", when, ss->tokens);
+        json_instance(out, ss->name, ss->plan, when, ss->tokens);
+        fputc('{', out);
         for (size_t i = 0; i < n; i++)
             fprintf(out, "%s\n  \"%s\": {\"value\": %llu, \"source\": \"%s\"}", i ? "," : "",
                     limits_name(i), ss->value[i], ss->source[i]);
@@ -540,10 +600,8 @@ static int cmd_instance_show(struct ctl *ctl, const struct args *a)
     size_t n = limits_count();
     struct show_state ss = {0};
     char err[512];
-    int rc = ctl_open(ctl);
+    int rc = 0;
 
-    if (rc != 0)
-        return rc;
     ss.value = calloc(n, sizeof(*ss.value));
     ss.source = calloc(n, sizeof(*ss.source));
     if (ss.value == NULL || ss.source == NULL) {
@@ -576,49 +634,32 @@ out:
 
 static int cmd_instance_delete(struct ctl *ctl, const struct args *a)
 {
-    FILE *out = ctl->out;
     char err[512];
-    int rc = ctl_open(ctl);
+    int rc = store_instance_delete(ctl->store, a->operands[0], err, sizeof(err));
 
-    if (rc != 0)
-        return rc;
-    rc = store_instance_delete(ctl->store, a->operands[0], err, sizeof(err));
     if (rc < 0)
         return store_failed(rc, err);
-    if (ctl->json) {
-        fputs("{\"name\": ", out);
-        json_string(out, a->operands[0]);
-        fputs(", \"deleted\": true}\n", out);
-    } else {
-        fprintf(out, "deleted instance %s with its tokens\n", a->operands[0]);
-    }
+    report(ctl, (const char *const[]){"name", a->operands[0], NULL}, ", \"deleted\": true}",
+           "deleted instance %s with its tokens", a->operands[0]);
     return 0;
 }
 
-/* `instance set` and `plan set`: the same checks, the same output. */
+/* `instance set` and `plan set`: the same checks (check_limit), the same output. */
 static int set_limit(struct ctl *ctl, const struct args *a, const char *what,
                      int (*set)(struct store *, const char *, const char *, unsigned long long,
                                 char *, size_t))
 {
     FILE *out = ctl->out;
-    unsigned long long value;
     char err[768];
-    int rc = limit_value(a->operands[1], a->operands[2], &value);
+    int rc = set(ctl->store, a->operands[0], a->operands[1], a->value, err, sizeof(err));
 
-    if (rc != 0)
-        return rc;
-    rc = ctl_open(ctl);
-    if (rc != 0)
-        return rc;
-    rc = set(ctl->store, a->operands[0], a->operands[1], value, err, sizeof(err));
     if (rc < 0)
         return store_failed(rc, err);
     if (ctl->json) {
-        fprintf(out, "{\"%s\": ", what);
-        json_string(out, a->operands[0]);
-        fprintf(out, ", \"limit\": \"%s\", \"value\": %llu}\n", a->operands[1], value);
+        json_members(out, (const char *const[]){what, a->operands[0], NULL});
+        fprintf(out, ", \"limit\": \"%s\", \"value\": %llu}\n", a->operands[1], a->value);
     } else {
-        fprintf(out, "%s %s: %s = %llu\n", what, a->operands[0], a->operands[1], value);
+        fprintf(out, "%s %s: %s = %llu\n", what, a->operands[0], a->operands[1], a->value);
     }
     return 0;
 }
@@ -637,16 +678,10 @@ static void list_plan(void *arg, const char *plan, const struct store_limit *lim
 
     if (ls->ctl->json) {
         json_list_next(out, &ls->n);
-        fputs("{\"name\": ", out);
-        json_string(out, plan);
-        fputs(", \"limits\": {", out);
-        for (size_t i = 0; i < count; i++) {
-            if (i > 0)
-                fputs(", ", out);
-            json_string(out, limits[i].name);
-            fprintf(out, ": %llu", limits[i].value);
-        }
-        fputs("}}", out);
+        json_members(out, (const char *const[]){"name", plan, NULL});
+        fputs(", \"limits\": ", out);
+        json_limits(out, limits, count);
+        fputc('}', out);
         return;
     }
     ls->n++;
@@ -658,19 +693,12 @@ static void list_plan(void *arg, const char *plan, const struct store_limit *lim
 
 static int cmd_plan_list(struct ctl *ctl, const struct args *a)
 {
-    FILE *out = ctl->out;
     struct list_state ls = {.ctl = ctl};
     char err[512];
-    int rc = ctl_open(ctl);
 
-    if (rc != 0)
-        return rc;
-    rc = store_plan_list(ctl->store, list_plan, &ls, err, sizeof(err));
-    if (rc < 0)
-        return store_failed(rc, err);
-    if (ctl->json)
-        json_list_end(out, ls.n);
-    return 0;
+    int rc = store_plan_list(ctl->store, list_plan, &ls, err, sizeof(err));
+
+    return list_end(&ls, rc, err, NULL);
 }
 
 static int cmd_plan_set(struct ctl *ctl, const struct args *a)
@@ -756,43 +784,19 @@ static void token_print(const struct ctl *ctl, const struct store_token *t, int6
 static int cmd_token_create(struct ctl *ctl, const struct args *a)
 {
     FILE *out = ctl->out;
-    struct filter_lists f = {0};
-    struct store_token_spec spec = {.instance = a->operands[0], .client_id = a->client_id};
-    char id[STORE_TOKEN_ID_LEN + 1], secret[STORE_SECRET_LEN + 1], err[512], buf[CTL_SHOWN];
-    int64_t now = (int64_t)time(NULL);
-    int rc;
+    struct store_token_spec spec = {
+        .instance = a->operands[0],
+        .label = a->label != NULL && a->label[0] != '\0' ? a->label : NULL,
+        .expires = a->expires,
+        .client_id = a->client_id,
+        .pub = filters_of(&a->lists, 0),
+        .sub = filters_of(&a->lists, 1),
+        .deny_pub = filters_of(&a->lists, 2),
+        .deny_sub = filters_of(&a->lists, 3),
+    };
+    char id[STORE_TOKEN_ID_LEN + 1], secret[STORE_SECRET_LEN + 1], err[512];
+    int rc = store_token_create(ctl->store, &spec, id, secret, err, sizeof(err));
 
-    if (a->ttl != NULL) {
-        long long ttl = duration_parse(a->ttl);
-        if (ttl < 0) {
-            return complain(CTL_EXIT_USAGE,
-                            "--ttl: bad duration '%s' (a positive number and s, m, h or d, "
-                            "e.g. 90s, 15m, 2h, 7d; at most 100 years)",
-                            log_escape_str(a->ttl, buf, sizeof(buf)));
-        }
-        spec.expires = now + ttl;
-    }
-    if (a->label != NULL && (rc = text_check("--label", a->label, CTL_LABEL_MAX)) != 0)
-        return rc;
-    if (a->label != NULL && a->label[0] != '\0')
-        spec.label = a->label;
-    if (a->client_id != NULL) {
-        if (a->client_id[0] == '\0')
-            return complain(CTL_EXIT_USAGE, "--client-id: empty");
-        if ((rc = text_check("--client-id", a->client_id, CTL_CLIENT_ID_MAX)) != 0)
-            return rc;
-    }
-    rc = filter_lists_fill(&f, a);
-    if (rc != 0)
-        goto out;
-    spec.pub = filters_of(&f, 0);
-    spec.sub = filters_of(&f, 1);
-    spec.deny_pub = filters_of(&f, 2);
-    spec.deny_sub = filters_of(&f, 3);
-    rc = ctl_open(ctl);
-    if (rc != 0)
-        goto out;
-    rc = store_token_create(ctl->store, &spec, id, secret, err, sizeof(err));
     if (rc < 0) {
         rc = store_failed(rc, err);
         goto out;
@@ -812,80 +816,53 @@ static int cmd_token_create(struct ctl *ctl, const struct args *a)
     };
     if (ctl->json) {
         fputc('{', out);
-        token_print(ctl, &t, now);
+        token_print(ctl, &t, a->now);
         fprintf(out, ", \"secret\": \"%s\"}\n", secret);
     } else {
-        token_print(ctl, &t, now);
+        token_print(ctl, &t, a->now);
         fprintf(out, "secret (shown only now; aviary keeps only its hash):\n%s\n", secret);
     }
 out:
     explicit_bzero(secret, sizeof(secret));
-    filter_lists_free(&f);
     return rc;
 }
 
-struct token_list_state {
-    struct ctl *ctl;
-    size_t n;
-    int64_t now;
-};
-
 static void list_token(void *arg, const struct store_token *t)
 {
-    struct token_list_state *ts = arg;
-    FILE *out = ts->ctl->out;
+    struct list_state *ls = arg;
+    FILE *out = ls->ctl->out;
 
-    if (ts->ctl->json) {
-        json_list_next(out, &ts->n);
+    if (ls->ctl->json) {
+        json_list_next(out, &ls->n);
         fputc('{', out);
-        token_print(ts->ctl, t, ts->now);
+        token_print(ls->ctl, t, ls->now);
         fputc('}', out);
         return;
     }
-    if (ts->n++ > 0)
+    if (ls->n++ > 0)
         fputc('\n', out);
-    token_print(ts->ctl, t, ts->now);
+    token_print(ls->ctl, t, ls->now);
 }
 
 static int cmd_token_list(struct ctl *ctl, const struct args *a)
 {
-    FILE *out = ctl->out;
-    struct token_list_state ts = {.ctl = ctl, .now = (int64_t)time(NULL)};
+    struct list_state ls = {.ctl = ctl, .now = (int64_t)time(NULL)};
     char err[512];
-    int rc = ctl_open(ctl);
+    int rc = store_token_list(ctl->store, a->operands[0], list_token, &ls, err, sizeof(err));
 
-    if (rc != 0)
-        return rc;
-    rc = store_token_list(ctl->store, a->operands[0], list_token, &ts, err, sizeof(err));
-    if (rc < 0)
-        return store_failed(rc, err);
-    if (ctl->json)
-        json_list_end(out, ts.n);
-    else if (ts.n == 0)
-        fprintf(out, "no tokens\n");
-    return 0;
+    return list_end(&ls, rc, err, "no tokens");
 }
 
 static int cmd_token_revoke(struct ctl *ctl, const struct args *a)
 {
-    FILE *out = ctl->out;
     char err[512];
-    int rc = ctl_open(ctl);
+    int rc = store_token_revoke(ctl->store, a->operands[0], a->operands[1], err, sizeof(err));
 
-    if (rc != 0)
-        return rc;
-    rc = store_token_revoke(ctl->store, a->operands[0], a->operands[1], err, sizeof(err));
     if (rc < 0)
         return store_failed(rc, err);
-    if (ctl->json) {
-        fputs("{\"instance\": ", out);
-        json_string(out, a->operands[0]);
-        fputs(", \"id\": ", out);
-        json_string(out, a->operands[1]);
-        fputs(", \"revoked\": true}\n", out);
-    } else {
-        fprintf(out, "revoked token %s of instance %s\n", a->operands[1], a->operands[0]);
-    }
+    report(ctl, (const char *const[]){"instance", a->operands[0], "id", a->operands[1], NULL},
+           ", \"revoked\": true}", "revoked token %s of instance %s", a->operands[1],
+           a->operands[0]);
     return 0;
 }
 
@@ -897,16 +874,28 @@ static int cmd_token_revoke(struct ctl *ctl, const struct args *a)
     "FILTER]... [--deny-pub FILTER]... [--deny-sub FILTER]..."
 
 static const struct command commands[] = {
-    {"instance", "create", {"NAME"}, OPT_PLAN, "NAME [--plan PLAN]", cmd_instance_create},
-    {"instance", "list", {NULL}, 0, "", cmd_instance_list},
-    {"instance", "show", {"NAME"}, 0, "NAME", cmd_instance_show},
-    {"instance", "delete", {"NAME"}, 0, "NAME", cmd_instance_delete},
-    {"instance", "set", {"NAME", "LIMIT", "VALUE"}, 0, "NAME LIMIT VALUE", cmd_instance_set},
-    {"plan", "list", {NULL}, 0, "", cmd_plan_list},
-    {"plan", "set", {"PLAN", "LIMIT", "VALUE"}, 0, "PLAN LIMIT VALUE", cmd_plan_set},
-    {"token", "create", {"INSTANCE"}, OPT_TOKEN, TOKEN_CREATE_SYNOPSIS, cmd_token_create},
-    {"token", "list", {"INSTANCE"}, 0, "INSTANCE", cmd_token_list},
-    {"token", "revoke", {"INSTANCE", "TOKEN_ID"}, 0, "INSTANCE TOKEN_ID", cmd_token_revoke},
+    {"instance", "create", {"NAME"}, OPT_PLAN, "NAME [--plan PLAN]", NULL, cmd_instance_create},
+    {"instance", "list", {NULL}, 0, "", NULL, cmd_instance_list},
+    {"instance", "show", {"NAME"}, 0, "NAME", NULL, cmd_instance_show},
+    {"instance", "delete", {"NAME"}, 0, "NAME", NULL, cmd_instance_delete},
+    {"instance",
+     "set",
+     {"NAME", "LIMIT", "VALUE"},
+     0,
+     "NAME LIMIT VALUE",
+     check_limit,
+     cmd_instance_set},
+    {"plan", "list", {NULL}, 0, "", NULL, cmd_plan_list},
+    {"plan", "set", {"PLAN", "LIMIT", "VALUE"}, 0, "PLAN LIMIT VALUE", check_limit, cmd_plan_set},
+    {"token",
+     "create",
+     {"INSTANCE"},
+     OPT_TOKEN,
+     TOKEN_CREATE_SYNOPSIS,
+     check_token,
+     cmd_token_create},
+    {"token", "list", {"INSTANCE"}, 0, "INSTANCE", NULL, cmd_token_list},
+    {"token", "revoke", {"INSTANCE", "TOKEN_ID"}, 0, "INSTANCE TOKEN_ID", NULL, cmd_token_revoke},
 };
 
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
@@ -1064,8 +1053,8 @@ static int command_option(const struct command *cmd, struct args *a, int argc, c
         return 0;
     }
     return complain(CTL_EXIT_USAGE, "%s %s: unknown option '%s' (usage: aviaryctl %s %s %s)",
-                    cmd->group, cmd->verb, log_escape_str(argv[*i], buf, sizeof(buf)), cmd->group, cmd->verb,
-                    cmd->synopsis);
+                    cmd->group, cmd->verb, log_escape_str(argv[*i], buf, sizeof(buf)), cmd->group,
+                    cmd->verb, cmd->synopsis);
 }
 
 /*
@@ -1152,11 +1141,12 @@ static int global_args(int argc, char **argv, int *i, const char **conf, const c
 }
 
 /*
- * Run `cmd` with its output held in memory and written to standard output
- * only when it succeeded: a failure prints its one line on standard error
- * and nothing else, even when the database fails in the middle of a listing.
+ * Check `cmd`'s arguments, open the database and run `cmd` with its output
+ * held in memory and written to standard output only when it succeeded: a
+ * failure prints its one line on standard error and nothing else, even when
+ * the database fails in the middle of a listing.
  */
-static int command_run(const struct command *cmd, struct ctl *ctl, const struct args *a)
+static int command_run(const struct command *cmd, struct ctl *ctl, struct args *a)
 {
     char *text = NULL;
     size_t len = 0;
@@ -1165,7 +1155,11 @@ static int command_run(const struct command *cmd, struct ctl *ctl, const struct 
     ctl->out = open_memstream(&text, &len);
     if (ctl->out == NULL)
         return out_of_memory();
-    rc = cmd->run(ctl, a);
+    rc = cmd->check != NULL ? cmd->check(a) : 0;
+    if (rc == 0)
+        rc = ctl_open(ctl);
+    if (rc == 0)
+        rc = cmd->run(ctl, a);
     if (fclose(ctl->out) != 0 && rc == 0)
         rc = out_of_memory();
     ctl->out = NULL;
@@ -1242,6 +1236,7 @@ out:
     }
     store_close(ctl.store);
     free(a.filters);
+    filter_lists_free(&a.lists);
     config_free(&cfg);
     return rc;
 }

@@ -37,12 +37,14 @@
 #define CLOUD_DEFAULT_LISTEN_WSS "wss://0.0.0.0:443"
 /* On SIGTERM, connections get this long to flush before the loop ends regardless. */
 #define SHUTDOWN_GRACE_MSEC 2000
+/* SIGTERM, SIGINT and SIGHUP: see install_signals(). */
+#define SIGNAL_COUNT 3
 
 enum exit_code {
     EXIT_OK = 0,
-    EXIT_CONFIG = 1,   /* bad command line or configuration */
-    EXIT_LISTEN = 2,   /* a listener could not be opened */
-    EXIT_RUNTIME = 3,  /* out of memory or an event loop failure at start */
+    EXIT_CONFIG = 1,  /* bad command line or configuration */
+    EXIT_LISTEN = 2,  /* a listener could not be opened */
+    EXIT_RUNTIME = 3, /* out of memory or an event loop failure at start */
 };
 
 struct daemon_state {
@@ -50,13 +52,13 @@ struct daemon_state {
     struct broker *broker;
     struct listener **listeners;
     size_t listener_count;
-    struct event *sigterm, *sigint, *sighup, *drain;
+    struct event *signals[SIGNAL_COUNT], *drain;
     struct watcher *watcher;  /* cloud mode */
     struct tls_server *tls;   /* when tls-cert is set */
     struct ws_server *ws;     /* when a ws:// or wss:// listener is configured */
     struct event *catalog_ev; /* the watcher has a new catalog */
     int drain_ticks;
-    int argc;               /* the command line, re-read on SIGHUP */
+    int argc; /* the command line, re-read on SIGHUP */
     char **argv;
     const struct config *cfg; /* what is in force */
 };
@@ -150,8 +152,7 @@ static int open_listeners(struct daemon_state *d, const struct config *cfg)
                                                   DESKTOP_DEFAULT_LISTEN_WS};
     /* The ones that need a certificate last: without tls-cert only the first two. */
     static const char *const cloud_default[] = {CLOUD_DEFAULT_LISTEN, CLOUD_DEFAULT_LISTEN_WS,
-                                                CLOUD_DEFAULT_LISTEN_TLS,
-                                                CLOUD_DEFAULT_LISTEN_WSS};
+                                                CLOUD_DEFAULT_LISTEN_TLS, CLOUD_DEFAULT_LISTEN_WSS};
     const char *const *urls = (const char *const *)cfg->listen;
     size_t count = cfg->listen_count;
     /* Only the desktop default moves to the next free port when its own is taken. */
@@ -176,8 +177,8 @@ static int open_listeners(struct daemon_state *d, const struct config *cfg)
         if (strncmp(urls[i], "ws", 2) == 0) {
             if (!d->ws && !(d->ws = ws_server_new(d->broker, cfg, err, sizeof(err))))
                 goto fail;
-            if (ws_server_listen(d->ws, urls[i], defaults, bound, sizeof(bound), err,
-                                 sizeof(err)) < 0)
+            if (ws_server_listen(d->ws, urls[i], defaults, bound, sizeof(bound), err, sizeof(err)) <
+                0)
                 goto fail;
         } else {
             struct listener *l =
@@ -275,8 +276,7 @@ static void raise_descriptor_limit(void)
         rl.rlim_cur = rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
             log_warning("cannot raise the descriptor limit from %llu to %llu: %s",
-                        (unsigned long long)was, (unsigned long long)rl.rlim_max,
-                        strerror(errno));
+                        (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
             rl.rlim_cur = was;
         }
     }
@@ -373,13 +373,17 @@ static int make_broker(struct daemon_state *d, const struct config *cfg)
 
 static int install_signals(struct daemon_state *d)
 {
-    d->sigterm = evsignal_new(d->base, SIGTERM, stop_cb, d);
-    d->sigint = evsignal_new(d->base, SIGINT, stop_cb, d);
-    d->sighup = evsignal_new(d->base, SIGHUP, reload_cb, d);
-    if (!d->sigterm || !d->sigint || !d->sighup || event_add(d->sigterm, NULL) < 0 ||
-        event_add(d->sigint, NULL) < 0 || event_add(d->sighup, NULL) < 0) {
-        log_error("cannot install signal handlers");
-        return -1;
+    static const struct {
+        int signo;
+        event_callback_fn cb;
+    } handled[SIGNAL_COUNT] = {{SIGTERM, stop_cb}, {SIGINT, stop_cb}, {SIGHUP, reload_cb}};
+
+    for (size_t i = 0; i < SIGNAL_COUNT; i++) {
+        d->signals[i] = evsignal_new(d->base, handled[i].signo, handled[i].cb, d);
+        if (!d->signals[i] || event_add(d->signals[i], NULL) < 0) {
+            log_error("cannot install signal handlers");
+            return -1;
+        }
     }
     return 0;
 }
@@ -437,17 +441,23 @@ static int start(struct daemon_state *d, const struct config *cfg)
 static int run(struct daemon_state *d, const struct config *cfg)
 {
     if (cfg->mode == CONFIG_MODE_CLOUD)
-        log_notice("aviaryd %s started in cloud mode with database %s (pid %ld)",
-                   PACKAGE_VERSION, db_path(cfg), (long)getpid());
+        log_notice("aviaryd %s started in cloud mode with database %s (pid %ld)", PACKAGE_VERSION,
+                   db_path(cfg), (long)getpid());
     else
-        log_notice("aviaryd %s started in desktop mode (pid %ld)", PACKAGE_VERSION,
-                   (long)getpid());
+        log_notice("aviaryd %s started in desktop mode (pid %ld)", PACKAGE_VERSION, (long)getpid());
     if (event_base_dispatch(d->base) < 0) {
         log_error("event loop failed");
         return EXIT_RUNTIME;
     }
     log_notice("stopped");
     return EXIT_OK;
+}
+
+/* event_free() takes no NULL, and start() may have stopped before making an event. */
+static void event_drop(struct event *ev)
+{
+    if (ev)
+        event_free(ev);
 }
 
 /* Free whatever start() made, however far it got; the pid file goes after a clean stop. */
@@ -458,19 +468,13 @@ static void tear_down(struct daemon_state *d, const struct config *cfg, int stat
     close_listeners(d);
     free(d->listeners);
     ws_server_free(d->ws);
-    if (d->catalog_ev)
-        event_free(d->catalog_ev);
+    event_drop(d->catalog_ev);
     watcher_stop(d->watcher);
     broker_free(d->broker);
     tls_server_free(d->tls);
-    if (d->sigterm)
-        event_free(d->sigterm);
-    if (d->sigint)
-        event_free(d->sigint);
-    if (d->sighup)
-        event_free(d->sighup);
-    if (d->drain)
-        event_free(d->drain);
+    for (size_t i = 0; i < SIGNAL_COUNT; i++)
+        event_drop(d->signals[i]);
+    event_drop(d->drain);
     if (d->base)
         event_base_free(d->base);
 }

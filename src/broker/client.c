@@ -11,7 +11,6 @@
 #include "broker/handlers.h"
 #include "broker/instance.h"
 #include "broker/packet_size.h"
-#include "broker/propbuf.h"
 #include "broker/session.h"
 #include "broker/timers.h"
 #include "util/log.h"
@@ -126,21 +125,13 @@ static int client_refuse_protocol(struct conn *c, const uint8_t *buf, size_t len
         return conn_fail(c, "CONNECT with an unknown protocol name");
 
     struct mqtt_packet ack = {.type = MQTT_CONNACK};
-    struct propbuf pb;
     char why[64];
     bool newer = mqtt && p.u.connect.version > MQTT_V5;
     c->out.version = newer ? MQTT_V5 : MQTT_V311;
     ack.u.connack.code = newer ? MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION : MQTT_CONNACK_BAD_VERSION;
-    propbuf_init(&pb);
-    if (newer) {
-        snprintf(why, sizeof(why), "protocol level %u is not served (3, 4 and 5 are)",
-                 p.u.connect.version);
-        propbuf_str(&pb, MQTT_PROP_REASON_STRING, why, strlen(why));
-        if (!pb.failed)
-            ack.u.connack.props = propbuf_props(&pb);
-    }
-    conn_send(c, &ack);
-    propbuf_free(&pb);
+    snprintf(why, sizeof(why), "protocol level %u is not served (3, 4 and 5 are)",
+             p.u.connect.version);
+    sender_send_why(&c->out, &ack, newer ? why : NULL);
     return conn_fail(c, "CONNACK %s: unsupported protocol level %u", newer ? "0x84" : "1",
                      p.u.connect.version);
 }

@@ -12,7 +12,6 @@
 #include "broker/core.h"
 #include "broker/instance.h"
 #include "broker/message.h"
-#include "broker/propbuf.h"
 #include "broker/route.h"
 #include "broker/session.h"
 #include "tenancy/catalog.h"
@@ -244,16 +243,10 @@ static void conn_detach(struct conn *c, bool clean_disconnect)
 /* Send an MQTT 5 DISCONNECT with `reason` and `why` as its Reason String. */
 static void conn_send_disconnect(struct conn *c, uint8_t reason, const char *why)
 {
-    struct propbuf pb;
     struct mqtt_packet p = {.type = MQTT_DISCONNECT};
 
-    propbuf_init(&pb);
-    propbuf_str(&pb, MQTT_PROP_REASON_STRING, why, strlen(why));
     p.u.disconnect.reason = reason;
-    if (!pb.failed)
-        p.u.disconnect.props = propbuf_props(&pb);
-    conn_send(c, &p);
-    propbuf_free(&pb);
+    sender_send_why(&c->out, &p, why);
 }
 
 /* `c` closed while its login waited for a fresh look at the database: forget it. */

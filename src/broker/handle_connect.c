@@ -53,18 +53,12 @@ static int refuse_at(struct conn *c, enum log_level level, uint8_t code, uint8_t
                      const char *told, const char *why)
 {
     struct mqtt_packet ack = {.type = MQTT_CONNACK};
-    struct propbuf pb;
+    bool v5 = c->out.version == MQTT_V5;
 
-    propbuf_init(&pb);
-    if (c->out.version == MQTT_V5) {
+    if (v5)
         code = reason ? reason : v5_reason(code);
-        propbuf_str(&pb, MQTT_PROP_REASON_STRING, told, strlen(told));
-        if (!pb.failed)
-            ack.u.connack.props = propbuf_props(&pb);
-    }
     ack.u.connack.code = code;
-    conn_send(c, &ack);
-    propbuf_free(&pb);
+    sender_send_why(&c->out, &ack, v5 ? told : NULL);
     return conn_fail_at(
         c, level, c->out.version == MQTT_V5 ? "CONNACK 0x%02x: %s" : "CONNACK %u: %s", code, why);
 }

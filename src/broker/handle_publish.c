@@ -46,19 +46,10 @@ static int send_ack(struct conn *c, uint8_t qos, uint16_t packet_id, uint8_t rea
                     const char *why)
 {
     struct mqtt_packet ack = {.type = qos == 1 ? MQTT_PUBACK : MQTT_PUBREC};
-    struct propbuf pb;
 
-    propbuf_init(&pb);
     ack.u.ack.packet_id = packet_id;
     ack.u.ack.reason = c->out.version == MQTT_V5 ? reason : 0;
-    why = conn_reason_string(c, why);
-    if (why)
-        propbuf_str(&pb, MQTT_PROP_REASON_STRING, why, strlen(why));
-    if (!pb.failed)
-        ack.u.ack.props = propbuf_props(&pb);
-    int rc = conn_send(c, &ack);
-    propbuf_free(&pb);
-    return rc;
+    return sender_send_why(&c->out, &ack, conn_reason_string(c, why));
 }
 
 /*

@@ -359,18 +359,9 @@ static int send_suback(struct conn *c, uint8_t type, uint16_t packet_id, const u
                        size_t count, const char *why)
 {
     struct mqtt_packet ack = {.type = type};
-    struct propbuf pb;
 
-    propbuf_init(&pb);
     ack.u.suback = (struct mqtt_suback){.packet_id = packet_id, .codes = codes, .count = count};
-    why = conn_reason_string(c, why);
-    if (why)
-        propbuf_str(&pb, MQTT_PROP_REASON_STRING, why, strlen(why));
-    if (!pb.failed)
-        ack.u.suback.props = propbuf_props(&pb);
-    int rc = conn_send(c, &ack);
-    propbuf_free(&pb);
-    return rc;
+    return sender_send_why(&c->out, &ack, conn_reason_string(c, why));
 }
 
 /* What one SUBSCRIBE grants and refuses, filter by filter. */

@@ -234,6 +234,22 @@ out:
     return rc;
 }
 
+int sender_send_why(struct sender *s, struct mqtt_packet *pkt, const char *why)
+{
+    struct mqtt_props *props = packet_props(pkt);
+    struct propbuf pb;
+
+    propbuf_init(&pb);
+    if (why && props) {
+        propbuf_str(&pb, MQTT_PROP_REASON_STRING, why, strlen(why));
+        if (!pb.failed)
+            *props = propbuf_props(&pb);
+    }
+    int rc = sender_send(s, pkt);
+    propbuf_free(&pb);
+    return rc;
+}
+
 /* QoS 1/2 are bounded by the in-flight window and the queue; QoS 0 by max-outbound-bytes. */
 static bool sender_drop_qos0(struct sender *s)
 {

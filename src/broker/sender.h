@@ -83,6 +83,13 @@ void sender_fail(struct sender *s, const char *fmt, ...) __attribute__((format(p
 int sender_send(struct sender *s, const struct mqtt_packet *pkt);
 
 /*
+ * sender_send() with `why` (when not NULL) as the packet's Reason String,
+ * in place of any properties `pkt` had (a CONNACK, an acknowledgement, a
+ * DISCONNECT). The client may go without it (see sender_send).
+ */
+int sender_send_why(struct sender *s, struct mqtt_packet *pkt, const char *why);
+
+/*
  * Queue a PUBLISH of `m` as `d` says (QoS, RETAIN, leading '/', MQTT 5
  * Subscription Identifiers) with `packet_id` and DUP. MQTT 5 clients get the
  * message's properties, its remaining expiry and, when they allow it, a

@@ -156,6 +156,17 @@ static int rd_u16(struct reader *r, uint16_t *v)
 }
 
 /* Binary data: a two-byte length, then that many bytes. */
+/* A big-endian unsigned integer of `n` bytes, at most 4. */
+static int rd_uint(struct reader *r, size_t n, uint32_t *v)
+{
+    if (rd_left(r) < n)
+        return CODEC_E_TRUNCATED;
+    *v = 0;
+    for (size_t i = 0; i < n; i++)
+        *v = *v << 8 | r->p[r->pos++];
+    return CODEC_OK;
+}
+
 static int rd_bin(struct reader *r, struct mqtt_buf *b)
 {
     uint16_t n;
@@ -223,6 +234,9 @@ static const uint8_t prop_types[PROP_ID_MAX + 1] = {
     [MQTT_PROP_SHARED_SUB_AVAILABLE] = PT_BYTE,
 };
 
+/* The size in bytes of the fixed-size integer types. */
+static const uint8_t prop_width[] = {[PT_BYTE] = 1, [PT_U16] = 2, [PT_U32] = 4};
+
 static enum prop_type prop_type(uint8_t id)
 {
     return id <= PROP_ID_MAX ? (enum prop_type)prop_types[id] : PT_NONE;
@@ -274,8 +288,8 @@ static const uint64_t props_boolean =
  * but its receiver answers it with its own reason code (0x94, MQTT 5
  * 3.3.2.3.4), so it is left to the caller with the alias's other bounds.
  */
-static const uint64_t props_nonzero = P(MQTT_PROP_SUBSCRIPTION_ID) | P(MQTT_PROP_RECEIVE_MAXIMUM) |
-                                      P(MQTT_PROP_MAXIMUM_PACKET_SIZE);
+static const uint64_t props_nonzero =
+    P(MQTT_PROP_SUBSCRIPTION_ID) | P(MQTT_PROP_RECEIVE_MAXIMUM) | P(MQTT_PROP_MAXIMUM_PACKET_SIZE);
 
 /*
  * Read the property at *pos of a block of `len` bytes, checking only its
@@ -284,6 +298,7 @@ static const uint64_t props_nonzero = P(MQTT_PROP_SUBSCRIPTION_ID) | P(MQTT_PROP
 static int prop_read(const uint8_t *p, size_t len, size_t *pos, struct mqtt_prop *out)
 {
     struct reader r = {p, len, *pos};
+    enum prop_type type;
     uint8_t id;
     size_t used;
 
@@ -293,27 +308,13 @@ static int prop_read(const uint8_t *p, size_t len, size_t *pos, struct mqtt_prop
     if (rd_u8(&r, &id) != CODEC_OK)
         return CODEC_E_PROPERTY;
     out->id = id;
-    switch (prop_type(id)) {
-    case PT_BYTE: {
-        uint8_t v;
-        if (rd_u8(&r, &v) != CODEC_OK)
-            return CODEC_E_PROPERTY;
-        out->u32 = v;
-        break;
-    }
-    case PT_U16: {
-        uint16_t v;
-        if (rd_u16(&r, &v) != CODEC_OK)
-            return CODEC_E_PROPERTY;
-        out->u32 = v;
-        break;
-    }
+    type = prop_type(id);
+    switch (type) {
+    case PT_BYTE:
+    case PT_U16:
     case PT_U32:
-        if (rd_left(&r) < 4)
+        if (rd_uint(&r, prop_width[type], &out->u32) != CODEC_OK)
             return CODEC_E_PROPERTY;
-        out->u32 = (uint32_t)p[r.pos] << 24 | (uint32_t)p[r.pos + 1] << 16 |
-                   (uint32_t)p[r.pos + 2] << 8 | p[r.pos + 3];
-        r.pos += 4;
         break;
     case PT_VBI:
         if (vbi_parse_minimal(p + r.pos, rd_left(&r), &out->u32, &used) != CODEC_OK)

@@ -26,6 +26,7 @@
 #include <openssl/rand.h>
 #include <sqlite3.h>
 
+#include "util/error.h"
 #include "util/hex.h"
 #include "util/limits.h"
 #include "util/log.h"
@@ -103,12 +104,9 @@ _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSIO
 
 /* The plan every instance gets unless told otherwise; other limits come from aviary.conf. */
 static const struct store_limit default_plan_limits[] = {
-    {"max-connections", 100},
-    {"max-messages-per-second", 100},
-    {"max-retained", 1000},
-    {"idle-timeout", 3600},
-    {"max-sessions", 1000},
-    {"max-instance-bytes", 64ull * 1024 * 1024},
+    {"max-connections", 100}, {"max-messages-per-second", 100},
+    {"max-retained", 1000},   {"idle-timeout", 3600},
+    {"max-sessions", 1000},   {"max-instance-bytes", 64ull * 1024 * 1024},
 };
 
 /* The token_filters kinds, in the order of struct store_token's lists. */
@@ -120,15 +118,13 @@ static const char *const filter_kinds[] = {"pub", "sub", "deny-pub", "deny-sub"}
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Every error leaves through here, so a NULL `err` is always safe. */
+/* Every error leaves through here: util/error's text, with the STORE_E_* code callers expect. */
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 {
     va_list ap;
 
-    if (err == NULL || errlen == 0)
-        return code;
     va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
+    error_vset(err, errlen, fmt, ap);
     va_end(ap);
     return code;
 }
@@ -208,58 +204,49 @@ static int stmt_open(struct store *s, sqlite3_stmt **out, char *err, size_t errl
     return rc;
 }
 
-/* Run a statement to its end, ignoring any rows. Returns 0 or a STORE_E_* code. */
-static int run(struct store *s, char *err, size_t errlen, const char *sql, const char *types, ...)
+/*
+ * Step `st` to its end and finalise it; the first row's first column goes to
+ * *first unless that is NULL. Returns 1 when there was a row, 0 when there was
+ * none, or a STORE_E_* code.
+ */
+static int stmt_finish(struct store *s, sqlite3_stmt *st, int64_t *first, char *err, size_t errlen)
 {
-    sqlite3_stmt *st;
-    va_list ap;
-    int rc, step;
+    int rows = 0, rc, step;
 
-    va_start(ap, types);
-    rc = stmt_vopen(s, &st, err, errlen, sql, types, ap);
-    va_end(ap);
-    if (rc < 0)
-        return rc;
     while ((step = sqlite3_step(st)) == SQLITE_ROW)
-        ;
-    rc = step == SQLITE_DONE ? 0 : db_fail(s, step, err, errlen);
+        if (rows++ == 0 && first != NULL)
+            *first = sqlite3_column_int64(st, 0);
+    rc = step == SQLITE_DONE ? rows > 0 : db_fail(s, step, err, errlen);
     sqlite3_finalize(st);
     return rc;
 }
 
-/* 1 when the query returns a row, 0 when it returns none, or a STORE_E_* code. */
-static int has_row(struct store *s, char *err, size_t errlen, const char *sql, const char *types,
-                   ...)
+/*
+ * Run a statement to its end. Returns 1 when it gave a row (what the "SELECT
+ * 1 ..." existence checks ask), 0 when it gave none, or a STORE_E_* code.
+ */
+static int run(struct store *s, char *err, size_t errlen, const char *sql, const char *types, ...)
 {
     sqlite3_stmt *st;
     va_list ap;
-    int rc, step;
+    int rc;
 
     va_start(ap, types);
     rc = stmt_vopen(s, &st, err, errlen, sql, types, ap);
     va_end(ap);
-    if (rc < 0)
-        return rc;
-    step = sqlite3_step(st);
-    rc = step == SQLITE_ROW ? 1 : step == SQLITE_DONE ? 0 : db_fail(s, step, err, errlen);
-    sqlite3_finalize(st);
-    return rc;
+    return rc < 0 ? rc : stmt_finish(s, st, NULL, err, errlen);
 }
 
 /* The first column of the first row as an integer (0 when there is no row). */
 static int query_int(struct store *s, const char *sql, int64_t *out, char *err, size_t errlen)
 {
     sqlite3_stmt *st;
-    int rc, step;
+    int rc = stmt_open(s, &st, err, errlen, sql, "");
 
-    rc = stmt_open(s, &st, err, errlen, sql, "");
-    if (rc < 0)
-        return rc;
-    step = sqlite3_step(st);
-    *out = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    rc = step == SQLITE_ROW || step == SQLITE_DONE ? 0 : db_fail(s, step, err, errlen);
-    sqlite3_finalize(st);
-    return rc;
+    *out = 0;
+    if (rc == 0)
+        rc = stmt_finish(s, st, out, err, errlen);
+    return rc < 0 ? rc : 0;
 }
 
 static int tx_begin(struct store *s, char *err, size_t errlen)
@@ -279,6 +266,16 @@ static void tx_rollback(struct store *s)
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
+/* End tx_begin()'s transaction: commit when `rc` is 0, else (or when COMMIT fails) roll back. */
+static int tx_end(struct store *s, int rc, char *err, size_t errlen)
+{
+    if (rc == 0)
+        rc = tx_commit(s, err, errlen);
+    if (rc < 0)
+        tx_rollback(s);
+    return rc;
+}
+
 int store_read_begin(struct store *s, char *err, size_t errlen)
 {
     return run(s, err, errlen, "BEGIN DEFERRED", "");
@@ -291,13 +288,24 @@ void store_read_end(struct store *s)
 
 static int instance_exists(struct store *s, const char *name, char *err, size_t errlen)
 {
-    return has_row(s, err, errlen, "SELECT 1 FROM instances WHERE name = ?", "s", name);
+    return run(s, err, errlen, "SELECT 1 FROM instances WHERE name = ?", "s", name);
 }
 
 static int no_instance(const char *name, char *err, size_t errlen)
 {
     char buf[SHOWN_SIZE];
-    return fail(err, errlen, STORE_E_NOT_FOUND, "no instance '%s'", log_escape_str(name, buf, sizeof(buf)));
+    return fail(err, errlen, STORE_E_NOT_FOUND, "no instance '%s'",
+                log_escape_str(name, buf, sizeof(buf)));
+}
+
+/* 0 when instance `name` exists, else "no instance" (STORE_E_NOT_FOUND) or the failure. */
+static int instance_needed(struct store *s, const char *name, char *err, size_t errlen)
+{
+    int rc = instance_exists(s, name, err, errlen);
+
+    if (rc == 0)
+        return no_instance(name, err, errlen);
+    return rc < 0 ? rc : 0;
 }
 
 /* ---- opening ------------------------------------------------------------ */
@@ -368,7 +376,7 @@ out:
 /* Create the plan "default" with its limits when it is missing. */
 static int store_default_plan(struct store *s, char *err, size_t errlen)
 {
-    int rc = has_row(s, err, errlen, "SELECT 1 FROM plans WHERE name = ?", "s", STORE_DEFAULT_PLAN);
+    int rc = run(s, err, errlen, "SELECT 1 FROM plans WHERE name = ?", "s", STORE_DEFAULT_PLAN);
 
     if (rc != 0)
         return rc < 0 ? rc : 0;
@@ -391,11 +399,8 @@ static int store_default_plan(struct store *s, char *err, size_t errlen)
                 goto out;
         }
     }
-    rc = tx_commit(s, err, errlen);
 out:
-    if (rc < 0)
-        tx_rollback(s);
-    return rc;
+    return tx_end(s, rc, err, errlen);
 }
 
 static int store_setup(struct store *s, char *err, size_t errlen)
@@ -664,11 +669,7 @@ int store_plan_set(struct store *s, const char *plan, const char *limit, unsigne
         rc = run(s, err, errlen,
                  "INSERT OR REPLACE INTO plan_limits(plan, name, value) VALUES (?, ?, ?)", "ssi",
                  plan, limit, (int64_t)value);
-    if (rc == 0)
-        rc = tx_commit(s, err, errlen);
-    if (rc < 0)
-        tx_rollback(s);
-    return rc;
+    return tx_end(s, rc, err, errlen);
 }
 
 int store_plan_list(struct store *s, store_plan_fn fn, void *ctx, char *err, size_t errlen)
@@ -819,9 +820,10 @@ int store_instance_create(struct store *s, const char *name, const char *plan, c
     rc = tx_begin(s, err, errlen);
     if (rc < 0)
         return rc;
-    rc = has_row(s, err, errlen, "SELECT 1 FROM plans WHERE name = ?", "s", plan);
+    rc = run(s, err, errlen, "SELECT 1 FROM plans WHERE name = ?", "s", plan);
     if (rc == 0)
-        rc = fail(err, errlen, STORE_E_NOT_FOUND, "no plan '%s'", log_escape_str(plan, buf, sizeof(buf)));
+        rc = fail(err, errlen, STORE_E_NOT_FOUND, "no plan '%s'",
+                  log_escape_str(plan, buf, sizeof(buf)));
     if (rc < 0)
         goto out;
     rc = instance_exists(s, name, err, errlen);
@@ -836,12 +838,8 @@ int store_instance_create(struct store *s, const char *name, const char *plan, c
         rc = run(s, err, errlen,
                  "INSERT INTO instances(name, plan, created, serial) VALUES (?, ?, ?, ?)", "ssii",
                  name, plan, (int64_t)time(NULL), (int64_t)(serial >> 1));
-    if (rc == 0)
-        rc = tx_commit(s, err, errlen);
 out:
-    if (rc < 0)
-        tx_rollback(s);
-    return rc;
+    return tx_end(s, rc, err, errlen);
 }
 
 int store_instance_delete(struct store *s, const char *name, char *err, size_t errlen)
@@ -898,20 +896,12 @@ int store_instance_set_limit(struct store *s, const char *name, const char *limi
     rc = tx_begin(s, err, errlen);
     if (rc < 0)
         return rc;
-    rc = instance_exists(s, name, err, errlen);
+    rc = instance_needed(s, name, err, errlen);
     if (rc == 0)
-        rc = no_instance(name, err, errlen);
-    if (rc < 0)
-        goto out;
-    rc = run(s, err, errlen,
-             "INSERT OR REPLACE INTO instance_limits(instance, name, value) VALUES (?, ?, ?)",
-             "ssi", name, limit, (int64_t)value);
-    if (rc == 0)
-        rc = tx_commit(s, err, errlen);
-out:
-    if (rc < 0)
-        tx_rollback(s);
-    return rc;
+        rc = run(s, err, errlen,
+                 "INSERT OR REPLACE INTO instance_limits(instance, name, value) VALUES (?, ?, ?)",
+                 "ssi", name, limit, (int64_t)value);
+    return tx_end(s, rc, err, errlen);
 }
 
 /* ---- tokens --------------------------------------------------------------- */
@@ -1001,17 +991,12 @@ int store_token_create(struct store *s, const struct store_token_spec *spec,
     rc = tx_begin(s, err, errlen);
     if (rc < 0)
         goto out;
-    rc = instance_exists(s, spec->instance, err, errlen);
+    rc = instance_needed(s, spec->instance, err, errlen);
     if (rc == 0)
-        rc = no_instance(spec->instance, err, errlen);
-    if (rc == 1)
         rc = token_insert(s, spec, hash, new_id, err, errlen);
-    if (rc == 0)
-        rc = tx_commit(s, err, errlen);
-    if (rc < 0) {
-        tx_rollback(s);
+    rc = tx_end(s, rc, err, errlen);
+    if (rc < 0)
         goto out;
-    }
     memcpy(id, new_id, sizeof(new_id));
     memcpy(secret, text, sizeof(text));
 out:
@@ -1138,10 +1123,8 @@ int store_token_list(struct store *s, const char *instance, store_token_fn fn, v
                      size_t errlen)
 {
     sqlite3_stmt *st;
-    int rc = instance_exists(s, instance, err, errlen);
+    int rc = instance_needed(s, instance, err, errlen);
 
-    if (rc == 0)
-        return no_instance(instance, err, errlen);
     if (rc < 0)
         return rc;
     rc = stmt_open(s, &st, err, errlen,
@@ -1181,11 +1164,9 @@ int store_token_revoke(struct store *s, const char *instance, const char *id, ch
              id, instance);
     if (rc < 0 || sqlite3_changes(s->db) > 0)
         return rc;
-    rc = instance_exists(s, instance, err, errlen);
+    rc = instance_needed(s, instance, err, errlen);
     if (rc < 0)
         return rc;
-    if (rc == 0)
-        return no_instance(instance, err, errlen);
     return fail(err, errlen, STORE_E_NOT_FOUND, "no token '%s' in instance '%s'",
                 log_escape_str(id, buf, sizeof(buf)), log_escape_str(instance, buf2, sizeof(buf2)));
 }

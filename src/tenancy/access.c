@@ -23,13 +23,18 @@ static bool any_covers(const struct catalog_filters *f, const char *filter, bool
     return false;
 }
 
+/* A topic is allowed when `allow` is empty or matches it, and `deny` does not. */
+static bool topic_allowed(const struct catalog_filters *allow, const struct catalog_filters *deny,
+                          const char *topic)
+{
+    if (allow->count && !any_matches(allow, topic, false))
+        return false;
+    return !any_matches(deny, topic, true);
+}
+
 bool access_may_publish(const struct catalog_token *t, const char *topic)
 {
-    if (!t)
-        return true;
-    if (t->pub.count && !any_matches(&t->pub, topic, false))
-        return false;
-    return !any_matches(&t->deny_pub, topic, true);
+    return !t || topic_allowed(&t->pub, &t->deny_pub, topic);
 }
 
 enum access_verdict access_subscribe_verdict(const struct catalog_token *t, const char *filter)
@@ -48,9 +53,5 @@ bool access_may_subscribe(const struct catalog_token *t, const char *filter)
 
 bool access_may_read(const struct catalog_token *t, const char *topic)
 {
-    if (!t)
-        return true;
-    if (t->sub.count && !any_matches(&t->sub, topic, false))
-        return false;
-    return !any_matches(&t->deny_sub, topic, true);
+    return !t || topic_allowed(&t->sub, &t->deny_sub, topic);
 }

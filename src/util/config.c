@@ -2,11 +2,11 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "util/error.h"
 #include "util/log.h"
 
 enum directive_kind {
@@ -51,8 +51,8 @@ static const struct directive directives[] = {
      false, "none", "ask TLS clients for a certificate"},
     {"allow-keys-without-tls", KIND_BOOL, "yes|no", FIELD(allow_keys_without_tls), 0, 0, false,
      "no", "cloud: accept keys (tokens without expiry) without TLS"},
-    {"token-warning", KIND_NUMBER, "SECONDS", FIELD(token_warning), 1, LIMITS_IDLE_MAX, false,
-     NULL, "lead of expirywarning on [mqtt]tokenevents"},
+    {"token-warning", KIND_NUMBER, "SECONDS", FIELD(token_warning), 1, LIMITS_IDLE_MAX, false, NULL,
+     "lead of expirywarning on [mqtt]tokenevents"},
     {"max-memory", KIND_NUMBER, "BYTES", FIELD(max_memory), 0, LIMITS_MEMORY_MAX, true, "0",
      "resident memory before new clients are refused; 0: none"},
     {"connect-timeout", KIND_NUMBER, "SECONDS", FIELD(connect_timeout), 1, 3600, false, NULL,
@@ -68,22 +68,6 @@ static const struct directive directives[] = {
 };
 
 #define DIRECTIVE_COUNT (sizeof(directives) / sizeof(directives[0]))
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Every error leaves through here so that a NULL or empty `err` is always safe. */
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return -1;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static const struct directive *directive_find(const char *name, size_t len)
 {
@@ -141,17 +125,17 @@ static int check_ipv6(const char *h, size_t len, char *err, size_t errlen)
         char ch = h[i];
         if (zone) {
             if (!host_char_ok(ch))
-                return fail(err, errlen, "bad character '%c' in IPv6 zone", ch);
+                return error_set(err, errlen, "bad character '%c' in IPv6 zone", ch);
         } else if (ch == '%' && i > 0) {
             zone = true;
         } else if (ch == ':') {
             colon = true;
         } else if (!isxdigit((unsigned char)ch) && ch != '.') {
-            return fail(err, errlen, "bad character '%c' in IPv6 address", ch);
+            return error_set(err, errlen, "bad character '%c' in IPv6 address", ch);
         }
     }
     if (!colon)
-        return fail(err, errlen, "'[%.*s]' is not an IPv6 address", (int)len, h);
+        return error_set(err, errlen, "'[%.*s]' is not an IPv6 address", (int)len, h);
     return 0;
 }
 
@@ -165,25 +149,25 @@ int config_url_parse(const char *url, struct config_url *out, char *err, size_t 
     bool known = false;
 
     if (sep == NULL)
-        return fail(err, errlen, "expected SCHEME://HOST:PORT");
+        return error_set(err, errlen, "expected SCHEME://HOST:PORT");
     for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
         if (strlen(schemes[i]) == (size_t)(sep - url) &&
             memcmp(schemes[i], url, (size_t)(sep - url)) == 0)
             known = true;
     if (!known)
-        return fail(err, errlen, "unknown scheme '%.*s' (expected tcp, tls, ws or wss)",
-                    (int)(sep - url), url);
+        return error_set(err, errlen, "unknown scheme '%.*s' (expected tcp, tls, ws or wss)",
+                         (int)(sep - url), url);
 
     host = sep + 3;
     if (*host == '[') {
         const char *close = strchr(host, ']');
         if (close == NULL)
-            return fail(err, errlen, "missing ']' after IPv6 address");
+            return error_set(err, errlen, "missing ']' after IPv6 address");
         host++;
         host_len = (size_t)(close - host);
         rest = close + 1;
         if (host_len == 0)
-            return fail(err, errlen, "missing host");
+            return error_set(err, errlen, "missing host");
         if (check_ipv6(host, host_len, err, errlen) < 0)
             return -1;
     } else {
@@ -191,27 +175,28 @@ int config_url_parse(const char *url, struct config_url *out, char *err, size_t 
         rest = colon != NULL ? colon : host + strlen(host);
         host_len = (size_t)(rest - host);
         if (memchr(host, ':', host_len) != NULL)
-            return fail(err, errlen, "an IPv6 address must be in brackets, e.g. tcp://[::1]:1883");
+            return error_set(err, errlen,
+                             "an IPv6 address must be in brackets, e.g. tcp://[::1]:1883");
         if (host_len == 0)
-            return fail(err, errlen, "missing host");
+            return error_set(err, errlen, "missing host");
         for (size_t i = 0; i < host_len; i++)
             if (!host_char_ok(host[i]))
-                return fail(err, errlen, "bad character '%c' in host", host[i]);
+                return error_set(err, errlen, "bad character '%c' in host", host[i]);
     }
     if (host_len >= sizeof(out->host))
-        return fail(err, errlen, "host longer than %zu characters", sizeof(out->host) - 1);
+        return error_set(err, errlen, "host longer than %zu characters", sizeof(out->host) - 1);
 
     if (*rest != ':' || rest[1] == '\0')
-        return fail(err, errlen, "missing port");
+        return error_set(err, errlen, "missing port");
     rest++;
     for (const char *p = rest; *p != '\0'; p++) {
         if (!isdigit((unsigned char)*p))
-            return fail(err, errlen, "bad port '%s'", rest);
+            return error_set(err, errlen, "bad port '%s'", rest);
         if (port <= 65535)
             port = port * 10 + (unsigned long)(*p - '0');
     }
     if (port > 65535)
-        return fail(err, errlen, "port must be between 0 and 65535, got '%s'", rest);
+        return error_set(err, errlen, "port must be between 0 and 65535, got '%s'", rest);
 
     memcpy(out->scheme, url, (size_t)(sep - url));
     out->scheme[sep - url] = '\0';
@@ -231,14 +216,14 @@ static int set_listen(struct config *c, const struct directive *d, const char *v
     char *copy, **grown;
 
     if (config_url_parse(value, &url, reason, sizeof(reason)) < 0)
-        return fail(err, errlen, "%s: bad URL '%s': %s", d->name, value, reason);
+        return error_set(err, errlen, "%s: bad URL '%s': %s", d->name, value, reason);
     copy = strdup(value);
     if (copy == NULL)
-        return fail(err, errlen, "%s: out of memory", d->name);
+        return error_set(err, errlen, "%s: out of memory", d->name);
     grown = realloc(c->listen, (c->listen_count + 1) * sizeof(*grown));
     if (grown == NULL) {
         free(copy);
-        return fail(err, errlen, "%s: out of memory", d->name);
+        return error_set(err, errlen, "%s: out of memory", d->name);
     }
     c->listen = grown;
     c->listen[c->listen_count++] = copy;
@@ -254,7 +239,7 @@ static int set_mode(struct config *c, const struct directive *d, const char *val
     else if (strcmp(value, "cloud") == 0)
         c->mode = CONFIG_MODE_CLOUD;
     else
-        return fail(err, errlen, "%s: expected desktop or cloud, got '%s'", d->name, value);
+        return error_set(err, errlen, "%s: expected desktop or cloud, got '%s'", d->name, value);
     return 0;
 }
 
@@ -265,10 +250,10 @@ static int set_path(struct config *c, const struct directive *d, const char *val
     char *copy;
 
     if (*value == '\0')
-        return fail(err, errlen, "%s: empty path", d->name);
+        return error_set(err, errlen, "%s: empty path", d->name);
     copy = strdup(value);
     if (copy == NULL)
-        return fail(err, errlen, "%s: out of memory", d->name);
+        return error_set(err, errlen, "%s: out of memory", d->name);
     free(*field);
     *field = copy;
     return 0;
@@ -291,8 +276,9 @@ static int set_log_level(struct config *c, const struct directive *d, const char
     int level = log_level_parse(value);
 
     if (level < 0)
-        return fail(err, errlen, "%s: expected error, warning, notice, info or debug, got '%s'",
-                    d->name, value);
+        return error_set(err, errlen,
+                         "%s: expected error, warning, notice, info or debug, got '%s'", d->name,
+                         value);
     c->log_level = level;
     return 0;
 }
@@ -319,7 +305,7 @@ static int set_bool(struct config *c, const struct directive *d, const char *val
             return 0;
         }
     }
-    return fail(err, errlen, "%s: expected yes or no, got '%s'", d->name, value);
+    return error_set(err, errlen, "%s: expected yes or no, got '%s'", d->name, value);
 }
 
 static int set_client_cert(struct config *c, const struct directive *d, const char *value,
@@ -332,8 +318,8 @@ static int set_client_cert(struct config *c, const struct directive *d, const ch
             c->tls_client_cert = (enum config_client_cert)i;
             return 0;
         }
-    return fail(err, errlen, "%s: expected none, optional or required, got '%s'", d->name,
-                value);
+    return error_set(err, errlen, "%s: expected none, optional or required, got '%s'", d->name,
+                     value);
 }
 
 static int set_limit(struct config *c, const struct limits_def *l, const char *value, char *err,
@@ -342,12 +328,22 @@ static int set_limit(struct config *c, const struct limits_def *l, const char *v
     unsigned long long n;
 
     if (value == NULL)
-        return fail(err, errlen, "%s: missing value", l->name);
+        return error_set(err, errlen, "%s: missing value", l->name);
     if (limits_parse_number(l->name, value, l->min, l->max, l->suffixes, &n, err, errlen) < 0)
         return -1;
     limits_field_store((unsigned char *)&c->limits + l->offset, l->size, n);
     return 0;
 }
+
+typedef int setter_fn(struct config *c, const struct directive *d, const char *value, char *err,
+                      size_t errlen);
+
+/* How each kind of directive takes its value; KIND_LIMITS is no directive and has none. */
+static setter_fn *const setters[KIND_LIMITS + 1] = {
+    [KIND_LISTEN] = set_listen,           [KIND_MODE] = set_mode,           [KIND_PATH] = set_path,
+    [KIND_NUMBER] = set_number,           [KIND_LOG_LEVEL] = set_log_level, [KIND_BOOL] = set_bool,
+    [KIND_CLIENT_CERT] = set_client_cert,
+};
 
 /* Apply config's own directive `d`, or when `d` is NULL the limit `limit`. */
 static int directive_apply(struct config *c, const struct directive *d,
@@ -357,26 +353,10 @@ static int directive_apply(struct config *c, const struct directive *d,
     if (d == NULL)
         return set_limit(c, limit, value, err, errlen);
     if (value == NULL && d->kind != KIND_BOOL)
-        return fail(err, errlen, "%s: missing value", d->name);
-    switch (d->kind) {
-    case KIND_LISTEN:
-        return set_listen(c, d, value, err, errlen);
-    case KIND_MODE:
-        return set_mode(c, d, value, err, errlen);
-    case KIND_PATH:
-        return set_path(c, d, value, err, errlen);
-    case KIND_NUMBER:
-        return set_number(c, d, value, err, errlen);
-    case KIND_LOG_LEVEL:
-        return set_log_level(c, d, value, err, errlen);
-    case KIND_BOOL:
-        return set_bool(c, d, value, err, errlen);
-    case KIND_CLIENT_CERT:
-        return set_client_cert(c, d, value, err, errlen);
-    case KIND_LIMITS:
-        break;
-    }
-    return fail(err, errlen, "%s: internal error", d->name);
+        return error_set(err, errlen, "%s: missing value", d->name);
+    if (setters[d->kind] == NULL)
+        return error_set(err, errlen, "%s: internal error", d->name);
+    return setters[d->kind](c, d, value, err, errlen);
 }
 
 int config_set(struct config *c, const char *name, const char *value, char *err, size_t errlen)
@@ -385,7 +365,7 @@ int config_set(struct config *c, const char *name, const char *value, char *err,
     const struct limits_def *limit = d ? NULL : limits_find(name, strlen(name));
 
     if (d == NULL && limit == NULL)
-        return fail(err, errlen, "unknown directive '%s'", name);
+        return error_set(err, errlen, "unknown directive '%s'", name);
     return directive_apply(c, d, limit, value, err, errlen);
 }
 
@@ -401,7 +381,7 @@ static char *unquote(char *p, char *err, size_t errlen)
 
     for (;;) {
         if (*src == '\0') {
-            fail(err, errlen, "unterminated quote");
+            error_set(err, errlen, "unterminated quote");
             return NULL;
         }
         if (*src == '"')
@@ -409,12 +389,12 @@ static char *unquote(char *p, char *err, size_t errlen)
         if (*src == '\\') {
             src++;
             if (*src == '\0') {
-                fail(err, errlen, "unterminated quote");
+                error_set(err, errlen, "unterminated quote");
                 return NULL;
             }
             if (*src != '"' && *src != '\\') {
-                fail(err, errlen, "unknown escape '\\%c' in quoted value (only \\\" and \\\\)",
-                     *src);
+                error_set(err, errlen, "unknown escape '\\%c' in quoted value (only \\\" and \\\\)",
+                          *src);
                 return NULL;
             }
         }
@@ -425,7 +405,7 @@ static char *unquote(char *p, char *err, size_t errlen)
         src++;
     /* a comment needs whitespace before it, as everywhere else */
     if (*src != '\0' && (*src != '#' || !isspace((unsigned char)src[-1]))) {
-        fail(err, errlen, "unexpected text after closing quote: '%s'", src);
+        error_set(err, errlen, "unexpected text after closing quote: '%s'", src);
         return NULL;
     }
     *dst = '\0';
@@ -485,20 +465,20 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
     int rc = 0;
 
     if (f == NULL)
-        return fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return error_set(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     while ((n = getline(&line, &cap, f)) != -1) {
         lineno++;
         if (memchr(line, '\0', (size_t)n) != NULL) {
-            rc = fail(err, errlen, "%s:%u: NUL byte in line", path, lineno);
+            rc = error_set(err, errlen, "%s:%u: NUL byte in line", path, lineno);
             goto out;
         }
         if (config_parse_line(c, line, reason, sizeof(reason)) < 0) {
-            rc = fail(err, errlen, "%s:%u: %s", path, lineno, reason);
+            rc = error_set(err, errlen, "%s:%u: %s", path, lineno, reason);
             goto out;
         }
     }
     if (ferror(f))
-        rc = fail(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        rc = error_set(err, errlen, "%s: cannot read: %s", path, strerror(errno));
 out:
     free(line);
     fclose(f);
@@ -521,9 +501,9 @@ struct pending {
 static int set_config_path(const char **config_path, const char *value, char *err, size_t errlen)
 {
     if (*config_path != NULL)
-        return fail(err, errlen, "-c given more than once");
+        return error_set(err, errlen, "-c given more than once");
     if (*value == '\0')
-        return fail(err, errlen, "-c: empty file name");
+        return error_set(err, errlen, "-c: empty file name");
     *config_path = value;
     return 0;
 }
@@ -542,7 +522,7 @@ static int parse_long(int argc, char **argv, int *i, struct pending *pend, size_
     if ((len == 4 && memcmp(name, "help", 4) == 0) ||
         (len == 7 && memcmp(name, "version", 7) == 0)) {
         if (value != NULL)
-            return fail(err, errlen, "--%.*s: takes no value", (int)len, name);
+            return error_set(err, errlen, "--%.*s: takes no value", (int)len, name);
         if (*action == CONFIG_RUN)
             *action = len == 4 ? CONFIG_HELP : CONFIG_VERSION;
         return 0;
@@ -550,7 +530,7 @@ static int parse_long(int argc, char **argv, int *i, struct pending *pend, size_
     if (len == 6 && memcmp(name, "config", 6) == 0) {
         if (value == NULL) {
             if (*i + 1 >= argc)
-                return fail(err, errlen, "--config: missing value");
+                return error_set(err, errlen, "--config: missing value");
             value = argv[++*i];
         }
         return set_config_path(config_path, value, err, errlen);
@@ -559,7 +539,7 @@ static int parse_long(int argc, char **argv, int *i, struct pending *pend, size_
     d = directive_find(name, len);
     limit = d ? NULL : limits_find(name, len);
     if (d == NULL && limit == NULL)
-        return fail(err, errlen, "unknown option '--%.*s'", (int)len, name);
+        return error_set(err, errlen, "unknown option '--%.*s'", (int)len, name);
     if (value == NULL) {
         /* No positional arguments exist, so a following word can only be this flag's value. */
         if (d && d->kind == KIND_BOOL) {
@@ -567,7 +547,7 @@ static int parse_long(int argc, char **argv, int *i, struct pending *pend, size_
                 value = argv[++*i];
         } else {
             if (*i + 1 >= argc)
-                return fail(err, errlen, "--%s: missing value", d ? d->name : limit->name);
+                return error_set(err, errlen, "--%s: missing value", d ? d->name : limit->name);
             value = argv[++*i];
         }
     }
@@ -609,72 +589,21 @@ static int parse_short(int argc, char **argv, int *i, struct pending *pend, size
             if (p[1] != '\0')
                 return set_config_path(config_path, p + 1, err, errlen);
             if (*i + 1 >= argc)
-                return fail(err, errlen, "-c: missing value");
+                return error_set(err, errlen, "-c: missing value");
             return set_config_path(config_path, argv[++*i], err, errlen);
         default:
-            return fail(err, errlen, "unknown option '-%c'", *p);
+            return error_set(err, errlen, "unknown option '-%c'", *p);
         }
     }
     return 0;
 }
 
-int config_parse_args(struct config *c, int argc, char **argv, enum config_action *action,
-                      char *err, size_t errlen)
+/* Apply the command line's settings, after the file's: -v raises the log level. */
+static int apply_pending(struct config *c, const struct pending *pend, size_t npend, char *err,
+                         size_t errlen)
 {
-    struct pending *pend = NULL;
-    size_t npend = 0, verbose = 0;
-    const char *config_path = NULL;
+    size_t verbose = 0;
     bool cleared_listen = false;
-    int rc = -1;
-
-    *action = CONFIG_RUN;
-    if (argc < 1)
-        return 0;
-    /* A short-option cluster yields at most one entry per character. */
-    {
-        size_t slots = 0;
-        for (int i = 1; i < argc; i++)
-            slots += strlen(argv[i]);
-        pend = calloc(slots + 1, sizeof(*pend));
-        if (pend == NULL)
-            return fail(err, errlen, "out of memory");
-    }
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int r;
-
-        if (strcmp(a, "--") == 0) {
-            if (i + 1 < argc) {
-                fail(err, errlen, "unexpected argument '%s'", argv[i + 1]);
-                goto out;
-            }
-            break;
-        }
-        if (a[0] == '-' && a[1] == '-')
-            r = parse_long(argc, argv, &i, pend, &npend, &config_path, action, err, errlen);
-        else if (a[0] == '-' && a[1] != '\0')
-            r = parse_short(argc, argv, &i, pend, &npend, &config_path, action, err, errlen);
-        else
-            r = fail(err, errlen, "unexpected argument '%s'", a);
-        if (r < 0)
-            goto out;
-    }
-    if (*action != CONFIG_RUN) {
-        rc = 0;
-        goto out;
-    }
-
-    if (config_path != NULL) {
-        free(c->config_file);
-        c->config_file = strdup(config_path);
-        if (c->config_file == NULL) {
-            fail(err, errlen, "out of memory");
-            goto out;
-        }
-        if (config_load_file(c, config_path, err, errlen) < 0)
-            goto out;
-    }
 
     for (size_t k = 0; k < npend; k++) {
         const struct directive *d = pend[k].d;
@@ -693,9 +622,69 @@ int config_parse_args(struct config *c, int argc, char **argv, enum config_actio
             cleared_listen = true;
         }
         if (directive_apply(c, d, pend[k].limit, pend[k].value, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int config_parse_args(struct config *c, int argc, char **argv, enum config_action *action,
+                      char *err, size_t errlen)
+{
+    struct pending *pend = NULL;
+    size_t npend = 0;
+    const char *config_path = NULL;
+    int rc = -1;
+
+    *action = CONFIG_RUN;
+    if (argc < 1)
+        return 0;
+    /* A short-option cluster yields at most one entry per character. */
+    {
+        size_t slots = 0;
+        for (int i = 1; i < argc; i++)
+            slots += strlen(argv[i]);
+        pend = calloc(slots + 1, sizeof(*pend));
+        if (pend == NULL)
+            return error_set(err, errlen, "out of memory");
+    }
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int r;
+
+        if (strcmp(a, "--") == 0) {
+            if (i + 1 < argc) {
+                error_set(err, errlen, "unexpected argument '%s'", argv[i + 1]);
+                goto out;
+            }
+            break;
+        }
+        if (a[0] == '-' && a[1] == '-')
+            r = parse_long(argc, argv, &i, pend, &npend, &config_path, action, err, errlen);
+        else if (a[0] == '-' && a[1] != '\0')
+            r = parse_short(argc, argv, &i, pend, &npend, &config_path, action, err, errlen);
+        else
+            r = error_set(err, errlen, "unexpected argument '%s'", a);
+        if (r < 0)
             goto out;
     }
-    rc = 0;
+    if (*action != CONFIG_RUN) {
+        rc = 0;
+        goto out;
+    }
+
+    if (config_path != NULL) {
+        free(c->config_file);
+        c->config_file = strdup(config_path);
+        if (c->config_file == NULL) {
+            error_set(err, errlen, "out of memory");
+            goto out;
+        }
+        if (config_load_file(c, config_path, err, errlen) < 0)
+            goto out;
+    }
+
+    rc = apply_pending(c, pend, npend, err, errlen);
 out:
     free(pend);
     return rc;
@@ -712,19 +701,20 @@ int config_validate(const struct config *c, char *err, size_t errlen)
     const struct limits *l = &c->limits;
 
     if (l->keepalive_min > l->keepalive_max)
-        return fail(err, errlen, "keepalive-min (%u) is greater than keepalive-max (%u)",
-                    l->keepalive_min, l->keepalive_max);
+        return error_set(err, errlen, "keepalive-min (%u) is greater than keepalive-max (%u)",
+                         l->keepalive_min, l->keepalive_max);
     if (!c->tls_cert != !c->tls_key)
-        return fail(err, errlen, "tls-cert and tls-key go together: %s is missing",
-                    c->tls_cert ? "tls-key" : "tls-cert");
+        return error_set(err, errlen, "tls-cert and tls-key go together: %s is missing",
+                         c->tls_cert ? "tls-key" : "tls-cert");
     if (c->tls_client_cert != CONFIG_CLIENT_CERT_NONE && !c->tls_ca)
-        return fail(err, errlen, "tls-client-cert %s needs tls-ca (the CAs to verify against)",
-                    c->tls_client_cert == CONFIG_CLIENT_CERT_REQUIRED ? "required" : "optional");
+        return error_set(err, errlen, "tls-client-cert %s needs tls-ca (the CAs to verify against)",
+                         c->tls_client_cert == CONFIG_CLIENT_CERT_REQUIRED ? "required"
+                                                                           : "optional");
     for (size_t i = 0; i < c->listen_count; i++) {
-        bool secure = strncmp(c->listen[i], "tls://", 6) == 0 ||
-                      strncmp(c->listen[i], "wss://", 6) == 0;
+        bool secure =
+            strncmp(c->listen[i], "tls://", 6) == 0 || strncmp(c->listen[i], "wss://", 6) == 0;
         if (secure && !c->tls_cert)
-            return fail(err, errlen, "listen %s needs tls-cert and tls-key", c->listen[i]);
+            return error_set(err, errlen, "listen %s needs tls-cert and tls-key", c->listen[i]);
     }
     /*
      * The second bind of the same address would fail later with a less helpful
@@ -733,7 +723,7 @@ int config_validate(const struct config *c, char *err, size_t errlen)
     for (size_t i = 0; i < c->listen_count; i++)
         for (size_t j = 0; j < i; j++)
             if (strcmp(c->listen[i], c->listen[j]) == 0 && !url_has_port_zero(c->listen[i]))
-                return fail(err, errlen, "listen: '%s' given twice", c->listen[i]);
+                return error_set(err, errlen, "listen: '%s' given twice", c->listen[i]);
     return 0;
 }
 

@@ -1,15 +1,16 @@
 #include "util/limits.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "util/error.h"
 
 /*
  * Upper bounds of the limits. Each comes from the protocol where the protocol
  * has one, so a value the broker accepts can always be honoured.
  */
-#define LIMITS_MQTT_STRING_MAX 65535     /* an MQTT string's length is a 16-bit field */
+#define LIMITS_MQTT_STRING_MAX 65535 /* an MQTT string's length is a 16-bit field */
 /* A topic is sent back with a leading '/' to filters that had one: it must still fit. */
 #define LIMITS_TOPIC_MAX (LIMITS_MQTT_STRING_MAX - 1)
 #define LIMITS_MQTT_PACKET_MAX 268435455 /* the largest remaining length */
@@ -46,8 +47,8 @@ static const struct limits_def defs[] = {
      "unacknowledged QoS 1/2 messages per client"},
     {"max-outbound-bytes", "BYTES", FIELD(max_outbound_bytes), 1024, LIMITS_OUTBOUND_MAX, true,
      "8m", "pending output per client before QoS 0 to it is dropped"},
-    {"max-topic-aliases", "N", FIELD(max_topic_aliases), 0, LIMITS_MQTT_PACKET_ID_MAX, false,
-     NULL, "MQTT 5 topic aliases a client may set; 0: none"},
+    {"max-topic-aliases", "N", FIELD(max_topic_aliases), 0, LIMITS_MQTT_PACKET_ID_MAX, false, NULL,
+     "MQTT 5 topic aliases a client may set; 0: none"},
     {"max-session-expiry", "SECONDS", FIELD(max_session_expiry), 0, UINT32_MAX, false, NULL,
      "longest a session outlives its connection; 0: no cap"},
     {"max-connections", "N", FIELD(max_connections), 0, LIMITS_COUNT_MAX, false, NULL,
@@ -67,22 +68,6 @@ static const struct limits_def defs[] = {
 };
 
 #define DEF_COUNT (sizeof(defs) / sizeof(defs[0]))
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Every error leaves through here so that a NULL or empty `err` is always safe. */
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return -1;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 size_t limits_count(void)
 {
@@ -157,18 +142,18 @@ static int parse_digits(const char *s, bool suffixes, unsigned long long max,
 }
 
 int limits_parse_number(const char *name, const char *value, unsigned long long min,
-                        unsigned long long max, bool suffixes, unsigned long long *out,
-                        char *err, size_t errlen)
+                        unsigned long long max, bool suffixes, unsigned long long *out, char *err,
+                        size_t errlen)
 {
     int rc = parse_digits(value, suffixes, max, out);
 
     if (rc == -1 && value[0] == '-' && isdigit((unsigned char)value[1]))
-        return fail(err, errlen, "%s: must not be negative: '%s'", name, value);
+        return error_set(err, errlen, "%s: must not be negative: '%s'", name, value);
     if (rc == -1)
-        return fail(err, errlen, "%s: not a number: '%s'", name, value);
+        return error_set(err, errlen, "%s: not a number: '%s'", name, value);
     if (rc == -2 || *out < min)
-        return fail(err, errlen, "%s: must be between %llu and %llu, got '%s'", name, min, max,
-                    value);
+        return error_set(err, errlen, "%s: must be between %llu and %llu, got '%s'", name, min, max,
+                         value);
     return 0;
 }
 
@@ -180,7 +165,7 @@ int limits_parse(const char *name, const char *value, unsigned long long *out, c
     if (!d) {
         char known[512];
         limits_names(known, sizeof(known));
-        return fail(err, errlen, "unknown limit '%s' (known: %s)", name, known);
+        return error_set(err, errlen, "unknown limit '%s' (known: %s)", name, known);
     }
     return limits_parse_number(d->name, value, d->min, d->max, d->suffixes, out, err, errlen);
 }
