@@ -58,7 +58,7 @@ struct broker {
     size_t max_memory;           /* max-memory: bytes resident; 0: no ceiling */
     size_t memory_resident;      /* as last measured */
     uint64_t memory_measured_ms; /* clock_ms() of that measurement */
-    unsigned memory_questions;   /* broker_memory_full() calls since it */
+    unsigned memory_questions;   /* core_memory_full() calls since it */
     uint64_t memory_refusals;    /* connections and retained messages refused for it */
     struct account held;         /* bytes held for all instances together (their parent) */
     struct log_every memory_log; /* measurements that found the process over max-memory */

@@ -19,8 +19,8 @@
 
 #include "broker/broker.h"
 #include "broker/client.h"
-#include "broker/conn.h"
 #include "net/addr.h"
+#include "net/link.h"
 #include "net/tls.h"
 #include "util/config.h"
 #include "util/log.h"
