@@ -6,7 +6,6 @@
 
 #include "broker/instance.h"
 #include "broker/topic.h"
-#include "tenancy/access.h"
 #include "util/account.h"
 
 #define SHARE_PREFIX "$share/"
