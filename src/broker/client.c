@@ -146,11 +146,11 @@ static void client_pause_reading(struct conn *c)
     size_t max = client_max_outbound(c);
 
     c->reading_paused = true;
-    link_pause_reading(c->link);
-    link_watch_output(c->link, max / 2);
+    link_pause_reading(&c->link);
+    link_watch_output(&c->link, max / 2);
     log_info("client %s (%s): %zu bytes of output pending (max-outbound-bytes %zu): "
              "not reading its input until it reads",
-             c->client_id, c->link->meta.peer, sender_pending(&c->out), max);
+             c->client_id, c->link.meta.peer, sender_pending(&c->out), max);
 }
 
 /* The client has read its output down to half the limit: take its input again. */
@@ -163,10 +163,10 @@ static void client_written(void *owner)
         sender_pending(&c->out) > client_max_outbound(c) / 2)
         return;
     c->reading_paused = false;
-    link_watch_output(c->link, 0);
+    link_watch_output(&c->link, 0);
     if (c->rate_paused)
         return; /* the rate timer takes the input again */
-    link_resume_reading(c->link);
+    link_resume_reading(&c->link);
     log_debug("client %s: output drained, reading again", c->client_id);
     /* Packets that arrived meanwhile are already buffered: no read event will announce them. */
     client_readable(c);
@@ -179,7 +179,7 @@ static void client_rate_timer_cb(evutil_socket_t fd, short what, void *arg)
     c->rate_paused = false;
     if (c->state != CONN_ACTIVE || c->reading_paused)
         return; /* the write callback takes the input again once output drains */
-    link_resume_reading(c->link);
+    link_resume_reading(&c->link);
     /* The PUBLISH that found the bucket empty is still buffered: no read event will come. */
     client_readable(c);
 }
@@ -204,7 +204,7 @@ static void client_rate_pause(struct conn *c, double wait)
                   c->client_id, c->instance->limits.max_messages_per_second,
                   c->instance->limits.max_instance_messages_per_second);
     c->rate_paused = true;
-    link_pause_reading(c->link);
+    link_pause_reading(&c->link);
     evtimer_add(c->rate_timer, &delay);
 }
 
@@ -279,7 +279,7 @@ static int client_handle(struct conn *c, const uint8_t *buf, size_t total)
 /* Handle whole packets from the input until it runs dry or reading must wait. */
 static int client_read(struct conn *c)
 {
-    struct evbuffer *in = link_input(c->link);
+    struct evbuffer *in = link_input(&c->link);
     uint8_t type_flags;
     size_t total;
     double wait;
@@ -327,6 +327,6 @@ void client_read_again(struct conn *c)
 {
     if (c->state == CONN_CLOSING)
         return;
-    link_resume_reading(c->link);
+    link_resume_reading(&c->link);
     client_readable(c);
 }

@@ -39,21 +39,19 @@ struct conn *conn_new(struct broker *b, struct bufferevent *bev, const struct li
                       const struct link_events *events)
 {
     struct conn *c = calloc(1, sizeof(*c));
-    if (!c)
-        bufferevent_free(bev);
-    if (!c || !(c->link = link_new(bev, meta, events, c))) {
+    if (!c) {
         log_error("out of memory accepting a connection from %s", meta->peer);
-        free(c);
+        bufferevent_free(bev);
         return NULL;
     }
+    link_init(&c->link, bev, meta, events, c);
     c->broker = b;
     c->state = CONN_AWAIT_CONNECT;
     c->id = ++b->next_conn_id;
     c->problem_info = true;
     snprintf(c->client_id, sizeof(c->client_id), "-");
-    sender_init(&c->out, c->link, &b->limits, conn_sender_failed, c);
+    sender_init(&c->out, &c->link, &b->limits, conn_sender_failed);
     c->out.who = c->client_id;
-    c->out.peer = c->link->meta.peer;
 
     c->next = b->conns;
     if (b->conns)
@@ -104,7 +102,8 @@ void conn_free(struct conn *c)
             free(c->in_aliases[i]);
     free(c->in_aliases);
     sender_release(&c->out);
-    link_free(c->link);
+    link_release(&c->link);
+    free(c->end.why);
     /* A will that the close had to defer because routing was under way. */
     if (c->will_due && c->will && !b->stopping)
         conn_publish_will(c);
@@ -284,14 +283,14 @@ static void conn_end(struct conn *c, enum log_level level, bool clean_disconnect
 {
     if (c->state == CONN_CLOSING)
         return;
-    log_msg(level, "client %s (%s, conn %llu): closed: %s", c->client_id, c->link->meta.peer,
+    log_msg(level, "client %s (%s, conn %llu): closed: %s", c->client_id, c->link.meta.peer,
             (unsigned long long)c->id, why);
     /* A client that said DISCONNECT may read what it asked for; one we close gets its linger
      * only when it is keeping up. */
     size_t unread = sender_pending(&c->out);
     bool abandon = !clean_disconnect && unread > CONN_LINGER_MAX_OUTPUT;
     /* A server DISCONNECT only after CONNACK [MQTT-3.14.0-1]; before it, CONNACK says why. */
-    if (reason >= 0 && c->out.version == MQTT_V5 && c->state == CONN_ACTIVE && !c->link->peer_eof &&
+    if (reason >= 0 && c->out.version == MQTT_V5 && c->state == CONN_ACTIVE && !c->link.peer_eof &&
         !abandon)
         conn_send_disconnect(c, (uint8_t)reason, why);
     c->state = CONN_CLOSING;
@@ -301,7 +300,7 @@ static void conn_end(struct conn *c, enum log_level level, bool clean_disconnect
     if (abandon)
         log_debug("client %s (conn %llu): %zu bytes it has not read are dropped with it",
                   c->client_id, (unsigned long long)c->id, unread);
-    link_close(c->link, abandon, CONN_LINGER_SEC, CONN_DRAIN_SEC);
+    link_close(&c->link, abandon, CONN_LINGER_SEC, CONN_DRAIN_SEC);
 }
 
 static void conn_vclose(struct conn *c, enum log_level level, bool clean_disconnect, int reason,
@@ -348,10 +347,16 @@ static int conn_record(struct conn *c, enum log_level level, bool clean, int rea
     if (e->set)
         return -1;
     e->set = true;
-    e->level = level;
+    e->level = (uint8_t)level;
     e->clean = clean;
-    e->reason = reason;
-    vsnprintf(e->why, sizeof(e->why), fmt, ap);
+    e->reason = (int16_t)reason;
+    /* Made only now: a connection that never fails carries no room for the text. */
+    va_list again;
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    if (n >= 0 && (e->why = malloc((size_t)n + 1))) /* else a plainer line: conn_close_ended */
+        vsnprintf(e->why, (size_t)n + 1, fmt, again);
+    va_end(again);
     return -1;
 }
 
@@ -397,7 +402,8 @@ void conn_close_ended(struct conn *c)
 
     /* Unrecorded: the failure closed the connection already (its sender's, say). */
     if (e->set)
-        conn_end(c, e->level, e->clean, e->reason, e->why);
+        conn_end(c, (enum log_level)e->level, e->clean, e->reason,
+                 e->why ? e->why : "out of memory recording why it failed");
     else if (c->state != CONN_CLOSING)
         conn_close_at(c, LOG_LEVEL_ERROR, "a packet handler failed without a reason");
 }

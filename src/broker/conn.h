@@ -54,45 +54,45 @@ enum conn_state {
 
 /* Why a packet handler wants the connection closed (see conn_fail). */
 struct conn_end {
+    char *why;      /* owned; made only when a handler fails */
+    int16_t reason; /* MQTT 5 DISCONNECT reason to send; -1: none */
+    uint8_t level;  /* enum log_level */
     bool set;
     bool clean; /* after the client's DISCONNECT: the will is discarded */
-    int reason; /* MQTT 5 DISCONNECT reason to send; -1: none */
-    enum log_level level;
-    char why[256];
 };
 
 struct conn {
     struct broker *broker;
-    struct link *link; /* owned */
+    struct link link;  /* the byte stream; owned */
     struct sender out; /* what goes to the client; out.version is its protocol level */
     enum conn_state state;
     uint16_t keepalive;             /* effective keep-alive in seconds (after clamping) */
+    bool reading_paused;            /* output over max-outbound-bytes: input waits */
+    bool will_due;                  /* lost without DISCONNECT: publish the will when reaped */
     struct session *session;        /* NULL before CONNECT is accepted and after close */
     struct session *ended_session;  /* clean session ended with this conn; owned till reaped */
     struct message *will;           /* owned; NULL when there is none */
     struct instance *will_instance; /* where the will goes when will_due */
-    bool will_due;                  /* lost without DISCONNECT: publish the will when reaped */
     char client_id[80];             /* for the log; may be truncated */
     uint64_t id;                    /* a number for the log, unique per process */
     struct event *timer;            /* CONNECT deadline, then keep-alive (timers.c); owned */
     struct timeval last_packet;     /* when the last whole packet arrived */
-    bool reading_paused;            /* output over max-outbound-bytes: input waits */
     struct conn_end end;            /* set by conn_fail() and its kin */
 
     /* MQTT 5, from CONNECT. */
-    bool problem_info;     /* Request Problem Information: reason strings on acks */
     uint32_t will_delay;   /* Will Delay Interval of its will, seconds */
     uint16_t in_alias_max; /* aliases it may set (max-topic-aliases at CONNECT) */
+    bool problem_info;     /* Request Problem Information: reason strings on acks */
     char **in_aliases;     /* topic of each alias it set, [alias - 1]; owned */
 
     /* Set when CONNECT is accepted. */
-    struct instance *instance; /* where it logged in; counted in conn_count while counted */
-    bool counted;
+    struct instance *instance;    /* where it logged in; counted in conn_count while counted */
     struct catalog_token *token;  /* cloud: the token it logged in with (a reference) */
     struct event *token_timer;    /* expiry warning, then expiry (timers.c); owned; NULL for keys */
-    bool token_warning_due;       /* the warning's time has come */
-    bool token_warned;            /* expirywarning was sent */
     struct timeval last_activity; /* last PUBLISH, SUBSCRIBE or UNSUBSCRIBE (idle-timeout) */
+    bool counted;
+    bool token_warning_due; /* the warning's time has come */
+    bool token_warned;      /* expirywarning was sent */
 
     /* Cloud login miss: the CONNECT waits (unread) for a fresh look at the database. */
     bool login_waiting;
@@ -102,13 +102,13 @@ struct conn {
 
     /* max-messages-per-second: an empty bucket (its, or its instance's) pauses reading. */
     struct bucket rate;
-    bool rate_paused;
     struct event *rate_timer; /* owned; made at the first pause (client.c) */
+    bool rate_paused;
 
+    bool reap_queued;            /* on core->reap already */
     struct log_every denied_log; /* PUBLISHes the token did not allow */
     struct conn *next, *prev;    /* core->conns */
     struct conn *reap_next;      /* core->reap */
-    bool reap_queued;            /* on core->reap already */
 };
 
 /*

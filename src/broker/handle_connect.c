@@ -228,7 +228,7 @@ static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct ins
         return refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0, "not authorized: the token has expired",
                          why);
     }
-    if (!t->expires && !c->link->meta.over_tls && !b->allow_keys_without_tls) {
+    if (!t->expires && !c->link.meta.over_tls && !b->allow_keys_without_tls) {
         snprintf(why, sizeof(why),
                  "not authorized: token %s is a key (no expiry) and keys need TLS; this "
                  "listener has none (see allow-keys-without-tls)",
@@ -570,7 +570,7 @@ static int connect_session(struct conn *c, struct connecting *cn)
     /* Take-over: the same client id in the same instance closes the older connection. */
     if (s && s->conn) {
         log_notice("client %s: taken over by a new connection from %s", c->client_id,
-                   c->link->meta.peer);
+                   c->link.meta.peer);
         conn_disconnect(s->conn, MQTT_RC_SESSION_TAKEN_OVER,
                         "taken over by a new connection with the same client id");
         s = strmap_get(&inst->sessions, cn->client_id); /* gone if it ended with its connection */
@@ -630,7 +630,7 @@ static int connect_accept(struct conn *c, struct connecting *cn)
     int rc = connack_accept(c, cn->session_present && ck->version != MQTT_V31, &cn->v5, cn->l);
     log_info("client %s connected from %s to instance %s%s%s (MQTT %s, clean %d, keep-alive "
              "%u s, session expiry %ld s%s)",
-             c->client_id, c->link->meta.peer, cn->inst->name, token ? " with token " : "",
+             c->client_id, c->link.meta.peer, cn->inst->name, token ? " with token " : "",
              token ? token->id : "",
              ck->version == MQTT_V31  ? "3.1"
              : ck->version == MQTT_V5 ? "5.0"

@@ -64,7 +64,7 @@ bool login_wait(struct broker *b, struct conn *c)
     c->login_waiting = true;
     c->login_next = b->login_waiters;
     b->login_waiters = c;
-    link_pause_reading(c->link);
+    link_pause_reading(&c->link);
     login_recheck_soon(b);
     return true;
 }

@@ -19,12 +19,11 @@
 #define SENDER_DROP_LOG_INTERVAL_SEC 10
 
 void sender_init(struct sender *s, struct link *link, const struct limits *limits,
-                 void (*fail)(void *owner, const char *why), void *owner)
+                 void (*fail)(void *owner, const char *why))
 {
     s->link = link;
     s->limits = limits;
     s->fail = fail;
-    s->owner = owner;
 }
 
 void sender_release(struct sender *s)
@@ -44,7 +43,7 @@ void sender_fail(struct sender *s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
-    s->fail(s->owner, why);
+    s->fail(s->link->owner, why);
 }
 
 size_t sender_pending(const struct sender *s)
@@ -260,7 +259,7 @@ static bool sender_drop_qos0(struct sender *s)
     if (log_every_due(&s->dropped, time(NULL), SENDER_DROP_LOG_INTERVAL_SEC))
         log_warning("client %s (%s): more than %zu bytes of output pending "
                     "(max-outbound-bytes), dropping QoS 0 messages (%llu so far)",
-                    s->who, s->peer, max, (unsigned long long)s->dropped.count);
+                    s->who, s->link->meta.peer, max, (unsigned long long)s->dropped.count);
     return true;
 }
 

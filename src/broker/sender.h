@@ -8,7 +8,7 @@
  * the client, leaves out what exceeds the client's Maximum Packet Size,
  * drops QoS 0 beyond max-outbound-bytes, and charges the output to the
  * instance's account while it is pending. When it cannot go on (out of
- * memory, a packet that cannot be encoded) it calls its owner's `fail`,
+ * memory, a packet that cannot be encoded) it calls its `fail`,
  * which closes the connection. Embedded in struct conn; core thread only.
  */
 #ifndef AVIARY_SENDER_H
@@ -43,11 +43,11 @@ struct sender {
     const struct limits *limits; /* max-outbound-bytes: the instance's once logged in */
 
     /* What the client said it can take (MQTT 5 CONNECT). */
-    uint16_t receive_max;  /* its Receive Maximum: bounds our window; 0: max-inflight */
-    uint32_t max_packet;   /* its Maximum Packet Size; 0: no limit */
-    uint16_t alias_max;    /* Topic Alias Maximum it accepts from us */
-    struct strmap aliases; /* topic -> alias we gave it (as uintptr_t) */
+    uint16_t receive_max; /* its Receive Maximum: bounds our window; 0: max-inflight */
+    uint32_t max_packet;  /* its Maximum Packet Size; 0: no limit */
+    uint16_t alias_max;   /* Topic Alias Maximum it accepts from us */
     uint16_t alias_count;
+    struct strmap aliases; /* topic -> alias we gave it (as uintptr_t) */
 
     /* Its output counts against its instance's bytes from login until it is freed. */
     struct account *account; /* a reference; NULL before login */
@@ -55,17 +55,16 @@ struct sender {
 
     struct log_every dropped; /* QoS 0 messages dropped because the output was full */
     const char *who;          /* the client, for the log (the conn's client id) */
-    const char *peer;         /* its address, for the log */
-    void (*fail)(void *owner, const char *why); /* close the connection, logging `why` */
-    void *owner;
+    /* Close the connection, logging `why`; `owner` is the link's. */
+    void (*fail)(void *owner, const char *why);
 };
 
 /* sender_publish(): the client cannot take it (its Maximum Packet Size). */
 #define SENDER_SKIPPED 1
 
-/* Set up `s` for `link`, failing through `fail(owner, why)`. */
+/* Set up `s` for `link`, failing through `fail(link's owner, why)`. */
 void sender_init(struct sender *s, struct link *link, const struct limits *limits,
-                 void (*fail)(void *owner, const char *why), void *owner);
+                 void (*fail)(void *owner, const char *why));
 
 /* Release what `s` holds: its aliases and the charge of its output. */
 void sender_release(struct sender *s);

@@ -59,7 +59,7 @@ void timers_limits_changed(struct conn *c)
 /* No CONNECT in time: name the handshake when that is what never finished. */
 static void timers_connect_missed(struct conn *c)
 {
-    if (link_handshaking(c->link))
+    if (link_handshaking(&c->link))
         conn_close(c, "TLS handshake not finished within %u s (connect-timeout)",
                    c->broker->connect_timeout);
     else

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -43,32 +42,20 @@ static const char *tls_link_error(struct link *l, char *out, size_t size)
 static const struct link_ops tcp_ops = {false, tcp_shutdown_write, tcp_link_error};
 static const struct link_ops tls_ops = {true, tls_shutdown_write, tls_link_error};
 
-struct link *link_new(struct bufferevent *bev, const struct link_meta *meta,
-                      const struct link_events *events, void *owner)
+void link_init(struct link *l, struct bufferevent *bev, const struct link_meta *meta,
+               const struct link_events *events, void *owner)
 {
-    struct link *l = calloc(1, sizeof(*l));
-    if (!l) {
-        bufferevent_free(bev);
-        return NULL;
-    }
-    l->bev = bev;
+    *l = (struct link){.bev = bev, .meta = *meta, .events = events, .owner = owner};
     l->ops = meta->transport == LINK_TLS ? &tls_ops : &tcp_ops;
-    l->meta = *meta;
-    l->events = events;
-    l->owner = owner;
     bufferevent_setcb(bev, link_read_cb, link_write_cb, link_event_cb, l);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
-    return l;
 }
 
-void link_free(struct link *l)
+void link_release(struct link *l)
 {
-    if (!l)
-        return;
     if (l->timer)
         event_free(l->timer);
     bufferevent_free(l->bev);
-    free(l);
 }
 
 struct evbuffer *link_input(struct link *l)

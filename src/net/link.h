@@ -11,10 +11,10 @@
  * moment to close its own (the drain), and only then does the owner hear
  * that the link is done.
  *
- * Ownership: the link's owner (a client connection) frees it with
- * link_free(); the link owns its bufferevent and its timer. The owner's
- * callbacks (struct link_events) may close the link they run on. Core
- * thread only.
+ * Ownership: the link lives inside its owner (a client connection), which
+ * releases it with link_release(); the link owns its bufferevent and its
+ * timer. The owner's callbacks (struct link_events) may close the link they
+ * run on. Core thread only.
  */
 #ifndef AVIARY_LINK_H
 #define AVIARY_LINK_H
@@ -76,15 +76,12 @@ struct link {
     unsigned drain;      /* closing: seconds the peer gets to close after that */
 };
 
-/*
- * Wrap a connected bufferevent (the link takes it, also on failure, when it
- * frees it) and start reading. Returns the link, or NULL when out of memory.
- */
-struct link *link_new(struct bufferevent *bev, const struct link_meta *meta,
-                      const struct link_events *events, void *owner);
+/* Make `l` the link over a connected bufferevent (it takes `bev`) and start reading. */
+void link_init(struct link *l, struct bufferevent *bev, const struct link_meta *meta,
+               const struct link_events *events, void *owner);
 
-/* Free the link and its bufferevent (what is unsent is dropped). NULL is ignored. */
-void link_free(struct link *l);
+/* Free the link's bufferevent (what is unsent is dropped) and timer. */
+void link_release(struct link *l);
 
 /* The input buffer: whole packets are framed from it in place. */
 struct evbuffer *link_input(struct link *l);

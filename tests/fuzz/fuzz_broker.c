@@ -317,7 +317,7 @@ static void client_close(struct client *cl)
         struct conn *c = find_conn(cl->h, cl->conn_id);
         errno = ECONNRESET;
         if (c)
-            bufferevent_trigger_event(c->link->bev, BEV_EVENT_ERROR | BEV_EVENT_WRITING, 0);
+            bufferevent_trigger_event(c->link.bev, BEV_EVENT_ERROR | BEV_EVENT_WRITING, 0);
     }
     client_drop(cl);
 }
@@ -350,7 +350,7 @@ static void client_kick(struct client *cl, bool error)
         return;
     if (error) {
         errno = ECONNRESET;
-        bufferevent_trigger_event(c->link->bev, BEV_EVENT_ERROR | BEV_EVENT_READING, 0);
+        bufferevent_trigger_event(c->link.bev, BEV_EVENT_ERROR | BEV_EVENT_READING, 0);
     } else if (c->timer) {
         event_active(c->timer, EV_TIMEOUT, 1);
     }
