@@ -41,7 +41,7 @@ struct link_meta {
     char peer[64]; /* "127.0.0.1:53422" or "[::1]:53422", for the log */
 };
 
-/* What the owner hears from its link. `owner` is the pointer given to link_new(). */
+/* What the owner hears from its link. `owner` is the pointer given to link_init(). */
 struct link_events {
     void (*readable)(void *owner); /* input arrived */
     void (*written)(void *owner);  /* output went out (down to the watermark, if one is set) */
