@@ -143,17 +143,13 @@ static int answered(int rc)
     return rc < 0 ? -1 : PUBLISH_DONE;
 }
 
-/* Its topic, an alias resolved (MQTT 5), by aviary's rules. Returns 0, PUBLISH_DONE or -1. */
-static int publish_topic(struct conn *c, const struct mqtt_publish *pub, struct mqtt_buf *topic)
+/* The topic failed `rc` of topic_check_name(): say why, and refuse (MQTT 5) or end (3.1.1). */
+static int publish_topic_refused(struct conn *c, const struct mqtt_publish *pub,
+                                 const struct mqtt_buf *topic, int rc)
 {
     const struct limits *l = &c->session->instance->limits;
     char topic_why[96], shown[160], why[320];
 
-    if (c->out.version == MQTT_V5 && resolve_alias(c, pub, topic) < 0)
-        return -1;
-    int rc = topic_check_name((const char *)topic->data, topic->len, l->max_topic_length);
-    if (rc >= 0)
-        return 0;
     topic_describe(rc, topic->len, l->max_topic_length, topic_why, sizeof(topic_why));
     log_escape(topic->data, topic->len, shown, sizeof(shown));
     snprintf(why, sizeof(why), "PUBLISH topic '%s' refused: %s", shown, topic_why);
@@ -161,6 +157,17 @@ static int publish_topic(struct conn *c, const struct mqtt_publish *pub, struct 
     if (c->out.version == MQTT_V5)
         return answered(refuse_publish(c, pub, MQTT_RC_TOPIC_NAME_INVALID, why));
     return conn_fail(c, "%s", why);
+}
+
+/* Its topic, an alias resolved (MQTT 5), by aviary's rules. Returns 0, PUBLISH_DONE or -1. */
+static int publish_topic(struct conn *c, const struct mqtt_publish *pub, struct mqtt_buf *topic)
+{
+    const struct limits *l = &c->session->instance->limits;
+
+    if (c->out.version == MQTT_V5 && resolve_alias(c, pub, topic) < 0)
+        return -1;
+    int rc = topic_check_name((const char *)topic->data, topic->len, l->max_topic_length);
+    return rc >= 0 ? 0 : publish_topic_refused(c, pub, topic, rc);
 }
 
 /*
@@ -246,16 +253,13 @@ out:
     return rc;
 }
 
-/* MQTT 5 can say the retained store is full; 3.1.1 delivers it unretained. */
-static int publish_retained_room(struct conn *c, const struct mqtt_publish *pub,
-                                 const struct message *m)
+/* The retained store is full (max-retained, or max-memory): refuse with 0x97 and say which. */
+static int publish_retained_refused(struct conn *c, const struct mqtt_publish *pub)
 {
     struct instance *inst = c->session->instance;
     struct broker *b = c->broker;
     char why[320];
 
-    if (c->out.version != MQTT_V5 || !pub->qos || !route_retained_full(inst, m))
-        return 0;
     if (core_memory_full(b))
         snprintf(why, sizeof(why), "quota exceeded: %zu MB resident, over max-memory %zu MB",
                  b->memory_resident >> 20, b->max_memory >> 20);
@@ -265,6 +269,15 @@ static int publish_retained_room(struct conn *c, const struct mqtt_publish *pub,
                  "(max-retained %zu)",
                  inst->name, topic_tree_retained_count(inst->tree), inst->limits.max_retained);
     return answered(refuse_publish(c, pub, MQTT_RC_QUOTA_EXCEEDED, why));
+}
+
+/* MQTT 5 can say the retained store is full; 3.1.1 delivers it unretained. */
+static int publish_retained_room(struct conn *c, const struct mqtt_publish *pub,
+                                 const struct message *m)
+{
+    if (c->out.version != MQTT_V5 || !pub->qos || !route_retained_full(c->session->instance, m))
+        return 0;
+    return publish_retained_refused(c, pub);
 }
 
 /* Route `m` to the instance's subscribers and acknowledge. Returns 0 or -1. */

@@ -46,16 +46,6 @@ void sender_fail(struct sender *s, const char *fmt, ...)
     s->fail(s->link->owner, why);
 }
 
-size_t sender_pending(const struct sender *s)
-{
-    return link_output_pending(s->link);
-}
-
-size_t sender_max_outbound(const struct sender *s)
-{
-    return s->limits->max_outbound_bytes;
-}
-
 /*
  * The output's charge: what we add is charged as we add it, and where the
  * link reports output written (sender_settle) the charge is brought down to

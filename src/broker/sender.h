@@ -19,12 +19,12 @@
 #include <stdint.h>
 
 #include "codec/codec.h"
+#include "net/link.h"
+#include "util/limits.h"
 #include "util/log.h"
 #include "util/strmap.h"
 
 struct account;
-struct limits;
-struct link;
 struct message;
 
 /* How one message goes to one session, as its matching subscriptions decided. */
@@ -108,9 +108,15 @@ void sender_charge(struct sender *s, struct account *a);
 void sender_settle(struct sender *s);
 
 /* Bytes waiting to be written. */
-size_t sender_pending(const struct sender *s);
+static inline size_t sender_pending(const struct sender *s)
+{
+    return link_output_pending(s->link);
+}
 
 /* max-outbound-bytes that applies now. */
-size_t sender_max_outbound(const struct sender *s);
+static inline size_t sender_max_outbound(const struct sender *s)
+{
+    return s->limits->max_outbound_bytes;
+}
 
 #endif

@@ -808,11 +808,3 @@ size_t topic_tree_node_count(const struct topic_tree *t)
 {
     return t->node_count;
 }
-
-char *topic_normalize_wire(const struct mqtt_buf *in, struct scratch *sc, bool *leading_slash)
-{
-    char *out = scratch_get(sc, in->len + 1);
-    if (out)
-        topic_normalize((const char *)in->data, in->len, out, leading_slash);
-    return out;
-}

@@ -21,6 +21,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codec/codec.h"
+#include "util/scratch.h"
+
 enum topic_err {
     TOPIC_OK = 0,
     TOPIC_E_EMPTY = -1,    /* zero length, or just "/" (empty once normalised) */
@@ -176,9 +179,6 @@ size_t topic_tree_node_count(const struct topic_tree *t);
  */
 void topic_tree_fail_allocs_after(struct topic_tree *t, long n);
 
-struct mqtt_buf;
-struct scratch;
-
 /*
  * topic_normalize() for a topic or filter from the wire, already checked
  * (topic_check_name/topic_check_filter): the NUL-terminated result goes to
@@ -186,6 +186,13 @@ struct scratch;
  * scratch_free() releases). Returns it, or NULL when out of memory.
  * Sets *leading_slash.
  */
-char *topic_normalize_wire(const struct mqtt_buf *in, struct scratch *sc, bool *leading_slash);
+static inline char *topic_normalize_wire(const struct mqtt_buf *in, struct scratch *sc,
+                                         bool *leading_slash)
+{
+    char *out = scratch_get(sc, in->len + 1);
+    if (out)
+        topic_normalize((const char *)in->data, in->len, out, leading_slash);
+    return out;
+}
 
 #endif

@@ -58,27 +58,6 @@ void link_release(struct link *l)
     bufferevent_free(l->bev);
 }
 
-struct evbuffer *link_input(struct link *l)
-{
-    return bufferevent_get_input(l->bev);
-}
-
-int link_write(struct link *l, const void *data, size_t len)
-{
-    return evbuffer_add(bufferevent_get_output(l->bev), data, len);
-}
-
-int link_write_reference(struct link *l, const void *data, size_t len,
-                         void (*release)(const void *data, size_t len, void *arg), void *arg)
-{
-    return evbuffer_add_reference(bufferevent_get_output(l->bev), data, len, release, arg);
-}
-
-size_t link_output_pending(const struct link *l)
-{
-    return evbuffer_get_length(bufferevent_get_output(l->bev));
-}
-
 void link_pause_reading(struct link *l)
 {
     bufferevent_disable(l->bev, EV_READ);

@@ -22,9 +22,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct bufferevent;
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
 struct event;
-struct evbuffer;
 struct link;
 
 enum link_transport {
@@ -84,20 +85,33 @@ void link_init(struct link *l, struct bufferevent *bev, const struct link_meta *
 void link_release(struct link *l);
 
 /* The input buffer: whole packets are framed from it in place. */
-struct evbuffer *link_input(struct link *l);
+static inline struct evbuffer *link_input(struct link *l)
+{
+    return bufferevent_get_input(l->bev);
+}
 
 /* Queue `len` bytes for writing. Returns 0 or -1 (out of memory). */
-int link_write(struct link *l, const void *data, size_t len);
+static inline int link_write(struct link *l, const void *data, size_t len)
+{
+    return evbuffer_add(bufferevent_get_output(l->bev), data, len);
+}
 
 /*
  * Queue `len` bytes without copying them: `release(data, len, arg)` is called
  * once they are written or dropped. Returns 0 or -1 (nothing was queued).
  */
-int link_write_reference(struct link *l, const void *data, size_t len,
-                         void (*release)(const void *data, size_t len, void *arg), void *arg);
+static inline int link_write_reference(struct link *l, const void *data, size_t len,
+                                       void (*release)(const void *data, size_t len, void *arg),
+                                       void *arg)
+{
+    return evbuffer_add_reference(bufferevent_get_output(l->bev), data, len, release, arg);
+}
 
 /* Bytes waiting to be written. */
-size_t link_output_pending(const struct link *l);
+static inline size_t link_output_pending(const struct link *l)
+{
+    return evbuffer_get_length(bufferevent_get_output(l->bev));
+}
 
 /* Stop and start reading (back-pressure and rate limits); input stays buffered. */
 void link_pause_reading(struct link *l);
