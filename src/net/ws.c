@@ -36,9 +36,16 @@ struct ws_handoff {
     struct link_meta meta;
 };
 
+/*
+ * One ws:// or wss:// listener. libwebsockets keeps the vhost's name and
+ * interface by pointer, not by copy, and reads them from its thread for as
+ * long as the vhost lives: they live here, not on the stack of the caller.
+ */
 struct ws_vhost {
     struct lws_vhost *vh;
     bool tls;
+    char name[16];
+    char iface[sizeof(((struct config_url *)0)->host)];
 };
 
 struct ws_server {
@@ -658,6 +665,7 @@ static bool ws_port_free(const char *host, unsigned port)
 struct ws_listen_attempt {
     struct ws_server *ws;
     const struct config_url *url;
+    struct ws_vhost *slot; /* where the vhost and the strings it points at go */
     bool tls;
     bool probe;           /* more than one port may be tried: probe each first */
     struct lws_vhost *vh; /* the vhost made */
@@ -668,15 +676,16 @@ static int ws_try_port(unsigned port, void *arg)
 {
     struct ws_listen_attempt *a = arg;
     struct lws_context_creation_info info;
-    char name[16];
+    struct ws_vhost *slot = a->slot;
 
     if (a->probe && !ws_port_free(a->url->host, port))
         return -EADDRINUSE;
     memset(&info, 0, sizeof(info));
-    snprintf(name, sizeof(name), "v%zu", a->ws->vhost_count);
-    info.vhost_name = name;
+    snprintf(slot->name, sizeof(slot->name), "v%zu", a->ws->vhost_count);
+    snprintf(slot->iface, sizeof(slot->iface), "%s", a->url->host);
+    info.vhost_name = slot->name;
     info.port = (int)port;
-    info.iface = a->url->host;
+    info.iface = slot->iface;
     info.protocols = protocols;
     info.timeout_secs = a->ws->timeout;
     info.timeout_secs_ah_idle = a->ws->timeout;
@@ -713,13 +722,17 @@ int ws_server_listen(struct ws_server *ws, const char *url, bool next_free_port,
         snprintf(err, errlen, "%s: needs tls-cert and tls-key", url);
         return -1;
     }
-    struct ws_listen_attempt a = {.ws = ws, .url = &u, .tls = tls, .probe = next_free_port};
+    struct ws_vhost *slot = &ws->vhosts[ws->vhost_count];
+    struct ws_listen_attempt a = {
+        .ws = ws, .url = &u, .slot = slot, .tls = tls, .probe = next_free_port};
     if (addr_listen_port(url, u.port, next_free_port, ws_try_port, &a) < 0) {
         snprintf(err, errlen, "cannot listen on %s%s", url,
                  tls ? " (or tls-cert and tls-key cannot be loaded)" : ": address in use?");
         return -1;
     }
-    ws->vhosts[ws->vhost_count++] = (struct ws_vhost){a.vh, tls};
+    slot->vh = a.vh;
+    slot->tls = tls;
+    ws->vhost_count++;
     const char *fmt = strchr(u.host, ':') ? "%s://[%s]:%d" : "%s://%s:%d";
     snprintf(bound, boundlen, fmt, u.scheme, u.host, lws_get_vhost_listen_port(a.vh));
     return 0;
