@@ -451,6 +451,30 @@ static void store_create_private(const char *path)
         close(fd);
 }
 
+/* How long to wait between two tries of a set-up that found the new database locked. */
+#define STORE_SETUP_RETRY_MS 20
+
+/*
+ * store_setup(), tried again while it finds the database locked: processes
+ * that create one new database at once can meet "database is locked" where
+ * SQLite's busy handler does not wait for them (while one of them switches
+ * the file to WAL). Every step of the set-up can run twice. Waits for at most
+ * the busy timeout.
+ */
+static int store_setup_retrying(struct store *s, char *err, size_t errlen)
+{
+    for (unsigned waited = 0;; waited += STORE_SETUP_RETRY_MS) {
+        s->last_rc = SQLITE_OK;
+        int rc = store_setup(s, err, errlen);
+        if (rc >= 0 || (s->last_rc & 0xff) != SQLITE_BUSY || waited >= STORE_BUSY_TIMEOUT_MS)
+            return rc;
+        if (sqlite3_get_autocommit(s->db) == 0)
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        struct timespec pause = {0, STORE_SETUP_RETRY_MS * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+}
+
 struct store *store_open(const char *path, char *err, size_t errlen)
 {
     struct store *s = calloc(1, sizeof(*s));
@@ -469,7 +493,7 @@ struct store *store_open(const char *path, char *err, size_t errlen)
              s->db != NULL ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
         goto fail;
     }
-    if (store_setup(s, err, errlen) < 0)
+    if (store_setup_retrying(s, err, errlen) < 0)
         goto fail;
     s->opening = false;
     return s;
