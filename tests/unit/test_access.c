@@ -8,6 +8,7 @@
 #include <check.h>
 #include <stdlib.h>
 
+#include "check_tap.h"
 #include "tenancy/access.h"
 #include "tenancy/catalog.h"
 
@@ -306,10 +307,5 @@ static Suite *access_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(access_suite());
-    srunner_set_tap(sr, "-"); /* one TAP line per test on stdout, for make check */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_tap_run(access_suite());
 }

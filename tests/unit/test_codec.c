@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_tap.h"
 #include "codec/codec.h"
 
 /* A byte array literal and its size, as two arguments. */
@@ -2949,12 +2950,5 @@ static Suite *codec_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(codec_suite());
-    int failed;
-
-    srunner_set_tap(sr, "-"); /* one TAP line per test on stdout, for make check */
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_tap_run(codec_suite());
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check_tap.h"
 #include "util/config.h"
 #include "util/limits.h"
 #include "util/log.h"
@@ -1604,12 +1605,5 @@ static Suite *config_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(config_suite());
-    int failed;
-
-    srunner_set_tap(sr, "-"); /* one TAP line per test on stdout, for make check */
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_tap_run(config_suite());
 }

@@ -19,6 +19,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "check_tap.h"
 #include "broker/broker.h"
 #include "broker/client.h"
 #include "broker/conn.h"
@@ -1752,10 +1753,5 @@ static Suite *limits_suite(void)
 int main(void)
 {
     log_open("test_limits", LOG_LEVEL_ERROR, false);
-    SRunner *sr = srunner_create(limits_suite());
-    srunner_set_tap(sr, "-"); /* one TAP line per test on stdout, for make check */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_tap_run(limits_suite());
 }

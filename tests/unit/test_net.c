@@ -22,6 +22,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "check_tap.h"
 #include "net/addr.h"
 #include "net/tls.h"
 #include "util/log.h"
@@ -241,10 +242,5 @@ int main(void)
     tcase_add_test(tc, test_tls_bufferevent_error_without_openssl_errors);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_set_tap(sr, "-"); /* one TAP line per test on stdout, for make check */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_tap_run(s);
 }

@@ -16,6 +16,7 @@
 
 #include <event2/event.h>
 
+#include "check_tap.h"
 #include "broker/broker.h"
 #include "broker/instance.h"
 #include "broker/route.h"
@@ -526,10 +527,5 @@ static Suite *share_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(share_suite());
-    srunner_set_tap(sr, "-"); /* one TAP line per test on stdout, for make check */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_tap_run(share_suite());
 }

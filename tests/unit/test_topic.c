@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_tap.h"
 #include "broker/topic.h"
 
 #define MAX 128
@@ -1127,10 +1128,5 @@ static Suite *topic_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(topic_suite());
-    srunner_set_tap(sr, "-"); /* one TAP line per test on stdout, for make check */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_tap_run(topic_suite());
 }

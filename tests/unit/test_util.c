@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_tap.h"
 #include "util/hex.h"
 #include "util/log.h"
 #include "util/mailbox.h"
@@ -332,10 +333,5 @@ int main(void)
     tcase_add_test(tc, test_mailbox_carries_every_item_between_threads);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_set_tap(sr, "-"); /* one TAP line per test on stdout, for make check */
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_tap_run(s);
 }
