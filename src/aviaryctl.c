@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "broker/topic.h"
+#include "store/keep.h"
 #include "store/store.h"
 #include "util/config.h"
 #include "util/limits.h"
@@ -866,6 +867,25 @@ static int cmd_token_revoke(struct ctl *ctl, const struct args *a)
     return 0;
 }
 
+/* ---- backup ------------------------------------------------------------------- */
+
+/*
+ * A consistent copy of the database while aviaryd writes to it (SQLite's
+ * online backup). Not through store_open(): a missing database is an error
+ * here, not one to create.
+ */
+static int cmd_backup(struct ctl *ctl, const struct args *a)
+{
+    char err[1024];
+    int rc = keep_backup(ctl->db_path, a->operands[0], err, sizeof(err));
+
+    if (rc < 0)
+        return complain(CTL_EXIT_DB, "backup: %s", err);
+    report(ctl, (const char *const[]){"database", ctl->db_path, "backup", a->operands[0], NULL},
+           "}", "copied %s to %s", ctl->db_path, a->operands[0]);
+    return 0;
+}
+
 /* ---- the command line ----------------------------------------------------------- */
 
 #define OPT_TOKEN (OPT_LABEL | OPT_TTL | OPT_CLIENT_ID | OPT_FILTERS)
@@ -896,6 +916,8 @@ static const struct command commands[] = {
      cmd_token_create},
     {"token", "list", {"INSTANCE"}, 0, "INSTANCE", NULL, cmd_token_list},
     {"token", "revoke", {"INSTANCE", "TOKEN_ID"}, 0, "INSTANCE TOKEN_ID", NULL, cmd_token_revoke},
+    /* A command without a verb works on the database file, not through the store. */
+    {"backup", "", {"FILE"}, 0, "FILE", NULL, cmd_backup},
 };
 
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
@@ -903,7 +925,7 @@ static const struct command commands[] = {
 /* "  group verb SYNOPSIS", wrapped before 80 columns between bracketed groups. */
 static void usage_command(FILE *out, const struct command *c)
 {
-    int col = fprintf(out, "  %s %s", c->group, c->verb), indent = col + 1;
+    int col = fprintf(out, "  %s%s%s", c->group, c->verb[0] ? " " : "", c->verb), indent = col + 1;
     const char *p = c->synopsis;
 
     while (*p != '\0') {
@@ -929,7 +951,8 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: aviaryctl [-c CONF | --db PATH] [--json] COMMAND [ARGUMENTS]\n"
             "\n"
-            "Manage the instances, plans and tokens of aviaryd's cloud mode.\n"
+            "Manage the instances, plans and tokens of aviaryd's cloud mode, and back up\n"
+            "its database.\n"
             "\n"
             "Options:\n"
             "  -c, --config CONF  take the database (directive db) and the base limits\n"
@@ -1156,7 +1179,7 @@ static int command_run(const struct command *cmd, struct ctl *ctl, struct args *
     if (ctl->out == NULL)
         return out_of_memory();
     rc = cmd->check != NULL ? cmd->check(a) : 0;
-    if (rc == 0)
+    if (rc == 0 && cmd->verb[0] != '\0')
         rc = ctl_open(ctl);
     if (rc == 0)
         rc = cmd->run(ctl, a);
@@ -1202,13 +1225,14 @@ int main(int argc, char **argv)
                       log_escape_str(argv[i], buf, sizeof(buf)));
         goto out;
     }
-    if (i + 1 >= argc) {
+    if ((cmd = command_find(argv[i], "")) != NULL) {
+        i -= 1; /* no verb: its operands follow the command's name */
+    } else if (i + 1 >= argc) {
         rc = complain(CTL_EXIT_USAGE, "%s: missing command (%s)", argv[i],
                       group_verbs(argv[i], verbs, sizeof(verbs)));
         goto out;
     }
-    cmd = command_find(argv[i], argv[i + 1]);
-    if (cmd == NULL) {
+    if (cmd == NULL && (cmd = command_find(argv[i], argv[i + 1])) == NULL) {
         rc = complain(CTL_EXIT_USAGE, "unknown command '%s %s' (expected %s)", argv[i],
                       log_escape_str(argv[i + 1], buf2, sizeof(buf2)),
                       group_verbs(argv[i], verbs, sizeof(verbs)));

@@ -20,14 +20,20 @@
 #include <event2/event.h>
 
 #include "broker/broker.h"
+#include "broker/durable.h"
+#include "broker/restore.h"
 #include "net/listener.h"
 #include "net/tls.h"
 #include "net/ws.h"
+#include "store/keep.h"
 #include "store/store.h"
 #include "tenancy/catalog.h"
 #include "tenancy/watcher.h"
+#include "util/clock.h"
 #include "util/config.h"
+#include "util/journal.h"
 #include "util/log.h"
+#include "util/mailbox.h"
 
 #define DESKTOP_DEFAULT_LISTEN "tcp://127.0.0.1:1883"
 #define DESKTOP_DEFAULT_LISTEN_WS "ws://127.0.0.1:1884"
@@ -57,6 +63,10 @@ struct daemon_state {
     struct tls_server *tls;   /* when tls-cert is set */
     struct ws_server *ws;     /* when a ws:// or wss:// listener is configured */
     struct event *catalog_ev; /* the watcher has a new catalog */
+    struct durable *durable;  /* with a database: what the broker keeps (broker->durable) */
+    struct keep_writer *writer;
+    struct mailbox *settled; /* batches the writer committed */
+    struct event *settled_ev;
     int drain_ticks;
     int argc; /* the command line, re-read on SIGHUP */
     char **argv;
@@ -259,6 +269,103 @@ static int start_watcher(struct daemon_state *d, const struct config *cfg)
     return 0;
 }
 
+/* The broker keeps its retained messages and persistent sessions in the database. */
+static bool keeping(const struct config *cfg)
+{
+    return cfg->mode == CONFIG_MODE_CLOUD || cfg->db;
+}
+
+/* durable.h's submit: hand a batch to the writer (none yet: keep it for later). */
+static int keep_submit(void *ctx, struct journal *batch)
+{
+    struct daemon_state *d = ctx;
+    return d->writer ? keep_writer_submit(d->writer, batch) : -ENOMEM;
+}
+
+/* The writer committed batches: they come back to the keeper. */
+static void settled_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon_state *d = arg;
+    struct journal *batch;
+
+    while ((batch = mailbox_take(d->settled)))
+        durable_settled(d->durable, batch);
+}
+
+static int keep_failed(const char *what, const char *err)
+{
+    log_error("%s: %s", what, err);
+    fprintf(stderr, "aviaryd: %s: %s\n", what, err);
+    return -1;
+}
+
+/*
+ * Before the listeners open: bring back what the database kept, and keep
+ * what changes from now on (the writer starts after any fork).
+ */
+static int start_keeping(struct daemon_state *d, const struct config *cfg)
+{
+    char err[512];
+    const char *path = db_path(cfg);
+    struct journal loaded = JOURNAL_INIT;
+    struct keep_next_ids next;
+    struct restore_counts counts;
+    uint64_t began = clock_ms();
+
+    /* Cloud mode opened (and migrated) it already to load the catalog. */
+    if (cfg->mode != CONFIG_MODE_CLOUD) {
+        struct store *st = store_open(path, err, sizeof(err));
+        if (!st)
+            return keep_failed("cannot keep retained messages and sessions", err);
+        store_close(st);
+    }
+    d->durable = durable_new(d->base, keep_submit, d, broker_keep_resume, d->broker);
+    if (!d->durable)
+        return keep_failed("cannot keep retained messages and sessions", "out of memory");
+    d->broker->durable = d->durable;
+    if (keep_load(path, cfg->mode == CONFIG_MODE_CLOUD, &loaded, &next, err, sizeof(err)) < 0)
+        return keep_failed("cannot load retained messages and sessions", err);
+    int rc = restore_replay(d->broker, &loaded, next.message, next.session, next.seq, &counts);
+    journal_free(&loaded);
+    if (rc < 0)
+        return keep_failed("cannot restore retained messages and sessions", "out of memory");
+    log_notice("restored %zu retained messages and %zu sessions (%zu subscriptions, %zu queued "
+               "or in-flight messages) from %s in %llu ms",
+               counts.retained, counts.sessions, counts.subscriptions, counts.messages, path,
+               (unsigned long long)(clock_ms() - began));
+    return 0;
+}
+
+/* After any fork: the thread that writes what the broker keeps. */
+static int start_writer(struct daemon_state *d, const struct config *cfg)
+{
+    char err[512];
+
+    if (!(d->settled = mailbox_new("keep")))
+        return keep_failed("cannot start the database writer", strerror(errno));
+    d->settled_ev = event_new(d->base, mailbox_fd(d->settled), EV_READ | EV_PERSIST, settled_cb, d);
+    if (!d->settled_ev || event_add(d->settled_ev, NULL) < 0)
+        return keep_failed("cannot start the database writer", "out of memory");
+    if (!(d->writer = keep_writer_start(db_path(cfg), d->settled, err, sizeof(err))))
+        return keep_failed("cannot start the database writer", err);
+    return 0;
+}
+
+/* Stopping: everything the keeper has goes to the database before the broker is freed. */
+static void stop_keeping(struct daemon_state *d)
+{
+    struct journal *batch;
+
+    if (d->writer)
+        durable_finish(d->durable);
+    keep_writer_stop(d->writer);
+    d->writer = NULL;
+    while (d->settled && (batch = mailbox_take(d->settled)))
+        durable_settled(d->durable, batch);
+    if (d->durable)
+        durable_set_quiet(d->durable, true); /* freeing the broker writes nothing */
+}
+
 /*
  * Every connection costs a descriptor (a WebSocket one three): take the hard
  * limit as our own where the system lets us, and say what we have.
@@ -415,6 +522,10 @@ static int start(struct daemon_state *d, const struct config *cfg)
         return EXIT_CONFIG;
     if (cfg->mode == CONFIG_MODE_CLOUD && start_cloud(d, cfg) < 0)
         return EXIT_CONFIG;
+    if (keeping(cfg) && start_keeping(d, cfg) < 0)
+        return EXIT_CONFIG;
+    if (!keeping(cfg))
+        log_notice("retained messages and sessions are kept in memory only; --db PATH keeps them");
     if (open_listeners(d, cfg) < 0)
         return EXIT_LISTEN;
     /*
@@ -428,6 +539,8 @@ static int start(struct daemon_state *d, const struct config *cfg)
     if (cfg->pid_file && write_pid_file(cfg->pid_file) < 0)
         return EXIT_RUNTIME;
     if (cfg->mode == CONFIG_MODE_CLOUD && start_watcher(d, cfg) < 0)
+        return EXIT_RUNTIME;
+    if (d->durable && start_writer(d, cfg) < 0)
         return EXIT_RUNTIME;
     /* A thread does not survive the fork of -d: the WebSocket one starts only now. */
     if (d->ws && ws_server_start(d->ws, err, sizeof(err)) < 0) {
@@ -470,7 +583,11 @@ static void tear_down(struct daemon_state *d, const struct config *cfg, int stat
     ws_server_free(d->ws);
     event_drop(d->catalog_ev);
     watcher_stop(d->watcher);
+    stop_keeping(d);
     broker_free(d->broker);
+    durable_free(d->durable);
+    event_drop(d->settled_ev);
+    mailbox_free(d->settled, NULL);
     tls_server_free(d->tls);
     for (size_t i = 0; i < SIGNAL_COUNT; i++)
         event_drop(d->signals[i]);

@@ -58,6 +58,14 @@ struct broker *broker_new(struct event_base *base, const struct limits *limits)
     return b;
 }
 
+void broker_keep_resume(void *ctx)
+{
+    struct broker *b = ctx;
+
+    for (struct conn *c = b->conns; c; c = c->next)
+        client_keep_resume(c);
+}
+
 void broker_close_all(struct broker *b, const char *reason)
 {
     for (struct conn *c = b->conns; c; c = c->next)

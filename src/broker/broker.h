@@ -27,6 +27,12 @@ struct broker *broker_new(struct event_base *base, const struct limits *limits);
 /* Close every connection and free everything. The event base is the caller's. */
 void broker_free(struct broker *b);
 
+/*
+ * The database writer caught up (durable.h's `resume`, `ctx` the broker):
+ * publishers it held back are read again.
+ */
+void broker_keep_resume(void *ctx);
+
 /* Close every connection with `reason` (used on SIGTERM); conns are reaped by the loop. */
 void broker_close_all(struct broker *b, const char *reason);
 

@@ -8,6 +8,7 @@
 
 #include "broker/conn.h"
 #include "broker/core.h"
+#include "broker/durable.h"
 #include "broker/handlers.h"
 #include "broker/instance.h"
 #include "broker/packet_size.h"
@@ -164,8 +165,8 @@ static void client_written(void *owner)
         return;
     c->reading_paused = false;
     link_watch_output(&c->link, 0);
-    if (c->rate_paused)
-        return; /* the rate timer takes the input again */
+    if (c->rate_paused || c->kept_paused)
+        return; /* the rate timer, or the database writer, takes the input again */
     link_resume_reading(&c->link);
     log_debug("client %s: output drained, reading again", c->client_id);
     /* Packets that arrived meanwhile are already buffered: no read event will announce them. */
@@ -177,8 +178,8 @@ static void client_rate_timer_cb(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
 
     c->rate_paused = false;
-    if (c->state != CONN_ACTIVE || c->reading_paused)
-        return; /* the write callback takes the input again once output drains */
+    if (c->state != CONN_ACTIVE || c->reading_paused || c->kept_paused)
+        return; /* the write callback (or the writer) takes the input again */
     link_resume_reading(&c->link);
     /* The PUBLISH that found the bucket empty is still buffered: no read event will come. */
     client_readable(c);
@@ -206,6 +207,28 @@ static void client_rate_pause(struct conn *c, double wait)
     c->rate_paused = true;
     link_pause_reading(&c->link);
     evtimer_add(c->rate_timer, &delay);
+}
+
+/*
+ * The database writer is behind with the instance's changes: its publishers
+ * wait (back-pressure, as over a rate) until client_keep_resume().
+ */
+static void client_keep_pause(struct conn *c)
+{
+    if (!c->kept_paused)
+        log_debug("client %s: instance %s is ahead of the database writer: reading slower",
+                  c->client_id, c->instance->name);
+    c->kept_paused = true;
+    link_pause_reading(&c->link);
+}
+
+void client_keep_resume(struct conn *c)
+{
+    if (!c->kept_paused)
+        return;
+    c->kept_paused = false;
+    if (c->state == CONN_ACTIVE && !c->reading_paused && !c->rate_paused)
+        client_read_again(c);
 }
 
 /* What client_frame() found at the head of the input. */
@@ -296,6 +319,11 @@ static int client_read(struct conn *c)
         if (!buf)
             return conn_fail(c, "out of memory reading a packet");
         uint8_t type = type_flags >> 4;
+        if (type == MQTT_PUBLISH && c->state == CONN_ACTIVE && c->broker->durable &&
+            durable_over(c->broker->durable, c->instance->kept_backlog)) {
+            client_keep_pause(c);
+            return 0;
+        }
         if (type == MQTT_PUBLISH && c->state == CONN_ACTIVE &&
             (wait = instance_rate_take(c->instance, &c->rate)) > 0) {
             client_rate_pause(c, wait);

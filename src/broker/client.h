@@ -26,4 +26,7 @@ struct conn *client_accept(struct broker *b, struct bufferevent *bev, const stru
 /* Take the input again after a login wait and handle what is buffered (the CONNECT). */
 void client_read_again(struct conn *c);
 
+/* The database writer caught up: a publisher it held back is read again. */
+void client_keep_resume(struct conn *c);
+
 #endif

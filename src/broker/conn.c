@@ -10,6 +10,7 @@
 #include <event2/event.h>
 
 #include "broker/core.h"
+#include "broker/durable.h"
 #include "broker/instance.h"
 #include "broker/message.h"
 #include "broker/route.h"
@@ -137,6 +138,7 @@ static void conn_publish_delayed_will(struct session *s)
     s->will = NULL;
     if (s->will_timer)
         evtimer_del(s->will_timer);
+    session_keep_will(s, 0);
     /* Its connection is long gone: only the instance's message rate applies. */
     route_will(s->instance, will, s->token, NULL, s->log_id);
     message_unref(will);
@@ -163,10 +165,10 @@ static void session_will_cb(evutil_socket_t fd, short what, void *arg)
     conn_publish_delayed_will(arg);
 }
 
-/* Arm `*ev` (made on first use) to call `cb` for `s` in `seconds`. Returns 0 or -ENOMEM. */
-static int session_arm(struct session *s, struct event **ev, event_callback_fn cb, uint32_t seconds)
+/* Arm `*ev` (made on first use) to call `cb` for `s` in `ms`. Returns 0 or -ENOMEM. */
+static int session_arm(struct session *s, struct event **ev, event_callback_fn cb, uint64_t ms)
 {
-    struct timeval tv = {(time_t)seconds, 0};
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
 
     if (!*ev && !(*ev = evtimer_new(s->instance->broker->base, cb, s)))
         return -ENOMEM;
@@ -182,14 +184,32 @@ static int session_arm(struct session *s, struct event **ev, event_callback_fn c
 static int conn_park_session(struct session *s, struct message *will, uint32_t will_delay)
 {
     if (s->expiry != SESSION_NEVER_EXPIRES &&
-        session_arm(s, &s->expiry_timer, session_expiry_cb, s->expiry) < 0)
+        session_arm(s, &s->expiry_timer, session_expiry_cb, (uint64_t)s->expiry * 1000) < 0)
         return -ENOMEM;
     if (!will)
         return 0;
-    if (session_arm(s, &s->will_timer, session_will_cb, will_delay) < 0)
+    if (session_arm(s, &s->will_timer, session_will_cb, (uint64_t)will_delay * 1000) < 0)
         return -ENOMEM;
     message_unref(s->will);
     s->will = will;
+    session_keep_will(s, durable_wall_ms() + (int64_t)will_delay * 1000);
+    return 0;
+}
+
+int conn_park_restored(struct session *s, int64_t expiry_left_ms, int64_t will_left_ms)
+{
+    if (s->expiry != SESSION_NEVER_EXPIRES && expiry_left_ms <= 0) {
+        log_info("client %s: session expired while the broker was down", s->log_id);
+        conn_end_session(s);
+        return 0;
+    }
+    if (s->will && will_left_ms <= 0)
+        conn_publish_delayed_will(s);
+    if (s->expiry != SESSION_NEVER_EXPIRES &&
+        session_arm(s, &s->expiry_timer, session_expiry_cb, (uint64_t)expiry_left_ms) < 0)
+        return -ENOMEM;
+    if (s->will && session_arm(s, &s->will_timer, session_will_cb, (uint64_t)will_left_ms) < 0)
+        return -ENOMEM;
     return 0;
 }
 
@@ -224,8 +244,10 @@ static void conn_detach(struct conn *c, bool clean_disconnect)
          */
         strmap_remove(&s->instance->sessions, s->client_id);
         c->ended_session = s;
+        session_keep_state(s, 0); /* kept until its client set its expiry to 0: dropped */
     } else {
         struct message *delayed = c->will_due && c->will_delay ? c->will : NULL;
+        session_keep_state(s, durable_wall_ms());
         if (conn_park_session(s, delayed, c->will_delay) < 0)
             log_error("client %s: out of memory arming its session's timers: the session "
                       "stays until it is resumed, the will goes now",

@@ -104,6 +104,7 @@ struct conn {
     struct bucket rate;
     struct event *rate_timer; /* owned; made at the first pause (client.c) */
     bool rate_paused;
+    bool kept_paused; /* its instance is over its share of the database backlog (durable.h) */
 
     bool reap_queued;            /* on core->reap already */
     struct log_every denied_log; /* PUBLISHes the token did not allow */
@@ -172,6 +173,14 @@ void conn_close_ended(struct conn *c);
  * its delayed will, if any, then take it out of its instance and free it.
  */
 void conn_end_session(struct session *s);
+
+/*
+ * A session restored from the database, offline: it ends now when its
+ * expiry has passed (`expiry_left_ms` <= 0; its will goes first), else its
+ * expiry timer runs for what is left; its will (s->will), if any, goes now
+ * or after `will_left_ms`. Returns 0, or -ENOMEM (a timer could not be armed).
+ */
+int conn_park_restored(struct session *s, int64_t expiry_left_ms, int64_t will_left_ms);
 
 /*
  * The catalog deleted the instance `c` belongs to or still points into (its

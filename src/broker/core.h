@@ -27,6 +27,7 @@ struct catalog_token;
 struct event;
 struct event_base;
 struct conn;
+struct durable;
 struct instance;
 struct session;
 
@@ -76,7 +77,8 @@ struct broker {
     struct conn *reap; /* closed conns waiting to be freed */
     struct event *reap_ev;
     uint64_t next_conn_id;
-    bool stopping; /* SIGTERM: no more wills, no new work */
+    bool stopping;           /* SIGTERM: no more wills, no new work */
+    struct durable *durable; /* what the database keeps (the program's); NULL: nothing */
 
     /*
      * Cloud logins that found no such instance or token wait for one fresh

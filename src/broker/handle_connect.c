@@ -614,6 +614,7 @@ static int connect_activate(struct conn *c, struct connecting *cn)
         catalog_token_unref(s->token);
         s->token = catalog_token_ref(cn->token);
     }
+    session_keep_state(s, 0);
     c->keepalive = (uint16_t)clamp_keepalive(cn->ck->keepalive, l);
     cn->v5.keepalive_changed = c->keepalive != cn->ck->keepalive;
     timers_start_keepalive(c);

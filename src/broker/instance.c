@@ -10,6 +10,7 @@
 #include "broker/core.h"
 #include "broker/message.h"
 #include "broker/topic.h"
+#include "broker/durable.h"
 #include "util/account.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -27,7 +28,9 @@ struct instance *instance_new(struct broker *b, const char *name, const struct l
     inst->name = strdup(name);
     inst->tree = topic_tree_new();
     inst->account = account_new(&b->held);
-    if (!inst->name || !inst->tree || !inst->account) {
+    inst->kept_backlog = durable_backlog_new();
+    if (!inst->name || !inst->tree || !inst->account || !inst->kept_backlog) {
+        durable_backlog_unref(inst->kept_backlog);
         free(inst->name);
         topic_tree_free(inst->tree, NULL);
         account_unref(inst->account);
@@ -53,6 +56,7 @@ void instance_free(struct instance *inst)
     topic_tree_free(inst->tree, instance_release_retained);
     /* Messages still in closing connections' output keep the account until they go. */
     account_unref(inst->account);
+    durable_backlog_unref(inst->kept_backlog);
     free(inst->name);
     free(inst);
 }

@@ -23,6 +23,7 @@
 
 struct broker;
 struct catalog_token;
+struct durable_backlog;
 struct message;
 struct session;
 struct session_sub;
@@ -44,9 +45,10 @@ struct instance {
     bool limits_changed; /* broker_apply_catalog(): its conns re-arm their timers */
     struct instance *next_deleted;
     struct limits limits;
-    struct account *account;           /* bytes held for it (one reference); see util/account.h */
-    struct topic_tree *tree;           /* owned */
-    struct strmap sessions;            /* client id -> struct session (owned) */
+    struct account *account; /* bytes held for it (one reference); see util/account.h */
+    struct durable_backlog *kept_backlog; /* its share of the database writer's backlog (a ref) */
+    struct topic_tree *tree;              /* owned */
+    struct strmap sessions;               /* client id -> struct session (owned) */
     size_t persistent_sessions;        /* sessions with an expiry, online or not (max-sessions) */
     struct strmap shares;              /* "GROUP/FILTER" -> struct share_group (owned) */
     uint64_t messages_in;              /* PUBLISHes accepted */

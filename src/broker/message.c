@@ -35,6 +35,8 @@ struct message *message_new(const char *topic, size_t topic_len, const uint8_t *
     m->expiry = v5 ? v5->expiry : 0;
     m->created_ms = m->expiry ? clock_ms() : 0;
     m->account = NULL;
+    m->kept_id = 0;
+    m->keeper = NULL;
     return m;
 }
 
@@ -63,6 +65,8 @@ void message_unref(struct message *m)
         account_release(m->account, message_bytes(m));
         account_unref(m->account);
     }
+    if (m->keeper)
+        m->keeper->dropped(m->keeper, m->kept_id);
     free(m);
 }
 

@@ -15,6 +15,14 @@
 
 struct account;
 
+/*
+ * Told when a message it keeps in the database (kept_id) is freed, so that
+ * the database drops it too (broker/durable.c implements it).
+ */
+struct message_keeper {
+    void (*dropped)(struct message_keeper *k, uint64_t kept_id);
+};
+
 struct message {
     unsigned refs;
     uint8_t qos; /* QoS it was published with */
@@ -33,6 +41,8 @@ struct message {
     uint32_t expiry;         /* Message Expiry Interval in seconds; 0: never expires */
     uint64_t created_ms;     /* clock_ms() when it was published: the expiry counts from it */
     struct account *account; /* charged with its bytes while it lives (a reference), or NULL */
+    uint64_t kept_id;        /* its id in the database (durable.h); 0: not kept */
+    struct message_keeper *keeper; /* set with kept_id */
 };
 
 /* What MQTT 5 adds to a message; NULL or zeroed for MQTT 3.1.1. */

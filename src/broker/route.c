@@ -1,9 +1,11 @@
 #include "broker/route.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "broker/core.h"
+#include "broker/durable.h"
 #include "broker/instance.h"
 #include "broker/message.h"
 #include "broker/sender.h"
@@ -13,6 +15,7 @@
 #include "tenancy/access.h"
 #include "tenancy/catalog.h"
 #include "util/clock.h"
+#include "util/journal.h"
 #include "util/log.h"
 #include "util/scratch.h"
 
@@ -166,6 +169,22 @@ bool route_retained_full(struct instance *inst, const struct message *m)
            !topic_tree_retained_get(inst->tree, m->topic);
 }
 
+/* Write the retained message of `topic`: `m`, or none (NULL). */
+static void route_keep_retained(struct instance *inst, const char *topic, struct message *m)
+{
+    struct durable *d = inst->broker->durable;
+
+    if (!durable_active(d))
+        return;
+    struct journal_record r = {.type = m ? JOURNAL_RETAIN_SET : JOURNAL_RETAIN_CLEAR,
+                               .instance = inst->serial,
+                               .name = topic,
+                               .name_len = strlen(topic)};
+    if (m)
+        r.message = durable_keep_message(d, inst->kept_backlog, m, false);
+    durable_append(d, inst->kept_backlog, &r);
+}
+
 static void route_retain(struct instance *inst, struct message *m)
 {
     bool ok = true;
@@ -190,8 +209,11 @@ static void route_retain(struct instance *inst, struct message *m)
     message_unref(old);
     /* Replacing or clearing is always allowed; only a new topic counts against the limit. */
     size_t max = inst->limits.max_retained;
-    if (old || !m->payload_len || max == 0 || topic_tree_retained_count(inst->tree) <= max)
+    if (old || !m->payload_len || max == 0 || topic_tree_retained_count(inst->tree) <= max) {
+        if (old || m->payload_len)
+            route_keep_retained(inst, m->topic, m->payload_len ? m : NULL);
         return;
+    }
     message_unref(topic_tree_retain(inst->tree, m->topic, NULL, &ok));
     if (log_every_due(&inst->retained_refused, time(NULL), ROUTE_RETAINED_LOG_INTERVAL_SEC))
         log_notice("instance %s: %zu retained messages (max-retained): '%s' delivered but not "
@@ -302,10 +324,12 @@ void route_send_retained(struct instance *inst, struct session *s, const char *f
         struct message *m = ctx.expired[i];
         bool ok;
         struct message *now = topic_tree_retain(inst->tree, m->topic, NULL, &ok);
-        if (now != m && now)
+        if (now != m && now) {
             topic_tree_retain(inst->tree, m->topic, now, &ok);
-        else
+        } else {
             message_unref(now);
+            route_keep_retained(inst, m->topic, NULL);
+        }
         message_unref(m);
     }
     free(ctx.expired);

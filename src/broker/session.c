@@ -7,6 +7,7 @@
 #include <event2/event.h>
 
 #include "broker/core.h"
+#include "broker/durable.h"
 #include "broker/instance.h"
 #include "broker/message.h"
 #include "broker/sender.h"
@@ -16,6 +17,7 @@
 #include "tenancy/catalog.h"
 #include "util/account.h"
 #include "util/clock.h"
+#include "util/journal.h"
 #include "util/log.h"
 
 /* What the session holds, charged to its instance's account (util/account.h). */
@@ -45,6 +47,130 @@ static size_t idset_bytes(const struct idset *set)
 {
     return set->bits ? IDSET_BYTES : 0;
 }
+
+/* ---- what the database keeps of it (durable.h) ---------------------------- */
+
+/* The broker's keeper when the session is kept and the keeper records; else NULL. */
+static struct durable *session_keeper(const struct session *s)
+{
+    struct durable *d = s->instance->broker->durable;
+    return s->kept_id && durable_active(d) ? d : NULL;
+}
+
+/* Append `r` for the session, charged to its instance. */
+static void session_keep(struct durable *d, struct session *s, struct journal_record *r)
+{
+    r->session = s->kept_id;
+    durable_append(d, s->instance->kept_backlog, r);
+}
+
+/* Write `o` as it is now: queued, in flight, or past PUBREC. */
+static void session_keep_out(struct session *s, struct outgoing *o)
+{
+    struct durable *d = session_keeper(s);
+
+    if (!d)
+        return;
+    if (!o->seq)
+        o->seq = durable_next_seq(d);
+    struct journal_record r = {
+        .type = JOURNAL_OUT_PUT,
+        .seq = o->seq,
+        .qos = o->qos,
+        .state = o->state,
+        .packet_id = o->packet_id,
+        .flags = (o->retain ? JOURNAL_RETAIN : 0) | (o->leading_slash ? JOURNAL_LEADING_SLASH : 0),
+        .sub_ids = o->sub_ids,
+        .sub_id_count = o->sub_id_count,
+    };
+    if (o->msg)
+        r.message = durable_keep_message(d, s->instance->kept_backlog, o->msg, false);
+    session_keep(d, s, &r);
+}
+
+static void session_keep_sub(struct session *s, const struct session_sub *sub)
+{
+    struct durable *d = session_keeper(s);
+    if (!d)
+        return;
+    struct journal_record r = {.type = JOURNAL_SUB_PUT,
+                               .name = sub->filter,
+                               .name_len = strlen(sub->filter),
+                               .options = sub->options,
+                               .flags = sub->leading_slash ? JOURNAL_LEADING_SLASH : 0,
+                               .sub_id = sub->sub_id};
+    session_keep(d, s, &r);
+}
+
+/* A record of `type` that names the session and a packet id, or a filter. */
+static void session_keep_id(struct session *s, uint8_t type, uint16_t packet_id, const char *name)
+{
+    struct durable *d = session_keeper(s);
+    if (!d)
+        return;
+    struct journal_record r = {
+        .type = type, .packet_id = packet_id, .name = name, .name_len = name ? strlen(name) : 0};
+    session_keep(d, s, &r);
+}
+
+/* Everything the session holds, the first time it is written. */
+static void session_keep_contents(struct session *s)
+{
+    for (size_t i = 0; i < s->sub_count; i++)
+        session_keep_sub(s, &s->subs[i]);
+    for (struct outgoing *o = s->inflight_head; o; o = o->next)
+        session_keep_out(s, o);
+    for (struct outgoing *o = s->queue_head; o; o = o->next)
+        session_keep_out(s, o);
+    /* Rare (a session that was not kept before) and bounded: a walk of the id space. */
+    for (uint32_t id = 1; s->incoming_qos2.bits && id <= UINT16_MAX; id++)
+        if (idset_has(&s->incoming_qos2, (uint16_t)id))
+            session_keep_id(s, JOURNAL_QOS2_ADD, (uint16_t)id, NULL);
+}
+
+void session_keep_state(struct session *s, int64_t offline_since_ms)
+{
+    struct durable *d = s->instance->broker->durable;
+
+    if (!durable_active(d))
+        return;
+    if (!s->expiry) {
+        session_keep_id(s, JOURNAL_SESSION_DROP, 0, NULL);
+        s->kept_id = 0;
+        return;
+    }
+    bool first = !s->kept_id;
+    if (first)
+        s->kept_id = durable_next_session(d);
+    const char *token = s->token ? s->token->id : "";
+    struct journal_record r = {.type = JOURNAL_SESSION_PUT,
+                               .instance = s->instance->serial,
+                               .name = s->client_id,
+                               .name_len = strlen(s->client_id),
+                               .token = token,
+                               .token_len = strlen(token),
+                               .expiry = s->expiry,
+                               .when_ms = offline_since_ms};
+    session_keep(d, s, &r);
+    if (first)
+        session_keep_contents(s);
+}
+
+void session_keep_will(struct session *s, int64_t due_ms)
+{
+    struct durable *d = session_keeper(s);
+    if (!d)
+        return;
+    struct journal_record r = {.type = JOURNAL_WILL_CLEAR};
+    if (s->will) {
+        r.type = JOURNAL_WILL_SET;
+        r.message = durable_keep_message(d, s->instance->kept_backlog, s->will, true);
+        r.when_ms = due_ms;
+    }
+    session_keep(d, s, &r);
+}
+
+/* ---- the session ---------------------------------------------------------- */
 
 struct session *session_new(struct instance *inst, const char *client_id, uint32_t expiry)
 {
@@ -76,6 +202,12 @@ static inline void outgoing_free_list(struct session *s, struct outgoing *o)
 {
     while (o) {
         struct outgoing *next = o->next;
+        if (o->seq && s->kept_id) {
+            struct journal_record r = {.type = JOURNAL_OUT_DROP, .seq = o->seq};
+            struct durable *d = session_keeper(s);
+            if (d)
+                session_keep(d, s, &r);
+        }
         session_release(s, outgoing_bytes(o));
         message_unref(o->msg);
         free(o);
@@ -102,6 +234,9 @@ void session_free(struct session *s)
 {
     if (!s)
         return;
+    /* Gone from the database first, with all it held: what follows writes nothing. */
+    session_keep_id(s, JOURNAL_SESSION_DROP, 0, NULL);
+    s->kept_id = 0;
     for (size_t i = 0; i < s->sub_count; i++) {
         if (s->subs[i].share)
             share_leave(s->instance, s->subs[i].share, s);
@@ -161,6 +296,7 @@ int session_sub_record(struct session *s, const struct session_sub *sub, int is_
     rec->leading_slash = sub->leading_slash;
     rec->sub_id = sub->sub_id;
     rec->share = sub->share;
+    session_keep_sub(s, rec);
     return 0;
 }
 
@@ -169,6 +305,7 @@ int session_sub_forget(struct session *s, const char *filter)
     struct session_sub *sub = session_sub_find(s, filter);
     if (!sub)
         return -ENOENT;
+    session_keep_id(s, JOURNAL_SUB_DROP, 0, sub->filter);
     session_release(s, strlen(sub->filter) + 1);
     free(sub->filter);
     *sub = s->subs[--s->sub_count];
@@ -259,6 +396,7 @@ static bool session_send_inflight(struct session *s, struct outgoing *o, uint16_
     }
     list_append(&s->inflight_head, &s->inflight_tail, o);
     s->inflight_count++;
+    session_keep_out(s, o);
     return true;
 }
 
@@ -295,15 +433,15 @@ void session_fill_window(struct session *s)
     }
 }
 
-/* A queue entry for `m` as `d` says, with its own copy of the subscription ids. */
-static struct outgoing *outgoing_new(struct session *s, struct message *m, const struct delivery *d)
+struct outgoing *session_outgoing_new(struct session *s, struct message *m,
+                                      const struct delivery *d)
 {
     size_t ids = d->sub_id_count > UINT16_MAX ? UINT16_MAX : d->sub_id_count;
     struct outgoing *o = calloc(1, sizeof(*o) + ids * sizeof(o->sub_ids[0]));
 
     if (!o)
         return NULL;
-    o->msg = message_ref(m);
+    o->msg = m ? message_ref(m) : NULL;
     o->qos = d->qos;
     o->leading_slash = d->leading_slash;
     o->retain = d->retain;
@@ -326,7 +464,7 @@ void session_deliver(struct session *s, struct message *m, const struct delivery
             sender_publish(s->out, m, d, 0, false);
         return;
     }
-    struct outgoing *o = outgoing_new(s, m, d);
+    struct outgoing *o = session_outgoing_new(s, m, d);
     if (!o) {
         log_error("client %s: out of memory queueing a message on %s", s->log_id, m->topic);
         return;
@@ -367,6 +505,23 @@ void session_deliver(struct session *s, struct message *m, const struct delivery
     }
     list_append(&s->queue_head, &s->queue_tail, o);
     s->queue_count++;
+    session_keep_out(s, o);
+}
+
+int session_restore_outgoing(struct session *s, struct outgoing *o)
+{
+    if (o->state == OUT_QUEUED) {
+        list_append(&s->queue_head, &s->queue_tail, o);
+        s->queue_count++;
+        return 0;
+    }
+    if (session_idset_add(s, &s->outgoing_ids, o->packet_id) < 0)
+        return -ENOMEM;
+    if (o->packet_id > s->last_packet_id)
+        s->last_packet_id = o->packet_id;
+    list_append(&s->inflight_head, &s->inflight_tail, o);
+    s->inflight_count++;
+    return 0;
 }
 
 /*
@@ -433,7 +588,9 @@ void session_resume(struct session *s)
         log_info("client %s: back before its will's delay ended: will discarded", s->log_id);
         message_unref(s->will);
         s->will = NULL;
-        evtimer_del(s->will_timer);
+        if (s->will_timer)
+            evtimer_del(s->will_timer);
+        session_keep_will(s, 0);
     }
     if (s->expiry_timer)
         evtimer_del(s->expiry_timer);
@@ -494,6 +651,7 @@ int session_ack(struct session *s, uint8_t type, uint16_t packet_id, bool refuse
         message_unref(o->msg);
         o->msg = NULL;
         o->state = OUT_AWAIT_PUBCOMP;
+        session_keep_out(s, o);
         if (s->out) {
             struct mqtt_packet rel = {.type = MQTT_PUBREL, .flags = 2};
             rel.u.ack.packet_id = packet_id;
@@ -518,10 +676,16 @@ int session_ack(struct session *s, uint8_t type, uint16_t packet_id, bool refuse
 
 int session_qos2_receive(struct session *s, uint16_t packet_id)
 {
-    return session_idset_add(s, &s->incoming_qos2, packet_id);
+    int rc = session_idset_add(s, &s->incoming_qos2, packet_id);
+    if (rc == 0)
+        session_keep_id(s, JOURNAL_QOS2_ADD, packet_id, NULL);
+    return rc;
 }
 
 int session_qos2_release(struct session *s, uint16_t packet_id)
 {
-    return idset_remove(&s->incoming_qos2, packet_id);
+    int rc = idset_remove(&s->incoming_qos2, packet_id);
+    if (rc == 0)
+        session_keep_id(s, JOURNAL_QOS2_DROP, packet_id, NULL);
+    return rc;
 }

@@ -60,6 +60,7 @@ struct outgoing {
     bool leading_slash;
     bool retain; /* the RETAIN flag to send */
     uint16_t sub_id_count;
+    uint64_t seq; /* its place in the database (durable.h); 0: not written */
     struct outgoing *next;
     uint32_t sub_ids[]; /* its Subscription Identifiers */
 };
@@ -75,6 +76,7 @@ struct session {
     struct catalog_token *token; /* cloud: the token of the last login (a reference);
                                     what it may read is checked at every delivery */
     bool token_events;           /* subscribed to [mqtt]tokenevents */
+    uint64_t kept_id;            /* its id in the database (durable.h); 0: not kept */
 
     struct session_sub *subs; /* owned array */
     size_t sub_count, sub_cap;
@@ -182,5 +184,27 @@ int session_ack(struct session *s, uint8_t type, uint16_t packet_id, bool refuse
 
 /* PUBREL for `packet_id`: forget it, in constant time. Returns 0 or -ENOENT. */
 int session_qos2_release(struct session *s, uint16_t packet_id);
+
+/*
+ * Write the session to the database when the broker keeps one (durable.h):
+ * a session with an expiry is kept, online (`offline_since_ms` 0) or offline
+ * since then (wall-clock ms); the first time with all it holds. One without
+ * an expiry is dropped from it.
+ */
+void session_keep_state(struct session *s, int64_t offline_since_ms);
+
+/* Write the session's delayed will, due at `due_ms` (wall clock), or that it has none. */
+void session_keep_will(struct session *s, int64_t due_ms);
+
+/*
+ * Restoring from the database: append `o` (made by session_outgoing_new)
+ * to the in-flight window when it has a packet id, else to the queue.
+ * Returns 0 or -ENOMEM.
+ */
+int session_restore_outgoing(struct session *s, struct outgoing *o);
+
+/* A new outgoing entry for `m` (may be NULL past PUBREC) as `d` says; NULL when out of memory. */
+struct outgoing *session_outgoing_new(struct session *s, struct message *m,
+                                      const struct delivery *d);
 
 #endif

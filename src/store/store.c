@@ -96,6 +96,64 @@ static const char *const migrations[] = {
     ");",
     /* 2: a random serial per instance, so that a deleted and re-created name is told apart */
     "ALTER TABLE instances ADD COLUMN serial INTEGER NOT NULL DEFAULT 0;",
+    /*
+     * 3: what the broker keeps across restarts (store/keep.c), keyed by the
+     * instance's serial (0: desktop mode's instance, so a cloud instance from
+     * before this step gets a serial of its own). Messages are rows of their
+     * own that retained topics, queues and wills refer to.
+     */
+    "UPDATE instances SET serial = (random() & 0x3fffffffffffffff) + 1 WHERE serial = 0;"
+    "CREATE TABLE kept_messages ("
+    "  id INTEGER PRIMARY KEY,"
+    "  topic TEXT NOT NULL,"
+    "  payload BLOB NOT NULL,"
+    "  props BLOB NOT NULL,"
+    "  qos INTEGER NOT NULL,"
+    "  retain INTEGER NOT NULL,"
+    "  expiry INTEGER NOT NULL," /* seconds; 0: never */
+    "  created_ms INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE kept_retained ("
+    "  instance INTEGER NOT NULL,"
+    "  topic TEXT NOT NULL,"
+    "  message INTEGER NOT NULL,"
+    "  PRIMARY KEY (instance, topic)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE kept_sessions ("
+    "  id INTEGER PRIMARY KEY,"
+    "  instance INTEGER NOT NULL,"
+    "  client_id TEXT NOT NULL,"
+    "  token TEXT NOT NULL,"
+    "  expiry INTEGER NOT NULL,"
+    "  offline_since_ms INTEGER NOT NULL," /* 0: online when last written */
+    "  will_message INTEGER,"
+    "  will_due_ms INTEGER"
+    ");"
+    "CREATE INDEX kept_sessions_instance ON kept_sessions(instance);"
+    "CREATE TABLE kept_subscriptions ("
+    "  session INTEGER NOT NULL,"
+    "  filter TEXT NOT NULL,"
+    "  options INTEGER NOT NULL,"
+    "  leading_slash INTEGER NOT NULL,"
+    "  sub_id INTEGER NOT NULL,"
+    "  PRIMARY KEY (session, filter)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE kept_outgoing ("
+    "  session INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  message INTEGER," /* NULL: a QoS 2 message past PUBREC */
+    "  qos INTEGER NOT NULL,"
+    "  state INTEGER NOT NULL,"
+    "  packet_id INTEGER NOT NULL,"
+    "  flags INTEGER NOT NULL,"
+    "  sub_ids BLOB NOT NULL," /* 4 bytes each, little-endian */
+    "  PRIMARY KEY (session, seq)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE kept_qos2 ("
+    "  session INTEGER NOT NULL,"
+    "  packet_id INTEGER NOT NULL,"
+    "  PRIMARY KEY (session, packet_id)"
+    ") WITHOUT ROWID;",
 };
 
 #define MIGRATION_COUNT ((int64_t)(sizeof(migrations) / sizeof(migrations[0])))
@@ -861,21 +919,58 @@ int store_instance_create(struct store *s, const char *name, const char *plan, c
     if (rc == 0)
         rc = run(s, err, errlen,
                  "INSERT INTO instances(name, plan, created, serial) VALUES (?, ?, ?, ?)", "ssii",
-                 name, plan, (int64_t)time(NULL), (int64_t)(serial >> 1));
+                 name, plan, (int64_t)time(NULL), (int64_t)((serial >> 1) | 1));
 out:
     return tx_end(s, rc, err, errlen);
 }
 
+/*
+ * What the broker keeps for the instance of serial `serial`, in the order
+ * that leaves no row pointing at one deleted already; then the messages
+ * nothing refers to any more (a running broker writes a message and what
+ * refers to it in one transaction).
+ */
+static const char *const kept_instance_deletes[] = {
+    "DELETE FROM kept_subscriptions WHERE session IN "
+    "(SELECT id FROM kept_sessions WHERE instance = ?)",
+    "DELETE FROM kept_outgoing WHERE session IN (SELECT id FROM kept_sessions WHERE instance = ?)",
+    "DELETE FROM kept_qos2 WHERE session IN (SELECT id FROM kept_sessions WHERE instance = ?)",
+    "DELETE FROM kept_sessions WHERE instance = ?",
+    "DELETE FROM kept_retained WHERE instance = ?",
+};
+
+static int delete_kept(struct store *s, int64_t serial, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < sizeof(kept_instance_deletes) / sizeof(kept_instance_deletes[0]); i++) {
+        int rc = run(s, err, errlen, kept_instance_deletes[i], "i", serial);
+        if (rc < 0)
+            return rc;
+    }
+    int rc = run(s, err, errlen, STORE_KEPT_UNREFERENCED_SQL, "");
+    return rc < 0 ? rc : 0;
+}
+
 int store_instance_delete(struct store *s, const char *name, char *err, size_t errlen)
 {
-    /* The foreign keys take the overrides, the tokens and their filters with it. */
-    int rc = run(s, err, errlen, "DELETE FROM instances WHERE name = ?", "s", name);
+    int64_t serial = 0;
+    int rc = tx_begin(s, err, errlen);
 
     if (rc < 0)
         return rc;
-    if (sqlite3_changes(s->db) == 0)
-        return no_instance(name, err, errlen);
-    return 0;
+    sqlite3_stmt *st;
+    rc = stmt_open(s, &st, err, errlen, "SELECT serial FROM instances WHERE name = ?", "s", name);
+    if (rc == 0)
+        rc = stmt_finish(s, st, &serial, err, errlen);
+    if (rc == 0)
+        rc = no_instance(name, err, errlen);
+    if (rc < 0)
+        goto out;
+    rc = delete_kept(s, serial, err, errlen);
+    /* The foreign keys take the overrides, the tokens and their filters with it. */
+    if (rc == 0)
+        rc = run(s, err, errlen, "DELETE FROM instances WHERE name = ?", "s", name);
+out:
+    return tx_end(s, rc, err, errlen);
 }
 
 int store_instance_get(struct store *s, const char *name, store_instance_fn fn, void *ctx,

@@ -36,7 +36,18 @@ enum store_error {
 #define STORE_TOKEN_ID_LEN 16  /* lowercase hex characters */
 #define STORE_SECRET_LEN 43    /* base64url of 32 random bytes, no padding */
 #define STORE_NAME_MAX 64      /* instance and plan names */
-#define STORE_SCHEMA_VERSION 2 /* PRAGMA user_version of a current database */
+#define STORE_SCHEMA_VERSION 3 /* PRAGMA user_version of a current database */
+
+/*
+ * What the broker keeps (store/keep.h): the messages no retained topic,
+ * queue or will refers to. A message and what refers to it are always
+ * written in one transaction, so this never takes a message the broker is
+ * about to refer to.
+ */
+#define STORE_KEPT_UNREFERENCED_SQL                                                                \
+    "DELETE FROM kept_messages WHERE id NOT IN (SELECT message FROM kept_retained) "               \
+    "AND id NOT IN (SELECT message FROM kept_outgoing WHERE message IS NOT NULL) "                 \
+    "AND id NOT IN (SELECT will_message FROM kept_sessions WHERE will_message IS NOT NULL)"
 
 struct store;
 

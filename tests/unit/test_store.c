@@ -320,7 +320,11 @@ START_TEST(test_version_1_database_is_migrated)
 
     ck_assert_int_eq(store_instance_create(s, "old", NULL, err, sizeof(err)), 0);
     store_close(s);
+    /* Back to what version 1 had: no serials, nothing kept for the broker. */
     sql_exec(db_path("v1"), "ALTER TABLE instances DROP COLUMN serial");
+    sql_exec(db_path("v1"), "DROP TABLE kept_messages; DROP TABLE kept_retained; "
+                            "DROP TABLE kept_sessions; DROP TABLE kept_subscriptions; "
+                            "DROP TABLE kept_outgoing; DROP TABLE kept_qos2");
     sql_exec(db_path("v1"), "PRAGMA user_version = 1");
     s = open_ok("v1");
     ck_assert_int_eq(sql_int(db_path("v1"), "PRAGMA user_version"), STORE_SCHEMA_VERSION);
