@@ -1,11 +1,11 @@
 #!/usr/bin/python3
-"""What aviaryd's desktop database (--db) keeps: SIGKILL, SIGTERM, restart time.
+"""What aviaryd's desktop database (--db) keeps and costs: SIGKILL, SIGTERM, restart, throughput.
 
 aviaryd --db PATH keeps retained messages and persistent sessions (clean
 session 0) in SQLite; a writer thread commits each change at most ~50 ms after
 it happens, and SIGTERM writes everything before the broker exits. This
 measures that promise from the outside, with a small raw-socket MQTT 3.1.1
-client (no paho), in three subcommands:
+client (no paho), in four subcommands:
 
   crash-loop      A persistent subscriber session ("durable-sub", clean 0,
                   "crash/#" at QoS 1) is created and left offline. Then, CYCLES
@@ -41,6 +41,30 @@ client (no paho), in three subcommands:
                   own "restored ... in N ms" log line), its VmRSS, the database
                   size; a subscriber on "rt/#" must get every retained message
                   and one session must resume with session present = 1.
+  throughput      What --db costs on traffic it writes, in two workloads: "session",
+                  QoS 1 messages "tp/s/x" to an online persistent subscriber
+                  ("tp-sub", clean 0, "tp/s/#" at QoS 1, reading and acking
+                  everything: each delivery is a queued/in-flight record that
+                  the writer thread writes and then deletes), and "retained", a
+                  flood of QoS 1 retained messages on "tp/r/<i % 10000>" with no
+                  subscriber. One publisher (clean 1), WINDOW QoS 1 PUBLISHes in
+                  flight, 64-byte payloads, MESSAGES per run. Each of ROUNDS
+                  rounds starts the broker twice per workload, once without --db
+                  and once with it on a fresh database, alternating the order
+                  (even rounds memory first, odd ones --db first). Rate: messages
+                  from the first PUBLISH to the last delivery (session) or the
+                  last PUBACK (retained). Reported per run: the rate, the broker's
+                  CPU (its writer thread included) and the client's, VmRSS, stop
+                  time, the database size (with its -wal) just before SIGTERM and
+                  after; per workload: the median rates without and with --db,
+                  their ratio, the databases' sizes at the end, the median broker
+                  CPU per message, and the broker's warnings and errors that
+                  mention "database". A run that is not through within its share
+                  of the time (at most --seconds, 45 s; all runs together get
+                  --budget, 330 s) stops there, its rate counted from what got
+                  through, and is a problem. One Python client drives both ends,
+                  so without --db it may be the slower party: the broker CPU per
+                  message shows the cost when the rate does not.
 
 Each prints key=value lines and a final '# ...' summary line. The exit status
 is 0 when the run went as promised, 1 when it did not or could not run, 2 on
@@ -49,6 +73,7 @@ a usage error.
     contrib/durability.py crash-loop [--cycles 20] [--seed N]
     contrib/durability.py sigterm-stream [--messages 10000]
     contrib/durability.py restart-time [--retained 100000] [--sessions 10000]
+    contrib/durability.py throughput [--messages 200000] [--rounds 3] [--window 100]
     common options: [--aviaryd PATH] [--dir DIR] [--keep] [--max-inflight N]
 
 The broker listens on 127.0.0.1 only, on a port it picks itself (--listen
@@ -367,10 +392,11 @@ def copy_aviaryd(path, workdir, wait=30.0):
 
 
 def start_broker(args, db, extra=()):
-    argv = [args.binary, "--listen", "tcp://%s:0" % HOST, "--db", db,
-            "--max-queued-messages", str(MAX_QUEUED), "--max-inflight", str(args.max_inflight),
-            "--max-retained", "0", "--max-sessions", "0",
-            "--max-outbound-bytes", str(1 << 30), "--log-level", "notice"] + list(extra)
+    """aviaryd on a port of its own, with the run's limits; db None: without --db."""
+    argv = ([args.binary, "--listen", "tcp://%s:0" % HOST] + (["--db", db] if db else []) +
+            ["--max-queued-messages", str(MAX_QUEUED), "--max-inflight", str(args.max_inflight),
+             "--max-retained", "0", "--max-sessions", "0",
+             "--max-outbound-bytes", str(1 << 30), "--log-level", "notice"] + list(extra))
     log_path = os.path.join(args.workdir, "aviaryd.log")
     with open(log_path, "ab") as log:
         log.write(("--- durability.py: %s\n" % " ".join(argv)).encode())
@@ -1131,6 +1157,248 @@ def restart_time(args):
 
 
 # --------------------------------------------------------------------------
+# throughput
+
+TP_PAYLOAD = 64
+TP_RETAINED_TOPICS = 10000
+TP_WORKLOADS = ("session", "retained")
+
+
+def tp_prefix(topic, retain):
+    """A QoS 1 PUBLISH of a TP_PAYLOAD-byte payload on `topic`, up to its packet id."""
+    body_len = 2 + len(topic.encode()) + 2 + TP_PAYLOAD
+    return bytes([PUBLISH << 4 | 0x02 | (0x01 if retain else 0)]) + varint(body_len) + \
+        mqtt_string(topic)
+
+
+def tp_payload(seq):
+    return (b"%d " % seq).ljust(TP_PAYLOAD, b".")
+
+
+def tp_run(args, workload, with_db, tag, deadline):
+    """One broker, one workload, until every message is through or `deadline`: a dict."""
+    n, window = args.messages, args.window
+    db = os.path.join(args.workdir, "throughput-%s.db" % tag) if with_db else None
+    b = start_broker(args, db)
+    sub = pub = None
+    res = {"workload": workload, "db": with_db}
+    try:
+        if workload == "session":
+            sub = Client(b.port, "tp-sub", timeout=30)
+            sub.connect("tp-sub", clean=False)
+            granted = sub.subscribe("tp/s/#", 1)
+            if granted != 1:
+                raise CouldNotRun("tp-sub: SUBACK granted %#x for tp/s/# at QoS 1" % granted)
+            prefixes = [tp_prefix("tp/s/x", False)]
+        else:
+            prefixes = [tp_prefix("tp/r/%d" % i, True) for i in range(TP_RETAINED_TOPICS)]
+        nprefix = len(prefixes)
+        pub = Client(b.port, "tp-pub", timeout=30)
+        pub.connect("tp-pub", clean=True)
+
+        pack = struct.Struct("!H").pack
+        inflight = {}                # packet id -> seq
+        seen = bytearray(n + 1)      # session: deliveries of each seq (capped at 255)
+        next_seq = 1
+        acked = delivered = copies = dup_flagged = 0
+        bad = []
+        cpu0, client_cpu0 = cpu_s(b.pid), time.process_time()
+        t_first = time.monotonic()
+        t_last_ack = t_last_delivery = t_first
+        while True:
+            if acked >= n and (sub is None or delivered >= n):
+                break
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            k = min(window - len(inflight), n + 1 - next_seq)
+            if k > 0:
+                parts = []
+                for s in range(next_seq, next_seq + k):
+                    pid = (s - 1) % 65535 + 1
+                    inflight[pid] = s
+                    parts.append(prefixes[s % nprefix] + pack(pid) + tp_payload(s))
+                next_seq += k
+                pub.send(b"".join(parts))
+            wait_readable([pub, sub], min(0.2, deadline - now))
+            got = pub.packets(0)
+            if got:
+                for ptype, flags, body in got:
+                    if ptype != PUBACK or len(body) != 2:
+                        raise ProtocolError("tp-pub: unexpected %s" % NAMES.get(ptype, ptype))
+                    if inflight.pop(struct.unpack("!H", body)[0], None) is None:
+                        raise ProtocolError("tp-pub: PUBACK for no message in flight")
+                    acked += 1
+                t_last_ack = time.monotonic()
+            if sub is not None:
+                got = sub.packets(0)
+                if got:
+                    acks = []
+                    for ptype, flags, body in got:
+                        if ptype != PUBLISH:
+                            raise ProtocolError("tp-sub: unexpected %s" % NAMES.get(ptype, ptype))
+                        tlen = struct.unpack_from("!H", body)[0]
+                        acks.append(b"\x40\x02" + body[2 + tlen:4 + tlen])
+                        copies += 1
+                        if flags & 0x08:
+                            dup_flagged += 1
+                        try:
+                            s = int(body[4 + tlen:4 + tlen + 12].split(b" ", 1)[0])
+                        except ValueError:
+                            s = 0
+                        if not 1 <= s <= n:
+                            if len(bad) < 3:
+                                bad.append("payload %r" % body[4 + tlen:4 + tlen + 20])
+                            continue
+                        if not seen[s]:
+                            delivered += 1
+                        if seen[s] < 255:
+                            seen[s] += 1
+                    sub.send(b"".join(acks))
+                    t_last_delivery = time.monotonic()
+        t_end = t_last_delivery if sub is not None else t_last_ack
+        done = delivered if sub is not None else acked
+        res["complete"] = acked >= n and (sub is None or delivered >= n)
+        res["sent"] = next_seq - 1
+        res["acked"] = acked
+        res["delivered"] = delivered if sub is not None else None
+        res["duplicates"] = copies - delivered if sub is not None else None
+        res["dup_flagged"] = dup_flagged
+        res["bad"] = bad
+        res["seconds"] = t_end - t_first
+        res["rate"] = done / res["seconds"] if done and res["seconds"] > 0 else 0.0
+        res["broker_cpu_s"] = cpu_s(b.pid) - cpu0
+        res["client_cpu_s"] = time.process_time() - client_cpu0
+        res["rss_kb"] = vmrss_kb(b.pid)
+        res["db_bytes_live"] = file_size(db) + file_size(db + "-wal") if db else None
+        pub.disconnect()
+        pub = None
+        if sub is not None:
+            sub.disconnect()
+            sub = None
+        status, stop_ms = terminate(b)
+        res["exit_status"] = status
+        res["stop_ms"] = stop_ms
+        if db:
+            res["db_bytes"] = file_size(db)
+            res["db_wal_bytes"] = file_size(db + "-wal")
+        return res
+    finally:
+        for c in (pub, sub):
+            if c is not None:
+                c.close()
+        if b.proc.poll() is None or b.proc in STARTED:
+            stop_process(b.proc)
+
+
+def cpu_s(pid):
+    """User plus system CPU seconds of process `pid` (all its threads) so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median(values):
+    v = sorted(values)
+    if not v:
+        return 0.0
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
+
+
+def throughput(args):
+    problems = []
+    out("messages", args.messages)
+    out("rounds", args.rounds)
+    out("window", args.window)
+    out("payload_bytes", TP_PAYLOAD)
+    runs_total = len(TP_WORKLOADS) * args.rounds * 2
+    t_start = time.monotonic()
+    budget_end = t_start + args.budget
+    runs_left = runs_total
+    results = {w: [] for w in TP_WORKLOADS}
+    for workload in TP_WORKLOADS:
+        for r in range(args.rounds):
+            for with_db in ((False, True) if r % 2 == 0 else (True, False)):
+                now = time.monotonic()
+                # An equal share of what is left of the budget, 3 s of it for starting
+                # and stopping the broker; never more than --seconds.
+                share = (budget_end - now) / max(1, runs_left) - 3.0
+                seconds = max(2.0, min(args.seconds, share))
+                tag = "%s-%d" % (workload, r)
+                res = tp_run(args, workload, with_db, tag, time.monotonic() + seconds)
+                runs_left -= 1
+                results[workload].append(res)
+                print("run workload=%s round=%d db=%s complete=%s bound_s=%.1f sent=%d acked=%d "
+                      "delivered=%s "
+                      "duplicates=%s seconds=%.2f rate=%.0f broker_cpu_s=%.2f client_cpu_s=%.2f "
+                      "rss_kb=%d stop_ms=%.0f exit=%s%s"
+                      % (workload, r, "yes" if with_db else "no",
+                         "yes" if res["complete"] else "no", seconds,
+                         res["sent"], res["acked"],
+                         "-" if res["delivered"] is None else res["delivered"],
+                         "-" if res["duplicates"] is None else res["duplicates"],
+                         res["seconds"], res["rate"], res["broker_cpu_s"], res["client_cpu_s"],
+                         res["rss_kb"], res["stop_ms"],
+                         res["exit_status"],
+                         " db_bytes_live=%d db_bytes=%d db_wal_bytes=%d"
+                         % (res["db_bytes_live"], res["db_bytes"], res["db_wal_bytes"])
+                         if with_db else ""), flush=True)
+                if not res["complete"]:
+                    problems.append("%s round %d %s: %d of %d through in %.0f s (rate from those)"
+                                    % (workload, r, "db" if with_db else "memory",
+                                       res["delivered"] if res["delivered"] is not None
+                                       else res["acked"], args.messages, seconds))
+                if res["exit_status"] != 0:
+                    problems.append("%s round %d %s: exit status %s on SIGTERM"
+                                    % (workload, r, "db" if with_db else "memory",
+                                       res["exit_status"]))
+                if res["duplicates"]:
+                    problems.append("%s round %d %s: %d duplicate deliveries"
+                                    % (workload, r, "db" if with_db else "memory",
+                                       res["duplicates"]))
+                for why in res["bad"]:
+                    problems.append("%s round %d: %s" % (workload, r, why))
+    summary = []
+    for workload in TP_WORKLOADS:
+        rs = results[workload]
+        mem = median([x["rate"] for x in rs if not x["db"]])
+        db = median([x["rate"] for x in rs if x["db"]])
+        ratio = db / mem if mem else 0.0
+        sizes = [x["db_bytes"] + x["db_wal_bytes"] for x in rs if x["db"]]
+        stops = [x["stop_ms"] for x in rs if x["db"]]
+        # The broker's CPU (writer thread included) per message: the rate above is also
+        # the client's, which may be the slower of the two.
+        us = {d: median([x["broker_cpu_s"] * 1e6 / max(1, x["acked"]) for x in rs
+                         if x["db"] == d]) for d in (False, True)}
+        out("%s_rate_memory_median" % workload, "%.0f" % mem)
+        out("%s_rate_db_median" % workload, "%.0f" % db)
+        out("%s_ratio_db_to_memory" % workload, "%.2f" % ratio)
+        out("%s_db_bytes_at_end" % workload, ",".join(str(x) for x in sizes))
+        out("%s_db_stop_ms" % workload, ",".join("%.0f" % x for x in stops))
+        out("%s_broker_cpu_us_per_message_memory_median" % workload, "%.2f" % us[False])
+        out("%s_broker_cpu_us_per_message_db_median" % workload, "%.2f" % us[True])
+        summary.append("%s %.0f/s without db, %.0f/s with (x%.2f, %.1f MB; broker CPU %.1f -> "
+                       "%.1f us/message)"
+                       % (workload, mem, db, ratio, median(sizes) / 1e6, us[False], us[True]))
+    text = log_since(os.path.join(args.workdir, "aviaryd.log"), 0)
+    lines = [l for l in text.splitlines()
+             if "database" in l and ("[warning]" in l or "[error]" in l)]
+    out("broker_database_warnings", len(lines))
+    for l in lines[:10]:
+        out("broker_database_warning", l)
+    report_log(args, problems)
+    for p in problems:
+        out("problem", p)
+    out("total_s", "%.0f" % (time.monotonic() - t_start))
+    print("# throughput: %d QoS 1 messages of %d bytes, window %d, %d rounds (medians): %s; "
+          "%d database warnings: %s"
+          % (args.messages, TP_PAYLOAD, args.window, args.rounds, "; ".join(summary), len(lines),
+             "ran through" if not problems else "NOT all through"), flush=True)
+    return 0 if not problems else 1
+
+
+# --------------------------------------------------------------------------
 
 def on_signal(signum, frame):
     raise KeyboardInterrupt("signal %d" % signum)
@@ -1167,11 +1435,20 @@ def main():
     p.add_argument("--sessions", type=int, default=10000)
     p.add_argument("--parallel", type=int, default=8, help="connections making sessions")
     p.add_argument("--seconds", type=float, default=120.0, help="bound of each step")
+    p = sp.add_parser("throughput", help="QoS 1 messages per second with and without --db")
+    p.add_argument("--messages", type=int, default=200000, help="per run")
+    p.add_argument("--rounds", type=int, default=3, help="pairs of runs per workload")
+    p.add_argument("--window", type=int, default=100, help="QoS 1 PUBLISHes in flight")
+    p.add_argument("--seconds", type=float, default=45.0, help="bound of each run")
+    p.add_argument("--budget", type=float, default=330.0,
+                   help="bound of all runs together: each gets its share of what is left")
     args = ap.parse_args()
     if getattr(args, "window", 1) < 1 or args.max_inflight < 1:
         ap.error("--window and --max-inflight must be at least 1")
     if args.command == "sigterm-stream" and args.messages < 2:
         ap.error("--messages must be at least 2")
+    if args.command == "throughput" and (args.messages < 1 or args.rounds < 1):
+        ap.error("--messages and --rounds must be at least 1")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
@@ -1181,7 +1458,7 @@ def main():
         args.binary, version = copy_aviaryd(args.aviaryd, args.workdir)
         out("aviaryd", "%s (%s)" % (os.path.abspath(args.aviaryd), version))
         run = {"crash-loop": crash_loop, "sigterm-stream": sigterm_stream,
-               "restart-time": restart_time}[args.command]
+               "restart-time": restart_time, "throughput": throughput}[args.command]
         return run(args)
     except (CouldNotRun, ProtocolError, Closed, OSError) as e:
         print("durability: %s: could not run: %s" % (args.command, e), file=sys.stderr)

@@ -352,13 +352,20 @@ static int start_writer(struct daemon_state *d, const struct config *cfg)
 }
 
 /* Stopping: everything the keeper has goes to the database before the broker is freed. */
-static void stop_keeping(struct daemon_state *d)
+static void stop_keeping(struct daemon_state *d, const struct config *cfg)
 {
     struct journal *batch;
 
-    if (d->writer)
+    if (d->writer) {
         durable_finish(d->durable);
-    keep_writer_stop(d->writer);
+        uint64_t failed = keep_writer_stop(d->writer);
+        if (failed)
+            log_error("database %s: %llu writes of retained messages and sessions failed "
+                      "(logged above)",
+                      db_path(cfg), (unsigned long long)failed);
+        else
+            log_notice("retained messages and sessions are written to %s", db_path(cfg));
+    }
     d->writer = NULL;
     while (d->settled && (batch = mailbox_take(d->settled)))
         durable_settled(d->durable, batch);
@@ -583,7 +590,7 @@ static void tear_down(struct daemon_state *d, const struct config *cfg, int stat
     ws_server_free(d->ws);
     event_drop(d->catalog_ev);
     watcher_stop(d->watcher);
-    stop_keeping(d);
+    stop_keeping(d, cfg);
     broker_free(d->broker);
     durable_free(d->durable);
     event_drop(d->settled_ev);

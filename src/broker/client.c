@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -15,6 +16,9 @@
 #include "broker/session.h"
 #include "broker/timers.h"
 #include "util/log.h"
+
+/* At most one line per instance this often about publishers held back for the writer. */
+#define CLIENT_KEPT_LOG_INTERVAL_SEC 10
 
 static void client_readable(void *owner);
 static void client_written(void *owner);
@@ -215,9 +219,14 @@ static void client_rate_pause(struct conn *c, double wait)
  */
 static void client_keep_pause(struct conn *c)
 {
-    if (!c->kept_paused)
-        log_debug("client %s: instance %s is ahead of the database writer: reading slower",
-                  c->client_id, c->instance->name);
+    struct instance *inst = c->instance;
+
+    if (!c->kept_paused &&
+        log_every_due(&inst->kept_slowed, time(NULL), CLIENT_KEPT_LOG_INTERVAL_SEC))
+        log_notice("instance %s: %zu bytes of changes wait for the database writer: its "
+                   "publishers are read slower (%llu times so far)",
+                   inst->name, inst->kept_backlog->bytes,
+                   (unsigned long long)inst->kept_slowed.count);
     c->kept_paused = true;
     link_pause_reading(&c->link);
 }

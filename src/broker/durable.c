@@ -37,9 +37,8 @@ struct durable {
     struct durable_batch *spare;   /* settled batches kept for reuse */
     struct event *flush_ev;        /* the flush timer, also made active by a large batch */
     bool flush_armed;
-    size_t backlog;     /* bytes handed to the writer and not yet committed */
-    size_t batches_out; /* batches the writer holds */
-    bool held_back;     /* durable_over() said yes since the last resume */
+    size_t backlog; /* bytes handed to the writer and not yet committed */
+    bool held_back; /* durable_over() said yes since the last resume */
     bool quiet, finished;
     uint64_t next_message, next_session, next_seq;
     uint64_t lost; /* records lost for want of memory */
@@ -106,7 +105,6 @@ static void durable_flush(struct durable *d)
     }
     d->current = NULL;
     d->backlog += batch->bytes;
-    d->batches_out++;
 }
 
 static void durable_flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -287,7 +285,6 @@ void durable_settled(struct durable *d, struct journal *j)
     struct durable_batch *batch = (struct durable_batch *)j;
 
     d->backlog -= batch->bytes;
-    d->batches_out--;
     batch_release_charges(batch);
     journal_reset(&batch->journal);
     /* One spare is enough to avoid an allocation per turn; more would only hold memory. */

@@ -82,8 +82,9 @@ void durable_append(struct durable *d, struct durable_backlog *bl, const struct 
 
 /*
  * The id under which `m` is kept, writing it first when this is the first
- * time something kept refers to it. `wall_created` (for a will: 0, its
- * expiry counts from its publication) is taken from the message otherwise.
+ * time something kept refers to it, with its publication time so that its
+ * expiry counts on across a restart (a `will` has none yet: its expiry
+ * counts from when it is published).
  */
 uint64_t durable_keep_message(struct durable *d, struct durable_backlog *bl, struct message *m,
                               bool will);

@@ -56,6 +56,7 @@ struct instance {
     size_t conn_count;                 /* live connections logged in to it (max-connections) */
     struct bucket rate;                /* max-instance-messages-per-second, shared by its conns */
     struct log_every retained_refused; /* retained messages not kept at max-retained */
+    struct log_every kept_slowed;      /* publishers held back for the database writer */
     struct log_every refused[INSTANCE_REFUSALS]; /* what its limits turned away */
 };
 

@@ -517,16 +517,18 @@ int keep_writer_submit(struct keep_writer *w, struct journal *batch)
     return 0;
 }
 
-void keep_writer_stop(struct keep_writer *w)
+uint64_t keep_writer_stop(struct keep_writer *w)
 {
     if (!w)
-        return;
+        return 0;
     pthread_mutex_lock(&w->lock);
     w->stopping = true;
     pthread_cond_signal(&w->wake);
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->thread, NULL);
+    uint64_t failed = w->failed_turns;
     keep_writer_free(w);
+    return failed;
 }
 
 /* ---- the loader ----------------------------------------------------------- */

@@ -42,8 +42,12 @@ struct keep_writer *keep_writer_start(const char *path, struct mailbox *settled,
  */
 int keep_writer_submit(struct keep_writer *w, struct journal *batch);
 
-/* Apply everything queued, stop the thread and close its connection. NULL is fine. */
-void keep_writer_stop(struct keep_writer *w);
+/*
+ * Apply everything queued, stop the thread and close its connection. Returns
+ * how many of its turns failed (and lost what they held; each was logged).
+ * NULL is fine.
+ */
+uint64_t keep_writer_stop(struct keep_writer *w);
 
 /* Ids the broker gives next, past every one the database holds. */
 struct keep_next_ids {

@@ -103,6 +103,7 @@ def test_a_flooding_instance_is_slowed_while_the_writer_is_blocked_and_others_ar
             # The other tenant is served meanwhile.
             for n in range(5):
                 _round_trip(pub_b, sub_b, n)
+            b.wait_log(r"publishers are read slower", since=mark, timeout=5.0)
             b.wait_log(r"locked by another connection", since=mark, timeout=10.0)
         finally:
             lock.execute("ROLLBACK")

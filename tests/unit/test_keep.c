@@ -9,7 +9,6 @@
  * by it after the run, whatever the tests did.
  */
 #include <check.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1328,26 +1327,6 @@ static Suite *keep_suite(void)
     return s;
 }
 
-/* Remove the test directory and the files in it (databases, -wal and -shm files, logs). */
-static void remove_test_dir(void)
-{
-    DIR *d = opendir(test_dir);
-    struct dirent *e;
-    char path[512];
-
-    if (d == NULL)
-        return;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", test_dir, e->d_name);
-        if (unlink(path) < 0)
-            rmdir(path);
-    }
-    closedir(d);
-    rmdir(test_dir);
-}
-
 int main(void)
 {
     snprintf(test_dir, sizeof(test_dir), "/tmp/aviary-test-keep-XXXXXX");
@@ -1357,6 +1336,6 @@ int main(void)
     }
     log_open("test_keep", LOG_LEVEL_ERROR, false);
     int status = check_tap_run(keep_suite());
-    remove_test_dir();
+    check_tap_remove_dir(test_dir);
     return status;
 }

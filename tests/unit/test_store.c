@@ -7,7 +7,6 @@
  * by it after the run, whatever the tests did.
  */
 #include <check.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +19,8 @@
 
 #include "store/store.h"
 #include "util/secret.h"
+
+#include "check_tap.h"
 
 #define ERRLEN 512
 
@@ -871,26 +872,6 @@ static Suite *store_suite(void)
     return s;
 }
 
-/* Remove the test directory and the files in it (databases, -wal and -shm files). */
-static void remove_test_dir(void)
-{
-    DIR *d = opendir(test_dir);
-    struct dirent *e;
-    char path[512];
-
-    if (d == NULL)
-        return;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", test_dir, e->d_name);
-        if (unlink(path) < 0)
-            rmdir(path);
-    }
-    closedir(d);
-    rmdir(test_dir);
-}
-
 int main(void)
 {
     SRunner *sr;
@@ -906,6 +887,6 @@ int main(void)
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
-    remove_test_dir();
+    check_tap_remove_dir(test_dir);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
