@@ -356,8 +356,8 @@ static void stop_keeping(struct daemon_state *d, const struct config *cfg)
 {
     struct journal *batch;
 
+    durable_finish(d->durable);
     if (d->writer) {
-        durable_finish(d->durable);
         uint64_t failed = keep_writer_stop(d->writer);
         if (failed)
             log_error("database %s: %llu writes of retained messages and sessions failed "
@@ -369,8 +369,6 @@ static void stop_keeping(struct daemon_state *d, const struct config *cfg)
     d->writer = NULL;
     while (d->settled && (batch = mailbox_take(d->settled)))
         durable_settled(d->durable, batch);
-    if (d->durable)
-        durable_set_quiet(d->durable, true); /* freeing the broker writes nothing */
 }
 
 /*
@@ -592,7 +590,6 @@ static void tear_down(struct daemon_state *d, const struct config *cfg, int stat
     watcher_stop(d->watcher);
     stop_keeping(d, cfg);
     broker_free(d->broker);
-    durable_free(d->durable);
     event_drop(d->settled_ev);
     mailbox_free(d->settled, NULL);
     tls_server_free(d->tls);
@@ -601,6 +598,7 @@ static void tear_down(struct daemon_state *d, const struct config *cfg, int stat
     event_drop(d->drain);
     if (d->base)
         event_base_free(d->base);
+    durable_free(d->durable); /* the base's last output may hold kept messages */
 }
 
 int main(int argc, char **argv)

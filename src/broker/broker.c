@@ -50,7 +50,8 @@ struct broker *broker_new(struct event_base *base, const struct limits *limits)
     b->limits = *limits;
     b->connect_timeout = BROKER_DEFAULT_CONNECT_TIMEOUT;
     b->reap_ev = event_new(base, -1, 0, broker_reap_cb, b);
-    b->local = instance_new(b, "local", limits);
+    b->held = account_new(NULL);
+    b->local = b->held ? instance_new(b, "local", limits) : NULL;
     if (!b->reap_ev || !b->local) {
         broker_free(b);
         return NULL;
@@ -100,6 +101,7 @@ void broker_free(struct broker *b)
         event_free(b->recheck_ev);
     free(b->matches);
     free(b->match_ids);
+    account_unref(b->held); /* output the event base frees last may still hold charges */
     free(b);
 }
 

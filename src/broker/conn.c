@@ -141,6 +141,7 @@ static void conn_publish_delayed_will(struct session *s)
     session_keep_will(s, 0);
     /* Its connection is long gone: only the instance's message rate applies. */
     route_will(s->instance, will, s->token, NULL, s->log_id);
+    durable_will_published(s->instance->broker->durable, s->instance->kept_backlog, will);
     message_unref(will);
 }
 

@@ -36,7 +36,7 @@ bool core_memory_measure(struct broker *b)
             log_every_due(&b->memory_log, time(NULL), CORE_MEMORY_LOG_INTERVAL_SEC))
             log_warning("over max-memory: %zu MB resident (max %zu MB), %zu MB of it held for "
                         "instances (%llu times over so far)",
-                        b->memory_resident >> 20, b->max_memory >> 20, b->held.bytes >> 20,
+                        b->memory_resident >> 20, b->max_memory >> 20, b->held->bytes >> 20,
                         (unsigned long long)b->memory_log.count);
     }
     return b->memory_resident > b->max_memory;

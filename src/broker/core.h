@@ -61,7 +61,7 @@ struct broker {
     uint64_t memory_measured_ms; /* clock_ms() of that measurement */
     unsigned memory_questions;   /* core_memory_full() calls since it */
     uint64_t memory_refusals;    /* connections and retained messages refused for it */
-    struct account held;         /* bytes held for all instances together (their parent) */
+    struct account *held;        /* bytes held for all instances together (their parent; a ref) */
     struct log_every memory_log; /* measurements that found the process over max-memory */
     struct instance *local;      /* desktop mode's single instance; NULL in cloud mode */
 

@@ -65,17 +65,23 @@ void durable_backlog_unref(struct durable_backlog *bl)
         free(bl);
 }
 
-static void batch_release_charges(struct durable_batch *batch)
+/* Returns true when an instance's share fell below half its bound. */
+static bool batch_release_charges(struct durable_batch *batch)
 {
+    bool eased = false;
+
     for (size_t i = 0; i < batch->charge_count; i++) {
         struct durable_backlog *bl = batch->charges[i].bl;
+        size_t before = bl->bytes;
         bl->bytes -= batch->charges[i].bytes;
+        eased |= before >= DURABLE_INSTANCE_BACKLOG / 2 && bl->bytes < DURABLE_INSTANCE_BACKLOG / 2;
         if (bl->batch == batch)
             bl->batch = NULL;
         durable_backlog_unref(bl);
     }
     batch->charge_count = 0;
     batch->bytes = 0;
+    return eased;
 }
 
 static void batch_free(struct durable_batch *batch)
@@ -240,14 +246,13 @@ static int64_t message_wall_created(const struct message *m)
     return durable_wall_ms() - (int64_t)(clock_ms() - m->created_ms);
 }
 
-uint64_t durable_keep_message(struct durable *d, struct durable_backlog *bl, struct message *m,
-                              bool will)
+/* Write `m` under `id` (again: the row is replaced), published at `when_ms` (0: not yet). */
+static void durable_put_message(struct durable *d, struct durable_backlog *bl, struct message *m,
+                                uint64_t id, int64_t when_ms)
 {
-    if (m->kept_id)
-        return m->kept_id;
     struct journal_record r = {
         .type = JOURNAL_MESSAGE_PUT,
-        .message = d->next_message++,
+        .message = id,
         .name = m->topic,
         .name_len = m->topic_len,
         .payload = m->payload,
@@ -257,11 +262,25 @@ uint64_t durable_keep_message(struct durable *d, struct durable_backlog *bl, str
         .qos = m->qos,
         .flags = m->retain ? JOURNAL_RETAIN : 0,
         .expiry = m->expiry,
-        .when_ms = will ? 0 : message_wall_created(m),
+        .when_ms = when_ms,
     };
-    durable_adopt_message(d, m, r.message);
     durable_append(d, bl, &r);
+}
+
+uint64_t durable_keep_message(struct durable *d, struct durable_backlog *bl, struct message *m,
+                              bool will)
+{
+    if (m->kept_id)
+        return m->kept_id;
+    durable_adopt_message(d, m, d->next_message++);
+    durable_put_message(d, bl, m, m->kept_id, will ? 0 : message_wall_created(m));
     return m->kept_id;
+}
+
+void durable_will_published(struct durable *d, struct durable_backlog *bl, struct message *m)
+{
+    if (m->kept_id && durable_active(d))
+        durable_put_message(d, bl, m, m->kept_id, message_wall_created(m));
 }
 
 void durable_adopt_message(struct durable *d, struct message *m, uint64_t id)
@@ -285,7 +304,7 @@ void durable_settled(struct durable *d, struct journal *j)
     struct durable_batch *batch = (struct durable_batch *)j;
 
     d->backlog -= batch->bytes;
-    batch_release_charges(batch);
+    bool eased = batch_release_charges(batch);
     journal_reset(&batch->journal);
     /* One spare is enough to avoid an allocation per turn; more would only hold memory. */
     if (!d->spare && batch->journal.cap <= 4 * DURABLE_BATCH_BYTES) {
@@ -294,8 +313,8 @@ void durable_settled(struct durable *d, struct journal *j)
     } else {
         batch_free(batch);
     }
-    /* Half the bound: one settled batch does not let every publisher in at once. */
-    if (d->held_back && d->backlog < DURABLE_BACKLOG / 2) {
+    /* Half a bound: one settled batch does not let every publisher in at once. */
+    if (d->held_back && !d->finished && (d->backlog < DURABLE_BACKLOG / 2 || eased)) {
         d->held_back = false;
         d->resume(d->resume_ctx);
     }
@@ -305,9 +324,20 @@ void durable_finish(struct durable *d)
 {
     if (!d || d->finished)
         return;
-    evtimer_del(d->flush_ev);
-    durable_flush(d);
+    struct durable_batch *batch = d->current;
+    if (batch && d->submit(d->submit_ctx, &batch->journal) == 0) {
+        d->current = NULL;
+        d->backlog += batch->bytes;
+    } else if (batch && batch->journal.count) {
+        log_error("%zu changes to retained messages and sessions not written: the database "
+                  "writer is gone",
+                  batch->journal.count);
+    }
     d->finished = true;
+    /* Messages may outlive the event base (output the loop frees at the end): after this,
+     * they find `d` finished, and nothing touches its event. */
+    event_free(d->flush_ev);
+    d->flush_ev = NULL;
 }
 
 void durable_free(struct durable *d)
@@ -316,6 +346,7 @@ void durable_free(struct durable *d)
         return;
     batch_free(d->current);
     batch_free(d->spare);
-    event_free(d->flush_ev);
+    if (d->flush_ev)
+        event_free(d->flush_ev);
     free(d);
 }

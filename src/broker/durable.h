@@ -89,6 +89,9 @@ void durable_append(struct durable *d, struct durable_backlog *bl, const struct 
 uint64_t durable_keep_message(struct durable *d, struct durable_backlog *bl, struct message *m,
                               bool will);
 
+/* A kept will `m` was published now: its expiry counts from now, in the database too. */
+void durable_will_published(struct durable *d, struct durable_backlog *bl, struct message *m);
+
 /* A message replayed from the database is kept under `id` already. */
 void durable_adopt_message(struct durable *d, struct message *m, uint64_t id);
 
@@ -102,10 +105,15 @@ void durable_settled(struct durable *d, struct journal *batch);
  * Stopping: hand the current batch to the writer (which the program then
  * stops, applying everything queued) and record nothing more; freeing the
  * broker after this writes nothing. Settled batches may still come back.
+ * Frees `d`'s event: the event base may go after this, `d` may not.
  */
 void durable_finish(struct durable *d);
 
-/* Free `d` and the batches it holds; the writer must be stopped. NULL is fine. */
+/*
+ * Free `d` and the batches it holds: after durable_finish(), the writer's
+ * stop and the event base's end (whose last output may still hold messages
+ * that tell `d` when they go). NULL is fine.
+ */
 void durable_free(struct durable *d);
 
 /* A new share of the backlog for an instance (one reference), or NULL when out of memory. */

@@ -613,6 +613,7 @@ static int connect_activate(struct conn *c, struct connecting *cn)
     if (cn->token) {
         catalog_token_unref(s->token);
         s->token = catalog_token_ref(cn->token);
+        s->token_lost = false;
     }
     session_keep_state(s, 0);
     c->keepalive = (uint16_t)clamp_keepalive(cn->ck->keepalive, l);

@@ -27,7 +27,7 @@ struct instance *instance_new(struct broker *b, const char *name, const struct l
     inst->limits = *limits;
     inst->name = strdup(name);
     inst->tree = topic_tree_new();
-    inst->account = account_new(&b->held);
+    inst->account = account_new(b->held);
     inst->kept_backlog = durable_backlog_new();
     if (!inst->name || !inst->tree || !inst->account || !inst->kept_backlog) {
         durable_backlog_unref(inst->kept_backlog);

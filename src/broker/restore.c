@@ -48,6 +48,9 @@ struct restore {
     size_t session_count, session_cap;
     struct restored_serial *serials; /* cloud: the catalog's instances by serial */
     size_t serial_count;
+    uint64_t *skipped; /* session rows not restored, dropped after the replay */
+    size_t skipped_count, skipped_cap;
+    bool out_of_memory; /* an instance could not be made */
     struct restore_counts *counts;
 };
 
@@ -116,7 +119,11 @@ static struct instance *restore_instance(struct restore *r, int64_t serial)
     struct restored_serial key = {.serial = serial};
     struct restored_serial *found =
         bsearch(&key, r->serials, r->serial_count, sizeof(key), by_serial);
-    return found ? login_instance(r->broker, found->name) : NULL;
+    if (!found)
+        return NULL;
+    struct instance *inst = login_instance(r->broker, found->name);
+    r->out_of_memory |= inst == NULL;
+    return inst;
 }
 
 /* A message held for `inst` counts against its account, as a published one does. */
@@ -154,6 +161,8 @@ static int restore_retained(struct restore *r, const struct journal_record *rec)
     struct message *m = find_message(r, rec->message);
     bool ok;
 
+    if (r->out_of_memory)
+        return -ENOMEM;
     if (!inst || !m) {
         r->counts->dropped++;
         return 0;
@@ -169,14 +178,25 @@ static int restore_retained(struct restore *r, const struct journal_record *rec)
     return 0;
 }
 
+/* A session row that is not restored goes from the database too, once the replay is over. */
+static int restore_skip_session(struct restore *r, uint64_t id)
+{
+    if (grow(&r->skipped, &r->skipped_cap, r->skipped_count, sizeof(*r->skipped)) < 0)
+        return -ENOMEM;
+    r->skipped[r->skipped_count++] = id;
+    r->counts->dropped++;
+    return 0;
+}
+
 static int restore_session(struct restore *r, const struct journal_record *rec)
 {
     struct instance *inst = restore_instance(r, rec->instance);
 
-    if (!inst || strmap_get(&inst->sessions, rec->name)) {
-        r->counts->dropped++;
-        return 0;
-    }
+    if (r->out_of_memory)
+        return -ENOMEM;
+    /* Two rows for one client id (a lost drop): the older one, in id order, stays. */
+    if (!inst || strmap_get(&inst->sessions, rec->name))
+        return restore_skip_session(r, rec->session);
     if (grow(&r->sessions, &r->session_cap, r->session_count, sizeof(*r->sessions)) < 0)
         return -ENOMEM;
     struct session *s = session_new(inst, rec->name, rec->expiry);
@@ -188,7 +208,9 @@ static int restore_session(struct restore *r, const struct journal_record *rec)
     struct catalog_token *t = r->broker->cloud && rec->token_len
                                   ? catalog_token_by_id(r->broker->catalog, rec->token)
                                   : NULL;
-    s->token = t ? catalog_token_ref(t) : NULL; /* a revoked token's session waits for a login */
+    s->token = t ? catalog_token_ref(t) : NULL;
+    /* Its token is gone (revoked, expired): nothing is delivered to it until a login. */
+    s->token_lost = r->broker->cloud && !t;
     r->sessions[r->session_count++] =
         (struct restored_session){.id = rec->session, .session = s, .offline_since = rec->when_ms};
     r->counts->sessions++;
@@ -243,7 +265,10 @@ static int restore_outgoing(struct restore *r, const struct journal_record *rec)
     uint32_t small[16];
     struct scratch sc = SCRATCH_INIT(small);
 
-    if (!rs || (rec->message && !m) || (!m && rec->state != OUT_AWAIT_PUBCOMP)) {
+    /* Past PUBREC only the packet id is left: without a usable one there is nothing to finish. */
+    bool id_taken =
+        rs && (rec->packet_id == 0 || idset_has(&rs->session->outgoing_ids, rec->packet_id));
+    if (!rs || (rec->message && !m) || (!m && (rec->state != OUT_AWAIT_PUBCOMP || id_taken))) {
         r->counts->dropped++;
         return 0;
     }
@@ -335,8 +360,12 @@ static void restore_park(struct restore *r)
             rs->offline_since = r->now_wall;
             session_keep_state(s, r->now_wall);
         }
-        int64_t expiry_left = (int64_t)s->expiry * 1000 - (r->now_wall - rs->offline_since);
+        /* A clock set back makes no downtime, never a longer life. */
+        int64_t down = r->now_wall > rs->offline_since ? r->now_wall - rs->offline_since : 0;
+        int64_t expiry_left = (int64_t)s->expiry * 1000 - down;
         int64_t will_left = rs->will_due - r->now_wall;
+        if (will_left > (int64_t)UINT32_MAX * 1000)
+            will_left = (int64_t)UINT32_MAX * 1000;
         if (conn_park_restored(s, expiry_left, will_left) < 0)
             log_error("client %s: out of memory arming its session's timers: the session stays "
                       "until it is resumed",
@@ -365,8 +394,13 @@ int restore_replay(struct broker *b, const struct journal *loaded, uint64_t next
         message_unref(r.messages[i].msg);
     durable_set_quiet(r.keeper, false);
     durable_set_next_ids(r.keeper, next_message, next_session, next_seq);
+    for (size_t i = 0; rc == 0 && i < r.skipped_count; i++) {
+        struct journal_record drop = {.type = JOURNAL_SESSION_DROP, .session = r.skipped[i]};
+        durable_append(r.keeper, NULL, &drop);
+    }
     if (rc == 0)
         restore_park(&r);
+    free(r.skipped);
     free(r.messages);
     free(r.sessions);
     free(r.serials);

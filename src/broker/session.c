@@ -457,7 +457,7 @@ void session_deliver(struct session *s, struct message *m, const struct delivery
     bool online = session_online(s);
 
     /* A granted wildcard never carries a topic the token may not read. */
-    if (s->token && !access_may_read(s->token, m->topic))
+    if (s->token ? !access_may_read(s->token, m->topic) : s->token_lost)
         return;
     if (d->qos == 0) {
         if (online)

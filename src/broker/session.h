@@ -77,6 +77,8 @@ struct session {
                                     what it may read is checked at every delivery */
     bool token_events;           /* subscribed to [mqtt]tokenevents */
     uint64_t kept_id;            /* its id in the database (durable.h); 0: not kept */
+    bool token_lost;             /* cloud, restored: its token was gone; nothing is delivered
+                                    to it until a login brings one */
 
     struct session_sub *subs; /* owned array */
     size_t sub_count, sub_cap;

@@ -554,6 +554,12 @@ static const char *const keep_gc_sql[] = {
     "DELETE FROM kept_outgoing WHERE session NOT IN (SELECT id FROM kept_sessions)",
     "DELETE FROM kept_qos2 WHERE session NOT IN (SELECT id FROM kept_sessions)",
     "DELETE FROM kept_retained WHERE message IN (" KEEP_EXPIRED ")",
+    /* What refers to a message that is not there (a write that failed): nothing to deliver. */
+    "DELETE FROM kept_retained WHERE message NOT IN (SELECT id FROM kept_messages)",
+    "DELETE FROM kept_outgoing WHERE message IS NOT NULL "
+    "AND message NOT IN (SELECT id FROM kept_messages)",
+    "UPDATE kept_sessions SET will_message = NULL, will_due_ms = NULL "
+    "WHERE will_message IS NOT NULL AND will_message NOT IN (SELECT id FROM kept_messages)",
     "DELETE FROM kept_outgoing WHERE state = 0 AND message IN (" KEEP_EXPIRED ")",
     STORE_KEPT_UNREFERENCED_SQL,
 };
@@ -564,16 +570,17 @@ static const char *const keep_gc_sql[] = {
 
 #define KEEP_MY_SESSIONS "(SELECT id FROM kept_sessions WHERE " KEEP_MINE("instance") ")"
 
+/* The messages the mode's retained topics, queues and wills refer to. */
+#define KEEP_MINE_INSTANCE KEEP_MINE("instance")
+#define KEEP_MY_MESSAGES                                                                           \
+    "(id IN (SELECT message FROM kept_retained WHERE " KEEP_MINE_INSTANCE ") "                     \
+    "OR id IN (SELECT message FROM kept_outgoing WHERE session IN " KEEP_MY_SESSIONS ") "          \
+    "OR id IN (SELECT will_message FROM kept_sessions WHERE " KEEP_MINE_INSTANCE "))"
+
 /* What the load reads, in the order a replay needs (see keep_load). */
 static const char *const keep_load_sql[] = {
     "SELECT id, topic, payload, props, qos, retain, expiry, created_ms FROM kept_messages "
-    "WHERE id IN (SELECT message FROM kept_retained WHERE " KEEP_MINE(
-        "instance") ") "
-                    "OR id IN (SELECT message FROM kept_outgoing WHERE session IN " KEEP_MY_SESSIONS
-                    ") "
-                    "OR id IN (SELECT will_message FROM kept_sessions WHERE " KEEP_MINE(
-                        "instance") ") "
-                                    "ORDER BY id",
+    "WHERE " KEEP_MY_MESSAGES " ORDER BY id",
     "SELECT instance, topic, message FROM kept_retained WHERE " KEEP_MINE("instance"),
     "SELECT id, instance, client_id, token, expiry, offline_since_ms FROM kept_sessions "
     "WHERE " KEEP_MINE("instance") " ORDER BY id",
@@ -749,8 +756,15 @@ static int keep_collect(sqlite3 *db, const char *path, bool cloud, char *err, si
 /* One past the largest id each table holds. */
 static int keep_next(sqlite3 *db, struct keep_next_ids *next)
 {
-    static const char sql[] = "SELECT (SELECT ifnull(max(id), 0) FROM kept_messages), "
-                              "(SELECT ifnull(max(id), 0) FROM kept_sessions), "
+    /* Past every id a row names, not only the rows of their own tables: an id is never reused. */
+    static const char sql[] = "SELECT max((SELECT ifnull(max(id), 0) FROM kept_messages), "
+                              "(SELECT ifnull(max(message), 0) FROM kept_retained), "
+                              "(SELECT ifnull(max(message), 0) FROM kept_outgoing), "
+                              "(SELECT ifnull(max(will_message), 0) FROM kept_sessions)), "
+                              "max((SELECT ifnull(max(id), 0) FROM kept_sessions), "
+                              "(SELECT ifnull(max(session), 0) FROM kept_subscriptions), "
+                              "(SELECT ifnull(max(session), 0) FROM kept_outgoing), "
+                              "(SELECT ifnull(max(session), 0) FROM kept_qos2)), "
                               "(SELECT ifnull(max(seq), 0) FROM kept_outgoing)";
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);

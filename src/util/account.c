@@ -8,11 +8,15 @@ struct account *account_new(struct account *parent)
     if (!a)
         return NULL;
     a->refs = 1;
-    a->parent = parent;
+    a->parent = account_ref(parent);
     return a;
 }
 
 void account_free(struct account *a)
 {
+    struct account *parent = a->parent;
+
     free(a);
+    if (parent && --parent->refs == 0)
+        account_free(parent);
 }

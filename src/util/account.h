@@ -8,11 +8,11 @@
  * the broker's whole-process figure, so the total is always the sum of the
  * tenants' without a walk over them.
  *
- * Ownership: an instance's account is reference counted, because what was
- * charged to it can outlive the instance (a message referenced by the output
- * of a connection still closing); each holder of a charge that may outlive
- * the instance keeps a reference. The parent is not counted: it outlives
- * every account under it. Core thread only; nothing here locks.
+ * Ownership: an account is reference counted, because what was charged to it
+ * can outlive its owner (a message referenced by the output of a connection
+ * still closing, which the event base may free after the broker); each
+ * holder of a charge that may outlive the owner keeps a reference, and an
+ * account holds one on its parent. Core thread only; nothing here locks.
  */
 #ifndef AVIARY_ACCOUNT_H
 #define AVIARY_ACCOUNT_H
@@ -20,15 +20,18 @@
 #include <stddef.h>
 
 struct account {
-    size_t bytes;           /* held now */
-    unsigned refs;          /* 0 for an account embedded in its owner (the process total) */
-    struct account *parent; /* charged along with this one; NULL at the top (no grandparent) */
+    size_t bytes; /* held now */
+    unsigned refs;
+    struct account *parent; /* charged along with this one (a ref); NULL at the top */
 };
 
-/* A new account with one reference under `parent` (may be NULL). NULL when out of memory. */
+/*
+ * A new account with one reference under `parent` (may be NULL; it gets a
+ * reference). NULL when out of memory.
+ */
 struct account *account_new(struct account *parent);
 
-/* Free an account whose last reference went (account_unref does that). */
+/* Free an account whose last reference went (account_unref does that), and drop its parent. */
 void account_free(struct account *a);
 
 /* One more reference; returns `a`. NULL is passed through. */

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -32,7 +33,8 @@ from aviary_test import (  # noqa: E402
     DISCONNECT_PACKET, HOST, PUBCOMP, PUBLISH, PUBREC, PUBREL, Broker, Proc, RawClient, Skip,
     TestFailure, Timeout, Closed, Publish, aviaryctl, aviaryd_path, check, check_equal,
     cloud_db, ctl, new_token, puback_packet, pubcomp_packet, publish_packet, pubrec_packet,
-    pubrel_packet, raw_connect, run_tests, sanitizer_report, unique, wait_for)
+    pubrel_packet, raw_connect, run_tests, sanitizer_report, unique, wait_for, connect_packet,
+    subscribe_packet)
 from mqtt5 import (  # noqa: E402
     CONTENT_TYPE, CORRELATION_DATA, MESSAGE_EXPIRY_INTERVAL, PAYLOAD_FORMAT_INDICATOR,
     RESPONSE_TOPIC, SUBSCRIPTION_IDENTIFIER, USER_PROPERTY, sub_options, v5_connect)
@@ -512,6 +514,58 @@ def test_delayed_will_is_published_after_the_restart_counting_downtime():
               "the broker was down from 0.4 s to about 2.5 s after the drop (the downtime "
               "counts)" % dt)
         w.expect_silence(1.0, "(the will came twice)")
+
+
+def test_a_published_wills_expiry_counts_from_its_publication_across_a_restart():
+    db = _db()
+    watcher_id = unique("wexp-")
+    with _desktop(db) as b:
+        w = v5_connect(b.port, watcher_id, session_expiry=300)
+        check_equal(w.subscribe(("we/#", 1)).codes, [1], "watcher's SUBACK")
+        w.disconnect_and_wait()
+        # A will that lives 3 s once published, and one that lives 600 s: both published
+        # (after their 1 s delay) while the broker runs, and queued for the watcher.
+        for topic, expiry in (("we/short", 3), ("we/long", 600)):
+            c = v5_connect(b.port, unique("wexpd-"), session_expiry=300,
+                           will={"topic": topic, "payload": b"w", "qos": 1, "delay": 1,
+                                 "props": [(MESSAGE_EXPIRY_INTERVAL, expiry)]})
+            c.ping()
+            c.abort()
+        time.sleep(1.6)
+        _stop(b)
+    time.sleep(3.0)  # the short one's 3 s have passed by the restart
+    with _desktop(db) as b:
+        w = v5_connect(b.port, watcher_id, clean_start=False, session_expiry=300)
+        check_equal(w.connack.session_present, True, "watcher's Session Present")
+        p = w.receive(5.0, what="the long-lived will")
+        check_equal(p.resolved, "we/long", "the will still alive")
+        w.expect_silence(1.0, "(the will whose expiry passed during the downtime)")
+
+
+BIG_COUNT = 1200
+
+
+def test_stop_with_unread_output_of_kept_messages_exits_cleanly():
+    """Output a slow client has not read still holds kept messages when the event base
+    frees it, after the broker: the keeper and the accounts must outlive it."""
+    db = _db()
+    body = b"x" * 10000
+    with _desktop(db, "--max-outbound-bytes", "40k") as b:
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect((HOST, b.port))
+        slow.sendall(connect_packet(unique("slow-")) + subscribe_packet(1, [("big/#", 0)]))
+        pub, _ = raw_connect(b.port, unique("bigpub-"))
+        # More than the kernel's socket buffers take: output stays queued in the broker.
+        for i in range(BIG_COUNT):
+            pub.publish("big/%d" % i, body, qos=1, retain=True)
+        _stop(b, "the stop with unread output")
+        slow.close()
+    with _desktop(db, "--max-queued-messages", str(2 * BIG_COUNT)) as b:
+        late, _ = raw_connect(b.port, unique("late-"))
+        late.subscribe([("big/#", 1)])
+        got = late.receive_all(BIG_COUNT, timeout=30.0)
+        check_equal(len(got), BIG_COUNT, "retained messages kept")
 
 
 def test_message_expiry_counts_the_downtime():

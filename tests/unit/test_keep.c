@@ -910,6 +910,51 @@ START_TEST(test_the_load_removes_what_expired_or_nothing_uses)
 }
 END_TEST
 
+/*
+ * Rows that name a message the database does not hold (a write that failed
+ * and lost it) are removed at load: there is nothing to deliver. The ids they
+ * named are never given again, so no later message takes their place.
+ */
+START_TEST(test_the_load_removes_rows_whose_message_is_missing_and_skips_their_ids)
+{
+    char path[PATH_SIZE];
+    struct journal batch = JOURNAL_INIT;
+    int64_t now = wall_ms();
+    struct loaded l;
+
+    add_message(&batch, 1, "kept", 0, now);
+    add_session(&batch, 1, 0);
+    add_outgoing(&batch, 1, 1, 1, 0);
+    add_outgoing(&batch, 1, 2, 40, 0); /* message 40 was never written */
+    add_retained(&batch, 0, "lost", 50);
+    add_will(&batch, 1, 60, now + 60000);
+    write_batch(new_db(path, "dangling.db"), &batch);
+    load(path, false, &l);
+    ck_assert_str_eq(summary(&l), "m1 s1@0 out1#1=m1");
+    journal_free(&l.journal);
+    ck_assert_int_eq(sql_int(path, "SELECT count(*) FROM kept_outgoing"), 1);
+    ck_assert_int_eq(sql_int(path, "SELECT count(*) FROM kept_retained"), 0);
+    ck_assert_int_eq(sql_int(path, "SELECT count(*) FROM kept_sessions WHERE will_message "
+                                   "IS NOT NULL OR will_due_ms IS NOT NULL"),
+                     0);
+    journal_free(&batch);
+
+    /* Rows that name ids beyond every message row (another mode's, say) move the next id. */
+    add_session(&batch, 2, 0);
+    add_outgoing(&batch, 2, 7, 0, 3); /* past PUBREC: no message */
+    add_retained(&batch, 0, "other", 1);
+    write_batch(path, &batch);
+    sql_exec(path, "UPDATE kept_retained SET message = 90, instance = 12345; "
+                   "INSERT INTO kept_messages(id, topic, payload, props, qos, retain, expiry, "
+                   "created_ms) VALUES (90, 'other', x'', x'', 0, 1, 0, 0)");
+    load(path, false, &l);
+    ck_assert_uint_eq(l.next.message, 91);
+    ck_assert_uint_eq(l.next.seq, 8);
+    journal_free(&l.journal);
+    journal_free(&batch);
+}
+END_TEST
+
 /* ---- cloud and desktop mode -------------------------------------------------- */
 
 /* A serial no instance has: store.c makes them odd. */
@@ -1305,6 +1350,7 @@ static Suite *keep_suite(void)
     tcase_add_test(tc, test_loading_a_missing_database_fails);
     tcase_add_test(tc, test_a_load_that_fails_says_why);
     tcase_add_test(tc, test_the_load_removes_what_expired_or_nothing_uses);
+    tcase_add_test(tc, test_the_load_removes_rows_whose_message_is_missing_and_skips_their_ids);
     tcase_add_test(tc, test_a_failed_commit_loses_the_batch_whole_and_the_writer_goes_on);
     suite_add_tcase(s, tc);
 

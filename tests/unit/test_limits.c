@@ -1513,7 +1513,7 @@ END_TEST
 /* Bytes held for the desktop instance, the only one. */
 static size_t held(void)
 {
-    ck_assert_uint_eq(broker->held.bytes, broker->local->account->bytes);
+    ck_assert_uint_eq(broker->held->bytes, broker->local->account->bytes);
     return broker->local->account->bytes;
 }
 
