@@ -94,23 +94,30 @@ static void batch_free(struct durable_batch *batch)
     free(batch);
 }
 
-/* Hand the current batch to the writer; kept for the next turn when that fails. */
-static void durable_flush(struct durable *d)
+/* Hand the current batch (if any) to the writer. False: it could not take it, it stays. */
+static bool durable_hand_over(struct durable *d)
 {
     struct durable_batch *batch = d->current;
 
-    d->flush_armed = false;
     if (!batch)
-        return;
-    if (d->submit(d->submit_ctx, &batch->journal) < 0) {
-        struct timeval again = {0, DURABLE_FLUSH_MS * 1000};
-        log_error("out of memory handing %zu changes to the database writer: trying again",
-                  batch->journal.count);
-        d->flush_armed = evtimer_add(d->flush_ev, &again) == 0;
-        return;
-    }
+        return true;
+    if (d->submit(d->submit_ctx, &batch->journal) < 0)
+        return false;
     d->current = NULL;
     d->backlog += batch->bytes;
+    return true;
+}
+
+/* The flush timer: hand the batch over, or try again a turn later. */
+static void durable_flush(struct durable *d)
+{
+    d->flush_armed = false;
+    if (durable_hand_over(d))
+        return;
+    struct timeval again = {0, DURABLE_FLUSH_MS * 1000};
+    log_error("out of memory handing %zu changes to the database writer: trying again",
+              d->current->journal.count);
+    d->flush_armed = evtimer_add(d->flush_ev, &again) == 0;
 }
 
 static void durable_flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -324,15 +331,10 @@ void durable_finish(struct durable *d)
 {
     if (!d || d->finished)
         return;
-    struct durable_batch *batch = d->current;
-    if (batch && d->submit(d->submit_ctx, &batch->journal) == 0) {
-        d->current = NULL;
-        d->backlog += batch->bytes;
-    } else if (batch && batch->journal.count) {
+    if (!durable_hand_over(d) && d->current->journal.count)
         log_error("%zu changes to retained messages and sessions not written: the database "
                   "writer is gone",
-                  batch->journal.count);
-    }
+                  d->current->journal.count);
     d->finished = true;
     /* Messages may outlive the event base (output the loop frees at the end): after this,
      * they find `d` finished, and nothing touches its event. */

@@ -28,6 +28,7 @@
 #include "broker/message.h"
 
 struct event_base;
+struct durable_batch;
 struct journal;
 struct journal_record;
 
@@ -44,7 +45,7 @@ struct journal_record;
 struct durable_backlog {
     size_t bytes;
     unsigned refs;
-    void *batch; /* the batch it was last charged in, and where */
+    struct durable_batch *batch; /* the batch it was last charged in, and where */
     size_t charge;
 };
 
