@@ -23,6 +23,7 @@
 #include "broker/durable.h"
 #include "broker/restore.h"
 #include "net/listener.h"
+#include "web/web.h"
 #include "net/tls.h"
 #include "net/ws.h"
 #include "store/keep.h"
@@ -37,6 +38,8 @@
 
 #define DESKTOP_DEFAULT_LISTEN "tcp://127.0.0.1:1883"
 #define DESKTOP_DEFAULT_LISTEN_WS "ws://127.0.0.1:1884"
+/* The web view and /metrics, for the desktop's own user only. */
+#define DESKTOP_DEFAULT_LISTEN_HTTP "http://127.0.0.1:1885"
 #define CLOUD_DEFAULT_LISTEN "tcp://0.0.0.0:1883"
 #define CLOUD_DEFAULT_LISTEN_WS "ws://0.0.0.0:80"
 #define CLOUD_DEFAULT_LISTEN_TLS "tls://0.0.0.0:8883"
@@ -62,6 +65,7 @@ struct daemon_state {
     struct watcher *watcher;  /* cloud mode */
     struct tls_server *tls;   /* when tls-cert is set */
     struct ws_server *ws;     /* when a ws:// or wss:// listener is configured */
+    struct web *web;          /* what http:// and https:// listeners serve */
     struct event *catalog_ev; /* the watcher has a new catalog */
     struct durable *durable;  /* with a database: what the broker keeps (broker->durable) */
     struct keep_writer *writer;
@@ -158,8 +162,8 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
 
 static int open_listeners(struct daemon_state *d, const struct config *cfg)
 {
-    static const char *const desktop_default[] = {DESKTOP_DEFAULT_LISTEN,
-                                                  DESKTOP_DEFAULT_LISTEN_WS};
+    static const char *const desktop_default[] = {DESKTOP_DEFAULT_LISTEN, DESKTOP_DEFAULT_LISTEN_WS,
+                                                  DESKTOP_DEFAULT_LISTEN_HTTP};
     /* The ones that need a certificate last: without tls-cert only the first two. */
     static const char *const cloud_default[] = {CLOUD_DEFAULT_LISTEN, CLOUD_DEFAULT_LISTEN_WS,
                                                 CLOUD_DEFAULT_LISTEN_TLS, CLOUD_DEFAULT_LISTEN_WSS};
@@ -177,7 +181,7 @@ static int open_listeners(struct daemon_state *d, const struct config *cfg)
                        CLOUD_DEFAULT_LISTEN_WSS);
     } else if (!cfg->listen_set) {
         urls = desktop_default;
-        count = 2;
+        count = 3;
     }
     d->listeners = calloc(count, sizeof(*d->listeners));
     if (!d->listeners)
@@ -192,7 +196,10 @@ static int open_listeners(struct daemon_state *d, const struct config *cfg)
                 goto fail;
         } else {
             struct listener *l =
-                listener_open(d->broker, urls[i], defaults, d->tls, err, sizeof(err));
+                strncmp(urls[i], "http", 4) == 0
+                    ? listener_open_http(d->base, web_http(d->web), urls[i], defaults, d->tls, err,
+                                         sizeof(err))
+                    : listener_open(d->broker, urls[i], defaults, d->tls, err, sizeof(err));
             if (!l)
                 goto fail;
             d->listeners[d->listener_count++] = l;
@@ -474,7 +481,8 @@ static int make_broker(struct daemon_state *d, const struct config *cfg)
 {
     d->base = event_base_new();
     d->broker = d->base ? broker_new(d->base, &cfg->limits) : NULL;
-    if (!d->broker) {
+    d->web = d->broker ? web_new(d->broker) : NULL;
+    if (!d->web) {
         log_error("cannot start: out of memory");
         return -1;
     }
@@ -585,6 +593,7 @@ static void tear_down(struct daemon_state *d, const struct config *cfg, int stat
         unlink(cfg->pid_file);
     close_listeners(d);
     free(d->listeners);
+    web_free(d->web);
     ws_server_free(d->ws);
     event_drop(d->catalog_ev);
     watcher_stop(d->watcher);

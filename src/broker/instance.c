@@ -9,6 +9,7 @@
 
 #include "broker/core.h"
 #include "broker/message.h"
+#include "broker/tap.h"
 #include "broker/topic.h"
 #include "broker/durable.h"
 #include "util/account.h"
@@ -50,6 +51,7 @@ void instance_free(struct instance *inst)
 {
     if (!inst)
         return;
+    tap_all_gone(&inst->taps);
     /* Its sessions went first (broker_drop_instance): they held its share groups. */
     strmap_clear(&inst->sessions);
     strmap_clear(&inst->shares);

@@ -27,6 +27,7 @@ struct durable_backlog;
 struct message;
 struct session;
 struct session_sub;
+struct tap;
 
 /* What an instance at one of its limits turned away, each logged on its own. */
 enum instance_refusal {
@@ -58,6 +59,7 @@ struct instance {
     struct log_every retained_refused; /* retained messages not kept at max-retained */
     struct log_every kept_slowed;      /* publishers held back for the database writer */
     struct log_every refused[INSTANCE_REFUSALS]; /* what its limits turned away */
+    struct tap *taps;                            /* watchers of its messages (tap.h); not owned */
 };
 
 /* A new empty instance named `name` (copied) with `limits`. NULL when out of memory. */

@@ -11,6 +11,7 @@
 #include "broker/sender.h"
 #include "broker/session.h"
 #include "broker/share.h"
+#include "broker/tap.h"
 #include "broker/topic.h"
 #include "tenancy/access.h"
 #include "tenancy/catalog.h"
@@ -248,6 +249,8 @@ size_t route_publish(struct instance *inst, struct message *m, const struct sess
     struct route r = {.broker = b, .origin = origin, .topic = m->topic};
 
     inst->messages_in++;
+    if (inst->taps)
+        tap_show(inst->taps, m);
     if (m->retain)
         route_retain(inst, m);
 

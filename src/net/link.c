@@ -11,6 +11,9 @@
 
 #include "net/tls.h"
 
+/* TLS handshakes that failed, for /metrics (core thread only). */
+static uint64_t tls_handshake_failures;
+
 static void link_read_cb(struct bufferevent *bev, void *arg);
 static void link_write_cb(struct bufferevent *bev, void *arg);
 static void link_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -71,6 +74,11 @@ void link_resume_reading(struct link *l)
 void link_watch_output(struct link *l, size_t low)
 {
     bufferevent_setwatermark(l->bev, EV_WRITE, low, 0);
+}
+
+uint64_t link_tls_handshake_failures(void)
+{
+    return tls_handshake_failures;
 }
 
 bool link_handshaking(const struct link *l)
@@ -170,6 +178,8 @@ static void link_event_cb(struct bufferevent *bev, short what, void *arg)
                         handshaking ? "closed by the peer during the TLS handshake" : NULL);
         return;
     }
+    if (l->ops->handshake && handshaking)
+        tls_handshake_failures++;
     if (l->ops->handshake)
         snprintf(why, sizeof(why), "%s: %s",
                  handshaking ? "TLS handshake failed" : "TLS connection lost",

@@ -21,6 +21,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -119,6 +120,9 @@ void link_resume_reading(struct link *l);
 
 /* Hear `written` only once the output is down to `low` bytes (0: whenever it is written). */
 void link_watch_output(struct link *l, size_t low);
+
+/* TLS handshakes that failed so far, in the whole process. */
+uint64_t link_tls_handshake_failures(void);
 
 /* Still in the transport's handshake: no data has arrived yet. */
 bool link_handshaking(const struct link *l);

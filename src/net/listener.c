@@ -20,6 +20,7 @@
 #include "broker/broker.h"
 #include "broker/client.h"
 #include "net/addr.h"
+#include "net/http.h"
 #include "net/link.h"
 #include "net/tls.h"
 #include "util/config.h"
@@ -32,7 +33,9 @@
 #define LISTENER_PAUSE_SEC 1
 
 struct listener {
-    struct broker *broker;
+    struct broker *broker;    /* tcp:// and tls://: who takes the connections */
+    struct http_server *http; /* http:// and https://: who takes them instead */
+    unsigned http_flags;      /* HTTP_LISTENER_* of this listener */
     struct evconnlistener *evl;
     struct event *resume; /* re-enables accepting after a pause */
     uint64_t paused;      /* times accepting was paused for lack of descriptors */
@@ -71,7 +74,10 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, s
         evutil_closesocket(fd);
         return;
     }
-    client_accept(l->broker, bev, &meta);
+    if (l->http)
+        http_server_accept(l->http, bev, &meta, l->http_flags);
+    else
+        client_accept(l->broker, bev, &meta);
 }
 
 static void listener_resume_cb(evutil_socket_t fd, short what, void *arg)
@@ -160,27 +166,23 @@ static int listener_try_port(unsigned port, void *arg)
     return errno == EADDRINUSE ? -EADDRINUSE : -1;
 }
 
-struct listener *listener_open(struct broker *b, const char *url, bool next_free_port,
-                               struct tls_server *tls, char *err, size_t errlen)
+/* Is the bound address a loopback one (127.0.0.0/8 or ::1)? */
+static bool listener_loopback(const struct sockaddr_storage *ss)
 {
-    struct config_url u;
-    char why[128];
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss->ss_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+    return false;
+}
 
-    if (config_url_parse(url, &u, why, sizeof(why)) < 0) {
-        snprintf(err, errlen, "%s: %s", url, why);
-        return NULL;
-    }
-    bool secure = strcmp(u.scheme, "tls") == 0;
-    if (!secure && strcmp(u.scheme, "tcp") != 0) {
-        snprintf(err, errlen, "%s: %s:// is not served by the TCP listener", url, u.scheme);
-        return NULL;
-    }
-    if (secure && !tls) {
-        snprintf(err, errlen, "%s: needs tls-cert and tls-key", url);
-        return NULL;
-    }
-    struct bind_attempt a = {.host = u.host, .fd = -1, .err = err, .errlen = errlen};
-    if (addr_listen_port(url, u.port, next_free_port, listener_try_port, &a) < 0)
+/* Bind `u` (parsed from `url`) and make the listener; the caller sets whom it feeds. */
+static struct listener *listener_bind(struct event_base *base, const char *url,
+                                      const struct config_url *u, bool next_free_port,
+                                      struct tls_server *tls, char *err, size_t errlen)
+{
+    struct bind_attempt a = {.host = u->host, .fd = -1, .err = err, .errlen = errlen};
+    if (addr_listen_port(url, u->port, next_free_port, listener_try_port, &a) < 0)
         return NULL;
     evutil_socket_t fd = a.fd;
 
@@ -190,11 +192,10 @@ struct listener *listener_open(struct broker *b, const char *url, bool next_free
         snprintf(err, errlen, "%s: out of memory", url);
         return NULL;
     }
-    l->broker = b;
-    l->transport = secure ? LINK_TLS : LINK_TCP;
-    l->tls = secure ? tls : NULL;
+    l->transport = tls ? LINK_TLS : LINK_TCP;
+    l->tls = tls;
     /* Backlog 0: bind_socket() listened already, with room for a burst (-1 would make it 128). */
-    l->evl = evconnlistener_new(b->base, listener_accept_cb, l, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+    l->evl = evconnlistener_new(base, listener_accept_cb, l, LEV_OPT_CLOSE_ON_FREE, 0, fd);
     if (!l->evl) {
         close(fd);
         free(l);
@@ -202,7 +203,7 @@ struct listener *listener_open(struct broker *b, const char *url, bool next_free
         return NULL;
     }
     evconnlistener_set_error_cb(l->evl, listener_error_cb);
-    l->resume = evtimer_new(b->base, listener_resume_cb, l);
+    l->resume = evtimer_new(base, listener_resume_cb, l);
     if (!l->resume) {
         listener_free(l);
         snprintf(err, errlen, "%s: out of memory", url);
@@ -214,7 +215,64 @@ struct listener *listener_open(struct broker *b, const char *url, bool next_free
     char addr[96];
     getsockname(fd, (struct sockaddr *)&ss, &sslen);
     addr_format((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
-    snprintf(l->url, sizeof(l->url), "%s://%s", u.scheme, addr);
+    snprintf(l->url, sizeof(l->url), "%s://%s", u->scheme, addr);
+    if (listener_loopback(&ss))
+        l->http_flags |= HTTP_LISTENER_LOOPBACK;
+    return l;
+}
+
+/* Parse `url` and check that its scheme is `plain` or `secure`; *is_secure says which. */
+static int listener_scheme(const char *url, struct config_url *u, const char *plain,
+                           const char *secure, struct tls_server *tls, bool *is_secure, char *err,
+                           size_t errlen)
+{
+    char why[128];
+
+    if (config_url_parse(url, u, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "%s: %s", url, why);
+        return -1;
+    }
+    *is_secure = strcmp(u->scheme, secure) == 0;
+    if (!*is_secure && strcmp(u->scheme, plain) != 0) {
+        snprintf(err, errlen, "%s: %s:// is not served here (expected %s:// or %s://)", url,
+                 u->scheme, plain, secure);
+        return -1;
+    }
+    if (*is_secure && !tls) {
+        snprintf(err, errlen, "%s: needs tls-cert and tls-key", url);
+        return -1;
+    }
+    return 0;
+}
+
+struct listener *listener_open(struct broker *b, const char *url, bool next_free_port,
+                               struct tls_server *tls, char *err, size_t errlen)
+{
+    struct config_url u;
+    bool secure;
+
+    if (listener_scheme(url, &u, "tcp", "tls", tls, &secure, err, errlen) < 0)
+        return NULL;
+    struct listener *l =
+        listener_bind(b->base, url, &u, next_free_port, secure ? tls : NULL, err, errlen);
+    if (l)
+        l->broker = b;
+    return l;
+}
+
+struct listener *listener_open_http(struct event_base *base, struct http_server *http,
+                                    const char *url, bool next_free_port, struct tls_server *tls,
+                                    char *err, size_t errlen)
+{
+    struct config_url u;
+    bool secure;
+
+    if (listener_scheme(url, &u, "http", "https", tls, &secure, err, errlen) < 0)
+        return NULL;
+    struct listener *l =
+        listener_bind(base, url, &u, next_free_port, secure ? tls : NULL, err, errlen);
+    if (l)
+        l->http = http;
     return l;
 }
 

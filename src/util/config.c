@@ -141,7 +141,7 @@ static int check_ipv6(const char *h, size_t len, char *err, size_t errlen)
 
 int config_url_parse(const char *url, struct config_url *out, char *err, size_t errlen)
 {
-    static const char *const schemes[] = {"tcp", "tls", "ws", "wss"};
+    static const char *const schemes[] = {"tcp", "tls", "ws", "wss", "http", "https"};
     const char *sep = strstr(url, "://");
     const char *host, *rest;
     size_t host_len;
@@ -155,7 +155,8 @@ int config_url_parse(const char *url, struct config_url *out, char *err, size_t 
             memcmp(schemes[i], url, (size_t)(sep - url)) == 0)
             known = true;
     if (!known)
-        return error_set(err, errlen, "unknown scheme '%.*s' (expected tcp, tls, ws or wss)",
+        return error_set(err, errlen,
+                         "unknown scheme '%.*s' (expected tcp, tls, ws, wss, http or https)",
                          (int)(sep - url), url);
 
     host = sep + 3;

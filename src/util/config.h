@@ -106,7 +106,7 @@ void config_usage(FILE *out, const char *progname);
 
 /* A listener URL split into its parts. */
 struct config_url {
-    char scheme[4]; /* "tcp", "tls", "ws" or "wss" */
+    char scheme[6]; /* "tcp", "tls", "ws", "wss", "http" or "https" */
     char host[256]; /* name or address; an IPv6 literal without its brackets */
     unsigned port;  /* 0 = any free port */
 };

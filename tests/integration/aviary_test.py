@@ -47,7 +47,7 @@ EXIT_HARD_ERROR = 99
 TEST_TIMEOUT = float(os.environ.get("AVIARY_TEST_TIMEOUT", "90"))
 FILE_TIMEOUT = float(os.environ.get("AVIARY_FILE_TIMEOUT", "300"))
 
-LISTEN_RE = re.compile(r"^listening on (tcp|ws|wss|ssl|tls|mqtt|mqtts)://(\S+):(\d+)\S*\s*$")
+LISTEN_RE = re.compile(r"^listening on (tcp|ws|wss|ssl|tls|mqtt|mqtts|http|https)://(\S+):(\d+)\S*\s*$")
 
 # MQTT control packet types.
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
@@ -1103,13 +1103,13 @@ def paho_roundtrip(port, topic=None, qos=1, timeout=5.0):
 class Proc:
     """A child process whose stdout lines are collected by a thread."""
 
-    def __init__(self, args, stdin=subprocess.DEVNULL):
+    def __init__(self, args, stdin=subprocess.DEVNULL, **popen_kw):
         self.args = [str(a) for a in args]
         self.lines = []
         fd, self.stderr_path = tempfile.mkstemp(prefix="aviary-child-")
         self._err = os.fdopen(fd, "wb")
         self.proc = subprocess.Popen(self.args, stdin=stdin, stdout=subprocess.PIPE,
-                                     stderr=self._err)
+                                     stderr=self._err, **popen_kw)
         _register(self)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()

@@ -15,9 +15,7 @@ Skipped when Chromium or the bundle is missing; nothing leaves 127.0.0.1.
 
 import http.server
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -25,8 +23,9 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from aviary_test import (  # noqa: E402
-    HOST, Broker, Proc, RawClient, TestFailure, check, check_equal, missing, run_tests,
+    HOST, Broker, RawClient, TestFailure, check, check_equal, missing, run_tests,
     source_dir, unique, wait_for)
+from chromium import Browser, chromium_path  # noqa: E402
 
 BROWSER_DIR = os.path.join(source_dir(), "tests", "browser")
 PAGE = os.path.join(BROWSER_DIR, "page.html")
@@ -36,14 +35,6 @@ BUNDLE = os.path.join(BROWSER_DIR, "node_modules", "mqtt", "dist", "mqtt.min.js"
 # loaded machine; after that every step is a local round trip.
 START_TIMEOUT = 30.0
 STEP_TIMEOUT = 10.0
-
-
-def _chromium():
-    """The Chromium to run ($AVIARY_CHROMIUM, else chromium on PATH), or missing()."""
-    exe = os.environ.get("AVIARY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not os.access(exe, os.X_OK):
-        missing("Chromium is not installed (Debian: chromium); looked for %s" % exe)
-    return exe
 
 
 def _bundle():
@@ -123,81 +114,6 @@ class PageServer:
                                                urllib.parse.urlencode(query))
 
 
-def _stat(pid):
-    """(state, parent PID) of a process from /proc, or None when it is gone."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return fields[0], int(fields[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _running(pid):
-    st = _stat(pid)
-    return st is not None and st[0] != "Z"
-
-
-def _descendants(pid):
-    """The PIDs of every process below `pid` now (Chromium's helpers)."""
-    children = {}
-    for name in os.listdir("/proc"):
-        st = _stat(int(name)) if name.isdigit() else None
-        if st is not None:
-            children.setdefault(st[1], []).append(int(name))
-    found, unvisited = [], [pid]
-    while unvisited:
-        for child in children.get(unvisited.pop(), []):
-            found.append(child)
-            unvisited.append(child)
-    return found
-
-
-class Browser:
-    """Headless Chromium on one URL, run through aviary_test.Proc so that it is
-    registered and killed by its PID at the end of the test or at exit (its
-    helper processes go with it), with a fresh profile removed afterwards."""
-
-    def __init__(self, exe, url):
-        self.profile = tempfile.mkdtemp(prefix="aviary-chromium-")
-        self.proc = Proc([
-            exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--user-data-dir=" + self.profile,
-            # Nothing but 127.0.0.1: no proxy, no QUIC, no background fetches.
-            "--no-proxy-server", "--disable-quic", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-breakpad",
-            # The page's console messages and errors go to stderr (Proc keeps it).
-            "--enable-logging=stderr", "--log-level=0",
-            url])
-
-    def exited(self):
-        return self.proc.proc.poll()
-
-    def log_tail(self, lines=15):
-        # D-Bus complaints are expected in a container and say nothing.
-        kept = [l for l in self.proc.stderr().splitlines() if "dbus" not in l.lower()]
-        return "\n".join("  | " + l for l in kept[-lines:])
-
-    def close(self):
-        helpers = _descendants(self.proc.pid)
-        self.proc.close()
-        # The helpers (network service, zygotes) outlive the browser process by
-        # a moment and write to the profile as they go: let them finish first.
-        try:
-            wait_for(lambda: not any(_running(p) for p in helpers), 5.0,
-                     what="Chromium's helper processes to exit")
-        except TestFailure:
-            pass  # they are on their way out; the profile may be left in /tmp
-        shutil.rmtree(self.profile, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-
 def _from_page(tcp, browser, server, timeout, what):
     """The next PUBLISH the page sends to the TCP client, within `timeout` s.
 
@@ -225,7 +141,7 @@ def _from_page(tcp, browser, server, timeout, what):
 def _round_trip(message, *broker_args):
     """Open the page, wait for its "ready", publish `message` to it over TCP and
     return what the page published back."""
-    chromium = _chromium()
+    chromium = chromium_path()
     bundle = _bundle()
     with Broker("--listen", "ws://%s:0" % HOST, *broker_args) as b, PageServer(bundle) as server:
         base = unique("browser/")

@@ -726,9 +726,11 @@ START_TEST(test_listen_urls_refused)
     } bad[] = {
         {"127.0.0.1:1883", "expected SCHEME://HOST:PORT"},
         {"", "expected SCHEME://HOST:PORT"},
-        {"http://127.0.0.1:80", "unknown scheme 'http' (expected tcp, tls, ws or wss)"},
-        {"TCP://127.0.0.1:1883", "unknown scheme 'TCP' (expected tcp, tls, ws or wss)"},
-        {"://127.0.0.1:1883", "unknown scheme '' (expected tcp, tls, ws or wss)"},
+        {"gopher://127.0.0.1:70",
+         "unknown scheme 'gopher' (expected tcp, tls, ws, wss, http or https)"},
+        {"TCP://127.0.0.1:1883",
+         "unknown scheme 'TCP' (expected tcp, tls, ws, wss, http or https)"},
+        {"://127.0.0.1:1883", "unknown scheme '' (expected tcp, tls, ws, wss, http or https)"},
         {"tcp://:1883", "missing host"},
         {"tcp://", "missing host"},
         {"tcp://[]:1883", "missing host"},
@@ -1134,9 +1136,9 @@ START_TEST(test_args_missing_and_bad_values)
     ck_assert_str_eq(err, "max-payload: not a number: '12x'");
     ck_assert_int_eq(parse(&c, &act, err, "--mode", "x", NULL), -1);
     ck_assert_str_eq(err, "mode: expected desktop or cloud, got 'x'");
-    ck_assert_int_eq(parse(&c, &act, err, "--listen", "http://a:1", NULL), -1);
-    ck_assert_str_eq(err, "listen: bad URL 'http://a:1': unknown scheme 'http' "
-                          "(expected tcp, tls, ws or wss)");
+    ck_assert_int_eq(parse(&c, &act, err, "--listen", "ftp://a:1", NULL), -1);
+    ck_assert_str_eq(err, "listen: bad URL 'ftp://a:1': unknown scheme 'ftp' "
+                          "(expected tcp, tls, ws, wss, http or https)");
     /* a value that looks like an option is still the value, as with getopt */
     ck_assert_int_eq(parse(&c, &act, err, "--pid-file", "-d", NULL), 0);
     ck_assert_str_eq(c.pid_file, "-d");

@@ -1,0 +1,150 @@
+#include "web/web.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+
+#include "broker/core.h"
+#include "net/http.h"
+#include "util/base64.h"
+#include "util/log.h"
+#include "web/handlers.h"
+
+static void web_handle(void *ctx, struct http_request *req)
+{
+    struct web *w = ctx;
+    static const char topics[] = "/broker/";
+
+    static const char view[] = "/view/";
+
+    if (strcmp(req->path, "/") == 0 || strcmp(req->path, "/index.html") == 0) {
+        web_view(w, req, NULL);
+    } else if (strncmp(req->path, view, sizeof(view) - 1) == 0) {
+        web_view(w, req, req->path + sizeof(view) - 1);
+    } else if (strcmp(req->path, "/metrics") == 0) {
+        web_metrics(w, req);
+    } else if (strncmp(req->path, topics, sizeof(topics) - 1) == 0) {
+        web_topics(w, req, req->path + sizeof(topics) - 1);
+    } else if (strcmp(req->path, "/broker") == 0) {
+        web_error(req, 404, "name a topic: /broker/TOPIC");
+    } else {
+        web_error(req, 404, "no such resource: %s", req->path);
+    }
+}
+
+struct web *web_new(struct broker *b)
+{
+    struct web *w = calloc(1, sizeof(*w));
+
+    if (!w)
+        return NULL;
+    w->broker = b;
+    w->http = http_server_new(b->base, web_handle, w, WEB_MAX_CONNECTIONS, WEB_MAX_BODY);
+    if (!w->http) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void web_free(struct web *w)
+{
+    if (!w)
+        return;
+    http_server_free(w->http);
+    free(w);
+}
+
+void web_set_admin_check(struct web *w, web_admin_fn fn, void *ctx)
+{
+    w->admin_ok = fn;
+    w->admin_ctx = ctx;
+}
+
+struct http_server *web_http(struct web *w)
+{
+    return w->http;
+}
+
+void web_json_string(struct evbuffer *out, const char *s, size_t len)
+{
+    size_t plain = 0;
+
+    evbuffer_add(out, "\"", 1);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        evbuffer_add(out, s + plain, i - plain);
+        plain = i + 1;
+        if (ch == '"' || ch == '\\')
+            evbuffer_add_printf(out, "\\%c", ch);
+        else if (ch == '\n')
+            evbuffer_add(out, "\\n", 2);
+        else
+            evbuffer_add_printf(out, "\\u%04x", ch);
+    }
+    evbuffer_add(out, s + plain, len - plain);
+    evbuffer_add(out, "\"", 1);
+}
+
+void web_error(struct http_request *req, int status, const char *fmt, ...)
+{
+    char message[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    log_info("http %s: %s %s: %d %s", req->peer, req->method, req->path, status, message);
+    struct evbuffer *body = evbuffer_new();
+    if (!body) {
+        http_reply(req, 503, NULL, NULL, 0);
+        return;
+    }
+    evbuffer_add(body, "{\"error\":", 9);
+    web_json_string(body, message, strlen(message));
+    evbuffer_add(body, "}\n", 2);
+    http_reply_buffer(req, status, "application/json", body);
+    evbuffer_free(body);
+}
+
+int web_basic_auth(const struct http_request *req, char *user, size_t user_size, char *secret,
+                   size_t secret_size, size_t *secret_len)
+{
+    const char *auth = http_header(req, "Authorization");
+    unsigned char decoded[512];
+
+    if (!auth || strncasecmp(auth, "Basic ", 6) != 0)
+        return -1;
+    const char *b64 = auth + 6 + strspn(auth + 6, " ");
+    if (strlen(b64) / 4 * 3 > sizeof(decoded) - 1)
+        return -1;
+    long n = base64_decode(b64, decoded);
+    if (n < 0)
+        return -1;
+    unsigned char *colon = memchr(decoded, ':', (size_t)n);
+    if (!colon)
+        return -1;
+    size_t ulen = (size_t)(colon - decoded), slen = (size_t)n - ulen - 1;
+    if (ulen >= user_size || slen > secret_size || memchr(decoded, '\0', ulen))
+        return -1;
+    memcpy(user, decoded, ulen);
+    user[ulen] = '\0';
+    memcpy(secret, colon + 1, slen);
+    *secret_len = slen;
+    return 0;
+}
+
+bool web_admin_authorized(const struct web *w, const struct http_request *req)
+{
+    const char *auth = http_header(req, "Authorization");
+
+    if (!w->admin_ok || !auth || strncasecmp(auth, "Bearer ", 7) != 0)
+        return false;
+    return w->admin_ok(w->admin_ctx, auth + 7 + strspn(auth + 7, " "));
+}
