@@ -8,6 +8,8 @@ PACKAGES="build-essential autoconf automake libtool pkg-config
 libevent-dev libssl-dev libsqlite3-dev libwebsockets-dev check
 mosquitto-clients python3 python3-paho-mqtt openssl
 clang libclang-rt-14-dev clang-format"
+# tests/integration/test_http.py parses /metrics with the Prometheus client's parser.
+PACKAGES="$PACKAGES python3-prometheus-client"
 # tests/integration/test_browser.py: Debian's Chromium, and npm to fetch MQTT.js.
 PACKAGES="$PACKAGES chromium nodejs"
 # Debian's npm only when there is none: another vendor's nodejs carries its own and

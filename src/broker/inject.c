@@ -44,6 +44,11 @@ enum inject_login inject_login(struct broker *b, const char *name, const char *s
         snprintf(why, whylen, "token %s is a key (no expiry) and keys need https", t->id);
         return INJECT_LOGIN_NEEDS_TLS;
     }
+    if (t->client_id) {
+        snprintf(why, whylen, "token %s is bound to client id '%s' (MQTT only)", t->id,
+                 t->client_id);
+        return INJECT_LOGIN_BOUND;
+    }
     if (!(*inst = login_instance(b, name))) {
         snprintf(why, whylen, "out of memory creating the instance");
         return INJECT_LOGIN_NO_MEMORY;

@@ -29,6 +29,7 @@ enum inject_login {
     INJECT_LOGIN_EXPIRED = 2,   /* the token has expired */
     INJECT_LOGIN_NEEDS_TLS = 3, /* a key (no expiry) without TLS */
     INJECT_LOGIN_NO_MEMORY = 4,
+    INJECT_LOGIN_BOUND = 5, /* a token bound to one client id: HTTP has none */
 };
 
 /*

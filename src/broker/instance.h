@@ -50,14 +50,16 @@ struct instance {
     struct durable_backlog *kept_backlog; /* its share of the database writer's backlog (a ref) */
     struct topic_tree *tree;              /* owned */
     struct strmap sessions;               /* client id -> struct session (owned) */
-    size_t persistent_sessions;        /* sessions with an expiry, online or not (max-sessions) */
-    struct strmap shares;              /* "GROUP/FILTER" -> struct share_group (owned) */
-    uint64_t messages_in;              /* PUBLISHes accepted */
-    uint64_t messages_out;             /* deliveries handed to sessions */
-    size_t conn_count;                 /* live connections logged in to it (max-connections) */
-    struct bucket rate;                /* max-instance-messages-per-second, shared by its conns */
-    struct log_every retained_refused; /* retained messages not kept at max-retained */
-    struct log_every kept_slowed;      /* publishers held back for the database writer */
+    size_t persistent_sessions; /* sessions with an expiry, online or not (max-sessions) */
+    struct strmap shares;       /* "GROUP/FILTER" -> struct share_group (owned) */
+    uint64_t messages_in;       /* PUBLISHes accepted */
+    uint64_t messages_out;      /* deliveries handed to sessions */
+    uint64_t queue_drops;       /* queued messages dropped: a full queue, or over max-memory */
+    uint64_t expired_drops;     /* queued messages dropped at their expiry */
+    size_t conn_count;          /* live connections logged in to it (max-connections) */
+    struct bucket rate;         /* max-instance-messages-per-second, shared by its conns */
+    struct log_every retained_refused;           /* retained messages not kept at max-retained */
+    struct log_every kept_slowed;                /* publishers held back for the database writer */
     struct log_every refused[INSTANCE_REFUSALS]; /* what its limits turned away */
     struct tap *taps;                            /* watchers of its messages (tap.h); not owned */
 };

@@ -239,6 +239,14 @@ int sender_send_why(struct sender *s, struct mqtt_packet *pkt, const char *why)
     return rc;
 }
 
+/* QoS 0 messages dropped at max-outbound-bytes in the whole process (for /metrics). */
+static uint64_t qos0_drops;
+
+uint64_t sender_qos0_drops(void)
+{
+    return qos0_drops;
+}
+
 /* QoS 1/2 are bounded by the in-flight window and the queue; QoS 0 by max-outbound-bytes. */
 static bool sender_drop_qos0(struct sender *s)
 {
@@ -246,6 +254,7 @@ static bool sender_drop_qos0(struct sender *s)
 
     if (sender_pending(s) <= max)
         return false;
+    qos0_drops++;
     if (log_every_due(&s->dropped, time(NULL), SENDER_DROP_LOG_INTERVAL_SEC))
         log_warning("client %s (%s): more than %zu bytes of output pending "
                     "(max-outbound-bytes), dropping QoS 0 messages (%llu so far)",

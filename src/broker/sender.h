@@ -119,4 +119,7 @@ static inline size_t sender_max_outbound(const struct sender *s)
     return s->limits->max_outbound_bytes;
 }
 
+/* QoS 0 messages dropped at max-outbound-bytes so far, in the whole process. */
+uint64_t sender_qos0_drops(void);
+
 #endif

@@ -403,6 +403,7 @@ static bool session_send_inflight(struct session *s, struct outgoing *o, uint16_
 /* Drop a queued message whose expiry passed before it could be sent [MQTT-3.3.2-5]. */
 static void session_drop_expired(struct session *s, struct outgoing *o)
 {
+    s->instance->expired_drops++;
     if (log_every_nth(&s->expired, 1000))
         log_info("client %s: a queued message on %s expired before it could be sent "
                  "(%llu so far)",
@@ -481,6 +482,7 @@ void session_deliver(struct session *s, struct message *m, const struct delivery
     /* Past max-memory nothing more waits in a queue: the window is all a session gets. */
     if (core_memory_full(s->instance->broker)) {
         s->dropped++;
+        s->instance->queue_drops++;
         instance_note_refusal(s->instance, INSTANCE_REFUSED_MEMORY,
                               "over max-memory: a message on %s not queued for client %s", m->topic,
                               s->log_id);
@@ -491,6 +493,7 @@ void session_deliver(struct session *s, struct message *m, const struct delivery
         struct outgoing *oldest = list_pop(&s->queue_head, &s->queue_tail);
         if (oldest) {
             s->queue_count--;
+            s->instance->queue_drops++;
             if (log_every_nth(&s->dropped, 1000))
                 log_warning("client %s: queue full (max-queued-messages %zu), dropping the "
                             "oldest message (%llu dropped so far)",

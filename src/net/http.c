@@ -19,6 +19,12 @@
 #define HTTP_LINGER_SEC 5
 #define HTTP_DRAIN_SEC 2
 
+/*
+ * Answers waiting to go out on one connection past which its next requests
+ * wait unread (a client that pipelines without reading), until half is gone.
+ */
+#define HTTP_MAX_OUTPUT (256 * 1024)
+
 /* Connections turned away with a 503 that may be closing at once; past it they are dropped. */
 #define HTTP_MAX_REFUSING 32
 
@@ -38,10 +44,11 @@ struct http_conn {
     struct event *timer;           /* the request or idle deadline */
     struct event *wake;            /* deferred work: free, or read after a late answer */
     enum http_conn_state state;
-    bool counted;    /* in the server's connections (not one turned away) */
-    bool keep_alive; /* the current request lets the connection stay open */
-    bool in_read;    /* inside http_conn_read(): answers need no wake */
-    unsigned flags;  /* the listener's HTTP_LISTENER_* */
+    bool counted;     /* in the server's connections (not one turned away) */
+    bool keep_alive;  /* the current request lets the connection stay open */
+    bool in_read;     /* inside http_conn_read(): answers need no wake */
+    bool output_wait; /* over HTTP_MAX_OUTPUT: reading waits for the client to read */
+    unsigned flags;   /* the listener's HTTP_LISTENER_* */
     size_t body_wanted;
     char *head;                  /* the current request's line and headers (owned) */
     unsigned char *body;         /* its body (owned) */
@@ -212,6 +219,11 @@ static void http_conn_answered(struct http_conn *c)
     }
     c->state = HTTP_WAITING;
     http_conn_arm(c, HTTP_IDLE_SEC);
+    if (link_output_pending(&c->link) > HTTP_MAX_OUTPUT) {
+        c->output_wait = true; /* reading stays paused; `written` takes it up again */
+        link_watch_output(&c->link, HTTP_MAX_OUTPUT / 2);
+        return;
+    }
     link_resume_reading(&c->link);
     if (!c->in_read && evbuffer_get_length(link_input(&c->link)) > 0)
         event_active(c->wake, EV_TIMEOUT, 0);
@@ -535,7 +547,13 @@ static bool http_conn_step(struct http_conn *c)
     int status;
 
     if (c->state == HTTP_WAITING) {
-        if (evbuffer_get_length(in) == 0)
+        if (c->output_wait)
+            return false;
+        /* Blank lines before a request line are ignored (RFC 9112, 2.2). */
+        while (evbuffer_get_length(in) >= 2 && memcmp(evbuffer_pullup(in, 2), "\r\n", 2) == 0)
+            evbuffer_drain(in, 2);
+        if (evbuffer_get_length(in) == 0 ||
+            (evbuffer_get_length(in) == 1 && *evbuffer_pullup(in, 1) == '\r'))
             return false;
         c->state = HTTP_READING;
         http_conn_arm(c, HTTP_REQUEST_SEC);
@@ -581,6 +599,16 @@ static void http_link_readable(void *owner)
 
 static void http_link_written(void *owner)
 {
+    struct http_conn *c = owner;
+
+    if (!c->output_wait || link_output_pending(&c->link) > HTTP_MAX_OUTPUT / 2)
+        return;
+    c->output_wait = false;
+    link_watch_output(&c->link, 0);
+    if (c->state != HTTP_WAITING)
+        return;
+    link_resume_reading(&c->link);
+    event_active(c->wake, EV_TIMEOUT, 0); /* what waits in the input, outside this callback */
 }
 
 static void http_link_lost(void *owner, bool orderly, const char *why)

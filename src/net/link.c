@@ -13,6 +13,8 @@
 
 /* TLS handshakes that failed, for /metrics (core thread only). */
 static uint64_t tls_handshake_failures;
+/* WebSocket handshakes that failed: counted in the WebSocket thread, read in the core. */
+static _Atomic uint64_t ws_handshake_failures;
 
 static void link_read_cb(struct bufferevent *bev, void *arg);
 static void link_write_cb(struct bufferevent *bev, void *arg);
@@ -79,6 +81,16 @@ void link_watch_output(struct link *l, size_t low)
 uint64_t link_tls_handshake_failures(void)
 {
     return tls_handshake_failures;
+}
+
+void link_note_ws_handshake_failure(void)
+{
+    ws_handshake_failures++;
+}
+
+uint64_t link_ws_handshake_failures(void)
+{
+    return ws_handshake_failures;
 }
 
 bool link_handshaking(const struct link *l)

@@ -124,6 +124,13 @@ void link_watch_output(struct link *l, size_t low);
 /* TLS handshakes that failed so far, in the whole process. */
 uint64_t link_tls_handshake_failures(void);
 
+/*
+ * A WebSocket handshake failed (TLS, or the upgrade refused): counted from
+ * the WebSocket thread (any thread), read from any.
+ */
+void link_note_ws_handshake_failure(void);
+uint64_t link_ws_handshake_failures(void);
+
 /* Still in the transport's handshake: no data has arrived yet. */
 bool link_handshaking(const struct link *l);
 

@@ -299,6 +299,7 @@ static void ws_log_handshake_failure(struct lws *wsi, SSL *ssl, int alert)
         snprintf(why, sizeof(why), "%s (alert sent)", SSL_alert_desc_string_long(alert));
     log_notice("ws: %s: TLS handshake failed: %s", p ? p->peer : peer_of(wsi, peer, sizeof(peer)),
                why);
+    link_note_ws_handshake_failure();
     if (p)
         p->explained = true;
 }
@@ -328,6 +329,7 @@ static void explain_close(struct lws *wsi)
     if (!p || p->explained)
         return;
     p->explained = true;
+    link_note_ws_handshake_failure();
     if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0) {
         log_notice("ws: %s: closed before a WebSocket request: %s", p->peer,
                    p->tls ? "TLS handshake failed, or no request within connect-timeout"
@@ -375,6 +377,7 @@ static int on_mqtt(struct lws *wsi, enum lws_callback_reasons reason, void *user
             log_notice("ws: %s: WebSocket upgrade refused: path %s (MQTT is served on " WS_PATH ")",
                        p ? p->peer : peer_of(wsi, peer, sizeof(peer)),
                        header_for_log(wsi, WSI_TOKEN_GET_URI, shown, sizeof(shown)));
+            link_note_ws_handshake_failure();
             if (p)
                 p->explained = true;
             return -1;

@@ -12,6 +12,7 @@
 #include "broker/conn.h"
 #include "broker/core.h"
 #include "broker/instance.h"
+#include "broker/sender.h"
 #include "broker/topic.h"
 #include "net/http.h"
 #include "net/link.h"
@@ -43,6 +44,7 @@ static void metric_value(struct evbuffer *out, const char *name, const char *typ
 struct metrics_totals {
     unsigned long long messages_in, messages_out, sessions, retained, subscriptions;
     unsigned long long refusals[INSTANCE_REFUSALS], retained_refused;
+    unsigned long long queue_drops, expired_drops;
 };
 
 static void metrics_sum(struct broker *b, struct metrics_totals *t)
@@ -62,6 +64,8 @@ static void metrics_sum(struct broker *b, struct metrics_totals *t)
         for (int i = 0; i < INSTANCE_REFUSALS; i++)
             t->refusals[i] += inst->refused[i].count;
         t->retained_refused += inst->retained_refused.count;
+        t->queue_drops += inst->queue_drops;
+        t->expired_drops += inst->expired_drops;
         if (!b->cloud)
             break;
     }
@@ -103,6 +107,17 @@ static void metrics_process(struct web *w, struct evbuffer *out)
     metric_value(out, "aviary_tls_handshake_failures_total", "counter",
                  "TLS handshakes that failed (tls:// and https://).",
                  link_tls_handshake_failures());
+    metric_value(out, "aviary_websocket_handshake_failures_total", "counter",
+                 "WebSocket handshakes that failed or were refused (ws:// and wss://).",
+                 link_ws_handshake_failures());
+    metric_head(out, "aviary_dropped_messages_total", "counter",
+                "Messages not delivered to a session, by why.");
+    evbuffer_add_printf(out, "aviary_dropped_messages_total{reason=\"queue-full\"} %llu\n",
+                        t.queue_drops);
+    evbuffer_add_printf(out, "aviary_dropped_messages_total{reason=\"expired\"} %llu\n",
+                        t.expired_drops);
+    evbuffer_add_printf(out, "aviary_dropped_messages_total{reason=\"output-full\"} %llu\n",
+                        (unsigned long long)sender_qos0_drops());
     metric_head(out, "aviary_refusals_total", "counter",
                 "Things refused at a limit, by the limit.");
     for (int i = 0; i < INSTANCE_REFUSALS; i++)

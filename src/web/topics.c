@@ -55,6 +55,9 @@ static int topics_login(struct web *w, struct http_request *req, struct instance
     case INJECT_LOGIN_NO_MEMORY:
         web_error(req, 503, "out of memory");
         return -1;
+    case INJECT_LOGIN_BOUND:
+        web_error(req, 403, "this token is bound to one MQTT client id; HTTP requests have none");
+        return -1;
     default:
         topics_unauthorized(req, "not authorized: wrong instance name or token");
         return -1;
