@@ -51,6 +51,7 @@ enum ctl_option {
     OPT_SUB = 1u << 5,
     OPT_DENY_PUB = 1u << 6,
     OPT_DENY_SUB = 1u << 7,
+    OPT_ALLOW_ACTION = 1u << 8, /* a flag: takes no value */
 };
 
 #define OPT_FILTERS (OPT_PUB | OPT_SUB | OPT_DENY_PUB | OPT_DENY_SUB)
@@ -87,6 +88,7 @@ struct args {
     const char *operands[3];
     size_t operand_count;
     const char *plan, *label, *ttl, *client_id;
+    bool allow_action;
     struct raw_filter *filters; /* up to argc of them; owned */
     size_t filter_count;
     /* what a command's check made of the text above */
@@ -760,6 +762,7 @@ static void token_print(const struct ctl *ctl, const struct store_token *t, int6
             fprintf(out, ", \"%s\": ", filter_json_key[k]);
             json_strings(out, lists[k]);
         }
+        fprintf(out, ", \"allow_action\": %s", t->allow_action ? "true" : "false");
         if (t->created >= 0)
             fprintf(out, ", \"status\": \"%s\"", token_status(t, now));
         return;
@@ -778,6 +781,7 @@ static void token_print(const struct ctl *ctl, const struct store_token *t, int6
     fputc('\n', out);
     for (int k = 0; k < FILTER_KINDS; k++)
         text_filters(out, filter_key[k], lists[k], k >= 2);
+    fprintf(out, "action: %s\n", t->allow_action ? "allowed" : "no");
     if (t->created >= 0)
         fprintf(out, "status: %s\n", token_status(t, now));
 }
@@ -794,6 +798,7 @@ static int cmd_token_create(struct ctl *ctl, const struct args *a)
         .sub = filters_of(&a->lists, 1),
         .deny_pub = filters_of(&a->lists, 2),
         .deny_sub = filters_of(&a->lists, 3),
+        .allow_action = a->allow_action,
     };
     char id[STORE_TOKEN_ID_LEN + 1], secret[STORE_SECRET_LEN + 1], err[512];
     int rc = store_token_create(ctl->store, &spec, id, secret, err, sizeof(err));
@@ -814,6 +819,7 @@ static int cmd_token_create(struct ctl *ctl, const struct args *a)
         .sub = spec.sub,
         .deny_pub = spec.deny_pub,
         .deny_sub = spec.deny_sub,
+        .allow_action = spec.allow_action,
     };
     if (ctl->json) {
         fputc('{', out);
@@ -888,10 +894,10 @@ static int cmd_backup(struct ctl *ctl, const struct args *a)
 
 /* ---- the command line ----------------------------------------------------------- */
 
-#define OPT_TOKEN (OPT_LABEL | OPT_TTL | OPT_CLIENT_ID | OPT_FILTERS)
+#define OPT_TOKEN (OPT_LABEL | OPT_TTL | OPT_CLIENT_ID | OPT_FILTERS | OPT_ALLOW_ACTION)
 #define TOKEN_CREATE_SYNOPSIS                                                                      \
     "INSTANCE [--label TEXT] [--ttl DURATION] [--client-id ID] [--pub FILTER]... [--sub "          \
-    "FILTER]... [--deny-pub FILTER]... [--deny-sub FILTER]..."
+    "FILTER]... [--deny-pub FILTER]... [--deny-sub FILTER]... [--allow-action]"
 
 static const struct command commands[] = {
     {"instance", "create", {"NAME"}, OPT_PLAN, "NAME [--plan PLAN]", NULL, cmd_instance_create},
@@ -970,7 +976,8 @@ static void usage(FILE *out)
     for (size_t i = 0; i < limits_count(); i++)
         fprintf(out, "%s %s", i % 4 == 0 ? "\n " : "", limits_name(i));
     fputs("\n\nDURATION is a positive number and s, m, h or d: 90s, 15m, 2h, 7d.\n"
-          "Without --ttl a token is a key, which never expires.\n",
+          "Without --ttl a token is a key, which never expires. --allow-action lets a\n"
+          "token's clients close other clients of its instance by publishing to $action.\n",
           out);
 }
 
@@ -1051,6 +1058,10 @@ static int command_option(const struct command *cmd, struct args *a, int argc, c
     char buf[CTL_SHOWN];
     const char *value;
 
+    if ((cmd->options & OPT_ALLOW_ACTION) && strcmp(argv[*i], "--allow-action") == 0) {
+        a->allow_action = true;
+        return 0;
+    }
     for (size_t k = 0; k < sizeof(options) / sizeof(options[0]); k++) {
         if (!(cmd->options & options[k].bit))
             continue;

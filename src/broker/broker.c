@@ -10,6 +10,7 @@
 #include "broker/instance.h"
 #include "broker/login.h"
 #include "broker/session.h"
+#include "broker/systopic.h"
 #include "broker/timers.h"
 #include "broker/topic.h"
 #include "tenancy/catalog.h"
@@ -26,6 +27,12 @@ static void broker_reap_cb(evutil_socket_t fd, short what, void *arg)
         b->reap = c->reap_next;
         conn_free(c);
     }
+}
+
+/* $info's interval: rates taken, summaries sent where they are watched. */
+static void broker_sys_cb(evutil_socket_t fd, short what, void *arg)
+{
+    systopic_tick(arg);
 }
 
 /* Free `inst` with everything in it: sessions first, as they hold its share groups. */
@@ -50,9 +57,11 @@ struct broker *broker_new(struct event_base *base, const struct limits *limits)
     b->limits = *limits;
     b->connect_timeout = BROKER_DEFAULT_CONNECT_TIMEOUT;
     b->reap_ev = event_new(base, -1, 0, broker_reap_cb, b);
+    b->sys_timer = event_new(base, -1, EV_PERSIST, broker_sys_cb, b);
     b->held = account_new(NULL);
     b->local = b->held ? instance_new(b, "local", limits) : NULL;
-    if (!b->reap_ev || !b->local) {
+    struct timeval every = {SYSTOPIC_INFO_INTERVAL_SEC, 0};
+    if (!b->reap_ev || !b->local || !b->sys_timer || evtimer_add(b->sys_timer, &every) < 0) {
         broker_free(b);
         return NULL;
     }
@@ -97,6 +106,8 @@ void broker_free(struct broker *b)
     catalog_free(b->catalog);
     if (b->reap_ev)
         event_free(b->reap_ev);
+    if (b->sys_timer)
+        event_free(b->sys_timer);
     if (b->recheck_ev)
         event_free(b->recheck_ev);
     free(b->matches);

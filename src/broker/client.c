@@ -14,6 +14,7 @@
 #include "broker/instance.h"
 #include "broker/packet_size.h"
 #include "broker/session.h"
+#include "broker/systopic.h"
 #include "broker/timers.h"
 #include "util/log.h"
 
@@ -189,6 +190,25 @@ static void client_rate_timer_cb(evutil_socket_t fd, short what, void *arg)
     client_readable(c);
 }
 
+/* The first PUBLISH over a message rate in a while: the log, and $events, hear of it. */
+static void client_rate_note(struct conn *c)
+{
+    const struct limits *l = &c->instance->limits;
+    /* The instance's bucket is asked first: empty, it is the one that said no. */
+    bool instance_rate = l->max_instance_messages_per_second && c->instance->rate.tokens < 1.0;
+    char why[160];
+
+    snprintf(why, sizeof(why),
+             "over max-messages-per-second (connection %zu, instance %zu): reading slower",
+             l->max_messages_per_second, l->max_instance_messages_per_second);
+    log_debug("client %s: %s", c->client_id, why);
+    if (c->session)
+        systopic_refused(c->instance, c->session->client_id, "publish",
+                         instance_rate ? "max-instance-messages-per-second"
+                                       : "max-messages-per-second",
+                         NULL, why);
+}
+
 /*
  * Over the rate: stop reading until the bucket holds a token again. The
  * client's packets wait in its socket and, beyond, in its own send buffer:
@@ -204,10 +224,7 @@ static void client_rate_pause(struct conn *c, double wait)
         return;
     }
     if (!c->rate_paused)
-        log_debug("client %s: over max-messages-per-second (connection %zu, instance %zu), "
-                  "reading slower",
-                  c->client_id, c->instance->limits.max_messages_per_second,
-                  c->instance->limits.max_instance_messages_per_second);
+        client_rate_note(c);
     c->rate_paused = true;
     link_pause_reading(&c->link);
     evtimer_add(c->rate_timer, &delay);

@@ -15,6 +15,7 @@
 #include "broker/message.h"
 #include "broker/route.h"
 #include "broker/session.h"
+#include "broker/systopic.h"
 #include "tenancy/catalog.h"
 #include "util/strmap.h"
 
@@ -316,6 +317,8 @@ static void conn_end(struct conn *c, enum log_level level, bool clean_disconnect
     if (reason >= 0 && c->out.version == MQTT_V5 && c->state == CONN_ACTIVE && !c->link.peer_eof &&
         !abandon)
         conn_send_disconnect(c, (uint8_t)reason, why);
+    if (c->state == CONN_ACTIVE && c->session)
+        systopic_disconnected(c->session->instance, c->session->client_id, why);
     c->state = CONN_CLOSING;
     c->out.closed = true;
     conn_stop(c);

@@ -15,6 +15,7 @@
 #include "broker/propbuf.h"
 #include "broker/route.h"
 #include "broker/session.h"
+#include "broker/systopic.h"
 #include "broker/timers.h"
 #include "broker/topic.h"
 #include "tenancy/access.h"
@@ -376,6 +377,7 @@ struct connecting {
     uint32_t granted;      /* ... as max-session-expiry allows */
     struct session *s;     /* the client id's session: found, then the one it gets */
     bool session_present;
+    const char *rule; /* the limit or permission that refused it, for $events */
     struct connack5 v5;
 };
 
@@ -485,6 +487,7 @@ static int connect_client_id(struct conn *c, struct connecting *cn)
         char why[96];
         snprintf(why, sizeof(why), "client id of %zu characters is longer than max-client-id %zu",
                  chars, cn->l->max_client_id);
+        cn->rule = "max-client-id";
         return refuse(c, MQTT_CONNACK_ID_REJECTED, why);
     }
     /* MQTT 5 assigns an id whatever Clean Start says (MQTT 5 3.1.3.1). */
@@ -504,7 +507,10 @@ static int connect_client_id(struct conn *c, struct connecting *cn)
     }
     /* The log's copy: escaped, so an id cannot forge log lines, and truncated to fit. */
     log_escape(cn->client_id, strlen(cn->client_id), c->client_id, sizeof(c->client_id));
-    return check_binding(c, cn->token, cn->client_id);
+    int rc = check_binding(c, cn->token, cn->client_id);
+    if (rc < 0)
+        cn->rule = "token";
+    return rc;
 }
 
 /*
@@ -526,15 +532,20 @@ static int connect_quotas(struct conn *c, struct connecting *cn)
                  "server unavailable: instance '%s' has %zu connections "
                  "(max-connections %zu)",
                  inst->name, inst->conn_count, l->max_connections);
+        cn->rule = "max-connections";
         return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
     }
     cn->expiry =
         ck->version == MQTT_V5 ? cn->asked_expiry : (ck->clean ? 0 : SESSION_NEVER_EXPIRES);
     cn->granted = grant_session_expiry(cn->expiry, l);
     /* One more session outliving its connection (a Clean Start replacing one is not). */
-    if (cn->granted && !(cn->s && cn->s->expiry))
-        return refuse_over_quota(c, inst);
-    return 0;
+    if (!cn->granted || (cn->s && cn->s->expiry))
+        return 0;
+    bool at_sessions = l->max_sessions && inst->persistent_sessions >= l->max_sessions;
+    int rc = refuse_over_quota(c, inst);
+    if (rc < 0)
+        cn->rule = at_sessions ? "max-sessions" : "max-instance-bytes";
+    return rc;
 }
 
 /* Its will, if any, charged to the instance and allowed by its token. Returns 0 or -1. */
@@ -542,9 +553,18 @@ static int connect_will(struct conn *c, struct connecting *cn)
 {
     if (!cn->ck->will)
         return 0;
-    if (take_will(c, cn->ck, cn->l) < 0)
+    if (take_will(c, cn->ck, cn->l) < 0) {
+        cn->rule = "will";
         return -1;
+    }
     message_charge(c->will, cn->inst->account);
+    if (topic_is_reserved(c->will->topic)) {
+        char shown[160], why[256];
+        log_escape_str(c->will->topic, shown, sizeof(shown));
+        snprintf(why, sizeof(why), "not authorized: the will topic '%s' is the broker's", shown);
+        cn->rule = "system topic";
+        return refuse5(c, MQTT_CONNACK_NOT_AUTHORIZED, 0, why);
+    }
     /* A will is a PUBLISH made in advance: the token must allow its topic. */
     if (!access_may_publish(cn->token, c->will->topic)) {
         char shown[160], why[256], told[256];
@@ -552,6 +572,7 @@ static int connect_will(struct conn *c, struct connecting *cn)
         snprintf(why, sizeof(why), "not authorized: token %s may not publish the will topic '%s'",
                  cn->token->id, shown);
         snprintf(told, sizeof(told), "not authorized: the will topic '%s' is not allowed", shown);
+        cn->rule = "token";
         return refuse_as(c, MQTT_CONNACK_NOT_AUTHORIZED, 0, told, why);
     }
     return 0;
@@ -642,11 +663,25 @@ static int connect_accept(struct conn *c, struct connecting *cn)
              cn->session_present ? ", session resumed" : "");
     if (rc < 0)
         return -1;
+    systopic_connected(cn->inst, cn->client_id, link_transport_name(c->link.meta.transport),
+                       ck->version, c->link.meta.peer);
     if (cn->session_present)
         session_resume(cn->s);
     if (c->token_warning_due)
         timers_token_warning(c); /* it does nothing on a connection that session_resume() closed */
     return 0;
+}
+
+/*
+ * A CONNECT refused after its login found the instance: $events hears of it
+ * (what refused it before then, wrong credentials say, is no instance's).
+ */
+static void connect_refused(struct conn *c, const struct connecting *cn)
+{
+    if (!cn->l || !c->end.set)
+        return;
+    systopic_refused(cn->inst, cn->client_id ? cn->client_id : "", "connect",
+                     cn->rule ? cn->rule : "connect", NULL, c->end.why ? c->end.why : "refused");
 }
 
 int handle_connect(struct conn *c, const struct mqtt_packet *p)
@@ -667,6 +702,8 @@ int handle_connect(struct conn *c, const struct mqtt_packet *p)
         rc = connect_activate(c, &cn);
     if (rc == 0)
         rc = connect_accept(c, &cn);
+    if (rc < 0)
+        connect_refused(c, &cn);
     scratch_free(&cn.id);
     /* A login that waits is no failure: the CONNECT stays unread until the broker looked again. */
     return rc == LOGIN_WAITS ? 0 : rc;

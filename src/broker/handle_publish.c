@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "broker/action.h"
 #include "broker/core.h"
 #include "broker/conn.h"
 #include "broker/handlers.h"
@@ -12,6 +13,7 @@
 #include "broker/propbuf.h"
 #include "broker/route.h"
 #include "broker/session.h"
+#include "broker/systopic.h"
 #include "broker/topic.h"
 #include "tenancy/access.h"
 #include "tenancy/catalog.h"
@@ -23,19 +25,22 @@
 #define DENIED_LOG_INTERVAL_SEC 10
 
 /*
- * A PUBLISH the token does not allow is delivered to nobody. MQTT 3.1.1
- * cannot refuse one: it is acknowledged as usual (so the client's flow goes
- * on); MQTT 5 acknowledges it with 0x87.
+ * A PUBLISH the token does not allow, or to a system topic, is delivered to
+ * nobody. MQTT 3.1.1 cannot refuse one: it is acknowledged as usual (so the
+ * client's flow goes on); MQTT 5 acknowledges it with 0x87. `why` says what
+ * refused it: "not allowed by token ID", say.
  */
-static void note_denied(struct conn *c, const char *topic)
+static void note_denied(struct conn *c, const char *topic, const char *why)
 {
     char shown[160];
 
+    systopic_refused(c->session->instance, c->session->client_id, "publish",
+                     c->token && !topic_is_reserved(topic) ? "token" : "system topic", topic, why);
     if (!log_every_due(&c->denied_log, time(NULL), DENIED_LOG_INTERVAL_SEC))
         return;
     log_escape(topic, strlen(topic), shown, sizeof(shown));
-    log_notice("client %s: PUBLISH to '%s' not allowed by token %s: dropped (%llu so far)",
-               c->client_id, shown, c->token->id, (unsigned long long)c->denied_log.count);
+    log_notice("client %s: PUBLISH to '%s' %s: dropped (%llu so far)", c->client_id, shown, why,
+               (unsigned long long)c->denied_log.count);
 }
 
 /*
@@ -82,6 +87,7 @@ static int refuse_over_bytes(struct conn *c, const struct mqtt_publish *pub)
              inst->account->bytes, inst->limits.max_instance_bytes);
     instance_note_refusal(inst, INSTANCE_REFUSED_BYTES, "PUBLISH refused (max-instance-bytes %zu)",
                           inst->limits.max_instance_bytes);
+    systopic_refused(inst, c->session->client_id, "publish", "max-instance-bytes", NULL, why);
     if (pub->qos == 0)
         return 0;
     if (c->out.version == MQTT_V5)
@@ -206,13 +212,51 @@ static int publish_admit(struct conn *c, const struct mqtt_publish *pub)
  */
 static int publish_denied(struct conn *c, const struct mqtt_publish *pub, const char *topic)
 {
-    note_denied(c, topic);
+    char why[96];
+
+    if (topic_is_reserved(topic))
+        snprintf(why, sizeof(why), "not allowed: only the broker publishes to system topics");
+    else if (strcmp(topic, TOPIC_SYS_ACTION) == 0 && c->token &&
+             access_may_publish(c->token, topic))
+        snprintf(why, sizeof(why), "not allowed by token %s: it has no action permission",
+                 c->token->id);
+    else
+        snprintf(why, sizeof(why), "not allowed by token %s", c->token ? c->token->id : "-");
+    note_denied(c, topic, why);
     if (!pub->qos)
         return PUBLISH_DONE;
     /* note_denied() logged which token; the client learns no more than the code. */
     if (c->out.version == MQTT_V5)
         return answered(refuse_publish(c, pub, MQTT_RC_NOT_AUTHORIZED, "not authorized"));
     return answered(send_ack(c, pub->qos, pub->packet_id, MQTT_RC_SUCCESS, NULL));
+}
+
+/*
+ * A PUBLISH to $action by a client its token allows: carry it out (it is
+ * routed to nobody). MQTT 5 acknowledges QoS 1/2 with what came of it:
+ * 0x00, 0x10 (no such client) or 0x99 (not an action); QoS 0 and MQTT 3.1.1
+ * hear nothing more than any PUBLISH. Returns PUBLISH_DONE or -1.
+ */
+static int publish_action(struct conn *c, const struct mqtt_publish *pub)
+{
+    char why[192];
+    uint8_t reason = MQTT_RC_SUCCESS;
+
+    switch (action_run(c, pub->payload.data, pub->payload.len, why, sizeof(why))) {
+    case ACTION_SELF:
+        return conn_fail_with(c, MQTT_RC_ADMINISTRATIVE_ACTION, "%s", why);
+    case ACTION_NO_CLIENT:
+        reason = MQTT_RC_NO_MATCHING_SUBSCRIBERS;
+        break;
+    case ACTION_MALFORMED:
+        reason = MQTT_RC_PAYLOAD_FORMAT_INVALID;
+        break;
+    case ACTION_DONE:
+        break;
+    }
+    if (!pub->qos)
+        return PUBLISH_DONE;
+    return answered(send_ack(c, pub->qos, pub->packet_id, reason, reason ? why : NULL));
 }
 
 /*
@@ -239,7 +283,9 @@ static int publish_message(struct conn *c, const struct mqtt_publish *pub,
         goto out;
     }
     char *topic = topic_normalize_wire(topic_in, &sc, &slash);
-    if (topic && !access_may_publish(c->token, topic))
+    if (topic && strcmp(topic, TOPIC_SYS_ACTION) == 0)
+        rc = access_may_act(c->token) ? publish_action(c, pub) : publish_denied(c, pub, topic);
+    else if (topic && (topic_is_reserved(topic) || !access_may_publish(c->token, topic)))
         rc = publish_denied(c, pub, topic);
     else if (topic && !pb.failed &&
              (*m = message_new(topic, strlen(topic), pub->payload.data, pub->payload.len, pub->qos,
@@ -268,6 +314,8 @@ static int publish_retained_refused(struct conn *c, const struct mqtt_publish *p
                  "quota exceeded: instance %s holds %zu retained messages "
                  "(max-retained %zu)",
                  inst->name, topic_tree_retained_count(inst->tree), inst->limits.max_retained);
+    systopic_refused(inst, c->session->client_id, "publish",
+                     core_memory_full(b) ? "max-memory" : "max-retained", NULL, why);
     return answered(refuse_publish(c, pub, MQTT_RC_QUOTA_EXCEEDED, why));
 }
 
@@ -288,6 +336,7 @@ static int publish_deliver(struct conn *c, const struct mqtt_publish *pub, struc
     if (pub->qos == 2 && session_qos2_receive(s, pub->packet_id) < 0)
         return conn_fail(c, "out of memory recording a QoS 2 packet id");
     size_t delivered = route_publish(s->instance, m, s);
+    systopic_published(s->instance, s->client_id, m->topic, m->payload_len, m->qos, m->retain);
     if (!pub->qos)
         return 0;
     return send_ack(c, pub->qos, pub->packet_id,

@@ -11,6 +11,7 @@
 #include "broker/route.h"
 #include "broker/session.h"
 #include "broker/share.h"
+#include "broker/systopic.h"
 #include "broker/timers.h"
 #include "broker/topic.h"
 #include "tenancy/access.h"
@@ -38,20 +39,23 @@ struct refusals {
 };
 
 /*
- * Count a refusal of `filter`; only the first is kept, and each is logged at
- * debug level. The client is told `told`, the log says `why` (which may name
+ * Count a refusal of `filter` by `rule` (a limit, "token", "topic rules");
+ * only the first is kept, and each is logged at debug level and told to
+ * $events. The client is told `told`, the log says `why` (which may name
  * the token and the rule that refused it).
  */
 static void refusal_note(struct conn *c, struct refusals *r, const struct mqtt_buf *filter,
-                         const char *told, const char *why)
+                         const char *rule, const char *told, const char *why)
 {
+    struct session *s = c->session;
     char later[sizeof(r->first_filter)];
     bool first = r->count++ == 0;
     char *shown = first ? r->first_filter : later;
 
-    if (!first && !log_enabled(LOG_LEVEL_DEBUG))
+    if (!first && !log_enabled(LOG_LEVEL_DEBUG) && !systopic_events_watched(s->instance))
         return;
     log_escape(filter->data, filter->len, shown, sizeof(later));
+    systopic_refused(s->instance, s->client_id, "subscribe", rule, shown, why);
     if (first) {
         snprintf(r->first_why, sizeof(r->first_why), "%s", why);
         snprintf(r->first_told, sizeof(r->first_told), "%s", told);
@@ -179,7 +183,7 @@ static void subscribe_leave(struct session *s, const struct session_sub *sub)
 static uint8_t refusal_oom(struct conn *c, struct refusals *r, const struct mqtt_buf *filter)
 {
     r->out_of_memory++;
-    refusal_note(c, r, filter, "out of memory", "out of memory");
+    refusal_note(c, r, filter, "memory", "out of memory", "out of memory");
     return refused(c, MQTT_RC_UNSPECIFIED);
 }
 
@@ -196,12 +200,12 @@ static uint8_t filter_refusal(struct conn *c, const struct mqtt_buf *filter,
         snprintf(why, sizeof(why),
                  "a shared subscription needs $share/GROUP/FILTER, GROUP "
                  "without wildcards");
-        refusal_note(c, r, filter, why, why);
+        refusal_note(c, r, filter, "topic rules", why, why);
         return refused(c, MQTT_RC_TOPIC_FILTER_INVALID);
     }
     if (filter_check(filter, fp, c->session->instance->limits.max_topic_length, why, sizeof(why)) <
         0) {
-        refusal_note(c, r, filter, why, why);
+        refusal_note(c, r, filter, "topic rules", why, why);
         return refused(c, MQTT_RC_TOPIC_FILTER_INVALID);
     }
     return 0;
@@ -225,12 +229,12 @@ static uint8_t access_refusal(struct conn *c, const struct mqtt_buf *filter, con
                  "not authorized: not allowed by token %s (outside its sub "
                  "filters)",
                  c->token->id);
-        refusal_note(c, r, filter, "not authorized", why);
+        refusal_note(c, r, filter, "token", "not authorized", why);
         return refused(c, MQTT_RC_NOT_AUTHORIZED);
     case ACCESS_DENIED:
         /* 0x80: the broker does not say which of a token's prohibitions this is. */
         snprintf(why, sizeof(why), "not allowed by token %s (a deny-sub filter)", c->token->id);
-        refusal_note(c, r, filter, "not authorized", why);
+        refusal_note(c, r, filter, "token", "not authorized", why);
         return MQTT_SUBACK_FAILURE;
     }
     return 0;
@@ -255,7 +259,7 @@ static uint8_t quota_refusal(struct conn *c, const struct mqtt_buf *filter, cons
                  "quota exceeded: already %zu subscriptions "
                  "(max-subscriptions %zu)",
                  s->sub_count, l->max_subscriptions);
-        refusal_note(c, r, filter, why, why);
+        refusal_note(c, r, filter, "max-subscriptions", why, why);
         return refused(c, MQTT_RC_QUOTA_EXCEEDED);
     }
     if (instance_over_bytes(s->instance)) {
@@ -263,7 +267,7 @@ static uint8_t quota_refusal(struct conn *c, const struct mqtt_buf *filter, cons
                  "quota exceeded: instance holds %zu bytes "
                  "(max-instance-bytes %zu)",
                  s->instance->account->bytes, l->max_instance_bytes);
-        refusal_note(c, r, filter, why, why);
+        refusal_note(c, r, filter, "max-instance-bytes", why, why);
         r->over_quota++;
         instance_note_refusal(s->instance, INSTANCE_REFUSED_BYTES,
                               "new subscriptions refused (max-instance-bytes %zu)",
@@ -297,6 +301,7 @@ static uint8_t subscribe_take(struct conn *c, const struct mqtt_buf *filter,
         log_escape(filter->data, filter->len, shown, sizeof(shown));
         log_debug("client %s: subscribed to '%s' at QoS %u", c->client_id, shown, qos);
     }
+    systopic_subscribed(s->instance, s->client_id, sub->filter, qos);
     /* No retained messages for a shared subscription (MQTT 5 4.8.2). */
     unsigned handling = c->out.version == MQTT_V5 ? MQTT_SUB_OPT_RETAIN_HANDLING(sub->options) : 0;
     if (!fp->shared && (handling == 0 || (handling == 1 && is_new))) {
@@ -455,9 +460,16 @@ static void subscribe_follow_up(struct conn *c, const struct subscribing *sb)
      * connection: the rest would then go to the session's offline queue
      * instead, so they stop there.
      */
-    for (size_t k = 0; k < sb->count; k++)
-        if (sb->granted[k].filter && c->state == CONN_ACTIVE)
-            route_send_retained(s->instance, s, sb->granted[k].filter, &sb->granted[k].sub);
+    for (size_t k = 0; k < sb->count; k++) {
+        const struct granted *g = &sb->granted[k];
+        if (!g->filter || c->state != CONN_ACTIVE)
+            continue;
+        route_send_retained(s->instance, s, g->filter, &g->sub);
+        /* $info is no retained message, but is sent as one. */
+        if (g->filter[0] == '$' && topic_filter_matches(g->filter, TOPIC_SYS_INFO, false) &&
+            c->state == CONN_ACTIVE)
+            systopic_info_send(s->instance, s, &g->sub);
+    }
     /* Subscribed to [mqtt]tokenevents after the warning's time: it goes out now. */
     if (c->token_warning_due && s->token_events)
         timers_token_warning(c);
@@ -521,6 +533,7 @@ static int unsubscribe_one(struct conn *c, const struct mqtt_topic_entry *e, uin
     if (sub) {
         subscribe_leave(s, sub);
         session_sub_forget(s, key);
+        systopic_unsubscribed(s->instance, s->client_id, key);
         *code = MQTT_RC_SUCCESS;
     }
     free(key);

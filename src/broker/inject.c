@@ -10,6 +10,7 @@
 #include "broker/login.h"
 #include "broker/message.h"
 #include "broker/route.h"
+#include "broker/systopic.h"
 #include "broker/topic.h"
 #include "tenancy/access.h"
 #include "tenancy/catalog.h"
@@ -65,6 +66,7 @@ static enum inject_status inject_admit(struct instance *inst, size_t len, struct
     if (len > l->max_payload) {
         snprintf(res->why, sizeof(res->why), "payload of %zu bytes exceeds max-payload %zu", len,
                  l->max_payload);
+        systopic_refused(inst, NULL, "publish", "max-payload", NULL, res->why);
         return INJECT_TOO_LARGE;
     }
     if (instance_over_bytes(inst)) {
@@ -74,6 +76,7 @@ static enum inject_status inject_admit(struct instance *inst, size_t len, struct
         instance_note_refusal(inst, INSTANCE_REFUSED_BYTES,
                               "HTTP publish refused (max-instance-bytes %zu)",
                               l->max_instance_bytes);
+        systopic_refused(inst, NULL, "publish", "max-instance-bytes", NULL, res->why);
         return INJECT_OVER_BYTES;
     }
     double wait = instance_rate_take(inst, NULL);
@@ -82,6 +85,7 @@ static enum inject_status inject_admit(struct instance *inst, size_t len, struct
         snprintf(res->why, sizeof(res->why),
                  "over the instance's message rate (max-instance-messages-per-second %zu)",
                  l->max_instance_messages_per_second);
+        systopic_refused(inst, NULL, "publish", "max-instance-messages-per-second", NULL, res->why);
         return INJECT_RATE;
     }
     return INJECT_OK;
@@ -107,8 +111,12 @@ enum inject_status inject_publish(struct instance *inst, const struct catalog_to
     if (!name)
         return INJECT_NO_MEMORY;
     topic_normalize(topic, topic_len, name, &slash);
-    if (!access_may_publish(token, name)) {
-        snprintf(res->why, sizeof(res->why), "not authorized to publish to this topic");
+    if (topic_is_reserved(name) || !access_may_publish(token, name)) {
+        snprintf(res->why, sizeof(res->why), "%s",
+                 topic_is_reserved(name) ? "only the broker publishes to the system topics"
+                                         : "not authorized to publish to this topic");
+        systopic_refused(inst, NULL, "publish", topic_is_reserved(name) ? "system topic" : "token",
+                         name, res->why);
         st = INJECT_DENIED;
     } else if ((st = inject_admit(inst, len, res)) == INJECT_OK) {
         struct message *m = message_new(name, strlen(name), payload, len, qos, retain, NULL);
@@ -123,6 +131,7 @@ enum inject_status inject_publish(struct instance *inst, const struct catalog_to
                 st = INJECT_RETAINED_FULL;
             } else {
                 res->delivered = route_publish(inst, m, NULL);
+                systopic_published(inst, NULL, name, len, qos, retain);
             }
             message_unref(m);
         }

@@ -39,7 +39,20 @@ struct instance *instance_new(struct broker *b, const char *name, const struct l
         return NULL;
     }
     topic_tree_set_account(inst->tree, inst->account);
+    inst->sys.sample_ms = clock_ms(); /* $info's first rates count from here */
     return inst;
+}
+
+/* The system topics' events and the messages still waiting to be routed. */
+static void instance_sys_free(struct instance_sys *sys)
+{
+    if (sys->flush_ev)
+        event_free(sys->flush_ev);
+    if (sys->dropped_ev)
+        event_free(sys->dropped_ev);
+    for (size_t i = 0; i < sys->pending_count; i++)
+        message_unref(sys->pending[i]);
+    free(sys->pending);
 }
 
 static void instance_release_retained(void *msg)
@@ -53,6 +66,7 @@ void instance_free(struct instance *inst)
         return;
     tap_all_gone(&inst->taps);
     /* Its sessions went first (broker_drop_instance): they held its share groups. */
+    instance_sys_free(&inst->sys);
     strmap_clear(&inst->sessions);
     strmap_clear(&inst->shares);
     topic_tree_free(inst->tree, instance_release_retained);
@@ -96,4 +110,28 @@ double instance_rate_wait(struct instance *inst, struct bucket *conn_rate)
         return wait;
     }
     return 0;
+}
+
+void instance_sub_counted(struct instance *inst, const char *filter, int delta)
+{
+    if (filter[0] != '$')
+        return; /* the usual filter: no system topic can match it */
+    if (topic_filter_matches(filter, TOPIC_SYS_EVENTS, false))
+        inst->sys.events_watchers += (size_t)delta;
+    if (topic_filter_matches(filter, TOPIC_SYS_INFO, false))
+        inst->sys.info_watchers += (size_t)delta;
+}
+
+struct message *instance_retain(struct instance *inst, const char *topic, struct message *m,
+                                bool *ok)
+{
+    struct message *old = topic_tree_retain(inst->tree, topic, m, ok);
+
+    if (!*ok)
+        return old;
+    if (m)
+        inst->retained_bytes += m->payload_len;
+    if (old)
+        inst->retained_bytes -= old->payload_len;
+    return old;
 }

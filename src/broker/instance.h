@@ -23,11 +23,33 @@
 
 struct broker;
 struct catalog_token;
+struct event;
 struct durable_backlog;
 struct message;
 struct session;
 struct session_sub;
 struct tap;
+
+/*
+ * What the system topics keep for an instance (systopic.h builds on it):
+ * who watches, the cap on $events, and the counters at the last $info
+ * interval. The counts of watchers are kept here, where subscriptions are
+ * recorded, so that an instance nobody watches pays one test per event.
+ */
+struct instance_sys {
+    size_t events_watchers; /* subscriptions whose filter matches $events */
+    size_t info_watchers;   /* ... $info */
+    struct bucket events_rate;
+    uint64_t events_dropped;  /* events over the cap since the last "dropped" event */
+    struct event *dropped_ev; /* says "dropped" once the cap allows; owned (systopic.c) */
+    struct message **pending; /* made, waiting to be routed from the loop; owned refs */
+    size_t pending_count, pending_cap;
+    struct event *flush_ev; /* routes `pending`; owned (made by systopic.c) */
+    /* $info's rates: the counters at the start of the last interval, and its rates. */
+    uint64_t sample_ms;
+    uint64_t sample_in, sample_out, sample_bytes_in, sample_bytes_out;
+    double rate_in, rate_out, rate_bytes_in, rate_bytes_out; /* per second */
+};
 
 /* What an instance at one of its limits turned away, each logged on its own. */
 enum instance_refusal {
@@ -52,12 +74,21 @@ struct instance {
     struct strmap sessions;               /* client id -> struct session (owned) */
     size_t persistent_sessions; /* sessions with an expiry, online or not (max-sessions) */
     struct strmap shares;       /* "GROUP/FILTER" -> struct share_group (owned) */
-    uint64_t messages_in;       /* PUBLISHes accepted */
-    uint64_t messages_out;      /* deliveries handed to sessions */
-    uint64_t queue_drops;       /* queued messages dropped: a full queue, or over max-memory */
-    uint64_t expired_drops;     /* queued messages dropped at their expiry */
-    size_t conn_count;          /* live connections logged in to it (max-connections) */
-    struct bucket rate;         /* max-instance-messages-per-second, shared by its conns */
+    /*
+     * Cumulative counters (metrics read them): what its clients published
+     * (PUBLISHes accepted and wills), and the deliveries of those and of the
+     * system topics' messages to its sessions. Bytes are payload bytes.
+     */
+    uint64_t messages_in;
+    uint64_t messages_out;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t queue_drops;    /* queued messages dropped: a full queue, or over max-memory */
+    uint64_t expired_drops;  /* queued messages dropped at their expiry */
+    size_t retained_bytes;   /* payload bytes of its retained messages */
+    struct instance_sys sys; /* the system topics' state */
+    size_t conn_count;       /* live connections logged in to it (max-connections) */
+    struct bucket rate;      /* max-instance-messages-per-second, shared by its conns */
     struct log_every retained_refused;           /* retained messages not kept at max-retained */
     struct log_every kept_slowed;                /* publishers held back for the database writer */
     struct log_every refused[INSTANCE_REFUSALS]; /* what its limits turned away */
@@ -72,6 +103,22 @@ struct instance *instance_new(struct broker *b, const char *name, const struct l
  * have been freed first (they hold subscriptions in the tree and share groups).
  */
 void instance_free(struct instance *inst);
+
+/*
+ * A subscription to the normalised `filter` (its share group's filter for a
+ * shared one) was recorded (`delta` 1) or forgotten (-1): count it when it
+ * watches a system topic.
+ */
+void instance_sub_counted(struct instance *inst, const char *filter, int delta);
+
+/*
+ * topic_tree_retain() on the instance's tree, keeping retained_bytes: set
+ * the retained message of `topic` to `m` (NULL clears it). Returns the one
+ * replaced (the caller releases it), or `m` itself with *ok false when out
+ * of memory.
+ */
+struct message *instance_retain(struct instance *inst, const char *topic, struct message *m,
+                                bool *ok);
 
 /* Does the instance hold max-instance-bytes or more? Its own traffic is refused then. */
 static inline bool instance_over_bytes(const struct instance *inst)

@@ -168,7 +168,7 @@ static int restore_retained(struct restore *r, const struct journal_record *rec)
         return 0;
     }
     struct message *old =
-        topic_tree_retain(inst->tree, rec->name, message_ref(restore_charge(m, inst)), &ok);
+        instance_retain(inst, rec->name, message_ref(restore_charge(m, inst)), &ok);
     if (!ok) {
         message_unref(old); /* the reference just taken */
         return -ENOMEM;

@@ -201,7 +201,7 @@ static void route_retain(struct instance *inst, struct message *m)
         return;
     }
     struct message *old =
-        topic_tree_retain(inst->tree, m->topic, m->payload_len ? message_ref(m) : NULL, &ok);
+        instance_retain(inst, m->topic, m->payload_len ? message_ref(m) : NULL, &ok);
     if (!ok) {
         log_error("out of memory retaining a message on %s", m->topic);
         message_unref(old); /* it is the reference we just took */
@@ -215,7 +215,7 @@ static void route_retain(struct instance *inst, struct message *m)
             route_keep_retained(inst, m->topic, m->payload_len ? m : NULL);
         return;
     }
-    message_unref(topic_tree_retain(inst->tree, m->topic, NULL, &ok));
+    message_unref(instance_retain(inst, m->topic, NULL, &ok));
     if (log_every_due(&inst->retained_refused, time(NULL), ROUTE_RETAINED_LOG_INTERVAL_SEC))
         log_notice("instance %s: %zu retained messages (max-retained): '%s' delivered but not "
                    "retained (%llu so far)",
@@ -243,14 +243,12 @@ static const uint32_t *match_ids(const struct broker *b, const struct broker_mat
     return ids;
 }
 
-size_t route_publish(struct instance *inst, struct message *m, const struct session *origin)
+/* Route `m` to the matching sessions (see route_publish); returns how many it went to. */
+static size_t route_deliver(struct instance *inst, struct message *m, const struct session *origin)
 {
     struct broker *b = inst->broker;
     struct route r = {.broker = b, .origin = origin, .topic = m->topic};
 
-    inst->messages_in++;
-    if (inst->taps)
-        tap_show(inst->taps, m);
     if (m->retain)
         route_retain(inst, m);
 
@@ -274,10 +272,27 @@ size_t route_publish(struct instance *inst, struct message *m, const struct sess
         d.sub_ids = match_ids(b, match, &ids, &d.sub_id_count);
         session_deliver(match->session, m, &d);
         inst->messages_out++;
+        inst->bytes_out += m->payload_len;
     }
     scratch_free(&ids);
     b->routing--;
     return delivered;
+}
+
+size_t route_publish(struct instance *inst, struct message *m, const struct session *origin)
+{
+    inst->messages_in++;
+    inst->bytes_in += m->payload_len;
+    if (inst->taps)
+        tap_show(inst->taps, m);
+    return route_deliver(inst, m, origin);
+}
+
+size_t route_publish_system(struct instance *inst, struct message *m)
+{
+    if (inst->taps)
+        tap_show(inst->taps, m);
+    return route_deliver(inst, m, NULL);
 }
 
 struct retained_ctx {
@@ -326,9 +341,9 @@ void route_send_retained(struct instance *inst, struct session *s, const char *f
     for (size_t i = 0; i < ctx.expired_count; i++) {
         struct message *m = ctx.expired[i];
         bool ok;
-        struct message *now = topic_tree_retain(inst->tree, m->topic, NULL, &ok);
+        struct message *now = instance_retain(inst, m->topic, NULL, &ok);
         if (now != m && now) {
-            topic_tree_retain(inst->tree, m->topic, now, &ok);
+            instance_retain(inst, m->topic, now, &ok);
         } else {
             message_unref(now);
             route_keep_retained(inst, m->topic, NULL);

@@ -43,10 +43,18 @@ bool route_will(struct instance *inst, struct message *will, const struct catalo
  * when `m->retain`, update the retained store (an empty payload clears it).
  * `origin` is the publishing session (NULL for a will or the broker's own):
  * its No Local subscriptions are skipped. A new retained topic beyond
- * max-retained is delivered but not kept (and logged). Returns how many
- * sessions it went to. The caller keeps its reference to `m`.
+ * max-retained is delivered but not kept (and logged). Counts it in the
+ * instance's messages_in and bytes_in, and each delivery in messages_out and
+ * bytes_out. Returns how many sessions it went to. The caller keeps its
+ * reference to `m`.
  */
 size_t route_publish(struct instance *inst, struct message *m, const struct session *origin);
+
+/*
+ * route_publish() for the broker's own message on a system topic (never
+ * retained): not counted as one its clients published.
+ */
+size_t route_publish_system(struct instance *inst, struct message *m);
 
 /*
  * Would retaining `m` add a topic beyond max-retained, or a message while the

@@ -230,6 +230,17 @@ static void session_idset_free(struct session *s, struct idset *set)
     idset_free(set);
 }
 
+/*
+ * The filter of `sub` as the topic tree matches it: a shared one's without
+ * "$share/GROUP/". Read from the key, not the group, which may be gone by
+ * the time the record is forgotten.
+ */
+static const char *session_sub_plain(const struct session_sub *sub)
+{
+    const char *slash = sub->share ? strchr(sub->filter + strlen("$share/"), '/') : NULL;
+    return slash ? slash + 1 : sub->filter;
+}
+
 void session_free(struct session *s)
 {
     if (!s)
@@ -238,6 +249,7 @@ void session_free(struct session *s)
     session_keep_id(s, JOURNAL_SESSION_DROP, 0, NULL);
     s->kept_id = 0;
     for (size_t i = 0; i < s->sub_count; i++) {
+        instance_sub_counted(s->instance, session_sub_plain(&s->subs[i]), -1);
         if (s->subs[i].share)
             share_leave(s->instance, s->subs[i].share, s);
         else
@@ -291,6 +303,8 @@ int session_sub_record(struct session *s, const struct session_sub *sub, int is_
         session_charge(s, strlen(copy) + 1);
         rec = &s->subs[s->sub_count++];
         rec->filter = copy;
+        rec->share = sub->share;
+        instance_sub_counted(s->instance, session_sub_plain(rec), 1);
     }
     rec->options = sub->options;
     rec->leading_slash = sub->leading_slash;
@@ -306,6 +320,7 @@ int session_sub_forget(struct session *s, const char *filter)
     if (!sub)
         return -ENOENT;
     session_keep_id(s, JOURNAL_SUB_DROP, 0, sub->filter);
+    instance_sub_counted(s->instance, session_sub_plain(sub), -1);
     session_release(s, strlen(sub->filter) + 1);
     free(sub->filter);
     *sub = s->subs[--s->sub_count];

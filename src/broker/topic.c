@@ -596,6 +596,22 @@ static const char *level_next(const char *p)
     return *e ? e + 1 : NULL;
 }
 
+/* Is `topic` the system topic `name` or below it? */
+static bool topic_at_or_below(const char *topic, const char *name)
+{
+    size_t n = strlen(name);
+    return strncmp(topic, name, n) == 0 && (topic[n] == '\0' || topic[n] == '/');
+}
+
+bool topic_is_reserved(const char *topic)
+{
+    if (topic[0] != '$')
+        return false;
+    if (topic_at_or_below(topic, TOPIC_SYS_EVENTS) || topic_at_or_below(topic, TOPIC_SYS_INFO))
+        return true;
+    return topic_at_or_below(topic, TOPIC_SYS_ACTION) && strcmp(topic, TOPIC_SYS_ACTION) != 0;
+}
+
 bool topic_filter_matches(const char *filter, const char *topic, bool dollar_too)
 {
     const char *f = filter, *t = topic;

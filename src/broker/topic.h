@@ -79,6 +79,23 @@ bool topic_filter_matches(const char *filter, const char *topic, bool dollar_too
  */
 bool topic_filter_covers(const char *outer, const char *inner, bool dollar_too);
 
+/*
+ * The system topics of every instance (systopic.h): the broker publishes
+ * $events and $info, and reads what a client publishes to $action. Their
+ * first level starts with '$', so no filter starting with a wildcard
+ * matches them.
+ */
+#define TOPIC_SYS_EVENTS "$events"
+#define TOPIC_SYS_INFO "$info"
+#define TOPIC_SYS_ACTION "$action"
+
+/*
+ * Is the normalised topic name `topic` one that no client may publish to:
+ * $events, $info or a topic below one of them, or a topic below $action
+ * ($action itself is the broker's to read, not to route)?
+ */
+bool topic_is_reserved(const char *topic);
+
 /* One subscription as the tree stores it. */
 struct topic_sub {
     void *owner;        /* the subscriber (a session, or a share group when `shared`);

@@ -36,6 +36,13 @@ enum link_transport {
     LINK_WSS = 3,
 };
 
+/* The transport as listeners name it: "tcp", "tls", "ws" or "wss". */
+static inline const char *link_transport_name(enum link_transport t)
+{
+    static const char *const names[] = {"tcp", "tls", "ws", "wss"};
+    return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : "?";
+}
+
 /* What the listener knows about a new connection. */
 struct link_meta {
     enum link_transport transport;

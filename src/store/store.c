@@ -154,6 +154,8 @@ static const char *const migrations[] = {
     "  packet_id INTEGER NOT NULL,"
     "  PRIMARY KEY (session, packet_id)"
     ") WITHOUT ROWID;",
+    /* 4: a token may close its instance's clients through $action (aviaryctl --allow-action) */
+    "ALTER TABLE tokens ADD COLUMN allow_action INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define MIGRATION_COUNT ((int64_t)(sizeof(migrations) / sizeof(migrations[0])))
@@ -1070,9 +1072,10 @@ static int token_insert(struct store *s, const struct store_token_spec *spec,
         hex_encode(raw, sizeof(raw), id);
         rc = run(s, err, errlen,
                  "INSERT INTO tokens(id, instance, label, secret_hash, created, expires,"
-                 " client_id, revoked) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-                 "ssshizs", id, spec->instance, spec->label ? spec->label : "", hash,
-                 (int64_t)time(NULL), spec->expires, spec->client_id);
+                 " client_id, revoked, allow_action) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                 "ssshizsi", id, spec->instance, spec->label ? spec->label : "", hash,
+                 (int64_t)time(NULL), spec->expires, spec->client_id,
+                 (int64_t)(spec->allow_action ? 1 : 0));
         if (rc == 0 || s->last_rc != SQLITE_CONSTRAINT_PRIMARYKEY)
             break;
     }
@@ -1128,7 +1131,7 @@ out:
 struct token_acc {
     char *id, *instance, *label, *client_id;
     int64_t created, expires;
-    bool revoked;
+    bool revoked, allow_action;
     uint8_t hash[STORE_HASH_LEN];
     struct str_list filters[FILTER_KINDS];
 };
@@ -1159,6 +1162,7 @@ static void token_acc_emit(struct token_acc *a, store_token_fn fn, void *ctx)
         .expires = a->expires,
         .client_id = a->client_id,
         .revoked = a->revoked,
+        .allow_action = a->allow_action,
         .secret_hash = a->hash,
         .pub = filters_of(&a->filters[0]),
         .sub = filters_of(&a->filters[1]),
@@ -1184,6 +1188,7 @@ static int token_acc_start(struct store *s, struct token_acc *a, sqlite3_stmt *s
     a->created = sqlite3_column_int64(st, 3);
     a->expires = sqlite3_column_int64(st, 4); /* NULL reads as 0: a key */
     a->revoked = sqlite3_column_int64(st, 6) != 0;
+    a->allow_action = sqlite3_column_int64(st, 8) != 0;
     if (hash == NULL || sqlite3_column_bytes(st, 7) != STORE_HASH_LEN)
         return fail(err, errlen, STORE_E_DB, "database %s: token %s has no valid secret hash",
                     s->path, a->id);
@@ -1201,7 +1206,7 @@ static int token_acc_add_filter(struct token_acc *a, const char *kind, const cha
 
 #define TOKEN_SELECT                                                                               \
     "SELECT t.id, t.instance, t.label, t.created, t.expires, t.client_id, t.revoked,"              \
-    " t.secret_hash, f.kind, f.filter"                                                             \
+    " t.secret_hash, t.allow_action, f.kind, f.filter"                                             \
     " FROM tokens t LEFT JOIN token_filters f ON f.token = t.id"
 
 /* Call `fn` per token the query returns (rows of one token are adjacent). */
@@ -1221,8 +1226,8 @@ static int token_query(struct store *s, sqlite3_stmt *st, store_token_fn fn, voi
             token_acc_emit(&acc, fn, ctx);
         if (acc.id == NULL && (rc = token_acc_start(s, &acc, st, err, errlen)) < 0)
             goto out;
-        if (sqlite3_column_type(st, 8) != SQLITE_NULL) {
-            const char *kind = col_text(st, 8), *filter = col_text(st, 9);
+        if (sqlite3_column_type(st, 9) != SQLITE_NULL) {
+            const char *kind = col_text(st, 9), *filter = col_text(st, 10);
             if (kind == NULL || token_acc_add_filter(&acc, kind, filter) < 0) {
                 rc = nomem(err, errlen);
                 goto out;

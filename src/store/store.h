@@ -36,7 +36,7 @@ enum store_error {
 #define STORE_TOKEN_ID_LEN 16  /* lowercase hex characters */
 #define STORE_SECRET_LEN 43    /* base64url of 32 random bytes, no padding */
 #define STORE_NAME_MAX 64      /* instance and plan names */
-#define STORE_SCHEMA_VERSION 3 /* PRAGMA user_version of a current database */
+#define STORE_SCHEMA_VERSION 4 /* PRAGMA user_version of a current database */
 
 /*
  * What the broker keeps (store/keep.h): the messages no retained topic,
@@ -142,13 +142,18 @@ struct store_filters {
     size_t count;
 };
 
-/* Permissions: empty allow lists allow everything; a deny wins over an allow. */
+/*
+ * Permissions: empty allow lists allow everything; a deny wins over an allow.
+ * $action (closing another client) needs allow_action as well as publish
+ * permission for the topic $action.
+ */
 struct store_token_spec {
     const char *instance;
     const char *label;     /* NULL: none */
     int64_t expires;       /* Unix time; 0: never (a key) */
     const char *client_id; /* NULL: any client id */
     struct store_filters pub, sub, deny_pub, deny_sub;
+    bool allow_action; /* may close its instance's clients through $action */
 };
 
 struct store_token {
@@ -159,6 +164,7 @@ struct store_token {
     int64_t expires;       /* 0: a key */
     const char *client_id; /* NULL: any */
     bool revoked;
+    bool allow_action;          /* may close its instance's clients through $action */
     const uint8_t *secret_hash; /* STORE_HASH_LEN bytes */
     struct store_filters pub, sub, deny_pub, deny_sub;
 };

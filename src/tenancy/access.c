@@ -55,3 +55,8 @@ bool access_may_read(const struct catalog_token *t, const char *topic)
 {
     return !t || topic_allowed(&t->sub, &t->deny_sub, topic);
 }
+
+bool access_may_act(const struct catalog_token *t)
+{
+    return !t || (t->allow_action && access_may_publish(t, TOPIC_SYS_ACTION));
+}

@@ -37,4 +37,10 @@ enum access_verdict access_subscribe_verdict(const struct catalog_token *t, cons
 /* May it receive a message published to `topic`? Checked at every delivery. */
 bool access_may_read(const struct catalog_token *t, const char *topic);
 
+/*
+ * May it act on its instance through $action (close a client)? Only with the
+ * action permission and publish permission for $action itself.
+ */
+bool access_may_act(const struct catalog_token *t);
+
 #endif

@@ -107,6 +107,7 @@ static void load_token(void *ctx, const struct store_token *st)
     t->refs = 1;
     snprintf(t->id, sizeof(t->id), "%s", st->id);
     t->expires = st->expires;
+    t->allow_action = st->allow_action;
     memcpy(t->hash, st->secret_hash, SECRET_HASH_LEN);
     if (!(t->instance = strdup(st->instance)) || !(t->label = strdup(st->label)) ||
         (st->client_id && !(t->client_id = strdup(st->client_id))) ||

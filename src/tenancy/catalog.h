@@ -45,6 +45,7 @@ struct catalog_token {
     char *client_id;               /* owned; NULL: any client id */
     uint8_t hash[SECRET_HASH_LEN]; /* SHA-256 of the secret (secret_hash) */
     struct catalog_filters pub, sub, deny_pub, deny_sub;
+    bool allow_action; /* may close its instance's clients through $action */
 };
 
 struct catalog_instance {

@@ -33,7 +33,7 @@ void web_view(struct web *w, struct http_request *req, const char *what);
 void web_error(struct http_request *req, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Append `len` bytes of `s` to `out` as a JSON string (quotes and escapes). */
+/* Append `len` bytes of `s` to `out` as a JSON string (util/json.h's escaping). */
 void web_json_string(struct evbuffer *out, const char *s, size_t len);
 
 /*

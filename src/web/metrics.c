@@ -42,7 +42,8 @@ static void metric_value(struct evbuffer *out, const char *name, const char *typ
 
 /* What the process adds up over its instances. */
 struct metrics_totals {
-    unsigned long long messages_in, messages_out, sessions, retained, subscriptions;
+    unsigned long long messages_in, messages_out, bytes_in, bytes_out, sessions, retained,
+        retained_bytes, subscriptions;
     unsigned long long refusals[INSTANCE_REFUSALS], retained_refused;
     unsigned long long queue_drops, expired_drops;
 };
@@ -58,6 +59,9 @@ static void metrics_sum(struct broker *b, struct metrics_totals *t)
             break;
         t->messages_in += inst->messages_in;
         t->messages_out += inst->messages_out;
+        t->bytes_in += inst->bytes_in;
+        t->bytes_out += inst->bytes_out;
+        t->retained_bytes += inst->retained_bytes;
         t->sessions += inst->sessions.count;
         t->retained += topic_tree_retained_count(inst->tree);
         t->subscriptions += topic_tree_sub_count(inst->tree);
@@ -96,9 +100,15 @@ static void metrics_process(struct web *w, struct evbuffer *out)
                  "Messages published to the broker (MQTT, HTTP, wills).", t.messages_in);
     metric_value(out, "aviary_messages_sent_total", "counter",
                  "Deliveries of messages to sessions.", t.messages_out);
+    metric_value(out, "aviary_bytes_received_total", "counter",
+                 "Payload bytes of the messages published to the broker.", t.bytes_in);
+    metric_value(out, "aviary_bytes_sent_total", "counter",
+                 "Payload bytes of the deliveries to sessions.", t.bytes_out);
     metric_value(out, "aviary_sessions", "gauge", "Sessions, connected or not.", t.sessions);
     metric_value(out, "aviary_subscriptions", "gauge", "Subscriptions.", t.subscriptions);
     metric_value(out, "aviary_retained_messages", "gauge", "Retained messages.", t.retained);
+    metric_value(out, "aviary_retained_bytes", "gauge", "Payload bytes of the retained messages.",
+                 t.retained_bytes);
     metric_value(out, "aviary_held_bytes", "gauge",
                  "Bytes held for all instances (messages, queues, subscriptions).",
                  b->held ? b->held->bytes : 0);
@@ -170,6 +180,18 @@ static unsigned long long read_out(const struct instance *i)
 {
     return i->messages_out;
 }
+static unsigned long long read_bytes_in(const struct instance *i)
+{
+    return i->bytes_in;
+}
+static unsigned long long read_bytes_out(const struct instance *i)
+{
+    return i->bytes_out;
+}
+static unsigned long long read_retained_bytes(const struct instance *i)
+{
+    return i->retained_bytes;
+}
 static unsigned long long read_held(const struct instance *i)
 {
     return i->account->bytes;
@@ -194,6 +216,12 @@ static const struct instance_metric instance_metrics[] = {
     {"aviary_instance_messages_received_total", "counter", "Messages published to the instance.",
      read_in},
     {"aviary_instance_messages_sent_total", "counter", "Deliveries within the instance.", read_out},
+    {"aviary_instance_bytes_received_total", "counter",
+     "Payload bytes of the messages published to the instance.", read_bytes_in},
+    {"aviary_instance_bytes_sent_total", "counter",
+     "Payload bytes of the deliveries within the instance.", read_bytes_out},
+    {"aviary_instance_retained_bytes", "gauge",
+     "Payload bytes of the instance's retained messages.", read_retained_bytes},
 };
 
 /*

@@ -249,7 +249,8 @@ static void view_stream_message(void *ctx, const struct message *m)
 {
     struct view_stream *v = ctx;
 
-    if (v->token && !access_may_read(v->token, m->topic))
+    /* $info is the snapshot's business; $events are the instance's events. */
+    if (strcmp(m->topic, "$info") == 0 || (v->token && !access_may_read(v->token, m->topic)))
         return;
     if (v->shown >= VIEW_TAIL_PER_SEC || http_stream_pending(v->req) > VIEW_MAX_PENDING) {
         v->dropped++;
@@ -259,8 +260,13 @@ static void view_stream_message(void *ctx, const struct message *m)
     struct evbuffer *line = evbuffer_new();
     if (!line)
         return;
-    evbuffer_add(line, "event: message\ndata: ", 21);
-    view_message(line, m);
+    if (strcmp(m->topic, "$events") == 0) { /* the event itself, as JSON */
+        evbuffer_add(line, "event: event\ndata: ", 19);
+        evbuffer_add(line, m->payload, m->payload_len);
+    } else {
+        evbuffer_add(line, "event: message\ndata: ", 21);
+        view_message(line, m);
+    }
     evbuffer_add(line, "\n\n", 2);
     size_t len = evbuffer_get_length(line);
     http_stream_write(v->req, evbuffer_pullup(line, -1), len);

@@ -11,6 +11,7 @@
 #include "broker/core.h"
 #include "net/http.h"
 #include "util/base64.h"
+#include "util/json.h"
 #include "util/log.h"
 #include "web/handlers.h"
 
@@ -72,24 +73,17 @@ struct http_server *web_http(struct web *w)
 
 void web_json_string(struct evbuffer *out, const char *s, size_t len)
 {
-    size_t plain = 0;
+    struct json j;
+    size_t n;
 
-    evbuffer_add(out, "\"", 1);
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch >= 0x20 && ch != '"' && ch != '\\')
-            continue;
-        evbuffer_add(out, s + plain, i - plain);
-        plain = i + 1;
-        if (ch == '"' || ch == '\\')
-            evbuffer_add_printf(out, "\\%c", ch);
-        else if (ch == '\n')
-            evbuffer_add(out, "\\n", 2);
-        else
-            evbuffer_add_printf(out, "\\u%04x", ch);
-    }
-    evbuffer_add(out, s + plain, len - plain);
-    evbuffer_add(out, "\"", 1);
+    json_init(&j);
+    json_string_n(&j, s, len);
+    char *text = json_take(&j, &n);
+    if (text)
+        evbuffer_add(out, text, n);
+    else
+        evbuffer_add(out, "null", 4);
+    free(text);
 }
 
 void web_error(struct http_request *req, int status, const char *fmt, ...)

@@ -1134,6 +1134,9 @@ def test_metrics_desktop():
             pub.publish(topic, b"2", qos=1, retain=True)
             pub.publish(topic + "/x", b"3", qos=0)
             sub.wait_messages(2, topic=topic)
+            # The QoS 0 publish has no acknowledgement to wait for: wait for its count.
+            wait_for(lambda: _m(_metrics(hp), "aviary_messages_received_total") == 3, 5,
+                     what="aviary_messages_received_total == 3")
             m = _metrics(hp)
             for name, labels, want in [
                     ("aviary_connections", {"transport": "tcp"}, 2),

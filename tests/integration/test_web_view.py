@@ -105,6 +105,12 @@ def test_page_shows_clients_topics_and_the_live_tail():
                 pub.publish("home/hall/motion", tail.encode(), qos=1)
                 time.sleep(0.3)
             _wait_page(browser, "#tail", tail, timeout=1)
+            # The instance's events too: a client that comes now.
+            late = RawClient(b.port)
+            late_id = unique("late")
+            late.connect(late_id)
+            _wait_page(browser, "#tail", "connected " + late_id)
+            late.disconnect()
             # A few seconds of traffic, so that the chart has a line to show.
             for i in range(40):
                 if browser.evaluate("state.points.filter((p) => p.in > 0).length") >= 3:

@@ -134,6 +134,7 @@ struct seen_token {
     char client_id[64]; /* "(any)" for NULL */
     long long created, expires;
     bool revoked;
+    bool allow_action;
     uint8_t hash[STORE_HASH_LEN];
     char filters[4][128]; /* space-separated, per kind */
 };
@@ -164,6 +165,7 @@ static void collect_token(void *ctx, const struct store_token *tok)
     x->created = tok->created;
     x->expires = tok->expires;
     x->revoked = tok->revoked;
+    x->allow_action = tok->allow_action;
     memcpy(x->hash, tok->secret_hash, STORE_HASH_LEN);
     filters_text(x->filters[0], sizeof(x->filters[0]), &tok->pub);
     filters_text(x->filters[1], sizeof(x->filters[1]), &tok->sub);
@@ -326,6 +328,7 @@ START_TEST(test_version_1_database_is_migrated)
     sql_exec(db_path("v1"), "DROP TABLE kept_messages; DROP TABLE kept_retained; "
                             "DROP TABLE kept_sessions; DROP TABLE kept_subscriptions; "
                             "DROP TABLE kept_outgoing; DROP TABLE kept_qos2");
+    sql_exec(db_path("v1"), "ALTER TABLE tokens DROP COLUMN allow_action");
     sql_exec(db_path("v1"), "PRAGMA user_version = 1");
     s = open_ok("v1");
     ck_assert_int_eq(sql_int(db_path("v1"), "PRAGMA user_version"), STORE_SCHEMA_VERSION);
@@ -333,6 +336,38 @@ START_TEST(test_version_1_database_is_migrated)
     ck_assert_int_eq(n, 1);
     ck_assert_int_eq(store_instance_create(s, "new", NULL, err, sizeof(err)), 0);
     ck_assert_int_ne(sql_int(db_path("v1"), "SELECT serial FROM instances WHERE name = 'new'"), 0);
+    store_close(s);
+}
+END_TEST
+
+/*
+ * A version 3 database (before the action permission) is migrated: its
+ * tokens keep everything and may not act; new ones may when created so.
+ */
+START_TEST(test_version_3_database_is_migrated)
+{
+    struct store *s = open_ok("v3");
+    struct store_token_spec spec = {.instance = "old", .allow_action = true};
+    char id[STORE_TOKEN_ID_LEN + 1], secret[STORE_SECRET_LEN + 1], err[ERRLEN] = "";
+    char old_id[STORE_TOKEN_ID_LEN + 1];
+    struct seen_tokens st;
+
+    ck_assert_int_eq(store_instance_create(s, "old", NULL, err, sizeof(err)), 0);
+    make_token(s, "old", old_id, secret);
+    store_close(s);
+    sql_exec(db_path("v3"), "ALTER TABLE tokens DROP COLUMN allow_action");
+    sql_exec(db_path("v3"), "PRAGMA user_version = 3");
+    s = open_ok("v3");
+    ck_assert_int_eq(sql_int(db_path("v3"), "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+    list_tokens(s, "old", &st);
+    ck_assert_uint_eq(st.n, 1);
+    ck_assert_str_eq(st.t[0].id, old_id);
+    ck_assert(!st.t[0].allow_action);
+    ck_assert_int_eq(store_token_create(s, &spec, id, secret, err, sizeof(err)), 0);
+    all_tokens(s, &st);
+    ck_assert_uint_eq(st.n, 2);
+    ck_assert(st.t[0].allow_action != st.t[1].allow_action);
+    ck_assert(strcmp(st.t[0].id, id) == 0 ? st.t[0].allow_action : st.t[1].allow_action);
     store_close(s);
 }
 END_TEST
@@ -613,6 +648,7 @@ START_TEST(test_token_created_with_filters_reads_back)
     ck_assert_str_eq(st.t[0].client_id, "device-7");
     ck_assert_int_eq(st.t[0].expires, 2000000000);
     ck_assert(!st.t[0].revoked);
+    ck_assert(!st.t[0].allow_action);
     ck_assert_str_eq(st.t[0].filters[0], "sensors/# a/+/b"); /* in the order given */
     ck_assert_str_eq(st.t[0].filters[1], "");
     ck_assert_str_eq(st.t[0].filters[2], "");
@@ -839,6 +875,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_a_deleted_default_plan_is_made_again);
     tcase_add_test(tc, test_a_newer_schema_version_is_refused);
     tcase_add_test(tc, test_version_1_database_is_migrated);
+    tcase_add_test(tc, test_version_3_database_is_migrated);
     tcase_add_test(tc, test_a_file_that_is_not_sqlite_is_refused);
     tcase_add_test(tc, test_a_missing_directory_is_refused);
     tcase_add_test(tc, test_a_directory_is_refused);
