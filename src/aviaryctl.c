@@ -18,9 +18,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "broker/topic.h"
 #include "store/keep.h"
 #include "store/store.h"
+#include "tenancy/manage.h"
+#include "tenancy/manage_json.h"
 #include "util/config.h"
 #include "util/limits.h"
 #include "util/log.h"
@@ -32,12 +33,6 @@ enum ctl_exit {
     CTL_EXIT_NOMEM = 3,
 };
 
-/* Topic filters are MQTT strings; one more byte is kept for a leading '/'. */
-#define CTL_FILTER_MAX 65534
-#define CTL_LABEL_MAX 1024
-#define CTL_CLIENT_ID_MAX 65535
-/* A token living longer than a century is a mistake in the duration. */
-#define CTL_TTL_MAX (100LL * 365 * 24 * 3600)
 /* Room for an argument or a name quoted in a message. */
 #define CTL_SHOWN 72
 
@@ -66,11 +61,10 @@ static const struct {
 };
 
 /* The four filter lists, in the order of struct store_token_spec. */
-#define FILTER_KINDS 4
+#define FILTER_KINDS MANAGE_FILTER_KINDS
 static const char *const filter_option[FILTER_KINDS] = {"--pub", "--sub", "--deny-pub",
                                                         "--deny-sub"};
 static const char *const filter_key[FILTER_KINDS] = {"pub", "sub", "deny-pub", "deny-sub"};
-static const char *const filter_json_key[FILTER_KINDS] = {"pub", "sub", "deny_pub", "deny_sub"};
 
 /* One filter option as given; `text` points into argv. */
 struct raw_filter {
@@ -78,23 +72,16 @@ struct raw_filter {
     const char *text;
 };
 
-/* Normalised copies of a token's filters, checked as SUBSCRIBE filters are. */
-struct filter_lists {
-    char **items[FILTER_KINDS];
-    size_t count[FILTER_KINDS];
-};
-
 struct args {
     const char *operands[3];
     size_t operand_count;
     const char *plan, *label, *ttl, *client_id;
-    bool allow_action;
+    bool allow_action;          /* --allow-action, copied into `token` by its check */
     struct raw_filter *filters; /* up to argc of them; owned */
     size_t filter_count;
     /* what a command's check made of the text above */
-    unsigned long long value; /* the set commands' VALUE */
-    int64_t now, expires;     /* token create: its clock, and the expiry (0: a key) */
-    struct filter_lists lists;
+    unsigned long long value;  /* the set commands' VALUE */
+    struct manage_token token; /* token create: checked, its filters normalised */
 };
 
 struct ctl {
@@ -152,137 +139,11 @@ static int out_of_memory(void)
 
 /* ---- text and JSON output --------------------------------------------------- */
 
-/* The length of the well-formed UTF-8 sequence at `p`, or 0. Never reads past a NUL. */
-static size_t utf8_sequence(const unsigned char *p)
-{
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf)
-        return (p[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (p[0] >= 0xe0 && p[0] <= 0xef) {
-        /* no overlong forms, no UTF-16 surrogates */
-        unsigned char lo = p[0] == 0xe0 ? 0xa0 : 0x80, hi = p[0] == 0xed ? 0x9f : 0xbf;
-        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 ? 3 : 0;
-    }
-    if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-        unsigned char lo = p[0] == 0xf0 ? 0x90 : 0x80, hi = p[0] == 0xf4 ? 0x8f : 0xbf;
-        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 && (p[3] & 0xc0) == 0x80 ? 4 : 0;
-    }
-    return 0;
-}
-
 /* Text from the database on one line of text output: control characters become '?'. */
 static void text_put(FILE *out, const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
         fputc(*p < 0x20 || *p == 0x7f ? '?' : *p, out);
-}
-
-/* The characters a JSON string escapes with a letter, and their letters. */
-static const char json_named[] = "\"\\\n\r\t";
-static const char json_letter[] = "\"\\nrt";
-
-/* A JSON string; bytes that are not UTF-8 become U+FFFD, so the output always parses. */
-static void json_string(FILE *out, const char *s)
-{
-    fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p != '\0';) {
-        size_t n = utf8_sequence(p);
-        if (n == 0) {
-            fputs("\\ufffd", out);
-            p++;
-            continue;
-        }
-        if (n > 1) {
-            fwrite(p, 1, n, out);
-            p += n;
-            continue;
-        }
-        const char *named = strchr(json_named, *p); /* *p is not NUL here */
-        if (named != NULL)
-            fprintf(out, "\\%c", json_letter[named - json_named]);
-        else if (*p < 0x20 || *p == 0x7f)
-            fprintf(out, "\\u%04x", *p);
-        else
-            fputc(*p, out);
-        p++;
-    }
-    fputc('"', out);
-}
-
-static void json_string_or_null(FILE *out, const char *s)
-{
-    if (s != NULL)
-        json_string(out, s);
-    else
-        fputs("null", out);
-}
-
-static void json_strings(FILE *out, const struct store_filters *f)
-{
-    fputc('[', out);
-    for (size_t i = 0; i < f->count; i++) {
-        if (i > 0)
-            fputs(", ", out);
-        json_string(out, f->items[i]);
-    }
-    fputc(']', out);
-}
-
-/*
- * The opening of a JSON object: `members` holds a key, its string value, the
- * next key... and NULL. Keys are plain words of ours; the caller closes it.
- */
-static void json_members(FILE *out, const char *const *members)
-{
-    for (size_t i = 0; members[i] != NULL; i += 2) {
-        fprintf(out, "%s\"%s\": ", i == 0 ? "{" : ", ", members[i]);
-        json_string(out, members[i + 1]);
-    }
-}
-
-/* Limits as a JSON object of numbers: a plan's, or an instance's own. */
-static void json_limits(FILE *out, const struct store_limit *limits, size_t count)
-{
-    fputc('{', out);
-    for (size_t i = 0; i < count; i++) {
-        if (i > 0)
-            fputs(", ", out);
-        json_string(out, limits[i].name);
-        fprintf(out, ": %llu", limits[i].value);
-    }
-    fputc('}', out);
-}
-
-/* ISO 8601 in UTC, e.g. 2026-11-23T07:30:00Z. */
-static const char *iso_time(int64_t t, char *buf, size_t size)
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-
-    if (gmtime_r(&tt, &tm) == NULL || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        snprintf(buf, size, "@%lld", (long long)t);
-    return buf;
-}
-
-/* The opening of a list element: "[" before the first, "," between, one per line. */
-static void json_list_next(FILE *out, size_t *n)
-{
-    fputs(*n == 0 ? "[\n  " : ",\n  ", out);
-    (*n)++;
-}
-
-static void json_list_end(FILE *out, size_t n)
-{
-    fputs(n == 0 ? "[]\n" : "\n]\n", out);
-}
-
-/* An instance's JSON object up to the value of its "limits", which differs by command. */
-static void json_instance(FILE *out, const char *name, const char *plan, const char *when,
-                          size_t tokens)
-{
-    json_members(out, (const char *const[]){"name", name, "plan", plan, NULL});
-    fprintf(out, ", \"created\": \"%s\", \"tokens\": %zu, \"limits\": ", when, tokens);
 }
 
 static void report(const struct ctl *ctl, const char *const *members, const char *json_rest,
@@ -298,7 +159,7 @@ static void report(const struct ctl *ctl, const char *const *members, const char
     va_list ap;
 
     if (ctl->json) {
-        json_members(ctl->out, members);
+        manage_json_members(ctl->out, members);
         fprintf(ctl->out, "%s\n", json_rest);
         return;
     }
@@ -310,138 +171,38 @@ static void report(const struct ctl *ctl, const char *const *members, const char
 
 /* ---- checks made before the database is opened -------------------------------- */
 
-/* "90s", "15m", "2h", "7d": a positive integer and one unit. Seconds, or -1. */
-static long long duration_parse(const char *text)
-{
-    long long n = 0, unit;
-    const char *p = text;
-
-    if (*p < '0' || *p > '9')
-        return -1;
-    for (; *p >= '0' && *p <= '9'; p++) {
-        n = n * 10 + (*p - '0');
-        if (n > CTL_TTL_MAX)
-            return -1;
-    }
-    switch (*p) {
-    case 's':
-        unit = 1;
-        break;
-    case 'm':
-        unit = 60;
-        break;
-    case 'h':
-        unit = 3600;
-        break;
-    case 'd':
-        unit = 24 * 3600;
-        break;
-    default:
-        return -1;
-    }
-    if (p[1] != '\0' || n == 0 || n > CTL_TTL_MAX / unit)
-        return -1;
-    return n * unit;
-}
-
-/* A label or client id: UTF-8 without control characters, at most `max` bytes. */
-static int text_check(const char *option, const char *text, size_t max)
-{
-    size_t len = strlen(text);
-
-    if (len > max)
-        return complain(CTL_EXIT_USAGE, "%s: longer than %zu bytes", option, max);
-    for (const unsigned char *p = (const unsigned char *)text; *p != '\0';) {
-        size_t n = utf8_sequence(p);
-        if (n == 0)
-            return complain(CTL_EXIT_USAGE, "%s: not valid UTF-8", option);
-        if (n == 1 && (*p < 0x20 || *p == 0x7f))
-            return complain(CTL_EXIT_USAGE, "%s: control characters are not allowed", option);
-        p += n;
-    }
-    return 0;
-}
-
 /* `instance set`, `plan set`: VALUE as aviary.conf(5) takes the limit; the message names it. */
 static int check_limit(struct args *a)
 {
     char err[768];
 
-    if (limits_parse(a->operands[1], a->operands[2], &a->value, err, sizeof(err)) < 0)
+    if (manage_limit_value(a->operands[1], a->operands[2], &a->value, err, sizeof(err)) < 0)
         return complain(CTL_EXIT_USAGE, "%s", err);
     return 0;
 }
 
-static void filter_lists_free(struct filter_lists *f)
-{
-    for (int k = 0; k < FILTER_KINDS; k++) {
-        for (size_t i = 0; i < f->count[k]; i++)
-            free(f->items[k][i]);
-        free(f->items[k]);
-    }
-}
-
-static int filter_lists_fill(struct filter_lists *f, const struct args *a)
-{
-    char buf[CTL_SHOWN];
-
-    for (int k = 0; k < FILTER_KINDS; k++)
-        if ((f->items[k] = calloc(a->filter_count + 1, sizeof(char *))) == NULL)
-            return out_of_memory();
-    for (size_t i = 0; i < a->filter_count; i++) {
-        const struct raw_filter *raw = &a->filters[i];
-        size_t len = strlen(raw->text);
-        bool slash;
-        int rc = topic_check_filter(raw->text, len, CTL_FILTER_MAX);
-
-        if (rc == TOPIC_E_TOO_LONG)
-            return complain(CTL_EXIT_USAGE, "%s '%s': longer than %d characters",
-                            filter_option[raw->kind], log_escape_str(raw->text, buf, sizeof(buf)),
-                            CTL_FILTER_MAX);
-        if (rc != TOPIC_OK)
-            return complain(CTL_EXIT_USAGE, "%s '%s': %s", filter_option[raw->kind],
-                            log_escape_str(raw->text, buf, sizeof(buf)), topic_strerror(rc));
-        char *norm = malloc(len + 1);
-        if (norm == NULL)
-            return out_of_memory();
-        topic_normalize(raw->text, len, norm, &slash);
-        f->items[raw->kind][f->count[raw->kind]++] = norm;
-    }
-    return 0;
-}
-
-static struct store_filters filters_of(const struct filter_lists *f, int kind)
-{
-    return (struct store_filters){.items = (const char *const *)f->items[kind],
-                                  .count = f->count[kind]};
-}
-
-/* `token create`: the duration, the texts and the filters. */
+/* `token create`: the duration, the texts and the filters, in this order. */
 static int check_token(struct args *a)
 {
-    char buf[CTL_SHOWN];
-    int rc;
+    struct manage_token *t = &a->token;
+    char err[768];
+    int rc = 0;
 
-    a->now = (int64_t)time(NULL);
-    if (a->ttl != NULL) {
-        long long ttl = duration_parse(a->ttl);
-        if (ttl < 0) {
-            return complain(CTL_EXIT_USAGE,
-                            "--ttl: bad duration '%s' (a positive number and s, m, h or d, "
-                            "e.g. 90s, 15m, 2h, 7d; at most 100 years)",
-                            log_escape_str(a->ttl, buf, sizeof(buf)));
-        }
-        a->expires = a->now + ttl;
+    manage_token_init(t, NULL);
+    t->allow_action = a->allow_action;
+    if (a->ttl != NULL)
+        rc = manage_token_ttl(t, "--ttl", a->ttl, err, sizeof(err));
+    if (rc == 0 && a->label != NULL)
+        rc = manage_token_label(t, "--label", a->label, strlen(a->label), err, sizeof(err));
+    if (rc == 0 && a->client_id != NULL)
+        rc = manage_token_client_id(t, "--client-id", a->client_id, strlen(a->client_id), err,
+                                    sizeof(err));
+    for (size_t i = 0; rc == 0 && i < a->filter_count; i++) {
+        const struct raw_filter *raw = &a->filters[i];
+        rc = manage_token_filter(t, raw->kind, filter_option[raw->kind], raw->text,
+                                 strlen(raw->text), err, sizeof(err));
     }
-    if (a->label != NULL && (rc = text_check("--label", a->label, CTL_LABEL_MAX)) != 0)
-        return rc;
-    if (a->client_id != NULL) {
-        if (a->client_id[0] == '\0')
-            return complain(CTL_EXIT_USAGE, "--client-id: empty");
-        if ((rc = text_check("--client-id", a->client_id, CTL_CLIENT_ID_MAX)) != 0)
-            return rc;
-    }
-    return filter_lists_fill(&a->lists, a);
+    return rc == 0 ? 0 : store_failed(rc, err);
 }
 
 /* ---- the database ------------------------------------------------------------- */
@@ -454,15 +215,6 @@ static int ctl_open(struct ctl *ctl)
     if (ctl->store == NULL)
         return complain(CTL_EXIT_DB, "%s", err);
     return 0;
-}
-
-/* The index of limit `name` among limits_name(), or -1. */
-static long limit_index(const char *name)
-{
-    for (size_t i = 0; i < limits_count(); i++)
-        if (strcmp(limits_name(i), name) == 0)
-            return (long)i;
-    return -1;
 }
 
 /* ---- instance ----------------------------------------------------------------- */
@@ -496,7 +248,7 @@ static int list_end(const struct list_state *ls, int rc, const char *err, const 
     if (rc < 0)
         return store_failed(rc, err);
     if (ls->ctl->json)
-        json_list_end(ls->ctl->out, ls->n);
+        manage_json_list_end(ls->ctl->out, ls->n);
     else if (ls->n == 0 && none != NULL)
         fprintf(ls->ctl->out, "%s\n", none);
     return 0;
@@ -508,12 +260,10 @@ static void list_instance(void *arg, const struct store_instance *inst)
     FILE *out = ls->ctl->out;
     char when[32];
 
-    iso_time(inst->created, when, sizeof(when));
+    manage_iso_time(inst->created, when, sizeof(when));
     if (ls->ctl->json) {
-        json_list_next(out, &ls->n);
-        json_instance(out, inst->name, inst->plan, when, inst->token_count);
-        json_limits(out, inst->overrides, inst->override_count);
-        fputc('}', out);
+        manage_json_list_next(out, &ls->n);
+        manage_json_instance_listed(out, inst);
         return;
     }
     if (ls->n++ == 0)
@@ -531,107 +281,32 @@ static int cmd_instance_list(struct ctl *ctl, const struct args *a)
     return list_end(&ls, rc, err, "no instances");
 }
 
-/* An instance and its effective limits, each with where its value comes from. */
-struct show_state {
-    bool failed;
-    char *name, *plan;
-    int64_t created;
-    size_t tokens;
-    unsigned long long *value; /* per limit index */
-    const char **source;       /* "config", "plan" or "instance" */
-};
-
-static void show_instance(void *arg, const struct store_instance *inst)
-{
-    struct show_state *ss = arg;
-
-    if ((ss->name = strdup(inst->name)) == NULL || (ss->plan = strdup(inst->plan)) == NULL) {
-        ss->failed = true;
-        return;
-    }
-    ss->created = inst->created;
-    ss->tokens = inst->token_count;
-    for (size_t i = 0; i < inst->override_count; i++) {
-        long k = limit_index(inst->overrides[i].name);
-        if (k >= 0) {
-            ss->value[k] = inst->overrides[i].value;
-            ss->source[k] = "instance";
-        }
-    }
-}
-
-static void show_plan(void *arg, const char *plan, const struct store_limit *limits, size_t count)
-{
-    struct show_state *ss = arg;
-
-    if (ss->plan == NULL || strcmp(plan, ss->plan) != 0)
-        return;
-    for (size_t i = 0; i < count; i++) {
-        long k = limit_index(limits[i].name);
-        /* the instance's own value wins over its plan's */
-        if (k >= 0 && strcmp(ss->source[k], "instance") != 0) {
-            ss->value[k] = limits[i].value;
-            ss->source[k] = "plan";
-        }
-    }
-}
-
-static void show_print(const struct ctl *ctl, const struct show_state *ss)
+static void show_print(const struct ctl *ctl, const struct manage_instance_view *v)
 {
     FILE *out = ctl->out;
-    size_t n = limits_count();
     char when[32];
 
-    iso_time(ss->created, when, sizeof(when));
     if (ctl->json) {
-        json_instance(out, ss->name, ss->plan, when, ss->tokens);
-        fputc('{', out);
-        for (size_t i = 0; i < n; i++)
-            fprintf(out, "%s\n  \"%s\": {\"value\": %llu, \"source\": \"%s\"}", i ? "," : "",
-                    limits_name(i), ss->value[i], ss->source[i]);
-        fputs("\n}}\n", out);
+        manage_json_instance_view(out, v);
         return;
     }
-    fprintf(out, "name: %s\nplan: %s\ncreated: %s\ntokens: %zu\nlimits:\n", ss->name, ss->plan,
-            when, ss->tokens);
-    for (size_t i = 0; i < n; i++)
-        fprintf(out, "  %-24s %12llu  %s\n", limits_name(i), ss->value[i], ss->source[i]);
+    fprintf(out, "name: %s\nplan: %s\ncreated: %s\ntokens: %zu\nlimits:\n", v->name, v->plan,
+            manage_iso_time(v->created, when, sizeof(when)), v->tokens);
+    for (size_t i = 0; i < limits_count(); i++)
+        fprintf(out, "  %-24s %12llu  %s\n", limits_name(i), v->value[i], v->source[i]);
 }
 
 static int cmd_instance_show(struct ctl *ctl, const struct args *a)
 {
-    size_t n = limits_count();
-    struct show_state ss = {0};
+    struct manage_instance_view v;
     char err[512];
-    int rc = 0;
+    int rc = manage_instance_view(ctl->store, &ctl->base, a->operands[0], &v, err, sizeof(err));
 
-    ss.value = calloc(n, sizeof(*ss.value));
-    ss.source = calloc(n, sizeof(*ss.source));
-    if (ss.value == NULL || ss.source == NULL) {
-        rc = out_of_memory();
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        ss.value[i] = (unsigned long long)limits_get(&ctl->base, limits_name(i));
-        ss.source[i] = "config";
-    }
-    rc = store_instance_get(ctl->store, a->operands[0], show_instance, &ss, err, sizeof(err));
-    if (rc == 0 && !ss.failed)
-        rc = store_plan_list(ctl->store, show_plan, &ss, err, sizeof(err));
-    if (rc < 0) {
+    if (rc < 0)
         rc = store_failed(rc, err);
-        goto out;
-    }
-    if (ss.failed) {
-        rc = out_of_memory();
-        goto out;
-    }
-    show_print(ctl, &ss);
-out:
-    free(ss.name);
-    free(ss.plan);
-    free(ss.value);
-    free(ss.source);
+    else
+        show_print(ctl, &v);
+    manage_instance_view_free(&v);
     return rc;
 }
 
@@ -659,7 +334,7 @@ static int set_limit(struct ctl *ctl, const struct args *a, const char *what,
     if (rc < 0)
         return store_failed(rc, err);
     if (ctl->json) {
-        json_members(out, (const char *const[]){what, a->operands[0], NULL});
+        manage_json_members(out, (const char *const[]){what, a->operands[0], NULL});
         fprintf(out, ", \"limit\": \"%s\", \"value\": %llu}\n", a->operands[1], a->value);
     } else {
         fprintf(out, "%s %s: %s = %llu\n", what, a->operands[0], a->operands[1], a->value);
@@ -680,11 +355,8 @@ static void list_plan(void *arg, const char *plan, const struct store_limit *lim
     FILE *out = ls->ctl->out;
 
     if (ls->ctl->json) {
-        json_list_next(out, &ls->n);
-        json_members(out, (const char *const[]){"name", plan, NULL});
-        fputs(", \"limits\": ", out);
-        json_limits(out, limits, count);
-        fputc('}', out);
+        manage_json_list_next(out, &ls->n);
+        manage_json_plan(out, plan, limits, count);
         return;
     }
     ls->n++;
@@ -711,15 +383,6 @@ static int cmd_plan_set(struct ctl *ctl, const struct args *a)
 
 /* ---- token -------------------------------------------------------------------- */
 
-static const char *token_status(const struct store_token *t, int64_t now)
-{
-    if (t->revoked)
-        return "revoked";
-    if (t->expires != 0 && t->expires <= now)
-        return "expired";
-    return "active";
-}
-
 /* A filter list as text: allow lists are "any" when empty, deny lists "none". */
 static void text_filters(FILE *out, const char *key, const struct store_filters *f, bool deny)
 {
@@ -744,27 +407,10 @@ static void token_print(const struct ctl *ctl, const struct store_token *t, int6
                                                        &t->deny_sub};
     char created[32], expires[32];
 
-    iso_time(t->created, created, sizeof(created));
-    iso_time(t->expires, expires, sizeof(expires));
+    manage_iso_time(t->created, created, sizeof(created));
+    manage_iso_time(t->expires, expires, sizeof(expires));
     if (ctl->json) {
-        fprintf(out, "\"id\": \"%s\", \"instance\": ", t->id);
-        json_string(out, t->instance);
-        fputs(", \"label\": ", out);
-        json_string_or_null(out, t->label[0] != '\0' ? t->label : NULL);
-        if (t->created >= 0)
-            fprintf(out, ", \"created\": \"%s\"", created);
-        fprintf(out, ", \"expires\": %s%s%s, \"key\": %s", t->expires ? "\"" : "",
-                t->expires ? expires : "null", t->expires ? "\"" : "",
-                t->expires ? "false" : "true");
-        fputs(", \"client_id\": ", out);
-        json_string_or_null(out, t->client_id);
-        for (int k = 0; k < FILTER_KINDS; k++) {
-            fprintf(out, ", \"%s\": ", filter_json_key[k]);
-            json_strings(out, lists[k]);
-        }
-        fprintf(out, ", \"allow_action\": %s", t->allow_action ? "true" : "false");
-        if (t->created >= 0)
-            fprintf(out, ", \"status\": \"%s\"", token_status(t, now));
+        manage_json_token_members(out, t, now);
         return;
     }
     fprintf(out, "id: %s\ninstance: %s\n", t->id, t->instance);
@@ -783,50 +429,28 @@ static void token_print(const struct ctl *ctl, const struct store_token *t, int6
         text_filters(out, filter_key[k], lists[k], k >= 2);
     fprintf(out, "action: %s\n", t->allow_action ? "allowed" : "no");
     if (t->created >= 0)
-        fprintf(out, "status: %s\n", token_status(t, now));
+        fprintf(out, "status: %s\n", manage_token_status(t, now));
 }
 
 static int cmd_token_create(struct ctl *ctl, const struct args *a)
 {
     FILE *out = ctl->out;
-    struct store_token_spec spec = {
-        .instance = a->operands[0],
-        .label = a->label != NULL && a->label[0] != '\0' ? a->label : NULL,
-        .expires = a->expires,
-        .client_id = a->client_id,
-        .pub = filters_of(&a->lists, 0),
-        .sub = filters_of(&a->lists, 1),
-        .deny_pub = filters_of(&a->lists, 2),
-        .deny_sub = filters_of(&a->lists, 3),
-        .allow_action = a->allow_action,
-    };
+    struct manage_token request = a->token; /* its filters stay a's */
+    struct store_token t;
     char id[STORE_TOKEN_ID_LEN + 1], secret[STORE_SECRET_LEN + 1], err[512];
-    int rc = store_token_create(ctl->store, &spec, id, secret, err, sizeof(err));
 
+    request.instance = a->operands[0];
+    int rc = manage_token_create(ctl->store, &request, id, secret, &t, err, sizeof(err));
     if (rc < 0) {
         rc = store_failed(rc, err);
         goto out;
     }
-
-    struct store_token t = {
-        .id = id,
-        .instance = spec.instance,
-        .label = spec.label != NULL ? spec.label : "",
-        .created = -1, /* the store's clock, not ours: not shown */
-        .expires = spec.expires,
-        .client_id = spec.client_id,
-        .pub = spec.pub,
-        .sub = spec.sub,
-        .deny_pub = spec.deny_pub,
-        .deny_sub = spec.deny_sub,
-        .allow_action = spec.allow_action,
-    };
     if (ctl->json) {
         fputc('{', out);
-        token_print(ctl, &t, a->now);
+        token_print(ctl, &t, request.now);
         fprintf(out, ", \"secret\": \"%s\"}\n", secret);
     } else {
-        token_print(ctl, &t, a->now);
+        token_print(ctl, &t, request.now);
         fprintf(out, "secret (shown only now; aviary keeps only its hash):\n%s\n", secret);
     }
 out:
@@ -840,7 +464,7 @@ static void list_token(void *arg, const struct store_token *t)
     FILE *out = ls->ctl->out;
 
     if (ls->ctl->json) {
-        json_list_next(out, &ls->n);
+        manage_json_list_next(out, &ls->n);
         fputc('{', out);
         token_print(ls->ctl, t, ls->now);
         fputc('}', out);
@@ -870,6 +494,88 @@ static int cmd_token_revoke(struct ctl *ctl, const struct args *a)
     report(ctl, (const char *const[]){"instance", a->operands[0], "id", a->operands[1], NULL},
            ", \"revoked\": true}", "revoked token %s of instance %s", a->operands[1],
            a->operands[0]);
+    return 0;
+}
+
+/* ---- admin keys --------------------------------------------------------------- */
+
+/* `admin-key create`: the label. */
+static int check_admin_key(struct args *a)
+{
+    char err[512];
+
+    if (a->label != NULL &&
+        manage_label_check("--label", a->label, strlen(a->label), err, sizeof(err)) < 0)
+        return complain(CTL_EXIT_USAGE, "%s", err);
+    return 0;
+}
+
+static int cmd_admin_key_create(struct ctl *ctl, const struct args *a)
+{
+    FILE *out = ctl->out;
+    const char *label = a->label != NULL ? a->label : "";
+    char id[STORE_TOKEN_ID_LEN + 1], secret[STORE_SECRET_LEN + 1], err[512];
+    int rc = store_admin_key_create(ctl->store, label, id, secret, err, sizeof(err));
+
+    if (rc < 0) {
+        rc = store_failed(rc, err);
+        goto out;
+    }
+    if (ctl->json) {
+        fprintf(out, "{\"id\": \"%s\", \"label\": ", id);
+        manage_json_string_or_null(out, label[0] != '\0' ? label : NULL);
+        fprintf(out, ", \"secret\": \"%s\"}\n", secret);
+    } else {
+        fprintf(out, "id: %s\n", id);
+        if (label[0] != '\0') {
+            fputs("label: ", out);
+            text_put(out, label);
+            fputc('\n', out);
+        }
+        fprintf(out, "key (shown only now; aviary keeps only its hash):\n%s\n", secret);
+    }
+out:
+    explicit_bzero(secret, sizeof(secret));
+    return rc;
+}
+
+static void list_admin_key(void *arg, const struct store_admin_key *k)
+{
+    struct list_state *ls = arg;
+    FILE *out = ls->ctl->out;
+    char when[32];
+
+    if (ls->ctl->json) {
+        manage_json_list_next(out, &ls->n);
+        manage_json_admin_key(out, k);
+        return;
+    }
+    if (ls->n++ == 0)
+        fprintf(out, "%-16s  %-20s  %-7s  %s\n", "ID", "CREATED", "STATUS", "LABEL");
+    fprintf(out, "%-16s  %-20s  %-7s  ", k->id, manage_iso_time(k->created, when, sizeof(when)),
+            k->revoked ? "revoked" : "active");
+    text_put(out, k->label);
+    fputc('\n', out);
+}
+
+static int cmd_admin_key_list(struct ctl *ctl, const struct args *a)
+{
+    struct list_state ls = {.ctl = ctl};
+    char err[512];
+    int rc = store_admin_key_list(ctl->store, false, list_admin_key, &ls, err, sizeof(err));
+
+    return list_end(&ls, rc, err, "no admin keys");
+}
+
+static int cmd_admin_key_revoke(struct ctl *ctl, const struct args *a)
+{
+    char err[512];
+    int rc = store_admin_key_revoke(ctl->store, a->operands[0], err, sizeof(err));
+
+    if (rc < 0)
+        return store_failed(rc, err);
+    report(ctl, (const char *const[]){"id", a->operands[0], NULL}, ", \"revoked\": true}",
+           "revoked admin key %s", a->operands[0]);
     return 0;
 }
 
@@ -922,6 +628,15 @@ static const struct command commands[] = {
      cmd_token_create},
     {"token", "list", {"INSTANCE"}, 0, "INSTANCE", NULL, cmd_token_list},
     {"token", "revoke", {"INSTANCE", "TOKEN_ID"}, 0, "INSTANCE TOKEN_ID", NULL, cmd_token_revoke},
+    {"admin-key",
+     "create",
+     {NULL},
+     OPT_LABEL,
+     "[--label TEXT]",
+     check_admin_key,
+     cmd_admin_key_create},
+    {"admin-key", "list", {NULL}, 0, "", NULL, cmd_admin_key_list},
+    {"admin-key", "revoke", {"ID"}, 0, "ID", NULL, cmd_admin_key_revoke},
     /* A command without a verb works on the database file, not through the store. */
     {"backup", "", {"FILE"}, 0, "FILE", NULL, cmd_backup},
 };
@@ -957,8 +672,8 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: aviaryctl [-c CONF | --db PATH] [--json] COMMAND [ARGUMENTS]\n"
             "\n"
-            "Manage the instances, plans and tokens of aviaryd's cloud mode, and back up\n"
-            "its database.\n"
+            "Manage the instances, plans, tokens and admin keys of aviaryd's cloud mode,\n"
+            "and back up its database.\n"
             "\n"
             "Options:\n"
             "  -c, --config CONF  take the database (directive db) and the base limits\n"
@@ -1271,7 +986,7 @@ out:
     }
     store_close(ctl.store);
     free(a.filters);
-    filter_lists_free(&a.lists);
+    manage_token_clear(&a.token);
     config_free(&cfg);
     return rc;
 }

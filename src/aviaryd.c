@@ -23,18 +23,19 @@
 #include "broker/durable.h"
 #include "broker/restore.h"
 #include "net/listener.h"
-#include "web/web.h"
 #include "net/tls.h"
 #include "net/ws.h"
 #include "store/keep.h"
 #include "store/store.h"
 #include "tenancy/catalog.h"
+#include "tenancy/jobs.h"
 #include "tenancy/watcher.h"
 #include "util/clock.h"
 #include "util/config.h"
 #include "util/journal.h"
 #include "util/log.h"
 #include "util/mailbox.h"
+#include "web/web.h"
 
 #define DESKTOP_DEFAULT_LISTEN "tcp://127.0.0.1:1883"
 #define DESKTOP_DEFAULT_LISTEN_WS "ws://127.0.0.1:1884"
@@ -67,6 +68,8 @@ struct daemon_state {
     struct ws_server *ws;     /* when a ws:// or wss:// listener is configured */
     struct web *web;          /* what http:// and https:// listeners serve */
     struct event *catalog_ev; /* the watcher has a new catalog */
+    struct jobs *jobs;        /* cloud mode: the management API's database work */
+    struct event *jobs_ev;    /* jobs are finished */
     struct durable *durable;  /* with a database: what the broker keeps (broker->durable) */
     struct keep_writer *writer;
     struct mailbox *settled; /* batches the writer committed */
@@ -225,6 +228,20 @@ static void catalog_cb(evutil_socket_t fd, short what, void *arg)
     if (cat)
         broker_apply_catalog(d->broker, cat);
     broker_login_rechecked(d->broker, looked);
+    web_looked(d->web, looked);
+}
+
+/* web.h's admin check: a live admin key of the current catalog. */
+static bool admin_key_ok(void *ctx, const char *key)
+{
+    struct daemon_state *d = ctx;
+    return d->broker->catalog && catalog_admin_key(d->broker->catalog, key, strlen(key)) != NULL;
+}
+
+static void jobs_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon_state *d = arg;
+    jobs_finish(d->jobs);
 }
 
 /* A login missed: the broker asks for a fresh look at the database. */
@@ -273,6 +290,19 @@ static int start_watcher(struct daemon_state *d, const struct config *cfg)
         return -1;
     }
     broker_set_recheck(d->broker, recheck_cb, d);
+    /* The management API writes through a thread of its own, never the core's. */
+    d->jobs = jobs_start(db_path(cfg), err, sizeof(err));
+    if (!d->jobs) {
+        log_error("cannot serve the management API: %s", err);
+        return -1;
+    }
+    d->jobs_ev = event_new(d->base, jobs_fd(d->jobs), EV_READ | EV_PERSIST, jobs_cb, d);
+    if (!d->jobs_ev || event_add(d->jobs_ev, NULL) < 0) {
+        log_error("cannot serve the management API: out of memory");
+        return -1;
+    }
+    web_set_jobs(d->web, d->jobs);
+    web_set_admin_check(d->web, admin_key_ok, d);
     return 0;
 }
 
@@ -594,6 +624,8 @@ static void tear_down(struct daemon_state *d, const struct config *cfg, int stat
     close_listeners(d);
     free(d->listeners);
     web_free(d->web);
+    event_drop(d->jobs_ev);
+    jobs_stop(d->jobs); /* after the web: the calls it still runs have lost their requests */
     ws_server_free(d->ws);
     event_drop(d->catalog_ev);
     watcher_stop(d->watcher);

@@ -221,3 +221,25 @@ void broker_apply_catalog(struct broker *b, struct catalog *cat)
     catalog_free(old);
     log_info("catalog: %zu instances, %zu live tokens", cat->instances.count, cat->token_count);
 }
+
+uint64_t broker_look_soon(struct broker *b)
+{
+    if (!b->recheck)
+        return 0;
+    /* A timer already pending asks exactly this one; otherwise it is asked now or soon. */
+    uint64_t n = b->recheck_asked + 1;
+    login_recheck_soon(b);
+    return n;
+}
+
+int broker_close_client(struct broker *b, const char *instance, const char *client_id)
+{
+    struct instance *inst = b->cloud ? strmap_get(&b->instances, instance) : b->local;
+    struct session *s = inst ? strmap_get(&inst->sessions, client_id) : NULL;
+    struct conn *c = s ? s->conn : NULL;
+
+    if (!c || c->state != CONN_ACTIVE)
+        return -1;
+    conn_disconnect(c, MQTT_RC_ADMINISTRATIVE_ACTION, "closed by an administrator");
+    return 0;
+}

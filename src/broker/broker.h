@@ -74,4 +74,21 @@ void broker_set_recheck(struct broker *b, void (*fn)(void *ctx, uint64_t n), voi
  */
 void broker_login_rechecked(struct broker *b, uint64_t n);
 
+/*
+ * Ask for a fresh look at the database (something was just written to it),
+ * within BROKER_RECHECK_INTERVAL_MS. Returns the number of a look that starts
+ * after this call: once broker_login_rechecked() has been told of it, what
+ * was written is in force. Returns 0 when the broker cannot ask (no recheck
+ * set: desktop mode).
+ */
+uint64_t broker_look_soon(struct broker *b);
+
+/*
+ * Close the connection of client `client_id` of instance `instance` for an
+ * administrator: MQTT 5 clients get DISCONNECT 0x98 (Administrative action),
+ * 3.1.1 clients are closed. Its session lives on as a lost connection's does.
+ * Returns 0, or -1 when no such client is connected.
+ */
+int broker_close_client(struct broker *b, const char *instance, const char *client_id);
+
 #endif

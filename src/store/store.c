@@ -156,6 +156,14 @@ static const char *const migrations[] = {
     ") WITHOUT ROWID;",
     /* 4: a token may close its instance's clients through $action (aviaryctl --allow-action) */
     "ALTER TABLE tokens ADD COLUMN allow_action INTEGER NOT NULL DEFAULT 0;",
+    /* 5: the keys of the management API (/admin/), hashed like token secrets */
+    "CREATE TABLE admin_keys ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  label TEXT NOT NULL DEFAULT '',"
+    "  secret_hash BLOB NOT NULL UNIQUE CHECK (length(secret_hash) = 32),"
+    "  created INTEGER NOT NULL,"
+    "  revoked INTEGER NOT NULL DEFAULT 0"
+    ");",
 };
 
 #define MIGRATION_COUNT ((int64_t)(sizeof(migrations) / sizeof(migrations[0])))
@@ -1007,6 +1015,25 @@ int store_instance_list(struct store *s, store_instance_fn fn, void *ctx, char *
     return rc;
 }
 
+int store_instance_set_plan(struct store *s, const char *name, const char *plan, char *err,
+                            size_t errlen)
+{
+    char buf[SHOWN_SIZE];
+    int rc = tx_begin(s, err, errlen);
+
+    if (rc < 0)
+        return rc;
+    rc = run(s, err, errlen, "SELECT 1 FROM plans WHERE name = ?", "s", plan);
+    if (rc == 0)
+        rc = fail(err, errlen, STORE_E_NOT_FOUND, "no plan '%s'",
+                  log_escape_str(plan, buf, sizeof(buf)));
+    if (rc > 0)
+        rc = instance_needed(s, name, err, errlen);
+    if (rc == 0)
+        rc = run(s, err, errlen, "UPDATE instances SET plan = ? WHERE name = ?", "ss", plan, name);
+    return tx_end(s, rc < 0 ? rc : 0, err, errlen);
+}
+
 int store_instance_set_limit(struct store *s, const char *name, const char *limit,
                              unsigned long long value, char *err, size_t errlen)
 {
@@ -1094,21 +1121,34 @@ static int token_insert(struct store *s, const struct store_token_spec *spec,
     return 0;
 }
 
+/* A new secret as its text (STORE_SECRET_LEN + 1 bytes) and the hash kept of it. */
+static int new_secret(char text[STORE_SECRET_LEN + 1], uint8_t hash[STORE_HASH_LEN], char *err,
+                      size_t errlen)
+{
+    uint8_t raw[STORE_SECRET_BYTES];
+    int rc = random_bytes(raw, sizeof(raw), err, errlen);
+
+    if (rc == 0) {
+        base64url_encode(raw, sizeof(raw), text);
+        secret_hash(text, STORE_SECRET_LEN, hash);
+    }
+    OPENSSL_cleanse(raw, sizeof(raw));
+    return rc;
+}
+
 int store_token_create(struct store *s, const struct store_token_spec *spec,
                        char id[STORE_TOKEN_ID_LEN + 1], char secret[STORE_SECRET_LEN + 1],
                        char *err, size_t errlen)
 {
-    uint8_t raw[STORE_SECRET_BYTES], hash[STORE_HASH_LEN];
+    uint8_t hash[STORE_HASH_LEN];
     char text[STORE_SECRET_LEN + 1], new_id[STORE_TOKEN_ID_LEN + 1];
     int rc = check_spec(spec, err, errlen);
 
     if (rc < 0)
         return rc;
-    rc = random_bytes(raw, sizeof(raw), err, errlen);
+    rc = new_secret(text, hash, err, errlen);
     if (rc < 0)
         return rc;
-    base64url_encode(raw, sizeof(raw), text);
-    secret_hash(text, STORE_SECRET_LEN, hash);
 
     rc = tx_begin(s, err, errlen);
     if (rc < 0)
@@ -1122,7 +1162,6 @@ int store_token_create(struct store *s, const struct store_token_spec *spec,
     memcpy(id, new_id, sizeof(new_id));
     memcpy(secret, text, sizeof(text));
 out:
-    OPENSSL_cleanse(raw, sizeof(raw));
     OPENSSL_cleanse(text, sizeof(text));
     return rc;
 }
@@ -1293,4 +1332,80 @@ int store_token_revoke(struct store *s, const char *instance, const char *id, ch
         return rc;
     return fail(err, errlen, STORE_E_NOT_FOUND, "no token '%s' in instance '%s'",
                 log_escape_str(id, buf, sizeof(buf)), log_escape_str(instance, buf2, sizeof(buf2)));
+}
+
+/* ---- admin keys ------------------------------------------------------------ */
+
+int store_admin_key_create(struct store *s, const char *label, char id[STORE_TOKEN_ID_LEN + 1],
+                           char secret[STORE_SECRET_LEN + 1], char *err, size_t errlen)
+{
+    uint8_t hash[STORE_HASH_LEN], raw[STORE_TOKEN_ID_BYTES];
+    char text[STORE_SECRET_LEN + 1], new_id[STORE_TOKEN_ID_LEN + 1];
+    int rc = new_secret(text, hash, err, errlen);
+
+    /* One statement: no transaction needed; a clash of ids is drawn again. */
+    for (int attempt = 0; rc == 0 && attempt < STORE_TOKEN_ID_ATTEMPTS; attempt++) {
+        rc = random_bytes(raw, sizeof(raw), err, errlen);
+        if (rc < 0)
+            break;
+        hex_encode(raw, sizeof(raw), new_id);
+        rc = run(s, err, errlen,
+                 "INSERT INTO admin_keys(id, label, secret_hash, created) VALUES (?, ?, ?, ?)",
+                 "sshi", new_id, label ? label : "", hash, (int64_t)time(NULL));
+        if (rc < 0 && s->last_rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+            continue;
+        break;
+    }
+    if (rc == 0) {
+        memcpy(id, new_id, sizeof(new_id));
+        memcpy(secret, text, sizeof(text));
+    }
+    OPENSSL_cleanse(text, sizeof(text));
+    return rc < 0 ? rc : 0;
+}
+
+int store_admin_key_list(struct store *s, bool live_only, store_admin_key_fn fn, void *ctx,
+                         char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    int rc, step;
+
+    rc = stmt_open(s, &st, err, errlen,
+                   live_only ? "SELECT id, label, created, revoked, secret_hash FROM admin_keys"
+                               " WHERE revoked = 0 ORDER BY created, rowid"
+                             : "SELECT id, label, created, revoked, secret_hash FROM admin_keys"
+                               " ORDER BY created, rowid",
+                   "");
+    if (rc < 0)
+        return rc;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *id = col_text(st, 0), *label = col_text(st, 1);
+        const void *hash = sqlite3_column_blob(st, 4);
+        if (id == NULL || hash == NULL || sqlite3_column_bytes(st, 4) != STORE_HASH_LEN) {
+            rc = fail(err, errlen, STORE_E_DB, "database %s: an admin key has no valid hash",
+                      s->path);
+            break;
+        }
+        struct store_admin_key key = {.id = id,
+                                      .label = label ? label : "",
+                                      .created = sqlite3_column_int64(st, 2),
+                                      .revoked = sqlite3_column_int64(st, 3) != 0,
+                                      .secret_hash = hash};
+        fn(ctx, &key);
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = db_fail(s, step, err, errlen);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int store_admin_key_revoke(struct store *s, const char *id, char *err, size_t errlen)
+{
+    char buf[SHOWN_SIZE];
+    int rc = run(s, err, errlen, "UPDATE admin_keys SET revoked = 1 WHERE id = ?", "s", id);
+
+    if (rc < 0 || sqlite3_changes(s->db) > 0)
+        return rc < 0 ? rc : 0;
+    return fail(err, errlen, STORE_E_NOT_FOUND, "no admin key '%s'",
+                log_escape_str(id, buf, sizeof(buf)));
 }

@@ -36,7 +36,7 @@ enum store_error {
 #define STORE_TOKEN_ID_LEN 16  /* lowercase hex characters */
 #define STORE_SECRET_LEN 43    /* base64url of 32 random bytes, no padding */
 #define STORE_NAME_MAX 64      /* instance and plan names */
-#define STORE_SCHEMA_VERSION 4 /* PRAGMA user_version of a current database */
+#define STORE_SCHEMA_VERSION 5 /* PRAGMA user_version of a current database */
 
 /*
  * What the broker keeps (store/keep.h): the messages no retained topic,
@@ -130,6 +130,10 @@ int store_instance_get(struct store *s, const char *name, store_instance_fn fn, 
 /* Call `fn` once per instance, in name order. */
 int store_instance_list(struct store *s, store_instance_fn fn, void *ctx, char *err, size_t errlen);
 
+/* Move instance `name` to plan `plan` (STORE_E_NOT_FOUND when either is missing). */
+int store_instance_set_plan(struct store *s, const char *name, const char *plan, char *err,
+                            size_t errlen);
+
 /* Override limit `limit` for instance `name` (the value is checked as for plans). */
 int store_instance_set_limit(struct store *s, const char *name, const char *limit,
                              unsigned long long value, char *err, size_t errlen);
@@ -189,5 +193,32 @@ int store_token_all(struct store *s, store_token_fn fn, void *ctx, char *err, si
 /* Revoke token `id` of instance `instance`. Revoking twice is not an error. */
 int store_token_revoke(struct store *s, const char *instance, const char *id, char *err,
                        size_t errlen);
+
+/* ---- admin keys ------------------------------------------------------------ */
+
+/*
+ * The keys of the management API (/admin/ of aviaryd's web). Like a token's,
+ * a key's secret is shown once and only its hash is kept.
+ */
+struct store_admin_key {
+    const char *id;    /* STORE_TOKEN_ID_LEN hex characters */
+    const char *label; /* "" when none */
+    int64_t created;
+    bool revoked;
+    const uint8_t *secret_hash; /* STORE_HASH_LEN bytes */
+};
+
+typedef void (*store_admin_key_fn)(void *ctx, const struct store_admin_key *key);
+
+/* Create an admin key: its id and secret are written as store_token_create()'s are. */
+int store_admin_key_create(struct store *s, const char *label, char id[STORE_TOKEN_ID_LEN + 1],
+                           char secret[STORE_SECRET_LEN + 1], char *err, size_t errlen);
+
+/* Admin keys, oldest first; `live_only`: those not revoked. */
+int store_admin_key_list(struct store *s, bool live_only, store_admin_key_fn fn, void *ctx,
+                         char *err, size_t errlen);
+
+/* Revoke admin key `id` (STORE_E_NOT_FOUND when there is none). Twice is not an error. */
+int store_admin_key_revoke(struct store *s, const char *id, char *err, size_t errlen);
 
 #endif

@@ -130,6 +130,26 @@ oom:
     ld->failed = STORE_E_NOMEM;
 }
 
+static void load_admin_key(void *ctx, const struct store_admin_key *sk)
+{
+    struct load *ld = ctx;
+    struct catalog_admin_key *k = calloc(1, sizeof(*k));
+    char key[HEX_SIZE(SECRET_HASH_LEN)];
+
+    if (ld->failed || !k) {
+        free(k);
+        ld->failed = STORE_E_NOMEM;
+        return;
+    }
+    snprintf(k->id, sizeof(k->id), "%s", sk->id);
+    memcpy(k->hash, sk->secret_hash, SECRET_HASH_LEN);
+    hex_encode(k->hash, SECRET_HASH_LEN, key);
+    if (strmap_put(&ld->cat->admin_keys, key, k, NULL) < 0) {
+        free(k);
+        ld->failed = STORE_E_NOMEM;
+    }
+}
+
 struct catalog *catalog_load(struct store *s, const struct limits *base, char *err, size_t errlen)
 {
     struct load ld = {.base = base};
@@ -147,6 +167,8 @@ struct catalog *catalog_load(struct store *s, const struct limits *base, char *e
         rc = store_instance_list(s, load_instance, &ld, err, errlen);
     if (rc == 0 && !ld.failed)
         rc = store_token_all(s, load_token, &ld, err, errlen);
+    if (rc == 0 && !ld.failed)
+        rc = store_admin_key_list(s, true, load_admin_key, &ld, err, errlen);
     store_read_end(s);
 
     size_t pos = 0;
@@ -180,6 +202,11 @@ void catalog_free(struct catalog *cat)
     struct catalog_token *t;
     while ((t = strmap_next(&cat->tokens, &pos, NULL)))
         catalog_token_unref(t);
+    pos = 0;
+    struct catalog_admin_key *k;
+    while ((k = strmap_next(&cat->admin_keys, &pos, NULL)))
+        free(k);
+    strmap_clear(&cat->admin_keys);
     strmap_clear(&cat->instances);
     strmap_clear(&cat->tokens);
     strmap_clear(&cat->token_ids);
@@ -204,6 +231,19 @@ struct catalog_token *catalog_token_by_secret(const struct catalog *cat, const v
     if (!t || CRYPTO_memcmp(t->hash, hash, sizeof(hash)) != 0)
         return NULL;
     return t;
+}
+
+const char *catalog_admin_key(const struct catalog *cat, const void *key, size_t len)
+{
+    uint8_t hash[SECRET_HASH_LEN];
+    char hex[HEX_SIZE(SECRET_HASH_LEN)];
+
+    secret_hash(key, len, hash);
+    hex_encode(hash, sizeof(hash), hex);
+    const struct catalog_admin_key *k = strmap_get(&cat->admin_keys, hex);
+    if (!k || CRYPTO_memcmp(k->hash, hash, sizeof(hash)) != 0)
+        return NULL;
+    return k->id;
 }
 
 struct catalog_token *catalog_token_by_id(const struct catalog *cat, const char *id)

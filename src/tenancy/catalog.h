@@ -1,6 +1,6 @@
 /*
  * catalog — what the broker knows of the store: every instance with its
- * effective limits, and every token that is not revoked.
+ * effective limits, every token and every admin key that is not revoked.
  *
  * A catalog is a snapshot, built in one go by catalog_load() (in the watcher
  * thread, see watcher.h) and never changed afterwards; the core thread
@@ -54,11 +54,18 @@ struct catalog_instance {
     struct limits limits; /* configuration, then plan, then the instance's overrides */
 };
 
+/* A key of the management API (not revoked). */
+struct catalog_admin_key {
+    char id[CATALOG_TOKEN_ID_LEN + 1];
+    uint8_t hash[SECRET_HASH_LEN];
+};
+
 struct catalog {
     struct strmap instances; /* name -> struct catalog_instance (owned) */
     struct strmap tokens;    /* hex of the secret's hash -> struct catalog_token (one ref) */
     struct strmap token_ids; /* id -> the same token (no ref of its own) */
     size_t token_count;
+    struct strmap admin_keys; /* hex of the key's hash -> struct catalog_admin_key (owned) */
 };
 
 /*
@@ -80,6 +87,12 @@ const struct catalog_instance *catalog_instance(const struct catalog *cat, const
  */
 struct catalog_token *catalog_token_by_secret(const struct catalog *cat, const void *secret,
                                               size_t len);
+
+/*
+ * The id of the admin key `key` (`len` bytes, as sent), or NULL. Found and
+ * compared as catalog_token_by_secret() finds tokens. Memory only.
+ */
+const char *catalog_admin_key(const struct catalog *cat, const void *key, size_t len);
 
 struct catalog_token *catalog_token_by_id(const struct catalog *cat, const char *id);
 

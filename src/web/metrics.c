@@ -27,6 +27,11 @@ static const char *const refusal_reason[INSTANCE_REFUSALS] = {"max-instance-byte
 
 static const char *const transport_name[] = {"tcp", "tls", "ws", "wss"};
 
+const char *web_transport_name(unsigned transport)
+{
+    return transport < 4 ? transport_name[transport] : "unknown";
+}
+
 /* One metric's HELP and TYPE lines. */
 static void metric_head(struct evbuffer *out, const char *name, const char *type, const char *help)
 {
@@ -296,11 +301,9 @@ void web_metrics(struct web *w, struct http_request *req)
         web_error(req, 405, "%s is not served here: GET /metrics", req->method);
         return;
     }
-    if (!(req->listener & HTTP_LISTENER_LOOPBACK) && !web_admin_authorized(w, req)) {
-        http_add_header(req, "WWW-Authenticate", "Bearer realm=\"aviary\"");
-        web_error(req, 401,
-                  "/metrics on a listener beyond loopback needs an admin key "
-                  "(Authorization: Bearer KEY)");
+    enum web_admin_auth auth;
+    if (!(req->listener & HTTP_LISTENER_LOOPBACK) && (auth = web_admin_check(w, req)) != 0) {
+        web_admin_refuse(req, auth, "/metrics on a listener beyond loopback");
         return;
     }
     size_t count = 0;

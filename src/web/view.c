@@ -82,7 +82,7 @@ static int view_login(struct web *w, struct http_request *req, struct view_acces
         a->inst = b->local;
         return 0;
     }
-    if (web_admin_authorized(w, req)) {
+    if (web_admin_check(w, req) == WEB_ADMIN_OK) {
         view_query(req, "instance", user, sizeof(user));
         if (!catalog_instance(b->catalog, user) || !(a->inst = login_instance(b, user))) {
             web_error(req, 404, "no instance named '%s'", user);
@@ -329,7 +329,7 @@ static void view_instances(struct web *w, struct http_request *req)
     size_t pos = 0, n = 0;
     const char *name;
 
-    if (!web_admin_authorized(w, req)) {
+    if (web_admin_check(w, req) != WEB_ADMIN_OK) {
         web_error(req, 401, "the list of instances needs an admin key");
         return;
     }

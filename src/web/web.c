@@ -30,6 +30,8 @@ static void web_handle(void *ctx, struct http_request *req)
         web_metrics(w, req);
     } else if (strncmp(req->path, topics, sizeof(topics) - 1) == 0) {
         web_topics(w, req, req->path + sizeof(topics) - 1);
+    } else if (strcmp(req->path, "/admin") == 0 || strncmp(req->path, "/admin/", 7) == 0) {
+        web_admin(w, req);
     } else if (strcmp(req->path, "/broker") == 0) {
         web_error(req, 404, "name a topic: /broker/TOPIC");
     } else {
@@ -56,7 +58,8 @@ void web_free(struct web *w)
 {
     if (!w)
         return;
-    http_server_free(w->http);
+    http_server_free(w->http); /* aborts what waits; jobs still running are the program's */
+    web_admin_free(w);
     free(w);
 }
 
@@ -64,6 +67,16 @@ void web_set_admin_check(struct web *w, web_admin_fn fn, void *ctx)
 {
     w->admin_ok = fn;
     w->admin_ctx = ctx;
+}
+
+void web_set_jobs(struct web *w, struct jobs *jobs)
+{
+    w->jobs = jobs;
+}
+
+void web_looked(struct web *w, uint64_t n)
+{
+    web_admin_looked(w, n);
 }
 
 struct http_server *web_http(struct web *w)
@@ -134,11 +147,31 @@ int web_basic_auth(const struct http_request *req, char *user, size_t user_size,
     return 0;
 }
 
-bool web_admin_authorized(const struct web *w, const struct http_request *req)
+enum web_admin_auth web_admin_check(const struct web *w, const struct http_request *req)
 {
     const char *auth = http_header(req, "Authorization");
 
-    if (!w->admin_ok || !auth || strncasecmp(auth, "Bearer ", 7) != 0)
-        return false;
-    return w->admin_ok(w->admin_ctx, auth + 7 + strspn(auth + 7, " "));
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
+        return WEB_ADMIN_MISSING;
+    /* Refused before it is looked at: a key must not be tried over a clear channel. */
+    if (!req->over_tls && !(req->listener & HTTP_LISTENER_LOOPBACK) &&
+        !w->broker->allow_keys_without_tls)
+        return WEB_ADMIN_NEEDS_TLS;
+    if (!w->admin_ok || !w->admin_ok(w->admin_ctx, auth + 7 + strspn(auth + 7, " ")))
+        return WEB_ADMIN_WRONG;
+    return WEB_ADMIN_OK;
+}
+
+void web_admin_refuse(struct http_request *req, enum web_admin_auth auth, const char *what)
+{
+    if (auth == WEB_ADMIN_NEEDS_TLS) {
+        web_error(req, 403,
+                  "%s: an admin key crosses only https, or http on a loopback listener "
+                  "(or with allow-keys-without-tls)",
+                  what);
+        return;
+    }
+    http_add_header(req, "WWW-Authenticate", "Bearer realm=\"aviary\"");
+    web_error(req, 401, "%s needs an admin key (Authorization: Bearer KEY)%s", what,
+              auth == WEB_ADMIN_WRONG ? ": the key given is not one" : "");
 }

@@ -4,6 +4,7 @@
  *   GET  /metrics          Prometheus text: the process and every instance
  *   POST /broker/TOPIC     publish the body (?qos=N&retain=true)
  *   GET  /broker/FILTER    the retained messages that match, as JSON
+ *   /admin/...             the management API (cloud mode, admin key; web/admin.c)
  *
  * Every answer is made in the core thread from the broker's own state, so
  * nothing is copied or locked. The program owns the web (and through it the
@@ -15,9 +16,11 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct broker;
 struct http_server;
+struct jobs;
 
 /* HTTP connections open at once, and the largest request body (a publish's payload). */
 #define WEB_MAX_CONNECTIONS 256
@@ -37,6 +40,18 @@ struct web *web_new(struct broker *b);
 void web_free(struct web *w);
 
 void web_set_admin_check(struct web *w, web_admin_fn fn, void *ctx);
+
+/*
+ * The management API's database work goes to `jobs` (tenancy/jobs.h, the
+ * program's: it outlives the web). Until this is set, /admin/ answers 404.
+ */
+void web_set_jobs(struct web *w, struct jobs *jobs);
+
+/*
+ * Every look at the database up to number `n` (broker_look_soon) is done and
+ * its catalog applied: the management API's answers that waited for one go out.
+ */
+void web_looked(struct web *w, uint64_t n);
 
 /* The HTTP server its listeners hand their connections to. */
 struct http_server *web_http(struct web *w);

@@ -43,7 +43,7 @@ from mqtt5 import (  # noqa: E402
 MEMORY_ONLY = "retained messages and sessions are kept in memory only; --db PATH keeps them"
 
 # The schema version this aviaryd writes (PRAGMA user_version).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5  # store.h STORE_SCHEMA_VERSION: 4 added allow_action, 5 admin_keys
 
 # data/schema-v2.sql: a cloud database of schema version 2 and its tokens' secrets.
 V2_FIXTURE = "schema-v2.sql"

@@ -18,6 +18,7 @@
 #include <sqlite3.h>
 
 #include "store/store.h"
+#include "util/hex.h"
 #include "util/secret.h"
 
 #include "check_tap.h"
@@ -329,6 +330,7 @@ START_TEST(test_version_1_database_is_migrated)
                             "DROP TABLE kept_sessions; DROP TABLE kept_subscriptions; "
                             "DROP TABLE kept_outgoing; DROP TABLE kept_qos2");
     sql_exec(db_path("v1"), "ALTER TABLE tokens DROP COLUMN allow_action");
+    sql_exec(db_path("v1"), "DROP TABLE admin_keys");
     sql_exec(db_path("v1"), "PRAGMA user_version = 1");
     s = open_ok("v1");
     ck_assert_int_eq(sql_int(db_path("v1"), "PRAGMA user_version"), STORE_SCHEMA_VERSION);
@@ -356,7 +358,7 @@ START_TEST(test_version_3_database_is_migrated)
     make_token(s, "old", old_id, secret);
     store_close(s);
     sql_exec(db_path("v3"), "ALTER TABLE tokens DROP COLUMN allow_action");
-    sql_exec(db_path("v3"), "PRAGMA user_version = 3");
+    sql_exec(db_path("v3"), "DROP TABLE admin_keys; PRAGMA user_version = 3");
     s = open_ok("v3");
     ck_assert_int_eq(sql_int(db_path("v3"), "PRAGMA user_version"), STORE_SCHEMA_VERSION);
     list_tokens(s, "old", &st);
@@ -368,6 +370,65 @@ START_TEST(test_version_3_database_is_migrated)
     ck_assert_uint_eq(st.n, 2);
     ck_assert(st.t[0].allow_action != st.t[1].allow_action);
     ck_assert(strcmp(st.t[0].id, id) == 0 ? st.t[0].allow_action : st.t[1].allow_action);
+    store_close(s);
+}
+END_TEST
+
+/* Version 4 (before admin keys) gains the admin_keys table and keeps its tokens. */
+START_TEST(test_version_4_database_is_migrated_to_admin_keys)
+{
+    struct store *s = open_ok("v4");
+    char id[STORE_TOKEN_ID_LEN + 1], secret[STORE_SECRET_LEN + 1], err[ERRLEN] = "";
+
+    ck_assert_int_eq(store_instance_create(s, "acme", NULL, err, sizeof(err)), 0);
+    make_token(s, "acme", id, secret);
+    store_close(s);
+    sql_exec(db_path("v4"), "DROP TABLE admin_keys; PRAGMA user_version = 4");
+    s = open_ok("v4");
+    ck_assert_int_eq(sql_int(db_path("v4"), "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+    ck_assert_int_eq(sql_int(db_path("v4"), "SELECT count(*) FROM tokens"), 1);
+    ck_assert_int_eq(store_admin_key_create(s, "ops", id, secret, err, sizeof(err)), 0);
+    ck_assert_int_eq(sql_int(db_path("v4"), "SELECT count(*) FROM admin_keys"), 1);
+    store_close(s);
+}
+END_TEST
+
+static void collect_admin_key(void *ctx, const struct store_admin_key *k)
+{
+    char *out = ctx;
+    size_t n = strlen(out);
+    snprintf(out + n, 256 - n, "%s%s:%s:%d", n ? " " : "", k->id, k->label, k->revoked);
+}
+
+START_TEST(test_admin_keys_create_list_revoke)
+{
+    struct store *s = open_ok("admin_keys");
+    char id1[STORE_TOKEN_ID_LEN + 1], id2[STORE_TOKEN_ID_LEN + 1];
+    char secret[STORE_SECRET_LEN + 1], err[ERRLEN] = "", all[256] = "", live[256] = "", want[256];
+    uint8_t hash[STORE_HASH_LEN];
+
+    ck_assert_int_eq(store_admin_key_create(s, "ops", id1, secret, err, sizeof(err)), 0);
+    ck_assert_uint_eq(strlen(secret), STORE_SECRET_LEN);
+    /* only the hash is kept */
+    secret_hash(secret, STORE_SECRET_LEN, hash);
+    char query[160], hex[2 * STORE_HASH_LEN + 1];
+    hex_encode(hash, sizeof(hash), hex);
+    snprintf(query, sizeof(query),
+             "SELECT count(*) FROM admin_keys WHERE hex(secret_hash) = upper('%s')", hex);
+    ck_assert_int_eq(sql_int(db_path("admin_keys"), query), 1);
+    ck_assert_int_eq(store_admin_key_create(s, NULL, id2, secret, err, sizeof(err)), 0);
+    ck_assert_str_ne(id1, id2);
+    ck_assert_int_eq(store_admin_key_revoke(s, id1, err, sizeof(err)), 0);
+    ck_assert_int_eq(store_admin_key_revoke(s, id1, err, sizeof(err)), 0); /* twice is fine */
+    ck_assert_int_eq(store_admin_key_revoke(s, "0123456789abcdef", err, sizeof(err)),
+                     STORE_E_NOT_FOUND);
+    ck_assert_str_eq(err, "no admin key '0123456789abcdef'");
+    ck_assert_int_eq(store_admin_key_list(s, false, collect_admin_key, all, err, sizeof(err)), 0);
+    snprintf(want, sizeof(want), "%s:ops:1 %s::0", id1, id2);
+    ck_assert_str_eq(all, want);
+    ck_assert_int_eq(store_admin_key_list(s, true, collect_admin_key, live, err, sizeof(err)), 0);
+    snprintf(want, sizeof(want), "%s::0", id2);
+    ck_assert_str_eq(live, want);
     store_close(s);
 }
 END_TEST
@@ -876,6 +937,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_a_newer_schema_version_is_refused);
     tcase_add_test(tc, test_version_1_database_is_migrated);
     tcase_add_test(tc, test_version_3_database_is_migrated);
+    tcase_add_test(tc, test_version_4_database_is_migrated_to_admin_keys);
     tcase_add_test(tc, test_a_file_that_is_not_sqlite_is_refused);
     tcase_add_test(tc, test_a_missing_directory_is_refused);
     tcase_add_test(tc, test_a_directory_is_refused);
@@ -895,6 +957,10 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_limits_refuse_unknown_names_and_values_out_of_range);
     tcase_add_test(tc, test_instance_overrides);
     tcase_add_test(tc, test_a_listing_callback_may_use_the_store);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("admin keys");
+    tcase_add_test(tc, test_admin_keys_create_list_revoke);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("tokens");
