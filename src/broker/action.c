@@ -9,7 +9,7 @@
 #include "broker/instance.h"
 #include "broker/session.h"
 #include "codec/codec.h"
-#include "util/json.h"
+#include "util/json_read.h"
 #include "util/log.h"
 #include "util/strmap.h"
 

@@ -1,39 +1,25 @@
 #include "tenancy/manage_json.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "util/json.h"
 #include "util/limits.h"
-#include "util/utf8.h"
-
-/* The characters a JSON string escapes with a letter, and their letters. */
-static const char json_named[] = "\"\\\n\r\t";
-static const char json_letter[] = "\"\\nrt";
 
 void manage_json_string(FILE *out, const char *s)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t left = strlen(s);
+    struct json j;
+    size_t len;
 
-    fputc('"', out);
-    while (left > 0) {
-        size_t n = utf8_length(p, left);
-        if (n == 0) {
-            fputs("\\ufffd", out);
-            n = 1;
-        } else if (n > 1) {
-            fwrite(p, 1, n, out);
-        } else if (strchr(json_named, *p) != NULL) {
-            fprintf(out, "\\%c", json_letter[strchr(json_named, *p) - json_named]);
-        } else if (*p < 0x20 || *p == 0x7f) {
-            fprintf(out, "\\u%04x", *p);
-        } else {
-            fputc(*p, out);
-        }
-        p += n;
-        left -= n;
-    }
-    fputc('"', out);
+    json_init(&j);
+    json_string(&j, s);
+    char *text = json_take(&j, &len);
+    if (text)
+        fwrite(text, 1, len, out);
+    else
+        fputs("null", out); /* out of memory */
+    free(text);
 }
 
 void manage_json_string_or_null(FILE *out, const char *s)

@@ -1,6 +1,6 @@
 /*
  * json — JSON text: a writer that builds one document into a growing
- * buffer, and a strict reader of flat objects.
+ * buffer (json_read.h reads JSON).
  *
  * The writer is for documents the program makes (system topics, HTTP
  * answers): the caller opens objects and arrays, names members and adds
@@ -80,16 +80,5 @@ void json_member_int(struct json *j, const char *key, int64_t v);
 void json_member_uint(struct json *j, const char *key, uint64_t v);
 void json_member_double(struct json *j, const char *key, double v);
 void json_member_bool(struct json *j, const char *key, bool v);
-
-/*
- * Read `len` bytes of `text` as one JSON object whose members are strings,
- * numbers, true, false or null: nothing nested, no name twice, valid UTF-8,
- * no U+0000 in a string. For each of the `n` names in `keys`, values[i] is
- * set to a copy of that member's string (unescaped, NUL-terminated, the
- * caller frees it), or NULL when the object has no such member or its value
- * is not a string. Returns 0, -EINVAL when the text is not such an object
- * (every values[i] NULL then), or -ENOMEM.
- */
-int json_read_flat(const char *text, size_t len, const char *const *keys, char **values, size_t n);
 
 #endif

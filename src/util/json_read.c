@@ -1,9 +1,10 @@
 /*
  * json_read — a recursive-descent reader; recursion is bounded by
- * JSON_MAX_DEPTH, so the stack it takes is too (see json_read.h).
+ * JSON_READ_MAX_DEPTH, so the stack it takes is too (see json_read.h).
  */
 #include "util/json_read.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -369,8 +370,8 @@ static int read_word(struct reader *r, struct json_value *out)
 
 static int read_nested(struct reader *r, struct json_value *out, bool array)
 {
-    if (r->depth >= JSON_MAX_DEPTH)
-        return fail_at(r, r->pos, "nested deeper than %d arrays and objects", JSON_MAX_DEPTH);
+    if (r->depth >= JSON_READ_MAX_DEPTH)
+        return fail_at(r, r->pos, "nested deeper than %d arrays and objects", JSON_READ_MAX_DEPTH);
     r->depth++;
     int rc = array ? read_array(r, out) : read_object(r, out);
     r->depth--;
@@ -477,4 +478,35 @@ bool json_value_uint(const struct json_value *v, unsigned long long max, unsigne
     }
     *out = n;
     return true;
+}
+
+int json_read_flat(const char *text, size_t len, const char *const *keys, char **values, size_t n)
+{
+    char err[128];
+    struct json_value *v = json_read(text, len, err, sizeof(err));
+    int rc = v ? 0 : strcmp(err, "out of memory") == 0 ? -ENOMEM : -EINVAL;
+
+    for (size_t i = 0; i < n; i++)
+        values[i] = NULL;
+    if (rc == 0 && v->type != JSON_OBJECT)
+        rc = -EINVAL;
+    for (size_t m = 0; rc == 0 && m < v->count; m++) {
+        const struct json_member *mem = &v->members[m];
+        enum json_type t = mem->value.type;
+        /* Flat: no arrays or objects; no U+0000 in a name or a string. */
+        if (t == JSON_ARRAY || t == JSON_OBJECT || strlen(mem->key) != mem->key_len ||
+            (t == JSON_STRING && strlen(mem->value.text) != mem->value.len))
+            rc = -EINVAL;
+        for (size_t k = 0; rc == 0 && k < n; k++)
+            if (t == JSON_STRING && strcmp(keys[k], mem->key) == 0 &&
+                !(values[k] = strdup(mem->value.text)))
+                rc = -ENOMEM;
+    }
+    if (rc < 0)
+        for (size_t i = 0; i < n; i++) {
+            free(values[i]);
+            values[i] = NULL;
+        }
+    json_value_free(v);
+    return rc;
 }

@@ -5,7 +5,7 @@
  * (escapes, \u with surrogate pairs, decoded to UTF-8), numbers (kept as
  * their text), true, false and null. Strict: no comments, no trailing
  * commas, no leading zeros, no bytes that are not UTF-8, no duplicate keys,
- * nothing after the value but white space. Bounded: at most JSON_MAX_DEPTH
+ * nothing after the value but white space. Bounded: at most JSON_READ_MAX_DEPTH
  * nested arrays and objects and JSON_MAX_TEXT bytes of text. An error says
  * what was wrong and at which byte offset. Pure: no I/O, no globals.
  *
@@ -18,7 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define JSON_MAX_DEPTH 32
+#define JSON_READ_MAX_DEPTH 32
 #define JSON_MAX_TEXT (1u << 20)
 
 enum json_type {
@@ -71,5 +71,16 @@ const char *json_type_name(enum json_type type);
  * at most `max`, into *out. Returns false otherwise.
  */
 bool json_value_uint(const struct json_value *v, unsigned long long max, unsigned long long *out);
+
+/*
+ * Read `len` bytes of `text` as one JSON object whose members are strings,
+ * numbers, true, false or null: nothing nested, no name twice, valid UTF-8,
+ * no U+0000 in a string. For each of the `n` names in `keys`, values[i] is
+ * set to a copy of that member's string (unescaped, NUL-terminated, the
+ * caller frees it), or NULL when the object has no such member or its value
+ * is not a string. Returns 0, -EINVAL when the text is not such an object
+ * (every values[i] NULL then), or -ENOMEM.
+ */
+int json_read_flat(const char *text, size_t len, const char *const *keys, char **values, size_t n);
 
 #endif

@@ -12,6 +12,7 @@
 
 #include "check_tap.h"
 #include "util/json.h"
+#include "util/json_read.h"
 
 /* The writer's text, checked to be what `want` says; the writer is freed. */
 static void expect_text(struct json *j, const char *want)

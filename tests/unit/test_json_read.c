@@ -147,14 +147,14 @@ END_TEST
 
 START_TEST(test_depth_is_bounded)
 {
-    char text[2 * (JSON_MAX_DEPTH + 1) + 1];
+    char text[2 * (JSON_READ_MAX_DEPTH + 1) + 1];
 
-    memset(text, '[', JSON_MAX_DEPTH);
-    memset(text + JSON_MAX_DEPTH, ']', JSON_MAX_DEPTH);
-    json_value_free(read_ok((text[2 * JSON_MAX_DEPTH] = '\0', text)));
-    memset(text, '[', JSON_MAX_DEPTH + 1);
-    memset(text + JSON_MAX_DEPTH + 1, ']', JSON_MAX_DEPTH + 1);
-    text[2 * (JSON_MAX_DEPTH + 1)] = '\0';
+    memset(text, '[', JSON_READ_MAX_DEPTH);
+    memset(text + JSON_READ_MAX_DEPTH, ']', JSON_READ_MAX_DEPTH);
+    json_value_free(read_ok((text[2 * JSON_READ_MAX_DEPTH] = '\0', text)));
+    memset(text, '[', JSON_READ_MAX_DEPTH + 1);
+    memset(text + JSON_READ_MAX_DEPTH + 1, ']', JSON_READ_MAX_DEPTH + 1);
+    text[2 * (JSON_READ_MAX_DEPTH + 1)] = '\0';
     read_refused(text, strlen(text), "offset 32: nested deeper than 32 arrays and objects");
 }
 END_TEST
