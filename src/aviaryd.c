@@ -105,6 +105,7 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
     log_notice("received %s: shutting down", strsignal((int)sig));
     d->broker->stopping = true;
     close_listeners(d);
+    web_stop(d->web);
     broker_close_all(d->broker, "server shutting down");
     d->drain = event_new(d->base, -1, EV_PERSIST, drain_cb, d);
     if (!d->drain || event_add(d->drain, &tick) < 0)

@@ -11,7 +11,6 @@
 #include "codec/codec.h"
 #include "util/json_read.h"
 #include "util/log.h"
-#include "util/strmap.h"
 
 /* The members an action may have: "type" first. */
 enum { ACTION_TYPE = 0, ACTION_CLIENT_ID = 1, ACTION_MEMBERS = 2 };
@@ -19,18 +18,18 @@ enum { ACTION_TYPE = 0, ACTION_CLIENT_ID = 1, ACTION_MEMBERS = 2 };
 /* Close client `id` of `c`'s instance for `c`. */
 static enum action_result action_close(struct conn *c, const char *id, char *why, size_t size)
 {
-    struct session *s = strmap_get(&c->session->instance->sessions, id);
+    struct conn *target = conn_of_client(c->session->instance, id);
     char shown[96];
 
     log_escape_str(id, shown, sizeof(shown));
-    if (!s || !s->conn || s->conn->state != CONN_ACTIVE) {
+    if (!target) {
         snprintf(why, size, "$action close: no client '%s' is connected", shown);
         return ACTION_NO_CLIENT;
     }
     snprintf(why, size, "closed through $action by client %s", c->client_id);
-    if (s->conn == c)
+    if (target == c)
         return ACTION_SELF;
-    conn_disconnect(s->conn, MQTT_RC_ADMINISTRATIVE_ACTION, "%s", why);
+    conn_disconnect(target, MQTT_RC_ADMINISTRATIVE_ACTION, "%s", why);
     snprintf(why, size, "$action close: client '%s' closed", shown);
     return ACTION_DONE;
 }

@@ -235,10 +235,9 @@ uint64_t broker_look_soon(struct broker *b)
 int broker_close_client(struct broker *b, const char *instance, const char *client_id)
 {
     struct instance *inst = b->cloud ? strmap_get(&b->instances, instance) : b->local;
-    struct session *s = inst ? strmap_get(&inst->sessions, client_id) : NULL;
-    struct conn *c = s ? s->conn : NULL;
+    struct conn *c = inst ? conn_of_client(inst, client_id) : NULL;
 
-    if (!c || c->state != CONN_ACTIVE)
+    if (!c)
         return -1;
     conn_disconnect(c, MQTT_RC_ADMINISTRATIVE_ACTION, "closed by an administrator");
     return 0;

@@ -458,3 +458,10 @@ bool conn_leave_deleted_instance(struct conn *c)
     c->instance = NULL;
     return true;
 }
+
+struct conn *conn_of_client(struct instance *inst, const char *client_id)
+{
+    struct session *s = strmap_get(&inst->sessions, client_id);
+
+    return s && s->conn && s->conn->state == CONN_ACTIVE ? s->conn : NULL;
+}

@@ -143,6 +143,12 @@ void conn_close_at(struct conn *c, enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /*
+ * The live connection of client `client_id` of `inst` (logged in, not
+ * closing), or NULL: what $action and the management API close.
+ */
+struct conn *conn_of_client(struct instance *inst, const char *client_id);
+
+/*
  * As conn_close(), but an MQTT 5 client whose CONNECT was accepted first gets
  * a DISCONNECT with `reason` (enum mqtt_reason) and the reason text as its
  * Reason String. The will is published.

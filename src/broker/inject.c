@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "broker/core.h"
+#include "broker/durable.h"
 #include "broker/instance.h"
 #include "broker/login.h"
 #include "broker/message.h"
@@ -79,12 +80,22 @@ static enum inject_status inject_admit(struct instance *inst, size_t len, struct
         systopic_refused(inst, NULL, "publish", "max-instance-bytes", NULL, res->why);
         return INJECT_OVER_BYTES;
     }
-    double wait = instance_rate_take(inst, NULL);
+    /* The database writer is behind: MQTT publishers of the instance wait unread too. */
+    struct durable *d = inst->broker->durable;
+    if (d && durable_over(d, inst->kept_backlog)) {
+        res->retry_after = 1;
+        snprintf(res->why, sizeof(res->why),
+                 "the database writer is behind; try again in a moment");
+        return INJECT_BUSY;
+    }
+    /* HTTP publishers of an instance share one connection's bucket, and the instance's. */
+    double wait = instance_rate_take(inst, &inst->http_rate);
     if (wait > 0) {
         res->retry_after = wait;
         snprintf(res->why, sizeof(res->why),
-                 "over the instance's message rate (max-instance-messages-per-second %zu)",
-                 l->max_instance_messages_per_second);
+                 "over the message rate (max-messages-per-second %zu for the instance's HTTP "
+                 "publishers together, max-instance-messages-per-second %zu)",
+                 l->max_messages_per_second, l->max_instance_messages_per_second);
         systopic_refused(inst, NULL, "publish", "max-instance-messages-per-second", NULL, res->why);
         return INJECT_RATE;
     }
@@ -111,12 +122,13 @@ enum inject_status inject_publish(struct instance *inst, const struct catalog_to
     if (!name)
         return INJECT_NO_MEMORY;
     topic_normalize(topic, topic_len, name, &slash);
-    if (topic_is_reserved(name) || !access_may_publish(token, name)) {
+    /* $action acts for an MQTT client; over HTTP it is a system topic like the others. */
+    bool system = topic_is_reserved(name) || strcmp(name, TOPIC_SYS_ACTION) == 0;
+    if (system || !access_may_publish(token, name)) {
         snprintf(res->why, sizeof(res->why), "%s",
-                 topic_is_reserved(name) ? "only the broker publishes to the system topics"
-                                         : "not authorized to publish to this topic");
-        systopic_refused(inst, NULL, "publish", topic_is_reserved(name) ? "system topic" : "token",
-                         name, res->why);
+                 system ? "only the broker publishes to the system topics"
+                        : "not authorized to publish to this topic");
+        systopic_refused(inst, NULL, "publish", system ? "system topic" : "token", name, res->why);
         st = INJECT_DENIED;
     } else if ((st = inject_admit(inst, len, res)) == INJECT_OK) {
         struct message *m = message_new(name, strlen(name), payload, len, qos, retain, NULL);

@@ -5,9 +5,10 @@
  *
  * The same rules as MQTT: the login is checked as a cloud CONNECT's is, a
  * publish meets the token's permissions, max-topic-length, max-payload,
- * max-instance-bytes, max-retained and the instance's message rate (the
- * bucket its connections share; there is no connection to have a bucket of
- * its own), and it is routed before the call returns. Nothing here knows
+ * max-instance-bytes, max-retained, the message rates (the instance's
+ * bucket, and max-messages-per-second for all its HTTP publishers together,
+ * as if they were one connection), and the database writer's back-pressure;
+ * and it is routed before the call returns. Nothing here knows
  * HTTP: results are enums for the caller to put into its own words. Core
  * thread only.
  */
@@ -50,6 +51,7 @@ enum inject_status {
     INJECT_OVER_BYTES = 5,    /* the instance holds max-instance-bytes */
     INJECT_RETAINED_FULL = 6, /* max-retained or max-memory */
     INJECT_NO_MEMORY = 7,
+    INJECT_BUSY = 8, /* the database writer is behind: try again after `retry_after` */
 };
 
 struct inject_result {

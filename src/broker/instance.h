@@ -89,6 +89,7 @@ struct instance {
     struct instance_sys sys; /* the system topics' state */
     size_t conn_count;       /* live connections logged in to it (max-connections) */
     struct bucket rate;      /* max-instance-messages-per-second, shared by its conns */
+    struct bucket http_rate; /* max-messages-per-second of its HTTP publishers together */
     struct log_every retained_refused;           /* retained messages not kept at max-retained */
     struct log_every kept_slowed;                /* publishers held back for the database writer */
     struct log_every refused[INSTANCE_REFUSALS]; /* what its limits turned away */

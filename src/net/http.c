@@ -25,6 +25,9 @@
  */
 #define HTTP_MAX_OUTPUT (256 * 1024)
 
+/* Answers of all connections waiting to go out past which new requests get 503. */
+#define HTTP_MAX_SERVER_OUTPUT (64u << 20)
+
 /* Connections turned away with a 503 that may be closing at once; past it they are dropped. */
 #define HTTP_MAX_REFUSING 32
 
@@ -62,6 +65,7 @@ struct http_server {
     void *ctx;
     size_t max_connections, max_body;
     size_t refusing; /* connections turned away that are still closing */
+    bool draining;   /* http_server_drain(): connections end after their answer */
     struct http_conn *conns;
     struct http_server_stats stats;
     struct log_every refused_log;
@@ -197,6 +201,8 @@ static void http_write_head(struct http_conn *c, int status, const char *type, b
 {
     struct evbuffer *out = bufferevent_get_output(c->link.bev);
 
+    if (c->server->draining)
+        c->keep_alive = false;
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
     if (type)
         evbuffer_add_printf(out, "Content-Type: %s\r\n", type);
@@ -514,12 +520,26 @@ static int http_take_head(struct http_conn *c, size_t len, const char **why)
     return 0;
 }
 
+/* The answers of every connection still waiting to go out, in bytes. */
+static size_t http_server_output(const struct http_server *s)
+{
+    size_t total = 0;
+
+    for (const struct http_conn *c = s->conns; c; c = c->next)
+        total += link_output_pending(&c->link);
+    return total;
+}
+
 /* The whole request is here: hand it to the handler. */
 static void http_dispatch(struct http_conn *c)
 {
     struct http_request *r = &c->request;
     struct evbuffer *in = link_input(&c->link);
 
+    if (http_server_output(c->server) > HTTP_MAX_SERVER_OUTPUT) {
+        http_refuse(c, 503, "the server's answers are not being read fast enough; try later");
+        return;
+    }
     c->body = malloc(c->body_wanted + 1);
     if (!c->body) {
         http_refuse(c, 503, "out of memory");
@@ -672,6 +692,14 @@ void http_server_free(struct http_server *s)
         http_conn_free(c);
     }
     free(s);
+}
+
+void http_server_drain(struct http_server *s)
+{
+    s->draining = true;
+    for (struct http_conn *c = s->conns; c; c = c->next)
+        if (c->state == HTTP_WAITING || c->state == HTTP_STREAMING)
+            http_conn_close(c, false); /* a stream's abort hook runs */
 }
 
 const struct http_server_stats *http_server_stats(const struct http_server *s)

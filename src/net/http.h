@@ -5,7 +5,8 @@
  * Every request is bounded in size (HTTP_MAX_HEAD for the request line and
  * headers, the server's max_body for the body), in time (HTTP_REQUEST_SEC
  * from its first byte to its last; HTTP_IDLE_SEC between requests), and the
- * server in connections (max_connections; the next one gets 503). Anything
+ * server in connections (max_connections; the next one gets 503) and in
+ * answers waiting to go out (64 MiB in all; then requests get 503). Anything
  * malformed gets a 4xx and a log line, and the connection closes.
  * Requests on one connection are answered in order: reading pauses while
  * the handler holds one.
@@ -82,6 +83,12 @@ struct http_server *http_server_new(struct event_base *base, http_handler_fn han
 
 /* Close every connection (their requests are aborted) and free the server. */
 void http_server_free(struct http_server *s);
+
+/*
+ * The program is stopping: idle connections and streams end now (streams'
+ * abort hooks run), the others after the answer to the request they carry.
+ */
+void http_server_drain(struct http_server *s);
 
 /* A listener's new connection on `bev` (taken); `flags` are HTTP_LISTENER_*. */
 void http_server_accept(struct http_server *s, struct bufferevent *bev,

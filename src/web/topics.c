@@ -20,8 +20,12 @@
 #include "util/base64.h"
 #include "web/handlers.h"
 
-/* A GET answers with at most this many retained messages. */
+/*
+ * A GET answers with at most this many retained messages, and stops adding
+ * them once its answer holds this many bytes (then says so in a header).
+ */
 #define WEB_TOPICS_MAX_READ 1000
+#define WEB_TOPICS_MAX_BYTES (4u << 20)
 
 /* 401, with the challenge that makes a browser or curl ask for Basic credentials. */
 static void topics_unauthorized(struct http_request *req, const char *message)
@@ -108,8 +112,9 @@ static void topics_publish(struct http_request *req, struct instance *inst,
 
     if (topics_options(req, &qos, &retain) < 0)
         return;
-    switch (
-        inject_publish(inst, token, topic, req->body, req->body_len, (uint8_t)qos, retain, &res)) {
+    enum inject_status st =
+        inject_publish(inst, token, topic, req->body, req->body_len, (uint8_t)qos, retain, &res);
+    switch (st) {
     case INJECT_OK: {
         char body[64];
         int n = snprintf(body, sizeof(body), "{\"delivered\":%zu}\n", res.delivered);
@@ -126,9 +131,10 @@ static void topics_publish(struct http_request *req, struct instance *inst,
         web_error(req, 413, "%s", res.why);
         return;
     case INJECT_RATE:
+    case INJECT_BUSY:
         snprintf(retry, sizeof(retry), "%.0f", res.retry_after < 1 ? 1 : res.retry_after + 0.5);
         http_add_header(req, "Retry-After", retry);
-        web_error(req, 429, "%s", res.why);
+        web_error(req, st == INJECT_RATE ? 429 : 503, "%s", res.why);
         return;
     case INJECT_OVER_BYTES:
     case INJECT_RETAINED_FULL:
@@ -143,6 +149,7 @@ static void topics_publish(struct http_request *req, struct instance *inst,
 struct topics_read {
     struct evbuffer *out;
     size_t count;
+    bool truncated;               /* WEB_TOPICS_MAX_BYTES reached: the rest is left out */
     const struct message *single; /* a filter without wildcards: its one message */
 };
 
@@ -154,6 +161,12 @@ static void topics_read_one(void *ctx, const struct message *m)
     char *b64 = need <= sizeof(small) ? small : malloc(need);
 
     r->single = m;
+    if (r->truncated || evbuffer_get_length(r->out) + need > WEB_TOPICS_MAX_BYTES) {
+        r->truncated = true;
+        if (b64 != small)
+            free(b64);
+        return;
+    }
     if (!b64)
         return;
     base64_encode(m->payload, m->payload_len, b64);
@@ -189,6 +202,8 @@ static void topics_read(struct http_request *req, struct instance *inst,
             web_error(req, 404, "no retained message on this topic");
     } else {
         evbuffer_add(r.out, r.count ? "\n]\n" : "]\n", r.count ? 3 : 2);
+        if (r.truncated) /* more matched than one answer holds: a narrower filter reads them */
+            http_add_header(req, "Aviary-Truncated", "true");
         http_reply_buffer(req, 200, "application/json", r.out);
     }
     evbuffer_free(r.out);

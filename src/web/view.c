@@ -34,6 +34,7 @@
 #include "tenancy/access.h"
 #include "tenancy/catalog.h"
 #include "util/base64.h"
+#include "util/clock.h"
 #include "web/handlers.h"
 
 /* static const char view_page[]: src/web/view.html, made by make. */
@@ -45,8 +46,12 @@
 #define VIEW_PREVIEW 96
 /* Messages one stream shows per second; the others are only counted. */
 #define VIEW_TAIL_PER_SEC 50
-/* A stream whose reader lags this far behind skips messages until it catches up. */
+/*
+ * A stream whose reader lags this far behind skips messages until it
+ * catches up, and ends when it has not for VIEW_STALL_SEC seconds.
+ */
 #define VIEW_MAX_PENDING (256 * 1024)
+#define VIEW_STALL_SEC 30
 
 static const char *const view_transport[] = {"tcp", "tls", "ws", "wss"};
 
@@ -152,6 +157,7 @@ static void view_client(struct evbuffer *out, const struct session *s)
 struct view_topics {
     struct evbuffer *out;
     const struct catalog_token *token;
+    uint64_t now; /* clock_ms(): expired messages are not shown */
     size_t count;
     bool truncated;
 };
@@ -160,7 +166,7 @@ static void view_one_topic(void *ctx, const char *topic, void *msg)
 {
     struct view_topics *t = ctx;
 
-    if (!access_may_read(t->token, topic))
+    if (!access_may_read(t->token, topic) || message_expired(msg, t->now))
         return;
     if (t->count == VIEW_MAX_ITEMS) {
         t->truncated = true;
@@ -192,16 +198,18 @@ static void view_snapshot(struct http_request *req, const struct view_access *a)
                         (unsigned long long)inst->messages_out, inst->conn_count,
                         inst->sessions.count, topic_tree_sub_count(inst->tree),
                         topic_tree_retained_count(inst->tree));
-    while (clients < VIEW_MAX_ITEMS && (s = strmap_next(&inst->sessions, &pos, &id))) {
+    /* Who else is connected, from where, to what: for those who may read everything. */
+    bool all = !a->token || (a->token->sub.count == 0 && a->token->deny_sub.count == 0);
+    while (all && clients < VIEW_MAX_ITEMS && (s = strmap_next(&inst->sessions, &pos, &id))) {
         if (clients++)
             evbuffer_add(out, ",", 1);
         view_client(out, s);
     }
-    struct view_topics t = {.out = out, .token = a->token};
+    struct view_topics t = {.out = out, .token = a->token, .now = clock_ms()};
     evbuffer_add(out, "],\"topics\":[", 12);
     topic_tree_retained_match(inst->tree, "#", view_one_topic, &t);
-    evbuffer_add_printf(out, "],\"truncated\":%s}\n",
-                        t.truncated || clients < inst->sessions.count ? "true" : "false");
+    evbuffer_add_printf(out, "],\"clients_shown\":%s,\"truncated\":%s}\n", all ? "true" : "false",
+                        t.truncated || (all && clients < inst->sessions.count) ? "true" : "false");
     http_add_header(req, "Cache-Control", "no-store");
     http_reply_buffer(req, 200, "application/json", out);
     evbuffer_free(out);
@@ -217,6 +225,7 @@ struct view_stream {
     struct tap tap;
     struct event *tick;
     unsigned shown;   /* messages shown in this second */
+    unsigned stalled; /* seconds in a row the reader lagged past VIEW_MAX_PENDING */
     uint64_t dropped; /* messages not shown: over the rate, or the reader lagging */
 };
 
@@ -284,6 +293,15 @@ static void view_stream_tick(evutil_socket_t fd, short what, void *arg)
         view_stream_free(v);
         return;
     }
+    /* A reader that lags this far for this long has gone in all but name. */
+    if (http_stream_pending(v->req) > VIEW_MAX_PENDING) {
+        if (++v->stalled >= VIEW_STALL_SEC) {
+            http_stream_end(v->req);
+            view_stream_free(v);
+        }
+        return;
+    }
+    v->stalled = 0;
     int n = snprintf(line, sizeof(line),
                      "event: stats\ndata: {\"messages_in\":%llu,\"messages_out\":%llu,"
                      "\"connections\":%zu,\"dropped\":%llu}\n\n",
@@ -380,6 +398,8 @@ void web_view(struct web *w, struct http_request *req, const char *what)
         return;
     if (snapshot)
         view_snapshot(req, &a);
+    else if (strcmp(req->method, "HEAD") == 0) /* the headers of a stream, without one */
+        http_reply(req, 200, "text/event-stream", NULL, 0);
     else
         view_stream(w, req, &a);
 }

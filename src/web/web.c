@@ -15,13 +15,59 @@
 #include "util/log.h"
 #include "web/handlers.h"
 
+/* Is `host` (a Host header) this machine's loopback: 127.x.x.x, [::1] or localhost, any port? */
+static bool web_loopback_host(const char *host)
+{
+    size_t n = strcspn(host, host[0] == '[' ? "]" : ":");
+
+    if (host[0] == '[')
+        return strncmp(host, "[::1]", 5) == 0 && (host[5] == '\0' || host[5] == ':');
+    if (n == 9 && strncasecmp(host, "localhost", 9) == 0)
+        return true;
+    return strncmp(host, "127.", 4) == 0 && strspn(host, "0123456789.") == n;
+}
+
+/*
+ * A request a browser sent for another site's page: its Origin is not this
+ * server's own. Pages of other sites may not publish or read here (and on
+ * loopback a page of any site could reach the desktop broker otherwise).
+ */
+static bool web_cross_site(const struct http_request *req)
+{
+    const char *origin = http_header(req, "Origin"), *host = http_header(req, "Host");
+    const char *scheme = req->over_tls ? "https://" : "http://";
+
+    if (!origin)
+        return false;
+    return !host || strncmp(origin, scheme, strlen(scheme)) != 0 ||
+           strcasecmp(origin + strlen(scheme), host) != 0;
+}
+
+/* Requests no endpoint serves, whatever their path. Returns true after answering. */
+static bool web_refused(struct http_request *req)
+{
+    const char *host = http_header(req, "Host");
+
+    /* A page whose name was made to point at 127.0.0.1 (DNS rebinding) says its own name. */
+    if ((req->listener & HTTP_LISTENER_LOOPBACK) && host && !web_loopback_host(host)) {
+        web_error(req, 403, "this listener answers only to 127.0.0.1, [::1] and localhost");
+        return true;
+    }
+    if (web_cross_site(req)) {
+        web_error(req, 403, "requests from another site's pages are refused");
+        return true;
+    }
+    return false;
+}
+
 static void web_handle(void *ctx, struct http_request *req)
 {
     struct web *w = ctx;
     static const char topics[] = "/broker/";
-
     static const char view[] = "/view/";
 
+    if (web_refused(req))
+        return;
     if (strcmp(req->path, "/") == 0 || strcmp(req->path, "/index.html") == 0) {
         web_view(w, req, NULL);
     } else if (strncmp(req->path, view, sizeof(view) - 1) == 0) {
@@ -61,6 +107,11 @@ void web_free(struct web *w)
     http_server_free(w->http); /* aborts what waits; jobs still running are the program's */
     web_admin_free(w);
     free(w);
+}
+
+void web_stop(struct web *w)
+{
+    http_server_drain(w->http);
 }
 
 void web_set_admin_check(struct web *w, web_admin_fn fn, void *ctx)
@@ -107,7 +158,13 @@ void web_error(struct http_request *req, int status, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
-    log_info("http %s: %s %s: %d %s", req->peer, req->method, req->path, status, message);
+    if (log_enabled(LOG_LEVEL_INFO)) {
+        /* The path and what was made of it are the client's words: no forged lines. */
+        char path[160], said[600];
+        log_info("http %s: %s %s: %d %s", req->peer, req->method,
+                 log_escape_str(req->path, path, sizeof(path)), status,
+                 log_escape_str(message, said, sizeof(said)));
+    }
     struct evbuffer *body = evbuffer_new();
     if (!body) {
         http_reply(req, 503, NULL, NULL, 0);

@@ -39,6 +39,9 @@ struct web *web_new(struct broker *b);
 
 void web_free(struct web *w);
 
+/* SIGTERM: end the live views and idle connections; the others end after their answer. */
+void web_stop(struct web *w);
+
 void web_set_admin_check(struct web *w, web_admin_fn fn, void *ctx);
 
 /*

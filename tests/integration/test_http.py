@@ -274,6 +274,79 @@ def _get_json(port, filter_path, headers=None, ctx=None):
     return out
 
 
+@_closes_sockets
+def test_other_sites_and_other_host_names_are_refused():
+    """DNS rebinding and cross-site requests: the desktop listener is loopback's only."""
+    with _http_broker() as b:
+        hp = _port(b, "http")
+        own = "%s:%d" % (HOST, hp)
+        for host in (own, "localhost:%d" % hp, "127.0.0.2", "[::1]:%d" % hp):
+            r = _request(hp, "GET", "/broker/x", headers={"Host": host})
+            check_equal(r.status, 404, "Host %s (no retained message: 404) (%r)" % (host, r))
+        for host in ("rebind.example:%d" % hp, "127.0.0.1.rebind.example", "localhost.example"):
+            r = _request(hp, "POST", "/broker/door/open?retain=true", b"1", {"Host": host})
+            check_equal(r.status, 403, "a POST with Host %s (%r)" % (host, r))
+        for origin in ("http://evil.example", "null", "https://%s" % own):
+            r = _request(hp, "POST", "/broker/door/open?retain=true", b"1", {"Origin": origin})
+            check_equal(r.status, 403, "a POST from Origin %s (%r)" % (origin, r))
+        check_equal(_request(hp, "GET", "/broker/door/open").status, 404, "nothing refused was published")
+        r = _request(hp, "POST", "/broker/door/open?retain=true", b"1", {"Origin": "http://" + own})
+        check_equal(r.status, 200, "a POST from the server's own page (%r)" % r)
+        check_equal(_request(hp, "GET", "/broker/door/open").status, 200,
+                    "only the same-site POST was published")
+
+
+@_closes_sockets
+def test_system_topics_are_the_brokers_over_http():
+    db = cloud_db()
+    a = _instance(db)
+    _, secret = new_token(db, a, "--ttl", "1h", "--allow-action")
+    with _cloud(db) as b:
+        hp = _port(b, "http")
+        for topic in ("%24action", "%24events", "%24info", "%24action/x"):
+            r = _request(hp, "POST", "/broker/%s?retain=true" % topic, b'{"type":"close"}',
+                         _basic(a, secret))
+            check_equal(r.status, 403, "POST to %s (%r)" % (topic, r))
+        check_equal(_request(hp, "GET", "/broker/%24action", headers=_basic(a, secret)).status,
+                    404, "nothing was retained on $action")
+
+
+@_closes_sockets
+def test_http_publishers_share_max_messages_per_second():
+    db = cloud_db()
+    a = _instance(db)
+    ctl(db, "instance", "set", a, "max-messages-per-second", "2")
+    _, secret = new_token(db, a, "--ttl", "1h")
+    with _cloud(db) as b:
+        hp = _port(b, "http")
+        statuses = []
+        for i in range(10):  # each on a connection of its own: they share one bucket
+            statuses.append(_request(hp, "POST", "/broker/r/%d" % i, b"x",
+                                     _basic(a, secret)).status)
+            if statuses[-1] == 429:
+                break
+        check(statuses[-1] == 429 and len(statuses) <= 5,
+              "max-messages-per-second 2 over HTTP: %r" % statuses)
+
+
+@_closes_sockets
+def test_a_wide_read_is_bounded_in_bytes():
+    with _http_broker("--max-payload", "65536") as b:
+        hp = _port(b, "http")
+        big = os.urandom(60000)
+        c = Http(hp)
+        for i in range(80):  # 4.8 MB of payloads, 6.4 MB in base64
+            r = c.request("POST", "/broker/big/%d?retain=true" % i, big)
+            check_equal(r.status, 200, "retained publish %d" % i)
+        r = _request(hp, "GET", "/broker/big/%23", timeout=30)
+        check_equal(r.status, 200, "the wide read")
+        check_equal(r.headers.get("aviary-truncated"), "true", "the truncation header")
+        items = r.json()
+        check(40 <= len(items) < 80 and len(r.body) <= 4 << 20,
+              "%d messages in %d bytes" % (len(items), len(r.body)))
+        check(all(base64.b64decode(i["payload"]) == big for i in items), "the payloads")
+
+
 # ---------------------------------------------------------------------------
 # /metrics
 

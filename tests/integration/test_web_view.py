@@ -151,16 +151,23 @@ def test_snapshot_and_stream_obey_the_token():
     with Broker("--mode", "cloud", "--db", db, "--listen", "http://%s:0" % HOST) as b:
         port = _http_port(b)
         pub = RawClient(b.port)
-        pub.connect(unique("p"), username=inst, password=full)
+        pub_id = unique("p")
+        pub.connect(pub_id, username=inst, password=full)
         pub.publish("open/a", b"visible", retain=True, qos=1)
         pub.publish("secret/a", b"hidden", retain=True, qos=1)
         status, body = _get(port, "/view/snapshot", _basic(inst, full))
         check_equal(status, 200, "snapshot with a good token")
         topics = {t["topic"]: t["text"] for t in json.loads(body)["topics"]}
         check_equal(topics, {"open/a": "visible", "secret/a": "hidden"}, "what a full token sees")
+        full_view = json.loads(_get(port, "/view/snapshot", _basic(inst, full))[1])
+        check_equal(([c["id"] for c in full_view["clients"]], full_view["clients_shown"]),
+                    ([pub_id], True), "the clients a token that reads everything sees")
         status, body = _get(port, "/view/snapshot", _basic(inst, narrow))
-        topics = {t["topic"] for t in json.loads(body)["topics"]}
+        narrow_view = json.loads(body)
+        topics = {t["topic"] for t in narrow_view["topics"]}
         check_equal(topics, {"open/a"}, "what a token denied secret/# sees")
+        check_equal((narrow_view["clients"], narrow_view["clients_shown"]), ([], False),
+                    "the clients (their ids, addresses, filters) a narrower token sees")
         for auth, what in ((_basic(inst, "wrong"), "a wrong secret"),
                            (_basic(other, full), "another instance's name"), (None, "nothing")):
             status, body = _get(port, "/view/snapshot", auth)
@@ -170,6 +177,11 @@ def test_snapshot_and_stream_obey_the_token():
         check_equal(status, 401, "the list of instances with a token (admin only)")
         status, _ = _get(port, "/view/nothing", _basic(inst, full))
         check_equal(status, 404, "an unknown view resource")
+        c = http.client.HTTPConnection(HOST, port, timeout=10)
+        c.request("HEAD", "/view/stream", headers={"Authorization": _basic(inst, full)})
+        r = c.getresponse()
+        check_equal((r.status, r.read()), (200, b""), "HEAD of the stream: no stream")
+        c.close()
         # The stream: a narrow token's tail leaves out what it may not read.
         c = http.client.HTTPConnection(HOST, port, timeout=10)
         c.request("GET", "/view/stream", headers={"Authorization": _basic(inst, narrow)})

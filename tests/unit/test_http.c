@@ -368,6 +368,39 @@ START_TEST(test_http_1_0_closes_after_its_answer)
 }
 END_TEST
 
+START_TEST(test_a_drain_ends_streams_and_idle_connections_and_answers_the_held)
+{
+    struct rig r;
+    bool eof;
+
+    rig_open(&r, 8);
+    r.seen.stream = true;
+    say(&r, "GET /events HTTP/1.1\r\n\r\n");
+    int streaming = r.client;
+    rig_connect(&r); /* idle */
+    int idle = r.client;
+    rig_connect(&r);
+    r.seen.stream = false;
+    r.seen.defer = true;
+    say(&r, "GET /held HTTP/1.1\r\n\r\n");
+    struct http_request *held = r.seen.held;
+    ck_assert_ptr_nonnull(held);
+    http_server_drain(r.server);
+    ck_assert_int_eq(r.seen.aborted, 1); /* the stream's */
+    http_reply(held, 200, "text/plain", "late", 4);
+    char *got = hear(&r, &eof);
+    ck_assert_ptr_nonnull(strstr(got, "Connection: close\r\n"));
+    ck_assert(eof);
+    r.client = idle;
+    hear(&r, &eof);
+    ck_assert(eof);
+    r.client = streaming;
+    hear(&r, &eof);
+    ck_assert(eof);
+    rig_close(&r);
+}
+END_TEST
+
 START_TEST(test_base64_round_trips_and_refuses_what_is_not_base64)
 {
     static const struct {
@@ -412,6 +445,7 @@ int main(void)
     tcase_add_test(tc, test_bad_requests_get_their_status_and_the_end);
     tcase_add_test(tc, test_past_max_connections_the_next_gets_503);
     tcase_add_test(tc, test_http_1_0_closes_after_its_answer);
+    tcase_add_test(tc, test_a_drain_ends_streams_and_idle_connections_and_answers_the_held);
     tcase_add_test(tc, test_base64_round_trips_and_refuses_what_is_not_base64);
     suite_add_tcase(s, tc);
     return check_tap_run(s);
