@@ -441,7 +441,7 @@ def test_expect_100_continue():
         hp = _port(b, "http")
         topic = unique("cont/")
         c = Http(hp)
-        c.send(("POST /broker/%s?retain=true HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        c.send(("POST /broker/%s?retain=true HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n"
                 "Expect: 100-continue\r\n\r\n" % topic).encode())
         r = c.response(what="100 Continue")
         check_equal((r.status, r.body), (100, b""), "the interim answer")
@@ -588,7 +588,7 @@ def test_header_names_any_case():
         hp = _port(b, "http")
         topic = unique("case/")
         c = Http(hp)
-        c.send(("POST /broker/%s?retain=true HTTP/1.1\r\nhOsT: x\r\ncontent-LENGTH: 3\r\n"
+        c.send(("POST /broker/%s?retain=true HTTP/1.1\r\nhOsT: 127.0.0.1\r\ncontent-LENGTH: 3\r\n"
                 "CONNECTION: Keep-Alive\r\n\r\nabc" % topic).encode())
         r = c.response()
         check_equal((r.status, r.headers.get("connection")), (200, "keep-alive"),
