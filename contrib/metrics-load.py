@@ -68,6 +68,8 @@ def make_db(args, tmp):
     ctl(args, db, "instance", "create", names[0])
     ctl(args, db, "instance", "set", names[0], "max-messages-per-second", "0")
     ctl(args, db, "instance", "set", names[0], "max-instance-messages-per-second", "0")
+    # The fan-out's subscribers and publisher, past the default plan's 100 connections.
+    ctl(args, db, "instance", "set", names[0], "max-connections", str(args.subs + 10))
     # A few at a time: each aviaryctl is a process of its own.
     running = []
     for n in names[1:]:
