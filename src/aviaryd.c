@@ -19,6 +19,7 @@
 
 #include <event2/event.h>
 
+#include "desktop.h"
 #include "broker/broker.h"
 #include "broker/durable.h"
 #include "broker/restore.h"
@@ -67,6 +68,7 @@ struct daemon_state {
     struct tls_server *tls;   /* when tls-cert is set */
     struct ws_server *ws;     /* when a ws:// or wss:// listener is configured */
     struct web *web;          /* what http:// and https:// listeners serve */
+    struct desktop desktop;   /* desktop mode: the password-file */
     struct event *catalog_ev; /* the watcher has a new catalog */
     struct jobs *jobs;        /* cloud mode: the management API's database work */
     struct event *jobs_ev;    /* jobs are finished */
@@ -154,6 +156,8 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
                 ws_server_reload_tls(d->ws);
         }
     }
+    if (next.mode == CONFIG_MODE_DESKTOP && d->cfg->mode == CONFIG_MODE_DESKTOP)
+        desktop_reload(&d->desktop, &next);
     if (d->watcher) {
         watcher_set_base(d->watcher, &next.limits);
         broker_set_token_rules(d->broker, next.allow_keys_without_tls, next.token_warning);
@@ -211,6 +215,8 @@ static int open_listeners(struct daemon_state *d, const struct config *cfg)
         }
         printf("listening on %s\n", bound);
         log_notice("listening on %s", bound);
+        if (cfg->mode == CONFIG_MODE_DESKTOP)
+            desktop_warn_exposed(&d->desktop, bound);
     }
     fflush(stdout);
     return 0;
@@ -566,6 +572,11 @@ static int start(struct daemon_state *d, const struct config *cfg)
         return EXIT_CONFIG;
     if (cfg->mode == CONFIG_MODE_CLOUD && start_cloud(d, cfg) < 0)
         return EXIT_CONFIG;
+    if (cfg->mode == CONFIG_MODE_DESKTOP &&
+        desktop_start(&d->desktop, d->broker, cfg, err, sizeof(err)) < 0) {
+        log_error("cannot start: %s", err);
+        return EXIT_CONFIG;
+    }
     if (keeping(cfg) && start_keeping(d, cfg) < 0)
         return EXIT_CONFIG;
     if (!keeping(cfg))
@@ -632,6 +643,7 @@ static void tear_down(struct daemon_state *d, const struct config *cfg, int stat
     watcher_stop(d->watcher);
     stop_keeping(d, cfg);
     broker_free(d->broker);
+    desktop_free(&d->desktop);
     event_drop(d->settled_ev);
     mailbox_free(d->settled, NULL);
     tls_server_free(d->tls);

@@ -134,6 +134,12 @@ void broker_set_cloud(struct broker *b, struct catalog *cat, bool allow_keys_wit
     broker_set_token_rules(b, allow_keys_without_tls, token_warning);
 }
 
+void broker_set_passwords(struct broker *b, broker_password_fn *fn, void *ctx)
+{
+    b->passwords = fn;
+    b->passwords_ctx = ctx;
+}
+
 void broker_set_token_rules(struct broker *b, bool allow_keys_without_tls, unsigned token_warning)
 {
     b->allow_keys_without_tls = allow_keys_without_tls;

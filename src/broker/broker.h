@@ -50,6 +50,12 @@ void broker_set_limits(struct broker *b, const struct limits *limits);
 void broker_set_cloud(struct broker *b, struct catalog *cat, bool allow_keys_without_tls,
                       unsigned token_warning);
 
+/*
+ * From now on, desktop logins need a user name and password that `fn`
+ * accepts; `fn` NULL: anonymous clients are welcome again.
+ */
+void broker_set_passwords(struct broker *b, broker_password_fn *fn, void *ctx);
+
 /* SIGHUP: new allow-keys-without-tls and token-warning, for logins from now on. */
 void broker_set_token_rules(struct broker *b, bool allow_keys_without_tls, unsigned token_warning);
 

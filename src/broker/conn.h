@@ -89,7 +89,9 @@ struct conn {
     struct instance *instance;    /* where it logged in; counted in conn_count while counted */
     struct catalog_token *token;  /* cloud: the token it logged in with (a reference) */
     struct event *token_timer;    /* expiry warning, then expiry (timers.c); owned; NULL for keys */
-    struct timeval last_activity; /* last PUBLISH, SUBSCRIBE or UNSUBSCRIBE (idle-timeout) */
+    struct timeval last_activity; /* last PUBLISH, SUBSCRIBE or UNSUBSCRIBE either way
+                                     (idle-timeout) */
+    uint32_t idle_published;      /* out.published when last_activity was last looked at */
     bool counted;
     bool token_warning_due; /* the warning's time has come */
     bool token_warned;      /* expirywarning was sent */

@@ -38,6 +38,13 @@ struct session;
 #define BROKER_DEFAULT_CONNECT_TIMEOUT 10
 
 /* One routing match: a session and what its matching subscriptions ask for. */
+/*
+ * Desktop mode's password-file: whether `user` (`user_len` bytes) with
+ * `password` may log in. Called on the core thread, once per CONNECT.
+ */
+typedef bool broker_password_fn(void *ctx, const char *user, size_t user_len, const void *password,
+                                size_t password_len);
+
 struct broker_match {
     struct session *session;
     uint8_t qos;              /* the highest granted QoS among them */
@@ -54,16 +61,18 @@ struct broker_match_id {
 
 struct broker {
     struct event_base *base;
-    struct limits limits;        /* desktop: the local instance's; cloud: before login */
-    unsigned connect_timeout;    /* seconds from accept to CONNECT (connect-timeout) */
-    size_t max_memory;           /* max-memory: bytes resident; 0: no ceiling */
-    size_t memory_resident;      /* as last measured */
-    uint64_t memory_measured_ms; /* clock_ms() of that measurement */
-    unsigned memory_questions;   /* core_memory_full() calls since it */
-    uint64_t memory_refusals;    /* connections and retained messages refused for it */
-    struct account *held;        /* bytes held for all instances together (their parent; a ref) */
-    struct log_every memory_log; /* measurements that found the process over max-memory */
-    struct instance *local;      /* desktop mode's single instance; NULL in cloud mode */
+    struct limits limits;          /* desktop: the local instance's; cloud: before login */
+    unsigned connect_timeout;      /* seconds from accept to CONNECT (connect-timeout) */
+    size_t max_memory;             /* max-memory: bytes resident; 0: no ceiling */
+    size_t memory_resident;        /* as last measured */
+    uint64_t memory_measured_ms;   /* clock_ms() of that measurement */
+    unsigned memory_questions;     /* core_memory_full() calls since it */
+    uint64_t memory_refusals;      /* connections and retained messages refused for it */
+    struct account *held;          /* bytes held for all instances together (their parent; a ref) */
+    struct log_every memory_log;   /* measurements that found the process over max-memory */
+    struct instance *local;        /* desktop mode's single instance; NULL in cloud mode */
+    broker_password_fn *passwords; /* desktop: the password-file's check; NULL: anonymous */
+    void *passwords_ctx;
 
     /* Cloud mode (broker_set_cloud): tenants and their tokens. */
     bool cloud;

@@ -127,7 +127,7 @@ static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct
 {
     char why[160];
     int rc = topic_check_name((const char *)ck->will_topic.data, ck->will_topic.len,
-                              l->max_topic_length);
+                              l->max_topic_length, topic_charset_of(l));
     if (rc < 0) {
         char topic_why[96];
         topic_describe(rc, ck->will_topic.len, l->max_topic_length, topic_why, sizeof(topic_why));
@@ -439,6 +439,21 @@ static int connack_accept(struct conn *c, bool session_present, const struct con
     return rc;
 }
 
+/* Desktop mode with a password-file: the CONNECT must name one of its users. */
+static int desktop_login(struct conn *c, const struct mqtt_connect *ck)
+{
+    struct broker *b = c->broker;
+
+    if (!ck->has_username)
+        return refuse5(c, MQTT_CONNACK_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
+                       "not authorized: no user name, and password-file admits only its users");
+    if (!b->passwords(b->passwords_ctx, (const char *)ck->username.data, ck->username.len,
+                      ck->password.data, ck->has_password ? ck->password.len : 0))
+        return refuse5(c, MQTT_CONNACK_BAD_CREDENTIALS, MQTT_RC_BAD_USERNAME_OR_PASSWORD,
+                       "bad user name or password (password-file)");
+    return 0;
+}
+
 /*
  * Its MQTT 5 properties, the memory ceiling, and (cloud) its credentials:
  * sets cn->inst and cn->token. Returns 0, LOGIN_WAITS, or -1 after refusing.
@@ -465,6 +480,8 @@ static int connect_login(struct conn *c, struct connecting *cn)
         int rc = cloud_login(c, ck, &cn->inst, &cn->token);
         if (rc != 0)
             return rc;
+    } else if (b->passwords && desktop_login(c, ck) < 0) {
+        return -1;
     }
     /* The conn owns the reference from here: conn_free() drops it whatever happens. */
     c->token = cn->token;
@@ -651,16 +668,17 @@ static int connect_accept(struct conn *c, struct connecting *cn)
 
     /* MQTT 3.1 has no session-present flag: that byte is reserved there. */
     int rc = connack_accept(c, cn->session_present && ck->version != MQTT_V31, &cn->v5, cn->l);
+    char expiry[32] = "never"; /* an MQTT 3.1.1 persistent session, without max-session-expiry */
+    if (cn->granted != SESSION_NEVER_EXPIRES)
+        snprintf(expiry, sizeof(expiry), "%lu s", (unsigned long)cn->granted);
     log_info("client %s connected from %s to instance %s%s%s (MQTT %s, clean %d, keep-alive "
-             "%u s, session expiry %ld s%s)",
+             "%u s, session expiry %s%s)",
              c->client_id, c->link.meta.peer, cn->inst->name, token ? " with token " : "",
              token ? token->id : "",
              ck->version == MQTT_V31  ? "3.1"
              : ck->version == MQTT_V5 ? "5.0"
                                       : "3.1.1",
-             ck->clean, c->keepalive,
-             cn->granted == SESSION_NEVER_EXPIRES ? -1L : (long)cn->granted,
-             cn->session_present ? ", session resumed" : "");
+             ck->clean, c->keepalive, expiry, cn->session_present ? ", session resumed" : "");
     if (rc < 0)
         return -1;
     systopic_connected(cn->inst, cn->client_id, link_transport_name(c->link.meta.transport),

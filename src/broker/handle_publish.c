@@ -172,7 +172,8 @@ static int publish_topic(struct conn *c, const struct mqtt_publish *pub, struct 
 
     if (c->out.version == MQTT_V5 && resolve_alias(c, pub, topic) < 0)
         return -1;
-    int rc = topic_check_name((const char *)topic->data, topic->len, l->max_topic_length);
+    int rc = topic_check_name((const char *)topic->data, topic->len, l->max_topic_length,
+                              topic_charset_of(l));
     return rc >= 0 ? 0 : publish_topic_refused(c, pub, topic, rc);
 }
 

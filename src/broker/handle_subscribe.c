@@ -102,10 +102,12 @@ static bool filter_split(const struct mqtt_buf *raw, struct filter_parts *out)
  * wildcard), and the whole of "$share/GROUP/FILTER" within the topic length.
  * Returns 0, or -1 with the reason in `why`.
  */
-static int filter_check(const struct mqtt_buf *raw, const struct filter_parts *fp, size_t max_len,
-                        char *why, size_t size)
+static int filter_check(const struct mqtt_buf *raw, const struct filter_parts *fp,
+                        const struct limits *l, char *why, size_t size)
 {
-    int rc = topic_check_filter((const char *)fp->filter.data, fp->filter.len, max_len);
+    size_t max_len = l->max_topic_length;
+    int rc = topic_check_filter((const char *)fp->filter.data, fp->filter.len, max_len,
+                                topic_charset_of(l));
     if (rc < 0) {
         topic_describe(rc, fp->filter.len, max_len, why, size);
         return -1;
@@ -116,7 +118,7 @@ static int filter_check(const struct mqtt_buf *raw, const struct filter_parts *f
         topic_describe(TOPIC_E_TOO_LONG, raw->len, max_len, why, size);
         return -1;
     }
-    if ((rc = topic_check_name(fp->group, fp->group_len, max_len)) < 0) {
+    if ((rc = topic_check_name(fp->group, fp->group_len, max_len, topic_charset_of(l))) < 0) {
         char what[96];
         topic_describe(rc, fp->group_len, max_len, what, sizeof(what));
         snprintf(why, size, "share group name: %s", what);
@@ -203,8 +205,7 @@ static uint8_t filter_refusal(struct conn *c, const struct mqtt_buf *filter,
         refusal_note(c, r, filter, "topic rules", why, why);
         return refused(c, MQTT_RC_TOPIC_FILTER_INVALID);
     }
-    if (filter_check(filter, fp, c->session->instance->limits.max_topic_length, why, sizeof(why)) <
-        0) {
+    if (filter_check(filter, fp, &c->session->instance->limits, why, sizeof(why)) < 0) {
         refusal_note(c, r, filter, "topic rules", why, why);
         return refused(c, MQTT_RC_TOPIC_FILTER_INVALID);
     }
@@ -520,7 +521,7 @@ static int unsubscribe_one(struct conn *c, const struct mqtt_topic_entry *e, uin
     }
     char why[128];
     if (!filter_split(&e->filter, &fp) ||
-        filter_check(&e->filter, &fp, s->instance->limits.max_topic_length, why, sizeof(why)) < 0) {
+        filter_check(&e->filter, &fp, &s->instance->limits, why, sizeof(why)) < 0) {
         *code = MQTT_RC_TOPIC_FILTER_INVALID;
         return 0;
     }

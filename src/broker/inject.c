@@ -113,7 +113,8 @@ enum inject_status inject_publish(struct instance *inst, const struct catalog_to
     bool slash;
 
     *res = (struct inject_result){0};
-    int rc = topic_check_name(topic, topic_len, inst->limits.max_topic_length);
+    int rc = topic_check_name(topic, topic_len, inst->limits.max_topic_length,
+                              topic_charset_of(&inst->limits));
     if (rc < 0) {
         topic_describe(rc, topic_len, inst->limits.max_topic_length, res->why, sizeof(res->why));
         return INJECT_BAD_TOPIC;
@@ -179,7 +180,8 @@ long inject_retained(struct instance *inst, const struct catalog_token *token, c
     struct scratch sc = SCRATCH_INIT(small);
     bool slash;
 
-    if (topic_check_filter(filter, len, inst->limits.max_topic_length) < 0)
+    if (topic_check_filter(filter, len, inst->limits.max_topic_length,
+                           topic_charset_of(&inst->limits)) < 0)
         return INJECT_BAD_FILTER;
     char *norm = scratch_get(&sc, len + 1);
     if (!norm)

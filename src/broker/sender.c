@@ -414,6 +414,8 @@ int sender_publish(struct sender *s, struct message *m, const struct delivery *d
         .props = propbuf_props(&pb),
     };
     rc = sender_queue_publish(s, &pub, m);
+    if (rc == 0)
+        s->published++;
     if (rc == SENDER_SKIPPED && fresh_alias)
         sender_unalias(s, topic);
 out:

@@ -54,6 +54,7 @@ struct sender {
     size_t charged;          /* bytes of output charged: never less than pending */
 
     struct log_every dropped; /* QoS 0 messages dropped because the output was full */
+    uint32_t published;       /* PUBLISH packets queued to it (wraps): idle-timeout looks */
     const char *who;          /* the client, for the log (the conn's client id) */
     /* Close the connection, logging `why`; `owner` is the link's. */
     void (*fail)(void *owner, const char *why);

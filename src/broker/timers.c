@@ -41,6 +41,7 @@ void timers_start_keepalive(struct conn *c)
 
     event_base_gettimeofday_cached(c->broker->base, &c->last_packet);
     c->last_activity = c->last_packet;
+    c->idle_published = c->out.published;
     unsigned idle_timeout = c->instance ? c->instance->limits.idle_timeout : 0;
     if (idle_timeout && (unsigned long)idle_timeout < (unsigned long)limit.tv_sec)
         limit = (struct timeval){idle_timeout, 0};
@@ -69,6 +70,11 @@ static void timers_connect_missed(struct conn *c)
 /*
  * The idle timeout on top of the keep-alive's time `left`: closes the
  * connection (returns false) or shortens `left` to the nearer deadline.
+ * A connection that was sent messages since the last look is not idle: a
+ * subscriber that only listens is what idle-timeout must keep. Counting them
+ * here, not per delivery, keeps the clock off the fan-out path; the cost is
+ * that it counts as active from this look, not from the delivery, so it is
+ * closed after between one and two idle-timeouts of silence.
  */
 static bool timers_idle_check(struct conn *c, const struct timeval *now, struct timeval *left)
 {
@@ -77,10 +83,15 @@ static bool timers_idle_check(struct conn *c, const struct timeval *now, struct 
 
     if (!idle_timeout)
         return true;
+    if (c->out.published != c->idle_published) {
+        c->idle_published = c->out.published;
+        c->last_activity = *now;
+    }
     evutil_timersub(now, &c->last_activity, &quiet);
     if (!evutil_timercmp(&quiet, &idle_limit, <)) {
         conn_disconnect(c, MQTT_RC_KEEP_ALIVE_TIMEOUT,
-                        "idle: no PUBLISH, SUBSCRIBE or UNSUBSCRIBE for %u s (idle-timeout)",
+                        "idle: no PUBLISH either way, SUBSCRIBE or UNSUBSCRIBE for %u s "
+                        "(idle-timeout)",
                         idle_timeout);
         return false;
     }

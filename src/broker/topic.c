@@ -28,6 +28,7 @@
 #include "util/probe.h"
 #include "util/scratch.h"
 #include "util/siphash.h"
+#include "util/utf8.h"
 
 /* ---------------------------------------------------------------- rules */
 
@@ -77,6 +78,25 @@ static bool topic_char_plain(unsigned char c)
     }
 }
 
+/*
+ * The length of the ordinary character (no wildcard) at `p`, of the `n` bytes
+ * left, or 0 when `charset` does not allow it.
+ */
+static size_t topic_char_length(const unsigned char *p, size_t n, enum topic_charset charset)
+{
+    if (topic_char_plain(*p))
+        return 1;
+    if (charset == TOPIC_CHARSET_SAFE || *p < 0x20 || *p == 0x7f)
+        return 0;
+    if (*p < 0x80)
+        return 1;
+    size_t len = utf8_length(p, n);
+    /* U+0080..U+009F, the C1 controls, are 0xC2 0x80..0x9F. */
+    if (len == 2 && p[0] == 0xc2 && p[1] < 0xa0)
+        return 0;
+    return len;
+}
+
 /* Length before content: an oversized string from the wire is refused unread. */
 /*
  * A lone "/" counts as empty: dropping the insignificant leading slash leaves
@@ -91,40 +111,44 @@ static int topic_check_length(const char *t, size_t len, size_t max_len)
     return TOPIC_OK;
 }
 
-int topic_check_name(const char *topic, size_t len, size_t max_len)
+int topic_check_name(const char *topic, size_t len, size_t max_len, enum topic_charset charset)
 {
+    const unsigned char *t = (const unsigned char *)topic;
     int rc = topic_check_length(topic, len, max_len);
     if (rc != TOPIC_OK)
         return rc;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)topic[i];
+    for (size_t i = 0; i < len;) {
         /* `*` is outside a name's character set, but "wildcard" tells the client why. */
-        if (c == '+' || c == '#' || c == '*')
+        if (t[i] == '+' || t[i] == '#' || t[i] == '*')
             return TOPIC_E_WILDCARD;
-        if (!topic_char_plain(c))
+        size_t n = topic_char_length(t + i, len - i, charset);
+        if (n == 0)
             return TOPIC_E_CHARSET;
+        i += n;
     }
     return TOPIC_OK;
 }
 
-int topic_check_filter(const char *filter, size_t len, size_t max_len)
+int topic_check_filter(const char *filter, size_t len, size_t max_len, enum topic_charset charset)
 {
+    const unsigned char *f = (const unsigned char *)filter;
     int rc = topic_check_length(filter, len, max_len);
     if (rc != TOPIC_OK)
         return rc;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)filter[i];
-        bool starts_level = i == 0 || filter[i - 1] == '/';
-        bool ends_level = i + 1 == len || filter[i + 1] == '/';
-        if (c == '+' || c == '*') {
+    for (size_t i = 0; i < len;) {
+        bool starts_level = i == 0 || f[i - 1] == '/';
+        bool ends_level = i + 1 == len || f[i + 1] == '/';
+        size_t n = 1;
+        if (f[i] == '+' || f[i] == '*') {
             if (!starts_level || !ends_level)
                 return TOPIC_E_WILDCARD;
-        } else if (c == '#') {
+        } else if (f[i] == '#') {
             if (!starts_level || i + 1 != len)
                 return TOPIC_E_WILDCARD;
-        } else if (!topic_char_plain(c)) {
+        } else if ((n = topic_char_length(f + i, len - i, charset)) == 0) {
             return TOPIC_E_CHARSET;
         }
+        i += n;
     }
     return TOPIC_OK;
 }

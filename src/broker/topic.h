@@ -1,9 +1,10 @@
 /*
  * topic — aviary's topic rules and the topic tree of one instance.
  *
- * The rules, narrower than MQTT's (which allow any UTF-8 but U+0000): a
- * topic or filter is ASCII letters, digits and . , : ; - _ $ / + # (and * in
- * filters); a whole-level `*` in a filter is `+`; one leading `/` is
+ * The rules: by default narrower than MQTT's (which allow any UTF-8 but
+ * U+0000), a topic or filter is ASCII letters, digits and . , : ; - _ $ / + #
+ * (and * in filters); with the utf8-topics limit, any well-formed UTF-8 but
+ * control characters. A whole-level `*` in a filter is `+`; one leading `/` is
  * insignificant, so "/a/b" and "a/b" are the same topic. Callers check with
  * topic_check_name()/topic_check_filter() and then normalise once at the edge
  * with topic_normalize(); the tree only ever sees normalised strings.
@@ -22,7 +23,14 @@
 #include <stdint.h>
 
 #include "codec/codec.h"
+#include "util/limits.h"
 #include "util/scratch.h"
+
+/* Which characters a topic may hold (the utf8-topics limit of its instance). */
+enum topic_charset {
+    TOPIC_CHARSET_SAFE = 0, /* letters, digits and . , : ; - _ $ / (and the wildcards) */
+    TOPIC_CHARSET_UTF8 = 1, /* any well-formed UTF-8 but U+0000-U+001F and U+007F-U+009F */
+};
 
 enum topic_err {
     TOPIC_OK = 0,
@@ -45,16 +53,22 @@ void topic_describe(int err, size_t len, size_t max_len, char *out, size_t size)
 
 /*
  * Check a topic name (PUBLISH) of `len` bytes: not empty, at most `max_len`
- * characters, only the allowed characters, no `+`, `#` or `*`.
+ * bytes, only characters of `charset`, no `+`, `#` or `*`.
  * Returns TOPIC_OK or a negative enum topic_err.
  */
-int topic_check_name(const char *topic, size_t len, size_t max_len);
+int topic_check_name(const char *topic, size_t len, size_t max_len, enum topic_charset charset);
 
 /*
  * Check a topic filter (SUBSCRIBE): as topic_check_name(), but `+` and `*`
  * must fill a whole level and `#` must be a whole level and the last one.
  */
-int topic_check_filter(const char *filter, size_t len, size_t max_len);
+int topic_check_filter(const char *filter, size_t len, size_t max_len, enum topic_charset charset);
+
+/* The character set that an instance's limits `l` allow (utf8-topics). */
+static inline enum topic_charset topic_charset_of(const struct limits *l)
+{
+    return l->utf8_topics ? TOPIC_CHARSET_UTF8 : TOPIC_CHARSET_SAFE;
+}
 
 /*
  * Normalise a checked topic or filter: drop one leading '/', and turn every

@@ -154,7 +154,7 @@ int manage_token_filter(struct manage_token *t, int kind, const char *field, con
                         size_t len, char *err, size_t errlen)
 {
     char buf[MANAGE_SHOWN];
-    int rc = topic_check_filter(filter, len, MANAGE_FILTER_MAX);
+    int rc = topic_check_filter(filter, len, MANAGE_FILTER_MAX, TOPIC_CHARSET_UTF8);
     bool slash;
 
     if (rc == TOPIC_E_TOO_LONG)

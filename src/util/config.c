@@ -49,6 +49,8 @@ static const struct directive directives[] = {
      "PEM CAs that client certificates must chain to"},
     {"tls-client-cert", KIND_CLIENT_CERT, "none|optional|required", FIELD(tls_client_cert), 0, 0,
      false, "none", "ask TLS clients for a certificate"},
+    {"password-file", KIND_PATH, "PATH", FIELD(password_file), 0, 0, false, "none",
+     "desktop: admit only the users of PATH (aviaryctl passwd)"},
     {"allow-keys-without-tls", KIND_BOOL, "yes|no", FIELD(allow_keys_without_tls), 0, 0, false,
      "no", "cloud: accept keys (tokens without expiry) without TLS"},
     {"token-warning", KIND_NUMBER, "SECONDS", FIELD(token_warning), 1, LIMITS_IDLE_MAX, false, NULL,
@@ -83,6 +85,7 @@ void config_init(struct config *c)
     memset(c, 0, sizeof(*c));
     c->mode = CONFIG_MODE_DESKTOP;
     limits_init(&c->limits);
+    c->limits.utf8_topics = 1;
     c->log_level = LOG_LEVEL_NOTICE;
     c->token_warning = CONFIG_DEFAULT_TOKEN_WARNING;
     c->connect_timeout = CONFIG_DEFAULT_CONNECT_TIMEOUT;
@@ -102,6 +105,7 @@ void config_free(struct config *c)
     config_clear_listen(c);
     free(c->db);
     free(c->pid_file);
+    free(c->password_file);
     free(c->tls_cert);
     free(c->tls_key);
     free(c->tls_ca);
@@ -241,6 +245,9 @@ static int set_mode(struct config *c, const struct directive *d, const char *val
         c->mode = CONFIG_MODE_CLOUD;
     else
         return error_set(err, errlen, "%s: expected desktop or cloud, got '%s'", d->name, value);
+    /* People bring their Mosquitto topics to the desktop; tenants keep the narrow set. */
+    if (!c->utf8_topics_set)
+        c->limits.utf8_topics = c->mode == CONFIG_MODE_DESKTOP;
     return 0;
 }
 
@@ -333,6 +340,8 @@ static int set_limit(struct config *c, const struct limits_def *l, const char *v
     if (limits_parse_number(l->name, value, l->min, l->max, l->suffixes, &n, err, errlen) < 0)
         return -1;
     limits_field_store((unsigned char *)&c->limits + l->offset, l->size, n);
+    if (l->offset == offsetof(struct limits, utf8_topics))
+        c->utf8_topics_set = true;
     return 0;
 }
 
@@ -704,6 +713,10 @@ int config_validate(const struct config *c, char *err, size_t errlen)
     if (l->keepalive_min > l->keepalive_max)
         return error_set(err, errlen, "keepalive-min (%u) is greater than keepalive-max (%u)",
                          l->keepalive_min, l->keepalive_max);
+    if (c->password_file && c->mode == CONFIG_MODE_CLOUD)
+        return error_set(err, errlen,
+                         "password-file is for desktop mode: cloud clients log in with an "
+                         "instance's tokens (aviaryctl token create)");
     if (!c->tls_cert != !c->tls_key)
         return error_set(err, errlen, "tls-cert and tls-key go together: %s is missing",
                          c->tls_cert ? "tls-key" : "tls-cert");

@@ -42,11 +42,13 @@ struct config {
     enum config_mode mode;
     char *db;                    /* sqlite path, NULL = none yet */
     struct limits limits;        /* set by the limit directives, named in util/limits.h */
+    bool utf8_topics_set;        /* utf8-topics given: the mode no longer chooses it */
     int log_level;               /* enum log_level */
     bool syslog;                 /* log to syslog instead of stderr */
     bool daemonize;              /* -d */
     char *pid_file;              /* written after start, removed at exit; NULL = none */
     char *config_file;           /* the -c argument, NULL if none */
+    char *password_file;         /* desktop: only its users log in (util/passwd.h); NULL = anyone */
     bool allow_keys_without_tls; /* cloud: keys accepted on listeners without TLS */
     unsigned token_warning;      /* seconds before expiry that expirywarning is sent */
     unsigned connect_timeout;    /* seconds from accept to CONNECT (TLS and WebSocket

@@ -65,6 +65,8 @@ static const struct limits_def defs[] = {
      "persistent sessions per instance; 0: no limit"},
     {"max-instance-bytes", "BYTES", FIELD(max_instance_bytes), 0, LIMITS_MEMORY_MAX, true, "0",
      "bytes one instance may hold; k, m, g suffixes; 0: none"},
+    {"utf8-topics", "0|1", FIELD(utf8_topics), 0, 1, false, "1 desktop, 0 cloud",
+     "1: any UTF-8 topic; 0: the safe set"},
 };
 
 #define DEF_COUNT (sizeof(defs) / sizeof(defs[0]))

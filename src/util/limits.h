@@ -38,6 +38,7 @@ struct limits {
     unsigned idle_timeout;                   /* seconds without PUBLISH, SUBSCRIBE or UNSUBSCRIBE */
     size_t max_sessions;       /* persistent sessions (outliving their connection) per instance */
     size_t max_instance_bytes; /* bytes an instance may hold (see util/account.h) */
+    unsigned utf8_topics;      /* 1: topics may hold any UTF-8 but controls (broker/topic.h) */
 };
 
 #define LIMITS_DEFAULT_MAX_CLIENT_ID 64
@@ -74,6 +75,7 @@ static inline void limits_init(struct limits *l)
     l->idle_timeout = 0;
     l->max_sessions = 0;
     l->max_instance_bytes = 0;
+    l->utf8_topics = 0;
 }
 
 /* Field by field: struct padding must not make equal limits look different. */
@@ -90,7 +92,8 @@ static inline bool limits_equal(const struct limits *a, const struct limits *b)
            a->max_messages_per_second == b->max_messages_per_second &&
            a->max_instance_messages_per_second == b->max_instance_messages_per_second &&
            a->max_retained == b->max_retained && a->idle_timeout == b->idle_timeout &&
-           a->max_sessions == b->max_sessions && a->max_instance_bytes == b->max_instance_bytes;
+           a->max_sessions == b->max_sessions && a->max_instance_bytes == b->max_instance_bytes &&
+           a->utf8_topics == b->utf8_topics;
 }
 
 /*

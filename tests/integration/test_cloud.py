@@ -389,20 +389,27 @@ def test_idle_timeout():
     with _cloud(db, "--allow-keys-without-tls") as b:
         idle = cloud_login(b.port, name, secret)
         busy = cloud_login(b.port, name, secret)
+        # Only receives: a connection sent messages is not idle (a dashboard, a logger).
+        listener = cloud_login(b.port, name, secret)
+        listener.subscribe([("x", 0)])
         mark = b.log_mark()
         t0 = time.monotonic()
         closed_after = None
-        while time.monotonic() - t0 < 4.0:
-            idle.try_send(PINGREQ_PACKET)  # pings keep a connection alive, not busy
+        received = 0
+        while time.monotonic() - t0 < 6.0:
+            if closed_after is None:
+                idle.try_send(PINGREQ_PACKET)  # pings keep a connection alive, not busy
+                if idle.is_closed(0.05):
+                    closed_after = time.monotonic() - t0
             busy.publish("x", b"x")
             time.sleep(0.25)
-            if idle.is_closed(0.05):
-                closed_after = time.monotonic() - t0
-                break
-        check(closed_after is not None, "an idle connection outlived idle-timeout 2 by 2 s")
+            received += len(_payloads(listener, 1))
+        check(closed_after is not None, "an idle connection outlived idle-timeout 2 by 4 s")
         check(closed_after >= 1.5, "closed after %.1f s, before idle-timeout 2" % closed_after)
         _check_log(b, mark, r"idle.*idle-timeout", "the idle close")
         busy.ping()
+        listener.ping()  # still open after three idle-timeouts of only receiving
+        check(received >= 20, "the listener received %d messages in 6 s" % received)
 
 
 def test_cloud_start_fails_clearly_without_database():

@@ -15,12 +15,12 @@
 
 static int name_rc(const char *s)
 {
-    return topic_check_name(s, strlen(s), MAX);
+    return topic_check_name(s, strlen(s), MAX, TOPIC_CHARSET_SAFE);
 }
 
 static int filter_rc(const char *s)
 {
-    return topic_check_filter(s, strlen(s), MAX);
+    return topic_check_filter(s, strlen(s), MAX, TOPIC_CHARSET_SAFE);
 }
 
 /* ------------------------------------------------------------ helpers */
@@ -150,30 +150,79 @@ START_TEST(test_SPEC_3_other_characters_rejected)
 }
 END_TEST
 
+/* utf8-topics 1: what Mosquitto users write (spaces, accents, any script) is a topic. */
+START_TEST(test_SPEC_utf8_topics_accepted)
+{
+    const char *good[] = {"a b",       "caf\xc3\xa9/t",    "\xe6\xb8\xa9\xe5\xba\xa6",
+                          "a!b?c",     "\xf0\x9f\x90\xa6", "k\xc2\xa0v",
+                          "a\"b'c\\d", "x=1&y=(2)"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        size_t len = strlen(good[i]);
+        ck_assert_msg(topic_check_name(good[i], len, MAX, TOPIC_CHARSET_UTF8) == TOPIC_OK,
+                      "name '%s'", good[i]);
+        ck_assert_msg(topic_check_filter(good[i], len, MAX, TOPIC_CHARSET_UTF8) == TOPIC_OK,
+                      "filter '%s'", good[i]);
+        /* ... and none of them is, by default. */
+        ck_assert_msg(name_rc(good[i]) == TOPIC_E_CHARSET, "default name '%s'", good[i]);
+    }
+    ck_assert_int_eq(topic_check_filter("caf\xc3\xa9/+/#", 9, MAX, TOPIC_CHARSET_UTF8), TOPIC_OK);
+}
+END_TEST
+
+/* Still refused: broken UTF-8, controls (C0, DEL, C1), misplaced wildcards. */
+START_TEST(test_SPEC_utf8_topics_refuse_controls_and_bad_utf8)
+{
+    const char *bad[] = {"a\tb",
+                         "a\x7f",
+                         "\x01",
+                         "a\xc2\x85"
+                         "b",
+                         "\xff",
+                         "\xc3",
+                         "\xc0\xaf",
+                         "\xed\xa0\x80",
+                         "a\nb",
+                         "\xf4\x90\x80\x80"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        size_t len = strlen(bad[i]);
+        ck_assert_msg(topic_check_name(bad[i], len, MAX, TOPIC_CHARSET_UTF8) == TOPIC_E_CHARSET,
+                      "name %zu", i);
+        ck_assert_msg(topic_check_filter(bad[i], len, MAX, TOPIC_CHARSET_UTF8) == TOPIC_E_CHARSET,
+                      "filter %zu", i);
+    }
+    ck_assert_int_eq(topic_check_name("a\0b", 3, MAX, TOPIC_CHARSET_UTF8), TOPIC_E_CHARSET);
+    ck_assert_int_eq(topic_check_name("a b/+", 5, MAX, TOPIC_CHARSET_UTF8), TOPIC_E_WILDCARD);
+    ck_assert_int_eq(topic_check_filter("a b+", 4, MAX, TOPIC_CHARSET_UTF8), TOPIC_E_WILDCARD);
+    ck_assert_int_eq(topic_check_filter("\xc3\xa9#", 3, MAX, TOPIC_CHARSET_UTF8), TOPIC_E_WILDCARD);
+    /* The limit counts bytes: "é" is two. */
+    ck_assert_int_eq(topic_check_name("\xc3\xa9", 2, 1, TOPIC_CHARSET_UTF8), TOPIC_E_TOO_LONG);
+}
+END_TEST
+
 START_TEST(test_MQTT_4_7_3_2_nul_character_rejected)
 {
-    ck_assert_int_eq(topic_check_name("a\0b", 3, MAX), TOPIC_E_CHARSET);
-    ck_assert_int_eq(topic_check_filter("a\0b", 3, MAX), TOPIC_E_CHARSET);
-    ck_assert_int_eq(topic_check_name("\0", 1, MAX), TOPIC_E_CHARSET);
+    ck_assert_int_eq(topic_check_name("a\0b", 3, MAX, TOPIC_CHARSET_SAFE), TOPIC_E_CHARSET);
+    ck_assert_int_eq(topic_check_filter("a\0b", 3, MAX, TOPIC_CHARSET_SAFE), TOPIC_E_CHARSET);
+    ck_assert_int_eq(topic_check_name("\0", 1, MAX, TOPIC_CHARSET_SAFE), TOPIC_E_CHARSET);
 }
 END_TEST
 
 START_TEST(test_MQTT_4_7_3_1_empty_rejected)
 {
-    ck_assert_int_eq(topic_check_name("", 0, MAX), TOPIC_E_EMPTY);
-    ck_assert_int_eq(topic_check_filter("", 0, MAX), TOPIC_E_EMPTY);
+    ck_assert_int_eq(topic_check_name("", 0, MAX, TOPIC_CHARSET_SAFE), TOPIC_E_EMPTY);
+    ck_assert_int_eq(topic_check_filter("", 0, MAX, TOPIC_CHARSET_SAFE), TOPIC_E_EMPTY);
     /* Empty is reported as empty even against a zero limit. */
-    ck_assert_int_eq(topic_check_name("", 0, 0), TOPIC_E_EMPTY);
+    ck_assert_int_eq(topic_check_name("", 0, 0, TOPIC_CHARSET_SAFE), TOPIC_E_EMPTY);
 }
 END_TEST
 
 /* "/" is empty once its insignificant slash is dropped; "//" is two empty levels. */
 START_TEST(test_SPEC_3_lone_slash_is_empty)
 {
-    ck_assert_int_eq(topic_check_name("/", 1, MAX), TOPIC_E_EMPTY);
-    ck_assert_int_eq(topic_check_filter("/", 1, MAX), TOPIC_E_EMPTY);
-    ck_assert_int_eq(topic_check_name("//", 2, MAX), TOPIC_OK);
-    ck_assert_int_eq(topic_check_filter("/+", 2, MAX), TOPIC_OK);
+    ck_assert_int_eq(topic_check_name("/", 1, MAX, TOPIC_CHARSET_SAFE), TOPIC_E_EMPTY);
+    ck_assert_int_eq(topic_check_filter("/", 1, MAX, TOPIC_CHARSET_SAFE), TOPIC_E_EMPTY);
+    ck_assert_int_eq(topic_check_name("//", 2, MAX, TOPIC_CHARSET_SAFE), TOPIC_OK);
+    ck_assert_int_eq(topic_check_filter("/+", 2, MAX, TOPIC_CHARSET_SAFE), TOPIC_OK);
 }
 END_TEST
 
@@ -181,21 +230,21 @@ START_TEST(test_SPEC_5_topic_length_limit)
 {
     char s[MAX + 2];
     memset(s, 'a', sizeof(s));
-    ck_assert_int_eq(topic_check_name(s, MAX, MAX), TOPIC_OK);
-    ck_assert_int_eq(topic_check_filter(s, MAX, MAX), TOPIC_OK);
-    ck_assert_int_eq(topic_check_name(s, MAX + 1, MAX), TOPIC_E_TOO_LONG);
-    ck_assert_int_eq(topic_check_filter(s, MAX + 1, MAX), TOPIC_E_TOO_LONG);
+    ck_assert_int_eq(topic_check_name(s, MAX, MAX, TOPIC_CHARSET_SAFE), TOPIC_OK);
+    ck_assert_int_eq(topic_check_filter(s, MAX, MAX, TOPIC_CHARSET_SAFE), TOPIC_OK);
+    ck_assert_int_eq(topic_check_name(s, MAX + 1, MAX, TOPIC_CHARSET_SAFE), TOPIC_E_TOO_LONG);
+    ck_assert_int_eq(topic_check_filter(s, MAX + 1, MAX, TOPIC_CHARSET_SAFE), TOPIC_E_TOO_LONG);
     /* Length is bytes: a one-byte limit takes one character. */
-    ck_assert_int_eq(topic_check_name("a", 1, 1), TOPIC_OK);
-    ck_assert_int_eq(topic_check_name("ab", 2, 1), TOPIC_E_TOO_LONG);
+    ck_assert_int_eq(topic_check_name("a", 1, 1, TOPIC_CHARSET_SAFE), TOPIC_OK);
+    ck_assert_int_eq(topic_check_name("ab", 2, 1, TOPIC_CHARSET_SAFE), TOPIC_E_TOO_LONG);
 }
 END_TEST
 
 START_TEST(test_SPEC_5_length_checked_before_content)
 {
     /* Oversized garbage gets the length answer, not the character one. */
-    ck_assert_int_eq(topic_check_name("!!!!", 4, 3), TOPIC_E_TOO_LONG);
-    ck_assert_int_eq(topic_check_filter("a b#", 4, 3), TOPIC_E_TOO_LONG);
+    ck_assert_int_eq(topic_check_name("!!!!", 4, 3, TOPIC_CHARSET_SAFE), TOPIC_E_TOO_LONG);
+    ck_assert_int_eq(topic_check_filter("a b#", 4, 3, TOPIC_CHARSET_SAFE), TOPIC_E_TOO_LONG);
 }
 END_TEST
 
@@ -1060,6 +1109,8 @@ static Suite *topic_suite(void)
     TCase *rules = tcase_create("rules");
     tcase_add_test(rules, test_SPEC_3_allowed_characters_accepted);
     tcase_add_test(rules, test_SPEC_3_other_characters_rejected);
+    tcase_add_test(rules, test_SPEC_utf8_topics_accepted);
+    tcase_add_test(rules, test_SPEC_utf8_topics_refuse_controls_and_bad_utf8);
     tcase_add_test(rules, test_MQTT_4_7_3_2_nul_character_rejected);
     tcase_add_test(rules, test_MQTT_4_7_3_1_empty_rejected);
     tcase_add_test(rules, test_SPEC_3_lone_slash_is_empty);
