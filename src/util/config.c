@@ -85,7 +85,6 @@ void config_init(struct config *c)
     memset(c, 0, sizeof(*c));
     c->mode = CONFIG_MODE_DESKTOP;
     limits_init(&c->limits);
-    c->limits.utf8_topics = 1;
     c->log_level = LOG_LEVEL_NOTICE;
     c->token_warning = CONFIG_DEFAULT_TOKEN_WARNING;
     c->connect_timeout = CONFIG_DEFAULT_CONNECT_TIMEOUT;
@@ -245,9 +244,6 @@ static int set_mode(struct config *c, const struct directive *d, const char *val
         c->mode = CONFIG_MODE_CLOUD;
     else
         return error_set(err, errlen, "%s: expected desktop or cloud, got '%s'", d->name, value);
-    /* People bring their Mosquitto topics to the desktop; tenants keep the narrow set. */
-    if (!c->utf8_topics_set)
-        c->limits.utf8_topics = c->mode == CONFIG_MODE_DESKTOP;
     return 0;
 }
 
@@ -695,6 +691,13 @@ int config_parse_args(struct config *c, int argc, char **argv, enum config_actio
     }
 
     rc = apply_pending(c, pend, npend, err, errlen);
+    /*
+     * People bring their Mosquitto topics to the desktop; tenants keep the
+     * narrow set. Only aviaryd's command line decides this: a file read by
+     * aviaryctl keeps the cloud default.
+     */
+    if (rc == 0 && !c->utf8_topics_set)
+        c->limits.utf8_topics = c->mode == CONFIG_MODE_DESKTOP;
 out:
     free(pend);
     return rc;

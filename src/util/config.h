@@ -42,7 +42,7 @@ struct config {
     enum config_mode mode;
     char *db;                    /* sqlite path, NULL = none yet */
     struct limits limits;        /* set by the limit directives, named in util/limits.h */
-    bool utf8_topics_set;        /* utf8-topics given: the mode no longer chooses it */
+    bool utf8_topics_set;        /* utf8-topics given; else config_parse_args() sets it by mode */
     int log_level;               /* enum log_level */
     bool syslog;                 /* log to syslog instead of stderr */
     bool daemonize;              /* -d */

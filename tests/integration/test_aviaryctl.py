@@ -28,7 +28,7 @@ LIMITS = ["max-client-id", "max-topic-length", "max-payload", "max-subscriptions
           "keepalive-min", "keepalive-max", "max-queued-messages", "max-inflight",
           "max-outbound-bytes", "max-connections", "max-messages-per-second", "max-retained",
           "idle-timeout", "max-topic-aliases", "max-session-expiry",
-          "max-instance-messages-per-second", "max-sessions", "max-instance-bytes"]
+          "max-instance-messages-per-second", "max-sessions", "max-instance-bytes", "utf8-topics"]
 
 
 def _dir():
@@ -518,7 +518,7 @@ def test_bad_filters():
     db = _db()
     name = _instance(db)
     for opt, flt, reason in (("--pub", "a/#/b", "wildcard"), ("--sub", "a+/b", "wildcard"),
-                             ("--deny-pub", "a b", "character outside"),
+                             ("--deny-pub", "a\tb", "character outside"),
                              ("--deny-sub", "", "empty"), ("--pub", "/", "empty"),
                              ("--sub", "x" * 65535, "longer than 65534")):
         _fails(aviaryctl(db, "token", "create", name, opt, flt), 1,

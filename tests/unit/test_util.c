@@ -10,11 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check_tap.h"
 #include "util/hex.h"
 #include "util/log.h"
 #include "util/mailbox.h"
+#include "util/passwd.h"
 #include "util/secret.h"
 #include "util/siphash.h"
 #include "util/strmap.h"
@@ -302,6 +304,87 @@ START_TEST(test_mailbox_carries_every_item_between_threads)
 }
 END_TEST
 
+/* ---- password files ---- */
+
+#define HASH64 "0000000000000000000000000000000000000000000000000000000000000000"
+#define SALT32 "00000000000000000000000000000000"
+
+static char *passwd_path(void)
+{
+    static char path[64];
+    snprintf(path, sizeof(path), "/tmp/aviary-passwd-%d", (int)getpid());
+    unlink(path);
+    return path;
+}
+
+static bool passwd_ok(struct passwd_file *pf, const char *user, const char *password)
+{
+    return passwd_file_check(pf, user, strlen(user), password, strlen(password));
+}
+
+START_TEST(test_passwd_update_load_check)
+{
+    char *path = passwd_path(), err[256];
+
+    ck_assert_int_eq(passwd_file_update(path, "alice", "one", err, sizeof(err)), 0);
+    ck_assert_int_eq(passwd_file_update(path, "bob", "two words", err, sizeof(err)), 0);
+    ck_assert_int_eq(passwd_file_update(path, "alice", "three", err, sizeof(err)), 0);
+    struct passwd_file *pf = passwd_file_load(path, err, sizeof(err));
+    ck_assert_msg(pf != NULL, "%s", err);
+    ck_assert_uint_eq(passwd_file_count(pf), 2);
+    ck_assert(passwd_ok(pf, "alice", "three"));
+    ck_assert(passwd_ok(pf, "alice", "three")); /* the remembered one */
+    ck_assert(!passwd_ok(pf, "alice", "one"));
+    ck_assert(!passwd_ok(pf, "alice", "thre"));
+    ck_assert(passwd_ok(pf, "bob", "two words"));
+    ck_assert(!passwd_ok(pf, "carol", "two words"));
+    ck_assert(!passwd_ok(pf, "", ""));
+    passwd_file_free(pf);
+    ck_assert_int_eq(passwd_file_update(path, "bob", NULL, err, sizeof(err)), 0);
+    ck_assert_int_eq(passwd_file_update(path, "bob", NULL, err, sizeof(err)), 1);
+    pf = passwd_file_load(path, err, sizeof(err));
+    ck_assert_uint_eq(passwd_file_count(pf), 1);
+    ck_assert(!passwd_ok(pf, "bob", "two words"));
+    passwd_file_free(pf);
+    unlink(path);
+}
+END_TEST
+
+START_TEST(test_passwd_refuses_bad_users_and_lines)
+{
+    static const char *const bad_lines[] = {
+        "alice\n",
+        "alice:plain:1000:" SALT32 ":" HASH64 "\n",
+        "alice:pbkdf2-sha256:10:" SALT32 ":" HASH64 "\n",
+        "alice:pbkdf2-sha256:1000:0000:" HASH64 "\n",
+        "alice:pbkdf2-sha256:1000:0000000000000000000000000000000g:" HASH64 "\n",
+        "a\tb:pbkdf2-sha256:1000:" SALT32 ":" HASH64 "\n",
+    };
+    char *path = passwd_path(), err[256];
+
+    ck_assert_int_eq(passwd_file_update(path, "a:b", "x", err, sizeof(err)), -1);
+    ck_assert_int_eq(passwd_file_update(path, "", "x", err, sizeof(err)), -1);
+    ck_assert_int_eq(passwd_file_update(path, "a\x01", "x", err, sizeof(err)), -1);
+    ck_assert_ptr_null(passwd_file_load(path, err, sizeof(err))); /* none was written */
+    for (size_t i = 0; i < sizeof(bad_lines) / sizeof(bad_lines[0]); i++) {
+        FILE *f = fopen(path, "w");
+        fprintf(f, "# comment\n\n%s", bad_lines[i]);
+        fclose(f);
+        ck_assert_msg(passwd_file_load(path, err, sizeof(err)) == NULL, "line %zu loaded", i);
+        ck_assert_msg(strstr(err, ":3: ") != NULL, "line %zu: %s", i, err);
+    }
+    /* The same user twice. */
+    unlink(path);
+    ck_assert_int_eq(passwd_file_update(path, "x", "1", err, sizeof(err)), 0);
+    FILE *f = fopen(path, "a");
+    fputs("x:pbkdf2-sha256:1000:" SALT32 ":" HASH64 "\n", f);
+    fclose(f);
+    ck_assert_ptr_null(passwd_file_load(path, err, sizeof(err)));
+    ck_assert_msg(strstr(err, "named twice") != NULL, "%s", err);
+    unlink(path);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("util");
@@ -331,6 +414,10 @@ int main(void)
     tcase_add_test(tc, test_mailbox_wake_without_an_item);
     tcase_add_test(tc, test_mailbox_free_releases_what_waits_oldest_first);
     tcase_add_test(tc, test_mailbox_carries_every_item_between_threads);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("passwd");
+    tcase_add_test(tc, test_passwd_update_load_check);
+    tcase_add_test(tc, test_passwd_refuses_bad_users_and_lines);
     suite_add_tcase(s, tc);
 
     return check_tap_run(s);
