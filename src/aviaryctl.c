@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "store/keep.h"
 #include "store/store.h"
@@ -25,6 +27,7 @@
 #include "util/config.h"
 #include "util/limits.h"
 #include "util/log.h"
+#include "util/passwd.h"
 
 enum ctl_exit {
     CTL_EXIT_OK = 0,
@@ -47,6 +50,7 @@ enum ctl_option {
     OPT_DENY_PUB = 1u << 6,
     OPT_DENY_SUB = 1u << 7,
     OPT_ALLOW_ACTION = 1u << 8, /* a flag: takes no value */
+    OPT_DELETE = 1u << 9,       /* a flag: takes no value */
 };
 
 #define OPT_FILTERS (OPT_PUB | OPT_SUB | OPT_DENY_PUB | OPT_DENY_SUB)
@@ -77,6 +81,7 @@ struct args {
     size_t operand_count;
     const char *plan, *label, *ttl, *client_id;
     bool allow_action;          /* --allow-action, copied into `token` by its check */
+    bool delete;                /* passwd --delete */
     struct raw_filter *filters; /* up to argc of them; owned */
     size_t filter_count;
     /* what a command's check made of the text above */
@@ -598,6 +603,84 @@ static int cmd_backup(struct ctl *ctl, const struct args *a)
     return 0;
 }
 
+/* ---- desktop passwords ---------------------------------------------------------- */
+
+/* One line of standard input into `buf`, without its line end; false at its end or error. */
+static bool read_line(char *buf, size_t size)
+{
+    if (!fgets(buf, (int)size, stdin))
+        return false;
+    buf[strcspn(buf, "\r\n")] = '\0';
+    return true;
+}
+
+/* `prompt` on standard error, then a line read with the terminal's echo off. */
+static bool read_hidden(const char *prompt, char *buf, size_t size)
+{
+    struct termios saved, quiet;
+    bool ok;
+
+    fputs(prompt, stderr);
+    fflush(stderr);
+    if (tcgetattr(STDIN_FILENO, &saved) < 0)
+        return false;
+    quiet = saved;
+    quiet.c_lflag &= ~(tcflag_t)ECHO;
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    ok = read_line(buf, size);
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+    fputc('\n', stderr);
+    return ok;
+}
+
+/*
+ * The new password: asked twice on a terminal, else the first line of
+ * standard input (for scripts: printf '%s\n' "$pw" | aviaryctl passwd ...).
+ */
+static int read_new_password(char *pw, size_t size)
+{
+    char again[PASSWD_LINE_MAX];
+    int rc = 0;
+
+    if (isatty(STDIN_FILENO)) {
+        if (!read_hidden("Password: ", pw, size) || !read_hidden("Again: ", again, sizeof(again)))
+            rc = complain(CTL_EXIT_USAGE, "passwd: no password read");
+        else if (strcmp(pw, again) != 0)
+            rc = complain(CTL_EXIT_USAGE, "passwd: the two passwords differ; nothing changed");
+        explicit_bzero(again, sizeof(again));
+    } else if (!read_line(pw, size)) {
+        rc = complain(CTL_EXIT_USAGE, "passwd: no password on standard input");
+    }
+    if (rc == 0 && pw[0] == '\0')
+        rc = complain(CTL_EXIT_USAGE, "passwd: empty password");
+    return rc;
+}
+
+/* Set or delete a user of a desktop password-file (aviary.conf(5)); no database. */
+static int cmd_passwd(struct ctl *ctl, const struct args *a)
+{
+    const char *file = a->operands[0], *user = a->operands[1];
+    char pw[PASSWD_LINE_MAX], err[512];
+    int rc;
+
+    if (passwd_user_check(user, err, sizeof(err)) < 0)
+        return complain(CTL_EXIT_USAGE, "passwd: %s", err);
+    if (!a->delete &&(rc = read_new_password(pw, sizeof(pw))) != 0)
+        return rc;
+    rc = passwd_file_update(file, user, a->delete ? NULL : pw, err, sizeof(err));
+    explicit_bzero(pw, sizeof(pw));
+    if (rc < 0)
+        return complain(CTL_EXIT_DB, "passwd: %s", err);
+    if (rc == 1)
+        return complain(CTL_EXIT_USAGE, "passwd: no user '%s' in %s", user, file);
+    report(ctl,
+           (const char *const[]){"file", file, "user", user, "action",
+                                 a->delete ? "deleted" : "set", NULL},
+           "}", "%s %s in %s (aviaryd reads it again on SIGHUP)",
+           a->delete ? "deleted user" : "set the password of", user, file);
+    return 0;
+}
+
 /* ---- the command line ----------------------------------------------------------- */
 
 #define OPT_TOKEN (OPT_LABEL | OPT_TTL | OPT_CLIENT_ID | OPT_FILTERS | OPT_ALLOW_ACTION)
@@ -639,6 +722,7 @@ static const struct command commands[] = {
     {"admin-key", "revoke", {"ID"}, 0, "ID", NULL, cmd_admin_key_revoke},
     /* A command without a verb works on the database file, not through the store. */
     {"backup", "", {"FILE"}, 0, "FILE", NULL, cmd_backup},
+    {"passwd", "", {"FILE", "USER"}, OPT_DELETE, "FILE USER [--delete]", NULL, cmd_passwd},
 };
 
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
@@ -673,7 +757,7 @@ static void usage(FILE *out)
             "usage: aviaryctl [-c CONF | --db PATH] [--json] COMMAND [ARGUMENTS]\n"
             "\n"
             "Manage the instances, plans, tokens and admin keys of aviaryd's cloud mode,\n"
-            "and back up its database.\n"
+            "back up its database, and keep desktop mode's password-file.\n"
             "\n"
             "Options:\n"
             "  -c, --config CONF  take the database (directive db) and the base limits\n"
@@ -775,6 +859,10 @@ static int command_option(const struct command *cmd, struct args *a, int argc, c
 
     if ((cmd->options & OPT_ALLOW_ACTION) && strcmp(argv[*i], "--allow-action") == 0) {
         a->allow_action = true;
+        return 0;
+    }
+    if ((cmd->options & OPT_DELETE) && strcmp(argv[*i], "--delete") == 0) {
+        a->delete = true;
         return 0;
     }
     for (size_t k = 0; k < sizeof(options) / sizeof(options[0]); k++) {

@@ -15,6 +15,7 @@ nothing is ever exposed beyond this test.
 import hashlib
 import os
 import shutil
+import select
 import signal
 import subprocess
 import sys
@@ -36,6 +37,10 @@ def _entry(user, password, iterations=1000):
     salt = os.urandom(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     return "%s:pbkdf2-sha256:%d:%s:%s\n" % (user, iterations, salt.hex(), digest.hex())
+
+
+def _aviaryctl(*args, input=None):
+    return run([os.environ.get("AVIARYCTL", "aviaryctl")] + list(args), input=input)
 
 
 def _password_file(*lines):
@@ -117,6 +122,81 @@ def test_password_file_reloaded_on_sighup():
         b.send_signal(signal.SIGHUP)
         b.wait_log(r"password-file not reloaded.*:5: expected USER", since=mark)
         RawClient(b.port).connect("c3", username="carol", password="two")
+
+
+def test_aviaryctl_passwd_makes_users_aviaryd_admits():
+    pw = os.path.join(os.path.dirname(_password_file()), "made-by-aviaryctl")
+    r = _aviaryctl("passwd", pw, "alice", input=b"correct horse\n")
+    check_equal(r.returncode, 0, "aviaryctl passwd (stderr %r)" % r.stderr)
+    check(b"alice" in r.stdout, "aviaryctl passwd says nothing: %r" % r.stdout)
+    r = _aviaryctl("--json", "passwd", pw, "bob", input=b"b0b\n")
+    check_equal(r.stdout.strip(), b'{"file": "%s", "user": "bob", "action": "set"}' % pw.encode(),
+                "passwd --json")
+    check_equal(os.stat(pw).st_mode & 0o777, 0o600, "the password file's mode")
+    with open(pw) as f:
+        text = f.read()
+    check("correct horse" not in text and "b0b" not in text, "a password in clear: %r" % text)
+    for args, inp, says in ((["passwd", pw, "carol"], b"", "no password"),
+                            (["passwd", pw, "carol"], b"\n", "empty password"),
+                            (["passwd", pw, "a:b"], b"x\n", "':'"),
+                            (["passwd", pw, "dave", "--delete"], None, "no user 'dave'")):
+        r = _aviaryctl(*args, input=inp)
+        check(r.returncode == 1 and says.encode() in r.stderr,
+              "%r: status %d, stderr %r" % (args, r.returncode, r.stderr))
+    with Broker("--password-file", pw) as b:
+        RawClient(b.port).connect("a", username="alice", password="correct horse")
+        RawClient(b.port).connect("b", username="bob", password="b0b")
+        r = _aviaryctl("passwd", pw, "bob", "--delete")
+        check_equal(r.returncode, 0, "passwd --delete (stderr %r)" % r.stderr)
+        mark = b.log_mark()
+        b.send_signal(signal.SIGHUP)
+        b.wait_log(r"password-file .*: 1 users", since=mark)
+        RawClient(b.port).connect("b2", username="bob", password="b0b", expect_rc=4)
+        RawClient(b.port).connect("a2", username="alice", password="correct horse")
+
+
+def _read_pty(fd, done, what, timeout=5.0):
+    """Read the terminal until done(text) or its end; fail after `timeout` s."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while not done(seen):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TestFailure("aviaryctl printed no %s: %r" % (what, seen))
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:  # the other side closed: the program ended
+            chunk = b""
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
+def test_aviaryctl_passwd_asks_twice_on_a_terminal():
+    import pty
+    pw = os.path.join(os.path.dirname(_password_file()), "typed")
+    for first, second, status in ((b"typed pw", b"typed pw", 0), (b"one", b"two", 1)):
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(os.environ.get("AVIARYCTL", "aviaryctl"),
+                     ["aviaryctl", "passwd", pw, "erin"])
+        out = b""
+        try:
+            for answer in (first, second):
+                out += _read_pty(fd, lambda seen: seen.rstrip().endswith(b":"), "a prompt")
+                os.write(fd, answer + b"\n")
+            out += _read_pty(fd, lambda seen: False, "the end")
+        finally:
+            os.close(fd)
+            _, raw = os.waitpid(pid, 0)
+        check_equal(os.waitstatus_to_exitcode(raw), status, "passwd on a terminal (%r)" % out)
+        check(first not in out, "the password was echoed: %r" % out)
+    with Broker("--password-file", pw) as b:
+        RawClient(b.port).connect("e", username="erin", password="typed pw")
 
 
 def test_password_file_errors_stop_the_start():
