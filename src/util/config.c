@@ -500,7 +500,9 @@ static void mosquitto_url(const char *name, const char *value, const char *any, 
             end++;
         host = end && *end ? end : NULL;
     }
-    snprintf(out, size, "listen tcp://%s:%lu", host ? host : any, port);
+    host = host ? host : any;
+    snprintf(out, size, strchr(host, ':') ? "listen tcp://[%s]:%lu" : "listen tcp://%s:%lu", host,
+             port);
 }
 
 /*

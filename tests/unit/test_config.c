@@ -1500,7 +1500,8 @@ START_TEST(test_mosquitto_conf_is_answered)
                                       "aviary says listen tcp://127.0.0.1:8883"},
         {"port 1885\n",
          "unknown directive 'port': that is mosquitto's; aviary says listen tcp://0.0.0.0:1885"},
-        {"bind_address ::1\n", NULL},
+        {"bind_address ::1\n", "unknown directive 'bind_address': that is mosquitto's; aviary "
+                               "says listen tcp://[::1]:1883"},
         {"allow_anonymous false\n", NULL},
         {"password_file /etc/mosquitto/passwd\n", NULL},
         {"persistence true\n", NULL},
