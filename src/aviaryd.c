@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,14 +39,6 @@
 #include "util/mailbox.h"
 #include "web/web.h"
 
-#define DESKTOP_DEFAULT_LISTEN "tcp://127.0.0.1:1883"
-#define DESKTOP_DEFAULT_LISTEN_WS "ws://127.0.0.1:1884"
-/* The web view and /metrics, for the desktop's own user only. */
-#define DESKTOP_DEFAULT_LISTEN_HTTP "http://127.0.0.1:1885"
-#define CLOUD_DEFAULT_LISTEN "tcp://0.0.0.0:1883"
-#define CLOUD_DEFAULT_LISTEN_WS "ws://0.0.0.0:80"
-#define CLOUD_DEFAULT_LISTEN_TLS "tls://0.0.0.0:8883"
-#define CLOUD_DEFAULT_LISTEN_WSS "wss://0.0.0.0:443"
 /* On SIGTERM, connections get this long to flush before the loop ends regardless. */
 #define SHUTDOWN_GRACE_MSEC 2000
 /* SIGTERM, SIGINT and SIGHUP: see install_signals(). */
@@ -168,28 +161,37 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
     config_free(&next);
 }
 
+/* The error that stops the start: logged, and on stderr too when the log goes to syslog. */
+static void start_error(const struct config *cfg, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void start_error(const struct config *cfg, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    log_error("%s", msg);
+    /* Before -d detaches, stderr is still the terminal that started us. */
+    if (cfg->syslog || cfg->daemonize)
+        fprintf(stderr, "aviaryd: %s\n", msg);
+}
+
 static int open_listeners(struct daemon_state *d, const struct config *cfg)
 {
-    static const char *const desktop_default[] = {DESKTOP_DEFAULT_LISTEN, DESKTOP_DEFAULT_LISTEN_WS,
-                                                  DESKTOP_DEFAULT_LISTEN_HTTP};
-    /* The ones that need a certificate last: without tls-cert only the first two. */
-    static const char *const cloud_default[] = {CLOUD_DEFAULT_LISTEN, CLOUD_DEFAULT_LISTEN_WS,
-                                                CLOUD_DEFAULT_LISTEN_TLS, CLOUD_DEFAULT_LISTEN_WSS};
     const char *const *urls = (const char *const *)cfg->listen;
     size_t count = cfg->listen_count;
-    /* Only the desktop default moves to the next free port when its own is taken. */
+    /* Only the desktop defaults move to the next free port when their own is taken. */
     bool defaults = !cfg->listen_set && cfg->mode == CONFIG_MODE_DESKTOP;
-    char err[256];
+    char err[512];
 
-    if (!cfg->listen_set && cfg->mode == CONFIG_MODE_CLOUD) {
-        urls = cloud_default;
-        count = cfg->tls_cert ? 4 : 2;
-        if (!cfg->tls_cert)
-            log_notice("%s and %s not served: no tls-cert and tls-key", CLOUD_DEFAULT_LISTEN_TLS,
-                       CLOUD_DEFAULT_LISTEN_WSS);
-    } else if (!cfg->listen_set) {
-        urls = desktop_default;
-        count = 3;
+    if (!cfg->listen_set) {
+        urls = config_default_listeners(cfg->mode, cfg->tls_cert != NULL, &count);
+        if (cfg->mode == CONFIG_MODE_CLOUD && !cfg->tls_cert)
+            log_notice("%s and %s not served: no tls-cert and tls-key", CONFIG_CLOUD_LISTEN_TLS,
+                       CONFIG_CLOUD_LISTEN_WSS);
     }
     d->listeners = calloc(count, sizeof(*d->listeners));
     if (!d->listeners)
@@ -221,8 +223,7 @@ static int open_listeners(struct daemon_state *d, const struct config *cfg)
     fflush(stdout);
     return 0;
 fail:
-    log_error("%s", err);
-    fprintf(stderr, "aviaryd: %s\n", err);
+    start_error(cfg, "%s", err);
     return -1;
 }
 
@@ -261,20 +262,46 @@ static void recheck_cb(void *ctx, uint64_t n)
 /* The database named by the configuration, or the default one. */
 static const char *db_path(const struct config *cfg)
 {
-    return cfg->db ? cfg->db : AVIARY_DEFAULT_DB;
+    return config_db_path(cfg);
+}
+
+/*
+ * Cloud mode opens an existing database only, unless create-db says
+ * otherwise: a typo in --db must not start an empty broker that refuses
+ * everyone. Desktop mode creates the db it is given (it holds only what the
+ * broker keeps).
+ */
+static int check_db_exists(const struct config *cfg)
+{
+    const char *path = config_db_path(cfg);
+    struct stat st;
+
+    if (cfg->mode != CONFIG_MODE_CLOUD || cfg->create_db || stat(path, &st) == 0)
+        return 0;
+    if (errno != ENOENT) {
+        start_error(cfg, "cannot start in cloud mode: database %s: %s", path, strerror(errno));
+        return -1;
+    }
+    start_error(cfg,
+                "cannot start in cloud mode: database %s does not exist. Create it with "
+                "`aviaryctl --db %s init` (or start once with --create-db yes), or fix the "
+                "path given with db / --db",
+                path, path);
+    return -1;
 }
 
 /* Cloud mode, before the listeners open: load the instances and tokens once. */
 static int start_cloud(struct daemon_state *d, const struct config *cfg)
 {
     char err[512];
+    if (check_db_exists(cfg) < 0)
+        return -1;
     struct store *st = store_open(db_path(cfg), err, sizeof(err));
     struct catalog *cat = st ? catalog_load(st, &cfg->limits, err, sizeof(err)) : NULL;
 
     store_close(st);
     if (!cat) {
-        log_error("cannot start in cloud mode: %s", err);
-        fprintf(stderr, "aviaryd: cannot start in cloud mode: %s\n", err);
+        start_error(cfg, "cannot start in cloud mode: %s", err);
         return -1;
     }
     broker_set_cloud(d->broker, cat, cfg->allow_keys_without_tls, cfg->token_warning);
@@ -336,10 +363,9 @@ static void settled_cb(evutil_socket_t fd, short what, void *arg)
         durable_settled(d->durable, batch);
 }
 
-static int keep_failed(const char *what, const char *err)
+static int keep_failed(const struct config *cfg, const char *what, const char *err)
 {
-    log_error("%s: %s", what, err);
-    fprintf(stderr, "aviaryd: %s: %s\n", what, err);
+    start_error(cfg, "%s: %s", what, err);
     return -1;
 }
 
@@ -360,19 +386,19 @@ static int start_keeping(struct daemon_state *d, const struct config *cfg)
     if (cfg->mode != CONFIG_MODE_CLOUD) {
         struct store *st = store_open(path, err, sizeof(err));
         if (!st)
-            return keep_failed("cannot keep retained messages and sessions", err);
+            return keep_failed(cfg, "cannot keep retained messages and sessions", err);
         store_close(st);
     }
     d->durable = durable_new(d->base, keep_submit, d, broker_keep_resume, d->broker);
     if (!d->durable)
-        return keep_failed("cannot keep retained messages and sessions", "out of memory");
+        return keep_failed(cfg, "cannot keep retained messages and sessions", "out of memory");
     d->broker->durable = d->durable;
     if (keep_load(path, cfg->mode == CONFIG_MODE_CLOUD, &loaded, &next, err, sizeof(err)) < 0)
-        return keep_failed("cannot load retained messages and sessions", err);
+        return keep_failed(cfg, "cannot load retained messages and sessions", err);
     int rc = restore_replay(d->broker, &loaded, next.message, next.session, next.seq, &counts);
     journal_free(&loaded);
     if (rc < 0)
-        return keep_failed("cannot restore retained messages and sessions", "out of memory");
+        return keep_failed(cfg, "cannot restore retained messages and sessions", "out of memory");
     log_notice("restored %zu retained messages and %zu sessions (%zu subscriptions, %zu queued "
                "or in-flight messages) from %s in %llu ms",
                counts.retained, counts.sessions, counts.subscriptions, counts.messages, path,
@@ -386,12 +412,12 @@ static int start_writer(struct daemon_state *d, const struct config *cfg)
     char err[512];
 
     if (!(d->settled = mailbox_new("keep")))
-        return keep_failed("cannot start the database writer", strerror(errno));
+        return keep_failed(cfg, "cannot start the database writer", strerror(errno));
     d->settled_ev = event_new(d->base, mailbox_fd(d->settled), EV_READ | EV_PERSIST, settled_cb, d);
     if (!d->settled_ev || event_add(d->settled_ev, NULL) < 0)
-        return keep_failed("cannot start the database writer", "out of memory");
+        return keep_failed(cfg, "cannot start the database writer", "out of memory");
     if (!(d->writer = keep_writer_start(db_path(cfg), d->settled, err, sizeof(err))))
-        return keep_failed("cannot start the database writer", err);
+        return keep_failed(cfg, "cannot start the database writer", err);
     return 0;
 }
 
@@ -497,6 +523,10 @@ static bool read_configuration(struct config *cfg, int argc, char **argv, int *s
         config_usage(stdout, "aviaryd");
         return false;
     }
+    if (action == CONFIG_DUMP) {
+        config_dump(stdout);
+        return false;
+    }
     if (action == CONFIG_VERSION) {
         printf("aviaryd %s\n", PACKAGE_VERSION);
         return false;
@@ -551,8 +581,7 @@ static int start_tls(struct daemon_state *d, const struct config *cfg)
     char err[512];
 
     if (!(d->tls = tls_server_new(cfg, err, sizeof(err)))) {
-        log_error("cannot start: %s", err);
-        fprintf(stderr, "aviaryd: %s\n", err);
+        start_error(cfg, "cannot start: %s", err);
         return -1;
     }
     return 0;

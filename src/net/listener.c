@@ -182,7 +182,16 @@ static struct listener *listener_bind(struct event_base *base, const char *url,
                                       struct tls_server *tls, char *err, size_t errlen)
 {
     struct bind_attempt a = {.host = u->host, .fd = -1, .err = err, .errlen = errlen};
-    if (addr_listen_port(url, u->port, next_free_port, listener_try_port, &a) < 0)
+    int rc = addr_listen_port(url, u->port, next_free_port, listener_try_port, &a);
+    if (rc == -EADDRINUSE && !next_free_port) {
+        char owner[160];
+        snprintf(err, errlen,
+                 "cannot listen on %s: port %u is in use by %s; only desktop mode's default "
+                 "listeners move to the next free port",
+                 url, u->port, addr_port_owner(u->port, owner, sizeof(owner)));
+        return NULL;
+    }
+    if (rc < 0)
         return NULL;
     evutil_socket_t fd = a.fd;
 

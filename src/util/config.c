@@ -11,62 +11,75 @@
 
 enum directive_kind {
     KIND_LISTEN,
-    KIND_MODE,
+    KIND_CHOICE, /* one of `choices`, stored as its index in an int-sized field */
     KIND_PATH,
     KIND_NUMBER,
-    KIND_LOG_LEVEL,
     KIND_BOOL,
-    KIND_CLIENT_CERT,
     KIND_LIMITS, /* not a directive: where the limits (util/limits.h) come in the usage text */
 };
 
 struct directive {
     const char *name;
     enum directive_kind kind;
-    const char *arg; /* the value's placeholder in the usage text */
+    const char *arg; /* the value's placeholder in the usage text; KIND_CHOICE: the choices */
     size_t offset;   /* of the field in struct config */
     size_t size;     /* of that field: numbers are size_t or unsigned */
     unsigned long long min, max;
-    bool suffixes;      /* the number may end in k/K (x1024), m/M (x1024^2) or g/G (x1024^3) */
-    const char *defval; /* the default in the usage text; NULL: print the number */
+    bool suffixes; /* the number may end in k/K (x1024), m/M (x1024^2) or g/G (x1024^3) */
+    const char *const *choices; /* KIND_CHOICE: the values, in the order of the enum */
     const char *help;
 };
 
-#define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
+static const char *const mode_choices[] = {"desktop", "cloud", NULL};
+static const char *const client_cert_choices[] = {"none", "optional", "required", NULL};
+/* In the order of enum log_level. */
+static const char *const log_level_choices[] = {"error", "warning", "notice",
+                                                "info",  "debug",   NULL};
 
+/* Other spellings a choice accepts: what earlier help texts showed, or a common slip. */
+static const struct {
+    const char *directive, *alias, *value;
+} choice_aliases[] = {
+    {"tls-client-cert", "require", "required"},
+    {"log-level", "warn", "warning"},
+};
+
+#define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
+#define CHOICE(f, c) "", FIELD(f), 0, 0, false, c
+#define PATH(f) "PATH", FIELD(f), 0, 0, false, NULL
+#define BOOL(f) "yes|no", FIELD(f), 0, 0, false, NULL
+
+/*
+ * Every directive of aviaryd, in the order of the usage text. The parser, -h
+ * (config_usage) and --dump-directives (config_dump) all read this table, and
+ * tests/integration/test_directives.py holds the man pages and the sample
+ * configuration to it.
+ */
 static const struct directive directives[] = {
-    {"listen", KIND_LISTEN, "URL", FIELD(listen), 0, 0, false, "tcp://127.0.0.1:1883 (desktop)",
-     "repeatable listener"},
-    {"mode", KIND_MODE, "desktop|cloud", FIELD(mode), 0, 0, false, "desktop",
-     "one anonymous instance, or hosted tenants"},
-    {"db", KIND_PATH, "PATH", FIELD(db), 0, 0, false, "none", "SQLite database file"},
+    {"listen", KIND_LISTEN, "URL", FIELD(listen), 0, 0, false, NULL, "repeatable listener"},
+    {"mode", KIND_CHOICE, CHOICE(mode, mode_choices), "one anonymous instance, or hosted tenants"},
+    {"db", KIND_PATH, PATH(db), "SQLite database file"},
+    {"create-db", KIND_BOOL, BOOL(create_db), "cloud: create a db that does not exist yet"},
     {NULL, KIND_LIMITS, NULL, 0, 0, 0, 0, false, NULL, NULL},
-    {"tls-cert", KIND_PATH, "PATH", FIELD(tls_cert), 0, 0, false, "none",
-     "PEM certificate (chain) for tls:// and wss://"},
-    {"tls-key", KIND_PATH, "PATH", FIELD(tls_key), 0, 0, false, "none",
-     "PEM private key of tls-cert"},
-    {"tls-ca", KIND_PATH, "PATH", FIELD(tls_ca), 0, 0, false, "none",
-     "PEM CAs that client certificates must chain to"},
-    {"tls-client-cert", KIND_CLIENT_CERT, "none|optional|required", FIELD(tls_client_cert), 0, 0,
-     false, "none", "ask TLS clients for a certificate"},
-    {"password-file", KIND_PATH, "PATH", FIELD(password_file), 0, 0, false, "none",
+    {"tls-cert", KIND_PATH, PATH(tls_cert), "PEM certificate (chain) for tls:// and wss://"},
+    {"tls-key", KIND_PATH, PATH(tls_key), "PEM private key of tls-cert"},
+    {"tls-ca", KIND_PATH, PATH(tls_ca), "PEM CAs that client certificates must chain to"},
+    {"tls-client-cert", KIND_CHOICE, CHOICE(tls_client_cert, client_cert_choices),
+     "ask TLS clients for a certificate"},
+    {"password-file", KIND_PATH, PATH(password_file),
      "desktop: admit only the users of PATH (aviaryctl passwd)"},
-    {"allow-keys-without-tls", KIND_BOOL, "yes|no", FIELD(allow_keys_without_tls), 0, 0, false,
-     "no", "cloud: accept keys (tokens without expiry) without TLS"},
+    {"allow-keys-without-tls", KIND_BOOL, BOOL(allow_keys_without_tls),
+     "cloud: accept keys (tokens without expiry) without TLS"},
     {"token-warning", KIND_NUMBER, "SECONDS", FIELD(token_warning), 1, LIMITS_IDLE_MAX, false, NULL,
      "lead of expirywarning on [mqtt]tokenevents"},
-    {"max-memory", KIND_NUMBER, "BYTES", FIELD(max_memory), 0, LIMITS_MEMORY_MAX, true, "0",
+    {"max-memory", KIND_NUMBER, "BYTES", FIELD(max_memory), 0, LIMITS_MEMORY_MAX, true, NULL,
      "resident memory before new clients are refused; 0: none"},
     {"connect-timeout", KIND_NUMBER, "SECONDS", FIELD(connect_timeout), 1, 3600, false, NULL,
      "time from accept to CONNECT, handshakes included"},
-    {"log-level", KIND_LOG_LEVEL, "LEVEL", FIELD(log_level), 0, 0, false, "notice",
-     "error, warning, notice, info or debug"},
-    {"syslog", KIND_BOOL, "yes|no", FIELD(syslog), 0, 0, false, "no",
-     "log to syslog instead of standard error"},
-    {"daemonize", KIND_BOOL, "yes|no", FIELD(daemonize), 0, 0, false, "no",
-     "run in the background"},
-    {"pid-file", KIND_PATH, "PATH", FIELD(pid_file), 0, 0, false, "none",
-     "write the process id to PATH"},
+    {"log-level", KIND_CHOICE, CHOICE(log_level, log_level_choices), "log this and above"},
+    {"syslog", KIND_BOOL, BOOL(syslog), "log to syslog instead of standard error"},
+    {"daemonize", KIND_BOOL, BOOL(daemonize), "run in the background"},
+    {"pid-file", KIND_PATH, PATH(pid_file), "write the process id to PATH"},
 };
 
 #define DIRECTIVE_COUNT (sizeof(directives) / sizeof(directives[0]))
@@ -78,6 +91,29 @@ static const struct directive *directive_find(const char *name, size_t len)
             memcmp(directives[i].name, name, len) == 0)
             return &directives[i];
     return NULL;
+}
+
+/* The default listeners of each mode (the cloud ones that need tls-cert last). */
+static const char *const desktop_listeners[] = {CONFIG_DESKTOP_LISTEN_TCP, CONFIG_DESKTOP_LISTEN_WS,
+                                                CONFIG_DESKTOP_LISTEN_HTTP};
+static const char *const cloud_listeners[] = {CONFIG_CLOUD_LISTEN_TCP, CONFIG_CLOUD_LISTEN_WS,
+                                              CONFIG_CLOUD_LISTEN_TLS, CONFIG_CLOUD_LISTEN_WSS};
+
+const char *const *config_default_listeners(enum config_mode mode, bool tls, size_t *count)
+{
+    if (mode == CONFIG_MODE_CLOUD) {
+        *count = tls ? 4 : 2;
+        return cloud_listeners;
+    }
+    *count = 3;
+    return desktop_listeners;
+}
+
+const char *config_db_path(const struct config *c)
+{
+    if (c->db)
+        return c->db;
+    return c->mode == CONFIG_MODE_CLOUD ? AVIARY_DEFAULT_DB : NULL;
 }
 
 void config_init(struct config *c)
@@ -235,18 +271,6 @@ static int set_listen(struct config *c, const struct directive *d, const char *v
     return 0;
 }
 
-static int set_mode(struct config *c, const struct directive *d, const char *value, char *err,
-                    size_t errlen)
-{
-    if (strcmp(value, "desktop") == 0)
-        c->mode = CONFIG_MODE_DESKTOP;
-    else if (strcmp(value, "cloud") == 0)
-        c->mode = CONFIG_MODE_CLOUD;
-    else
-        return error_set(err, errlen, "%s: expected desktop or cloud, got '%s'", d->name, value);
-    return 0;
-}
-
 static int set_path(struct config *c, const struct directive *d, const char *value, char *err,
                     size_t errlen)
 {
@@ -271,19 +295,6 @@ static int set_number(struct config *c, const struct directive *d, const char *v
     if (limits_parse_number(d->name, value, d->min, d->max, d->suffixes, &n, err, errlen) < 0)
         return -1;
     limits_field_store((unsigned char *)c + d->offset, d->size, n);
-    return 0;
-}
-
-static int set_log_level(struct config *c, const struct directive *d, const char *value, char *err,
-                         size_t errlen)
-{
-    int level = log_level_parse(value);
-
-    if (level < 0)
-        return error_set(err, errlen,
-                         "%s: expected error, warning, notice, info or debug, got '%s'", d->name,
-                         value);
-    c->log_level = level;
     return 0;
 }
 
@@ -312,18 +323,37 @@ static int set_bool(struct config *c, const struct directive *d, const char *val
     return error_set(err, errlen, "%s: expected yes or no, got '%s'", d->name, value);
 }
 
-static int set_client_cert(struct config *c, const struct directive *d, const char *value,
-                           char *err, size_t errlen)
+/* The choices of `d` into `out`: "a|b|c" for the usage text, "a, b or c" in prose. */
+static void choices_join(const struct directive *d, bool prose, char *out, size_t size)
 {
-    static const char *const names[] = {"none", "optional", "required"};
+    size_t used = 0;
 
-    for (int i = 0; i < 3; i++)
-        if (strcmp(value, names[i]) == 0) {
-            c->tls_client_cert = (enum config_client_cert)i;
+    out[0] = '\0';
+    for (size_t i = 0; d->choices[i] && used < size; i++) {
+        const char *sep = i == 0 ? "" : !prose ? "|" : d->choices[i + 1] ? ", " : " or ";
+        used += (size_t)snprintf(out + used, size - used, "%s%s", sep, d->choices[i]);
+    }
+}
+
+static int set_choice(struct config *c, const struct directive *d, const char *value, char *err,
+                      size_t errlen)
+{
+    char known[96];
+
+    _Static_assert(sizeof(enum config_mode) == sizeof(int) &&
+                       sizeof(enum config_client_cert) == sizeof(int),
+                   "choices are stored as int");
+    for (size_t k = 0; k < sizeof(choice_aliases) / sizeof(choice_aliases[0]); k++)
+        if (strcmp(d->name, choice_aliases[k].directive) == 0 &&
+            strcmp(value, choice_aliases[k].alias) == 0)
+            value = choice_aliases[k].value;
+    for (int i = 0; d->choices[i]; i++)
+        if (strcmp(value, d->choices[i]) == 0) {
+            memcpy((char *)c + d->offset, &i, sizeof(i));
             return 0;
         }
-    return error_set(err, errlen, "%s: expected none, optional or required, got '%s'", d->name,
-                     value);
+    choices_join(d, true, known, sizeof(known));
+    return error_set(err, errlen, "%s: expected %s, got '%s'", d->name, known, value);
 }
 
 static int set_limit(struct config *c, const struct limits_def *l, const char *value, char *err,
@@ -346,9 +376,8 @@ typedef int setter_fn(struct config *c, const struct directive *d, const char *v
 
 /* How each kind of directive takes its value; KIND_LIMITS is no directive and has none. */
 static setter_fn *const setters[KIND_LIMITS + 1] = {
-    [KIND_LISTEN] = set_listen,           [KIND_MODE] = set_mode,           [KIND_PATH] = set_path,
-    [KIND_NUMBER] = set_number,           [KIND_LOG_LEVEL] = set_log_level, [KIND_BOOL] = set_bool,
-    [KIND_CLIENT_CERT] = set_client_cert,
+    [KIND_LISTEN] = set_listen, [KIND_CHOICE] = set_choice, [KIND_PATH] = set_path,
+    [KIND_NUMBER] = set_number, [KIND_BOOL] = set_bool,
 };
 
 /* Apply config's own directive `d`, or when `d` is NULL the limit `limit`. */
@@ -365,13 +394,160 @@ static int directive_apply(struct config *c, const struct directive *d,
     return setters[d->kind](c, d, value, err, errlen);
 }
 
+/* ---- names that are not ours ---------------------------------------------- */
+
+/* Levenshtein distance of `a` (`alen` bytes) and `b`, capped at 64 for long names. */
+static size_t edit_distance(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b), row[65];
+
+    if (alen > 64 || blen > 64)
+        return 64;
+    for (size_t j = 0; j <= blen; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= alen; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= blen; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[blen];
+}
+
+/* The directive or limit nearest to `name`, if near enough to be what was meant. */
+static const char *nearest_name(const char *name, size_t len)
+{
+    const char *best = NULL;
+    size_t best_d = len / 3 > 2 ? len / 3 : 2;
+    char dashed[65];
+
+    if (len == 0)
+        return NULL;
+
+    /* mosquitto.conf spells them with '_': max_inflight_messages, pid_file */
+    if (len < sizeof(dashed)) {
+        for (size_t i = 0; i < len; i++)
+            dashed[i] = name[i] == '_' ? '-' : name[i];
+        name = dashed;
+    }
+    for (size_t i = 0; i < DIRECTIVE_COUNT + limits_count(); i++) {
+        const char *cand =
+            i < DIRECTIVE_COUNT ? directives[i].name : limits_at(i - DIRECTIVE_COUNT)->name;
+        size_t d = cand ? edit_distance(name, len, cand) : SIZE_MAX;
+        if (d < best_d + (best == NULL)) {
+            best = cand;
+            best_d = d;
+        }
+    }
+    return best;
+}
+
+/*
+ * What a Mosquitto user writes, and how aviary says it; NULL: "listen URL" with
+ * the URL made of the value (PORT [HOST], or a HOST for bind_address).
+ */
+static const struct {
+    const char *name, *say;
+} mosquitto_names[] = {
+    {"listener", NULL},
+    {"port", NULL},
+    {"bind_address", NULL},
+    {"allow_anonymous", "mode desktop serves anonymous clients (password-file asks them for a "
+                        "password); mode cloud lets in only clients with a token from aviaryctl"},
+    {"password_file", "password-file PATH (desktop mode), or in cloud mode tokens from "
+                      "aviaryctl token create"},
+    {"acl_file", "mode cloud, where each token carries its own --pub and --sub filters"},
+    {"persistence", "db PATH: desktop mode keeps retained messages and sessions there (cloud "
+                    "mode always does)"},
+    {"persistence_location", "db PATH"},
+    {"persistence_file", "db PATH"},
+    {"log_dest", "syslog yes, or nothing for standard error"},
+    {"log_type", "log-level error|warning|notice|info|debug"},
+    {"cafile", "tls-ca PATH"},
+    {"certfile", "tls-cert PATH"},
+    {"keyfile", "tls-key PATH"},
+    {"require_certificate", "tls-client-cert required"},
+    {"protocol", "the scheme of listen: listen ws://HOST:PORT for WebSocket"},
+    {"message_size_limit", "max-payload BYTES"},
+    {"max_packet_size", "max-payload BYTES"},
+    {"max_keepalive", "keepalive-max SECONDS"},
+    {"max_inflight_messages", "max-inflight N"},
+    {"user", "nothing: aviaryd does not change user; start it as that user (User= of its "
+             "systemd unit)"},
+    {"daemon", "daemonize (or -d)"},
+    {"include_dir", "nothing: aviaryd reads one file (-c FILE)"},
+};
+
+/*
+ * A listener URL from mosquitto's "PORT [HOST]" (listener, port, -p) or "HOST"
+ * (bind_address); `host` when the value names none.
+ */
+static void mosquitto_url(const char *name, const char *value, const char *any, char *out,
+                          size_t size)
+{
+    const char *host = strcmp(name, "bind_address") == 0 ? value : NULL;
+    unsigned long port = 1883;
+    char *end = NULL;
+
+    if (!host && value) {
+        port = strtoul(value, &end, 10);
+        if (end == value || port > 65535)
+            port = 1883;
+        while (end && *end == ' ')
+            end++;
+        host = end && *end ? end : NULL;
+    }
+    host = host ? host : any;
+    snprintf(out, size, strchr(host, ':') ? "listen tcp://[%s]:%lu" : "listen tcp://%s:%lu", host,
+             port);
+}
+
+/*
+ * The error for a name that is no directive: `what` is "option '--" or
+ * "directive '", `prefix` what precedes a suggested name ("--" or "").
+ */
+static int unknown_name(const char *what, const char *prefix, const char *name, size_t len,
+                        const char *value, char *err, size_t errlen)
+{
+    const char *near;
+
+    for (size_t i = 0; i < sizeof(mosquitto_names) / sizeof(mosquitto_names[0]); i++) {
+        char url[300];
+        const char *say = mosquitto_names[i].say;
+        if (strlen(mosquitto_names[i].name) != len ||
+            memcmp(mosquitto_names[i].name, name, len) != 0)
+            continue;
+        /* mosquitto's listener without an address takes every interface */
+        if (!say) {
+            mosquitto_url(mosquitto_names[i].name, value, *prefix ? "127.0.0.1" : "0.0.0.0", url,
+                          sizeof(url));
+            say = url;
+        }
+        return error_set(err, errlen, "unknown %s%.*s': that is mosquitto's; aviary says %s%s",
+                         what, (int)len, name, prefix, say);
+    }
+    near = nearest_name(name, len);
+    if (near)
+        return error_set(err, errlen, "unknown %s%.*s'; did you mean %s%s?", what, (int)len, name,
+                         prefix, near);
+    return error_set(err, errlen, "unknown %s%.*s'", what, (int)len, name);
+}
+
 int config_set(struct config *c, const char *name, const char *value, char *err, size_t errlen)
 {
     const struct directive *d = directive_find(name, strlen(name));
     const struct limits_def *limit = d ? NULL : limits_find(name, strlen(name));
 
     if (d == NULL && limit == NULL)
-        return error_set(err, errlen, "unknown directive '%s'", name);
+        return unknown_name("directive '", "", name, strlen(name), value, err, errlen);
     return directive_apply(c, d, limit, value, err, errlen);
 }
 
@@ -514,6 +690,24 @@ static int set_config_path(const char **config_path, const char *value, char *er
     return 0;
 }
 
+/* The long options that are actions rather than settings. */
+static enum config_action long_action(const char *name, size_t len)
+{
+    static const struct {
+        const char *name;
+        enum config_action action;
+    } actions[] = {
+        {"help", CONFIG_HELP},
+        {"version", CONFIG_VERSION},
+        {"dump-directives", CONFIG_DUMP},
+    };
+
+    for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
+        if (strlen(actions[i].name) == len && memcmp(actions[i].name, name, len) == 0)
+            return actions[i].action;
+    return CONFIG_RUN;
+}
+
 static int parse_long(int argc, char **argv, int *i, struct pending *pend, size_t *npend,
                       const char **config_path, enum config_action *action, char *err,
                       size_t errlen)
@@ -525,14 +719,21 @@ static int parse_long(int argc, char **argv, int *i, struct pending *pend, size_
     const struct directive *d;
     const struct limits_def *limit;
 
-    if ((len == 4 && memcmp(name, "help", 4) == 0) ||
-        (len == 7 && memcmp(name, "version", 7) == 0)) {
+    enum config_action act = long_action(name, len);
+
+    if (act != CONFIG_RUN || (len == 7 && memcmp(name, "verbose", 7) == 0)) {
         if (value != NULL)
             return error_set(err, errlen, "--%.*s: takes no value", (int)len, name);
-        if (*action == CONFIG_RUN)
-            *action = len == 4 ? CONFIG_HELP : CONFIG_VERSION;
+        if (act == CONFIG_RUN) /* --verbose: -v, as mosquitto users write it */
+            pend[(*npend)++] = (struct pending){NULL, NULL, NULL};
+        else if (*action == CONFIG_RUN)
+            *action = act;
         return 0;
     }
+    if (len == 11 && memcmp(name, "config-file", 11) == 0)
+        return error_set(err, errlen,
+                         "unknown option '--config-file' (mosquitto's); aviaryd "
+                         "says -c FILE or --config FILE");
     if (len == 6 && memcmp(name, "config", 6) == 0) {
         if (value == NULL) {
             if (*i + 1 >= argc)
@@ -545,7 +746,11 @@ static int parse_long(int argc, char **argv, int *i, struct pending *pend, size_
     d = directive_find(name, len);
     limit = d ? NULL : limits_find(name, len);
     if (d == NULL && limit == NULL)
-        return error_set(err, errlen, "unknown option '--%.*s'", (int)len, name);
+        return unknown_name("option '--", "--", name, len,
+                            value           ? value
+                            : *i + 1 < argc ? argv[*i + 1]
+                                            : NULL,
+                            err, errlen);
     if (value == NULL) {
         /* No positional arguments exist, so a following word can only be this flag's value. */
         if (d && d->kind == KIND_BOOL) {
@@ -597,6 +802,17 @@ static int parse_short(int argc, char **argv, int *i, struct pending *pend, size
             if (*i + 1 >= argc)
                 return error_set(err, errlen, "-c: missing value");
             return set_config_path(config_path, argv[++*i], err, errlen);
+        case 'p': {
+            /* mosquitto -p PORT */
+            char url[300];
+            mosquitto_url("port",
+                          p[1]            ? p + 1
+                          : *i + 1 < argc ? argv[*i + 1]
+                                          : NULL,
+                          "127.0.0.1", url, sizeof(url));
+            return error_set(err, errlen,
+                             "unknown option '-p' (mosquitto's port); aviaryd says --%s", url);
+        }
         default:
             return error_set(err, errlen, "unknown option '-%c'", *p);
         }
@@ -744,62 +960,223 @@ int config_validate(const struct config *c, char *err, size_t errlen)
     return 0;
 }
 
-/*
- * One directive of the usage text. Without a `defval`, the default shown is the
- * number in `field` (of `size` bytes) of the defaults.
- */
-static void usage_line(FILE *out, const char *name, const char *arg, const char *help,
-                       const char *defval, const void *field, size_t size)
-{
-    char left[40], def[32];
+/* ---- the usage text and the dump ------------------------------------------ */
 
-    snprintf(left, sizeof(left), "--%s %s", name, arg);
-    if (defval == NULL) {
-        snprintf(def, sizeof(def), "%llu", limits_field_load(field, size));
-        defval = def;
+/* A directive or a limit as the usage text and the dump show it. */
+struct entry {
+    const char *name, *arg, *help, *kind;
+    unsigned long long min, max;
+    bool number, suffixes, limit;
+    char def[256]; /* the default, as the file would write it */
+};
+
+/* `n` with the largest suffix that writes it exactly (8m, 64k), when `suffixes`. */
+static void format_number(unsigned long long n, bool suffixes, char *out, size_t size)
+{
+    static const char units[] = "gmk";
+
+    for (int i = 0; suffixes && n != 0 && i < 3; i++) {
+        unsigned long long mult = 1ull << (10 * (3 - i));
+        if (n % mult == 0) {
+            snprintf(out, size, "%llu%c", n / mult, units[i]);
+            return;
+        }
     }
+    snprintf(out, size, "%llu", n);
+}
+
+/* The default listeners of `mode` (with tls-cert when `tls`), joined by ", ". */
+static size_t join_listeners(enum config_mode mode, bool tls, size_t from, char *out, size_t size)
+{
+    size_t count, used = 0;
+    const char *const *urls = config_default_listeners(mode, tls, &count);
+
+    for (size_t i = from; i < count && used < size; i++)
+        used += (size_t)snprintf(out + used, size - used, "%s%s", i > from ? ", " : "", urls[i]);
+    return used;
+}
+
+static void listen_default(char *out, size_t size)
+{
+    size_t used = (size_t)snprintf(out, size, "desktop ");
+    size_t cloud_plain;
+
+    config_default_listeners(CONFIG_MODE_CLOUD, false, &cloud_plain);
+    used += join_listeners(CONFIG_MODE_DESKTOP, false, 0, out + used, size - used);
+    used += (size_t)snprintf(out + used, size - used, "; cloud ");
+    used += join_listeners(CONFIG_MODE_CLOUD, false, 0, out + used, size - used);
+    used += (size_t)snprintf(out + used, size - used, ", with tls-cert ");
+    join_listeners(CONFIG_MODE_CLOUD, true, cloud_plain, out + used, size - used);
+}
+
+static void entry_of_directive(const struct directive *d, const struct config *defaults,
+                               struct entry *e)
+{
+    const void *field = (const unsigned char *)defaults + d->offset;
+    static const char *const kinds[] = {
+        [KIND_LISTEN] = "listen", [KIND_CHOICE] = "choice", [KIND_PATH] = "path",
+        [KIND_NUMBER] = "number", [KIND_BOOL] = "bool",     [KIND_LIMITS] = ""};
+
+    *e = (struct entry){.name = d->name,
+                        .arg = d->arg,
+                        .help = d->help,
+                        .kind = kinds[d->kind],
+                        .min = d->min,
+                        .max = d->max,
+                        .number = d->kind == KIND_NUMBER,
+                        .suffixes = d->suffixes};
+    switch (d->kind) {
+    case KIND_LISTEN:
+        listen_default(e->def, sizeof(e->def));
+        break;
+    case KIND_CHOICE: {
+        int i;
+        memcpy(&i, field, sizeof(i));
+        snprintf(e->def, sizeof(e->def), "%s", d->choices[i]);
+        break;
+    }
+    case KIND_PATH:
+        if (strcmp(d->name, "db") == 0)
+            snprintf(e->def, sizeof(e->def), "desktop none; cloud %s", AVIARY_DEFAULT_DB);
+        else
+            snprintf(e->def, sizeof(e->def), "none");
+        break;
+    case KIND_BOOL:
+        snprintf(e->def, sizeof(e->def), "%s", *(const bool *)field ? "yes" : "no");
+        break;
+    default:
+        format_number(limits_field_load(field, d->size), d->suffixes, e->def, sizeof(e->def));
+    }
+}
+
+static void entry_of_limit(const struct limits_def *l, const struct config *defaults,
+                           struct entry *e)
+{
+    const void *field = (const unsigned char *)&defaults->limits + l->offset;
+
+    *e = (struct entry){.name = l->name,
+                        .arg = l->arg,
+                        .help = l->help,
+                        .kind = "number",
+                        .min = l->min,
+                        .max = l->max,
+                        .number = true,
+                        .suffixes = l->suffixes,
+                        .limit = true};
+    format_number(limits_field_load(field, l->size), l->suffixes, e->def, sizeof(e->def));
+}
+
+/* A space usage_wrap() does not break a line at. */
+#define NBSP '\x01'
+
+/* Write `text` from column `col` on, wrapping at word boundaries to column 30. */
+static void usage_wrap(FILE *out, const char *text, size_t col)
+{
+    const size_t width = 79, indent = 30;
+
+    while (*text) {
+        size_t word = strcspn(text, " ");
+        if (col > indent && col + 1 + word > width) {
+            fprintf(out, "\n%*s", (int)indent, "");
+            col = indent;
+        } else if (col > indent) {
+            fputc(' ', out);
+            col++;
+        }
+        for (size_t i = 0; i < word; i++)
+            fputc(text[i] == NBSP ? ' ' : text[i], out);
+        col += word;
+        text += word;
+        while (*text == ' ')
+            text++;
+    }
+    fputc('\n', out);
+}
+
+static void usage_entry(FILE *out, const struct entry *e)
+{
+    char left[128], text[512];
+    size_t used;
+
+    snprintf(left, sizeof(left), "--%s %s", e->name, e->arg);
+    used = (size_t)snprintf(text, sizeof(text), "%s (", e->help);
+    if (e->number)
+        used += (size_t)snprintf(text + used, sizeof(text) - used, "%llu..%llu%s; ", e->min, e->max,
+                                 e->suffixes ? ", k/m/g suffixes" : "");
+    snprintf(text + used, sizeof(text) - used, "default:%c%s)", NBSP, e->def);
     /* A long option name takes its own line, so the help keeps its column. */
     if (strlen(left) >= 28)
-        fprintf(out, "  %s\n  %-28s%s (default: %s)\n", left, "", help, defval);
+        fprintf(out, "  %s\n%30s", left, "");
     else
-        fprintf(out, "  %-28s%s (default: %s)\n", left, help, defval);
+        fprintf(out, "  %-28s", left);
+    usage_wrap(out, text, 30);
+}
+
+/* Call `fn` for each directive and limit, in the order of the usage text. */
+static void for_each_entry(void (*fn)(FILE *, const struct entry *), FILE *out)
+{
+    struct config defaults;
+    struct entry e;
+
+    config_init(&defaults);
+    for (size_t i = 0; i < DIRECTIVE_COUNT; i++) {
+        const struct directive *d = &directives[i];
+        char choices[96];
+
+        if (d->kind != KIND_LIMITS) {
+            entry_of_directive(d, &defaults, &e);
+            if (d->kind == KIND_CHOICE) {
+                choices_join(d, false, choices, sizeof(choices));
+                e.arg = choices;
+            }
+            fn(out, &e);
+            continue;
+        }
+        for (size_t k = 0; k < limits_count(); k++) {
+            entry_of_limit(limits_at(k), &defaults, &e);
+            fn(out, &e);
+        }
+    }
+    config_free(&defaults);
 }
 
 void config_usage(FILE *out, const char *progname)
 {
-    struct config defaults;
-
-    config_init(&defaults);
     fprintf(out,
             "Usage: %s [-c FILE] [-v] [-d] [--DIRECTIVE VALUE]...\n"
             "       %s -h | -V\n"
             "\n"
-            "An MQTT broker. With no arguments it serves MQTT on tcp://127.0.0.1:1883\n"
-            "(or the next free port) in desktop mode, for anonymous clients.\n"
+            "An MQTT broker. With no arguments it serves anonymous clients on loopback\n"
+            "(desktop mode): MQTT on %s, MQTT over WebSocket on\n"
+            "%s and the web view on %s. A port another\n"
+            "program holds moves that listener to the next free port, with a warning.\n"
             "\n"
             "Options:\n"
             "  -c, --config FILE           read directives from FILE first (aviary.conf(5))\n"
-            "  -v                          log at level info; -vv: debug\n"
+            "  -v, --verbose               log at level info; -vv: debug\n"
             "  -d                          daemonize (same as --daemonize)\n"
             "  -h, --help                  print this help and exit\n"
             "  -V, --version               print the version and exit\n"
             "\n"
             "Directives, as \"NAME VALUE\" in the file or --NAME VALUE / --NAME=VALUE here;\n"
             "the command line overrides the file, and its --listen replaces the file's:\n",
-            progname, progname);
-    for (size_t i = 0; i < DIRECTIVE_COUNT; i++) {
-        const struct directive *d = &directives[i];
+            progname, progname, CONFIG_DESKTOP_LISTEN_TCP, CONFIG_DESKTOP_LISTEN_WS,
+            CONFIG_DESKTOP_LISTEN_HTTP);
+    for_each_entry(usage_entry, out);
+}
 
-        if (d->kind != KIND_LIMITS) {
-            usage_line(out, d->name, d->arg, d->help, d->defval,
-                       (const unsigned char *)&defaults + d->offset, d->size);
-            continue;
-        }
-        for (size_t k = 0; k < limits_count(); k++) {
-            const struct limits_def *l = limits_at(k);
-            usage_line(out, l->name, l->arg, l->help, l->defval,
-                       (const unsigned char *)&defaults.limits + l->offset, l->size);
-        }
-    }
-    config_free(&defaults);
+static void dump_entry(FILE *out, const struct entry *e)
+{
+    fprintf(out, "%s\t%s\t%s\t", e->name, e->kind, e->arg);
+    if (e->number)
+        fprintf(out, "%llu\t%llu\t", e->min, e->max);
+    else
+        fprintf(out, "-\t-\t");
+    fprintf(out, "%s\t%s\t%s\n", e->suffixes ? "yes" : "no", e->limit ? "yes" : "no", e->def);
+}
+
+void config_dump(FILE *out)
+{
+    fprintf(out, "# name\tkind\targ\tmin\tmax\tsuffixes\tlimit\tdefault\n");
+    for_each_entry(dump_entry, out);
 }

@@ -40,7 +40,8 @@ struct config {
     size_t listen_count;
     bool listen_set; /* listen given explicitly (desktop defaults otherwise) */
     enum config_mode mode;
-    char *db;                    /* sqlite path, NULL = none yet */
+    char *db;                    /* sqlite path, NULL = none yet (see config_db_path()) */
+    bool create_db;              /* cloud: create `db` when it does not exist */
     struct limits limits;        /* set by the limit directives, named in util/limits.h */
     bool utf8_topics_set;        /* utf8-topics given; else config_parse_args() sets it by mode */
     int log_level;               /* enum log_level */
@@ -61,6 +62,16 @@ struct config {
     enum config_client_cert tls_client_cert;
 };
 
+/* Listeners without a listen directive (config_default_listeners()). */
+#define CONFIG_DESKTOP_LISTEN_TCP "tcp://127.0.0.1:1883"
+#define CONFIG_DESKTOP_LISTEN_WS "ws://127.0.0.1:1884"
+/* The web view and /metrics, for the desktop's own user only. */
+#define CONFIG_DESKTOP_LISTEN_HTTP "http://127.0.0.1:1885"
+#define CONFIG_CLOUD_LISTEN_TCP "tcp://0.0.0.0:1883"
+#define CONFIG_CLOUD_LISTEN_WS "ws://0.0.0.0:80"
+#define CONFIG_CLOUD_LISTEN_TLS "tls://0.0.0.0:8883"
+#define CONFIG_CLOUD_LISTEN_WSS "wss://0.0.0.0:443"
+
 #define CONFIG_DEFAULT_TOKEN_WARNING 30
 #define CONFIG_DEFAULT_CONNECT_TIMEOUT 10
 
@@ -69,6 +80,7 @@ enum config_action {
     CONFIG_RUN = 0,
     CONFIG_HELP = 1,    /* -h / --help: print config_usage() and exit 0 */
     CONFIG_VERSION = 2, /* -V / --version: print the version and exit 0 */
+    CONFIG_DUMP = 3,    /* --dump-directives: print config_dump() and exit 0 */
 };
 
 /* Fill `c` with the defaults (desktop mode, limits_init()'s limits, log level notice). */
@@ -103,8 +115,29 @@ int config_parse_args(struct config *c, int argc, char **argv, enum config_actio
 /* Check cross-directive consistency after parsing (e.g. keepalive-min <= keepalive-max). */
 int config_validate(const struct config *c, char *err, size_t errlen);
 
-/* Print the usage text, listing every directive, to `out`. */
+/*
+ * Print the usage text to `out`: every directive and limit of the one table
+ * the parser reads, with its range, suffixes and default.
+ */
 void config_usage(FILE *out, const char *progname);
+
+/*
+ * Print the same table for programs (tests compare the manual pages and the
+ * sample configuration with it): a "#" header, then one line per directive,
+ * tab-separated: name, kind (listen, choice, path, number, bool), the value's
+ * placeholder (choices as a|b|c), min and max ("-" unless a number), suffixes
+ * (yes/no), limit (yes/no: also a plan and instance limit), the default.
+ */
+void config_dump(FILE *out);
+
+/*
+ * The listeners of `mode` when no listen directive is given (cloud mode's
+ * tls:// and wss:// ones only with `tls`): a static array, *count long.
+ */
+const char *const *config_default_listeners(enum config_mode mode, bool tls, size_t *count);
+
+/* The database in use: `db`, else in cloud mode AVIARY_DEFAULT_DB, else NULL. */
+const char *config_db_path(const struct config *c);
 
 /* A listener URL split into its parts. */
 struct config_url {

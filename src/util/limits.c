@@ -34,7 +34,7 @@ static const struct limits_def defs[] = {
     {"max-topic-length", "N", FIELD(max_topic_length), 1, LIMITS_TOPIC_MAX, false, NULL,
      "longest topic name or filter, in characters"},
     {"max-payload", "BYTES", FIELD(max_payload), 0, LIMITS_MQTT_PACKET_MAX, true, NULL,
-     "largest PUBLISH payload; k, m suffixes"},
+     "largest PUBLISH payload"},
     {"max-subscriptions", "N", FIELD(max_subscriptions), 0, LIMITS_COUNT_MAX, false, NULL,
      "subscriptions one connection may hold"},
     {"keepalive-min", "SECONDS", FIELD(keepalive_min), 0, LIMITS_MQTT_KEEPALIVE_MAX, false, NULL,
@@ -64,7 +64,7 @@ static const struct limits_def defs[] = {
     {"max-sessions", "N", FIELD(max_sessions), 0, LIMITS_COUNT_MAX, false, NULL,
      "persistent sessions per instance; 0: no limit"},
     {"max-instance-bytes", "BYTES", FIELD(max_instance_bytes), 0, LIMITS_MEMORY_MAX, true, "0",
-     "bytes one instance may hold; k, m, g suffixes; 0: none"},
+     "bytes one instance may hold; 0: none"},
     {"utf8-topics", "0|1", FIELD(utf8_topics), 0, 1, false, "1 desktop, 0 cloud",
      "1: any UTF-8 topic; 0: the safe set"},
 };

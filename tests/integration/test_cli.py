@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from aviary_test import (  # noqa: E402
     HOST, Broker, PahoClient, Skip, aviaryd_path, check, check_equal, publish_packet,
     raw_connect, run, run_tests, source_dir, unique, wait_for)
+import subprocess  # noqa: E402
 
 # Every one-shot invocation also gets a port-0 listener, so that a daemon which
 # wrongly starts serving cannot collide with anything.
@@ -329,6 +330,161 @@ def test_default_listener_is_1883_when_free():
         check_equal(b.port, 1883, "default TCP port")
         c, _ = raw_connect(b.port, unique("d"))
         c.ping()
+
+
+# ---- issue 15: the rough edges a new operator hits ---------------------------
+
+def _held_port():
+    """A listening socket on a free loopback port: (socket, port)."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind((HOST, 0))
+    holder.listen(1)
+    return holder, holder.getsockname()[1]
+
+
+def test_explicit_listen_on_a_busy_port_names_url_and_owner_once():
+    """Issue 15, points 17 and 18: an explicit listener does not "try the next port"; the
+    error names the URL and the program holding the port (this test), and is printed once."""
+    holder, port = _held_port()
+    try:
+        for scheme in ("tcp", "http"):
+            url = "%s://%s:%d" % (scheme, HOST, port)
+            rc, out, err = _aviaryd("--listen", url)
+            check_equal(rc, 2, "exit status for --listen %s in use (stderr %r)" % (url, err))
+            check("trying" not in err, "an explicit listener talks of trying the next port: %r"
+                  % err)
+            check(url in err, "stderr does not name %s: %r" % (url, err))
+            check("(pid %d)" % os.getpid() in err,
+                  "stderr does not name the program holding the port (pid %d): %r"
+                  % (os.getpid(), err))
+            check_equal(err.count("cannot listen on"), 1, "times the error is on stderr (%r)" % err)
+    finally:
+        holder.close()
+
+
+def test_start_errors_are_printed_once():
+    """Issue 15, point 18: a cloud database that cannot be opened is one line on stderr."""
+    d = tempfile.mkdtemp(prefix="aviary-once-")
+    atexit.register(shutil.rmtree, d, True)
+    rc, out, err = _aviaryd(*ANY_PORT, "--mode", "cloud", "--db", d)  # a directory
+    check_equal(rc, 1, "exit status for a database that is a directory (stderr %r)" % err)
+    lines = [l for l in err.splitlines() if d in l]
+    check_equal(len(lines), 1, "lines naming the database on stderr (%r)" % err)
+
+
+_FALLBACK_SCRIPT = (
+    "import socket, subprocess, sys, os\n"
+    "held = []\n"
+    "for port in (1883, 1884):\n"
+    "    s = socket.socket(); s.bind(('127.0.0.1', port)); s.listen(1); held.append(s)\n"
+    "p = subprocess.Popen([sys.argv[1]], stdout=subprocess.PIPE, stderr=subprocess.PIPE)\n"
+    "lines = [p.stdout.readline().decode().strip() for _ in range(3)]\n"
+    "p.terminate(); _, err = p.communicate(timeout=10)\n"
+    "print(os.getpid()); print('\\n'.join(lines)); sys.stderr.write(err.decode())\n")
+
+
+def test_default_listener_fallback_warns_and_names_the_owner():
+    """Issue 15, point 7: when 1883 is taken the desktop listener moves, and a warning names
+    the program that holds 1883 and says that its clients talk to that program. Run in a
+    network namespace of its own, so that 1883 is ours to take."""
+    unshare = "/usr/bin/unshare"
+    if not os.path.exists(unshare) or run([unshare, "-n", "true"], timeout=5).returncode:
+        raise Skip("cannot make a network namespace here (unshare -n needs root)")
+    r = subprocess.run([unshare, "-n", sys.executable, "-c", _FALLBACK_SCRIPT, aviaryd_path()],
+                       capture_output=True, timeout=30)
+    out, err = r.stdout.decode().split("\n"), r.stderr.decode()
+    holder = int(out[0])
+    check_equal(out[1:4], ["listening on tcp://127.0.0.1:1885", "listening on ws://127.0.0.1:1886",
+                           "listening on http://127.0.0.1:1887"], "the listeners (log %r)" % err)
+    for port, moved in ((1883, 1885), (1884, 1886)):
+        m = re.search(r"\[warning\] \S+: port %d is taken by (\S+) \(pid (\d+)\), so aviaryd "
+                      r"listens on port %d instead: clients that connect to port %d talk to"
+                      % (port, moved, port), err)
+        check(m, "no warning naming the owner of port %d: %r" % (port, err[-1500:]))
+        check_equal(int(m.group(2)), holder, "the pid named as the owner of %d" % port)
+    # 1885 was taken by aviaryd's own listener that moved first: no warning about itself
+    check("port 1885 is taken" not in err, "aviaryd warns about its own listener: %r" % err)
+
+
+def test_mosquitto_habits_get_the_aviary_spelling():
+    """Issue 15, point 8."""
+    cases = (
+        (["-p", "1883"], "--listen tcp://127.0.0.1:1883"),
+        (["--port", "8000"], "--listen tcp://127.0.0.1:8000"),
+        (["--daemon"], "--daemonize"),
+        (["--config-file", "/etc/mosquitto/mosquitto.conf"], "-c FILE"),
+        (["--max-paylod", "1k"], "did you mean --max-payload?"),
+        (["-c", _config("# mosquitto.conf\nlistener 1883\nallow_anonymous true\n")],
+         "'listener': that is mosquitto's; aviary says listen tcp://0.0.0.0:1883"),
+        (["-c", _config("persistence true\n")], "db PATH"),
+        (["-c", _config("password_file /etc/mosquitto/passwd\n")], "password-file"),
+        (["-c", _config("allow_anonymous false\n")], "mode cloud"),
+    )
+    for args, want in cases:
+        rc, out, err = _aviaryd(*(ANY_PORT + args))
+        check_equal(rc, 1, "exit status for %s (stderr %r)" % (" ".join(args), err))
+        check(want in err, "aviaryd %s: stderr lacks %r: %r" % (" ".join(args), want, err))
+    with Broker("--verbose", log_level=None) as b:  # mosquitto's -v, spelled long
+        b.wait_log(r"\[info\]|\[notice\]", timeout=5)
+
+
+def _help_text():
+    rc, out, err = _aviaryd("-h")
+    check_equal(rc, 0, "exit status of aviaryd -h")
+    return out
+
+
+def test_help_values_are_accepted():
+    """Issue 15, point 14: every value -h shows for tls-client-cert and log-level starts the
+    broker, and so does 'require', which an earlier -h showed."""
+    text = _help_text()
+    for name in ("tls-client-cert", "log-level"):
+        m = re.search(r"--%s (\S+)" % name, text)
+        check(m, "-h lacks --%s" % name)
+        values = m.group(1).split("|")
+        check(len(values) >= 3, "-h shows %r for --%s" % (m.group(1), name))
+        if name == "tls-client-cert":
+            values.append("require")
+        for v in values:
+            extra = ["--tls-ca", os.path.join(source_dir(), "README")] \
+                if name == "tls-client-cert" and v != "none" else []
+            with Broker("--" + name, v, *extra, log_level=None if name == "log-level" else "debug"):
+                pass
+
+
+def test_help_shows_the_real_defaults():
+    """Issue 15, point 15: -h names the cloud default database (the one cloud mode uses) and
+    every default listener of desktop mode."""
+    text = _help_text()
+    for url in ("tcp://127.0.0.1:1883", "ws://127.0.0.1:1884", "http://127.0.0.1:1885",
+                "tcp://0.0.0.0:1883", "ws://0.0.0.0:80"):
+        check(url in text, "-h does not show the default listener %s" % url)
+    m = re.search(r"--db PATH.*?cloud (/\S+\.db)", text, re.S)
+    check(m, "-h does not give the cloud default of --db:\n%s" % text)
+    if os.path.exists(m.group(1)):
+        return  # an installed database: not ours to start a broker on
+    rc, out, err = _aviaryd(*ANY_PORT, "--mode", "cloud")
+    check_equal(rc, 1, "exit status of cloud mode without its default database (%r)" % err)
+    check(m.group(1) in err, "cloud mode does not use the -h default %s: %r" % (m.group(1), err))
+
+
+def test_cloud_mode_refuses_a_missing_database():
+    """Issue 15, point 13: a typo in --db must not start an empty broker; create-db yes, or
+    desktop mode, creates it."""
+    d = tempfile.mkdtemp(prefix="aviary-db-")
+    atexit.register(shutil.rmtree, d, True)
+    typo = os.path.join(d, "typo.db")
+    rc, out, err = _aviaryd(*ANY_PORT, "--mode", "cloud", "--db", typo)
+    check_equal(rc, 1, "exit status for a missing cloud database (stderr %r)" % err)
+    check(typo in err and "does not exist" in err, "stderr does not name %s: %r" % (typo, err))
+    check("aviaryctl --db %s init" % typo in err and "--create-db yes" in err,
+          "stderr does not say how to create it: %r" % err)
+    check(not os.path.exists(typo), "aviaryd created %s" % typo)
+    with Broker("--mode", "cloud", "--db", typo, "--create-db", "yes"):
+        check(os.path.exists(typo), "--create-db yes did not create %s" % typo)
+    desk = os.path.join(d, "desktop.db")
+    with Broker("--db", desk):
+        check(os.path.exists(desk), "desktop mode did not create %s" % desk)
 
 
 if __name__ == "__main__":

@@ -348,7 +348,7 @@ def test_aviaryd_creates_the_database_0600():
     to create one passes."""
     aviary_only("aviaryd's database")
     db = cloud_db()
-    b = _cloud(db, "--allow-keys-without-tls", "yes")
+    b = _cloud(db, "--allow-keys-without-tls", "yes", "--create-db", "yes")
     with _Umask(0o022):
         try:
             b.start()
@@ -432,7 +432,8 @@ def test_instance_created_by_aviaryctl_works_at_once():
     CONNECT to the new instance: CONNACK 0 every time (20 new instances)."""
     aviary_only("cloud mode")
     db = cloud_db()
-    with _cloud(db, "--allow-keys-without-tls", "yes", log_level="info") as b:
+    with _cloud(db, "--allow-keys-without-tls", "yes", "--create-db", "yes",
+                log_level="info") as b:
         def make(i):
             name = _instance(db)
             return name, new_token(db, name)[1]

@@ -318,7 +318,7 @@ def _default_listeners(*args):
     atexit.register(shutil.rmtree, d, True)
     log = open(os.path.join(d, "log"), "w+")
     p = subprocess.Popen([unshare, "-n", aviaryd_path(), "--mode", "cloud", "--db",
-                          os.path.join(d, "a.db")] + list(args),
+                          os.path.join(d, "a.db"), "--create-db", "yes"] + list(args),
                          stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
     try:
         lines = []

@@ -328,8 +328,8 @@ END_TEST
 START_TEST(test_file_error_unknown_directive)
 {
     expect_file_error("mode cloud\n# comment\n\nfoo bar\n", 4, "unknown directive 'foo'");
-    expect_file_error("Mode cloud\n", 1, "unknown directive 'Mode'");
-    expect_file_error("--mode cloud\n", 1, "unknown directive '--mode'");
+    expect_file_error("Mode cloud\n", 1, "unknown directive 'Mode'; did you mean mode?");
+    expect_file_error("--mode cloud\n", 1, "unknown directive '--mode'; did you mean mode?");
     expect_file_error("config /etc/other.conf\n", 1, "unknown directive 'config'");
 }
 END_TEST
@@ -676,7 +676,8 @@ START_TEST(test_unknown_directive)
 {
     expect_set_error("foo", "bar", "unknown directive 'foo'");
     expect_set_error("", "bar", "unknown directive ''");
-    expect_set_error("max-payloadx", "1", "unknown directive 'max-payloadx'");
+    expect_set_error("max-payloadx", "1",
+                     "unknown directive 'max-payloadx'; did you mean max-payload?");
     expect_set_error("help", NULL, "unknown directive 'help'");
 }
 END_TEST
@@ -1082,8 +1083,8 @@ START_TEST(test_args_unknown_options)
         {"-vx", "unknown option '-x'"},
         {"--foo", "unknown option '--foo'"},
         {"--foo=bar", "unknown option '--foo'"},
-        {"--Mode=cloud", "unknown option '--Mode'"},
-        {"---mode", "unknown option '---mode'"},
+        {"--Mode=cloud", "unknown option '--Mode'; did you mean --mode?"},
+        {"---mode", "unknown option '---mode'; did you mean --mode?"},
         {"--", NULL},
         {"foo", "unexpected argument 'foo'"},
         {"-", "unexpected argument '-'"},
@@ -1303,73 +1304,250 @@ START_TEST(test_validate_port_zero_may_repeat)
 }
 END_TEST
 
-START_TEST(test_usage_lists_every_directive_with_its_default)
+/* The text config_usage() or config_dump() writes. The caller frees it. */
+__attribute__((noinline)) static char *capture(void (*fn)(FILE *))
 {
-    static const char *const lines[] = {
-        "--listen URL",
-        "--mode desktop|cloud",
-        "--db PATH",
-        "--max-client-id N",
-        "--max-topic-length N",
-        "--max-payload BYTES",
-        "--max-subscriptions N",
-        "--keepalive-min SECONDS",
-        "--keepalive-max SECONDS",
-        "--max-queued-messages N",
-        "--max-inflight N",
-        "--log-level LEVEL",
-        "--syslog yes|no",
-        "--daemonize yes|no",
-        "--pid-file PATH",
-    };
-    static const char *const defaults[] = {
-        "(default: tcp://127.0.0.1:1883 (desktop))",
-        "(default: desktop)",
-        "(default: none)",
-        "(default: 64)",
-        "(default: 128)",
-        "(default: 65536)",
-        "(default: 100)",
-        "(default: 1)",
-        "(default: 300)",
-        "(default: 1000)",
-        "(default: 20)",
-        "(default: notice)",
-        "(default: no)",
-        "(default: no)",
-        "(default: none)",
-    };
     char *text = NULL;
     size_t len = 0;
     FILE *out = open_memstream(&text, &len);
 
     ck_assert_ptr_nonnull(out);
-    config_usage(out, "aviaryd");
+    fn(out);
     fclose(out);
+    return text;
+}
+
+static void usage_of_aviaryd(FILE *out)
+{
+    config_usage(out, "aviaryd");
+}
+
+/*
+ * -h comes from the table: every directive of the dump is in it as
+ * "--NAME ARG", with its range (numbers) and its default after it, and each
+ * placeholder is a value the parser takes (issue 15, point 14: -h printed
+ * "none|optional|require", cut off, and the parser refused it).
+ */
+START_TEST(test_usage_lists_every_directive_with_its_default)
+{
+    char *text = capture(usage_of_aviaryd), *dump = capture(config_dump);
+    size_t seen = 0;
+
     ck_assert_ptr_nonnull(strstr(text, "Usage: aviaryd "));
     ck_assert_ptr_nonnull(strstr(text, "-c, --config FILE"));
-    ck_assert_ptr_nonnull(strstr(text, "\n  -v "));
+    ck_assert_ptr_nonnull(strstr(text, "\n  -v, --verbose "));
     ck_assert_ptr_nonnull(strstr(text, "\n  -d "));
     ck_assert_ptr_nonnull(strstr(text, "-h, --help"));
     ck_assert_ptr_nonnull(strstr(text, "-V, --version"));
-    for (size_t k = 0; k < sizeof(lines) / sizeof(lines[0]); k++) {
-        /* each directive on a line of its own that ends with its default */
-        const char *at = strstr(text, lines[k]);
-        const char *eol;
-        ck_assert_msg(at != NULL, "%s missing", lines[k]);
-        eol = strchr(at, '\n');
-        ck_assert_ptr_nonnull(eol);
-        ck_assert_msg(eol - at > (ptrdiff_t)strlen(defaults[k]) &&
-                          strncmp(eol - strlen(defaults[k]), defaults[k], strlen(defaults[k])) == 0,
-                      "%s: want %s", lines[k], defaults[k]);
+    for (char *line = strtok(dump, "\n"); line; line = strtok(NULL, "\n")) {
+        char name[64], kind[16], arg[64], min[32], max[32], suffixes[4], limit[4], def[256];
+        char want[320], *at, *next;
+        if (line[0] == '#')
+            continue;
+        ck_assert_int_eq(sscanf(line,
+                                "%63[^\t]\t%15[^\t]\t%63[^\t]\t%31[^\t]\t%31[^\t]\t%3[^\t]"
+                                "\t%3[^\t]\t%255[^\n]",
+                                name, kind, arg, min, max, suffixes, limit, def),
+                         8);
+        seen++;
+        snprintf(want, sizeof(want), "\n  --%s %s", name, arg);
+        at = strstr(text, want);
+        ck_assert_msg(at != NULL, "-h lacks %s", want + 1);
+        /* its entry runs to the next option */
+        next = strstr(at + 1, "\n  --");
+        if (next)
+            *next = '\0';
+        if (strcmp(kind, "number") == 0) {
+            snprintf(want, sizeof(want), "(%s..%s", min, max);
+            ck_assert_msg(strstr(at, want) != NULL, "-h: %s lacks %s", name, want);
+            ck_assert_msg(!strstr(at, "suffixes") == (strcmp(suffixes, "no") == 0),
+                          "-h: %s and suffixes=%s", name, suffixes);
+        }
+        if (strcmp(kind, "number") == 0 || strcmp(kind, "choice") == 0 ||
+            strcmp(kind, "bool") == 0) {
+            snprintf(want, sizeof(want), "default: %s)", def);
+            ck_assert_msg(strstr(at, want) != NULL, "-h: %s lacks %s", name, want);
+        }
+        if (strcmp(kind, "choice") == 0) {
+            for (char *v = arg, *bar; v; v = bar ? bar + 1 : NULL) {
+                struct config c;
+                char err[ERRLEN], value[64];
+                bar = strchr(v, '|');
+                snprintf(value, sizeof(value), "%.*s", bar ? (int)(bar - v) : (int)strlen(v), v);
+                config_init(&c);
+                ck_assert_msg(config_set(&c, name, value, err, sizeof(err)) == 0, "%s", err);
+                config_free(&c);
+            }
+        }
+        if (next)
+            *next = '\n';
     }
+    ck_assert_uint_gt(seen, limits_count());
     for (const char *p = text; *p != '\0';) {
         const char *eol = strchr(p, '\n');
         ck_assert_ptr_nonnull(eol);
-        ck_assert_msg(eol - p < 100, "usage line longer than 99 columns: %.*s", (int)(eol - p), p);
+        ck_assert_msg(eol - p < 80, "usage line longer than 79 columns: %.*s", (int)(eol - p), p);
         p = eol + 1;
     }
     free(text);
+    free(dump);
+}
+END_TEST
+
+/* -h gives the real defaults of both modes (issue 15, point 15). */
+START_TEST(test_usage_shows_the_defaults_of_both_modes)
+{
+    char *text = capture(usage_of_aviaryd);
+    size_t n;
+    const char *const *urls;
+
+    ck_assert_ptr_nonnull(strstr(text, AVIARY_DEFAULT_DB));
+    for (int mode = 0; mode < 2; mode++) {
+        urls = config_default_listeners((enum config_mode)mode, true, &n);
+        for (size_t i = 0; i < n; i++)
+            ck_assert_msg(strstr(text, urls[i]) != NULL, "-h lacks %s", urls[i]);
+    }
+    urls = config_default_listeners(CONFIG_MODE_DESKTOP, false, &n);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_str_eq(urls[0], "tcp://127.0.0.1:1883");
+    ck_assert_str_eq(urls[1], "ws://127.0.0.1:1884");
+    ck_assert_str_eq(urls[2], "http://127.0.0.1:1885");
+    free(text);
+}
+END_TEST
+
+START_TEST(test_db_path_per_mode)
+{
+    struct config c;
+    char err[ERRLEN];
+
+    config_init(&c);
+    ck_assert_ptr_null(config_db_path(&c));
+    ck_assert_int_eq(config_set(&c, "mode", "cloud", err, sizeof(err)), 0);
+    ck_assert_str_eq(config_db_path(&c), AVIARY_DEFAULT_DB);
+    ck_assert_int_eq(config_set(&c, "db", "/tmp/x.db", err, sizeof(err)), 0);
+    ck_assert_str_eq(config_db_path(&c), "/tmp/x.db");
+    ck_assert(!c.create_db);
+    ck_assert_int_eq(config_set(&c, "create-db", "yes", err, sizeof(err)), 0);
+    ck_assert(c.create_db);
+    config_free(&c);
+}
+END_TEST
+
+/* What -h once showed, and a common slip, are taken (issue 15, point 14). */
+START_TEST(test_choice_aliases)
+{
+    struct config c;
+    char err[ERRLEN];
+
+    config_init(&c);
+    ck_assert_int_eq(config_set(&c, "tls-client-cert", "require", err, sizeof(err)), 0);
+    ck_assert_int_eq(c.tls_client_cert, CONFIG_CLIENT_CERT_REQUIRED);
+    ck_assert_int_eq(config_set(&c, "tls-client-cert", "optional", err, sizeof(err)), 0);
+    ck_assert_int_eq(c.tls_client_cert, CONFIG_CLIENT_CERT_OPTIONAL);
+    ck_assert_int_eq(config_set(&c, "log-level", "warn", err, sizeof(err)), 0);
+    ck_assert_int_eq(c.log_level, LOG_LEVEL_WARNING);
+    ck_assert_int_eq(config_set(&c, "tls-client-cert", "requir", err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "tls-client-cert: expected none, optional or required, got 'requir'");
+    config_free(&c);
+}
+END_TEST
+
+/* Mosquitto habits get the aviary spelling (issue 15, point 8). */
+START_TEST(test_mosquitto_habits_are_answered)
+{
+    static const struct {
+        const char *args[3], *want;
+    } cases[] = {
+        {{"-p", "1883"},
+         "unknown option '-p' (mosquitto's port); aviaryd says --listen tcp://127.0.0.1:1883"},
+        {{"-p8000"},
+         "unknown option '-p' (mosquitto's port); aviaryd says --listen tcp://127.0.0.1:8000"},
+        {{"--port", "1884"},
+         "unknown option '--port': that is mosquitto's; aviary says --listen "
+         "tcp://127.0.0.1:1884"},
+        {{"--daemon"},
+         "unknown option '--daemon': that is mosquitto's; aviary says --daemonize "
+         "(or -d)"},
+        {{"--config-file", "m.conf"},
+         "unknown option '--config-file' (mosquitto's); aviaryd says -c FILE or --config FILE"},
+        {{"--max-paylod", "1"}, "unknown option '--max-paylod'; did you mean --max-payload?"},
+        {{"--max_queued_messages", "1"},
+         "unknown option '--max_queued_messages'; did you mean --max-queued-messages?"},
+        {{"--lsten", "tcp://127.0.0.1:0"}, "unknown option '--lsten'; did you mean --listen?"},
+    };
+
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        struct config c;
+        enum config_action act;
+        char err[ERRLEN] = "";
+        config_init(&c);
+        ck_assert_int_eq(parse(&c, &act, err, cases[k].args[0], cases[k].args[1], NULL), -1);
+        ck_assert_str_eq(err, cases[k].want);
+        config_free(&c);
+    }
+}
+END_TEST
+
+START_TEST(test_mosquitto_conf_is_answered)
+{
+    static const struct {
+        const char *line, *want;
+    } cases[] = {
+        {"listener 1883\n", "unknown directive 'listener': that is mosquitto's; aviary says "
+                            "listen tcp://0.0.0.0:1883"},
+        {"listener 8883 127.0.0.1\n", "unknown directive 'listener': that is mosquitto's; "
+                                      "aviary says listen tcp://127.0.0.1:8883"},
+        {"port 1885\n",
+         "unknown directive 'port': that is mosquitto's; aviary says listen tcp://0.0.0.0:1885"},
+        {"bind_address ::1\n", "unknown directive 'bind_address': that is mosquitto's; aviary "
+                               "says listen tcp://[::1]:1883"},
+        {"allow_anonymous false\n", NULL},
+        {"password_file /etc/mosquitto/passwd\n", NULL},
+        {"persistence true\n", NULL},
+        {"persistence_location /var/lib/mosquitto/\n", NULL},
+        {"max_inflight_messages 10\n", "unknown directive 'max_inflight_messages': that is "
+                                       "mosquitto's; aviary says max-inflight N"},
+        {"pid_file /run/m.pid\n", "unknown directive 'pid_file'; did you mean pid-file?"},
+        {"max-paylod 1k\n", "unknown directive 'max-paylod'; did you mean max-payload?"},
+        {"frobnicate 1\n", "unknown directive 'frobnicate'"},
+    };
+
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        struct config c;
+        struct temp t;
+        char err[ERRLEN], want[ERRLEN];
+        temp_write(&t, cases[k].line, strlen(cases[k].line));
+        config_init(&c);
+        ck_assert_int_eq(config_load_file(&c, t.path, err, sizeof(err)), -1);
+        if (cases[k].want) {
+            snprintf(want, sizeof(want), "%s:1: %s", t.path, cases[k].want);
+            ck_assert_str_eq(err, want);
+        } else {
+            ck_assert_msg(strstr(err, "that is mosquitto's; aviary says ") != NULL, "%s: %s",
+                          cases[k].line, err);
+        }
+        config_free(&c);
+        temp_remove(&t);
+    }
+}
+END_TEST
+
+START_TEST(test_verbose_and_dump_directives)
+{
+    struct config c;
+    enum config_action act;
+    char err[ERRLEN] = "";
+
+    config_init(&c);
+    ck_assert_int_eq(parse(&c, &act, err, "--verbose", "--verbose", NULL), 0);
+    ck_assert_int_eq(act, CONFIG_RUN);
+    ck_assert_int_eq(c.log_level, LOG_LEVEL_DEBUG);
+    config_free(&c);
+    config_init(&c);
+    ck_assert_int_eq(parse(&c, &act, err, "--dump-directives", NULL), 0);
+    ck_assert_int_eq(act, CONFIG_DUMP);
+    config_free(&c);
 }
 END_TEST
 
@@ -1599,6 +1777,12 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_max_outbound_bytes_takes_suffixes_and_a_floor);
     tcase_add_test(tc, test_max_memory_takes_a_g_suffix_and_defaults_to_none);
     tcase_add_test(tc, test_usage_lists_every_directive_with_its_default);
+    tcase_add_test(tc, test_usage_shows_the_defaults_of_both_modes);
+    tcase_add_test(tc, test_db_path_per_mode);
+    tcase_add_test(tc, test_choice_aliases);
+    tcase_add_test(tc, test_mosquitto_habits_are_answered);
+    tcase_add_test(tc, test_mosquitto_conf_is_answered);
+    tcase_add_test(tc, test_verbose_and_dump_directives);
     tcase_add_test(tc, test_sample_configuration_loads);
     tcase_add_test(tc, test_sample_configuration_commented_values_are_valid);
     suite_add_tcase(s, tc);
