@@ -66,7 +66,7 @@ static const struct limits_def defs[] = {
     {"max-instance-bytes", "BYTES", FIELD(max_instance_bytes), 0, LIMITS_MEMORY_MAX, true, "0",
      "bytes one instance may hold; 0: none"},
     {"utf8-topics", "0|1", FIELD(utf8_topics), 0, 1, false, "1 desktop, 0 cloud",
-     "1: any UTF-8 topic; 0: the safe set"},
+     "1: any UTF-8 topic (desktop's default); 0: a-z 0-9 .,:;-_$/"},
 };
 
 #define DEF_COUNT (sizeof(defs) / sizeof(defs[0]))

@@ -247,7 +247,7 @@ def test_aviaryctl_1_lists_every_limit():
     page = _read("man", "aviaryctl.1")
     m = re.search(r"is one of the limit directives of(.*?)^\.I value", page, re.M | re.S)
     check(m, "aviaryctl(1) has no list of limits ('is one of the limit directives of')")
-    listed = set(re.findall(r"[a-z][a-z-]+", m.group(1).replace("\\-", "-")))
+    listed = set(re.findall(r"[a-z][a-z0-9-]+", m.group(1).replace("\\-", "-")))
     limits = [d.name for d in table() if d.limit]
     missing = [n for n in limits if n not in listed]
     check(not missing, "aviaryctl(1)'s list of limits lacks %s" % ", ".join(missing))
