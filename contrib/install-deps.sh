@@ -12,6 +12,10 @@ clang libclang-rt-14-dev clang-format"
 PACKAGES="$PACKAGES python3-prometheus-client"
 # tests/integration/test_browser.py: Debian's Chromium, and npm to fetch MQTT.js.
 PACKAGES="$PACKAGES chromium nodejs"
+# make deb (dpkg-buildpackage with debhelper), .ci/deb-check (debootstrap; ip, to
+# bring up loopback in its network namespace), and systemd's pkg-config file, which
+# says where configure installs the unit.
+PACKAGES="$PACKAGES debhelper debootstrap iproute2 systemd"
 # Debian's npm only when there is none: another vendor's nodejs carries its own and
 # conflicts with Debian's.
 command -v npm >/dev/null 2>&1 || PACKAGES="$PACKAGES npm"

@@ -13,8 +13,9 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from aviary_test import (  # noqa: E402
-    HOST, Broker, PahoClient, Skip, aviaryd_path, check, check_equal, publish_packet,
-    raw_connect, run, run_tests, source_dir, unique, wait_for)
+    HOST, Broker, PahoClient, RawClient, Skip, aviaryd_path, check, check_equal, cloud_db,
+    cloud_login, ctl, new_token, publish_packet, raw_connect, run, run_tests, source_dir,
+    unique, wait_for)
 import subprocess  # noqa: E402
 
 # Every one-shot invocation also gets a port-0 listener, so that a daemon which
@@ -135,12 +136,20 @@ def test_option_equals_form():
 
 
 def test_sample_configuration_file_is_valid():
+    # `make install` installs the sample as aviary.conf: a cloud service. With
+    # an instance and a token with an expiry (the README's first run, over
+    # plain TCP) a client is accepted; an anonymous one is not.
     sample = os.path.join(source_dir(), "etc", "aviary.conf")
     if not os.path.exists(sample):
         raise Skip("no etc/aviary.conf in the source tree")
-    with Broker("-c", sample) as b:
-        c, _ = raw_connect(b.port, unique("sample"))
-        c.ping()
+    db = cloud_db()
+    ctl(db, "instance", "create", "first")
+    _, secret = new_token(db, "first", "--ttl", "30d")
+    with Broker("-c", sample, "--db", db) as b:
+        cloud_login(b.port, "first", secret).ping()
+        anon = RawClient(b.port)
+        anon.connect(unique("anon"), expect_rc=5)
+        anon.expect_closed()
 
 
 def test_port_0_prints_the_real_port():
