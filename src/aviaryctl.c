@@ -1046,7 +1046,11 @@ static void usage(FILE *out)
         fprintf(out, "%s %s", i % 4 == 0 ? "\n " : "", limits_name(i));
     fputs("\n\nDURATION is a positive number and s, m, h or d: 90s, 15m, 2h, 7d.\n"
           "Without --ttl a token is a key, which never expires. --allow-action lets a\n"
-          "token's clients close other clients of its instance by publishing to $action.\n",
+          "token's clients close other clients of its instance by publishing to $action.\n"
+          "--client-id auto draws a client id. token update changes only what it is given;\n"
+          "the --no- options clear. Only init, instance create and plan set create a\n"
+          "missing database. instance delete asks on a terminal; elsewhere it needs --yes.\n"
+          "Run as root over a database another user owns, aviaryctl becomes that user.\n",
           out);
 }
 
