@@ -178,10 +178,16 @@ static int refuse_login(struct conn *c, const struct mqtt_buf *username, const c
 {
     char user[96], why[256];
 
+    const uint8_t *colon = memchr(username->data, ':', username->len);
+    size_t shown = colon ? (size_t)(colon - username->data) : username->len;
+
     if (catalog_token_by_secret(c->broker->catalog, username->data, username->len))
         snprintf(user, sizeof(user), "<a token's secret, not shown>");
     else
-        log_escape(username->data, username->len, user, sizeof(user));
+        log_escape(username->data, shown, user, sizeof(user) - sizeof(":<not shown>"));
+    /* What follows a colon may be a secret (INSTANCE:SECRET): never logged. */
+    if (colon)
+        strncat(user, ":<not shown>", sizeof(user) - strlen(user) - 1);
     snprintf(why, sizeof(why), "bad user name or password: %s '%s'%s", what, user, detail);
     return refuse_as(c, MQTT_CONNACK_BAD_CREDENTIALS, 0, "bad user name or password", why);
 }

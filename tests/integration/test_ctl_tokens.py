@@ -94,8 +94,12 @@ def test_token_in_the_user_name_refused_when_wrong():
         c.close()
         # no colon, no password: no secret at all
         _raw(b.port, 4, name, None, expect_rc=5).expect_closed(5, "close after CONNACK 5")
-        # a password given: the user name is the instance, whole
+        # a password given: the user name is the instance, whole, and refused; the log
+        # shows what precedes the colon only
+        mark = b.log_mark()
         _raw(b.port, 4, "%s:%s" % (name, secret), "junk", expect_rc=4).close()
+        _log_shows(b, mark, r"no instance '%s:<not shown>'" % name, "a colon and a password")
+        check(secret not in b.log_text(mark), "a secret from the user name reached the log")
 
 
 def test_token_in_the_user_name_with_mosquitto_clients():
