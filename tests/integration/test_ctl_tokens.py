@@ -131,6 +131,35 @@ def test_token_in_the_user_name_with_paho():
         c.close()
 
 
+def test_http_basic_takes_the_same_two_forms():
+    import base64
+    import http.client
+    db = cloud_db()
+    name = _instance(db)
+    _, secret = new_token(db, name)
+    with Broker("--mode", "cloud", "--db", db, "--allow-keys-without-tls",
+                "--listen", "http://127.0.0.1:0") as b:
+        port = wait_for(lambda: next((p for s, _, p in b.listeners if s == "http"), None), 5.0,
+                        what="the http:// listener")
+
+        def post(credentials):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                auth = base64.b64encode(credentials.encode()).decode()
+                conn.request("POST", "/broker/t", body=b"x",
+                             headers={"Authorization": "Basic " + auth})
+                r = conn.getresponse()
+                r.read()
+                return r.status
+            finally:
+                conn.close()
+        for credentials, status in (("%s:%s" % (name, secret), 200),
+                                    ("%s:%s:" % (name, secret), 200),
+                                    ("%s:%s:" % (name, "x" * 43), 401),
+                                    ("%s:%s::" % (name, secret), 401)):
+            check_equal(post(credentials), status, "POST with Basic %r" % credentials[:12])
+
+
 # ---- token update on a running broker ---------------------------------------
 
 def test_narrowing_a_token_closes_its_clients_and_binds_new_ones():
