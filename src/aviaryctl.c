@@ -59,7 +59,7 @@ enum ctl_option {
     OPT_NO_EXPIRY = 1u << 11,
     OPT_NO_CLIENT_ID = 1u << 12,
     OPT_NO_ALLOW_ACTION = 1u << 13,
-    OPT_NO_PUB = 1u << 14, /* and the next three: --no-sub, --no-deny-pub, --no-deny-sub */
+    OPT_NO_PUB = 1u << 14,
     OPT_NO_SUB = 1u << 15,
     OPT_NO_DENY_PUB = 1u << 16,
     OPT_NO_DENY_SUB = 1u << 17,
@@ -251,12 +251,14 @@ static int check_unset(struct args *a)
  */
 static int check_delete(struct args *a)
 {
+    char buf[CTL_SHOWN];
+
     if ((a->flags & OPT_YES) || isatty(STDIN_FILENO))
         return 0;
     return complain(CTL_EXIT_USAGE,
                     "instance delete: not deleting '%s' without confirmation: standard input "
                     "is not a terminal (add --yes)",
-                    a->operands[0]);
+                    log_escape_str(a->operands[0], buf, sizeof(buf)));
 }
 
 /* `token create`, `token update`: the duration, the texts and the filters, in this order. */
@@ -486,7 +488,7 @@ static void count_tokens(void *arg, const struct store_instance *inst)
     *(size_t *)arg = inst->token_count;
 }
 
-/* On a terminal without --yes: ask, and return true when the answer is yes. */
+/* On a terminal without --yes: ask; 0 when the answer is yes, else the exit status. */
 static int confirm_delete(struct ctl *ctl, const char *name)
 {
     size_t tokens = 0;
