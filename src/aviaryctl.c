@@ -10,12 +10,17 @@
 #include "config.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <libgen.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,8 +54,37 @@ enum ctl_option {
     OPT_SUB = 1u << 5,
     OPT_DENY_PUB = 1u << 6,
     OPT_DENY_SUB = 1u << 7,
-    OPT_ALLOW_ACTION = 1u << 8, /* a flag: takes no value */
-    OPT_DELETE = 1u << 9,       /* a flag: takes no value */
+    /* flags: they take no value */
+    OPT_ALLOW_ACTION = 1u << 8,
+    OPT_YES = 1u << 9,
+    OPT_NO_LABEL = 1u << 10,
+    OPT_NO_EXPIRY = 1u << 11,
+    OPT_NO_CLIENT_ID = 1u << 12,
+    OPT_NO_ALLOW_ACTION = 1u << 13,
+    OPT_NO_PUB = 1u << 14,
+    OPT_NO_SUB = 1u << 15,
+    OPT_NO_DENY_PUB = 1u << 16,
+    OPT_NO_DENY_SUB = 1u << 17,
+    OPT_DELETE = 1u << 18, /* passwd --delete */
+};
+
+#define OPT_NO_FILTERS (OPT_NO_PUB | OPT_NO_SUB | OPT_NO_DENY_PUB | OPT_NO_DENY_SUB)
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} flags[] = {
+    {"--allow-action", OPT_ALLOW_ACTION},
+    {"--yes", OPT_YES},
+    {"--no-label", OPT_NO_LABEL},
+    {"--no-expiry", OPT_NO_EXPIRY},
+    {"--no-client-id", OPT_NO_CLIENT_ID},
+    {"--no-allow-action", OPT_NO_ALLOW_ACTION},
+    {"--no-pub", OPT_NO_PUB},
+    {"--no-sub", OPT_NO_SUB},
+    {"--no-deny-pub", OPT_NO_DENY_PUB},
+    {"--no-deny-sub", OPT_NO_DENY_SUB},
+    {"--delete", OPT_DELETE},
 };
 
 #define OPT_FILTERS (OPT_PUB | OPT_SUB | OPT_DENY_PUB | OPT_DENY_SUB)
@@ -80,12 +114,13 @@ struct args {
     const char *operands[3];
     size_t operand_count;
     const char *plan, *label, *ttl, *client_id;
-    bool allow_action;          /* --allow-action, copied into `token` by its check */
-    bool delete;                /* passwd --delete */
+    unsigned flags;             /* the flags given (OPT_ALLOW_ACTION, OPT_YES, OPT_NO_...) */
+    unsigned given;             /* the options with a value given (OPT_LABEL...) */
     struct raw_filter *filters; /* up to argc of them; owned */
     size_t filter_count;
     /* what a command's check made of the text above */
     unsigned long long value;  /* the set commands' VALUE */
+    const char *new_plan;      /* instance set NAME plan PLAN */
     struct manage_token token; /* token create: checked, its filters normalised */
 };
 
@@ -109,6 +144,13 @@ struct command {
      */
     int (*check)(struct args *a);
     int (*run)(struct ctl *ctl, const struct args *a);
+    /*
+     * Whether the command may create a missing database (instance create,
+     * plan set, init); the others refuse to, a command on the file
+     * itself (backup) does not open it through the store at all, and one
+     * on another file (passwd) leaves it alone.
+     */
+    enum { DB_EXISTING = 0, DB_CREATE, DB_FILE, DB_NONE } db;
 };
 
 /* ---- messages ------------------------------------------------------------- */
@@ -186,7 +228,45 @@ static int check_limit(struct args *a)
     return 0;
 }
 
-/* `token create`: the duration, the texts and the filters, in this order. */
+/* `instance set`: a limit and its value, or "plan" and the plan's name. */
+static int check_instance_set(struct args *a)
+{
+    if (strcmp(a->operands[1], "plan") == 0) {
+        a->new_plan = a->operands[2];
+        return 0;
+    }
+    return check_limit(a);
+}
+
+/* `instance unset`: a limit's name (the store checks it too, but before the database). */
+static int check_unset(struct args *a)
+{
+    char known[512], buf[CTL_SHOWN];
+
+    if (limits_find(a->operands[1], strlen(a->operands[1])) != NULL)
+        return 0;
+    limits_names(known, sizeof(known));
+    return complain(CTL_EXIT_USAGE, "unknown limit '%s' (known: %s)",
+                    log_escape_str(a->operands[1], buf, sizeof(buf)), known);
+}
+
+/*
+ * `instance delete`: it asks on a terminal (cmd_instance_delete); without
+ * one, only --yes deletes, so that a script never deletes by accident.
+ */
+static int check_delete(struct args *a)
+{
+    char buf[CTL_SHOWN];
+
+    if ((a->flags & OPT_YES) || isatty(STDIN_FILENO))
+        return 0;
+    return complain(CTL_EXIT_USAGE,
+                    "instance delete: not deleting '%s' without confirmation: standard input "
+                    "is not a terminal (add --yes)",
+                    log_escape_str(a->operands[0], buf, sizeof(buf)));
+}
+
+/* `token create`, `token update`: the duration, the texts and the filters, in this order. */
 static int check_token(struct args *a)
 {
     struct manage_token *t = &a->token;
@@ -194,7 +274,7 @@ static int check_token(struct args *a)
     int rc = 0;
 
     manage_token_init(t, NULL);
-    t->allow_action = a->allow_action;
+    t->allow_action = a->flags & OPT_ALLOW_ACTION;
     if (a->ttl != NULL)
         rc = manage_token_ttl(t, "--ttl", a->ttl, err, sizeof(err));
     if (rc == 0 && a->label != NULL)
@@ -210,16 +290,101 @@ static int check_token(struct args *a)
     return rc == 0 ? 0 : store_failed(rc, err);
 }
 
+/* An option that sets a part of a token, and the flag that clears it. */
+static const struct {
+    unsigned set, clear;
+    const char *set_name, *clear_name;
+    unsigned given; /* enum manage_given */
+} token_parts[] = {
+    {OPT_LABEL, OPT_NO_LABEL, "--label", "--no-label", MANAGE_GIVEN_LABEL},
+    {OPT_TTL, OPT_NO_EXPIRY, "--ttl", "--no-expiry", MANAGE_GIVEN_EXPIRES},
+    {OPT_CLIENT_ID, OPT_NO_CLIENT_ID, "--client-id", "--no-client-id", MANAGE_GIVEN_CLIENT_ID},
+    {OPT_ALLOW_ACTION, OPT_NO_ALLOW_ACTION, "--allow-action", "--no-allow-action",
+     MANAGE_GIVEN_ACTION},
+    {OPT_PUB, OPT_NO_PUB, "--pub", "--no-pub", MANAGE_GIVEN_FILTERS << 0},
+    {OPT_SUB, OPT_NO_SUB, "--sub", "--no-sub", MANAGE_GIVEN_FILTERS << 1},
+    {OPT_DENY_PUB, OPT_NO_DENY_PUB, "--deny-pub", "--no-deny-pub", MANAGE_GIVEN_FILTERS << 2},
+    {OPT_DENY_SUB, OPT_NO_DENY_SUB, "--deny-sub", "--no-deny-sub", MANAGE_GIVEN_FILTERS << 3},
+};
+
+/*
+ * `token update`: token create's checks, then the clearing flags: each
+ * part changes only when its option or its --no- flag is given, not both.
+ */
+static int check_token_update(struct args *a)
+{
+    unsigned given = a->given | (a->flags & OPT_ALLOW_ACTION);
+    int rc = check_token(a);
+
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < sizeof(token_parts) / sizeof(token_parts[0]); i++) {
+        if (!(a->flags & token_parts[i].clear))
+            continue;
+        if (given & token_parts[i].set)
+            return complain(CTL_EXIT_USAGE, "token update: %s and %s together",
+                            token_parts[i].set_name, token_parts[i].clear_name);
+        a->token.given |= token_parts[i].given;
+    }
+    if (a->flags & OPT_ALLOW_ACTION)
+        a->token.given |= MANAGE_GIVEN_ACTION;
+    if (a->token.given == 0)
+        return complain(CTL_EXIT_USAGE,
+                        "token update: nothing to change (see aviaryctl token update --help)");
+    return 0;
+}
+
 /* ---- the database ------------------------------------------------------------- */
 
-static int ctl_open(struct ctl *ctl)
+/*
+ * Run as root over a database that another user owns (aviaryd's service
+ * account): become that user before SQLite opens anything, so that every
+ * file it makes (the database, -wal, -shm, -journal) is the service's and
+ * aviaryd can still open them. The owner is the database file's, or its
+ * directory's when there is no file yet; a root-owned one changes nothing.
+ */
+static int ctl_become_owner(const char *db_path)
+{
+    struct stat st;
+    char *copy = strdup(db_path);
+
+    if (copy == NULL)
+        return out_of_memory();
+    int found = stat(db_path, &st) == 0 || stat(dirname(copy), &st) == 0;
+    free(copy);
+    if (geteuid() != 0 || !found || st.st_uid == 0)
+        return 0;
+    const struct passwd *pw = getpwuid(st.st_uid);
+    uid_t uid = st.st_uid;
+    gid_t gid = pw != NULL ? pw->pw_gid : st.st_gid;
+    const char *who = pw != NULL ? pw->pw_name : "its owner";
+    if (setgroups(1, &gid) != 0)
+        return complain(CTL_EXIT_DB, "cannot become %s (uid %u) to open %s: setgroups: %s", who,
+                        (unsigned)uid, db_path, strerror(errno));
+    if (setgid(gid) != 0)
+        return complain(CTL_EXIT_DB, "cannot become %s (uid %u) to open %s: setgid(%u): %s", who,
+                        (unsigned)uid, db_path, (unsigned)gid, strerror(errno));
+    if (setuid(uid) != 0)
+        return complain(CTL_EXIT_DB, "cannot become %s (uid %u) to open %s: setuid: %s", who,
+                        (unsigned)uid, db_path, strerror(errno));
+    return 0;
+}
+
+static int ctl_open(struct ctl *ctl, bool create)
 {
     char err[1024];
+    int code;
 
-    ctl->store = store_open(ctl->db_path, err, sizeof(err));
-    if (ctl->store == NULL)
-        return complain(CTL_EXIT_DB, "%s", err);
-    return 0;
+    ctl->store = create ? store_open(ctl->db_path, err, sizeof(err))
+                        : store_open_existing(ctl->db_path, &code, err, sizeof(err));
+    if (ctl->store != NULL)
+        return 0;
+    if (!create && code == STORE_E_NOT_FOUND)
+        return complain(CTL_EXIT_DB,
+                        "no database at %s (create it with 'aviaryctl init', given the same -c or "
+                        "--db; instance create and plan set create it too)",
+                        ctl->db_path);
+    return complain(CTL_EXIT_DB, "%s", err);
 }
 
 /* ---- instance ----------------------------------------------------------------- */
@@ -297,8 +462,16 @@ static void show_print(const struct ctl *ctl, const struct manage_instance_view 
     }
     fprintf(out, "name: %s\nplan: %s\ncreated: %s\ntokens: %zu\nlimits:\n", v->name, v->plan,
             manage_iso_time(v->created, when, sizeof(when)), v->tokens);
+    /* The columns as wide as their widest entry, so that they line up whatever the names. */
+    int name_width = 0, value_width = 0;
+    for (size_t i = 0; i < limits_count(); i++) {
+        int n = (int)strlen(limits_name(i)), w = snprintf(NULL, 0, "%llu", v->value[i]);
+        name_width = n > name_width ? n : name_width;
+        value_width = w > value_width ? w : value_width;
+    }
     for (size_t i = 0; i < limits_count(); i++)
-        fprintf(out, "  %-24s %12llu  %s\n", limits_name(i), v->value[i], v->source[i]);
+        fprintf(out, "  %-*s  %*llu  %s\n", name_width, limits_name(i), value_width, v->value[i],
+                v->source[i]);
 }
 
 static int cmd_instance_show(struct ctl *ctl, const struct args *a)
@@ -315,10 +488,43 @@ static int cmd_instance_show(struct ctl *ctl, const struct args *a)
     return rc;
 }
 
+static void count_tokens(void *arg, const struct store_instance *inst)
+{
+    *(size_t *)arg = inst->token_count;
+}
+
+/* On a terminal without --yes: ask; 0 when the answer is yes, else the exit status. */
+static int confirm_delete(struct ctl *ctl, const char *name)
+{
+    size_t tokens = 0;
+    char err[512], answer[16];
+    int rc = store_instance_get(ctl->store, name, count_tokens, &tokens, err, sizeof(err));
+
+    if (rc < 0)
+        return store_failed(rc, err);
+    fprintf(stderr,
+            "Delete instance %s with its %zu token%s and everything aviaryd keeps for it "
+            "(sessions, retained messages)? [y/N] ",
+            name, tokens, tokens == 1 ? "" : "s");
+    fflush(stderr);
+    if (fgets(answer, sizeof(answer), stdin) == NULL) {
+        fputc('\n', stderr);
+        answer[0] = '\0';
+    }
+    answer[strcspn(answer, "\r\n")] = '\0';
+    if (strcasecmp(answer, "y") != 0 && strcasecmp(answer, "yes") != 0)
+        return complain(CTL_EXIT_USAGE, "instance %s not deleted", name);
+    return 0;
+}
+
 static int cmd_instance_delete(struct ctl *ctl, const struct args *a)
 {
     char err[512];
-    int rc = store_instance_delete(ctl->store, a->operands[0], err, sizeof(err));
+    int rc = (a->flags & OPT_YES) ? 0 : confirm_delete(ctl, a->operands[0]);
+
+    if (rc != 0)
+        return rc;
+    rc = store_instance_delete(ctl->store, a->operands[0], err, sizeof(err));
 
     if (rc < 0)
         return store_failed(rc, err);
@@ -349,7 +555,38 @@ static int set_limit(struct ctl *ctl, const struct args *a, const char *what,
 
 static int cmd_instance_set(struct ctl *ctl, const struct args *a)
 {
-    return set_limit(ctl, a, "instance", store_instance_set_limit);
+    char err[512];
+    int rc;
+
+    if (a->new_plan == NULL)
+        return set_limit(ctl, a, "instance", store_instance_set_limit);
+    rc = store_instance_set_plan(ctl->store, a->operands[0], a->new_plan, err, sizeof(err));
+    if (rc < 0)
+        return store_failed(rc, err);
+    report(ctl, (const char *const[]){"instance", a->operands[0], "plan", a->new_plan, NULL}, "}",
+           "instance %s: plan = %s", a->operands[0], a->new_plan);
+    return 0;
+}
+
+static int cmd_instance_unset(struct ctl *ctl, const struct args *a)
+{
+    char err[512];
+    bool was_set;
+    int rc = store_instance_unset_limit(ctl->store, a->operands[0], a->operands[1], &was_set, err,
+                                        sizeof(err));
+
+    if (rc < 0)
+        return store_failed(rc, err);
+    if (ctl->json) {
+        manage_json_members(ctl->out, (const char *const[]){"instance", a->operands[0], "limit",
+                                                            a->operands[1], NULL});
+        fprintf(ctl->out, ", \"unset\": true, \"was_set\": %s}\n", was_set ? "true" : "false");
+    } else {
+        fprintf(ctl->out, "instance %s: %s unset (%s)\n", a->operands[0], a->operands[1],
+                was_set ? "its plan's or the configuration's value applies"
+                        : "it had no value of its own");
+    }
+    return 0;
 }
 
 /* ---- plan --------------------------------------------------------------------- */
@@ -384,6 +621,18 @@ static int cmd_plan_list(struct ctl *ctl, const struct args *a)
 static int cmd_plan_set(struct ctl *ctl, const struct args *a)
 {
     return set_limit(ctl, a, "plan", store_plan_set);
+}
+
+static int cmd_plan_delete(struct ctl *ctl, const struct args *a)
+{
+    char err[768];
+    int rc = store_plan_delete(ctl->store, a->operands[0], err, sizeof(err));
+
+    if (rc < 0)
+        return store_failed(rc, err);
+    report(ctl, (const char *const[]){"plan", a->operands[0], NULL}, ", \"deleted\": true}",
+           "deleted plan %s", a->operands[0]);
+    return 0;
 }
 
 /* ---- token -------------------------------------------------------------------- */
@@ -461,6 +710,44 @@ static int cmd_token_create(struct ctl *ctl, const struct args *a)
 out:
     explicit_bzero(secret, sizeof(secret));
     return rc;
+}
+
+/* `token update`: the token as it is after the change, printed as token list prints it. */
+struct token_find {
+    struct ctl *ctl;
+    const char *id;
+    int64_t now;
+    bool found;
+};
+
+static void print_updated(void *arg, const struct store_token *t)
+{
+    struct token_find *f = arg;
+
+    if (strcmp(t->id, f->id) != 0)
+        return;
+    f->found = true;
+    if (f->ctl->json)
+        fputc('{', f->ctl->out);
+    token_print(f->ctl, t, f->now);
+    if (f->ctl->json)
+        fputs("}\n", f->ctl->out);
+}
+
+static int cmd_token_update(struct ctl *ctl, const struct args *a)
+{
+    struct manage_token request = a->token; /* its filters stay a's */
+    struct token_find f = {.ctl = ctl, .id = a->operands[1], .now = request.now};
+    char err[768];
+    int rc;
+
+    request.instance = a->operands[0];
+    rc = manage_token_update(ctl->store, &request, a->operands[1], err, sizeof(err));
+    if (rc == 0)
+        rc = store_token_list(ctl->store, a->operands[0], print_updated, &f, err, sizeof(err));
+    if (rc < 0)
+        return store_failed(rc, err);
+    return f.found ? 0 : complain(CTL_EXIT_USAGE, "token %s vanished", a->operands[1]);
 }
 
 static void list_token(void *arg, const struct store_token *t)
@@ -584,6 +871,19 @@ static int cmd_admin_key_revoke(struct ctl *ctl, const struct args *a)
     return 0;
 }
 
+/* ---- init --------------------------------------------------------------------- */
+
+/* The database made, or found, with the current schema (ctl_open did the work). */
+static int cmd_init(struct ctl *ctl, const struct args *a)
+{
+    char rest[32];
+
+    snprintf(rest, sizeof(rest), ", \"schema\": %d}", STORE_SCHEMA_VERSION);
+    report(ctl, (const char *const[]){"database", ctl->db_path, NULL}, rest,
+           "database %s ready (schema version %d)", ctl->db_path, STORE_SCHEMA_VERSION);
+    return 0;
+}
+
 /* ---- backup ------------------------------------------------------------------- */
 
 /*
@@ -660,69 +960,126 @@ static int read_new_password(char *pw, size_t size)
 static int cmd_passwd(struct ctl *ctl, const struct args *a)
 {
     const char *file = a->operands[0], *user = a->operands[1];
+    bool delete = a->flags & OPT_DELETE;
     char pw[PASSWD_LINE_MAX], err[512];
     int rc;
 
     if (passwd_user_check(user, err, sizeof(err)) < 0)
         return complain(CTL_EXIT_USAGE, "passwd: %s", err);
-    if (!a->delete &&(rc = read_new_password(pw, sizeof(pw))) != 0)
+    if (!delete &&(rc = read_new_password(pw, sizeof(pw))) != 0)
         return rc;
-    rc = passwd_file_update(file, user, a->delete ? NULL : pw, err, sizeof(err));
+    rc = passwd_file_update(file, user, delete ? NULL : pw, err, sizeof(err));
     explicit_bzero(pw, sizeof(pw));
     if (rc < 0)
         return complain(CTL_EXIT_DB, "passwd: %s", err);
     if (rc == 1)
         return complain(CTL_EXIT_USAGE, "passwd: no user '%s' in %s", user, file);
     report(ctl,
-           (const char *const[]){"file", file, "user", user, "action",
-                                 a->delete ? "deleted" : "set", NULL},
+           (const char *const[]){"file", file, "user", user, "action", delete ? "deleted" : "set",
+                                 NULL},
            "}", "%s %s in %s (aviaryd reads it again on SIGHUP)",
-           a->delete ? "deleted user" : "set the password of", user, file);
+           delete ? "deleted user" : "set the password of", user, file);
     return 0;
 }
 
 /* ---- the command line ----------------------------------------------------------- */
 
 #define OPT_TOKEN (OPT_LABEL | OPT_TTL | OPT_CLIENT_ID | OPT_FILTERS | OPT_ALLOW_ACTION)
+#define OPT_TOKEN_CLEAR                                                                            \
+    (OPT_NO_LABEL | OPT_NO_EXPIRY | OPT_NO_CLIENT_ID | OPT_NO_ALLOW_ACTION | OPT_NO_FILTERS)
 #define TOKEN_CREATE_SYNOPSIS                                                                      \
-    "INSTANCE [--label TEXT] [--ttl DURATION] [--client-id ID] [--pub FILTER]... [--sub "          \
+    "INSTANCE [--label TEXT] [--ttl DURATION] [--client-id ID|auto] [--pub FILTER]... [--sub "     \
     "FILTER]... [--deny-pub FILTER]... [--deny-sub FILTER]... [--allow-action]"
+#define TOKEN_UPDATE_SYNOPSIS                                                                      \
+    "INSTANCE TOKEN_ID [--label TEXT|--no-label] [--ttl DURATION|--no-expiry] [--client-id "       \
+    "ID|auto|--no-client-id] [--pub FILTER...|--no-pub] [--sub FILTER...|--no-sub] [--deny-pub "   \
+    "FILTER...|--no-deny-pub] [--deny-sub FILTER...|--no-deny-sub] "                               \
+    "[--allow-action|--no-allow-action]"
 
 static const struct command commands[] = {
-    {"instance", "create", {"NAME"}, OPT_PLAN, "NAME [--plan PLAN]", NULL, cmd_instance_create},
-    {"instance", "list", {NULL}, 0, "", NULL, cmd_instance_list},
-    {"instance", "show", {"NAME"}, 0, "NAME", NULL, cmd_instance_show},
-    {"instance", "delete", {"NAME"}, 0, "NAME", NULL, cmd_instance_delete},
+    {"init", "", {NULL}, 0, "", NULL, cmd_init, DB_CREATE},
+    {"instance",
+     "create",
+     {"NAME"},
+     OPT_PLAN,
+     "NAME [--plan PLAN]",
+     NULL,
+     cmd_instance_create,
+     DB_CREATE},
+    {"instance", "list", {NULL}, 0, "", NULL, cmd_instance_list, DB_EXISTING},
+    {"instance", "show", {"NAME"}, 0, "NAME", NULL, cmd_instance_show, DB_EXISTING},
+    {"instance",
+     "delete",
+     {"NAME"},
+     OPT_YES,
+     "NAME [--yes]",
+     check_delete,
+     cmd_instance_delete,
+     DB_EXISTING},
     {"instance",
      "set",
      {"NAME", "LIMIT", "VALUE"},
      0,
-     "NAME LIMIT VALUE",
+     "NAME LIMIT VALUE | NAME plan PLAN",
+     check_instance_set,
+     cmd_instance_set,
+     DB_EXISTING},
+    {"instance",
+     "unset",
+     {"NAME", "LIMIT"},
+     0,
+     "NAME LIMIT",
+     check_unset,
+     cmd_instance_unset,
+     DB_EXISTING},
+    {"plan", "list", {NULL}, 0, "", NULL, cmd_plan_list, DB_EXISTING},
+    {"plan",
+     "set",
+     {"PLAN", "LIMIT", "VALUE"},
+     0,
+     "PLAN LIMIT VALUE",
      check_limit,
-     cmd_instance_set},
-    {"plan", "list", {NULL}, 0, "", NULL, cmd_plan_list},
-    {"plan", "set", {"PLAN", "LIMIT", "VALUE"}, 0, "PLAN LIMIT VALUE", check_limit, cmd_plan_set},
+     cmd_plan_set,
+     DB_CREATE},
+    {"plan", "delete", {"PLAN"}, 0, "PLAN", NULL, cmd_plan_delete, DB_EXISTING},
     {"token",
      "create",
      {"INSTANCE"},
      OPT_TOKEN,
      TOKEN_CREATE_SYNOPSIS,
      check_token,
-     cmd_token_create},
-    {"token", "list", {"INSTANCE"}, 0, "INSTANCE", NULL, cmd_token_list},
-    {"token", "revoke", {"INSTANCE", "TOKEN_ID"}, 0, "INSTANCE TOKEN_ID", NULL, cmd_token_revoke},
+     cmd_token_create,
+     DB_EXISTING},
+    {"token",
+     "update",
+     {"INSTANCE", "TOKEN_ID"},
+     OPT_TOKEN | OPT_TOKEN_CLEAR,
+     TOKEN_UPDATE_SYNOPSIS,
+     check_token_update,
+     cmd_token_update,
+     DB_EXISTING},
+    {"token", "list", {"INSTANCE"}, 0, "INSTANCE", NULL, cmd_token_list, DB_EXISTING},
+    {"token",
+     "revoke",
+     {"INSTANCE", "TOKEN_ID"},
+     0,
+     "INSTANCE TOKEN_ID",
+     NULL,
+     cmd_token_revoke,
+     DB_EXISTING},
     {"admin-key",
      "create",
      {NULL},
      OPT_LABEL,
      "[--label TEXT]",
      check_admin_key,
-     cmd_admin_key_create},
-    {"admin-key", "list", {NULL}, 0, "", NULL, cmd_admin_key_list},
-    {"admin-key", "revoke", {"ID"}, 0, "ID", NULL, cmd_admin_key_revoke},
+     cmd_admin_key_create,
+     DB_EXISTING},
+    {"admin-key", "list", {NULL}, 0, "", NULL, cmd_admin_key_list, DB_EXISTING},
+    {"admin-key", "revoke", {"ID"}, 0, "ID", NULL, cmd_admin_key_revoke, DB_EXISTING},
     /* A command without a verb works on the database file, not through the store. */
-    {"backup", "", {"FILE"}, 0, "FILE", NULL, cmd_backup},
-    {"passwd", "", {"FILE", "USER"}, OPT_DELETE, "FILE USER [--delete]", NULL, cmd_passwd},
+    {"backup", "", {"FILE"}, 0, "FILE", NULL, cmd_backup, DB_FILE},
+    {"passwd", "", {"FILE", "USER"}, OPT_DELETE, "FILE USER [--delete]", NULL, cmd_passwd, DB_NONE},
 };
 
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
@@ -776,7 +1133,11 @@ static void usage(FILE *out)
         fprintf(out, "%s %s", i % 4 == 0 ? "\n " : "", limits_name(i));
     fputs("\n\nDURATION is a positive number and s, m, h or d: 90s, 15m, 2h, 7d.\n"
           "Without --ttl a token is a key, which never expires. --allow-action lets a\n"
-          "token's clients close other clients of its instance by publishing to $action.\n",
+          "token's clients close other clients of its instance by publishing to $action.\n"
+          "--client-id auto draws a client id. token update changes only what it is given;\n"
+          "the --no- options clear. Only init, instance create and plan set create a\n"
+          "missing database. instance delete asks on a terminal; elsewhere it needs --yes.\n"
+          "Run as root over a database another user owns, aviaryctl becomes that user.\n",
           out);
 }
 
@@ -857,13 +1218,11 @@ static int command_option(const struct command *cmd, struct args *a, int argc, c
     char buf[CTL_SHOWN];
     const char *value;
 
-    if ((cmd->options & OPT_ALLOW_ACTION) && strcmp(argv[*i], "--allow-action") == 0) {
-        a->allow_action = true;
-        return 0;
-    }
-    if ((cmd->options & OPT_DELETE) && strcmp(argv[*i], "--delete") == 0) {
-        a->delete = true;
-        return 0;
+    for (size_t k = 0; k < sizeof(flags) / sizeof(flags[0]); k++) {
+        if ((cmd->options & flags[k].bit) && strcmp(argv[*i], flags[k].name) == 0) {
+            a->flags |= flags[k].bit;
+            return 0;
+        }
     }
     for (size_t k = 0; k < sizeof(options) / sizeof(options[0]); k++) {
         if (!(cmd->options & options[k].bit))
@@ -873,6 +1232,7 @@ static int command_option(const struct command *cmd, struct args *a, int argc, c
             continue;
         if (found == 2)
             return CTL_EXIT_USAGE;
+        a->given |= options[k].bit;
         const char **single = options[k].bit == OPT_PLAN        ? &a->plan
                               : options[k].bit == OPT_LABEL     ? &a->label
                               : options[k].bit == OPT_TTL       ? &a->ttl
@@ -993,8 +1353,10 @@ static int command_run(const struct command *cmd, struct ctl *ctl, struct args *
     if (ctl->out == NULL)
         return out_of_memory();
     rc = cmd->check != NULL ? cmd->check(a) : 0;
-    if (rc == 0 && cmd->verb[0] != '\0')
-        rc = ctl_open(ctl);
+    if (rc == 0 && cmd->db != DB_NONE)
+        rc = ctl_become_owner(ctl->db_path);
+    if (rc == 0 && cmd->db != DB_FILE && cmd->db != DB_NONE)
+        rc = ctl_open(ctl, cmd->db == DB_CREATE);
     if (rc == 0)
         rc = cmd->run(ctl, a);
     if (fclose(ctl->out) != 0 && rc == 0)

@@ -1,6 +1,7 @@
 #include "broker/broker.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <event2/event.h>
@@ -177,6 +178,33 @@ void broker_login_rechecked(struct broker *b, uint64_t n)
         login_recheck_soon(b);
 }
 
+static bool filters_equal(const struct catalog_filters *x, const struct catalog_filters *y)
+{
+    if (x->count != y->count)
+        return false;
+    for (size_t i = 0; i < x->count; i++)
+        if (strcmp(x->items[i], y->items[i]) != 0)
+            return false;
+    return true;
+}
+
+/*
+ * Whether token `now` (aviaryctl token update) still allows what `was`
+ * allowed when its client logged in: same filters, client id, expiry and
+ * action right. A change of label alone is no change of rules.
+ */
+static bool token_rules_equal(const struct catalog_token *was, const struct catalog_token *now)
+{
+    if (was->expires != now->expires || was->allow_action != now->allow_action)
+        return false;
+    if ((was->client_id == NULL) != (now->client_id == NULL) ||
+        (was->client_id && strcmp(was->client_id, now->client_id) != 0))
+        return false;
+    return filters_equal(&was->pub, &now->pub) && filters_equal(&was->sub, &now->sub) &&
+           filters_equal(&was->deny_pub, &now->deny_pub) &&
+           filters_equal(&was->deny_sub, &now->deny_sub);
+}
+
 void broker_apply_catalog(struct broker *b, struct catalog *cat)
 {
     struct instance *inst, *gone = NULL;
@@ -209,6 +237,15 @@ void broker_apply_catalog(struct broker *b, struct catalog *cat)
         struct catalog_token *now = catalog_token_by_id(cat, c->token->id);
         if (!now) {
             conn_disconnect(c, MQTT_RC_ADMINISTRATIVE_ACTION, "token %s was revoked", c->token->id);
+            continue;
+        }
+        /*
+         * Changed rules take effect as a revocation does: the client logs in
+         * again under them, and its session's deliveries, subscriptions,
+         * expiry timer and client id are judged anew.
+         */
+        if (!token_rules_equal(c->token, now)) {
+            conn_disconnect(c, MQTT_RC_ADMINISTRATIVE_ACTION, "token %s was changed", c->token->id);
             continue;
         }
         catalog_token_unref(c->token);

@@ -178,10 +178,16 @@ static int refuse_login(struct conn *c, const struct mqtt_buf *username, const c
 {
     char user[96], why[256];
 
+    const uint8_t *colon = memchr(username->data, ':', username->len);
+    size_t shown = colon ? (size_t)(colon - username->data) : username->len;
+
     if (catalog_token_by_secret(c->broker->catalog, username->data, username->len))
         snprintf(user, sizeof(user), "<a token's secret, not shown>");
     else
-        log_escape(username->data, username->len, user, sizeof(user));
+        log_escape(username->data, shown, user, sizeof(user) - sizeof(":<not shown>"));
+    /* What follows a colon may be a secret (INSTANCE:SECRET): never logged. */
+    if (colon)
+        strncat(user, ":<not shown>", sizeof(user) - strlen(user) - 1);
     snprintf(why, sizeof(why), "bad user name or password: %s '%s'%s", what, user, detail);
     return refuse_as(c, MQTT_CONNACK_BAD_CREDENTIALS, 0, "bad user name or password", why);
 }
@@ -191,7 +197,8 @@ static int refuse_login(struct conn *c, const struct mqtt_buf *username, const c
 
 /*
  * Cloud mode: the user name names the instance, the password is a token's
- * secret. Sets *inst and *token (a new reference) and returns 0; returns
+ * secret; or the user name is INSTANCE:SECRET and the password empty or
+ * absent (login_credentials). Sets *inst and *token (a new reference) and returns 0; returns
  * LOGIN_WAITS when the login waits for a fresh look at the database (an
  * instance or token aviaryctl has just made); or -1 after refusing. Wrong
  * credentials all get the same code and text, so that a client cannot tell
@@ -203,25 +210,33 @@ static int cloud_login(struct conn *c, const struct mqtt_connect *ck, struct ins
     struct broker *b = c->broker;
     char name[CATALOG_NAME_MAX + 1];
     char why[256];
+    struct login_credentials cr;
 
-    if (!ck->has_username || !ck->has_password)
+    if (!ck->has_username || !login_credentials(ck->username.data, ck->username.len,
+                                                ck->has_password ? ck->password.data : NULL,
+                                                ck->has_password ? ck->password.len : 0, &cr))
         return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED,
                       "not authorized: cloud mode needs a user name (the instance) and a "
-                      "password (a token)");
+                      "password (a token), or the user name INSTANCE:TOKEN");
+    /* The log names the instance, never a secret sent in the user name. */
+    const struct mqtt_buf user = {cr.name, cr.name_len};
     const struct catalog_instance *ci = NULL;
-    if (ck->username.len < sizeof(name)) {
-        memcpy(name, ck->username.data, ck->username.len);
-        name[ck->username.len] = '\0';
+    if (cr.name_len < sizeof(name)) {
+        memcpy(name, cr.name, cr.name_len);
+        name[cr.name_len] = '\0';
         ci = catalog_instance(b->catalog, name);
     }
     struct catalog_token *t =
-        ci ? catalog_token_by_secret(b->catalog, ck->password.data, ck->password.len) : NULL;
+        ci ? catalog_token_by_secret(b->catalog, cr.secret, cr.secret_len) : NULL;
     if ((!ci || !t) && login_wait(b, c))
         return LOGIN_WAITS;
     if (!ci)
-        return refuse_login(c, &ck->username, "no instance", "");
+        return refuse_login(c, &user, "no instance", "");
     if (!t || strcmp(t->instance, name) != 0)
-        return refuse_login(c, &ck->username, "the password is no live token of instance",
+        return refuse_login(c, &user,
+                            cr.in_user_name ? "the token in the user name is no live token of "
+                                              "instance"
+                                            : "the password is no live token of instance",
                             t ? " (it belongs to another instance)" : " (unknown or revoked)");
     if (t->expires && t->expires <= time(NULL)) {
         snprintf(why, sizeof(why), "not authorized: token %s of instance '%s' has expired", t->id,

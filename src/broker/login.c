@@ -1,5 +1,7 @@
 #include "broker/login.h"
 
+#include <string.h>
+
 #include <event2/event.h>
 
 #include "broker/conn.h"
@@ -8,6 +10,24 @@
 #include "tenancy/catalog.h"
 #include "util/clock.h"
 #include "util/strmap.h"
+
+bool login_credentials(const uint8_t *user, size_t user_len, const uint8_t *password,
+                       size_t password_len, struct login_credentials *out)
+{
+    const uint8_t *colon = password_len == 0 ? memchr(user, ':', user_len) : NULL;
+
+    if (colon) {
+        *out = (struct login_credentials){.name = user,
+                                          .name_len = (size_t)(colon - user),
+                                          .secret = colon + 1,
+                                          .secret_len = user_len - (size_t)(colon - user) - 1,
+                                          .in_user_name = true};
+        return true;
+    }
+    *out = (struct login_credentials){
+        .name = user, .name_len = user_len, .secret = password, .secret_len = password_len};
+    return password_len > 0;
+}
 
 struct instance *login_instance(struct broker *b, const char *name)
 {

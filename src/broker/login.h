@@ -13,10 +13,30 @@
 #define AVIARY_LOGIN_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 struct broker;
 struct conn;
 struct instance;
+
+/* A cloud login's instance name and token secret, pointing into the CONNECT. */
+struct login_credentials {
+    const uint8_t *name, *secret;
+    size_t name_len, secret_len;
+    bool in_user_name; /* both came in the user name, INSTANCE:SECRET */
+};
+
+/*
+ * Where a cloud CONNECT carries its credentials: user name INSTANCE and
+ * password SECRET; or, with an empty or absent password, user name
+ * INSTANCE:SECRET (a token in the user name, as clients made for token
+ * authentication send it). Instance names hold no ':' and secrets are
+ * base64url, so the first ':' splits them. Returns false when there is no
+ * secret at all (no password and no ':' in the user name).
+ */
+bool login_credentials(const uint8_t *user, size_t user_len, const uint8_t *password,
+                       size_t password_len, struct login_credentials *out);
 
 /*
  * The instance named `name` (cloud), made on first use with its limits from

@@ -543,31 +543,54 @@ static int store_setup_retrying(struct store *s, char *err, size_t errlen)
     }
 }
 
-struct store *store_open(const char *path, char *err, size_t errlen)
+/* store_open() and store_open_existing(): `create` says whether a missing file is made. */
+static struct store *store_open_mode(const char *path, bool create, int *code, char *err,
+                                     size_t errlen)
 {
     struct store *s = calloc(1, sizeof(*s));
-    int rc;
+    int rc, dummy;
 
+    code = code != NULL ? code : &dummy;
+    *code = STORE_E_DB;
     if (s == NULL || (s->path = strdup(path)) == NULL) {
-        fail(err, errlen, STORE_E_NOMEM, "cannot open database %s: out of memory", path);
+        *code = fail(err, errlen, STORE_E_NOMEM, "cannot open database %s: out of memory", path);
         free(s);
         return NULL;
     }
     s->opening = true;
-    store_create_private(path);
-    rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (!create && access(path, F_OK) != 0) {
+        *code = fail(err, errlen, STORE_E_NOT_FOUND, "no database at %s", path);
+        goto fail;
+    }
+    if (create)
+        store_create_private(path);
+    rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0),
+                         NULL);
     if (rc != SQLITE_OK) {
         fail(err, errlen, STORE_E_DB, "cannot open database %s: %s", path,
              s->db != NULL ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
         goto fail;
     }
-    if (store_setup_retrying(s, err, errlen) < 0)
+    if ((rc = store_setup_retrying(s, err, errlen)) < 0) {
+        *code = rc;
         goto fail;
+    }
     s->opening = false;
+    *code = 0;
     return s;
 fail:
     store_close(s);
     return NULL;
+}
+
+struct store *store_open(const char *path, char *err, size_t errlen)
+{
+    return store_open_mode(path, true, NULL, err, errlen);
+}
+
+struct store *store_open_existing(const char *path, int *code, char *err, size_t errlen)
+{
+    return store_open_mode(path, false, code, err, errlen);
 }
 
 void store_close(struct store *s)
@@ -811,6 +834,66 @@ out:
     return rc;
 }
 
+/* Up to three names of the instances on `plan`, as "a, b, c" (", ..." when more). */
+static int plan_users(struct store *s, const char *plan, int64_t *count, char *names, size_t size,
+                      char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    size_t used = 0;
+    int rc = stmt_open(s, &st, err, errlen,
+                       "SELECT name, count(*) OVER () FROM instances WHERE plan = ?"
+                       " ORDER BY name LIMIT 4",
+                       "s", plan),
+        step, n = 0;
+
+    *count = 0;
+    names[0] = '\0';
+    if (rc < 0)
+        return rc;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = col_text(st, 0);
+        *count = sqlite3_column_int64(st, 1);
+        if (used < size)
+            used += (size_t)snprintf(names + used, size - used, "%s%s", n > 0 ? ", " : "",
+                                     n < 3 ? (name ? name : "?") : "...");
+        n++;
+    }
+    rc = step == SQLITE_DONE ? 0 : db_fail(s, step, err, errlen);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int store_plan_delete(struct store *s, const char *plan, char *err, size_t errlen)
+{
+    char buf[SHOWN_SIZE], names[3 * STORE_NAME_MAX + 16];
+    int64_t users = 0;
+    int rc;
+
+    if (strcmp(plan, STORE_DEFAULT_PLAN) == 0)
+        return fail(err, errlen, STORE_E_INVALID,
+                    "the plan '%s' cannot be deleted: new instances go on it (change its limits "
+                    "with plan set)",
+                    STORE_DEFAULT_PLAN);
+    if ((rc = tx_begin(s, err, errlen)) < 0)
+        return rc;
+    rc = run(s, err, errlen, "SELECT 1 FROM plans WHERE name = ?", "s", plan);
+    if (rc == 0)
+        rc = fail(err, errlen, STORE_E_NOT_FOUND, "no plan '%s'",
+                  log_escape_str(plan, buf, sizeof(buf)));
+    if (rc > 0)
+        rc = plan_users(s, plan, &users, names, sizeof(names), err, errlen);
+    if (rc == 0 && users > 0)
+        rc = fail(err, errlen, STORE_E_INVALID,
+                  "plan '%s' is in use by %lld instance%s (%s): move %s to another plan first "
+                  "(instance set NAME plan PLAN)",
+                  plan, (long long)users, users == 1 ? "" : "s", names, users == 1 ? "it" : "them");
+    if (rc == 0)
+        rc = run(s, err, errlen, "DELETE FROM plan_limits WHERE plan = ?", "s", plan);
+    if (rc == 0)
+        rc = run(s, err, errlen, "DELETE FROM plans WHERE name = ?", "s", plan);
+    return tx_end(s, rc, err, errlen);
+}
+
 /* ---- instances ------------------------------------------------------------ */
 
 /* One instance being read: its row and its overrides. */
@@ -1049,6 +1132,29 @@ int store_instance_set_limit(struct store *s, const char *name, const char *limi
         rc = run(s, err, errlen,
                  "INSERT OR REPLACE INTO instance_limits(instance, name, value) VALUES (?, ?, ?)",
                  "ssi", name, limit, (int64_t)value);
+    return tx_end(s, rc, err, errlen);
+}
+
+int store_instance_unset_limit(struct store *s, const char *name, const char *limit, bool *was_set,
+                               char *err, size_t errlen)
+{
+    char buf[SHOWN_SIZE], known[512];
+    int rc;
+
+    *was_set = false;
+    if (limits_find(limit, strlen(limit)) == NULL) {
+        limits_names(known, sizeof(known));
+        return fail(err, errlen, STORE_E_INVALID, "unknown limit '%s' (known: %s)",
+                    log_escape_str(limit, buf, sizeof(buf)), known);
+    }
+    if ((rc = tx_begin(s, err, errlen)) < 0)
+        return rc;
+    rc = instance_needed(s, name, err, errlen);
+    if (rc == 0)
+        rc = run(s, err, errlen, "DELETE FROM instance_limits WHERE instance = ? AND name = ?",
+                 "ss", name, limit);
+    if (rc == 0)
+        *was_set = sqlite3_changes(s->db) > 0;
     return tx_end(s, rc, err, errlen);
 }
 
@@ -1332,6 +1438,93 @@ int store_token_revoke(struct store *s, const char *instance, const char *id, ch
         return rc;
     return fail(err, errlen, STORE_E_NOT_FOUND, "no token '%s' in instance '%s'",
                 log_escape_str(id, buf, sizeof(buf)), log_escape_str(instance, buf2, sizeof(buf2)));
+}
+
+/* The token row's columns that the patch sets. */
+static int token_patch_columns(struct store *s, const struct store_token_patch *p, char *err,
+                               size_t errlen)
+{
+    int rc = 0;
+
+    if (p->set_label)
+        rc = run(s, err, errlen, "UPDATE tokens SET label = ? WHERE id = ?", "ss",
+                 p->label ? p->label : "", p->id);
+    if (rc == 0 && p->set_expires)
+        rc = run(s, err, errlen, "UPDATE tokens SET expires = ? WHERE id = ?", "zs", p->expires,
+                 p->id);
+    if (rc == 0 && p->set_client_id)
+        rc = run(s, err, errlen, "UPDATE tokens SET client_id = ? WHERE id = ?", "ss", p->client_id,
+                 p->id);
+    if (rc == 0 && p->set_allow_action)
+        rc = run(s, err, errlen, "UPDATE tokens SET allow_action = ? WHERE id = ?", "is",
+                 (int64_t)(p->allow_action ? 1 : 0), p->id);
+    return rc;
+}
+
+/* The filter lists that the patch replaces. */
+static int token_patch_filters(struct store *s, const struct store_token_patch *p, char *err,
+                               size_t errlen)
+{
+    int rc = 0;
+
+    for (int k = 0; rc == 0 && k < FILTER_KINDS; k++) {
+        if (!p->set_filters[k])
+            continue;
+        rc = run(s, err, errlen, "DELETE FROM token_filters WHERE token = ? AND kind = ?", "ss",
+                 p->id, filter_kinds[k]);
+        for (size_t i = 0; rc == 0 && i < p->filters[k].count; i++)
+            rc = run(s, err, errlen,
+                     "INSERT INTO token_filters(token, kind, filter, position) VALUES (?, ?, ?, ?)",
+                     "sssi", p->id, filter_kinds[k], p->filters[k].items[i], (int64_t)i);
+    }
+    return rc;
+}
+
+static int check_patch(const struct store_token_patch *p, char *err, size_t errlen)
+{
+    int rc = 0;
+
+    if (p->instance == NULL || p->id == NULL)
+        return fail(err, errlen, STORE_E_INVALID, "no instance or token given");
+    if (p->set_expires && p->expires < 0)
+        return fail(err, errlen, STORE_E_INVALID, "expiry before 1970");
+    if (p->set_client_id && p->client_id != NULL && p->client_id[0] == '\0')
+        return fail(err, errlen, STORE_E_INVALID, "empty client id");
+    for (int k = 0; rc == 0 && k < FILTER_KINDS; k++)
+        if (p->set_filters[k])
+            rc = check_filters(&p->filters[k], filter_kinds[k], err, errlen);
+    return rc;
+}
+
+int store_token_update(struct store *s, const struct store_token_patch *p, char *err, size_t errlen)
+{
+    char buf[SHOWN_SIZE], buf2[SHOWN_SIZE];
+    int64_t revoked = 0;
+    sqlite3_stmt *st;
+    int rc = check_patch(p, err, errlen);
+
+    if (rc < 0 || (rc = tx_begin(s, err, errlen)) < 0)
+        return rc;
+    rc = instance_needed(s, p->instance, err, errlen);
+    if (rc == 0)
+        rc = stmt_open(s, &st, err, errlen,
+                       "SELECT revoked FROM tokens WHERE id = ? AND instance = ?", "ss", p->id,
+                       p->instance);
+    if (rc == 0)
+        rc = stmt_finish(s, st, &revoked, err, errlen);
+    if (rc == 0)
+        rc = fail(err, errlen, STORE_E_NOT_FOUND, "no token '%s' in instance '%s'",
+                  log_escape_str(p->id, buf, sizeof(buf)),
+                  log_escape_str(p->instance, buf2, sizeof(buf2)));
+    else if (rc > 0 && revoked)
+        rc = fail(err, errlen, STORE_E_INVALID,
+                  "token '%s' is revoked: a revoked token stays revoked (create a new one)",
+                  log_escape_str(p->id, buf, sizeof(buf)));
+    else if (rc > 0)
+        rc = token_patch_columns(s, p, err, errlen);
+    if (rc == 0)
+        rc = token_patch_filters(s, p, err, errlen);
+    return tx_end(s, rc, err, errlen);
 }
 
 /* ---- admin keys ------------------------------------------------------------ */

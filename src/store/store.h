@@ -57,6 +57,14 @@ struct store;
  */
 struct store *store_open(const char *path, char *err, size_t errlen);
 
+/*
+ * store_open() of a database that must exist already: when there is no file
+ * at `path`, NULL with STORE_E_NOT_FOUND in *code (else STORE_E_DB or
+ * STORE_E_NOMEM) and "no database at PATH" in `err`. Nothing is created.
+ * `code` may be NULL.
+ */
+struct store *store_open_existing(const char *path, int *code, char *err, size_t errlen);
+
 void store_close(struct store *s);
 
 /*
@@ -101,6 +109,13 @@ typedef void (*store_plan_fn)(void *ctx, const char *plan, const struct store_li
 
 int store_plan_list(struct store *s, store_plan_fn fn, void *ctx, char *err, size_t errlen);
 
+/*
+ * Delete plan `plan` with its limits. STORE_E_NOT_FOUND when there is none;
+ * STORE_E_INVALID for the default plan (new instances need it) and for a
+ * plan that instances are on (the message names them).
+ */
+int store_plan_delete(struct store *s, const char *plan, char *err, size_t errlen);
+
 /* ---- instances ----------------------------------------------------------- */
 
 struct store_instance {
@@ -137,6 +152,13 @@ int store_instance_set_plan(struct store *s, const char *name, const char *plan,
 /* Override limit `limit` for instance `name` (the value is checked as for plans). */
 int store_instance_set_limit(struct store *s, const char *name, const char *limit,
                              unsigned long long value, char *err, size_t errlen);
+
+/*
+ * Remove instance `name`'s own value of `limit` (its plan's or the
+ * configuration's applies again). *was_set says whether it had one.
+ */
+int store_instance_unset_limit(struct store *s, const char *name, const char *limit, bool *was_set,
+                               char *err, size_t errlen);
 
 /* ---- tokens -------------------------------------------------------------- */
 
@@ -192,6 +214,26 @@ int store_token_all(struct store *s, store_token_fn fn, void *ctx, char *err, si
 
 /* Revoke token `id` of instance `instance`. Revoking twice is not an error. */
 int store_token_revoke(struct store *s, const char *instance, const char *id, char *err,
+                       size_t errlen);
+
+/* What store_token_update() changes: each part whose `set_` flag is true. */
+struct store_token_patch {
+    const char *instance, *id;
+    bool set_label, set_expires, set_client_id, set_allow_action;
+    const char *label;     /* NULL or "": none */
+    int64_t expires;       /* 0: a key */
+    const char *client_id; /* NULL: any */
+    bool allow_action;
+    bool set_filters[4]; /* pub, sub, deny-pub, deny-sub: the list is replaced */
+    struct store_filters filters[4];
+};
+
+/*
+ * Change token `p->id` of instance `p->instance` in one transaction.
+ * STORE_E_NOT_FOUND for an unknown instance or token; STORE_E_INVALID for a
+ * revoked token (a revocation is final). Its secret and id stay.
+ */
+int store_token_update(struct store *s, const struct store_token_patch *p, char *err,
                        size_t errlen);
 
 /* ---- admin keys ------------------------------------------------------------ */

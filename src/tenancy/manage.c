@@ -4,10 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "broker/topic.h"
 #include "util/error.h"
+#include "util/hex.h"
 #include "util/log.h"
 #include "util/utf8.h"
 
@@ -126,6 +128,7 @@ int manage_token_ttl(struct manage_token *t, const char *field, const char *ttl,
                        "15m, 2h, 7d; at most 100 years)",
                        field, log_escape_str(ttl, buf, sizeof(buf)));
     t->expires = t->now + seconds;
+    t->given |= MANAGE_GIVEN_EXPIRES;
     return 0;
 }
 
@@ -134,9 +137,24 @@ int manage_token_label(struct manage_token *t, const char *field, const char *la
 {
     int rc = manage_label_check(field, label, len, err, errlen);
 
-    if (rc == 0)
+    if (rc == 0) {
         t->label = len > 0 ? label : NULL;
+        t->given |= MANAGE_GIVEN_LABEL;
+    }
     return rc;
+}
+
+/* A new client id of MANAGE_AUTO_CLIENT_ID_LEN hex characters into t->made_client_id. */
+static int made_client_id(struct manage_token *t, const char *field, char *err, size_t errlen)
+{
+    uint8_t raw[MANAGE_AUTO_CLIENT_ID_LEN / 2];
+
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+        return invalid(err, errlen, "%s: cannot draw random bytes for a client id", field);
+    hex_encode(raw, sizeof(raw), t->made_client_id);
+    t->client_id = t->made_client_id;
+    t->given |= MANAGE_GIVEN_CLIENT_ID;
+    return 0;
 }
 
 int manage_token_client_id(struct manage_token *t, const char *field, const char *client_id,
@@ -144,9 +162,13 @@ int manage_token_client_id(struct manage_token *t, const char *field, const char
 {
     if (len == 0)
         return invalid(err, errlen, "%s: empty", field);
+    if (len == strlen(MANAGE_CLIENT_ID_AUTO) && memcmp(client_id, MANAGE_CLIENT_ID_AUTO, len) == 0)
+        return made_client_id(t, field, err, errlen);
     int rc = text_check(field, client_id, len, MANAGE_CLIENT_ID_MAX, err, errlen);
-    if (rc == 0)
+    if (rc == 0) {
         t->client_id = client_id;
+        t->given |= MANAGE_GIVEN_CLIENT_ID;
+    }
     return rc;
 }
 
@@ -173,6 +195,7 @@ int manage_token_filter(struct manage_token *t, int kind, const char *field, con
     topic_normalize(filter, len, grown[n], &slash);
     grown[n + 1] = NULL;
     t->filter_count[kind] = n + 1;
+    t->given |= MANAGE_GIVEN_FILTERS << kind;
     return 0;
 }
 
@@ -215,6 +238,31 @@ int manage_token_create(struct store *s, const struct manage_token *t,
         .allow_action = spec.allow_action,
     };
     return 0;
+}
+
+int manage_token_update(struct store *s, const struct manage_token *t, const char *id, char *err,
+                        size_t errlen)
+{
+    struct store_token_patch p = {
+        .instance = t->instance,
+        .id = id,
+        .set_label = t->given & MANAGE_GIVEN_LABEL,
+        .label = t->label,
+        .set_expires = t->given & MANAGE_GIVEN_EXPIRES,
+        .expires = t->expires,
+        .set_client_id = t->given & MANAGE_GIVEN_CLIENT_ID,
+        .client_id = t->client_id,
+        .set_allow_action = t->given & MANAGE_GIVEN_ACTION,
+        .allow_action = t->allow_action,
+    };
+
+    if (t->given == 0)
+        return invalid(err, errlen, "nothing to change (give at least one option)");
+    for (int k = 0; k < MANAGE_FILTER_KINDS; k++) {
+        p.set_filters[k] = t->given & (MANAGE_GIVEN_FILTERS << k);
+        p.filters[k] = filters_of(t, k);
+    }
+    return store_token_update(s, &p, err, errlen);
 }
 
 const char *manage_token_status(const struct store_token *t, int64_t now)

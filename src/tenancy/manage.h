@@ -30,6 +30,22 @@
 #define MANAGE_TTL_MAX (100LL * 365 * 24 * 3600)
 /* The four filter lists, in the order of struct store_token_spec. */
 #define MANAGE_FILTER_KINDS 4
+/*
+ * A generated client id: hex characters only and at most 23 of them, which
+ * every MQTT 3.1.1 server must accept (MQTT-3.1.3-5).
+ */
+#define MANAGE_AUTO_CLIENT_ID_LEN 22
+/* The client id that asks for a generated one. */
+#define MANAGE_CLIENT_ID_AUTO "auto"
+
+/* What a token update changes (struct manage_token's `given`). */
+enum manage_given {
+    MANAGE_GIVEN_LABEL = 1u << 0,
+    MANAGE_GIVEN_EXPIRES = 1u << 1,
+    MANAGE_GIVEN_CLIENT_ID = 1u << 2,
+    MANAGE_GIVEN_ACTION = 1u << 3,
+    MANAGE_GIVEN_FILTERS = 1u << 4, /* shifted by the kind: 1u << (4 + kind) */
+};
 
 /* "90s", "15m", "2h", "7d": a positive integer and one unit. Seconds, or -1. */
 long long manage_duration_parse(const char *text);
@@ -55,6 +71,8 @@ struct manage_token {
     /* Normalised copies of the filters, in the order given; owned. */
     char **filters[MANAGE_FILTER_KINDS];
     size_t filter_count[MANAGE_FILTER_KINDS];
+    unsigned given; /* enum manage_given: what was set, for an update */
+    char made_client_id[MANAGE_AUTO_CLIENT_ID_LEN + 1]; /* "auto": client_id points here */
 };
 
 /* An empty request for a token of `instance`, made at the current time. */
@@ -71,7 +89,11 @@ int manage_token_ttl(struct manage_token *t, const char *field, const char *ttl,
 int manage_token_label(struct manage_token *t, const char *field, const char *label, size_t len,
                        char *err, size_t errlen);
 
-/* The only client id the token may log in with, checked as a label, and not empty. */
+/*
+ * The only client id the token may log in with, checked as a label, and not
+ * empty; "auto" (MANAGE_CLIENT_ID_AUTO) draws a new one into
+ * t->made_client_id. NULL (len 0) for an update: any client id again.
+ */
 int manage_token_client_id(struct manage_token *t, const char *field, const char *client_id,
                            size_t len, char *err, size_t errlen);
 
@@ -90,6 +112,14 @@ int manage_token_filter(struct manage_token *t, int kind, const char *field, con
 int manage_token_create(struct store *s, const struct manage_token *t,
                         char id[STORE_TOKEN_ID_LEN + 1], char secret[STORE_SECRET_LEN + 1],
                         struct store_token *view, char *err, size_t errlen);
+
+/*
+ * Change token `id` of t->instance: what t->given names, from `t` (a label,
+ * client id or filter list that was cleared is NULL or empty; expires 0
+ * makes it a key). STORE_E_INVALID when nothing is given.
+ */
+int manage_token_update(struct store *s, const struct manage_token *t, const char *id, char *err,
+                        size_t errlen);
 
 /* "active", "expired" or "revoked" at `now`. */
 const char *manage_token_status(const struct store_token *t, int64_t now);

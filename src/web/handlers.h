@@ -47,8 +47,9 @@ void web_json_string(struct evbuffer *out, const char *s, size_t len);
 
 /*
  * HTTP Basic credentials of `req` into user (NUL-terminated) and the secret
- * (`*secret_len` bytes). Returns 0, or -1 when there are none or they are
- * malformed.
+ * (`*secret_len` bytes): INSTANCE:SECRET, or the user-id INSTANCE:SECRET with
+ * an empty password (INSTANCE:SECRET:), as MQTT logins take them. Returns 0,
+ * or -1 when there are none or they are malformed.
  */
 int web_basic_auth(const struct http_request *req, char *user, size_t user_size, char *secret,
                    size_t secret_size, size_t *secret_len);

@@ -195,6 +195,14 @@ int web_basic_auth(const struct http_request *req, char *user, size_t user_size,
     if (!colon)
         return -1;
     size_t ulen = (size_t)(colon - decoded), slen = (size_t)n - ulen - 1;
+    /*
+     * A user-id INSTANCE:SECRET with an empty password (the MQTT login's
+     * token-in-the-user-name form) arrives as INSTANCE:SECRET:. A secret
+     * holds no ':', so a last one with no other after the first is the
+     * empty password's.
+     */
+    if (slen > 0 && colon[slen] == ':' && !memchr(colon + 1, ':', slen - 1))
+        slen--;
     if (ulen >= user_size || slen > secret_size || memchr(decoded, '\0', ulen))
         return -1;
     memcpy(user, decoded, ulen);

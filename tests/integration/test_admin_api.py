@@ -29,6 +29,7 @@ import atexit  # noqa: E402
 
 
 def _admin_key(db, label="tests"):
+    ctl(db, "init")  # only init, instance create and plan set make a new database
     return json.loads(ctl(db, "--json", "admin-key", "create", "--label", label))
 
 

@@ -162,11 +162,12 @@ def test_instance_create_list_show_delete():
     check(abs(_iso_to_unix(listed[0]["created"]) - time.time()) < 60,
           "created %r is not now" % listed[0]["created"])
 
-    out = _ok(db, "instance", "delete", "acme")
+    out = _ok(db, "instance", "delete", "acme", "--yes")
     check_equal(out, "deleted instance acme with its tokens\n", "instance delete output")
     check_equal([i["name"] for i in _json(db, "instance", "list")], ["globex"],
                 "instances after the delete")
-    check_equal(_json(db, "instance", "delete", "globex"), {"name": "globex", "deleted": True},
+    check_equal(_json(db, "instance", "delete", "globex", "--yes"),
+                {"name": "globex", "deleted": True},
                 "JSON of instance delete")
     check_equal(_json(db, "instance", "list"), [], "JSON list of no instances")
     check_equal(_ok(db, "instance", "list"), "no instances\n", "text list of no instances")
@@ -359,7 +360,7 @@ def test_deleting_an_instance_deletes_its_tokens():
     _token(db, _instance(db))
     name = _instance(db)
     _token(db, name)
-    _ok(db, "instance", "delete", name)
+    _ok(db, "instance", "delete", name, "--yes")
     _ok(db, "instance", "create", name)
     check_equal(_json(db, "token", "list", name), [], "tokens of a re-created instance")
     check_equal(_ok(db, "token", "list", name), "no tokens\n", "text list of no tokens")
@@ -397,6 +398,7 @@ def test_config_file_db_directive():
                 "max-payload from the configuration file")
     # --db wins over the file's db
     other = os.path.join(d, "other.db")
+    _ok(other, "init")
     rc, out, err = _ctl_plain("-c", conf, "--db", other, "--json", "instance", "list")
     check_equal((rc, json.loads(out)), (0, []), "--db with -c lists the other database")
 
@@ -413,7 +415,7 @@ def test_bad_config_file():
 def test_unreadable_database_exits_2():
     d = _dir()
     missing = os.path.join(d, "no-such-dir", "aviary.db")
-    _fails(aviaryctl(missing, "instance", "list"), 2,
+    _fails(aviaryctl(missing, "instance", "create", "acme"), 2,
            r"^aviaryctl: cannot open database %s: " % re.escape(missing),
            "a database in a missing directory")
     _fails(aviaryctl(d, "instance", "list"), 2,
@@ -432,7 +434,7 @@ def test_newer_schema_exits_2():
     except ImportError:
         missing("Python's sqlite3 module is missing")
     db = _db()
-    _ok(db, "instance", "list")
+    _ok(db, "init")
     conn = sqlite3.connect(db)
     conn.execute("PRAGMA user_version = 1000")
     conn.commit()
@@ -466,7 +468,8 @@ def test_parallel_writers_on_a_new_database():
 
 def test_unknown_instance():
     db = _db()
-    for args in (("instance", "show", "nobody"), ("instance", "delete", "nobody"),
+    _ok(db, "init")
+    for args in (("instance", "show", "nobody"), ("instance", "delete", "nobody", "--yes"),
                  ("instance", "set", "nobody", "max-connections", "3"),
                  ("token", "create", "nobody"), ("token", "list", "nobody"),
                  ("token", "revoke", "nobody", "0123456789abcdef")):
@@ -559,7 +562,7 @@ def test_command_line_errors():
             ((), r"^aviaryctl: missing command"),
             (("frob",), r"^aviaryctl: unknown command 'frob'"),
             (("instance",), r"^aviaryctl: instance: missing command \(create, list, show, "
-                            r"delete or set\)$"),
+                            r"delete, set or unset\)$"),
             (("instance", "frob"), r"^aviaryctl: unknown command 'instance frob'"),
             (("instance", "create"), r"^aviaryctl: instance create: missing NAME"),
             (("instance", "set", "acme", "max-connections"),
@@ -578,6 +581,232 @@ def test_command_line_errors():
         _fails(aviaryctl(db, *args), 1, pattern, "aviaryctl %s" % " ".join(args))
     _fails(_ctl_plain("--db"), 1, r"^aviaryctl: --db: missing value$", "--db without a path")
     check(not os.path.exists(db), "a command-line error created the database")
+
+
+# ---- issue 15: init, token update, plan delete, instance set plan / unset -----
+
+def test_only_init_instance_create_and_plan_set_create_the_database():
+    d = _dir()
+    typo = os.path.join(d, "typo.db")
+    for args in (("instance", "list"), ("instance", "show", "a"), ("plan", "list"),
+                 ("token", "list", "a"), ("plan", "delete", "gold"),
+                 ("instance", "unset", "a", "max-retained"),
+                 ("token", "update", "a", "0123456789abcdef", "--label", "x"),
+                 ("admin-key", "list"), ("instance", "delete", "a", "--yes")):
+        _fails(aviaryctl(typo, *args), 2,
+               r"^aviaryctl: no database at %s \(create it with 'aviaryctl init'"
+               % re.escape(typo), " ".join(args))
+        check(not os.path.exists(typo), "aviaryctl %s created the database" % " ".join(args))
+    out = _ok(typo, "init")
+    check_equal(out, "database %s ready (schema version 5)\n" % typo, "init output")
+    check(os.path.exists(typo), "init made no database")
+    check_equal(_json(typo, "init"), {"database": typo, "schema": 5}, "init again (JSON)")
+    check_equal(_json(typo, "instance", "list"), [], "instances of a new database")
+    for args in (("instance", "create", "acme"), ("plan", "set", "gold", "max-retained", "1")):
+        db = os.path.join(_dir(), "new.db")
+        _ok(db, *args)
+        check(os.path.exists(db), "aviaryctl %s made no database" % " ".join(args))
+
+
+def test_instance_show_columns_line_up():
+    db = _db()
+    _ok(db, "instance", "create", "acme")
+    _ok(db, "instance", "set", "acme", "max-instance-bytes", "123456789012")
+    rows = [l for l in _ok(db, "instance", "show", "acme").splitlines() if l.startswith("  ")]
+    check_equal(len(rows), len(LIMITS), "limit rows")
+    # every value ends in one column and every source starts in one column
+    ends = {re.match(r"^  \S+\s+\d+", r).end() for r in rows}
+    starts = {len(r) - len(r.split()[-1]) for r in rows}
+    check_equal((len(ends), len(starts)), (1, 1), "columns of:\n" + "\n".join(rows))
+
+
+def test_token_create_client_id_auto():
+    db = _db()
+    name = _instance(db)
+    out = _ok(db, "token", "create", name, "--client-id", "auto", "--ttl", "1h")
+    cid = _fields(out)["client id"]
+    check(re.match(r"^[0-9a-f]{22}$", cid), "generated client id %r" % cid)
+    check(SECRET_RE.match(out.splitlines()[-1]), "no secret on the last line:\n" + out)
+    tok = _json(db, "token", "create", name, "--client-id", "auto")
+    check(re.match(r"^[0-9a-f]{22}$", tok["client_id"]), "JSON client id %r" % tok["client_id"])
+    check(tok["client_id"] != cid, "two generated client ids are the same")
+    check(SECRET_RE.match(tok["secret"]), "JSON secret %r" % tok["secret"])
+    listed = {t["id"]: t["client_id"] for t in _json(db, "token", "list", name)}
+    check_equal(listed[tok["id"]], tok["client_id"], "the client id kept")
+
+
+def test_token_update_changes_and_clears():
+    db = _db()
+    name = _instance(db)
+    tid, secret = _token(db, name, "--label", "old", "--ttl", "1h", "--pub", "a/#",
+                         "--deny-sub", "x/#")
+    out = _ok(db, "token", "update", name, tid, "--label", "new", "--client-id", "dev-1",
+              "--pub", "b/#", "--pub", "/c", "--sub", "s/#", "--allow-action", "--ttl", "2h")
+    f = _fields(out)
+    check_equal((f["id"], f["label"], f["client id"], f["pub"], f["sub"], f["deny-sub"],
+                 f["action"], f["status"]),
+                (tid, "new", "dev-1", "b/# c", "s/#", "x/#", "allowed", "active"),
+                "text of token update")
+    check(abs(_iso_to_unix(f["expires"]) - (time.time() + 7200)) < 5, "expires %r" % f["expires"])
+    check(secret not in out, "token update shows the secret")
+    tok = _json(db, "token", "update", name, tid, "--no-label", "--no-client-id", "--no-pub",
+                "--no-deny-sub", "--no-allow-action", "--no-expiry")
+    check_equal((tok["id"], tok["label"], tok["client_id"], tok["pub"], tok["sub"],
+                 tok["deny_sub"], tok["allow_action"], tok["expires"], tok["key"]),
+                (tid, None, None, [], ["s/#"], [], False, None, True), "JSON after clearing")
+    check_equal(_json(db, "token", "list", name), [tok], "the list shows the update")
+
+
+def test_token_update_errors():
+    db = _db()
+    name = _instance(db)
+    tid, _ = _token(db, name)
+    for args, pattern in (
+            ((), r"^aviaryctl: token update: nothing to change"),
+            (("--pub", "a", "--no-pub"), r"^aviaryctl: token update: --pub and --no-pub"),
+            (("--ttl", "1h", "--no-expiry"), r"--ttl and --no-expiry together"),
+            (("--pub", "a/#/b"), r"^aviaryctl: --pub 'a/#/b': wildcard"),
+            (("--ttl", "5x"), r"^aviaryctl: --ttl: bad duration")):
+        _fails(aviaryctl(db, "token", "update", name, tid, *args), 1, pattern,
+               "token update %s" % " ".join(args))
+    _fails(aviaryctl(db, "token", "update", name, "0123456789abcdef", "--label", "x"), 1,
+           r"^aviaryctl: no token '0123456789abcdef' in instance '%s'$" % name, "unknown token")
+    _fails(aviaryctl(db, "token", "update", "nobody", tid, "--label", "x"), 1,
+           r"^aviaryctl: no instance 'nobody'$", "unknown instance")
+    _ok(db, "token", "revoke", name, tid)
+    _fails(aviaryctl(db, "token", "update", name, tid, "--label", "x"), 1,
+           r"is revoked", "a revoked token")
+
+
+def test_plan_delete():
+    db = _db()
+    _ok(db, "plan", "set", "gold", "max-connections", "5")
+    _ok(db, "plan", "set", "spare", "max-connections", "5")
+    _ok(db, "instance", "create", "acme", "--plan", "gold")
+    _ok(db, "instance", "create", "beta", "--plan", "gold")
+    _fails(aviaryctl(db, "plan", "delete", "gold"), 1,
+           r"^aviaryctl: plan 'gold' is in use by 2 instances \(acme, beta\): move them",
+           "a plan in use")
+    _fails(aviaryctl(db, "plan", "delete", "default"), 1,
+           r"^aviaryctl: the plan 'default' cannot be deleted", "the default plan")
+    _fails(aviaryctl(db, "plan", "delete", "nope"), 1, r"^aviaryctl: no plan 'nope'$",
+           "an unknown plan")
+    check_equal(_ok(db, "plan", "delete", "spare"), "deleted plan spare\n", "plan delete")
+    _ok(db, "instance", "set", "acme", "plan", "default")
+    _ok(db, "instance", "set", "beta", "plan", "default")
+    check_equal(_json(db, "plan", "delete", "gold"), {"plan": "gold", "deleted": True},
+                "JSON of plan delete")
+    check_equal([p["name"] for p in _json(db, "plan", "list")], ["default"], "plans left")
+    _ok(db, "plan", "set", "gold", "max-retained", "3")
+    check("max-connections" not in _json(db, "plan", "list")[1]["limits"],
+          "a re-created plan kept its old limits")
+
+
+def test_instance_set_plan_and_unset_limit():
+    db = _db()
+    _ok(db, "plan", "set", "gold", "max-connections", "500")
+    _ok(db, "instance", "create", "acme")
+    check_equal(_ok(db, "instance", "set", "acme", "plan", "gold"),
+                "instance acme: plan = gold\n", "instance set plan")
+    check_equal(_json(db, "instance", "set", "acme", "plan", "gold"),
+                {"instance": "acme", "plan": "gold"}, "JSON of instance set plan")
+    check_equal(_json(db, "instance", "show", "acme")["limits"]["max-connections"],
+                {"value": 500, "source": "plan"}, "the new plan's limit")
+    _fails(aviaryctl(db, "instance", "set", "acme", "plan", "nope"), 1,
+           r"^aviaryctl: no plan 'nope'$", "an unknown plan")
+    _ok(db, "instance", "set", "acme", "max-connections", "7")
+    check_equal(_ok(db, "instance", "unset", "acme", "max-connections"),
+                "instance acme: max-connections unset (its plan's or the configuration's value "
+                "applies)\n", "instance unset")
+    check_equal(_json(db, "instance", "show", "acme")["limits"]["max-connections"],
+                {"value": 500, "source": "plan"}, "the plan's value again")
+    check_equal(_json(db, "instance", "unset", "acme", "max-connections"),
+                {"instance": "acme", "limit": "max-connections", "unset": True,
+                 "was_set": False}, "unsetting twice")
+    _fails(aviaryctl(db, "instance", "unset", "acme", "max-bananas"), 1,
+           r"^aviaryctl: unknown limit 'max-bananas'", "an unknown limit")
+    _fails(aviaryctl(db, "instance", "unset", "nobody", "max-retained"), 1,
+           r"^aviaryctl: no instance 'nobody'$", "an unknown instance")
+
+
+def _on_a_terminal(db, args, answer):
+    """aviaryctl --db DB ARGS with a pseudo-terminal as stdin; `answer` typed at the
+    prompt. Returns (exit status, what the terminal showed)."""
+    import pty
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(aviaryctl_path(), [aviaryctl_path(), "--db", db] + list(args))
+    shown = b""
+    deadline = time.monotonic() + 10
+    while b"[y/N]" not in shown and time.monotonic() < deadline:
+        try:
+            shown += os.read(fd, 1024)
+        except OSError:
+            break
+    os.write(fd, answer.encode() + b"\n")
+    while True:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), shown.decode("utf-8", "replace")
+
+
+def test_instance_delete_asks_on_a_terminal_and_needs_yes_without_one():
+    db = _db()
+    name = _instance(db)
+    _token(db, name)
+    _fails(aviaryctl(db, "instance", "delete", name), 1,
+           r"^aviaryctl: instance delete: not deleting '%s' without confirmation: standard "
+           r"input is not a terminal \(add --yes\)$" % name, "delete without a terminal")
+    rc, shown = _on_a_terminal(db, ("instance", "delete", name), "n")
+    check_equal(rc, 1, "exit status after answering n (%r)" % shown)
+    check("Delete instance %s with its 1 token" % name in shown, "the question: %r" % shown)
+    check("not deleted" in shown, "no word that nothing was deleted: %r" % shown)
+    check_equal([i["name"] for i in _json(db, "instance", "list")], [name], "after n")
+    rc, shown = _on_a_terminal(db, ("instance", "delete", name), "y")
+    check_equal(rc, 0, "exit status after answering y (%r)" % shown)
+    check("deleted instance %s" % name in shown, "the report: %r" % shown)
+    check_equal(_json(db, "instance", "list"), [], "after y")
+
+
+def test_as_root_the_database_belongs_to_its_directory_owner():
+    if os.geteuid() != 0:
+        missing("not root: cannot test switching to the database's owner")
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    top = _dir()
+    os.chmod(top, 0o755)
+    d = os.path.join(top, "lib")
+    os.mkdir(d, 0o750)
+    os.chown(d, nobody.pw_uid, nobody.pw_gid)
+    db = os.path.join(d, "aviary.db")
+    _ok(db, "init")
+    _ok(db, "instance", "create", "acme")
+    _token(db, "acme")
+    # a reader left open keeps the -wal and -shm files for the check below
+    import sqlite3
+    keep = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
+    try:
+        keep.execute("SELECT count(*) FROM instances").fetchall()
+        _ok(db, "instance", "create", "beta")
+        for f in sorted(os.listdir(d)):
+            st = os.stat(os.path.join(d, f))
+            check_equal((f, st.st_uid, st.st_gid), (f, nobody.pw_uid, nobody.pw_gid),
+                        "owner of %s" % f)
+        check({"aviary.db", "aviary.db-wal", "aviary.db-shm"} <= set(os.listdir(d)),
+              "files: %r" % os.listdir(d))
+    finally:
+        keep.close()
+    # a root-owned directory: aviaryctl stays root
+    mine = os.path.join(_dir(), "root.db")
+    _ok(mine, "init")
+    check_equal(os.stat(mine).st_uid, 0, "owner of a database in root's directory")
 
 
 run_tests(globals())

@@ -236,7 +236,7 @@ def test_instance_delete_closes_its_connections():
         other = cloud_login(b.port, kept, sk)
         other.subscribe([("#", 1)])
         mark = b.log_mark()
-        _ctl(db, "instance", "delete", gone)
+        _ctl(db, "instance", "delete", gone, "--yes")
         c.expect_closed(APPLY_WITHIN + 1, "the close after deleting its instance")
         _check_log(b, mark, r"instance %s was deleted" % gone, "instance delete")
         other.expect_silence(0.3, "the deleted instance's will")
@@ -468,7 +468,7 @@ def test_recreated_instance_starts_empty():
         c.publish("a/r", b"old-tenant-secret", qos=1, retain=True)
         c.disconnect()
         # Both in one go, faster than the broker polls: only the serial tells them apart.
-        _ctl(db, "instance", "delete", name)
+        _ctl(db, "instance", "delete", name, "--yes")
         _ctl(db, "instance", "create", name)
         _, new = _token(db, name)
         time.sleep(APPLY_WITHIN)

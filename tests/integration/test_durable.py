@@ -834,7 +834,7 @@ def test_cloud_instances_keep_their_own_state_and_deletion_forgets_it():
         for n in (a, b_name):
             _check_cloud_state(b.port, n, secrets[n], "1")
         _cloud_state(b.port, (a, b_name), secrets, "2")
-        ctl(db, "instance", "delete", a)
+        ctl(db, "instance", "delete", a, "--yes")
         wait_for(lambda: _refused(b.port, a, secrets[a]), APPLY_WITHIN + 1.0, 0.2,
                  what="the running broker to refuse the deleted instance %s" % a)
         _stop(b)

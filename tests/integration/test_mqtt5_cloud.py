@@ -233,7 +233,7 @@ def test_deleted_instance_gets_disconnect_0x98():
     with _cloud(db) as b:
         c = cloud_login5(b.port, gone, sg)
         other = cloud_login5(b.port, kept, sk)
-        _ctl(db, "instance", "delete", gone)
+        _ctl(db, "instance", "delete", gone, "--yes")
         c.expect_disconnect(0x98, APPLY_WITHIN + 2, "instance deleted")
         other.ping()
 

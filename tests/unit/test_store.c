@@ -804,6 +804,135 @@ START_TEST(test_token_for_an_unknown_instance)
 }
 END_TEST
 
+START_TEST(test_open_existing_creates_nothing)
+{
+    char err[ERRLEN];
+    int code = 0;
+    const char *path = db_path("existing");
+
+    ck_assert_ptr_null(store_open_existing(path, &code, err, sizeof(err)));
+    ck_assert_int_eq(code, STORE_E_NOT_FOUND);
+    char want[ERRLEN];
+    snprintf(want, sizeof(want), "no database at %s", path);
+    ck_assert_str_eq(err, want);
+    ck_assert_int_ne(access(path, F_OK), 0);
+    store_close(open_ok("existing"));
+    struct store *s = store_open_existing(path, &code, err, sizeof(err));
+    ck_assert_msg(s != NULL, "store_open_existing: %s", err);
+    ck_assert_int_eq(code, 0);
+    store_close(s);
+}
+END_TEST
+
+START_TEST(test_plan_delete_refuses_plans_in_use_and_the_default)
+{
+    struct store *s = open_ok("plan_delete");
+    char err[ERRLEN];
+    struct seen_plans sp = {0};
+
+    ck_assert_int_eq(store_plan_set(s, "gold", "max-connections", 5, err, sizeof(err)), 0);
+    ck_assert_int_eq(store_plan_set(s, "spare", "max-connections", 5, err, sizeof(err)), 0);
+    ck_assert_int_eq(store_instance_create(s, "acme", "gold", err, sizeof(err)), 0);
+    ck_assert_int_eq(store_plan_delete(s, "gold", err, sizeof(err)), STORE_E_INVALID);
+    ck_assert_str_eq(err, "plan 'gold' is in use by 1 instance (acme): move it to another plan "
+                          "first (instance set NAME plan PLAN)");
+    ck_assert_int_eq(store_plan_delete(s, "default", err, sizeof(err)), STORE_E_INVALID);
+    ck_assert_int_eq(store_plan_delete(s, "nope", err, sizeof(err)), STORE_E_NOT_FOUND);
+    ck_assert_int_eq(store_plan_delete(s, "spare", err, sizeof(err)), 0);
+    ck_assert_int_eq(store_instance_set_plan(s, "acme", "default", err, sizeof(err)), 0);
+    ck_assert_int_eq(store_plan_delete(s, "gold", err, sizeof(err)), 0);
+    ck_assert_int_eq(store_plan_list(s, collect_plan, &sp, err, sizeof(err)), 0);
+    ck_assert_uint_eq(sp.n, 1);
+    ck_assert_str_eq(sp.p[0].name, "default");
+    ck_assert_int_eq(sql_int(db_path("plan_delete"), "SELECT count(*) FROM plan_limits"
+                                                     " WHERE plan != 'default'"),
+                     0);
+    store_close(s);
+}
+END_TEST
+
+START_TEST(test_instance_unset_limit)
+{
+    struct store *s = open_ok("unset");
+    char err[ERRLEN];
+    struct seen_instances si = {0};
+    bool was_set = false;
+
+    ck_assert_int_eq(store_instance_create(s, "acme", NULL, err, sizeof(err)), 0);
+    ck_assert_int_eq(store_instance_set_limit(s, "acme", "max-retained", 9, err, sizeof(err)), 0);
+    ck_assert_int_eq(store_instance_set_limit(s, "acme", "max-payload", 9, err, sizeof(err)), 0);
+    ck_assert_int_eq(
+        store_instance_unset_limit(s, "acme", "max-retained", &was_set, err, sizeof(err)), 0);
+    ck_assert(was_set);
+    ck_assert_int_eq(
+        store_instance_unset_limit(s, "acme", "max-retained", &was_set, err, sizeof(err)), 0);
+    ck_assert(!was_set);
+    ck_assert_int_eq(
+        store_instance_unset_limit(s, "acme", "max-bananas", &was_set, err, sizeof(err)),
+        STORE_E_INVALID);
+    ck_assert_int_eq(
+        store_instance_unset_limit(s, "nobody", "max-retained", &was_set, err, sizeof(err)),
+        STORE_E_NOT_FOUND);
+    list_instances(s, &si);
+    ck_assert_str_eq(si.i[0].limits, "max-payload=9");
+    store_close(s);
+}
+END_TEST
+
+START_TEST(test_token_update_keeps_the_secret_and_replaces_what_is_set)
+{
+    struct store *s = open_ok("token_update");
+    char id[STORE_TOKEN_ID_LEN + 1], secret[STORE_SECRET_LEN + 1], err[ERRLEN];
+    const char *pub[] = {"a/#"}, *sub[] = {"s/+", "t"};
+    struct store_token_spec spec = {
+        .instance = "acme", .label = "old", .expires = 4000000000, .pub = {pub, 1}};
+    struct seen_tokens before = {0}, after = {0};
+
+    ck_assert_int_eq(store_instance_create(s, "acme", NULL, err, sizeof(err)), 0);
+    ck_assert_int_eq(store_token_create(s, &spec, id, secret, err, sizeof(err)), 0);
+    list_tokens(s, "acme", &before);
+
+    struct store_token_patch p = {.instance = "acme",
+                                  .id = id,
+                                  .set_label = true,
+                                  .label = "new",
+                                  .set_client_id = true,
+                                  .client_id = "dev",
+                                  .set_allow_action = true,
+                                  .allow_action = true};
+    p.set_filters[0] = true; /* cleared */
+    p.set_filters[1] = true;
+    p.filters[1] = (struct store_filters){sub, 2};
+    ck_assert_int_eq(store_token_update(s, &p, err, sizeof(err)), 0);
+    list_tokens(s, "acme", &after);
+    ck_assert_uint_eq(after.n, 1);
+    ck_assert_str_eq(after.t[0].label, "new");
+    ck_assert_str_eq(after.t[0].client_id, "dev");
+    ck_assert(after.t[0].allow_action);
+    ck_assert_int_eq(after.t[0].expires, 4000000000); /* not set: kept */
+    ck_assert_str_eq(after.t[0].filters[0], "");
+    ck_assert_str_eq(after.t[0].filters[1], "s/+ t");
+    ck_assert_mem_eq(after.t[0].hash, before.t[0].hash, STORE_HASH_LEN);
+
+    struct store_token_patch key = {
+        .instance = "acme", .id = id, .set_expires = true, .set_client_id = true};
+    ck_assert_int_eq(store_token_update(s, &key, err, sizeof(err)), 0);
+    list_tokens(s, "acme", &after);
+    ck_assert_int_eq(after.t[0].expires, 0);
+    ck_assert_str_eq(after.t[0].client_id, "(any)");
+
+    key.id = "0123456789abcdef";
+    ck_assert_int_eq(store_token_update(s, &key, err, sizeof(err)), STORE_E_NOT_FOUND);
+    key.id = id;
+    key.instance = "nobody";
+    ck_assert_int_eq(store_token_update(s, &key, err, sizeof(err)), STORE_E_NOT_FOUND);
+    key.instance = "acme";
+    ck_assert_int_eq(store_token_revoke(s, "acme", id, err, sizeof(err)), 0);
+    ck_assert_int_eq(store_token_update(s, &key, err, sizeof(err)), STORE_E_INVALID);
+    store_close(s);
+}
+END_TEST
+
 START_TEST(test_revoke_hides_the_token_from_the_broker_only)
 {
     struct store *s = open_ok("revoke");
@@ -971,6 +1100,13 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_token_for_an_unknown_instance);
     tcase_add_test(tc, test_revoke_hides_the_token_from_the_broker_only);
     tcase_add_test(tc, test_deleting_an_instance_deletes_its_tokens);
+    tcase_add_test(tc, test_token_update_keeps_the_secret_and_replaces_what_is_set);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("issue 15: init, plan delete, unset");
+    tcase_add_test(tc, test_open_existing_creates_nothing);
+    tcase_add_test(tc, test_plan_delete_refuses_plans_in_use_and_the_default);
+    tcase_add_test(tc, test_instance_unset_limit);
     suite_add_tcase(s, tc);
     return s;
 }
