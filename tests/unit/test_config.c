@@ -1386,7 +1386,11 @@ START_TEST(test_usage_lists_every_directive_with_its_default)
     for (const char *p = text; *p != '\0';) {
         const char *eol = strchr(p, '\n');
         ck_assert_ptr_nonnull(eol);
-        ck_assert_msg(eol - p < 80, "usage line longer than 79 columns: %.*s", (int)(eol - p), p);
+        /* A word longer than the room (a deep --prefix's database path) cannot be wrapped. */
+        size_t lead = strspn(p, " ");
+        bool one_word = memchr(p + lead, ' ', (size_t)(eol - p) - lead) == NULL;
+        ck_assert_msg(eol - p < 80 || one_word, "usage line longer than 79 columns: %.*s",
+                      (int)(eol - p), p);
         p = eol + 1;
     }
     free(text);
