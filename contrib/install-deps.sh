@@ -16,6 +16,9 @@ PACKAGES="$PACKAGES chromium nodejs"
 # bring up loopback in its network namespace), and systemd's pkg-config file, which
 # says where configure installs the unit.
 PACKAGES="$PACKAGES debhelper debootstrap iproute2 systemd"
+# The cluster (doc/ARCHITECTURE.md): its Redis client library, and the Redis
+# server that tests/integration/test_cluster.py starts.
+PACKAGES="$PACKAGES libhiredis-dev redis-server"
 # Debian's npm only when there is none: another vendor's nodejs carries its own and
 # conflicts with Debian's.
 command -v npm >/dev/null 2>&1 || PACKAGES="$PACKAGES npm"

@@ -17,6 +17,7 @@
 #include "util/log.h"
 #include "util/mailbox.h"
 #include "util/passwd.h"
+#include "util/redis_url.h"
 #include "util/secret.h"
 #include "util/siphash.h"
 #include "util/strmap.h"
@@ -385,6 +386,58 @@ START_TEST(test_passwd_refuses_bad_users_and_lines)
 }
 END_TEST
 
+START_TEST(test_redis_url_reads_every_part)
+{
+    struct redis_url u;
+    char err[200], shown[200];
+
+    ck_assert_int_eq(redis_url_parse("redis://127.0.0.1", &u, err, sizeof(err)), 0);
+    ck_assert_str_eq(u.host, "127.0.0.1");
+    ck_assert_uint_eq(u.port, REDIS_DEFAULT_PORT);
+    ck_assert(!u.tls && !u.user && !u.password && !u.db);
+    redis_url_clear(&u);
+
+    ck_assert_int_eq(redis_url_parse("rediss://ops:p%40ss@[::1]:7000/3", &u, err, sizeof(err)), 0);
+    ck_assert(u.tls);
+    ck_assert_str_eq(u.host, "::1");
+    ck_assert_uint_eq(u.port, 7000);
+    ck_assert_str_eq(u.user, "ops");
+    ck_assert_str_eq(u.password, "p@ss");
+    ck_assert_uint_eq(u.db, 3);
+    redis_url_format(&u, shown, sizeof(shown));
+    ck_assert_str_eq(shown, "rediss://ops:***@[::1]:7000/3");
+    redis_url_clear(&u);
+
+    ck_assert_int_eq(redis_url_parse("redis://:secret@localhost:6380", &u, err, sizeof(err)), 0);
+    ck_assert_ptr_null(u.user);
+    ck_assert_str_eq(u.password, "secret");
+    redis_url_format(&u, shown, sizeof(shown));
+    ck_assert_str_eq(shown, "redis://:***@localhost:6380");
+    redis_url_clear(&u);
+}
+END_TEST
+
+START_TEST(test_redis_url_refuses_what_is_not_one)
+{
+    static const struct {
+        const char *url, *why;
+    } bad[] = {
+        {"http://h", "starts with"},  {"redis://", "no host"},       {"redis://h:0", "port"},
+        {"redis://h:65536", "port"},  {"redis://h:12a", "port"},     {"redis://pw@h", "colon"},
+        {"redis://:a%4@h", "escape"}, {"redis://:a%00@h", "escape"}, {"redis://[::1", "]"},
+        {"redis://[::1]x", "after"},  {"redis://h/x", "database"},   {"redis://h o", "character"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct redis_url u;
+        char err[200] = "";
+        ck_assert_int_eq(redis_url_parse(bad[i].url, &u, err, sizeof(err)), -1);
+        ck_assert_msg(strstr(err, bad[i].why) != NULL, "%s: %s", bad[i].url, err);
+        ck_assert_ptr_null(u.host);
+        ck_assert_ptr_null(u.password);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("util");
@@ -418,6 +471,10 @@ int main(void)
     tc = tcase_create("passwd");
     tcase_add_test(tc, test_passwd_update_load_check);
     tcase_add_test(tc, test_passwd_refuses_bad_users_and_lines);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("redis_url");
+    tcase_add_test(tc, test_redis_url_reads_every_part);
+    tcase_add_test(tc, test_redis_url_refuses_what_is_not_one);
     suite_add_tcase(s, tc);
 
     return check_tap_run(s);
