@@ -45,6 +45,7 @@ struct store {
     sqlite3 *db;
     char *path;
     bool opening;               /* within store_open: errors say "cannot open" */
+    bool image;                 /* in memory, from store_open_image(): no WAL, no file */
     int last_rc;                /* SQLite's extended code of the last failure */
     sqlite3_stmt *data_version; /* kept prepared: the watcher asks every 500 ms */
 };
@@ -482,6 +483,8 @@ static int store_setup(struct store *s, char *err, size_t errlen)
     rc = run(s, err, errlen, "PRAGMA foreign_keys = ON", "");
     if (rc < 0)
         return rc;
+    if (s->image)
+        goto migrate;
     rc = stmt_open(s, &st, err, errlen, "PRAGMA journal_mode = WAL", "");
     if (rc < 0)
         return rc;
@@ -500,6 +503,7 @@ static int store_setup(struct store *s, char *err, size_t errlen)
     sqlite3_finalize(st);
     if (rc < 0)
         return rc;
+migrate:
     rc = store_migrate(s, err, errlen);
     if (rc < 0)
         return rc;
@@ -591,6 +595,90 @@ struct store *store_open(const char *path, char *err, size_t errlen)
 struct store *store_open_existing(const char *path, int *code, char *err, size_t errlen)
 {
     return store_open_mode(path, false, code, err, errlen);
+}
+
+/* Hand `image` to SQLite as the connection's main database (a copy SQLite owns). */
+static int store_deserialize(struct store *s, const void *image, size_t len, char *err,
+                             size_t errlen)
+{
+    unsigned char *copy = sqlite3_malloc64(len);
+    int rc;
+
+    if (!copy)
+        return nomem(err, errlen);
+    memcpy(copy, image, len);
+    rc = sqlite3_deserialize(s->db, "main", copy, (sqlite3_int64)len, (sqlite3_int64)len,
+                             SQLITE_DESERIALIZE_FREEONCLOSE | SQLITE_DESERIALIZE_RESIZEABLE);
+    return rc == SQLITE_OK ? 0 : db_fail(s, rc, err, errlen);
+}
+
+struct store *store_open_image(const char *name, const void *image, size_t len, char *err,
+                               size_t errlen)
+{
+    struct store *s = calloc(1, sizeof(*s));
+    int rc;
+
+    if (s == NULL || (s->path = strdup(name)) == NULL) {
+        fail(err, errlen, STORE_E_NOMEM, "cannot open database %s: out of memory", name);
+        free(s);
+        return NULL;
+    }
+    s->opening = s->image = true;
+    rc = sqlite3_open_v2(":memory:", &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc != SQLITE_OK) {
+        fail(err, errlen, STORE_E_DB, "cannot open database %s: %s", name,
+             s->db != NULL ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    if (len > 0 && store_deserialize(s, image, len, err, errlen) < 0)
+        goto fail;
+    if (store_setup(s, err, errlen) < 0)
+        goto fail;
+    s->opening = false;
+    return s;
+fail:
+    store_close(s);
+    return NULL;
+}
+
+int store_serialize(struct store *s, unsigned char **image, size_t *len, char *err, size_t errlen)
+{
+    sqlite3_int64 size = 0;
+    unsigned char *data = sqlite3_serialize(s->db, "main", &size, 0);
+
+    *image = NULL;
+    *len = 0;
+    if (data == NULL)
+        return fail(err, errlen, STORE_E_NOMEM, "database %s: cannot serialize it: out of memory",
+                    s->path);
+    *image = malloc(size > 0 ? (size_t)size : 1);
+    if (*image == NULL) {
+        sqlite3_free(data);
+        return nomem(err, errlen);
+    }
+    memcpy(*image, data, (size_t)size);
+    sqlite3_free(data);
+    *len = (size_t)size;
+    /* The file format's read and write versions: 1 (rollback journal), as a deserialized
+       database must be; a file in WAL mode says 2. */
+    if (*len >= 20)
+        (*image)[18] = (*image)[19] = 1;
+    return 0;
+}
+
+/* What the broker keeps (kept_*), all of it; the catalog's tables stay. */
+static const char *const kept_tables_clear =
+    "DELETE FROM kept_qos2; DELETE FROM kept_outgoing; DELETE FROM kept_subscriptions;"
+    "DELETE FROM kept_sessions; DELETE FROM kept_retained; DELETE FROM kept_messages;";
+
+int store_catalog_only(struct store *s, char *err, size_t errlen)
+{
+    int rc = sqlite3_exec(s->db, kept_tables_clear, NULL, NULL, NULL);
+
+    if (rc != SQLITE_OK)
+        return db_fail(s, rc, err, errlen);
+    rc = sqlite3_exec(s->db, "VACUUM", NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : db_fail(s, rc, err, errlen);
 }
 
 void store_close(struct store *s)

@@ -65,6 +65,31 @@ struct store *store_open(const char *path, char *err, size_t errlen);
  */
 struct store *store_open_existing(const char *path, int *code, char *err, size_t errlen);
 
+/*
+ * An in-memory database made from `image` (`len` bytes as store_serialize()
+ * wrote them; len 0: a new, empty catalog), migrated as store_open()
+ * migrates a file. The store owns a copy; `image` stays the caller's.
+ * `name` says in messages which database it is (the cluster's Redis).
+ * Returns the handle, or NULL with the reason in `err`.
+ */
+struct store *store_open_image(const char *name, const void *image, size_t len, char *err,
+                               size_t errlen);
+
+/*
+ * The whole database as one image (sqlite3_serialize), for
+ * store_open_image(): *image is the caller's to free(). Returns 0 or
+ * STORE_E_NOMEM.
+ */
+int store_serialize(struct store *s, unsigned char **image, size_t *len, char *err, size_t errlen);
+
+/*
+ * Drop what the broker keeps (retained messages, sessions: the kept_
+ * tables) and compact the database, leaving the catalog: instances, plans,
+ * tokens and admin keys. For an image another database's catalog is made
+ * from (aviaryctl --cluster URL init --from DB). Returns 0 or STORE_E_*.
+ */
+int store_catalog_only(struct store *s, char *err, size_t errlen);
+
 void store_close(struct store *s);
 
 /*

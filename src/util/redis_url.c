@@ -174,6 +174,29 @@ void redis_url_format(const struct redis_url *u, char *out, size_t len)
              u->db);
 }
 
+/* strdup() of NULL is NULL; else the copy, or NULL with *failed set. */
+static char *copy_or_null(const char *s, bool *failed)
+{
+    char *copy = s ? strdup(s) : NULL;
+
+    *failed |= s && !copy;
+    return copy;
+}
+
+int redis_url_copy(struct redis_url *to, const struct redis_url *from)
+{
+    bool failed = false;
+
+    *to = *from;
+    to->host = copy_or_null(from->host, &failed);
+    to->user = copy_or_null(from->user, &failed);
+    to->password = copy_or_null(from->password, &failed);
+    if (!failed)
+        return 0;
+    redis_url_clear(to);
+    return -1;
+}
+
 void redis_url_clear(struct redis_url *u)
 {
     free(u->host);

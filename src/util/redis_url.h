@@ -33,6 +33,12 @@ int redis_url_parse(const char *text, struct redis_url *u, char *err, size_t err
  */
 void redis_url_format(const struct redis_url *u, char *out, size_t len);
 
+/*
+ * A deep copy of `from` into `to` (which the caller clears with
+ * redis_url_clear()). Returns 0, or -1 out of memory with `to` left empty.
+ */
+int redis_url_copy(struct redis_url *to, const struct redis_url *from);
+
 /* Free what redis_url_parse() allocated; an empty `u` is fine. */
 void redis_url_clear(struct redis_url *u);
 
