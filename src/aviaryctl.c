@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "store/keep.h"
+#include "store/shared.h"
 #include "store/store.h"
 #include "tenancy/manage.h"
 #include "tenancy/manage_json.h"
@@ -33,6 +34,7 @@
 #include "util/limits.h"
 #include "util/log.h"
 #include "util/passwd.h"
+#include "util/redis_url.h"
 
 enum ctl_exit {
     CTL_EXIT_OK = 0,
@@ -66,6 +68,7 @@ enum ctl_option {
     OPT_NO_DENY_PUB = 1u << 16,
     OPT_NO_DENY_SUB = 1u << 17,
     OPT_DELETE = 1u << 18, /* passwd --delete */
+    OPT_FROM = 1u << 19,   /* init --from DB (with --cluster) */
 };
 
 #define OPT_NO_FILTERS (OPT_NO_PUB | OPT_NO_SUB | OPT_NO_DENY_PUB | OPT_NO_DENY_SUB)
@@ -95,7 +98,7 @@ static const struct {
 } options[] = {
     {"--plan", OPT_PLAN},           {"--label", OPT_LABEL},       {"--ttl", OPT_TTL},
     {"--client-id", OPT_CLIENT_ID}, {"--pub", OPT_PUB},           {"--sub", OPT_SUB},
-    {"--deny-pub", OPT_DENY_PUB},   {"--deny-sub", OPT_DENY_SUB},
+    {"--deny-pub", OPT_DENY_PUB},   {"--deny-sub", OPT_DENY_SUB}, {"--from", OPT_FROM},
 };
 
 /* The four filter lists, in the order of struct store_token_spec. */
@@ -113,7 +116,7 @@ struct raw_filter {
 struct args {
     const char *operands[3];
     size_t operand_count;
-    const char *plan, *label, *ttl, *client_id;
+    const char *plan, *label, *ttl, *client_id, *from;
     unsigned flags;             /* the flags given (OPT_ALLOW_ACTION, OPT_YES, OPT_NO_...) */
     unsigned given;             /* the options with a value given (OPT_LABEL...) */
     struct raw_filter *filters; /* up to argc of them; owned */
@@ -125,9 +128,12 @@ struct args {
 };
 
 struct ctl {
-    FILE *out; /* standard output, held back until the command succeeded */
+    FILE *out;  /* standard output, held back until the command succeeded */
+    char *text; /* what `out` holds */
+    size_t len;
     const char *db_path;
-    struct limits base; /* the configuration's limits: the defaults, or the -c file's */
+    struct shared *shared; /* --cluster: the catalog in Redis, not the file at db_path */
+    struct limits base;    /* the configuration's limits: the defaults, or the -c file's */
     bool json;
     struct store *store;
 };
@@ -879,6 +885,15 @@ static int cmd_init(struct ctl *ctl, const struct args *a)
     char rest[32];
 
     snprintf(rest, sizeof(rest), ", \"schema\": %d}", STORE_SCHEMA_VERSION);
+    if (ctl->shared) {
+        report(ctl, (const char *const[]){"cluster", shared_shown(ctl->shared), NULL}, rest,
+               "catalog in Redis at %s ready (schema version %d)", shared_shown(ctl->shared),
+               STORE_SCHEMA_VERSION);
+        return 0;
+    }
+    if (a->from)
+        return complain(CTL_EXIT_USAGE, "init --from: only with --cluster URL (it uploads a "
+                                        "database's catalog to the cluster's Redis)");
     report(ctl, (const char *const[]){"database", ctl->db_path, NULL}, rest,
            "database %s ready (schema version %d)", ctl->db_path, STORE_SCHEMA_VERSION);
     return 0;
@@ -982,6 +997,137 @@ static int cmd_passwd(struct ctl *ctl, const struct args *a)
     return 0;
 }
 
+/* ---- --cluster: the catalog in Redis ------------------------------------------------ */
+
+/* A command's failure inside shared_change(): its status is in struct ctl_run. */
+#define CTL_RUN_FAILED (-1000)
+
+/* The held-back output, dropped: it may hold a new token's secret. */
+static void output_discard(struct ctl *ctl)
+{
+    if (ctl->out)
+        fclose(ctl->out);
+    ctl->out = NULL;
+    if (ctl->text)
+        explicit_bzero(ctl->text, ctl->len);
+    free(ctl->text);
+    ctl->text = NULL;
+    ctl->len = 0;
+}
+
+/* Start the held-back output afresh (a run again after a conflict prints once). */
+static int output_open(struct ctl *ctl)
+{
+    output_discard(ctl);
+    ctl->out = open_memstream(&ctl->text, &ctl->len);
+    return ctl->out ? 0 : out_of_memory();
+}
+
+struct ctl_run {
+    const struct command *cmd;
+    struct ctl *ctl;
+    const struct args *a;
+    int status;
+};
+
+/* shared_change()'s change: the command, as it runs on a file, on the fetched catalog. */
+static int run_on_catalog(void *arg, struct store *s)
+{
+    struct ctl_run *r = arg;
+
+    r->ctl->store = s;
+    r->status = output_open(r->ctl);
+    if (r->status == 0)
+        r->status = r->cmd->run(r->ctl, r->a);
+    r->ctl->store = NULL;
+    return r->status == 0 ? 0 : CTL_RUN_FAILED;
+}
+
+static int shared_failed(int rc, const char *err)
+{
+    return complain(rc == STORE_E_NOMEM ? CTL_EXIT_NOMEM : CTL_EXIT_DB, "%s", err);
+}
+
+/*
+ * init --from DB: the catalog of an existing database (not what its broker
+ * kept) becomes the cluster's first. Never over a catalog Redis holds.
+ */
+static int cluster_upload(struct ctl *ctl, const struct args *a)
+{
+    char err[1024], rest[32];
+    int64_t version = 0;
+    struct store *copy = store_open_copy(a->from, err, sizeof(err));
+    int rc = copy ? store_catalog_only(copy, err, sizeof(err)) : STORE_E_DB;
+
+    if (rc == 0)
+        rc = shared_version(ctl->shared, &version, err, sizeof(err));
+    if (rc == 0 && version == 0)
+        rc = shared_publish(ctl->shared, copy, 0, err, sizeof(err));
+    store_close(copy);
+    if (version > 0 || rc == SHARED_E_CONFLICT)
+        return complain(CTL_EXIT_USAGE,
+                        "init --from: Redis at %s holds a catalog already; nothing uploaded",
+                        shared_shown(ctl->shared));
+    if (rc < 0)
+        return shared_failed(rc, err);
+    snprintf(rest, sizeof(rest), ", \"schema\": %d}", STORE_SCHEMA_VERSION);
+    report(ctl, (const char *const[]){"cluster", shared_shown(ctl->shared), "from", a->from, NULL},
+           rest, "uploaded the catalog of %s to Redis at %s (schema version %d)", a->from,
+           shared_shown(ctl->shared), STORE_SCHEMA_VERSION);
+    return 0;
+}
+
+/* backup FILE with --cluster: the catalog as it is now, as an SQLite file. */
+static int cluster_backup(struct ctl *ctl, const struct args *a)
+{
+    char err[1024];
+    struct store *s;
+    int64_t version;
+    unsigned char *image = NULL;
+    size_t len = 0;
+    int rc = shared_fetch(ctl->shared, false, &s, &version, err, sizeof(err));
+
+    if (rc == 0) {
+        rc = store_serialize(s, &image, &len, err, sizeof(err));
+        store_close(s);
+    }
+    if (rc < 0)
+        return shared_failed(rc, err);
+    FILE *f = fopen(a->operands[0], "wbx");
+    bool ok = f && fwrite(image, 1, len, f) == len;
+    ok = f && fclose(f) == 0 && ok;
+    free(image);
+    if (!ok)
+        return complain(CTL_EXIT_DB, "backup: cannot write %s: %s", a->operands[0],
+                        strerror(errno));
+    report(
+        ctl,
+        (const char *const[]){"cluster", shared_shown(ctl->shared), "backup", a->operands[0], NULL},
+        "}", "copied the catalog in Redis at %s (version %lld) to %s", shared_shown(ctl->shared),
+        (long long)version, a->operands[0]);
+    return 0;
+}
+
+/* A command with --cluster: fetch, run, publish what changed, again after a conflict. */
+static int cluster_run(const struct command *cmd, struct ctl *ctl, const struct args *a)
+{
+    struct ctl_run r = {cmd, ctl, a, 0};
+    char err[1024];
+    int rc;
+
+    if (cmd->db == DB_NONE)
+        return cmd->run(ctl, a);
+    if (cmd->db == DB_FILE)
+        return cluster_backup(ctl, a);
+    if (a->from)
+        return cluster_upload(ctl, a);
+    rc = shared_change(ctl->shared, cmd->db == DB_CREATE, run_on_catalog, &r, NULL, err,
+                       sizeof(err));
+    if (rc == CTL_RUN_FAILED)
+        return r.status;
+    return rc < 0 ? shared_failed(rc, err) : 0;
+}
+
 /* ---- the command line ----------------------------------------------------------- */
 
 #define OPT_TOKEN (OPT_LABEL | OPT_TTL | OPT_CLIENT_ID | OPT_FILTERS | OPT_ALLOW_ACTION)
@@ -997,7 +1143,7 @@ static int cmd_passwd(struct ctl *ctl, const struct args *a)
     "[--allow-action|--no-allow-action]"
 
 static const struct command commands[] = {
-    {"init", "", {NULL}, 0, "", NULL, cmd_init, DB_CREATE},
+    {"init", "", {NULL}, OPT_FROM, "[--from DB]", NULL, cmd_init, DB_CREATE},
     {"instance",
      "create",
      {"NAME"},
@@ -1111,7 +1257,8 @@ static void usage_command(FILE *out, const struct command *c)
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: aviaryctl [-c CONF | --db PATH] [--json] COMMAND [ARGUMENTS]\n"
+            "usage: aviaryctl [-c CONF | --db PATH | --cluster URL] [--json] COMMAND "
+            "[ARGUMENTS]\n"
             "\n"
             "Manage the instances, plans, tokens and admin keys of aviaryd's cloud mode,\n"
             "back up its database, and keep desktop mode's password-file.\n"
@@ -1120,6 +1267,10 @@ static void usage(FILE *out)
             "  -c, --config CONF  take the database (directive db) and the base limits\n"
             "                     from the aviary.conf file CONF\n"
             "  --db PATH          the database (default %s)\n"
+            "  --cluster URL      the catalog of a cluster, in Redis at URL\n"
+            "                     (redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://...;\n"
+            "                     default: $AVIARY_CLUSTER, else the -c file's cluster)\n"
+            "  --cluster-ca FILE  the CAs that sign a rediss:// server's certificate\n"
             "  --json             print JSON instead of text\n"
             "  -h, --help         print this help and exit\n"
             "  -V, --version      print the version and exit\n"
@@ -1237,6 +1388,7 @@ static int command_option(const struct command *cmd, struct args *a, int argc, c
                               : options[k].bit == OPT_LABEL     ? &a->label
                               : options[k].bit == OPT_TTL       ? &a->ttl
                               : options[k].bit == OPT_CLIENT_ID ? &a->client_id
+                              : options[k].bit == OPT_FROM      ? &a->from
                                                                 : NULL;
         if (single != NULL) {
             if (*single != NULL)
@@ -1295,9 +1447,14 @@ static int command_args(const struct command *cmd, int argc, char **argv, int i,
     return 0;
 }
 
-/* -c, --db, --json, -h, -V before the command. Returns 0 or an exit status. */
-static int global_args(int argc, char **argv, int *i, const char **conf, const char **db,
-                       struct ctl *ctl, bool *help, bool *version)
+/* Where the global options go. */
+struct globals {
+    const char *conf, *db, *cluster, *cluster_ca;
+};
+
+/* -c, --db, --cluster, --cluster-ca, --json, -h, -V before the command. 0 or an exit status. */
+static int global_args(int argc, char **argv, int *i, struct globals *g, struct ctl *ctl,
+                       bool *help, bool *version)
 {
     char buf[CTL_SHOWN];
 
@@ -1320,9 +1477,11 @@ static int global_args(int argc, char **argv, int *i, const char **conf, const c
             ctl->json = true;
             continue;
         }
-        if ((found = option_value("-c", argc, argv, i, conf)) != 0 ||
-            (found = option_value("--config", argc, argv, i, conf)) != 0 ||
-            (found = option_value("--db", argc, argv, i, db)) != 0) {
+        if ((found = option_value("-c", argc, argv, i, &g->conf)) != 0 ||
+            (found = option_value("--config", argc, argv, i, &g->conf)) != 0 ||
+            (found = option_value("--db", argc, argv, i, &g->db)) != 0 ||
+            (found = option_value("--cluster-ca", argc, argv, i, &g->cluster_ca)) != 0 ||
+            (found = option_value("--cluster", argc, argv, i, &g->cluster)) != 0) {
             if (found == 2)
                 return CTL_EXIT_USAGE;
             continue;
@@ -1330,10 +1489,13 @@ static int global_args(int argc, char **argv, int *i, const char **conf, const c
         return complain(CTL_EXIT_USAGE, "unknown option '%s' (see aviaryctl --help)",
                         log_escape_str(arg, buf, sizeof(buf)));
     }
-    if (*conf != NULL && (*conf)[0] == '\0')
+    if (g->conf != NULL && g->conf[0] == '\0')
         return complain(CTL_EXIT_USAGE, "-c: empty file name");
-    if (*db != NULL && (*db)[0] == '\0')
+    if (g->db != NULL && g->db[0] == '\0')
         return complain(CTL_EXIT_USAGE, "--db: empty path");
+    if (g->db != NULL && g->cluster != NULL)
+        return complain(CTL_EXIT_USAGE, "--db and --cluster: one or the other (the catalog is "
+                                        "either a database file or in the cluster's Redis)");
     return 0;
 }
 
@@ -1345,29 +1507,53 @@ static int global_args(int argc, char **argv, int *i, const char **conf, const c
  */
 static int command_run(const struct command *cmd, struct ctl *ctl, struct args *a)
 {
-    char *text = NULL;
-    size_t len = 0;
-    int rc;
+    int rc = output_open(ctl);
 
-    ctl->out = open_memstream(&text, &len);
-    if (ctl->out == NULL)
-        return out_of_memory();
-    rc = cmd->check != NULL ? cmd->check(a) : 0;
-    if (rc == 0 && cmd->db != DB_NONE)
-        rc = ctl_become_owner(ctl->db_path);
-    if (rc == 0 && cmd->db != DB_FILE && cmd->db != DB_NONE)
-        rc = ctl_open(ctl, cmd->db == DB_CREATE);
-    if (rc == 0)
-        rc = cmd->run(ctl, a);
-    if (fclose(ctl->out) != 0 && rc == 0)
+    if (rc == 0 && cmd->check != NULL)
+        rc = cmd->check(a);
+    if (rc == 0 && ctl->shared)
+        rc = cluster_run(cmd, ctl, a);
+    else if (rc == 0) {
+        if (cmd->db != DB_NONE)
+            rc = ctl_become_owner(ctl->db_path);
+        if (rc == 0 && cmd->db != DB_FILE && cmd->db != DB_NONE)
+            rc = ctl_open(ctl, cmd->db == DB_CREATE);
+        if (rc == 0)
+            rc = cmd->run(ctl, a);
+    }
+    if (ctl->out && fclose(ctl->out) != 0 && rc == 0)
         rc = out_of_memory();
     ctl->out = NULL;
     if (rc == 0)
-        fwrite(text, 1, len, stdout); /* checked with the final fflush */
-    if (text != NULL)
-        explicit_bzero(text, len); /* it may hold a new token's secret */
-    free(text);
+        fwrite(ctl->text, 1, ctl->len, stdout); /* checked with the final fflush */
+    output_discard(ctl);
     return rc;
+}
+
+/*
+ * The catalog in Redis, when --cluster, else AVIARY_CLUSTER (without --db),
+ * else the -c file's cluster directive (without --db) names one; its CA
+ * file from --cluster-ca, else the file's cluster-ca. 0 or an exit status.
+ */
+static int ctl_cluster(struct ctl *ctl, const struct globals *g, const struct config *cfg)
+{
+    const char *env = getenv("AVIARY_CLUSTER");
+    const char *text = g->cluster         ? g->cluster
+                       : g->db            ? NULL
+                       : env && env[0]    ? env
+                       : cfg->cluster_url ? cfg->cluster_url
+                                          : NULL;
+    const char *ca = g->cluster_ca ? g->cluster_ca : cfg->cluster_ca;
+    struct redis_url url = {0};
+    char err[512];
+
+    if (!text)
+        return 0;
+    if (redis_url_parse(text, &url, err, sizeof(err)) < 0)
+        return complain(CTL_EXIT_USAGE, "--cluster: %s", err);
+    ctl->shared = shared_new(&url, ca);
+    redis_url_clear(&url);
+    return ctl->shared ? 0 : out_of_memory();
 }
 
 int main(int argc, char **argv)
@@ -1376,13 +1562,13 @@ int main(int argc, char **argv)
     struct args a = {0};
     struct config cfg;
     const struct command *cmd;
-    const char *conf = NULL, *db = NULL;
+    struct globals g = {0};
     bool help = false, version = false;
     char err[1024], buf[CTL_SHOWN], buf2[CTL_SHOWN], verbs[128];
     int i = 1, rc;
 
     config_init(&cfg);
-    rc = global_args(argc, argv, &i, &conf, &db, &ctl, &help, &version);
+    rc = global_args(argc, argv, &i, &g, &ctl, &help, &version);
     if (rc != 0)
         goto out;
     if (help || version) {
@@ -1420,13 +1606,14 @@ int main(int argc, char **argv)
             usage(stdout);
         goto out;
     }
-    if (conf != NULL && config_load_file(&cfg, conf, err, sizeof(err)) < 0) {
+    if (g.conf != NULL && config_load_file(&cfg, g.conf, err, sizeof(err)) < 0) {
         rc = complain(CTL_EXIT_USAGE, "%s", err);
         goto out;
     }
-    ctl.db_path = db != NULL ? db : cfg.db != NULL ? cfg.db : AVIARY_DEFAULT_DB;
+    ctl.db_path = g.db != NULL ? g.db : cfg.db != NULL ? cfg.db : AVIARY_DEFAULT_DB;
     ctl.base = cfg.limits;
-    rc = command_run(cmd, &ctl, &a);
+    if ((rc = ctl_cluster(&ctl, &g, &cfg)) == 0)
+        rc = command_run(cmd, &ctl, &a);
 out:
     /* A secret that never reached the terminal or the pipe must not pass for shown. */
     if (fflush(stdout) != 0 || ferror(stdout)) {
@@ -1435,6 +1622,7 @@ out:
             rc = complain(CTL_EXIT_USAGE, "cannot write to standard output: %s", strerror(saved));
     }
     store_close(ctl.store);
+    shared_free(ctl.shared);
     free(a.filters);
     manage_token_clear(&a.token);
     config_free(&cfg);

@@ -597,17 +597,23 @@ struct store *store_open_existing(const char *path, int *code, char *err, size_t
     return store_open_mode(path, false, code, err, errlen);
 }
 
-/* Hand `image` to SQLite as the connection's main database (a copy SQLite owns). */
+/*
+ * Hand `image` to SQLite as the connection's main database (a copy SQLite
+ * owns); an empty one too, so that the database is SQLite's in-memory file
+ * (memdb), which sqlite3_serialize() can read without the dbpage table.
+ */
 static int store_deserialize(struct store *s, const void *image, size_t len, char *err,
                              size_t errlen)
 {
-    unsigned char *copy = sqlite3_malloc64(len);
+    unsigned char *copy = sqlite3_malloc64(len > 0 ? len : 1);
     int rc;
 
     if (!copy)
         return nomem(err, errlen);
-    memcpy(copy, image, len);
-    rc = sqlite3_deserialize(s->db, "main", copy, (sqlite3_int64)len, (sqlite3_int64)len,
+    if (len > 0)
+        memcpy(copy, image, len);
+    rc = sqlite3_deserialize(s->db, "main", copy, (sqlite3_int64)len,
+                             (sqlite3_int64)(len > 0 ? len : 1),
                              SQLITE_DESERIALIZE_FREEONCLOSE | SQLITE_DESERIALIZE_RESIZEABLE);
     return rc == SQLITE_OK ? 0 : db_fail(s, rc, err, errlen);
 }
@@ -630,7 +636,7 @@ struct store *store_open_image(const char *name, const void *image, size_t len, 
              s->db != NULL ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
         goto fail;
     }
-    if (len > 0 && store_deserialize(s, image, len, err, errlen) < 0)
+    if (store_deserialize(s, image, len, err, errlen) < 0)
         goto fail;
     if (store_setup(s, err, errlen) < 0)
         goto fail;
@@ -664,6 +670,38 @@ int store_serialize(struct store *s, unsigned char **image, size_t *len, char *e
     if (*len >= 20)
         (*image)[18] = (*image)[19] = 1;
     return 0;
+}
+
+/* Copy the database of `from` into `to`'s, replacing it (SQLite's online backup). */
+static int store_copy_into(struct store *to, struct store *from, char *err, size_t errlen)
+{
+    sqlite3_backup *b = sqlite3_backup_init(to->db, "main", from->db, "main");
+    int rc;
+
+    if (!b)
+        return db_fail(to, sqlite3_errcode(to->db), err, errlen);
+    rc = sqlite3_backup_step(b, -1);
+    int fin = sqlite3_backup_finish(b);
+    if (rc != SQLITE_DONE)
+        return db_fail(from, rc, err, errlen);
+    return fin == SQLITE_OK ? 0 : db_fail(to, fin, err, errlen);
+}
+
+struct store *store_open_copy(const char *path, char *err, size_t errlen)
+{
+    struct store *from = store_open_existing(path, NULL, err, errlen);
+    struct store *to = from ? store_open_image(path, NULL, 0, err, errlen) : NULL, *copy = NULL;
+    unsigned char *image = NULL;
+    size_t len;
+
+    /* Through an image: the copy's header still says WAL, which store_serialize() mends. */
+    if (to && store_copy_into(to, from, err, errlen) == 0 &&
+        store_serialize(to, &image, &len, err, errlen) == 0)
+        copy = store_open_image(path, image, len, err, errlen);
+    free(image);
+    store_close(to);
+    store_close(from);
+    return copy;
 }
 
 /* What the broker keeps (kept_*), all of it; the catalog's tables stay. */

@@ -76,6 +76,12 @@ struct store *store_open_image(const char *name, const void *image, size_t len, 
                                size_t errlen);
 
 /*
+ * An in-memory copy (as store_open_image() makes) of the existing database
+ * at `path`, migrated first. Returns it, or NULL with the reason in `err`.
+ */
+struct store *store_open_copy(const char *path, char *err, size_t errlen);
+
+/*
  * The whole database as one image (sqlite3_serialize), for
  * store_open_image(): *image is the caller's to free(). Returns 0 or
  * STORE_E_NOMEM.

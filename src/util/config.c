@@ -8,6 +8,7 @@
 
 #include "util/error.h"
 #include "util/log.h"
+#include "util/redis_url.h"
 
 enum directive_kind {
     KIND_LISTEN,
@@ -49,6 +50,25 @@ static const struct {
 #define PATH(f) "PATH", FIELD(f), 0, 0, false, NULL
 #define BOOL(f) "yes|no", FIELD(f), 0, 0, false, NULL
 
+/* cluster: a Redis URL that redis_url_parse() takes, so that a typo stops the start. */
+static int cluster_url_check(const char *value, char *err, size_t errlen)
+{
+    struct redis_url u;
+    char why[256];
+    int rc = redis_url_parse(value, &u, why, sizeof(why));
+
+    redis_url_clear(&u);
+    return rc < 0 ? error_set(err, errlen, "cluster: %s", why) : 0;
+}
+
+/* The KIND_PATH directives whose value is checked beyond its not being empty. */
+static const struct {
+    const char *directive;
+    int (*check)(const char *value, char *err, size_t errlen);
+} path_checks[] = {
+    {"cluster", cluster_url_check},
+};
+
 /*
  * Every directive of aviaryd, in the order of the usage text. The parser, -h
  * (config_usage) and --dump-directives (config_dump) all read this table, and
@@ -60,6 +80,9 @@ static const struct directive directives[] = {
     {"mode", KIND_CHOICE, CHOICE(mode, mode_choices), "one anonymous instance, or hosted tenants"},
     {"db", KIND_PATH, PATH(db), "SQLite database file"},
     {"create-db", KIND_BOOL, BOOL(create_db), "cloud: create a db that does not exist yet"},
+    {"cluster", KIND_PATH, "URL", FIELD(cluster_url), 0, 0, false, NULL,
+     "cloud: share the catalog (and messages) through Redis at URL"},
+    {"cluster-ca", KIND_PATH, PATH(cluster_ca), "PEM CAs of a rediss:// cluster's server"},
     {NULL, KIND_LIMITS, NULL, 0, 0, 0, 0, false, NULL, NULL},
     {"tls-cert", KIND_PATH, PATH(tls_cert), "PEM certificate (chain) for tls:// and wss://"},
     {"tls-key", KIND_PATH, PATH(tls_key), "PEM private key of tls-cert"},
@@ -144,6 +167,8 @@ void config_free(struct config *c)
     free(c->tls_cert);
     free(c->tls_key);
     free(c->tls_ca);
+    free(c->cluster_url);
+    free(c->cluster_ca);
     free(c->config_file);
     memset(c, 0, sizeof(*c));
 }
@@ -279,6 +304,10 @@ static int set_path(struct config *c, const struct directive *d, const char *val
 
     if (*value == '\0')
         return error_set(err, errlen, "%s: empty path", d->name);
+    for (size_t i = 0; i < sizeof(path_checks) / sizeof(path_checks[0]); i++)
+        if (strcmp(d->name, path_checks[i].directive) == 0 &&
+            path_checks[i].check(value, err, errlen) < 0)
+            return -1;
     copy = strdup(value);
     if (copy == NULL)
         return error_set(err, errlen, "%s: out of memory", d->name);

@@ -42,6 +42,9 @@ struct config {
     enum config_mode mode;
     char *db;                    /* sqlite path, NULL = none yet (see config_db_path()) */
     bool create_db;              /* cloud: create `db` when it does not exist */
+    char *cluster_url;           /* cloud: Redis URL of the cluster (util/redis_url.h); NULL =
+                                    none: the catalog is `db`'s */
+    char *cluster_ca;            /* CA certificates of a rediss:// cluster's server */
     struct limits limits;        /* set by the limit directives, named in util/limits.h */
     bool utf8_topics_set;        /* utf8-topics given; else config_parse_args() sets it by mode */
     int log_level;               /* enum log_level */
