@@ -20,6 +20,7 @@
 
 #include <event2/event.h>
 
+#include "cloud.h"
 #include "desktop.h"
 #include "broker/broker.h"
 #include "broker/durable.h"
@@ -58,6 +59,7 @@ struct daemon_state {
     size_t listener_count;
     struct event *signals[SIGNAL_COUNT], *drain;
     struct watcher *watcher;  /* cloud mode */
+    int64_t catalog_version;  /* cloud mode in a cluster: the version loaded at start */
     struct tls_server *tls;   /* when tls-cert is set */
     struct ws_server *ws;     /* when a ws:// or wss:// listener is configured */
     struct web *web;          /* what http:// and https:// listeners serve */
@@ -276,7 +278,9 @@ static int check_db_exists(const struct config *cfg)
     const char *path = config_db_path(cfg);
     struct stat st;
 
-    if (cfg->mode != CONFIG_MODE_CLOUD || cfg->create_db || stat(path, &st) == 0)
+    /* In a cluster the file holds only what this node keeps: it is the node's to create. */
+    if (cfg->mode != CONFIG_MODE_CLOUD || cfg->create_db || cfg->cluster_url ||
+        stat(path, &st) == 0)
         return 0;
     if (errno != ENOENT) {
         start_error(cfg, "cannot start in cloud mode: database %s: %s", path, strerror(errno));
@@ -296,10 +300,8 @@ static int start_cloud(struct daemon_state *d, const struct config *cfg)
     char err[512];
     if (check_db_exists(cfg) < 0)
         return -1;
-    struct store *st = store_open(db_path(cfg), err, sizeof(err));
-    struct catalog *cat = st ? catalog_load(st, &cfg->limits, err, sizeof(err)) : NULL;
+    struct catalog *cat = cloud_catalog_load(cfg, &d->catalog_version, err, sizeof(err));
 
-    store_close(st);
     if (!cat) {
         start_error(cfg, "cannot start in cloud mode: %s", err);
         return -1;
@@ -313,7 +315,7 @@ static int start_watcher(struct daemon_state *d, const struct config *cfg)
 {
     char err[512];
 
-    d->watcher = watcher_start(db_path(cfg), &cfg->limits, err, sizeof(err));
+    d->watcher = cloud_watcher_start(cfg, d->catalog_version, err, sizeof(err));
     if (!d->watcher) {
         log_error("cannot watch the database: %s", err);
         return -1;
@@ -325,7 +327,7 @@ static int start_watcher(struct daemon_state *d, const struct config *cfg)
     }
     broker_set_recheck(d->broker, recheck_cb, d);
     /* The management API writes through a thread of its own, never the core's. */
-    d->jobs = jobs_start(db_path(cfg), err, sizeof(err));
+    d->jobs = cloud_jobs_start(cfg, err, sizeof(err));
     if (!d->jobs) {
         log_error("cannot serve the management API: %s", err);
         return -1;
@@ -638,8 +640,9 @@ static int start(struct daemon_state *d, const struct config *cfg)
 static int run(struct daemon_state *d, const struct config *cfg)
 {
     if (cfg->mode == CONFIG_MODE_CLOUD)
-        log_notice("aviaryd %s started in cloud mode with database %s (pid %ld)", PACKAGE_VERSION,
-                   db_path(cfg), (long)getpid());
+        log_notice("aviaryd %s started in cloud mode with database %s%s (pid %ld)", PACKAGE_VERSION,
+                   db_path(cfg), cfg->cluster_url ? " and the cluster's catalog in Redis" : "",
+                   (long)getpid());
     else
         log_notice("aviaryd %s started in desktop mode (pid %ld)", PACKAGE_VERSION, (long)getpid());
     if (event_base_dispatch(d->base) < 0) {

@@ -704,6 +704,55 @@ struct store *store_open_copy(const char *path, char *err, size_t errlen)
     return copy;
 }
 
+/* store_mirror_instances(): one instance of the catalog into the mirror table. */
+struct mirror_state {
+    struct store *to;
+    int rc;
+    char *err;
+    size_t errlen;
+};
+
+static void mirror_instance(void *arg, const struct store_instance *inst)
+{
+    struct mirror_state *m = arg;
+
+    if (m->rc == 0)
+        m->rc = run(m->to, m->err, m->errlen,
+                    "INSERT INTO temp.mirror(name, plan, created, serial) VALUES (?, ?, ?, ?)",
+                    "ssii", inst->name, inst->plan, inst->created, inst->serial);
+}
+
+int store_mirror_instances(struct store *s, struct store *catalog, char *err, size_t errlen)
+{
+    struct mirror_state m = {s, 0, err, errlen};
+    int rc = run(s, err, errlen,
+                 "CREATE TEMP TABLE IF NOT EXISTS mirror (name TEXT PRIMARY KEY, plan TEXT, "
+                 "created INTEGER, serial INTEGER)",
+                 "");
+
+    if (rc < 0 || (rc = tx_begin(s, err, errlen)) < 0)
+        return rc;
+    rc = run(s, err, errlen, "DELETE FROM temp.mirror", "");
+    if (rc == 0)
+        rc = store_instance_list(catalog, mirror_instance, &m, err, errlen);
+    rc = rc < 0 ? rc : m.rc;
+    /* Deleting cascades to the instance's own tokens and limits, which a cluster ignores. */
+    if (rc == 0)
+        rc = run(s, err, errlen,
+                 "DELETE FROM instances WHERE NOT EXISTS (SELECT 1 FROM temp.mirror m "
+                 "WHERE m.name = instances.name AND m.serial = instances.serial)",
+                 "");
+    if (rc == 0)
+        rc = run(s, err, errlen, "INSERT OR IGNORE INTO plans(name) SELECT plan FROM temp.mirror",
+                 "");
+    if (rc == 0)
+        rc = run(s, err, errlen,
+                 "INSERT OR IGNORE INTO instances(name, plan, created, serial) "
+                 "SELECT name, plan, created, serial FROM temp.mirror",
+                 "");
+    return tx_end(s, rc, err, errlen);
+}
+
 /* What the broker keeps (kept_*), all of it; the catalog's tables stay. */
 static const char *const kept_tables_clear =
     "DELETE FROM kept_qos2; DELETE FROM kept_outgoing; DELETE FROM kept_subscriptions;"

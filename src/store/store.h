@@ -96,6 +96,14 @@ int store_serialize(struct store *s, unsigned char **image, size_t *len, char *e
  */
 int store_catalog_only(struct store *s, char *err, size_t errlen);
 
+/*
+ * Make the instances of `s` (a node's own database in a cluster) those of
+ * `catalog` (the cluster's), names and serials, so that what the node kept
+ * for them is loaded and what it kept for deleted ones is dropped
+ * (store/keep.h). Returns 0 or STORE_E_*.
+ */
+int store_mirror_instances(struct store *s, struct store *catalog, char *err, size_t errlen);
+
 void store_close(struct store *s);
 
 /*

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "store/shared.h"
 #include "store/store.h"
 #include "util/log.h"
 #include "util/mailbox.h"
@@ -15,14 +16,40 @@
 struct jobs {
     pthread_t thread;
     bool thread_started;
-    struct store *store;  /* the thread's, once it runs */
-    struct mailbox *done; /* finished jobs, for the core thread */
+    struct store *store;   /* the thread's, once it runs; NULL in a cluster */
+    struct shared *shared; /* in a cluster: the catalog in Redis (the thread's) */
+    struct mailbox *done;  /* finished jobs, for the core thread */
 
     pthread_mutex_t lock; /* guards what follows */
     pthread_cond_t wake;
     bool stop;
     struct job *head, *tail; /* submitted, not yet run */
 };
+
+/* shared_change()'s change: the job, on the catalog as fetched. */
+static int run_on_catalog(void *arg, struct store *s)
+{
+    struct job *j = arg;
+
+    j->run(j, s);
+    return 0;
+}
+
+/* Run `j` on the database, or in a cluster on the catalog in Redis: fetch, run, publish. */
+static void jobs_run(struct jobs *js, struct job *j)
+{
+    char err[512];
+
+    if (!js->shared) {
+        j->run(j, js->store);
+        return;
+    }
+    int rc = shared_change(js->shared, false, run_on_catalog, j, NULL, err, sizeof(err));
+    if (rc < 0) {
+        log_warning("management API: %s", err);
+        j->fail(j, err);
+    }
+}
 
 static void *jobs_main(void *arg)
 {
@@ -38,7 +65,7 @@ static void *jobs_main(void *arg)
         if (!(js->head = j->next))
             js->tail = NULL;
         pthread_mutex_unlock(&js->lock);
-        j->run(j, js->store);
+        jobs_run(js, j);
         /* The mailbox grows by a pointer; should even that fail, the job waits for memory. */
         while (mailbox_put(js->done, j) < 0) {
             log_warning("management API: out of memory handing a finished job back; retrying");
@@ -51,7 +78,8 @@ static void *jobs_main(void *arg)
     return NULL;
 }
 
-struct jobs *jobs_start(const char *path, char *err, size_t errlen)
+/* Jobs with nothing to work on yet, or NULL. */
+static struct jobs *jobs_new(char *err, size_t errlen)
 {
     struct jobs *js = calloc(1, sizeof(*js));
 
@@ -61,8 +89,12 @@ struct jobs *jobs_start(const char *path, char *err, size_t errlen)
     }
     pthread_mutex_init(&js->lock, NULL);
     pthread_cond_init(&js->wake, NULL);
-    if (!(js->store = store_open(path, err, errlen)))
-        goto fail;
+    return js;
+}
+
+/* Start the thread of `js`; frees `js` on failure. */
+static struct jobs *jobs_run_thread(struct jobs *js, char *err, size_t errlen)
+{
     if (!(js->done = mailbox_new("jobs"))) {
         snprintf(err, errlen, "cannot create the management API's pipe: %s", strerror(errno));
         goto fail;
@@ -77,6 +109,34 @@ struct jobs *jobs_start(const char *path, char *err, size_t errlen)
 fail:
     jobs_stop(js);
     return NULL;
+}
+
+struct jobs *jobs_start(const char *path, char *err, size_t errlen)
+{
+    struct jobs *js = jobs_new(err, errlen);
+
+    if (!js)
+        return NULL;
+    if (!(js->store = store_open(path, err, errlen))) {
+        jobs_stop(js);
+        return NULL;
+    }
+    return jobs_run_thread(js, err, errlen);
+}
+
+struct jobs *jobs_start_shared(const struct redis_url *url, const char *ca_file, char *err,
+                               size_t errlen)
+{
+    struct jobs *js = jobs_new(err, errlen);
+
+    if (!js)
+        return NULL;
+    if (!(js->shared = shared_new(url, ca_file))) {
+        snprintf(err, errlen, "out of memory");
+        jobs_stop(js);
+        return NULL;
+    }
+    return jobs_run_thread(js, err, errlen);
 }
 
 void jobs_submit(struct jobs *js, struct job *j)
@@ -129,6 +189,7 @@ void jobs_stop(struct jobs *js)
     }
     mailbox_free(js->done, release_job);
     store_close(js->store);
+    shared_free(js->shared);
     pthread_cond_destroy(&js->wake);
     pthread_mutex_destroy(&js->lock);
     free(js);

@@ -17,15 +17,22 @@
 
 #include <stddef.h>
 
+struct redis_url;
 struct store;
 struct jobs;
 
-/* Embed it in the job's own struct. */
+/*
+ * Embed it in the job's own struct. In a cluster, `run` works on the
+ * catalog fetched from Redis, and runs again on a fresh one when another
+ * writer published first (store/shared.h): it must start afresh each time.
+ */
 struct job {
-    void (*run)(struct job *j, struct store *s); /* in the jobs thread */
-    void (*done)(struct job *j);                 /* core thread, after run */
-    void (*release)(struct job *j);              /* core thread, at jobs_stop: never run or done */
-    struct job *next;                            /* the queue's */
+    void (*run)(struct job *j, struct store *s);  /* in the jobs thread */
+    void (*fail)(struct job *j, const char *err); /* jobs thread, in a cluster: Redis failed it
+                                                     (after or instead of run) */
+    void (*done)(struct job *j);                  /* core thread, after run */
+    void (*release)(struct job *j);               /* core thread, at jobs_stop: never run or done */
+    struct job *next;                             /* the queue's */
 };
 
 /*
@@ -33,6 +40,13 @@ struct job {
  * Returns the jobs, or NULL with the reason in `err`.
  */
 struct jobs *jobs_start(const char *path, char *err, size_t errlen);
+
+/*
+ * The same for a cluster: each job runs on the catalog in Redis at `url`
+ * (ca_file: see shared_new()), which a job that changes it publishes.
+ */
+struct jobs *jobs_start_shared(const struct redis_url *url, const char *ca_file, char *err,
+                               size_t errlen);
 
 /* Queue `j` (the thread's now). */
 void jobs_submit(struct jobs *js, struct job *j);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "store/shared.h"
 #include "store/store.h"
 #include "util/log.h"
 #include "util/mailbox.h"
@@ -16,9 +17,11 @@
 struct watcher {
     pthread_t thread;
     bool thread_started;
-    struct store *store;     /* used by the thread only, once it runs */
+    struct store *store;     /* used by the thread only, once it runs; NULL in a cluster */
+    struct shared *shared;   /* in a cluster: the catalog in Redis (the thread's) */
+    bool failing;            /* in a cluster: the last poll failed, and said so once */
     struct mailbox *mailbox; /* at most one catalog, loaded and not yet taken */
-    int64_t version;         /* data_version of the catalog last loaded */
+    int64_t version;         /* data_version (in a cluster: the catalog's version) last loaded */
 
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t wake;
@@ -29,8 +32,8 @@ struct watcher {
     uint64_t look_done;  /* every look up to this one has been made */
 };
 
-/* Load a catalog with the current base limits and put it in the mailbox; 0 or -1. */
-static int watcher_load(struct watcher *w)
+/* Load a catalog from `s` with the current base limits and put it in the mailbox; 0 or -1. */
+static int watcher_load(struct watcher *w, struct store *s)
 {
     char err[256];
 
@@ -39,7 +42,7 @@ static int watcher_load(struct watcher *w)
     w->reload = false;
     pthread_mutex_unlock(&w->lock);
 
-    struct catalog *cat = catalog_load(w->store, &base, err, sizeof(err));
+    struct catalog *cat = catalog_load(s, &base, err, sizeof(err));
     if (!cat) {
         log_warning("store: cannot reload instances and tokens: %s (keeping the previous ones, "
                     "trying again)",
@@ -56,6 +59,45 @@ static int watcher_load(struct watcher *w)
     /* Never seen by the core thread: its tokens have no other references. */
     catalog_free(stale);
     return 0;
+}
+
+/* One poll of the database file: load when its data_version moved (or `reload`). */
+static void watcher_poll_file(struct watcher *w, bool reload)
+{
+    /* The version first: a change committed during the load is then seen as one. */
+    int64_t version = store_data_version(w->store);
+
+    if (version < 0)
+        log_warning("store: cannot read the database's data_version");
+    else if ((version != w->version || reload) && watcher_load(w, w->store) == 0)
+        w->version = version; /* a failed load is tried again at the next poll */
+}
+
+/*
+ * One poll of the cluster's Redis: load when the catalog's version moved (or
+ * `reload`). A failure keeps the catalog in force and is logged once, and
+ * its end once.
+ */
+static void watcher_poll_shared(struct watcher *w, bool reload)
+{
+    char err[512];
+    struct store *s = NULL;
+    int64_t version;
+    int rc = shared_version(w->shared, &version, err, sizeof(err));
+
+    if (rc == 0 && (version != w->version || reload))
+        rc = shared_fetch(w->shared, false, &s, &version, err, sizeof(err));
+    if (rc < 0 && !w->failing)
+        log_warning("catalog: Redis at %s %s: %s; keeping the catalog of version %lld",
+                    shared_shown(w->shared), rc == SHARED_E_REDIS ? "unreachable" : "unusable", err,
+                    (long long)w->version);
+    if (rc == 0 && w->failing)
+        log_notice("catalog: Redis at %s answers again (catalog version %lld)",
+                   shared_shown(w->shared), (long long)version);
+    w->failing = rc < 0;
+    if (s && watcher_load(w, s) == 0)
+        w->version = version;
+    store_close(s);
 }
 
 static void *watcher_main(void *arg)
@@ -79,12 +121,10 @@ static void *watcher_main(void *arg)
         uint64_t look = w->look_asked;
         pthread_mutex_unlock(&w->lock);
 
-        /* The version first: a change committed during the load is then seen as one. */
-        int64_t version = store_data_version(w->store);
-        if (version < 0)
-            log_warning("store: cannot read the database's data_version");
-        else if ((version != w->version || reload) && watcher_load(w) == 0)
-            w->version = version; /* a failed load is tried again at the next poll */
+        if (w->shared)
+            watcher_poll_shared(w, reload);
+        else
+            watcher_poll_file(w, reload);
         pthread_mutex_lock(&w->lock);
         if (look > w->look_done) {
             /* After the mailbox: the core takes the catalog before it hears the look is done. */
@@ -96,7 +136,8 @@ static void *watcher_main(void *arg)
     return NULL;
 }
 
-struct watcher *watcher_start(const char *path, const struct limits *base, char *err, size_t errlen)
+/* A watcher with nothing to follow yet, or NULL. */
+static struct watcher *watcher_new(const struct limits *base, char *err, size_t errlen)
 {
     struct watcher *w = calloc(1, sizeof(*w));
 
@@ -113,8 +154,12 @@ struct watcher *watcher_start(const char *path, const struct limits *base, char 
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&w->wake, &attr);
     pthread_condattr_destroy(&attr);
-    if (!(w->store = store_open(path, err, errlen)))
-        goto fail;
+    return w;
+}
+
+/* Start the thread of `w`, which follows its store or its Redis; frees `w` on failure. */
+static struct watcher *watcher_run(struct watcher *w, char *err, size_t errlen)
+{
     if (!(w->mailbox = mailbox_new("store"))) {
         snprintf(err, errlen, "cannot create the watcher's pipe: %s", strerror(errno));
         goto fail;
@@ -139,6 +184,36 @@ int watcher_fd(const struct watcher *w)
 struct catalog *watcher_take(struct watcher *w)
 {
     return mailbox_take(w->mailbox);
+}
+
+struct watcher *watcher_start(const char *path, const struct limits *base, char *err, size_t errlen)
+{
+    struct watcher *w = watcher_new(base, err, errlen);
+
+    if (!w)
+        return NULL;
+    if (!(w->store = store_open(path, err, errlen))) {
+        watcher_stop(w);
+        return NULL;
+    }
+    return watcher_run(w, err, errlen);
+}
+
+struct watcher *watcher_start_shared(const struct redis_url *url, const char *ca_file,
+                                     int64_t version, const struct limits *base, char *err,
+                                     size_t errlen)
+{
+    struct watcher *w = watcher_new(base, err, errlen);
+
+    if (!w)
+        return NULL;
+    if (!(w->shared = shared_new(url, ca_file))) {
+        snprintf(err, errlen, "out of memory");
+        watcher_stop(w);
+        return NULL;
+    }
+    w->version = version;
+    return watcher_run(w, err, errlen);
 }
 
 void watcher_look(struct watcher *w, uint64_t n)
@@ -187,6 +262,7 @@ void watcher_stop(struct watcher *w)
     }
     mailbox_free(w->mailbox, release_catalog);
     store_close(w->store);
+    shared_free(w->shared);
     pthread_cond_destroy(&w->wake);
     pthread_mutex_destroy(&w->lock);
     free(w);

@@ -1,7 +1,8 @@
 /*
  * watcher — keeps the broker's catalog in step with the database.
  *
- * aviaryctl writes the database while the broker runs. A watcher thread
+ * aviaryctl writes the database (or, in a cluster, the catalog in Redis:
+ * store/shared.h) while the broker runs. A watcher thread
  * polls SQLite's data_version every WATCHER_INTERVAL_MS and, when it
  * changed, loads a new catalog off the core thread, so the event loop never
  * waits on the disk. The new catalog waits in a mailbox (util/mailbox.h)
@@ -18,6 +19,7 @@
 
 #include "tenancy/catalog.h"
 #include "util/limits.h"
+#include "util/redis_url.h"
 
 /* Changes reach the broker within this much (plus the load time). */
 #define WATCHER_INTERVAL_MS 500
@@ -33,6 +35,17 @@ struct watcher;
  */
 struct watcher *watcher_start(const char *path, const struct limits *base, char *err,
                               size_t errlen);
+
+/*
+ * The same for a cluster: the thread follows the catalog in Redis at `url`
+ * (ca_file: see shared_new()) instead of a file, polling its version every
+ * WATCHER_INTERVAL_MS; `version` is that of the catalog the caller loaded at
+ * start. While Redis cannot be reached the catalog in force stays, a
+ * warning says so once, and each poll tries again.
+ */
+struct watcher *watcher_start_shared(const struct redis_url *url, const char *ca_file,
+                                     int64_t version, const struct limits *base, char *err,
+                                     size_t errlen);
 
 /* Becomes readable when a new catalog waits. */
 int watcher_fd(const struct watcher *w);

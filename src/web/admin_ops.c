@@ -181,13 +181,25 @@ static int run_op(struct admin_call *c, struct store *s, FILE *out, char *err, s
     }
 }
 
+/* The answer so far dropped: a run again (in a cluster, after a conflict) starts afresh. */
+static void answer_drop(struct admin_call *c)
+{
+    if (c->answer)
+        explicit_bzero(c->answer, c->answer_len); /* a new token's secret */
+    free(c->answer);
+    c->answer = NULL;
+    c->answer_len = 0;
+}
+
 void admin_ops_run(struct job *j, struct store *s)
 {
     struct admin_call *c = (struct admin_call *)j;
     char err[768] = "out of memory";
-    FILE *out = open_memstream(&c->answer, &c->answer_len);
     int rc = STORE_E_NOMEM;
 
+    answer_drop(c);
+    c->changed = false;
+    FILE *out = open_memstream(&c->answer, &c->answer_len);
     c->status = 200;
     if (out) {
         rc = run_op(c, s, out, err, sizeof(err));
@@ -206,6 +218,18 @@ void admin_ops_run(struct job *j, struct store *s)
     c->answer_len = c->answer ? strlen(c->answer) : 0;
 }
 
+/* In a cluster: Redis could not be read or written, so nothing changed. */
+static void admin_ops_fail(struct job *j, const char *err)
+{
+    struct admin_call *c = (struct admin_call *)j;
+
+    answer_drop(c);
+    c->changed = false;
+    c->status = 503;
+    c->answer = strdup(err);
+    c->answer_len = c->answer ? strlen(c->answer) : 0;
+}
+
 struct admin_call *admin_call_new(struct web *w, struct http_request *req, enum admin_op op)
 {
     struct admin_call *c = calloc(1, sizeof(*c));
@@ -216,6 +240,7 @@ struct admin_call *admin_call_new(struct web *w, struct http_request *req, enum 
     c->req = req;
     c->op = op;
     c->job.run = admin_ops_run;
+    c->job.fail = admin_ops_fail;
     manage_token_init(&c->token, NULL);
     return c;
 }
@@ -224,9 +249,7 @@ void admin_call_free(struct admin_call *c)
 {
     if (!c)
         return;
-    if (c->answer)
-        explicit_bzero(c->answer, c->answer_len); /* a new token's secret */
-    free(c->answer);
+    answer_drop(c);
     free(c->name);
     free(c->id);
     free(c->limits);
