@@ -10,7 +10,9 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <libgen.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -1077,6 +1079,34 @@ static int cluster_upload(struct ctl *ctl, const struct args *a)
     return 0;
 }
 
+/*
+ * `len` bytes into `path`, as the file backup writes: beside it first,
+ * readable by its owner only, then renamed over it. 0, or -1 with errno.
+ */
+static int write_private(const char *path, const void *data, size_t len)
+{
+    char tmp[PATH_MAX];
+    int saved;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    bool ok = write(fd, data, len) == (ssize_t)len;
+    ok = fsync(fd) == 0 && ok;
+    saved = errno;
+    ok = close(fd) == 0 && ok;
+    if (ok && rename(tmp, path) == 0)
+        return 0;
+    saved = errno ? errno : saved;
+    unlink(tmp);
+    errno = saved ? saved : EIO;
+    return -1;
+}
+
 /* backup FILE with --cluster: the catalog as it is now, as an SQLite file. */
 static int cluster_backup(struct ctl *ctl, const struct args *a)
 {
@@ -1093,11 +1123,9 @@ static int cluster_backup(struct ctl *ctl, const struct args *a)
     }
     if (rc < 0)
         return shared_failed(rc, err);
-    FILE *f = fopen(a->operands[0], "wbx");
-    bool ok = f && fwrite(image, 1, len, f) == len;
-    ok = f && fclose(f) == 0 && ok;
+    rc = write_private(a->operands[0], image, len);
     free(image);
-    if (!ok)
+    if (rc < 0)
         return complain(CTL_EXIT_DB, "backup: cannot write %s: %s", a->operands[0],
                         strerror(errno));
     report(

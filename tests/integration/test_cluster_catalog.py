@@ -139,6 +139,12 @@ def test_init_from_uploads_an_existing_database():
         check("holds a catalog already" in err, "message: %r" % err)
         with node(r) as n:
             cloud_login(n.port, "old", secret).ping()
+        # backup: the catalog as an SQLite file, which aviaryctl --db reads
+        copy = os.path.join(os.path.dirname(cloud_db()), "copy.db")
+        cok(r.url, "backup", copy)
+        check_equal(os.stat(copy).st_mode & 0o777, 0o600, "the copy's mode")
+        listed = json.loads(ctl(copy, "--json", "instance", "list"))
+        check_equal([i["name"] for i in listed], ["old"], "instances in the backup")
     rc, _, err = run_plain_init_from(db)
     check_equal(rc, 1, "init --from without --cluster (stderr %r)" % err)
 
