@@ -22,6 +22,7 @@ from aviary_test import (  # noqa: E402
 from mqtt5 import cloud_login5  # noqa: E402
 from redis_server import RedisServer, free_port  # noqa: E402
 from test_admin_api import Api  # noqa: E402
+from test_tls import _ca, _cert  # noqa: E402
 
 REVOKED_WITHIN = 1.5  # the watcher polls Redis every 0.5 s; a node closes within that
 
@@ -289,6 +290,31 @@ def test_a_node_keeps_its_retained_messages_across_a_restart():
             p = c.receive(what="the retained message the node kept")
             check_equal((p.topic, p.payload, p.retain), ("kept/topic", b"still here", True),
                         "the retained message kept by the node (topic, payload, retain)")
+
+def test_rediss_checks_the_server_certificate():
+    crt, key = _cert("redis", "redis-ca", server=True)  # for IP:127.0.0.1 and DNS:localhost
+    ca, other_ca = _ca("redis-ca"), _ca("other-ca")
+    tls_port = free_port()
+    with RedisServer(extra_args=["--tls-port", tls_port, "--tls-cert-file", crt,
+                                 "--tls-key-file", key, "--tls-ca-cert-file", ca,
+                                 "--tls-auth-clients", "no"]) as r:
+        url = "rediss://%s:%d" % (HOST, tls_port)
+        for args, what in (((), "the system's CAs"), (("--cluster-ca", other_ca), "another CA")):
+            rc, _, err = cctl(url, *args, "init")
+            check_equal(rc, 2, "init over TLS with %s (stderr %r)" % (what, err))
+            check("TLS handshake failed" in err and url in err, "message: %r" % err)
+        rc, _, err = cctl(url, "--cluster-ca", os.path.join(os.path.dirname(ca), "none.crt"),
+                          "init")
+        check_equal(rc, 2, "a CA file that is not there (stderr %r)" % err)
+        cok(url, "--cluster-ca", ca, "init")
+        cok(url, "--cluster-ca", ca, "instance", "create", "acme")
+        # by name: the certificate's DNS name is checked (and SNI sent)
+        secret = json.loads(cok("rediss://localhost:%d" % tls_port, "--cluster-ca", ca, "--json",
+                                "token", "create", "acme"))["secret"]
+        check_equal(version(r), 3, "the catalog written over TLS")
+        with node(r, "--cluster-ca", ca, url=url) as n:
+            cloud_login(n.port, "acme", secret).ping()
+
 
 if __name__ == "__main__":
     run_tests(globals())
