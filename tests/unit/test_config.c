@@ -143,6 +143,26 @@ START_TEST(test_free_then_init_reuses_the_struct)
 }
 END_TEST
 
+START_TEST(test_cluster_takes_a_redis_url_and_refuses_others)
+{
+    struct config c;
+    char err[ERRLEN];
+
+    config_init(&c);
+    ck_assert_msg(config_set(&c, "cluster", "redis://:pw@10.0.0.5:6380/2", err, sizeof(err)) == 0,
+                  "%s", err);
+    ck_assert_str_eq(c.cluster_url, "redis://:pw@10.0.0.5:6380/2");
+    ck_assert_int_eq(config_set(&c, "cluster-ca", "/etc/aviary/redis-ca.crt", err, sizeof(err)), 0);
+    ck_assert_str_eq(c.cluster_ca, "/etc/aviary/redis-ca.crt");
+    /* a bad URL is an error at start, and the one in force stays */
+    ck_assert_int_eq(config_set(&c, "cluster", "http://10.0.0.5", err, sizeof(err)), -1);
+    ck_assert_msg(strncmp(err, "cluster: ", 9) == 0, "%s", err);
+    ck_assert_str_eq(c.cluster_url, "redis://:pw@10.0.0.5:6380/2");
+    config_free(&c);
+    expect_set_error("cluster", "", "cluster: empty path");
+}
+END_TEST
+
 /* ---- the file ------------------------------------------------------------ */
 
 static const char every_directive[] = "listen tcp://0.0.0.0:1883\n"
@@ -1704,6 +1724,7 @@ static Suite *config_suite(void)
     tc = tcase_create("defaults");
     tcase_add_test(tc, test_defaults_are_desktop_mode_with_spec_limits);
     tcase_add_test(tc, test_free_then_init_reuses_the_struct);
+    tcase_add_test(tc, test_cluster_takes_a_redis_url_and_refuses_others);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("file");
