@@ -222,10 +222,15 @@ def test_a_wrong_password_is_a_clear_error():
         rc, log = start_failure("--mode", "cloud", "--cluster", bad, "--db", cloud_db())
         check_equal(rc, 1, "aviaryd's exit status (log %r)" % log)
         check("WRONGPASS" in log, "aviaryd's message: %r" % log)
-        cok(r.url, "init")
-        cok(r.url, "instance", "create", "acme")
-        _, secret = ctoken(r.url, "acme")
-        with node(r) as n:
+        # AUTH with a user (the ACL form) and SELECT of a database other than 0
+        url = "redis://default:right-one@%s:%d/2" % (HOST, r.port)
+        cok(url, "init")
+        cok(url, "instance", "create", "acme")
+        _, secret = ctoken(url, "acme")
+        check_equal(r.cli("-n", "2", "GET", "aviary:catalog:version").strip(), "3",
+                    "the version in database 2")
+        check_equal(r.cli("EXISTS", "aviary:catalog:version").strip(), "0", "nothing in 0")
+        with node(r, url=url) as n:
             cloud_login(n.port, "acme", secret).ping()
 
 
@@ -248,6 +253,16 @@ def test_aviaryctl_without_redis_exits_2_naming_the_url():
                            stdin=subprocess.DEVNULL)
         check_equal(r.returncode, 0, "init through AVIARY_CLUSTER (stderr %r)" % r.stderr)
         check_equal(version(red), 1, "the catalog is in Redis")
+        # the cluster directive of -c, as aviaryd reads it
+        conf = os.path.join(os.path.dirname(cloud_db()), "aviary.conf")
+        with open(conf, "w") as f:
+            f.write("mode cloud\ncluster %s\n" % red.url)
+        r = run([aviaryctl_path(), "-c", conf, "instance", "create", "fromconf"])
+        check_equal(r.returncode, 0, "instance create with -c (stderr %r)" % r.stderr)
+        check("fromconf" in cok(red.url, "instance", "list"), "the instance is in Redis")
+        # --db and --cluster name two catalogs
+        rc, _, err = cctl(red.url, "--db", cloud_db(), "instance", "list")
+        check_equal(rc, 1, "--cluster with --db (stderr %r)" % err)
 
 
 def test_a_token_made_through_the_api_on_one_node_works_on_the_other():
