@@ -114,7 +114,8 @@ def test_a_revoked_token_closes_its_connections_on_every_node():
             for c in clients:
                 c.expect_disconnect(0x98, REVOKED_WITHIN + 1.0, "token revoked on the cluster")
             took = time.monotonic() - began
-            check(took < REVOKED_WITHIN + 0.5, "closed only after %.2f s" % took)
+            check(took < REVOKED_WITHIN, "closed only after %.2f s" % took)
+            print("# closed on both nodes %.2f s after aviaryctl started" % took)
             for b in (n1, n2):
                 cloud_login(b.port, "acme", secret, expect_rc=4).close()
             for s in survivors:
