@@ -12,6 +12,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +183,29 @@ static int tls_handshake(struct redis_client *c, const struct redis_url *url, ui
     }
 }
 
+/*
+ * OpenSSL writes to the socket without MSG_NOSIGNAL: a server that went away
+ * would raise SIGPIPE, which kills aviaryctl. Block it in this thread around
+ * the write and take back one raised meanwhile (that one can only be ours:
+ * it was blocked and not pending before).
+ */
+static int tls_write(SSL *ssl, const void *buf, int len)
+{
+    sigset_t pipe_set, old, pending;
+    struct timespec zero = {0, 0};
+
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE);
+    int rc = SSL_write(ssl, buf, len);
+    if (!was_pending)
+        sigtimedwait(&pipe_set, NULL, &zero);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
 /* Write all `len` bytes by the deadline. */
 static int send_all(struct redis_client *c, const char *buf, size_t len, uint64_t deadline,
                     char *err, size_t errlen)
@@ -191,7 +216,7 @@ static int send_all(struct redis_client *c, const char *buf, size_t len, uint64_
         ssize_t n;
         short want = POLLOUT;
         if (c->ssl) {
-            int rc = SSL_write(c->ssl, buf, (int)(len > INT32_MAX ? INT32_MAX : len));
+            int rc = tls_write(c->ssl, buf, (int)(len > INT32_MAX ? INT32_MAX : len));
             n = rc > 0 ? rc : -1;
             int e = rc > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, rc);
             if (e == SSL_ERROR_WANT_READ)
@@ -374,8 +399,7 @@ void redis_client_close(struct redis_client *c)
 {
     if (!c)
         return;
-    if (c->ssl && !c->broken)
-        SSL_shutdown(c->ssl); /* one close_notify, not waited for */
+    /* No close_notify: a server gone would answer it with SIGPIPE, and Redis needs none. */
     SSL_free(c->ssl);
     SSL_CTX_free(c->ctx);
     if (c->fd >= 0)
