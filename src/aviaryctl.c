@@ -135,6 +135,7 @@ struct ctl {
     size_t len;
     const char *db_path;
     struct shared *shared; /* --cluster: the catalog in Redis, not the file at db_path */
+    bool confirmed;        /* instance delete was answered yes: a run again asks no more */
     struct limits base;    /* the configuration's limits: the defaults, or the -c file's */
     bool json;
     struct store *store;
@@ -528,10 +529,11 @@ static int confirm_delete(struct ctl *ctl, const char *name)
 static int cmd_instance_delete(struct ctl *ctl, const struct args *a)
 {
     char err[512];
-    int rc = (a->flags & OPT_YES) ? 0 : confirm_delete(ctl, a->operands[0]);
+    int rc = (a->flags & OPT_YES) || ctl->confirmed ? 0 : confirm_delete(ctl, a->operands[0]);
 
     if (rc != 0)
         return rc;
+    ctl->confirmed = true;
     rc = store_instance_delete(ctl->store, a->operands[0], err, sizeof(err));
 
     if (rc < 0)
