@@ -696,6 +696,8 @@ static int connect_accept(struct conn *c, struct connecting *cn)
              ck->clean, c->keepalive, expiry, cn->session_present ? ", session resumed" : "");
     if (rc < 0)
         return -1;
+    if (c->broker->cluster)
+        c->broker->cluster->claim(c->broker->cluster, cn->inst, c);
     systopic_connected(cn->inst, cn->client_id, link_transport_name(c->link.meta.transport),
                        ck->version, c->link.meta.peer);
     if (cn->session_present)

@@ -40,6 +40,8 @@ struct instance *instance_new(struct broker *b, const char *name, const struct l
     }
     topic_tree_set_account(inst->tree, inst->account);
     inst->sys.sample_ms = clock_ms(); /* $info's first rates count from here */
+    if (b->cluster)
+        b->cluster->instance_added(b->cluster, inst);
     return inst;
 }
 
@@ -64,6 +66,8 @@ void instance_free(struct instance *inst)
 {
     if (!inst)
         return;
+    if (inst->broker->cluster)
+        inst->broker->cluster->instance_removed(inst->broker->cluster, inst);
     tap_all_gone(&inst->taps);
     /* Its sessions went first (broker_drop_instance): they held its share groups. */
     instance_sys_free(&inst->sys);

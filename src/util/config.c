@@ -64,6 +64,8 @@ static const struct directive directives[] = {
     {"tls-cert", KIND_PATH, PATH(tls_cert), "PEM certificate (chain) for tls:// and wss://"},
     {"tls-key", KIND_PATH, PATH(tls_key), "PEM private key of tls-cert"},
     {"tls-ca", KIND_PATH, PATH(tls_ca), "PEM CAs that client certificates must chain to"},
+    {"cluster", KIND_PATH, PATH(cluster_url), "join the cluster whose Redis is at this URL"},
+    {"cluster-ca", KIND_PATH, PATH(cluster_ca), "PEM CAs a rediss:// server must chain to"},
     {"tls-client-cert", KIND_CHOICE, CHOICE(tls_client_cert, client_cert_choices),
      "ask TLS clients for a certificate"},
     {"password-file", KIND_PATH, PATH(password_file),
@@ -141,6 +143,8 @@ void config_free(struct config *c)
     free(c->db);
     free(c->pid_file);
     free(c->password_file);
+    free(c->cluster_url);
+    free(c->cluster_ca);
     free(c->tls_cert);
     free(c->tls_key);
     free(c->tls_ca);

@@ -59,6 +59,8 @@ struct config {
     char *tls_cert;              /* PEM certificate chain for tls:// and wss://; NULL = none */
     char *tls_key;               /* its private key */
     char *tls_ca;                /* CA certificates for client certificates */
+    char *cluster_url;           /* redis:// or rediss:// of the cluster; NULL: alone */
+    char *cluster_ca;            /* CAs for rediss://; NULL: the system's */
     enum config_client_cert tls_client_cert;
 };
 
