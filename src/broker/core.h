@@ -29,6 +29,7 @@ struct event_base;
 struct conn;
 struct durable;
 struct instance;
+struct journal_record;
 struct message;
 struct session;
 
@@ -64,6 +65,23 @@ struct broker_cluster {
     /* An instance was made here (its stream is followed) or is being freed. */
     void (*instance_added)(struct broker_cluster *cl, struct instance *inst);
     void (*instance_removed)(struct broker_cluster *cl, struct instance *inst);
+    /*
+     * A change to persistent session `s`, as the journal describes one
+     * (SESSION_PUT or _DROP, SUB_PUT or _DROP, OUT_PUT with the message `m`
+     * it holds, OUT_DROP): written to the session's copy in Redis.
+     */
+    void (*session_record)(struct broker_cluster *cl, struct session *s,
+                           const struct journal_record *r, const struct message *m);
+    /*
+     * `c` asks to resume persistent session `client_id`, which this node
+     * does not hold: true when its copy is being fetched from Redis (the
+     * CONNECT waits unread, c->cluster_waiting, until it is in the
+     * instance's sessions and client_read_again() reads it again).
+     */
+    bool (*fetch_session)(struct broker_cluster *cl, struct instance *inst, const char *client_id,
+                          struct conn *c);
+    /* `c`, which waited for a fetch, is closing. */
+    void (*forget)(struct broker_cluster *cl, struct conn *c);
 };
 
 /* What the cluster did, for /metrics. */
@@ -75,6 +93,7 @@ struct broker_cluster_stats {
     uint64_t bad;        /* records that were not well formed, dropped */
     uint64_t taken_over; /* connections ended by a login on another node */
     uint64_t losses;     /* times the connection to Redis was lost */
+    uint64_t fetched;    /* persistent sessions taken from Redis at a login */
 };
 
 struct broker_match {
@@ -136,6 +155,7 @@ struct broker {
     unsigned routing;               /* >0 while a walk of some topic tree is delivering */
     struct broker_cluster *cluster; /* NULL: a node alone; the program's */
     struct broker_cluster_stats cluster_stats;
+    uint64_t mirror_seq; /* places of outgoing messages, when the database gives none */
 
     /* Routing scratch reused by every publish (core thread only). */
     struct broker_match *matches;

@@ -550,6 +550,22 @@ static int connect_client_id(struct conn *c, struct connecting *cn)
  * sets cn->s (the id's session, if any) and the expiry granted. Returns 0,
  * or -1 after refusing.
  */
+/*
+ * In a cluster, a persistent session this node does not hold may be in
+ * Redis, left by the node its client was on: the CONNECT waits, unread, until
+ * it is here (once per connection). Returns 0 or LOGIN_WAITS.
+ */
+static int connect_fetch_session(struct conn *c, struct connecting *cn)
+{
+    struct broker_cluster *cl = c->broker->cluster;
+
+    if (!cl || cn->ck->clean || c->cluster_fetched ||
+        strmap_get(&cn->inst->sessions, cn->client_id))
+        return 0;
+    c->cluster_fetched = true;
+    return cl->fetch_session(cl, cn->inst, cn->client_id, c) ? LOGIN_WAITS : 0;
+}
+
 static int connect_quotas(struct conn *c, struct connecting *cn)
 {
     struct instance *inst = cn->inst;
@@ -728,6 +744,8 @@ int handle_connect(struct conn *c, const struct mqtt_packet *p)
     if (rc == 0)
         rc = connect_client_id(c, &cn);
     if (rc == 0)
+        rc = connect_fetch_session(c, &cn);
+    if (rc == 0)
         rc = connect_quotas(c, &cn);
     if (rc == 0)
         rc = connect_will(c, &cn);
@@ -740,6 +758,9 @@ int handle_connect(struct conn *c, const struct mqtt_packet *p)
     if (rc < 0)
         connect_refused(c, &cn);
     scratch_free(&cn.id);
-    /* A login that waits is no failure: the CONNECT stays unread until the broker looked again. */
+    /*
+     * A login that waits is no failure: the CONNECT stays unread until the
+     * broker looked again, or its session came from the cluster.
+     */
     return rc == LOGIN_WAITS ? 0 : rc;
 }

@@ -16,7 +16,9 @@
 #include "broker/message.h"
 #include "broker/route.h"
 #include "broker/session.h"
+#include "cluster/bridge.h"
 #include "cluster/redis_link.h"
+#include "cluster/sessions.h"
 #include "cluster/stream.h"
 #include "codec/codec.h"
 #include "util/clock.h"
@@ -73,10 +75,11 @@ struct cluster {
     char shown[300]; /* the URL for the log, password hidden */
     char node[HEX_SIZE(NODE_ID_BYTES)];
     SSL_CTX *tls;
-    struct redis_link *cmd; /* SPUBLISH, HSET, HGETALL */
-    struct redis_link *sub; /* SSUBSCRIBE and the messages */
-    struct strmap follows;  /* instance name -> struct follow (owned) */
-    bool warned;            /* the loss was logged: not again until connected */
+    struct redis_link *cmd;    /* SPUBLISH, HSET, HGETALL */
+    struct redis_link *sub;    /* SSUBSCRIBE and the messages */
+    struct strmap follows;     /* instance name -> struct follow (owned) */
+    struct sessions *sessions; /* persistent sessions in Redis */
+    bool warned;               /* the loss was logged: not again until connected */
 };
 
 static struct cluster *of(struct broker_cluster *h)
@@ -89,44 +92,11 @@ static bool connected(const struct cluster *cl)
     return cl->broker->cluster_stats.connected;
 }
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static struct instance *instance_named(struct broker *b, const char *name)
-{
-    if (b->cloud)
-        return strmap_get(&b->instances, name);
-    return b->local && !strcmp(b->local->name, name) ? b->local : NULL;
-}
-
 /* ---- records in, to this node's sessions ---- */
-
-/* The message a record carries, charged to `inst`; NULL when out of memory (logged). */
-static struct message *message_of(struct instance *inst, const struct stream_message *sm)
-{
-    struct message_v5 v5 = {.props = sm->props, .props_len = sm->props_len, .expiry = sm->expiry};
-    struct message *m = message_new(sm->topic, sm->topic_len, sm->payload, sm->payload_len, sm->qos,
-                                    sm->retain, &v5);
-
-    if (!m) {
-        log_warning("cluster: out of memory taking a message of instance %s", inst->name);
-        return NULL;
-    }
-    /* Its expiry counts from when it was published, on whichever node. */
-    uint64_t now = wall_ms(), age = now > sm->published_ms ? now - sm->published_ms : 0;
-    if (m->expiry)
-        m->created_ms = m->created_ms > age ? m->created_ms - age : 0;
-    message_charge(m, inst->account);
-    return m;
-}
 
 static void deliver_message(struct instance *inst, const struct stream_message *sm)
 {
-    struct message *m = message_of(inst, sm);
+    struct message *m = bridge_message(inst, sm);
     char small[128];
     struct scratch sc = SCRATCH_INIT(small);
 
@@ -169,6 +139,8 @@ static void take_claim(struct cluster *cl, struct instance *inst, const struct s
     if (s->conn && s->conn->cluster_claim_pending)
         return; /* ours is later in the stream: the other node's connection ends */
     cl->broker->cluster_stats.taken_over++;
+    /* Redis's copy is the new node's now: nothing here writes to it again. */
+    s->mirror = SESSION_MIRROR_GONE;
     if (s->conn) {
         log_notice("client %s: taken over by a connection to another node", s->log_id);
         conn_disconnect(s->conn, MQTT_RC_SESSION_TAKEN_OVER,
@@ -195,7 +167,7 @@ static void take_record(struct follow *f, const uint8_t *data, size_t len)
         log_warning("cluster: instance %s: a record from Redis dropped: %s", f->name, err);
         return;
     }
-    struct instance *inst = instance_named(cl->broker, f->name);
+    struct instance *inst = bridge_instance(cl->broker, f->name);
     if (!inst || inst->deleting)
         return;
     if (r.type == STREAM_MESSAGE)
@@ -260,27 +232,6 @@ static void push_cb(void *ctx, redisReply *r)
 
 /* ---- messages out, to the streams ---- */
 
-static void stream_message_of(const struct message *m, const char *client_id,
-                              struct stream_message *sm)
-{
-    uint64_t now = wall_ms(), age = m->expiry ? clock_ms() - m->created_ms : 0;
-
-    *sm = (struct stream_message){
-        .qos = m->qos,
-        .retain = m->retain,
-        .expiry = m->expiry,
-        .published_ms = now > age ? now - age : 0,
-        .client_id = client_id ? client_id : "",
-        .client_id_len = client_id ? strlen(client_id) : 0,
-        .topic = m->topic,
-        .topic_len = m->topic_len,
-        .props = m->props,
-        .props_len = m->props_len,
-        .payload = m->payload,
-        .payload_len = m->payload_len,
-    };
-}
-
 /* The retained hash first, then the channel: a node that reads the hash later misses nothing. */
 static int send_message(struct follow *f, const struct message *m, const char *client_id)
 {
@@ -290,7 +241,7 @@ static int send_message(struct follow *f, const struct message *m, const char *c
     struct scratch sc = SCRATCH_INIT(small);
     int rc = -1;
 
-    stream_message_of(m, client_id, &sm);
+    bridge_record_of(m, client_id, &sm);
     size_t len = stream_message_size(&sm);
     uint8_t *rec = scratch_get(&sc, len);
     if (!rec)
@@ -337,7 +288,7 @@ static int hold(struct follow *f, struct message *m, const char *client_id)
  */
 static void release_held(struct follow *f, bool send)
 {
-    struct instance *inst = instance_named(f->cl->broker, f->name);
+    struct instance *inst = bridge_instance(f->cl->broker, f->name);
 
     for (size_t i = 0; i < f->held_count; i++) {
         struct held *h = &f->held[i];
@@ -399,6 +350,24 @@ static void hook_claim(struct broker_cluster *h, struct instance *inst, struct c
                            (size_t[]){8, strlen(f->channel), len}, NULL, NULL) == 0;
 }
 
+static void hook_session_record(struct broker_cluster *h, struct session *s,
+                                const struct journal_record *r, const struct message *m)
+{
+    sessions_record(of(h)->sessions, s, r, m);
+}
+
+static bool hook_fetch_session(struct broker_cluster *h, struct instance *inst,
+                               const char *client_id, struct conn *c)
+{
+    struct cluster *cl = of(h);
+    return connected(cl) && sessions_fetch(cl->sessions, inst, client_id, c);
+}
+
+static void hook_forget(struct broker_cluster *h, struct conn *c)
+{
+    sessions_forget(of(h)->sessions, c);
+}
+
 /* ---- following an instance's stream ---- */
 
 /* One entry of the retained hash: it becomes the instance's retained message here. */
@@ -415,7 +384,7 @@ static void sync_one_retained(struct follow *f, struct instance *inst, const red
                     f->name);
         return;
     }
-    struct message *m = message_of(inst, &r.u.message);
+    struct message *m = bridge_message(inst, &r.u.message);
     if (!m)
         return;
     if (!message_expired(m, clock_ms()))
@@ -430,7 +399,7 @@ static void synced_cb(void *arg, redisReply *r)
 
     if (!r || f->state != FOLLOW_SYNCING)
         return; /* lost: link_state() has reset it */
-    struct instance *inst = instance_named(f->cl->broker, f->name);
+    struct instance *inst = bridge_instance(f->cl->broker, f->name);
     if (r->type == REDIS_REPLY_ARRAY && inst) {
         for (size_t i = 0; i + 1 < r->elements; i += 2)
             sync_one_retained(f, inst, r->element[i + 1]);
@@ -628,7 +597,8 @@ static int make_links(struct cluster *cl)
     c.name = "subscriptions";
     c.on_push = push_cb;
     cl->sub = cl->cmd ? redis_link_new(cl->broker->base, &c) : NULL;
-    return cl->sub ? 0 : -1;
+    cl->sessions = cl->sub ? sessions_new(cl->broker, cl->cmd) : NULL;
+    return cl->sessions ? 0 : -1;
 }
 
 struct cluster *cluster_start(struct broker *b, const char *url, const char *ca_file, char *err,
@@ -642,8 +612,15 @@ struct cluster *cluster_start(struct broker *b, const char *url, const char *ca_
         return NULL;
     }
     cl->broker = b;
-    cl->hooks = (struct broker_cluster){hook_publish, hook_claim, hook_instance_added,
-                                        hook_instance_removed};
+    cl->hooks = (struct broker_cluster){
+        .publish = hook_publish,
+        .claim = hook_claim,
+        .instance_added = hook_instance_added,
+        .instance_removed = hook_instance_removed,
+        .session_record = hook_session_record,
+        .fetch_session = hook_fetch_session,
+        .forget = hook_forget,
+    };
     if (redis_url_parse(url, &cl->url, err, errlen) < 0 ||
         (cl->url.tls && !(cl->tls = client_tls(ca_file, err, errlen)))) {
         cluster_stop(cl);
@@ -683,6 +660,7 @@ void cluster_stop(struct cluster *cl)
     /* Freeing the links answers what waits with NULL, which the follows ignore. */
     redis_link_free(cl->sub);
     redis_link_free(cl->cmd);
+    sessions_free(cl->sessions);
     cl->broker->cluster_stats.connected = false;
     while ((f = strmap_next(&cl->follows, &pos, NULL)))
         follow_free(f);
