@@ -574,12 +574,14 @@ static int connect_quotas(struct conn *c, struct connecting *cn)
 
     cn->s = strmap_get(&inst->sessions, cn->client_id);
     bool takes_over = cn->s && cn->s->conn;
-    if (l->max_connections && inst->conn_count >= l->max_connections && !takes_over) {
+    /* In a cluster, the other nodes' connections count too (as they last said). */
+    size_t conns = inst->conn_count + inst->remote_conns;
+    if (l->max_connections && conns >= l->max_connections && !takes_over) {
         char why[160];
         snprintf(why, sizeof(why),
                  "server unavailable: instance '%s' has %zu connections "
                  "(max-connections %zu)",
-                 inst->name, inst->conn_count, l->max_connections);
+                 inst->name, conns, l->max_connections);
         cn->rule = "max-connections";
         return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
     }

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
@@ -29,6 +30,9 @@
 #include "util/strmap.h"
 
 #define NODE_ID_BYTES 8
+/* Every node says what it has of each instance this often; older news counts for nothing. */
+#define LOAD_INTERVAL_MS 1000
+#define LOAD_FRESH_MS 3000
 
 /* Where an instance's stream stands on this node. */
 enum follow_state {
@@ -50,6 +54,13 @@ struct early {
     size_t len;
 };
 
+/* What another node last said it has of an instance. */
+struct node_load {
+    char node[HEX_SIZE(NODE_ID_BYTES)];
+    uint32_t conns, published;
+    uint64_t seen_ms; /* clock_ms() */
+};
+
 /*
  * One instance's stream as this node follows it. Kept until the cluster
  * stops, also after its instance is freed, so that a reply still on its way
@@ -66,6 +77,10 @@ struct follow {
     size_t held_count, held_cap;
     struct early *early;
     size_t early_count, early_cap;
+    struct node_load *loads; /* the other nodes' */
+    size_t load_count, load_cap;
+    uint64_t messages_before; /* the instance's messages_in at the last report */
+    bool reported;            /* the last report was not all zeros */
 };
 
 struct cluster {
@@ -79,6 +94,7 @@ struct cluster {
     struct redis_link *sub;    /* SSUBSCRIBE and the messages */
     struct strmap follows;     /* instance name -> struct follow (owned) */
     struct sessions *sessions; /* persistent sessions in Redis */
+    struct event *load_timer;  /* reports this node's loads */
     bool warned;               /* the loss was logged: not again until connected */
 };
 
@@ -155,6 +171,51 @@ static void take_claim(struct cluster *cl, struct instance *inst, const struct s
     }
 }
 
+/* The other nodes' fresh reports, summed into the instance's cluster-wide limits. */
+static void loads_apply(struct follow *f, struct instance *inst)
+{
+    uint64_t now = clock_ms();
+    size_t conns = 0;
+    unsigned publishing = 1;
+
+    for (size_t i = 0; i < f->load_count; i++) {
+        if (now - f->loads[i].seen_ms > LOAD_FRESH_MS)
+            continue;
+        conns += f->loads[i].conns;
+        publishing += f->loads[i].published > 0;
+    }
+    inst->remote_conns = conns;
+    inst->rate_nodes = publishing;
+}
+
+static void take_load(struct follow *f, struct instance *inst, const struct stream_load *l)
+{
+    struct node_load *n = NULL;
+
+    if (l->node_len != 2 * NODE_ID_BYTES || !memcmp(l->node, f->cl->node, l->node_len))
+        return; /* not a node id, or our own report */
+    for (size_t i = 0; i < f->load_count && !n; i++)
+        if (!memcmp(f->loads[i].node, l->node, l->node_len))
+            n = &f->loads[i];
+    if (!n) {
+        if (f->load_count == f->load_cap) {
+            size_t cap = f->load_cap ? f->load_cap * 2 : 4;
+            struct node_load *grown = realloc(f->loads, cap * sizeof(*grown));
+            if (!grown)
+                return;
+            f->loads = grown;
+            f->load_cap = cap;
+        }
+        n = &f->loads[f->load_count++];
+        memcpy(n->node, l->node, l->node_len);
+        n->node[l->node_len] = '\0';
+    }
+    n->conns = l->conns;
+    n->published = l->published;
+    n->seen_ms = clock_ms();
+    loads_apply(f, inst);
+}
+
 static void take_record(struct follow *f, const uint8_t *data, size_t len)
 {
     struct cluster *cl = f->cl;
@@ -172,8 +233,10 @@ static void take_record(struct follow *f, const uint8_t *data, size_t len)
         return;
     if (r.type == STREAM_MESSAGE)
         deliver_message(inst, &r.u.message);
-    else
+    else if (r.type == STREAM_CLAIM)
         take_claim(cl, inst, &r.u.claim);
+    else
+        take_load(f, inst, &r.u.load);
 }
 
 static void keep_early(struct follow *f, const uint8_t *data, size_t len)
@@ -484,6 +547,7 @@ static void follow_free(struct follow *f)
     for (size_t i = 0; i < f->early_count; i++)
         free(f->early[i].data);
     free(f->early);
+    free(f->loads);
     free(f->held);
     free(f->name);
     free(f->channel);
@@ -521,6 +585,48 @@ static void hook_instance_removed(struct broker_cluster *h, struct instance *ins
         redis_link_command(cl->sub, 2, (const char *[]){"SUNSUBSCRIBE", f->channel},
                            (size_t[]){12, strlen(f->channel)}, NULL, NULL);
     f->state = FOLLOW_NONE;
+}
+
+/* ---- what this node has of each instance, said every second ---- */
+
+static void report_load(struct follow *f, struct instance *inst)
+{
+    struct cluster *cl = f->cl;
+    uint64_t published = inst->messages_in - f->messages_before;
+    uint8_t rec[64];
+
+    f->messages_before = inst->messages_in;
+    loads_apply(f, inst); /* older reports lapse even when nobody says anything new */
+    if (!inst->conn_count && !published && !f->reported)
+        return; /* nothing to say, and others know it */
+    f->reported = inst->conn_count || published;
+    struct stream_load l = {.node = cl->node,
+                            .node_len = strlen(cl->node),
+                            .conns = inst->conn_count > UINT32_MAX ? UINT32_MAX
+                                                                   : (uint32_t)inst->conn_count,
+                            .published = published > UINT32_MAX ? UINT32_MAX : (uint32_t)published};
+    stream_encode_load(&l, rec);
+    redis_link_command(cl->cmd, 3, (const char *[]){"SPUBLISH", f->channel, (const char *)rec},
+                       (size_t[]){8, strlen(f->channel), stream_load_size(&l)}, NULL, NULL);
+}
+
+static void load_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct cluster *cl = arg;
+    size_t pos = 0;
+    struct follow *f;
+
+    while ((f = strmap_next(&cl->follows, &pos, NULL))) {
+        struct instance *inst = f->wanted ? bridge_instance(cl->broker, f->name) : NULL;
+        if (!inst)
+            continue;
+        if (f->state == FOLLOW_READY) {
+            report_load(f, inst);
+        } else { /* alone while Redis is away */
+            inst->remote_conns = 0;
+            inst->rate_nodes = 0;
+        }
+    }
 }
 
 /* ---- the links ---- */
@@ -638,6 +744,13 @@ struct cluster *cluster_start(struct broker *b, const char *url, const char *ca_
         cluster_stop(cl);
         return NULL;
     }
+    struct timeval every = {LOAD_INTERVAL_MS / 1000, (LOAD_INTERVAL_MS % 1000) * 1000};
+    cl->load_timer = event_new(b->base, -1, EV_PERSIST, load_cb, cl);
+    if (!cl->load_timer || evtimer_add(cl->load_timer, &every) < 0) {
+        snprintf(err, errlen, "out of memory");
+        cluster_stop(cl);
+        return NULL;
+    }
     log_notice("cluster: node %s joins the cluster at %s", cl->node, cl->shown);
     broker_set_cluster(b, &cl->hooks);
     return cl;
@@ -661,6 +774,8 @@ void cluster_stop(struct cluster *cl)
     redis_link_free(cl->sub);
     redis_link_free(cl->cmd);
     sessions_free(cl->sessions);
+    if (cl->load_timer)
+        event_free(cl->load_timer);
     cl->broker->cluster_stats.connected = false;
     while ((f = strmap_next(&cl->follows, &pos, NULL)))
         follow_free(f);

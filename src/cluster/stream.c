@@ -72,6 +72,23 @@ void stream_encode_claim(const struct stream_claim *c, uint8_t *out)
     put_u64(p, c->conn_id);
 }
 
+size_t stream_load_size(const struct stream_load *l)
+{
+    return 2 + 2 + l->node_len + 4 + 4;
+}
+
+void stream_encode_load(const struct stream_load *l, uint8_t *out)
+{
+    uint8_t *p = out;
+
+    *p++ = STREAM_VERSION;
+    *p++ = STREAM_LOAD;
+    p = put_u16(p, (uint16_t)l->node_len);
+    p = put_bytes(p, l->node, l->node_len);
+    p = put_u32(p, l->conns);
+    put_u32(p, l->published);
+}
+
 /* A cursor over a record: every take checks the bytes are there. */
 struct reader {
     const uint8_t *p, *end;
@@ -145,6 +162,19 @@ static int decode_claim(struct reader *rd, struct stream_claim *c, char *err, si
     return 0;
 }
 
+static int decode_load(struct reader *rd, struct stream_load *l, char *err, size_t errlen)
+{
+    l->node_len = (size_t)take_uint(rd, 2);
+    l->node = (const char *)take_bytes(rd, l->node_len);
+    l->conns = (uint32_t)take_uint(rd, 4);
+    l->published = (uint32_t)take_uint(rd, 4);
+    if (rd->short_read || rd->p != rd->end)
+        return error_set(err, errlen, "load record of the wrong length");
+    if (!l->node_len)
+        return error_set(err, errlen, "load record without a node");
+    return 0;
+}
+
 int stream_decode(const uint8_t *data, size_t len, struct stream_record *r, char *err,
                   size_t errlen)
 {
@@ -162,5 +192,7 @@ int stream_decode(const uint8_t *data, size_t len, struct stream_record *r, char
         return decode_message(&rd, &r->u.message, err, errlen);
     if (r->type == STREAM_CLAIM)
         return decode_claim(&rd, &r->u.claim, err, errlen);
+    if (r->type == STREAM_LOAD)
+        return decode_load(&rd, &r->u.load, err, errlen);
     return error_set(err, errlen, "record of unknown type 0x%02x", data[1]);
 }

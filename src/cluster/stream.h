@@ -10,6 +10,8 @@
  *                   publisher's client id, u32 + topic, u32 + MQTT 5
  *                   properties, then the payload to the end
  *   'C' a claim:    u16 + node id, u16 + client id, u64 connection id
+ *   'L' a load:     u16 + node id, u32 live connections, u32 messages
+ *                   published in the last second, on that node
  * Integers are big-endian. A retained message in the hash is a 'P' record.
  */
 #ifndef AVIARY_STREAM_H
@@ -22,6 +24,7 @@
 #define STREAM_VERSION 1
 #define STREAM_MESSAGE 'P'
 #define STREAM_CLAIM 'C'
+#define STREAM_LOAD 'L'
 
 /* A message as the stream carries it: every pointer points into the record. */
 struct stream_message {
@@ -48,11 +51,20 @@ struct stream_claim {
     uint64_t conn_id;
 };
 
+/* What one node has of an instance: what the cluster-wide limits add up. */
+struct stream_load {
+    const char *node;
+    size_t node_len;
+    uint32_t conns;
+    uint32_t published;
+};
+
 struct stream_record {
-    char type; /* STREAM_MESSAGE or STREAM_CLAIM */
+    char type; /* STREAM_MESSAGE, STREAM_CLAIM or STREAM_LOAD */
     union {
         struct stream_message message;
         struct stream_claim claim;
+        struct stream_load load;
     } u;
 };
 
@@ -64,6 +76,9 @@ void stream_encode_message(const struct stream_message *m, uint8_t *out);
 
 size_t stream_claim_size(const struct stream_claim *c);
 void stream_encode_claim(const struct stream_claim *c, uint8_t *out);
+
+size_t stream_load_size(const struct stream_load *l);
+void stream_encode_load(const struct stream_load *l, uint8_t *out);
 
 /*
  * Read the record of `len` bytes at `data` into `r` (pointing into `data`).

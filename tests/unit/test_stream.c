@@ -84,6 +84,25 @@ START_TEST(test_stream_claim_round_trip)
 }
 END_TEST
 
+START_TEST(test_stream_load_round_trip)
+{
+    struct stream_load in = {.node = "n1", .node_len = 2, .conns = 70000, .published = 12};
+    uint8_t buf[32];
+    struct stream_record r;
+
+    stream_encode_load(&in, buf);
+    ck_assert_int_eq(stream_decode(buf, stream_load_size(&in), &r, NULL, 0), 0);
+    ck_assert_int_eq(r.type, STREAM_LOAD);
+    ck_assert_mem_eq(r.u.load.node, "n1", 2);
+    ck_assert_uint_eq(r.u.load.conns, 70000);
+    ck_assert_uint_eq(r.u.load.published, 12);
+    ck_assert_int_eq(stream_decode(buf, stream_load_size(&in) - 1, &r, NULL, 0), -1);
+    struct stream_load nameless = {.node = "", .node_len = 0};
+    stream_encode_load(&nameless, buf);
+    ck_assert_int_eq(stream_decode(buf, stream_load_size(&nameless), &r, NULL, 0), -1);
+}
+END_TEST
+
 /* Every cut of a good record is refused, never read past its end (ASan watches). */
 START_TEST(test_stream_refuses_every_truncation)
 {
@@ -148,6 +167,7 @@ int main(void)
     tcase_add_test(tc, test_stream_message_round_trip);
     tcase_add_test(tc, test_stream_empty_payload_and_no_client_id);
     tcase_add_test(tc, test_stream_claim_round_trip);
+    tcase_add_test(tc, test_stream_load_round_trip);
     tcase_add_test(tc, test_stream_refuses_every_truncation);
     tcase_add_test(tc, test_stream_refuses_bad_headers_and_fields);
     suite_add_tcase(s, tc);
