@@ -25,6 +25,7 @@
 #include "broker/broker.h"
 #include "broker/durable.h"
 #include "broker/restore.h"
+#include "cluster/cluster.h"
 #include "net/listener.h"
 #include "net/tls.h"
 #include "net/ws.h"
@@ -63,6 +64,7 @@ struct daemon_state {
     struct tls_server *tls;   /* when tls-cert is set */
     struct ws_server *ws;     /* when a ws:// or wss:// listener is configured */
     struct web *web;          /* what http:// and https:// listeners serve */
+    struct cluster *cluster;  /* with a cluster URL */
     struct desktop desktop;   /* desktop mode: the password-file */
     struct event *catalog_ev; /* the watcher has a new catalog */
     struct jobs *jobs;        /* cloud mode: the management API's database work */
@@ -612,6 +614,11 @@ static int start(struct daemon_state *d, const struct config *cfg)
         return EXIT_CONFIG;
     if (!keeping(cfg))
         log_notice("retained messages and sessions are kept in memory only; --db PATH keeps them");
+    if (cfg->cluster_url && !(d->cluster = cluster_start(d->broker, cfg->cluster_url,
+                                                         cfg->cluster_ca, err, sizeof(err)))) {
+        log_error("cannot join the cluster: %s", err);
+        return EXIT_CONFIG;
+    }
     if (open_listeners(d, cfg) < 0)
         return EXIT_LISTEN;
     /*
@@ -674,6 +681,7 @@ static void tear_down(struct daemon_state *d, const struct config *cfg, int stat
     event_drop(d->catalog_ev);
     watcher_stop(d->watcher);
     stop_keeping(d, cfg);
+    cluster_stop(d->cluster);
     broker_free(d->broker);
     desktop_free(&d->desktop);
     event_drop(d->settled_ev);

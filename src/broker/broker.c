@@ -69,6 +69,20 @@ struct broker *broker_new(struct event_base *base, const struct limits *limits)
     return b;
 }
 
+void broker_set_cluster(struct broker *b, struct broker_cluster *cl)
+{
+    struct instance *inst;
+    size_t pos = 0;
+
+    b->cluster = cl;
+    if (!cl)
+        return;
+    if (b->local)
+        cl->instance_added(cl, b->local);
+    while ((inst = strmap_next(&b->instances, &pos, NULL)))
+        cl->instance_added(cl, inst);
+}
+
 void broker_keep_resume(void *ctx)
 {
     struct broker *b = ctx;

@@ -51,6 +51,12 @@ void broker_set_cloud(struct broker *b, struct catalog *cat, bool allow_keys_wit
                       unsigned token_warning);
 
 /*
+ * Join a cluster (cluster/cluster.h), or leave it with NULL. Joining tells
+ * the cluster of every instance the broker has; leaving tells it nothing.
+ */
+void broker_set_cluster(struct broker *b, struct broker_cluster *cl);
+
+/*
  * From now on, desktop logins need a user name and password that `fn`
  * accepts; `fn` NULL: anonymous clients are welcome again.
  */

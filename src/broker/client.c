@@ -357,8 +357,8 @@ static int client_read(struct conn *c)
         }
         if (client_handle(c, buf, total) < 0)
             return -1;
-        /* A login miss: the CONNECT stays unread until the broker has looked again. */
-        if (c->login_waiting)
+        /* A login miss, or a session fetched: the CONNECT stays unread until it is settled. */
+        if (c->login_waiting || c->cluster_waiting)
             return 0;
         /* The handlers copied what they keep; the packet's bytes can go. */
         evbuffer_drain(in, total);

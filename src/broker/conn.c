@@ -289,6 +289,8 @@ static void conn_stop(struct conn *c)
 {
     if (c->login_waiting)
         conn_login_forget(c);
+    if (c->cluster_waiting && c->broker->cluster)
+        c->broker->cluster->forget(c->broker->cluster, c);
     if (c->timer)
         evtimer_del(c->timer);
     if (c->token_timer)

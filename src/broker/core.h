@@ -29,6 +29,8 @@ struct event_base;
 struct conn;
 struct durable;
 struct instance;
+struct journal_record;
+struct message;
 struct session;
 
 /* Logins that miss make the broker look at the database again at most this often. */
@@ -44,6 +46,55 @@ struct session;
  */
 typedef bool broker_password_fn(void *ctx, const char *user, size_t user_len, const void *password,
                                 size_t password_len);
+
+/*
+ * The cluster this node is part of (cluster/cluster.h implements it): the
+ * broker tells it what crosses nodes. Core thread only.
+ */
+struct broker_cluster {
+    /*
+     * Take `m`, published in `inst` by `client_id` (NULL: a will of a client
+     * long gone, or an HTTP publish), into the instance's stream: true when
+     * taken (it comes back to this node's subscribers from the stream, in the
+     * one order every node sees), false when this node must route it alone.
+     */
+    bool (*publish)(struct broker_cluster *cl, struct instance *inst, struct message *m,
+                    const char *client_id);
+    /* `c` logged in to `inst` with its client id: connections elsewhere with it end. */
+    void (*claim)(struct broker_cluster *cl, struct instance *inst, struct conn *c);
+    /* An instance was made here (its stream is followed) or is being freed. */
+    void (*instance_added)(struct broker_cluster *cl, struct instance *inst);
+    void (*instance_removed)(struct broker_cluster *cl, struct instance *inst);
+    /*
+     * A change to persistent session `s`, as the journal describes one
+     * (SESSION_PUT or _DROP, SUB_PUT or _DROP, OUT_PUT with the message `m`
+     * it holds, OUT_DROP): written to the session's copy in Redis.
+     */
+    void (*session_record)(struct broker_cluster *cl, struct session *s,
+                           const struct journal_record *r, const struct message *m);
+    /*
+     * `c` asks to resume persistent session `client_id`, which this node
+     * does not hold: true when its copy is being fetched from Redis (the
+     * CONNECT waits unread, c->cluster_waiting, until it is in the
+     * instance's sessions and client_read_again() reads it again).
+     */
+    bool (*fetch_session)(struct broker_cluster *cl, struct instance *inst, const char *client_id,
+                          struct conn *c);
+    /* `c`, which waited for a fetch, is closing. */
+    void (*forget)(struct broker_cluster *cl, struct conn *c);
+};
+
+/* What the cluster did, for /metrics. */
+struct broker_cluster_stats {
+    bool connected;      /* both links to Redis are up */
+    uint64_t sent;       /* messages handed to the streams */
+    uint64_t received;   /* records read from them */
+    uint64_t local_only; /* messages routed on this node alone: Redis was unreachable */
+    uint64_t bad;        /* records that were not well formed, dropped */
+    uint64_t taken_over; /* connections ended by a login on another node */
+    uint64_t losses;     /* times the connection to Redis was lost */
+    uint64_t fetched;    /* persistent sessions taken from Redis at a login */
+};
 
 struct broker_match {
     struct session *session;
@@ -98,10 +149,13 @@ struct broker {
     struct conn *login_waiters;
     void (*recheck)(void *ctx, uint64_t n); /* ask look n; NULL: logins never wait */
     void *recheck_ctx;
-    uint64_t recheck_asked;   /* the last look asked for */
-    uint64_t recheck_ms;      /* clock_ms() when it was asked */
-    struct event *recheck_ev; /* asks for the next look when its time comes */
-    unsigned routing;         /* >0 while a walk of some topic tree is delivering */
+    uint64_t recheck_asked;         /* the last look asked for */
+    uint64_t recheck_ms;            /* clock_ms() when it was asked */
+    struct event *recheck_ev;       /* asks for the next look when its time comes */
+    unsigned routing;               /* >0 while a walk of some topic tree is delivering */
+    struct broker_cluster *cluster; /* NULL: a node alone; the program's */
+    struct broker_cluster_stats cluster_stats;
+    uint64_t mirror_seq; /* places of outgoing messages, when the database gives none */
 
     /* Routing scratch reused by every publish (core thread only). */
     struct broker_match *matches;

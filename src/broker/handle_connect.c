@@ -550,6 +550,22 @@ static int connect_client_id(struct conn *c, struct connecting *cn)
  * sets cn->s (the id's session, if any) and the expiry granted. Returns 0,
  * or -1 after refusing.
  */
+/*
+ * In a cluster, a persistent session this node does not hold may be in
+ * Redis, left by the node its client was on: the CONNECT waits, unread, until
+ * it is here (once per connection). Returns 0 or LOGIN_WAITS.
+ */
+static int connect_fetch_session(struct conn *c, struct connecting *cn)
+{
+    struct broker_cluster *cl = c->broker->cluster;
+
+    if (!cl || cn->ck->clean || c->cluster_fetched ||
+        strmap_get(&cn->inst->sessions, cn->client_id))
+        return 0;
+    c->cluster_fetched = true;
+    return cl->fetch_session(cl, cn->inst, cn->client_id, c) ? LOGIN_WAITS : 0;
+}
+
 static int connect_quotas(struct conn *c, struct connecting *cn)
 {
     struct instance *inst = cn->inst;
@@ -558,12 +574,14 @@ static int connect_quotas(struct conn *c, struct connecting *cn)
 
     cn->s = strmap_get(&inst->sessions, cn->client_id);
     bool takes_over = cn->s && cn->s->conn;
-    if (l->max_connections && inst->conn_count >= l->max_connections && !takes_over) {
+    /* In a cluster, the other nodes' connections count too (as they last said). */
+    size_t conns = inst->conn_count + inst->remote_conns;
+    if (l->max_connections && conns >= l->max_connections && !takes_over) {
         char why[160];
         snprintf(why, sizeof(why),
                  "server unavailable: instance '%s' has %zu connections "
                  "(max-connections %zu)",
-                 inst->name, inst->conn_count, l->max_connections);
+                 inst->name, conns, l->max_connections);
         cn->rule = "max-connections";
         return refuse5(c, MQTT_CONNACK_UNAVAILABLE, MQTT_RC_QUOTA_EXCEEDED, why);
     }
@@ -696,6 +714,8 @@ static int connect_accept(struct conn *c, struct connecting *cn)
              ck->clean, c->keepalive, expiry, cn->session_present ? ", session resumed" : "");
     if (rc < 0)
         return -1;
+    if (c->broker->cluster)
+        c->broker->cluster->claim(c->broker->cluster, cn->inst, c);
     systopic_connected(cn->inst, cn->client_id, link_transport_name(c->link.meta.transport),
                        ck->version, c->link.meta.peer);
     if (cn->session_present)
@@ -726,6 +746,8 @@ int handle_connect(struct conn *c, const struct mqtt_packet *p)
     if (rc == 0)
         rc = connect_client_id(c, &cn);
     if (rc == 0)
+        rc = connect_fetch_session(c, &cn);
+    if (rc == 0)
         rc = connect_quotas(c, &cn);
     if (rc == 0)
         rc = connect_will(c, &cn);
@@ -738,6 +760,9 @@ int handle_connect(struct conn *c, const struct mqtt_packet *p)
     if (rc < 0)
         connect_refused(c, &cn);
     scratch_free(&cn.id);
-    /* A login that waits is no failure: the CONNECT stays unread until the broker looked again. */
+    /*
+     * A login that waits is no failure: the CONNECT stays unread until the
+     * broker looked again, or its session came from the cluster.
+     */
     return rc == LOGIN_WAITS ? 0 : rc;
 }

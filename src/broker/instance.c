@@ -40,6 +40,8 @@ struct instance *instance_new(struct broker *b, const char *name, const struct l
     }
     topic_tree_set_account(inst->tree, inst->account);
     inst->sys.sample_ms = clock_ms(); /* $info's first rates count from here */
+    if (b->cluster)
+        b->cluster->instance_added(b->cluster, inst);
     return inst;
 }
 
@@ -64,6 +66,8 @@ void instance_free(struct instance *inst)
 {
     if (!inst)
         return;
+    if (inst->broker->cluster)
+        inst->broker->cluster->instance_removed(inst->broker->cluster, inst);
     tap_all_gone(&inst->taps);
     /* Its sessions went first (broker_drop_instance): they held its share groups. */
     instance_sys_free(&inst->sys);
@@ -99,8 +103,11 @@ double instance_rate_wait(struct instance *inst, struct bucket *conn_rate)
     double wait;
 
     event_base_gettimeofday_cached(inst->broker->base, &now);
-    if (l->max_instance_messages_per_second &&
-        (wait = bucket_take(&inst->rate, l->max_instance_messages_per_second, &now)) > 0)
+    /* A cluster's nodes share the instance's rate: each takes its part (at least 1). */
+    size_t instance_rate = l->max_instance_messages_per_second;
+    if (inst->rate_nodes > 1 && instance_rate)
+        instance_rate = instance_rate / inst->rate_nodes ? instance_rate / inst->rate_nodes : 1;
+    if (instance_rate && (wait = bucket_take(&inst->rate, instance_rate, &now)) > 0)
         return wait;
     if (conn_rate && l->max_messages_per_second &&
         (wait = bucket_take(conn_rate, l->max_messages_per_second, &now)) > 0) {

@@ -94,6 +94,14 @@ struct instance {
     struct log_every kept_slowed;                /* publishers held back for the database writer */
     struct log_every refused[INSTANCE_REFUSALS]; /* what its limits turned away */
     struct tap *taps;                            /* watchers of its messages (tap.h); not owned */
+    /*
+     * In a cluster, what the other nodes last said they have of it (within
+     * the last few seconds): max-connections counts their connections too,
+     * and max-instance-messages-per-second is shared among the nodes whose
+     * clients publish.
+     */
+    size_t remote_conns;
+    unsigned rate_nodes; /* nodes sharing the instance's rate, this one included; 0: alone */
 };
 
 /* A new empty instance named `name` (copied) with `limits`. NULL when out of memory. */

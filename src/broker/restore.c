@@ -221,37 +221,16 @@ static int restore_session(struct restore *r, const struct journal_record *rec)
 static int restore_subscription(struct restore *r, const struct journal_record *rec)
 {
     struct restored_session *rs = find_session(r, rec->session);
-    static const char share_prefix[] = "$share/";
-    const size_t prefix_len = sizeof(share_prefix) - 1;
 
     if (!rs) {
         r->counts->dropped++;
         return 0;
     }
-    struct session *s = rs->session;
     struct session_sub sub = {.filter = (char *)rec->name,
                               .options = rec->options,
                               .leading_slash = (rec->flags & JOURNAL_LEADING_SLASH) != 0,
                               .sub_id = rec->sub_id};
-    const char *group_end = strncmp(rec->name, share_prefix, prefix_len) == 0
-                                ? strchr(rec->name + prefix_len, '/')
-                                : NULL;
-    int is_new;
-    if (group_end) {
-        struct share_member m = {.session = s,
-                                 .options = sub.options,
-                                 .leading_slash = sub.leading_slash,
-                                 .sub_id = sub.sub_id};
-        is_new = share_join(s->instance, rec->name + prefix_len,
-                            (size_t)(group_end - rec->name) - prefix_len, &m, &sub.share);
-    } else {
-        struct topic_sub ts = {.owner = s,
-                               .options = sub.options,
-                               .leading_slash = sub.leading_slash,
-                               .sub_id = sub.sub_id};
-        is_new = topic_tree_subscribe(s->instance->tree, rec->name, &ts);
-    }
-    if (is_new < 0 || session_sub_record(s, &sub, is_new) < 0)
+    if (session_resubscribe(rs->session, &sub) < 0)
         return -ENOMEM;
     r->counts->subscriptions++;
     return 0;

@@ -186,7 +186,7 @@ static void route_keep_retained(struct instance *inst, const char *topic, struct
     durable_append(d, inst->kept_backlog, &r);
 }
 
-static void route_retain(struct instance *inst, struct message *m)
+void route_retain(struct instance *inst, struct message *m)
 {
     bool ok = true;
 
@@ -281,8 +281,20 @@ static size_t route_deliver(struct instance *inst, struct message *m, const stru
 
 size_t route_publish(struct instance *inst, struct message *m, const struct session *origin)
 {
+    struct broker_cluster *cl = inst->broker->cluster;
+
     inst->messages_in++;
     inst->bytes_in += m->payload_len;
+    if (cl && cl->publish(cl, inst, m, origin ? origin->client_id : NULL))
+        return 1;
+    if (inst->taps)
+        tap_show(inst->taps, m);
+    return route_deliver(inst, m, origin);
+}
+
+size_t route_publish_streamed(struct instance *inst, struct message *m,
+                              const struct session *origin)
+{
     if (inst->taps)
         tap_show(inst->taps, m);
     return route_deliver(inst, m, origin);

@@ -45,10 +45,26 @@ bool route_will(struct instance *inst, struct message *will, const struct catalo
  * its No Local subscriptions are skipped. A new retained topic beyond
  * max-retained is delivered but not kept (and logged). Counts it in the
  * instance's messages_in and bytes_in, and each delivery in messages_out and
- * bytes_out. Returns how many sessions it went to. The caller keeps its
- * reference to `m`.
+ * bytes_out. Returns how many sessions it went to; in a cluster, 1 once the
+ * instance's stream took it (its subscribers may be on any node). The caller
+ * keeps its reference to `m`.
  */
 size_t route_publish(struct instance *inst, struct message *m, const struct session *origin);
+
+/*
+ * A message of the instance's stream (the cluster): route_publish() to this
+ * node's sessions, not counted again in messages_in (its node counted it).
+ */
+size_t route_publish_streamed(struct instance *inst, struct message *m,
+                              const struct session *origin);
+
+/*
+ * Update the retained store with `m` (an empty payload clears its topic),
+ * under max-retained and max-memory, without delivering it: what
+ * route_publish() does first for a retained message, and what the cluster
+ * does with the retained messages it reads from Redis.
+ */
+void route_retain(struct instance *inst, struct message *m);
 
 /*
  * route_publish() for the broker's own message on a system topic (never

@@ -57,6 +57,13 @@ static struct durable *session_keeper(const struct session *s)
     return s->kept_id && durable_active(d) ? d : NULL;
 }
 
+/* The cluster when it keeps a copy of the session in Redis; else NULL. */
+static struct broker_cluster *session_mirror_of(const struct session *s)
+{
+    struct broker_cluster *cl = s->instance->broker->cluster;
+    return cl && s->mirror == SESSION_MIRROR_ON ? cl : NULL;
+}
+
 /* Append `r` for the session, charged to its instance. */
 static void session_keep(struct durable *d, struct session *s, struct journal_record *r)
 {
@@ -64,16 +71,9 @@ static void session_keep(struct durable *d, struct session *s, struct journal_re
     durable_append(d, s->instance->kept_backlog, r);
 }
 
-/* Write `o` as it is now: queued, in flight, or past PUBREC. */
-static void session_keep_out(struct session *s, struct outgoing *o)
+static struct journal_record out_record(const struct outgoing *o)
 {
-    struct durable *d = session_keeper(s);
-
-    if (!d)
-        return;
-    if (!o->seq)
-        o->seq = durable_next_seq(d);
-    struct journal_record r = {
+    return (struct journal_record){
         .type = JOURNAL_OUT_PUT,
         .seq = o->seq,
         .qos = o->qos,
@@ -83,6 +83,33 @@ static void session_keep_out(struct session *s, struct outgoing *o)
         .sub_ids = o->sub_ids,
         .sub_id_count = o->sub_id_count,
     };
+}
+
+static struct journal_record sub_record(const struct session_sub *sub)
+{
+    return (struct journal_record){.type = JOURNAL_SUB_PUT,
+                                   .name = sub->filter,
+                                   .name_len = strlen(sub->filter),
+                                   .options = sub->options,
+                                   .flags = sub->leading_slash ? JOURNAL_LEADING_SLASH : 0,
+                                   .sub_id = sub->sub_id};
+}
+
+/* Write `o` as it is now: queued, in flight, or past PUBREC. */
+static void session_keep_out(struct session *s, struct outgoing *o)
+{
+    struct durable *d = session_keeper(s);
+    struct broker_cluster *cl = session_mirror_of(s);
+
+    if (!d && !cl)
+        return;
+    if (!o->seq)
+        o->seq = d ? durable_next_seq(d) : ++s->instance->broker->mirror_seq;
+    struct journal_record r = out_record(o);
+    if (cl)
+        cl->session_record(cl, s, &r, o->msg);
+    if (!d)
+        return;
     if (o->msg)
         r.message = durable_keep_message(d, s->instance->kept_backlog, o->msg, false);
     session_keep(d, s, &r);
@@ -91,26 +118,27 @@ static void session_keep_out(struct session *s, struct outgoing *o)
 static void session_keep_sub(struct session *s, const struct session_sub *sub)
 {
     struct durable *d = session_keeper(s);
-    if (!d)
-        return;
-    struct journal_record r = {.type = JOURNAL_SUB_PUT,
-                               .name = sub->filter,
-                               .name_len = strlen(sub->filter),
-                               .options = sub->options,
-                               .flags = sub->leading_slash ? JOURNAL_LEADING_SLASH : 0,
-                               .sub_id = sub->sub_id};
-    session_keep(d, s, &r);
+    struct broker_cluster *cl = session_mirror_of(s);
+    struct journal_record r = sub_record(sub);
+
+    if (cl)
+        cl->session_record(cl, s, &r, NULL);
+    if (d)
+        session_keep(d, s, &r);
 }
 
 /* A record of `type` that names the session and a packet id, or a filter. */
 static void session_keep_id(struct session *s, uint8_t type, uint16_t packet_id, const char *name)
 {
     struct durable *d = session_keeper(s);
-    if (!d)
-        return;
+    struct broker_cluster *cl = session_mirror_of(s);
     struct journal_record r = {
         .type = type, .packet_id = packet_id, .name = name, .name_len = name ? strlen(name) : 0};
-    session_keep(d, s, &r);
+
+    if (cl && (type == JOURNAL_SUB_DROP || type == JOURNAL_SESSION_DROP))
+        cl->session_record(cl, s, &r, NULL);
+    if (d)
+        session_keep(d, s, &r);
 }
 
 /* Everything the session holds, the first time it is written. */
@@ -128,7 +156,46 @@ static void session_keep_contents(struct session *s)
             session_keep_id(s, JOURNAL_QOS2_ADD, (uint16_t)id, NULL);
 }
 
-void session_keep_state(struct session *s, int64_t offline_since_ms)
+/*
+ * The cluster's copy: written whole the first time (over whatever another
+ * node left), then change by change; dropped when the session loses its expiry.
+ */
+static void session_mirror_state(struct session *s, int64_t offline_since_ms)
+{
+    struct broker_cluster *cl = s->instance->broker->cluster;
+    struct journal_record drop = {.type = JOURNAL_SESSION_DROP};
+
+    if (!cl || s->mirror == SESSION_MIRROR_GONE)
+        return;
+    if (!s->expiry || s->mirror == SESSION_MIRROR_NONE) {
+        cl->session_record(cl, s, &drop, NULL);
+        s->mirror = SESSION_MIRROR_NONE;
+        if (!s->expiry)
+            return;
+    }
+    struct journal_record put = {
+        .type = JOURNAL_SESSION_PUT, .expiry = s->expiry, .when_ms = offline_since_ms};
+    cl->session_record(cl, s, &put, NULL);
+    if (s->mirror == SESSION_MIRROR_ON)
+        return;
+    s->mirror = SESSION_MIRROR_ON;
+    for (size_t i = 0; i < s->sub_count; i++) {
+        struct journal_record r = sub_record(&s->subs[i]);
+        cl->session_record(cl, s, &r, NULL);
+    }
+    struct outgoing *lists[] = {s->inflight_head, s->queue_head};
+    for (size_t i = 0; i < 2; i++) {
+        for (struct outgoing *o = lists[i]; o; o = o->next) {
+            if (!o->seq)
+                o->seq = ++s->instance->broker->mirror_seq;
+            struct journal_record r = out_record(o);
+            cl->session_record(cl, s, &r, o->msg);
+        }
+    }
+}
+
+/* The database's copy (durable.h). */
+static void session_keep_durable(struct session *s, int64_t offline_since_ms)
 {
     struct durable *d = s->instance->broker->durable;
 
@@ -154,6 +221,13 @@ void session_keep_state(struct session *s, int64_t offline_since_ms)
     session_keep(d, s, &r);
     if (first)
         session_keep_contents(s);
+}
+
+/* The database's first (whole) write finds no copy in Redis yet: each writes its own whole. */
+void session_keep_state(struct session *s, int64_t offline_since_ms)
+{
+    session_keep_durable(s, offline_since_ms);
+    session_mirror_state(s, offline_since_ms);
 }
 
 void session_keep_will(struct session *s, int64_t due_ms)
@@ -202,9 +276,12 @@ static inline void outgoing_free_list(struct session *s, struct outgoing *o)
 {
     while (o) {
         struct outgoing *next = o->next;
-        if (o->seq && s->kept_id) {
+        if (o->seq) {
             struct journal_record r = {.type = JOURNAL_OUT_DROP, .seq = o->seq};
-            struct durable *d = session_keeper(s);
+            struct durable *d = s->kept_id ? session_keeper(s) : NULL;
+            struct broker_cluster *cl = session_mirror_of(s);
+            if (cl)
+                cl->session_record(cl, s, &r, NULL);
             if (d)
                 session_keep(d, s, &r);
         }
@@ -281,6 +358,33 @@ struct session_sub *session_sub_find(struct session *s, const char *filter)
         if (strcmp(s->subs[i].filter, filter) == 0)
             return &s->subs[i];
     return NULL;
+}
+
+int session_resubscribe(struct session *s, const struct session_sub *sub)
+{
+    static const char share_prefix[] = "$share/";
+    const size_t prefix_len = sizeof(share_prefix) - 1;
+    struct session_sub rec = *sub;
+    const char *group_end = strncmp(sub->filter, share_prefix, prefix_len) == 0
+                                ? strchr(sub->filter + prefix_len, '/')
+                                : NULL;
+    int is_new;
+
+    if (group_end) {
+        struct share_member m = {.session = s,
+                                 .options = sub->options,
+                                 .leading_slash = sub->leading_slash,
+                                 .sub_id = sub->sub_id};
+        is_new = share_join(s->instance, sub->filter + prefix_len,
+                            (size_t)(group_end - sub->filter) - prefix_len, &m, &rec.share);
+    } else {
+        struct topic_sub ts = {.owner = s,
+                               .options = sub->options,
+                               .leading_slash = sub->leading_slash,
+                               .sub_id = sub->sub_id};
+        is_new = topic_tree_subscribe(s->instance->tree, sub->filter, &ts);
+    }
+    return is_new < 0 || session_sub_record(s, &rec, is_new) < 0 ? -ENOMEM : 0;
 }
 
 int session_sub_record(struct session *s, const struct session_sub *sub, int is_new)

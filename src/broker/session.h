@@ -65,6 +65,13 @@ struct outgoing {
     uint32_t sub_ids[]; /* its Subscription Identifiers */
 };
 
+/* Where a persistent session stands with the cluster's copy of it in Redis (core.h). */
+enum session_mirror {
+    SESSION_MIRROR_NONE = 0, /* not written yet: the first write puts all it holds */
+    SESSION_MIRROR_ON = 1,   /* every change is written */
+    SESSION_MIRROR_GONE = 2, /* its client went on at another node: never written again */
+};
+
 struct session {
     struct instance *instance;
     char *client_id;             /* owned */
@@ -79,6 +86,7 @@ struct session {
     uint64_t kept_id;            /* its id in the database (durable.h); 0: not kept */
     bool token_lost;             /* cloud, restored: its token was gone; nothing is delivered
                                     to it until a login brings one */
+    uint8_t mirror;              /* enum session_mirror: the cluster's copy in Redis */
 
     struct session_sub *subs; /* owned array */
     size_t sub_count, sub_cap;
@@ -188,12 +196,20 @@ int session_ack(struct session *s, uint8_t type, uint16_t packet_id, bool refuse
 int session_qos2_release(struct session *s, uint16_t packet_id);
 
 /*
- * Write the session to the database when the broker keeps one (durable.h):
- * a session with an expiry is kept, online (`offline_since_ms` 0) or offline
+ * Write the session to the database when the broker keeps one (durable.h),
+ * and to the cluster's copy in Redis when the node is in one (core.h): a
+ * session with an expiry is kept, online (`offline_since_ms` 0) or offline
  * since then (wall-clock ms); the first time with all it holds. One without
- * an expiry is dropped from it.
+ * an expiry is dropped from both.
  */
 void session_keep_state(struct session *s, int64_t offline_since_ms);
+
+/*
+ * Enter `sub` in the instance's topic tree or share group, then in the
+ * session's records, as a SUBSCRIBE would (restoring a session kept in the
+ * database or in the cluster). Returns 0 or -ENOMEM.
+ */
+int session_resubscribe(struct session *s, const struct session_sub *sub);
 
 /* Write the session's delayed will, due at `due_ms` (wall clock), or that it has none. */
 void session_keep_will(struct session *s, int64_t due_ms);

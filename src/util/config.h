@@ -42,9 +42,6 @@ struct config {
     enum config_mode mode;
     char *db;                    /* sqlite path, NULL = none yet (see config_db_path()) */
     bool create_db;              /* cloud: create `db` when it does not exist */
-    char *cluster_url;           /* cloud: Redis URL of the cluster (util/redis_url.h); NULL =
-                                    none: the catalog is `db`'s */
-    char *cluster_ca;            /* CA certificates of a rediss:// cluster's server */
     struct limits limits;        /* set by the limit directives, named in util/limits.h */
     bool utf8_topics_set;        /* utf8-topics given; else config_parse_args() sets it by mode */
     int log_level;               /* enum log_level */
@@ -62,6 +59,9 @@ struct config {
     char *tls_cert;              /* PEM certificate chain for tls:// and wss://; NULL = none */
     char *tls_key;               /* its private key */
     char *tls_ca;                /* CA certificates for client certificates */
+    char *cluster_url;           /* redis:// or rediss:// of the cluster (checked with
+                                    redis_url_parse); NULL: alone, the catalog is `db`'s */
+    char *cluster_ca;            /* CAs for rediss://; NULL: the system's */
     enum config_client_cert tls_client_cert;
 };
 

@@ -80,6 +80,28 @@ static void metrics_sum(struct broker *b, struct metrics_totals *t)
     }
 }
 
+/* A node of a cluster: is Redis there, and what crossed it. */
+static void metrics_cluster(const struct broker_cluster_stats *st, struct evbuffer *out)
+{
+    metric_value(out, "aviary_cluster_connected", "gauge",
+                 "1 while this node reaches the cluster's Redis, 0 while it serves alone.",
+                 st->connected);
+    metric_value(out, "aviary_cluster_records_sent_total", "counter",
+                 "Messages this node handed to its instances' streams.", st->sent);
+    metric_value(out, "aviary_cluster_records_received_total", "counter",
+                 "Records this node read from its instances' streams.", st->received);
+    metric_value(out, "aviary_cluster_local_only_total", "counter",
+                 "Messages routed on this node alone while Redis was out of reach.",
+                 st->local_only);
+    metric_value(out, "aviary_cluster_bad_records_total", "counter",
+                 "Records from Redis that were not well formed, dropped.", st->bad);
+    metric_value(out, "aviary_cluster_taken_over_total", "counter",
+                 "Connections ended by a login with their client id on another node.",
+                 st->taken_over);
+    metric_value(out, "aviary_cluster_redis_losses_total", "counter",
+                 "Times the connection to Redis was lost.", st->losses);
+}
+
 static void metrics_process(struct web *w, struct evbuffer *out)
 {
     struct broker *b = w->broker;
@@ -144,6 +166,8 @@ static void metrics_process(struct web *w, struct evbuffer *out)
                         (unsigned long long)b->memory_refusals);
     evbuffer_add_printf(out, "aviary_refusals_total{reason=\"http-connections\"} %llu\n",
                         (unsigned long long)hs->refused_conns);
+    if (b->cluster)
+        metrics_cluster(&b->cluster_stats, out);
 }
 
 /* `name` as a label value: backslash, quote and newline escaped. */

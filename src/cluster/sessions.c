@@ -1,0 +1,371 @@
+#include "cluster/sessions.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/client.h"
+#include "broker/conn.h"
+#include "broker/core.h"
+#include "broker/instance.h"
+#include "broker/message.h"
+#include "broker/session.h"
+#include "cluster/bridge.h"
+#include "cluster/redis_link.h"
+#include "cluster/stream.h"
+#include "util/journal.h"
+#include "util/log.h"
+#include "util/scratch.h"
+#include "util/strmap.h"
+
+/* The head of an "o:" field's value, before the message's record. */
+#define OUT_HEAD 5 /* qos, flags, state, count of subscription ids (u16) */
+
+/* A login waiting for its session. */
+struct fetch {
+    struct sessions *ss;
+    struct conn *c; /* NULL once it closed */
+    char *instance, *client_id;
+    struct fetch *next;
+};
+
+struct sessions {
+    struct broker *broker;
+    struct redis_link *cmd;
+    struct fetch *fetches;
+};
+
+struct sessions *sessions_new(struct broker *b, struct redis_link *cmd)
+{
+    struct sessions *ss = calloc(1, sizeof(*ss));
+
+    if (ss) {
+        ss->broker = b;
+        ss->cmd = cmd;
+    }
+    return ss;
+}
+
+/* "aviary:{INSTANCE}:session:CLIENT_ID" in `sc`'s buffer; NULL when out of memory. */
+static char *session_key(struct scratch *sc, const char *instance, const char *client_id,
+                         size_t *len)
+{
+    size_t n = strlen("aviary:{}:session:") + strlen(instance) + strlen(client_id);
+    char *key = scratch_get(sc, n + 1);
+
+    if (key)
+        snprintf(key, n + 1, "aviary:{%s}:session:%s", instance, client_id);
+    *len = n;
+    return key;
+}
+
+static void command(struct sessions *ss, int argc, const char **argv, const size_t *lens)
+{
+    if (redis_link_command(ss->cmd, argc, argv, lens, NULL, NULL) < 0)
+        log_debug("cluster: a session change not written: Redis is away");
+}
+
+static void record_state(struct sessions *ss, const char *key, size_t key_len,
+                         const struct journal_record *r)
+{
+    char expiry[16];
+
+    if (r->type == JOURNAL_SESSION_DROP) {
+        command(ss, 2, (const char *[]){"DEL", key}, (size_t[]){3, key_len});
+        return;
+    }
+    int n = snprintf(expiry, sizeof(expiry), "%" PRIu32, r->expiry);
+    command(ss, 4, (const char *[]){"HSET", key, "m", expiry},
+            (size_t[]){4, key_len, 1, (size_t)n});
+    /* Offline, Redis ends it at its expiry unless a node resumes it first. */
+    if (r->when_ms && r->expiry != SESSION_NEVER_EXPIRES)
+        command(ss, 3, (const char *[]){"EXPIRE", key, expiry}, (size_t[]){6, key_len, (size_t)n});
+    else
+        command(ss, 2, (const char *[]){"PERSIST", key}, (size_t[]){7, key_len});
+}
+
+static void record_sub(struct sessions *ss, const char *key, size_t key_len,
+                       const struct journal_record *r)
+{
+    char small[256];
+    struct scratch sc = SCRATCH_INIT(small);
+    char *field = scratch_get(&sc, r->name_len + 3);
+    uint8_t value[6] = {r->options,
+                        r->flags,
+                        (uint8_t)(r->sub_id >> 24),
+                        (uint8_t)(r->sub_id >> 16),
+                        (uint8_t)(r->sub_id >> 8),
+                        (uint8_t)r->sub_id};
+
+    if (field) {
+        memcpy(field, "s:", 2);
+        memcpy(field + 2, r->name, r->name_len);
+        if (r->type == JOURNAL_SUB_PUT)
+            command(ss, 4, (const char *[]){"HSET", key, field, (const char *)value},
+                    (size_t[]){4, key_len, r->name_len + 2, sizeof(value)});
+        else
+            command(ss, 3, (const char *[]){"HDEL", key, field},
+                    (size_t[]){4, key_len, r->name_len + 2});
+    }
+    scratch_free(&sc);
+}
+
+/* The value of an "o:" field: its head, then the message's record. */
+static void record_out(struct sessions *ss, const char *key, size_t key_len,
+                       const struct journal_record *r, const struct message *m)
+{
+    char field[20];
+    int field_len = snprintf(field, sizeof(field), "o:%016" PRIx64, r->seq);
+    uint8_t small[512];
+    struct scratch sc = SCRATCH_INIT(small);
+    struct stream_message sm;
+
+    /* Past PUBREC nothing is left to send again: the entry goes. */
+    if (r->type == JOURNAL_OUT_DROP || !m) {
+        command(ss, 3, (const char *[]){"HDEL", key, field},
+                (size_t[]){4, key_len, (size_t)field_len});
+        return;
+    }
+    bridge_record_of(m, NULL, &sm);
+    size_t ids = r->sub_id_count, len = OUT_HEAD + 4 * ids + stream_message_size(&sm);
+    uint8_t *value = scratch_get(&sc, len);
+    if (value) {
+        uint8_t *p = value;
+        *p++ = r->qos;
+        *p++ = r->flags;
+        *p++ = r->state;
+        *p++ = (uint8_t)(ids >> 8);
+        *p++ = (uint8_t)ids;
+        for (size_t i = 0; i < ids; i++) {
+            uint32_t id = journal_sub_id(r, i);
+            *p++ = (uint8_t)(id >> 24);
+            *p++ = (uint8_t)(id >> 16);
+            *p++ = (uint8_t)(id >> 8);
+            *p++ = (uint8_t)id;
+        }
+        stream_encode_message(&sm, p);
+        command(ss, 4, (const char *[]){"HSET", key, field, (const char *)value},
+                (size_t[]){4, key_len, (size_t)field_len, len});
+    }
+    scratch_free(&sc);
+}
+
+void sessions_record(struct sessions *ss, struct session *s, const struct journal_record *r,
+                     const struct message *m)
+{
+    char small[256];
+    struct scratch sc = SCRATCH_INIT(small);
+    size_t key_len;
+    char *key = session_key(&sc, s->instance->name, s->client_id, &key_len);
+
+    if (!key || !redis_link_up(ss->cmd)) {
+        scratch_free(&sc);
+        return;
+    }
+    switch (r->type) {
+    case JOURNAL_SESSION_PUT:
+    case JOURNAL_SESSION_DROP:
+        record_state(ss, key, key_len, r);
+        break;
+    case JOURNAL_SUB_PUT:
+    case JOURNAL_SUB_DROP:
+        record_sub(ss, key, key_len, r);
+        break;
+    case JOURNAL_OUT_PUT:
+    case JOURNAL_OUT_DROP:
+        record_out(ss, key, key_len, r, m);
+        break;
+    default:
+        break; /* QoS 2 ids and wills stay with their node (doc/ARCHITECTURE.md) */
+    }
+    scratch_free(&sc);
+}
+
+/* ---- a session resumed from Redis ---- */
+
+static uint32_t read_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void rebuild_sub(struct session *s, const redisReply *field, const redisReply *value)
+{
+    const uint8_t *v = (const uint8_t *)value->str;
+
+    if (value->len != 6 || field->len < 3 || memchr(field->str, '\0', field->len))
+        return;
+    struct session_sub sub = {.filter = field->str + 2,
+                              .options = v[0],
+                              .leading_slash = (v[1] & JOURNAL_LEADING_SLASH) != 0,
+                              .sub_id = read_u32(v + 2)};
+    if (session_resubscribe(s, &sub) < 0)
+        log_warning("cluster: client %s: out of memory restoring a subscription", s->log_id);
+}
+
+/* One "o:" entry: queued again (its packet id was the old node's). */
+static void rebuild_out(struct session *s, const redisReply *value)
+{
+    const uint8_t *v = (const uint8_t *)value->str;
+    struct stream_record rec;
+    uint32_t small[16];
+    struct scratch sc = SCRATCH_INIT(small);
+
+    size_t ids = value->len >= OUT_HEAD ? (size_t)v[3] << 8 | v[4] : 0;
+    if (value->len < OUT_HEAD + 4 * ids ||
+        stream_decode(v + OUT_HEAD + 4 * ids, value->len - OUT_HEAD - 4 * ids, &rec, NULL, 0) < 0 ||
+        rec.type != STREAM_MESSAGE || v[0] < 1 || v[0] > 2)
+        return;
+    uint32_t *sub_ids = scratch_get(&sc, ids * sizeof(*sub_ids) + 1);
+    struct message *m = sub_ids ? bridge_message(s->instance, &rec.u.message) : NULL;
+    for (size_t i = 0; m && i < ids; i++)
+        sub_ids[i] = read_u32(v + OUT_HEAD + 4 * i);
+    struct delivery d = {.qos = v[0],
+                         .retain = (v[1] & JOURNAL_RETAIN) != 0,
+                         .leading_slash = (v[1] & JOURNAL_LEADING_SLASH) != 0,
+                         .sub_ids = sub_ids,
+                         .sub_id_count = ids};
+    struct outgoing *o = m ? session_outgoing_new(s, m, &d) : NULL;
+    message_unref(m);
+    scratch_free(&sc);
+    if (o && session_restore_outgoing(s, o) < 0)
+        log_warning("cluster: client %s: out of memory restoring a queued message", s->log_id);
+}
+
+struct out_entry {
+    const redisReply *field, *value;
+};
+
+static int by_field(const void *a, const void *b)
+{
+    const struct out_entry *x = a, *y = b;
+    return strcmp(x->field->str, y->field->str);
+}
+
+/* The "o:" entries in the order of their places (fixed-width hex), each queued again. */
+static void rebuild_outs(struct session *s, const redisReply *r)
+{
+    size_t n = 0;
+    struct out_entry *outs = malloc((r->elements / 2 + 1) * sizeof(*outs));
+
+    if (!outs)
+        return;
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (r->element[i]->len > 2 && !strncmp(r->element[i]->str, "o:", 2) &&
+            r->element[i + 1]->type == REDIS_REPLY_STRING)
+            outs[n++] = (struct out_entry){r->element[i], r->element[i + 1]};
+    qsort(outs, n, sizeof(*outs), by_field);
+    for (size_t i = 0; i < n; i++)
+        rebuild_out(s, outs[i].value);
+    free(outs);
+}
+
+/*
+ * The session the hash describes, offline in `inst` with its expiry timer
+ * running, as if this node had held it all along; NULL when the hash holds
+ * no session. The login that asked resumes it at once.
+ */
+static struct session *rebuild(struct sessions *ss, struct instance *inst, const char *client_id,
+                               const redisReply *r)
+{
+    const redisReply *meta = NULL;
+
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (r->element[i]->len == 1 && r->element[i]->str[0] == 'm')
+            meta = r->element[i + 1];
+    if (!meta || meta->type != REDIS_REPLY_STRING)
+        return NULL;
+    unsigned long expiry = strtoul(meta->str, NULL, 10);
+    struct session *s = expiry ? session_new(inst, client_id, (uint32_t)expiry) : NULL;
+    if (!s || strmap_put(&inst->sessions, s->client_id, s, NULL) < 0) {
+        session_free(s);
+        return NULL;
+    }
+    /* Nothing is delivered to it until the login brings its token. */
+    s->token_lost = ss->broker->cloud;
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (r->element[i]->len > 2 && !strncmp(r->element[i]->str, "s:", 2) &&
+            r->element[i + 1]->type == REDIS_REPLY_STRING)
+            rebuild_sub(s, r->element[i], r->element[i + 1]);
+    rebuild_outs(s, r);
+    if (conn_park_restored(s, (int64_t)s->expiry * 1000, 0) < 0)
+        log_warning("cluster: client %s: out of memory arming its session's expiry", s->log_id);
+    return s;
+}
+
+static void fetch_unlink(struct fetch *f)
+{
+    for (struct fetch **p = &f->ss->fetches; *p; p = &(*p)->next) {
+        if (*p == f) {
+            *p = f->next;
+            break;
+        }
+    }
+}
+
+static void fetched_cb(void *arg, redisReply *r)
+{
+    struct fetch *f = arg;
+    struct conn *c = f->c;
+
+    fetch_unlink(f);
+    if (c) {
+        struct instance *inst = bridge_instance(f->ss->broker, f->instance);
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements && inst && !inst->deleting &&
+            !strmap_get(&inst->sessions, f->client_id)) {
+            struct session *s = rebuild(f->ss, inst, f->client_id, r);
+            if (s) {
+                f->ss->broker->cluster_stats.fetched++;
+                log_info("client %s: session taken from Redis (%zu subscriptions, %zu queued)",
+                         s->log_id, s->sub_count, s->queue_count);
+            }
+        }
+        c->cluster_waiting = false;
+        client_read_again(c);
+    }
+    free(f->instance);
+    free(f->client_id);
+    free(f);
+}
+
+bool sessions_fetch(struct sessions *ss, struct instance *inst, const char *client_id,
+                    struct conn *c)
+{
+    char small[256];
+    struct scratch sc = SCRATCH_INIT(small);
+    size_t key_len;
+    char *key = session_key(&sc, inst->name, client_id, &key_len);
+    struct fetch *f = calloc(1, sizeof(*f));
+
+    if (f) {
+        *f = (struct fetch){ss, c, strdup(inst->name), strdup(client_id), ss->fetches};
+        if (!key || !f->instance || !f->client_id ||
+            redis_link_command(ss->cmd, 2, (const char *[]){"HGETALL", key}, (size_t[]){7, key_len},
+                               fetched_cb, f) < 0) {
+            free(f->instance);
+            free(f->client_id);
+            free(f);
+            f = NULL;
+        }
+    }
+    scratch_free(&sc);
+    if (!f)
+        return false;
+    ss->fetches = f;
+    c->cluster_waiting = true;
+    link_pause_reading(&c->link);
+    return true;
+}
+
+void sessions_forget(struct sessions *ss, struct conn *c)
+{
+    for (struct fetch *f = ss->fetches; f; f = f->next)
+        if (f->c == c)
+            f->c = NULL;
+    c->cluster_waiting = false;
+}
+
+void sessions_free(struct sessions *ss)
+{
+    free(ss);
+}

@@ -1,0 +1,47 @@
+/*
+ * sessions — persistent sessions kept in Redis, so that they outlive their node.
+ *
+ * The node a persistent session is on writes every change to the hash
+ * `aviary:{INSTANCE}:session:CLIENT_ID` (the journal's records, util/journal.h,
+ * turned into fields: "m" its expiry, "s:FILTER" a subscription, "o:SEQ" a
+ * QoS 1/2 message queued or in flight, with the message itself). While the
+ * session is offline the hash carries the session's expiry as its TTL, so
+ * Redis ends it when no node resumes it in time. A login on another node that
+ * asks for the session, which that node does not hold, waits for the hash and
+ * resumes what it holds. Core thread only.
+ */
+#ifndef AVIARY_SESSIONS_H
+#define AVIARY_SESSIONS_H
+
+#include <stdbool.h>
+
+struct broker;
+struct conn;
+struct instance;
+struct journal_record;
+struct message;
+struct redis_link;
+struct session;
+struct sessions;
+
+/* The fetches under way (none yet), on `cmd`; NULL when out of memory. */
+struct sessions *sessions_new(struct broker *b, struct redis_link *cmd);
+
+/* Write one change of `s` (see core.h's session_record). */
+void sessions_record(struct sessions *ss, struct session *s, const struct journal_record *r,
+                     const struct message *m);
+
+/*
+ * Fetch session `client_id` of `inst` for `c`, whose CONNECT waits for it
+ * (reading off). Returns false when that cannot start (Redis is away).
+ */
+bool sessions_fetch(struct sessions *ss, struct instance *inst, const char *client_id,
+                    struct conn *c);
+
+/* `c` closes while it waits: its fetch will only be freed. */
+void sessions_forget(struct sessions *ss, struct conn *c);
+
+/* Free it; fetches still under way must have been answered (the link freed first). */
+void sessions_free(struct sessions *ss);
+
+#endif
