@@ -282,6 +282,12 @@ def test_a_token_made_through_the_api_on_one_node_works_on_the_other():
             c = cloud_login5(n1.port, "acme", tok["secret"])
             api.ok("DELETE", "/admin/instances/acme/tokens/" + tok["id"])
             c.expect_disconnect(0x98, 1.0, "token revoked through the API")
+            # an admin key revoked on the cluster is refused by the node within a poll
+            cok(r.url, "admin-key", "revoke", key["id"])
+            wait_for(lambda: api.call("GET", "/admin/instances")[0] == 401, 1.5,
+                     what="the revoked admin key refused")
+            api.key = json.loads(cok(r.url, "--json", "admin-key", "create"))["secret"]
+            api.ok("GET", "/admin/instances")  # a new key: a miss makes the node look at once
             # an API write with Redis gone is refused, not lost
             r.stop()
             got, _, parsed = api.call("POST", "/admin/instances", {"name": "late"})
