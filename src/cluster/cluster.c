@@ -652,6 +652,10 @@ static void hook_instance_removed(struct broker_cluster *h, struct instance *ins
         redis_link_command(cl->sub, 2, (const char *[]){"SUNSUBSCRIBE", f->channel},
                            (size_t[]){12, strlen(f->channel)}, NULL, NULL);
     f->state = FOLLOW_NONE;
+    /* Deleted from the catalog (every node sees it): its retained messages leave Redis too. */
+    if (inst->deleting && redis_link_up(cl->cmd))
+        redis_link_command(cl->cmd, 2, (const char *[]){"DEL", f->retained_key},
+                           (size_t[]){3, strlen(f->retained_key)}, NULL, NULL);
 }
 
 /* ---- what this node has of each instance, said every second ---- */
