@@ -408,10 +408,12 @@ static bool hook_publish(struct broker_cluster *h, struct instance *inst, struct
     struct cluster *cl = of(h);
     struct follow *f = strmap_get(&cl->follows, inst->name);
 
-    if (!f || !connected(cl) || backlogged(cl)) {
+    /* Not followed (Redis refused it, or is away): this node alone. */
+    if (!f || f->state == FOLLOW_NONE || !connected(cl) || backlogged(cl)) {
         cl->broker->cluster_stats.local_only++;
         return false;
     }
+    /* Being followed: it waits for the stream, in order. */
     if (f->state != FOLLOW_READY)
         return hold(f, m, client_id) == 0;
     if (send_message(f, m, client_id) < 0) {
