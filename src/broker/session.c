@@ -223,6 +223,14 @@ static void session_keep_durable(struct session *s, int64_t offline_since_ms)
         session_keep_contents(s);
 }
 
+void session_mirror_again(struct session *s)
+{
+    if (s->mirror != SESSION_MIRROR_ON)
+        return;
+    s->mirror = SESSION_MIRROR_NONE;
+    session_mirror_state(s, s->conn ? 0 : 1);
+}
+
 /* The database's first (whole) write finds no copy in Redis yet: each writes its own whole. */
 void session_keep_state(struct session *s, int64_t offline_since_ms)
 {

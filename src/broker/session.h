@@ -211,6 +211,13 @@ void session_keep_state(struct session *s, int64_t offline_since_ms);
  */
 int session_resubscribe(struct session *s, const struct session_sub *sub);
 
+/*
+ * Write the cluster's copy of the session whole again (Redis was away, and
+ * what changed meanwhile was not written). Offline, its TTL starts again
+ * from its whole expiry.
+ */
+void session_mirror_again(struct session *s);
+
 /* Write the session's delayed will, due at `due_ms` (wall clock), or that it has none. */
 void session_keep_will(struct session *s, int64_t due_ms);
 

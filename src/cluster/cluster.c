@@ -17,6 +17,7 @@
 #include "broker/message.h"
 #include "broker/route.h"
 #include "broker/session.h"
+#include "broker/topic.h"
 #include "cluster/bridge.h"
 #include "cluster/redis_link.h"
 #include "cluster/sessions.h"
@@ -33,6 +34,11 @@
 /* Every node says what it has of each instance this often; older news counts for nothing. */
 #define LOAD_INTERVAL_MS 1000
 #define LOAD_FRESH_MS 3000
+/*
+ * Past this much waiting to go to Redis (Redis slower than the publishers),
+ * messages are routed here alone until it has drained below half.
+ */
+#define BACKLOG_MAX (64u << 20)
 
 /* Where an instance's stream stands on this node. */
 enum follow_state {
@@ -95,7 +101,9 @@ struct cluster {
     struct strmap follows;     /* instance name -> struct follow (owned) */
     struct sessions *sessions; /* persistent sessions in Redis */
     struct event *load_timer;  /* reports this node's loads */
-    bool warned;               /* the loss was logged: not again until connected */
+    unsigned load_ticks;
+    bool backlog_warned; /* the command link's backlog passed its bound */
+    bool warned;         /* the loss was logged: not again until connected */
 };
 
 static struct cluster *of(struct broker_cluster *h)
@@ -295,8 +303,11 @@ static void push_cb(void *ctx, redisReply *r)
 
 /* ---- messages out, to the streams ---- */
 
-/* The retained hash first, then the channel: a node that reads the hash later misses nothing. */
-static int send_message(struct follow *f, const struct message *m, const char *client_id)
+/*
+ * The retained hash first, then the channel (unless only `keep`ing it in the
+ * hash): a node that reads the hash later misses nothing.
+ */
+static int send_record(struct follow *f, const struct message *m, const char *client_id, bool keep)
 {
     struct cluster *cl = f->cl;
     struct stream_message sm;
@@ -319,13 +330,18 @@ static int send_message(struct follow *f, const struct message *m, const char *c
                                 (size_t[]){4, strlen(f->retained_key), m->topic_len}, NULL, NULL);
     else
         rc = 0;
-    if (rc == 0)
+    if (rc == 0 && !keep)
         rc = redis_link_command(cl->cmd, 3,
                                 (const char *[]){"SPUBLISH", f->channel, (const char *)rec},
                                 (size_t[]){8, strlen(f->channel), len}, NULL, NULL);
 out:
     scratch_free(&sc);
     return rc;
+}
+
+static int send_message(struct follow *f, const struct message *m, const char *client_id)
+{
+    return send_record(f, m, client_id, false);
 }
 
 static int hold(struct follow *f, struct message *m, const char *client_id)
@@ -369,16 +385,35 @@ static void release_held(struct follow *f, bool send)
     f->held_count = 0;
 }
 
+/* Is Redis so far behind that this node must route alone for a while? */
+static bool backlogged(struct cluster *cl)
+{
+    size_t unsent = redis_link_unsent(cl->cmd);
+
+    if (!cl->backlog_warned && unsent > BACKLOG_MAX) {
+        cl->backlog_warned = true;
+        log_warning("cluster: %zu MB wait to go to Redis at %s: messages are routed on this node "
+                    "alone until it catches up",
+                    unsent >> 20, cl->shown);
+    } else if (cl->backlog_warned && unsent < BACKLOG_MAX / 2) {
+        cl->backlog_warned = false;
+        log_notice("cluster: Redis at %s caught up", cl->shown);
+    }
+    return cl->backlog_warned;
+}
+
 static bool hook_publish(struct broker_cluster *h, struct instance *inst, struct message *m,
                          const char *client_id)
 {
     struct cluster *cl = of(h);
     struct follow *f = strmap_get(&cl->follows, inst->name);
 
-    if (!f || !connected(cl)) {
+    /* Not followed (Redis refused it, or is away): this node alone. */
+    if (!f || f->state == FOLLOW_NONE || !connected(cl) || backlogged(cl)) {
         cl->broker->cluster_stats.local_only++;
         return false;
     }
+    /* Being followed: it waits for the stream, in order. */
     if (f->state != FOLLOW_READY)
         return hold(f, m, client_id) == 0;
     if (send_message(f, m, client_id) < 0) {
@@ -455,7 +490,38 @@ static void sync_one_retained(struct follow *f, struct instance *inst, const red
     message_unref(m);
 }
 
-/* The retained hash's entries, then what came meanwhile, then what waited to be sent. */
+struct upload {
+    struct follow *f;
+    size_t count;
+};
+
+static void upload_one(void *ctx, const char *topic, void *msg)
+{
+    struct upload *u = ctx;
+
+    if (send_record(u->f, msg, NULL, true) == 0)
+        u->count++;
+}
+
+/*
+ * Redis holds no retained message of the instance (it was restarted without
+ * its data): this node's own go back to it. (Only then: during a split, a
+ * topic cleared on another node must not come back from this one.)
+ */
+static void upload_retained(struct follow *f, struct instance *inst)
+{
+    struct upload u = {f, 0};
+
+    topic_tree_retained_match(inst->tree, "#", upload_one, &u);
+    if (u.count)
+        log_notice("cluster: instance %s: Redis had no retained messages; %zu sent from this node",
+                   f->name, u.count);
+}
+
+/*
+ * The retained hash's entries, then what came meanwhile, then what waited to
+ * be sent; and this node's persistent sessions, written whole again.
+ */
 static void synced_cb(void *arg, redisReply *r)
 {
     struct follow *f = arg;
@@ -466,6 +532,9 @@ static void synced_cb(void *arg, redisReply *r)
     if (r->type == REDIS_REPLY_ARRAY && inst) {
         for (size_t i = 0; i + 1 < r->elements; i += 2)
             sync_one_retained(f, inst, r->element[i + 1]);
+        if (!r->elements)
+            upload_retained(f, inst);
+        sessions_rewrite(f->cl->sessions, inst);
     } else if (r->type == REDIS_REPLY_ERROR) {
         log_warning("cluster: instance %s: cannot read its retained messages: %s", f->name, r->str);
     }
@@ -585,6 +654,10 @@ static void hook_instance_removed(struct broker_cluster *h, struct instance *ins
         redis_link_command(cl->sub, 2, (const char *[]){"SUNSUBSCRIBE", f->channel},
                            (size_t[]){12, strlen(f->channel)}, NULL, NULL);
     f->state = FOLLOW_NONE;
+    /* Deleted from the catalog (every node sees it): its retained messages leave Redis too. */
+    if (inst->deleting && redis_link_up(cl->cmd))
+        redis_link_command(cl->cmd, 2, (const char *[]){"DEL", f->retained_key},
+                           (size_t[]){3, strlen(f->retained_key)}, NULL, NULL);
 }
 
 /* ---- what this node has of each instance, said every second ---- */
@@ -616,6 +689,8 @@ static void load_cb(evutil_socket_t fd, short what, void *arg)
     size_t pos = 0;
     struct follow *f;
 
+    if (++cl->load_ticks % (SESSIONS_RENEW_SEC * 1000 / LOAD_INTERVAL_MS) == 0)
+        sessions_renew(cl->sessions);
     while ((f = strmap_next(&cl->follows, &pos, NULL))) {
         struct instance *inst = f->wanted ? bridge_instance(cl->broker, f->name) : NULL;
         if (!inst)

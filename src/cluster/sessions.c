@@ -19,6 +19,13 @@
 #include "util/scratch.h"
 #include "util/strmap.h"
 
+/*
+ * While its client is connected, a session's hash lives this much longer
+ * than its expiry, renewed every SESSIONS_RENEW_SEC: if its node dies, Redis
+ * still ends it, at most this much late.
+ */
+#define SESSIONS_ONLINE_GRACE_SEC 60
+
 /* The head of an "o:" field's value, before the message's record. */
 #define OUT_HEAD 5 /* qos, flags, state, count of subscription ids (u16) */
 
@@ -79,10 +86,14 @@ static void record_state(struct sessions *ss, const char *key, size_t key_len,
     command(ss, 4, (const char *[]){"HSET", key, "m", expiry},
             (size_t[]){4, key_len, 1, (size_t)n});
     /* Offline, Redis ends it at its expiry unless a node resumes it first. */
-    if (r->when_ms && r->expiry != SESSION_NEVER_EXPIRES)
-        command(ss, 3, (const char *[]){"EXPIRE", key, expiry}, (size_t[]){6, key_len, (size_t)n});
-    else
+    if (r->expiry == SESSION_NEVER_EXPIRES) {
         command(ss, 2, (const char *[]){"PERSIST", key}, (size_t[]){7, key_len});
+        return;
+    }
+    if (!r->when_ms)
+        n = snprintf(expiry, sizeof(expiry), "%" PRIu64,
+                     (uint64_t)r->expiry + SESSIONS_ONLINE_GRACE_SEC);
+    command(ss, 3, (const char *[]){"EXPIRE", key, expiry}, (size_t[]){6, key_len, (size_t)n});
 }
 
 static void record_sub(struct sessions *ss, const char *key, size_t key_len,
@@ -363,6 +374,37 @@ void sessions_forget(struct sessions *ss, struct conn *c)
         if (f->c == c)
             f->c = NULL;
     c->cluster_waiting = false;
+}
+
+void sessions_renew(struct sessions *ss)
+{
+    char ttl[24];
+    char small[256];
+
+    if (!redis_link_up(ss->cmd))
+        return;
+    for (struct conn *c = ss->broker->conns; c; c = c->next) {
+        struct session *s = c->session;
+        if (!s || s->mirror != SESSION_MIRROR_ON || s->expiry == SESSION_NEVER_EXPIRES)
+            continue;
+        struct scratch sc = SCRATCH_INIT(small);
+        size_t key_len;
+        char *key = session_key(&sc, s->instance->name, s->client_id, &key_len);
+        int n =
+            snprintf(ttl, sizeof(ttl), "%" PRIu64, (uint64_t)s->expiry + SESSIONS_ONLINE_GRACE_SEC);
+        if (key)
+            command(ss, 3, (const char *[]){"EXPIRE", key, ttl}, (size_t[]){6, key_len, (size_t)n});
+        scratch_free(&sc);
+    }
+}
+
+void sessions_rewrite(struct sessions *ss, struct instance *inst)
+{
+    size_t pos = 0;
+    struct session *s;
+
+    while ((s = strmap_next(&inst->sessions, &pos, NULL)))
+        session_mirror_again(s);
 }
 
 void sessions_free(struct sessions *ss)

@@ -6,7 +6,8 @@
  * turned into fields: "m" its expiry, "s:FILTER" a subscription, "o:SEQ" a
  * QoS 1/2 message queued or in flight, with the message itself). While the
  * session is offline the hash carries the session's expiry as its TTL, so
- * Redis ends it when no node resumes it in time. A login on another node that
+ * Redis ends it when no node resumes it in time; while online, its expiry
+ * and a grace, renewed, so that the same holds when its node dies. A login on another node that
  * asks for the session, which that node does not hold, waits for the hash and
  * resumes what it holds. Core thread only.
  */
@@ -40,6 +41,16 @@ bool sessions_fetch(struct sessions *ss, struct instance *inst, const char *clie
 
 /* `c` closes while it waits: its fetch will only be freed. */
 void sessions_forget(struct sessions *ss, struct conn *c);
+
+/*
+ * Every SESSIONS_RENEW_SEC: the hashes of connected sessions live on, so that
+ * a node that dies leaves them to expire as offline sessions would.
+ */
+#define SESSIONS_RENEW_SEC 30
+void sessions_renew(struct sessions *ss);
+
+/* Redis is back: write every persistent session of `inst` whole again. */
+void sessions_rewrite(struct sessions *ss, struct instance *inst);
 
 /* Free it; fetches still under way must have been answered (the link freed first). */
 void sessions_free(struct sessions *ss);
