@@ -28,9 +28,10 @@ def free_port():
 
 
 class RedisServer:
-    def __init__(self, password=None, appendonly=False):
+    def __init__(self, password=None, appendonly=False, extra_args=()):
         self.password = password
         self.appendonly = appendonly
+        self.extra_args = [str(a) for a in extra_args]  # more redis-server options
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="aviary-redis-")
         self.proc = None
@@ -47,6 +48,7 @@ class RedisServer:
                 "--appendfsync", "always", "--dir", self.dir, "--daemonize", "no"]
         if self.password:
             argv += ["--requirepass", self.password]
+        argv += self.extra_args
         self._log = open(os.path.join(self.dir, "redis.log"), "ab")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, cwd=self.dir)
