@@ -721,7 +721,7 @@ def test_redis_restart_under_load():
 
 def test_acknowledged_messages_survive_redis_loss():
     """A publisher on node 1 publishes QoS 1 messages as fast as it can; Redis stops
-    (SIGKILL, then SIGTERM, then SIGKILL) while they flow. Every message node 1
+    (SIGKILL or SIGTERM, three times each) while they flow. Every message node 1
     acknowledged reaches node 1's own subscriber, which stayed connected throughout."""
     if not os.environ.get("AVIARY_TEST_BUGS"):
         raise Skip("BUG: a QoS 1 message handed to Redis just before the loss is "
@@ -732,7 +732,7 @@ def test_acknowledged_messages_survive_redis_loss():
         (node,) = _nodes(stack, redis.url, count=1)
         _await_cluster([node])
         report = []
-        for how in ("SIGKILL", "SIGTERM", "SIGKILL"):
+        for how in ("SIGKILL", "SIGTERM") * 3:
             topic = unique("fast/")
             sub = stack.enter_context(_client(node))
             sub.subscribe(topic, 1)
