@@ -970,11 +970,13 @@ class PahoClient:
 
     protocol: "3.1.1" (default) or "3.1". Connects in the constructor and
     waits for CONNACK (fails unless accepted, unless expect_rc is given).
-    Received messages are collected in order in `messages`.
+    Received messages are collected in order in `messages`. transport
+    "websockets" (path ws_path) or "tcp"; tls_ca: a CA file turns on TLS.
     """
 
     def __init__(self, port, client_id="", clean_session=True, protocol="3.1.1", keepalive=60,
-                 will=None, username=None, password=None, timeout=5.0, expect_rc=0):
+                 will=None, username=None, password=None, timeout=5.0, expect_rc=0,
+                 transport="tcp", ws_path="/mqtt", tls_ca=None):
         if mqtt is None:
             raise TestFailure("paho-mqtt is not importable (Debian: python3-paho-mqtt)")
         proto = {"3.1": mqtt.MQTTv31, "3.1.1": mqtt.MQTTv311}[protocol]
@@ -986,7 +988,11 @@ class PahoClient:
         self.disconnected = threading.Event()
         self.disconnect_rc = None
         c = mqtt.Client(client_id=client_id, clean_session=clean_session, protocol=proto,
-                        reconnect_on_failure=False)
+                        reconnect_on_failure=False, transport=transport)
+        if transport == "websockets":
+            c.ws_set_options(path=ws_path)
+        if tls_ca is not None:
+            c.tls_set(ca_certs=tls_ca)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
