@@ -6,6 +6,7 @@
 #ifndef AVIARY_BRIDGE_H
 #define AVIARY_BRIDGE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct broker;
@@ -21,6 +22,15 @@ struct instance *bridge_instance(struct broker *b, const char *name);
  * expiry counted from when it was published; NULL when out of memory (logged).
  */
 struct message *bridge_message(struct instance *inst, const struct stream_message *sm);
+
+/*
+ * May this node hand `sm` to the subscribers of `inst`? A record from Redis
+ * is well formed (stream.h) but its message must also be one a PUBLISH could
+ * have made: a topic name under the instance's rules, and only the MQTT 5
+ * properties a message carries, whole. Returns 0, or -1 with the reason.
+ */
+int bridge_check(const struct instance *inst, const struct stream_message *sm, char *err,
+                 size_t errlen);
 
 /* Milliseconds of the wall clock: what a record's published time is on. */
 uint64_t bridge_wall_ms(void);

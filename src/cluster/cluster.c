@@ -52,6 +52,7 @@ enum follow_state {
 struct held {
     struct message *m; /* a reference */
     char *client_id;   /* owned; NULL for none */
+    uint64_t seq;      /* sent: its number (stream.h); held: 0 */
 };
 
 /* A record that came while the retained hash was being read. */
@@ -83,6 +84,13 @@ struct follow {
     size_t held_count, held_cap;
     struct early *early;
     size_t early_count, early_cap;
+    /*
+     * Sent to the channel, not yet back from it: until a message comes back,
+     * it is this node's to deliver here should Redis be lost (oldest first).
+     */
+    struct held *sent;
+    size_t sent_head, sent_count, sent_cap;
+    uint64_t routed_through; /* our messages up to this number were routed here alone */
     struct node_load *loads; /* the other nodes' */
     size_t load_count, load_cap;
     uint64_t messages_before; /* the instance's messages_in at the last report */
@@ -103,6 +111,7 @@ struct cluster {
     struct event *load_timer;  /* reports this node's loads */
     unsigned load_ticks;
     bool backlog_warned; /* the command link's backlog passed its bound */
+    uint64_t next_seq;   /* the number of the next message this node sends */
     bool warned;         /* the loss was logged: not again until connected */
 };
 
@@ -224,6 +233,41 @@ static void take_load(struct follow *f, struct instance *inst, const struct stre
     loads_apply(f, inst);
 }
 
+static bool ours(const struct cluster *cl, const struct stream_message *sm)
+{
+    return sm->node_len == 2 * NODE_ID_BYTES && !memcmp(sm->node, cl->node, sm->node_len);
+}
+
+static void held_clear(struct held *h)
+{
+    message_unref(h->m);
+    free(h->client_id);
+}
+
+static void sent_drop_all(struct follow *f)
+{
+    for (; f->sent_count; f->sent_count--) {
+        held_clear(&f->sent[f->sent_head]);
+        f->sent_head = (f->sent_head + 1) % f->sent_cap;
+    }
+}
+
+/*
+ * Our message number `seq` came back: it and any before it (not expected:
+ * Redis keeps our order) leave `sent`. False when it was routed here already.
+ */
+static bool echoed(struct follow *f, uint64_t seq)
+{
+    if (seq <= f->routed_through)
+        return false;
+    while (f->sent_count && f->sent[f->sent_head].seq <= seq) {
+        held_clear(&f->sent[f->sent_head]);
+        f->sent_head = (f->sent_head + 1) % f->sent_cap;
+        f->sent_count--;
+    }
+    return true;
+}
+
 static void take_record(struct follow *f, const uint8_t *data, size_t len)
 {
     struct cluster *cl = f->cl;
@@ -239,6 +283,13 @@ static void take_record(struct follow *f, const uint8_t *data, size_t len)
     struct instance *inst = bridge_instance(cl->broker, f->name);
     if (!inst || inst->deleting)
         return;
+    if (r.type == STREAM_MESSAGE && bridge_check(inst, &r.u.message, err, sizeof(err)) < 0) {
+        cl->broker->cluster_stats.bad++;
+        log_warning("cluster: instance %s: a record from Redis dropped: %s", f->name, err);
+        return;
+    }
+    if (r.type == STREAM_MESSAGE && ours(cl, &r.u.message) && !echoed(f, r.u.message.seq))
+        return; /* routed here already, while Redis was lost */
     if (r.type == STREAM_MESSAGE)
         deliver_message(inst, &r.u.message);
     else if (r.type == STREAM_CLAIM)
@@ -316,6 +367,11 @@ static int send_record(struct follow *f, const struct message *m, const char *cl
     int rc = -1;
 
     bridge_record_of(m, client_id, &sm);
+    if (!keep) {
+        sm.node = cl->node;
+        sm.node_len = strlen(cl->node);
+        sm.seq = cl->next_seq + 1;
+    }
     size_t len = stream_message_size(&sm);
     uint8_t *rec = scratch_get(&sc, len);
     if (!rec)
@@ -339,9 +395,37 @@ out:
     return rc;
 }
 
-static int send_message(struct follow *f, const struct message *m, const char *client_id)
+static int sent_push(struct follow *f, struct message *m, const char *client_id, uint64_t seq)
 {
-    return send_record(f, m, client_id, false);
+    if (f->sent_count == f->sent_cap) {
+        size_t cap = f->sent_cap ? f->sent_cap * 2 : 64;
+        struct held *grown = malloc(cap * sizeof(*grown));
+        if (!grown)
+            return -1;
+        for (size_t i = 0; i < f->sent_count; i++)
+            grown[i] = f->sent[(f->sent_head + i) % f->sent_cap];
+        free(f->sent);
+        f->sent = grown;
+        f->sent_head = 0;
+        f->sent_cap = cap;
+    }
+    char *cid = client_id ? strdup(client_id) : NULL;
+    if (client_id && !cid)
+        return -1;
+    f->sent[(f->sent_head + f->sent_count) % f->sent_cap] = (struct held){message_ref(m), cid, seq};
+    f->sent_count++;
+    return 0;
+}
+
+/* To the channel, and kept until it comes back. */
+static int send_message(struct follow *f, struct message *m, const char *client_id)
+{
+    if (send_record(f, m, client_id, false) < 0)
+        return -1;
+    uint64_t seq = ++f->cl->next_seq;
+    if (sent_push(f, m, client_id, seq) < 0)
+        log_warning("cluster: out of memory remembering a message sent: lost here if Redis is");
+    return 0;
 }
 
 static int hold(struct follow *f, struct message *m, const char *client_id)
@@ -357,7 +441,7 @@ static int hold(struct follow *f, struct message *m, const char *client_id)
     char *cid = client_id ? strdup(client_id) : NULL;
     if (client_id && !cid)
         return -1;
-    f->held[f->held_count++] = (struct held){message_ref(m), cid};
+    f->held[f->held_count++] = (struct held){message_ref(m), cid, 0};
     return 0;
 }
 
@@ -476,7 +560,8 @@ static void sync_one_retained(struct follow *f, struct instance *inst, const red
 
     if (value->type != REDIS_REPLY_STRING ||
         stream_decode((const uint8_t *)value->str, value->len, &r, err, sizeof(err)) < 0 ||
-        r.type != STREAM_MESSAGE || !r.u.message.retain) {
+        r.type != STREAM_MESSAGE || !r.u.message.retain ||
+        bridge_check(inst, &r.u.message, err, sizeof(err)) < 0) {
         f->cl->broker->cluster_stats.bad++;
         log_warning("cluster: instance %s: a retained message in Redis is not well formed",
                     f->name);
@@ -519,6 +604,20 @@ static void upload_retained(struct follow *f, struct instance *inst)
 }
 
 /*
+ * Every connection here claims its client id again: a client that logged in
+ * to two nodes while Redis was away stays on one of them.
+ */
+static void claim_all(struct cluster *cl, struct instance *inst)
+{
+    size_t pos = 0;
+    struct session *s;
+
+    while ((s = strmap_next(&inst->sessions, &pos, NULL)))
+        if (s->conn)
+            hook_claim(&cl->hooks, inst, s->conn);
+}
+
+/*
  * The retained hash's entries, then what came meanwhile, then what waited to
  * be sent; and this node's persistent sessions, written whole again.
  */
@@ -541,6 +640,8 @@ static void synced_cb(void *arg, redisReply *r)
     f->state = FOLLOW_READY;
     deliver_early(f);
     release_held(f, true);
+    if (inst)
+        claim_all(f->cl, inst);
 }
 
 static void subscribed_cb(void *arg, redisReply *r)
@@ -580,8 +681,23 @@ static void follow_start(struct follow *f)
 /* Redis is gone: what came and what waited is routed here, in its order. */
 static void follow_reset(struct follow *f)
 {
+    struct instance *inst = f->wanted ? bridge_instance(f->cl->broker, f->name) : NULL;
+
     f->state = FOLLOW_NONE;
     deliver_early(f);
+    /* Sent but not back: maybe never to come; delivered here now, and skipped if they do. */
+    while (f->sent_count) {
+        struct held *h = &f->sent[f->sent_head];
+        if (inst) {
+            f->cl->broker->cluster_stats.local_only++;
+            route_publish_streamed(inst, h->m,
+                                   h->client_id ? strmap_get(&inst->sessions, h->client_id) : NULL);
+        }
+        f->routed_through = h->seq;
+        held_clear(h);
+        f->sent_head = (f->sent_head + 1) % f->sent_cap;
+        f->sent_count--;
+    }
     release_held(f, false);
 }
 
@@ -616,6 +732,8 @@ static void follow_free(struct follow *f)
     for (size_t i = 0; i < f->early_count; i++)
         free(f->early[i].data);
     free(f->early);
+    sent_drop_all(f);
+    free(f->sent);
     free(f->loads);
     free(f->held);
     free(f->name);
@@ -649,6 +767,7 @@ static void hook_instance_removed(struct broker_cluster *h, struct instance *ins
     for (size_t i = 0; i < f->early_count; i++)
         free(f->early[i].data);
     f->early_count = 0;
+    sent_drop_all(f);       /* not wanted: forgotten */
     release_held(f, false); /* not wanted: dropped */
     if (f->state != FOLLOW_NONE && redis_link_up(cl->sub))
         redis_link_command(cl->sub, 2, (const char *[]){"SUNSUBSCRIBE", f->channel},

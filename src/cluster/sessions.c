@@ -225,7 +225,8 @@ static void rebuild_out(struct session *s, const redisReply *value)
     size_t ids = value->len >= OUT_HEAD ? (size_t)v[3] << 8 | v[4] : 0;
     if (value->len < OUT_HEAD + 4 * ids ||
         stream_decode(v + OUT_HEAD + 4 * ids, value->len - OUT_HEAD - 4 * ids, &rec, NULL, 0) < 0 ||
-        rec.type != STREAM_MESSAGE || v[0] < 1 || v[0] > 2)
+        rec.type != STREAM_MESSAGE || v[0] < 1 || v[0] > 2 ||
+        bridge_check(s->instance, &rec.u.message, NULL, 0) < 0)
         return;
     uint32_t *sub_ids = scratch_get(&sc, ids * sizeof(*sub_ids) + 1);
     struct message *m = sub_ids ? bridge_message(s->instance, &rec.u.message) : NULL;

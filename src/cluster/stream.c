@@ -32,8 +32,8 @@ static uint8_t *put_bytes(uint8_t *p, const void *data, size_t len)
 
 size_t stream_message_size(const struct stream_message *m)
 {
-    return 2 + 1 + 4 + 8 + 2 + m->client_id_len + 4 + m->topic_len + 4 + m->props_len +
-           m->payload_len;
+    return 2 + 1 + 4 + 8 + 2 + m->node_len + 8 + 2 + m->client_id_len + 4 + m->topic_len + 4 +
+           m->props_len + m->payload_len;
 }
 
 void stream_encode_message(const struct stream_message *m, uint8_t *out)
@@ -45,6 +45,9 @@ void stream_encode_message(const struct stream_message *m, uint8_t *out)
     *p++ = (uint8_t)((m->qos & 3) | (m->retain ? 4 : 0));
     p = put_u32(p, m->expiry);
     p = put_u64(p, m->published_ms);
+    p = put_u16(p, (uint16_t)m->node_len);
+    p = put_bytes(p, m->node, m->node_len);
+    p = put_u64(p, m->seq);
     p = put_u16(p, (uint16_t)m->client_id_len);
     p = put_bytes(p, m->client_id, m->client_id_len);
     p = put_u32(p, (uint32_t)m->topic_len);
@@ -131,6 +134,9 @@ static int decode_message(struct reader *rd, struct stream_message *m, char *err
     m->retain = (flags & 4) != 0;
     m->expiry = (uint32_t)take_uint(rd, 4);
     m->published_ms = take_uint(rd, 8);
+    m->node_len = (size_t)take_uint(rd, 2);
+    m->node = (const char *)take_bytes(rd, m->node_len);
+    m->seq = take_uint(rd, 8);
     m->client_id_len = (size_t)take_uint(rd, 2);
     m->client_id = (const char *)take_bytes(rd, m->client_id_len);
     m->topic_len = (size_t)take_uint(rd, 4);

@@ -7,7 +7,8 @@
  * A record starts with a version byte and a type byte:
  *   'P' a message:  u8 flags (QoS in bits 0-1, retain in bit 2), u32 expiry
  *                   interval, u64 wall-clock ms when published, u16 + the
- *                   publisher's client id, u32 + topic, u32 + MQTT 5
+ *                   sending node's id, u64 its number on that node, u16 +
+ *                   the publisher's client id, u32 + topic, u32 + MQTT 5
  *                   properties, then the payload to the end
  *   'C' a claim:    u16 + node id, u16 + client id, u64 connection id
  *   'L' a load:     u16 + node id, u32 live connections, u32 messages
@@ -32,6 +33,9 @@ struct stream_message {
     bool retain;
     uint32_t expiry;       /* seconds; 0: never */
     uint64_t published_ms; /* wall clock (CLOCK_REALTIME) */
+    const char *node;      /* the node that sent it (empty in the hashes) */
+    size_t node_len;
+    uint64_t seq; /* its number among that node's messages: the node knows its own come back */
     const char *client_id; /* the publisher's; empty for a will or the broker's own */
     size_t client_id_len;
     const char *topic;

@@ -16,6 +16,9 @@ START_TEST(test_stream_message_round_trip)
                                 .retain = true,
                                 .expiry = 60,
                                 .published_ms = 1764921600123ull,
+                                .node = "0123456789abcdef",
+                                .node_len = 16,
+                                .seq = 77,
                                 .client_id = "pub-1",
                                 .client_id_len = 5,
                                 .topic = "a/b",
@@ -37,6 +40,8 @@ START_TEST(test_stream_message_round_trip)
     ck_assert(m->retain);
     ck_assert_uint_eq(m->expiry, 60);
     ck_assert_uint_eq(m->published_ms, 1764921600123ull);
+    ck_assert_mem_eq(m->node, "0123456789abcdef", 16);
+    ck_assert_uint_eq(m->seq, 77);
     ck_assert_mem_eq(m->client_id, "pub-1", 5);
     ck_assert_mem_eq(m->topic, "a/b", 3);
     ck_assert_uint_eq(m->props_len, 2);
@@ -155,7 +160,7 @@ START_TEST(test_stream_refuses_bad_headers_and_fields)
     ck_assert_int_eq(stream_decode(buf, stream_message_size(&empty), &r, err, sizeof(err)), -1);
     /* A length that claims more than there is. */
     stream_encode_message(&in, buf);
-    buf[2 + 1 + 4 + 8 + 2 + 3] = 0xff;
+    buf[2 + 1 + 4 + 8 + 2 + 8 + 2 + 3] = 0xff; /* the low byte of the topic's length */
     ck_assert_int_eq(stream_decode(buf, len, &r, err, sizeof(err)), -1);
 }
 END_TEST
