@@ -185,10 +185,12 @@ class Setup:
             log.close()
             wait_redis(self.redis, self.redis_port, self.work)
             extra = ["--cluster", "redis://%s:%d" % (HOST, self.redis_port)]
-        for _ in range(self.nodes):
+        for k in range(self.nodes):
+            log = open(os.path.join(self.work, "node%d.log" % (k + 1)), "ab")
             p = subprocess.Popen([self.args.aviaryd, "--listen", "tcp://%s:0" % HOST,
                                   "--log-level", "warning"] + extra,
-                                 stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                                 stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+            log.close()
             self.brokers.append(p)
             line = p.stdout.readline().decode()
             if not line.startswith("listening on tcp://"):
@@ -213,6 +215,23 @@ class Setup:
         """(brokers' CPU seconds together, redis-server's or 0)."""
         return (sum(cpu_seconds(p.pid) for p in self.brokers),
                 cpu_seconds(self.redis.pid) if self.redis else 0.0)
+
+    def troubles(self):
+        """What the logs say went wrong: nodes' losses of Redis, Redis's closed clients."""
+        def count(name, text):
+            try:
+                with open(os.path.join(self.work, name), "rb") as f:
+                    return f.read().count(text)
+            except OSError:
+                return 0
+        lost = sum(count("node%d.log" % (k + 1), b"lost Redis") for k in range(self.nodes))
+        closed = count("redis.log", b"output buffer limits")
+        out = []
+        if lost:
+            out.append("nodes lost Redis %d times" % lost)
+        if closed:
+            out.append("redis-server closed %d clients over their output buffer limit" % closed)
+        return "; ".join(out)
 
     def close(self):
         for p in self.brokers:
@@ -376,6 +395,8 @@ def fanout_run(args, name):
         g1 = self_cpu()
         b1, r1 = setup.cpu()
         pub = child_result(pid, rfd, 60)
+        time.sleep(0.2)
+        troubles = setup.troubles()
         delivered = sum(v // len(one) for v in got.values())
         expected = args.messages * len(subs)
         secs = (last_ns - pub["start_ns"]) / 1e9 if last_ns else float("nan")
@@ -390,6 +411,7 @@ def fanout_run(args, name):
             "redis_us_msg": (r1 - r0) * 1e6 / max(pub["sent"], 1),
             "broker_cpu": (b1 - b0) / secs, "redis_cpu": (r1 - r0) / secs,
             "sub_cpu": (g1 - g0) / secs, "pub_cpu": pub["cpu"] / pub_secs,
+            "troubles": troubles,
         }
     finally:
         for s in subs:
@@ -652,6 +674,8 @@ def main():
                           r["broker_us"], r["redis_us"], r["redis_us_msg"],
                           100 * r["broker_cpu"], 100 * r["redis_cpu"], 100 * r["sub_cpu"],
                           100 * r["pub_cpu"], gen_note(max(r["sub_cpu"], r["pub_cpu"]))))
+                if r["troubles"]:
+                    print("          ^ %s" % r["troubles"])
                 sys.stdout.flush()
 
     if "latency" in only:
