@@ -282,6 +282,16 @@ def forked(fn):
     return pid, rfd
 
 
+def reap(pid):
+    """Kill (by its PID) and reap a publisher child whose result was not read."""
+    try:
+        if os.waitpid(pid, os.WNOHANG) == (0, 0):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
 def child_result(pid, rfd, timeout):
     """The child's JSON result; the child is killed (by its PID) if it is not done in time."""
     deadline = time.monotonic() + timeout
@@ -350,6 +360,7 @@ def fanout_run(args, name):
     nodes, cluster = {"1node": (1, False), "1cluster": (1, True), "3cluster": (3, True)}[name]
     setup = Setup(args, nodes, cluster)
     subs = []
+    pid = None
     try:
         setup.start()
         for k in range(args.subscribers):
@@ -394,7 +405,7 @@ def fanout_run(args, name):
                     done += 1
         g1 = self_cpu()
         b1, r1 = setup.cpu()
-        pub = child_result(pid, rfd, 60)
+        pub, pid = child_result(pid, rfd, 60), None
         time.sleep(0.2)
         troubles = setup.troubles()
         delivered = sum(v // len(one) for v in got.values())
@@ -414,6 +425,8 @@ def fanout_run(args, name):
             "troubles": troubles,
         }
     finally:
+        if pid is not None:
+            reap(pid)
         for s in subs:
             s.close()
         setup.close()
@@ -466,6 +479,7 @@ def latency_run(args, name):
     nodes, cluster = {"1node": (1, False), "1cluster": (1, True), "3cluster": (3, True)}[name]
     setup = Setup(args, nodes, cluster)
     readers = []
+    pid = None
     try:
         setup.start()
         readers.append(Reader(mqtt_connect(setup.ports[0], b"bench-lat-1", LAT_TOPIC),
@@ -504,7 +518,7 @@ def latency_run(args, name):
                 key.data.feed(data, now)
         g1 = self_cpu()
         b1, r1 = setup.cpu()
-        pub = child_result(pid, rfd, 60)
+        pub, pid = child_result(pid, rfd, 60), None
         pub_secs = (pub["end_ns"] - pub["start_ns"]) / 1e9
         out = []
         for r in readers:
@@ -521,6 +535,8 @@ def latency_run(args, name):
             })
         return out
     finally:
+        if pid is not None:
+            reap(pid)
         for r in readers:
             r.sock.close()
         setup.close()
@@ -537,6 +553,7 @@ def redis_run(args, size):
                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     drains = []
+    bench = None
     try:
         wait_redis(redis, port, work)
         channel = b"aviary:{bench}"
@@ -602,6 +619,7 @@ def redis_run(args, size):
                 "in_bytes": len(cmd) + 4, "out_bytes": len(push),
                 "benchmark": bench_line[-1] if bench_line else "", "load": os.getloadavg()[0]}
     finally:
+        stop(bench)
         for s in drains:
             s.close()
         stop(redis)
