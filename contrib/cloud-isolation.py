@@ -10,7 +10,8 @@ exactly the messages of its own instance (CLIENTS x MESSAGES) and nothing from
 any other. Prints the counts and exits 0 when isolation held, 1 otherwise.
 
 With --nodes N (N > 1) it starts a redis-server of its own on a free loopback
-port and N aviaryd nodes joined to it (--cluster, all on the same database),
+port and N aviaryd nodes joined to it (--cluster: the catalog made here is
+uploaded with `aviaryctl --cluster URL init --from DB`, each node keeps its own database),
 spreads the clients round-robin over the nodes, waits until every node follows
 every instance's channel, and also checks the one order: every client of an
 instance must see the instance's messages in the same order. It counts
@@ -262,9 +263,12 @@ def main():
         if args.nodes > 1:
             redis, redis_port = start_redis(args.redis_server, work)
             cluster = ["--cluster", "redis://%s:%d" % (HOST, redis_port)]
+            subprocess.run([args.aviaryctl] + cluster + ["init", "--from", db], check=True,
+                           stdout=subprocess.DEVNULL)
         ports = []
-        for _ in range(args.nodes):
-            broker = subprocess.Popen([args.aviaryd, "--mode", "cloud", "--db", db, "--listen",
+        for k in range(args.nodes):
+            node_db = db if args.nodes == 1 else os.path.join(work, "node-%d.db" % k)
+            broker = subprocess.Popen([args.aviaryd, "--mode", "cloud", "--db", node_db, "--listen",
                                        "tcp://%s:0" % HOST, "--log-level", "warning"] + cluster,
                                       stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
             brokers.append(broker)
