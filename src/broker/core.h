@@ -94,6 +94,9 @@ struct broker_cluster_stats {
     uint64_t taken_over; /* connections ended by a login on another node */
     uint64_t losses;     /* times the connection to Redis was lost */
     uint64_t fetched;    /* persistent sessions taken from Redis at a login */
+    uint64_t nodes_dead; /* other nodes found dead by this one (their sessions adopted) */
+    uint64_t adopted;    /* persistent sessions of dead nodes taken over here */
+    uint64_t replayed;   /* messages they missed, queued for them from the kept stream */
 };
 
 struct broker_match {

@@ -57,6 +57,7 @@ struct route {
     struct broker *broker;
     const struct session *origin; /* the publisher: its No Local subscriptions are skipped */
     const char *topic;            /* the message's: a share group picks a member that may read it */
+    bool replay;                  /* only to the sessions `adopting` (route_replay) */
 };
 
 /* Chain Subscription Identifier `id` to `m`'s list. */
@@ -146,6 +147,8 @@ static void route_collect(void *ctx, const struct topic_sub *sub)
 {
     struct route *r = ctx;
 
+    if (r->replay && (sub->shared || !((const struct session *)sub->owner)->adopting))
+        return;
     if (sub->shared) {
         const struct share_member *m = route_pick_member(sub->owner, r->topic);
         if (m)
@@ -244,12 +247,13 @@ static const uint32_t *match_ids(const struct broker *b, const struct broker_mat
 }
 
 /* Route `m` to the matching sessions (see route_publish); returns how many it went to. */
-static size_t route_deliver(struct instance *inst, struct message *m, const struct session *origin)
+static size_t route_deliver(struct instance *inst, struct message *m, const struct session *origin,
+                            bool replay)
 {
     struct broker *b = inst->broker;
-    struct route r = {.broker = b, .origin = origin, .topic = m->topic};
+    struct route r = {.broker = b, .origin = origin, .topic = m->topic, .replay = replay};
 
-    if (m->retain)
+    if (m->retain && !replay)
         route_retain(inst, m);
 
     b->routing++;
@@ -271,8 +275,10 @@ static size_t route_deliver(struct instance *inst, struct message *m, const stru
         };
         d.sub_ids = match_ids(b, match, &ids, &d.sub_id_count);
         session_deliver(match->session, m, &d);
-        inst->messages_out++;
-        inst->bytes_out += m->payload_len;
+        if (!replay) {
+            inst->messages_out++;
+            inst->bytes_out += m->payload_len;
+        }
     }
     scratch_free(&ids);
     b->routing--;
@@ -289,7 +295,7 @@ size_t route_publish(struct instance *inst, struct message *m, const struct sess
         return 1;
     if (inst->taps)
         tap_show(inst->taps, m);
-    return route_deliver(inst, m, origin);
+    return route_deliver(inst, m, origin, false);
 }
 
 size_t route_publish_streamed(struct instance *inst, struct message *m,
@@ -297,14 +303,19 @@ size_t route_publish_streamed(struct instance *inst, struct message *m,
 {
     if (inst->taps)
         tap_show(inst->taps, m);
-    return route_deliver(inst, m, origin);
+    return route_deliver(inst, m, origin, false);
+}
+
+size_t route_replay(struct instance *inst, struct message *m, const struct session *origin)
+{
+    return route_deliver(inst, m, origin, true);
 }
 
 size_t route_publish_system(struct instance *inst, struct message *m)
 {
     if (inst->taps)
         tap_show(inst->taps, m);
-    return route_deliver(inst, m, NULL);
+    return route_deliver(inst, m, NULL, false);
 }
 
 struct retained_ctx {

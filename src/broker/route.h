@@ -59,6 +59,14 @@ size_t route_publish_streamed(struct instance *inst, struct message *m,
                               const struct session *origin);
 
 /*
+ * A message of the instance's stream that some sessions missed (the cluster:
+ * a node that died held them, and this node adopts them): delivered only to
+ * the sessions whose `adopting` is set, never to a share group (whose one
+ * member may have had it on another node), without touching the retained
+ * store or the instance's counts.
+ */
+size_t route_replay(struct instance *inst, struct message *m, const struct session *origin);
+/*
  * Update the retained store with `m` (an empty payload clears its topic),
  * under max-retained and max-memory, without delivering it: what
  * route_publish() does first for a retained message, and what the cluster

@@ -87,6 +87,7 @@ struct session {
     bool token_lost;             /* cloud, restored: its token was gone; nothing is delivered
                                     to it until a login brings one */
     uint8_t mirror;              /* enum session_mirror: the cluster's copy in Redis */
+    bool adopting;               /* the cluster replays to it what it missed (route_replay) */
 
     struct session_sub *subs; /* owned array */
     size_t sub_count, sub_cap;

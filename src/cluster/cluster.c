@@ -1,5 +1,6 @@
 #include "cluster/cluster.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #include "cluster/stream.h"
 #include "codec/codec.h"
 #include "util/clock.h"
+#include "util/fifo.h"
 #include "util/hex.h"
 #include "util/log.h"
 #include "util/redis_url.h"
@@ -39,6 +41,39 @@
  * messages are routed here alone until it has drained below half.
  */
 #define BACKLOG_MAX (64u << 20)
+/*
+ * Every node says it is alive every LOAD_INTERVAL_MS (a key that lives this
+ * long); one silent this long is dead, and the first node to see it takes
+ * over its persistent sessions.
+ */
+#define NODE_ALIVE_MS 5000
+/*
+ * What a node keeps of each stream (its QoS 1 and 2 messages), so that the
+ * sessions of a node that died get what it had not taken: long enough to
+ * cover the death, its detection, and the dead node's last report.
+ */
+#define HISTORY_MS (3 * NODE_ALIVE_MS)
+#define HISTORY_MAX (16u << 20)
+/* The reports of another node remembered, with where each came in the kept stream. */
+#define LOAD_MARKS 4
+
+/* The set of live nodes, and beside it each node's key ("...:ID") and tombstone. */
+static const char NODES_KEY[] = "aviary:{nodes}";
+
+/*
+ * This node lives for ARGV[2] ms more. Returns 0 when it had been taken for
+ * dead meanwhile (its tombstone is there: its sessions were taken over), else 1.
+ */
+static const char NODE_BEAT[] = "local was = redis.call('DEL', KEYS[1] .. ':dead:' .. ARGV[1]) "
+                                "redis.call('SET', KEYS[1] .. ':' .. ARGV[1], '1', 'PX', ARGV[2]) "
+                                "redis.call('SADD', KEYS[1], ARGV[1]) return 1 - was";
+
+/* The nodes (other than ARGV[1]) whose key lapsed: each leaves the set, once, for its finder. */
+static const char NODES_REAP[] =
+    "local dead = {} for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
+    "if n ~= ARGV[1] and redis.call('EXISTS', KEYS[1] .. ':' .. n) == 0 then "
+    "redis.call('SREM', KEYS[1], n) redis.call('SET', KEYS[1] .. ':dead:' .. n, '1', 'EX', 86400) "
+    "dead[#dead + 1] = n end end return dead";
 
 /* Where an instance's stream stands on this node. */
 enum follow_state {
@@ -61,11 +96,24 @@ struct early {
     size_t len;
 };
 
+/* A QoS 1 or 2 record of the stream, kept for a while (HISTORY_MS). */
+struct kept {
+    uint8_t *data; /* owned */
+    size_t len;
+    uint64_t at_ms; /* clock_ms() when it came */
+};
+
 /* What another node last said it has of an instance. */
 struct node_load {
     char node[HEX_SIZE(NODE_ID_BYTES)];
     uint32_t conns, published;
     uint64_t seen_ms; /* clock_ms() */
+    uint64_t through; /* it has taken every record before its report of this number */
+    struct {
+        uint64_t number; /* a report of it */
+        uint64_t at;     /* the kept stream's length (follow.kept_total) when it came */
+    } marks[LOAD_MARKS];
+    unsigned next_mark;
 };
 
 /*
@@ -95,6 +143,11 @@ struct follow {
     size_t load_count, load_cap;
     uint64_t messages_before; /* the instance's messages_in at the last report */
     bool reported;            /* the last report was not all zeros */
+    uint64_t reports_sent;    /* this node's reports of the instance */
+    uint64_t reports_back;    /* the number of the latest of them read back */
+    struct fifo kept;         /* struct kept, oldest first */
+    uint64_t kept_total;      /* records ever kept: kept's front is number kept_total - count */
+    size_t kept_bytes;
 };
 
 struct cluster {
@@ -127,7 +180,8 @@ static bool connected(const struct cluster *cl)
 
 /* ---- records in, to this node's sessions ---- */
 
-static void deliver_message(struct instance *inst, const struct stream_message *sm)
+/* To this node's sessions, or when `replay`, to those it adopts (route_replay). */
+static void deliver_message(struct instance *inst, const struct stream_message *sm, bool replay)
 {
     struct message *m = bridge_message(inst, sm);
     char small[128];
@@ -142,7 +196,10 @@ static void deliver_message(struct instance *inst, const struct stream_message *
         cid[sm->client_id_len] = '\0';
         origin = strmap_get(&inst->sessions, cid);
     }
-    route_publish_streamed(inst, m, origin);
+    if (replay)
+        route_replay(inst, m, origin);
+    else
+        route_publish_streamed(inst, m, origin);
     scratch_free(&sc);
     message_unref(m);
 }
@@ -209,8 +266,12 @@ static void take_load(struct follow *f, struct instance *inst, const struct stre
 {
     struct node_load *n = NULL;
 
-    if (l->node_len != 2 * NODE_ID_BYTES || !memcmp(l->node, f->cl->node, l->node_len))
-        return; /* not a node id, or our own report */
+    if (l->node_len != 2 * NODE_ID_BYTES)
+        return;
+    if (!memcmp(l->node, f->cl->node, l->node_len)) {
+        f->reports_back = l->number; /* every record before it has been taken */
+        return;
+    }
     for (size_t i = 0; i < f->load_count && !n; i++)
         if (!memcmp(f->loads[i].node, l->node, l->node_len))
             n = &f->loads[i];
@@ -224,12 +285,17 @@ static void take_load(struct follow *f, struct instance *inst, const struct stre
             f->load_cap = cap;
         }
         n = &f->loads[f->load_count++];
+        *n = (struct node_load){0};
         memcpy(n->node, l->node, l->node_len);
         n->node[l->node_len] = '\0';
     }
     n->conns = l->conns;
     n->published = l->published;
     n->seen_ms = clock_ms();
+    n->through = l->through;
+    n->marks[n->next_mark].number = l->number;
+    n->marks[n->next_mark].at = f->kept_total;
+    n->next_mark = (n->next_mark + 1) % LOAD_MARKS;
     loads_apply(f, inst);
 }
 
@@ -268,6 +334,112 @@ static bool echoed(struct follow *f, uint64_t seq)
     return true;
 }
 
+/* ---- the stream kept, for the sessions of a node that dies ---- */
+
+/* Records older than HISTORY_MS, or past HISTORY_MAX bytes, go. */
+static void kept_trim(struct follow *f, uint64_t now)
+{
+    while (f->kept.count) {
+        struct kept *k = fifo_at(&f->kept, 0);
+        if (now - k->at_ms <= HISTORY_MS && f->kept_bytes <= HISTORY_MAX)
+            break;
+        f->kept_bytes -= k->len;
+        free(k->data);
+        fifo_pop(&f->kept);
+    }
+}
+
+static void kept_clear(struct follow *f)
+{
+    kept_trim(f, UINT64_MAX); /* every record is too old */
+    fifo_clear(&f->kept);
+}
+
+static void keep_record(struct follow *f, const uint8_t *data, size_t len)
+{
+    struct kept k = {malloc(len), len, clock_ms()};
+
+    if (!k.data || fifo_push(&f->kept, &k) < 0) {
+        free(k.data); /* out of memory: a dead node's sessions may miss it */
+        return;
+    }
+    memcpy(k.data, data, len);
+    f->kept_total++;
+    f->kept_bytes += len;
+    kept_trim(f, k.at_ms);
+}
+
+/*
+ * Where the sessions of dead node `dead` may have stopped taking the stream:
+ * just after its report that its last report said it had read back. Without
+ * one (it never said, or that part is no longer kept), the oldest record kept.
+ */
+static uint64_t replay_from(const struct follow *f, const char *dead, bool *known)
+{
+    uint64_t first = f->kept_total - f->kept.count;
+
+    *known = false;
+    for (size_t i = 0; i < f->load_count; i++) {
+        const struct node_load *n = &f->loads[i];
+        if (strcmp(n->node, dead) || !n->through)
+            continue;
+        for (unsigned m = 0; m < LOAD_MARKS; m++)
+            if (n->marks[m].number == n->through && n->marks[m].at >= first) {
+                *known = true;
+                return n->marks[m].at;
+            }
+    }
+    return first;
+}
+
+/* An adoption under way: which instance, and whose sessions. */
+struct adopting {
+    struct follow *f;
+    char dead[HEX_SIZE(NODE_ID_BYTES)];
+};
+
+/* What the adopted sessions may have missed goes to them (route_replay), in the stream's order. */
+static void sessions_adopted(void *arg, struct session **adopted, size_t count)
+{
+    struct adopting *a = arg;
+    struct follow *f = a->f;
+    struct instance *inst = count ? bridge_instance(f->cl->broker, f->name) : NULL;
+    bool known;
+
+    if (inst) {
+        uint64_t from = replay_from(f, a->dead, &known);
+        uint64_t first = f->kept_total - f->kept.count;
+        for (uint64_t i = from; i < f->kept_total; i++) {
+            const struct kept *k = fifo_at(&f->kept, (size_t)(i - first));
+            struct stream_record r;
+            if (stream_decode(k->data, k->len, &r, NULL, 0) == 0 && r.type == STREAM_MESSAGE)
+                deliver_message(inst, &r.u.message, true);
+        }
+        f->cl->broker->cluster_stats.replayed += f->kept_total - from;
+        log_notice("cluster: instance %s: %zu sessions of node %s taken over; the %" PRIu64
+                   " messages of the stream since %s replayed to them",
+                   f->name, count, a->dead, f->kept_total - from,
+                   known ? "its last report" : "the oldest kept (its last report is not known)");
+    }
+    free(a);
+}
+
+static void adopt_sessions(struct follow *f, const char *dead)
+{
+    struct instance *inst = bridge_instance(f->cl->broker, f->name);
+    struct adopting *a = inst ? calloc(1, sizeof(*a)) : NULL;
+
+    if (!a)
+        return;
+    a->f = f;
+    snprintf(a->dead, sizeof(a->dead), "%s", dead);
+    if (!sessions_adopt(f->cl->sessions, inst, dead, sessions_adopted, a)) {
+        log_warning("cluster: instance %s: the sessions of node %s cannot be taken over now",
+                    f->name, dead);
+        free(a);
+    }
+}
+
 static void take_record(struct follow *f, const uint8_t *data, size_t len)
 {
     struct cluster *cl = f->cl;
@@ -290,8 +462,10 @@ static void take_record(struct follow *f, const uint8_t *data, size_t len)
     }
     if (r.type == STREAM_MESSAGE && ours(cl, &r.u.message) && !echoed(f, r.u.message.seq))
         return; /* routed here already, while Redis was lost */
+    if (r.type == STREAM_MESSAGE && r.u.message.qos)
+        keep_record(f, data, len);
     if (r.type == STREAM_MESSAGE)
-        deliver_message(inst, &r.u.message);
+        deliver_message(inst, &r.u.message, false);
     else if (r.type == STREAM_CLAIM)
         take_claim(cl, inst, &r.u.claim);
     else
@@ -709,6 +883,7 @@ static struct follow *follow_new(struct cluster *cl, const char *name)
     if (!f)
         return NULL;
     f->cl = cl;
+    f->kept = (struct fifo)FIFO_INIT(struct kept);
     f->name = strdup(name);
     f->channel = malloc(len + 10);
     f->retained_key = malloc(len + 19);
@@ -734,6 +909,7 @@ static void follow_free(struct follow *f)
     free(f->early);
     sent_drop_all(f);
     free(f->sent);
+    kept_clear(f);
     free(f->loads);
     free(f->held);
     free(f->name);
@@ -767,7 +943,8 @@ static void hook_instance_removed(struct broker_cluster *h, struct instance *ins
     for (size_t i = 0; i < f->early_count; i++)
         free(f->early[i].data);
     f->early_count = 0;
-    sent_drop_all(f);       /* not wanted: forgotten */
+    sent_drop_all(f); /* not wanted: forgotten */
+    kept_clear(f);
     release_held(f, false); /* not wanted: dropped */
     if (f->state != FOLLOW_NONE && redis_link_up(cl->sub))
         redis_link_command(cl->sub, 2, (const char *[]){"SUNSUBSCRIBE", f->channel},
@@ -789,17 +966,118 @@ static void report_load(struct follow *f, struct instance *inst)
 
     f->messages_before = inst->messages_in;
     loads_apply(f, inst); /* older reports lapse even when nobody says anything new */
-    if (!inst->conn_count && !published && !f->reported)
+    /* Sessions held here: the numbers tell whoever adopts them where to replay from. */
+    if (!inst->conn_count && !published && !f->reported && !inst->sessions.count)
         return; /* nothing to say, and others know it */
     f->reported = inst->conn_count || published;
     struct stream_load l = {.node = cl->node,
                             .node_len = strlen(cl->node),
                             .conns = inst->conn_count > UINT32_MAX ? UINT32_MAX
                                                                    : (uint32_t)inst->conn_count,
-                            .published = published > UINT32_MAX ? UINT32_MAX : (uint32_t)published};
+                            .published = published > UINT32_MAX ? UINT32_MAX : (uint32_t)published,
+                            .number = ++f->reports_sent,
+                            .through = f->reports_back};
     stream_encode_load(&l, rec);
     redis_link_command(cl->cmd, 3, (const char *[]){"SPUBLISH", f->channel, (const char *)rec},
                        (size_t[]){8, strlen(f->channel), stream_load_size(&l)}, NULL, NULL);
+}
+
+/* ---- nodes alive and dead ---- */
+
+/*
+ * Taken for dead while alive (cut off from Redis, or stalled, past
+ * NODE_ALIVE_MS): its offline sessions belong to the node that took them
+ * over and end here; its connected ones are claimed and written again, which
+ * ends the other node's copies.
+ */
+static void taken_for_dead(struct cluster *cl)
+{
+    size_t pos = 0, ended = 0;
+    struct follow *f;
+
+    while ((f = strmap_next(&cl->follows, &pos, NULL))) {
+        struct instance *inst = f->wanted ? bridge_instance(cl->broker, f->name) : NULL;
+        size_t at = 0, n = 0;
+        struct session *s, **gone = inst ? malloc(inst->sessions.count * sizeof(*gone) + 1) : NULL;
+        while (gone && (s = strmap_next(&inst->sessions, &at, NULL))) {
+            if (s->conn) {
+                session_mirror_again(s);
+                hook_claim(&cl->hooks, inst, s->conn);
+            } else if (s->mirror == SESSION_MIRROR_ON) {
+                s->mirror = SESSION_MIRROR_GONE;
+                gone[n++] = s;
+            }
+        }
+        for (size_t i = 0; i < n; i++) {
+            message_unref(gone[i]->will);
+            gone[i]->will = NULL;
+            conn_end_session(gone[i]);
+        }
+        ended += n;
+        free(gone);
+    }
+    log_warning("cluster: node %s was taken for dead (no sign of it in Redis for %d ms): its %zu "
+                "offline sessions were taken over by another node",
+                cl->node, NODE_ALIVE_MS, ended);
+}
+
+static void beat_cb(void *arg, redisReply *r)
+{
+    struct cluster *cl = arg;
+
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 0)
+        taken_for_dead(cl);
+    else if (r && r->type == REDIS_REPLY_ERROR)
+        log_warning("cluster: Redis refused this node's sign of life: %s", r->str);
+}
+
+static void beat(struct cluster *cl)
+{
+    char ttl[16];
+    int n = snprintf(ttl, sizeof(ttl), "%d", NODE_ALIVE_MS);
+
+    redis_link_command(
+        cl->cmd, 6, (const char *[]){"EVAL", NODE_BEAT, "1", NODES_KEY, cl->node, ttl},
+        (size_t[]){4, sizeof(NODE_BEAT) - 1, 1, sizeof(NODES_KEY) - 1, strlen(cl->node), (size_t)n},
+        beat_cb, cl);
+}
+
+/* Nodes found dead: this node takes over their sessions, instance by instance. */
+static void reaped_cb(void *arg, redisReply *r)
+{
+    struct cluster *cl = arg;
+
+    if (!r || r->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *dead = r->element[i];
+        if (dead->type != REDIS_REPLY_STRING || dead->len != 2 * NODE_ID_BYTES)
+            continue;
+        cl->broker->cluster_stats.nodes_dead++;
+        log_notice("cluster: node %s gave no sign of life for %d ms: taking over its persistent "
+                   "sessions",
+                   dead->str, NODE_ALIVE_MS);
+        size_t pos = 0;
+        struct follow *f;
+        while ((f = strmap_next(&cl->follows, &pos, NULL)))
+            if (f->wanted && f->state == FOLLOW_READY)
+                adopt_sessions(f, dead->str);
+    }
+}
+
+/* Only once every instance is followed: a session is never left to no node. */
+static void reap(struct cluster *cl)
+{
+    size_t pos = 0;
+    struct follow *f;
+
+    while ((f = strmap_next(&cl->follows, &pos, NULL)))
+        if (f->wanted && f->state != FOLLOW_READY)
+            return;
+    redis_link_command(
+        cl->cmd, 5, (const char *[]){"EVAL", NODES_REAP, "1", NODES_KEY, cl->node},
+        (size_t[]){4, sizeof(NODES_REAP) - 1, 1, sizeof(NODES_KEY) - 1, strlen(cl->node)},
+        reaped_cb, cl);
 }
 
 static void load_cb(evutil_socket_t fd, short what, void *arg)
@@ -810,7 +1088,12 @@ static void load_cb(evutil_socket_t fd, short what, void *arg)
 
     if (++cl->load_ticks % (SESSIONS_RENEW_SEC * 1000 / LOAD_INTERVAL_MS) == 0)
         sessions_renew(cl->sessions);
+    if (connected(cl)) {
+        beat(cl);
+        reap(cl);
+    }
     while ((f = strmap_next(&cl->follows, &pos, NULL))) {
+        kept_trim(f, clock_ms());
         struct instance *inst = f->wanted ? bridge_instance(cl->broker, f->name) : NULL;
         if (!inst)
             continue;
@@ -838,6 +1121,8 @@ static void link_state(void *ctx, bool up, const char *why)
         cl->warned = false;
         log_notice("cluster: node %s connected to Redis at %s; following %zu instances", cl->node,
                    cl->shown, cl->follows.count);
+        /* Before the sessions are written again: were they taken over meanwhile? */
+        beat(cl);
         while ((f = strmap_next(&cl->follows, &pos, NULL)))
             follow_start(f);
     } else if (!up) {
@@ -897,7 +1182,7 @@ static int make_links(struct cluster *cl)
     c.name = "subscriptions";
     c.on_push = push_cb;
     cl->sub = cl->cmd ? redis_link_new(cl->broker->base, &c) : NULL;
-    cl->sessions = cl->sub ? sessions_new(cl->broker, cl->cmd) : NULL;
+    cl->sessions = cl->sub ? sessions_new(cl->broker, cl->cmd, cl->node) : NULL;
     return cl->sessions ? 0 : -1;
 }
 

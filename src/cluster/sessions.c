@@ -14,6 +14,7 @@
 #include "cluster/bridge.h"
 #include "cluster/redis_link.h"
 #include "cluster/stream.h"
+#include "tenancy/catalog.h"
 #include "util/journal.h"
 #include "util/log.h"
 #include "util/scratch.h"
@@ -40,16 +41,43 @@ struct fetch {
 struct sessions {
     struct broker *broker;
     struct redis_link *cmd;
+    const char *node; /* this node's id (the cluster's) */
     struct fetch *fetches;
 };
 
-struct sessions *sessions_new(struct broker *b, struct redis_link *cmd)
+/*
+ * A login resuming a session another node held: the hash becomes this
+ * node's ("n") in the same step as it is read, so that a node adopting the
+ * sessions of a dead node (SESSIONS_ADOPT) never takes one a login has.
+ * KEYS: the session's hash, this node's set; ARGV: this node, the client id.
+ */
+static const char SESSIONS_FETCH[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then "
+    "redis.call('HSET', KEYS[1], 'n', ARGV[1]) redis.call('SADD', KEYS[2], ARGV[2]) end "
+    "return redis.call('HGETALL', KEYS[1])";
+
+/*
+ * The sessions of dead node ARGV[1] in one instance, still its own, become
+ * node ARGV[2]'s. KEYS: the dead node's set, this node's; ARGV[3]: the
+ * sessions' key prefix. Returns client id, hash, client id, hash...
+ */
+static const char SESSIONS_ADOPT[] =
+    "local out = {} "
+    "for _, cid in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
+    "local key = ARGV[3] .. cid "
+    "if redis.call('HGET', key, 'n') == ARGV[1] then "
+    "redis.call('HSET', key, 'n', ARGV[2]) redis.call('SADD', KEYS[2], cid) "
+    "out[#out + 1] = cid out[#out + 1] = redis.call('HGETALL', key) end end "
+    "redis.call('DEL', KEYS[1]) return out";
+
+struct sessions *sessions_new(struct broker *b, struct redis_link *cmd, const char *node)
 {
     struct sessions *ss = calloc(1, sizeof(*ss));
 
     if (ss) {
         ss->broker = b;
         ss->cmd = cmd;
+        ss->node = node;
     }
     return ss;
 }
@@ -67,24 +95,52 @@ static char *session_key(struct scratch *sc, const char *instance, const char *c
     return key;
 }
 
+/* "aviary:{INSTANCE}:node:NODE", the client ids of the sessions NODE holds, in `sc`'s buffer. */
+static char *holder_key(struct scratch *sc, const char *instance, const char *node, size_t *len)
+{
+    size_t n = strlen("aviary:{}:node:") + strlen(instance) + strlen(node);
+    char *key = scratch_get(sc, n + 1);
+
+    if (key)
+        snprintf(key, n + 1, "aviary:{%s}:node:%s", instance, node);
+    *len = n;
+    return key;
+}
+
 static void command(struct sessions *ss, int argc, const char **argv, const size_t *lens)
 {
     if (redis_link_command(ss->cmd, argc, argv, lens, NULL, NULL) < 0)
         log_debug("cluster: a session change not written: Redis is away");
 }
 
-static void record_state(struct sessions *ss, const char *key, size_t key_len,
-                         const struct journal_record *r)
+/*
+ * The session's expiry ("m"), its holder ("n": this node) and its token
+ * ("t", cloud), and its place in this node's set of sessions held.
+ */
+static void record_state(struct sessions *ss, const struct session *s, const char *key,
+                         size_t key_len, const struct journal_record *r)
 {
-    char expiry[16];
+    char expiry[16], small[128];
+    struct scratch sc = SCRATCH_INIT(small);
+    size_t set_len, cid_len = strlen(s->client_id);
+    const char *set = holder_key(&sc, s->instance->name, ss->node, &set_len);
 
     if (r->type == JOURNAL_SESSION_DROP) {
         command(ss, 2, (const char *[]){"DEL", key}, (size_t[]){3, key_len});
+        if (set)
+            command(ss, 3, (const char *[]){"SREM", set, s->client_id},
+                    (size_t[]){4, set_len, cid_len});
+        scratch_free(&sc);
         return;
     }
+    const char *token = s->token ? s->token->id : "";
     int n = snprintf(expiry, sizeof(expiry), "%" PRIu32, r->expiry);
-    command(ss, 4, (const char *[]){"HSET", key, "m", expiry},
-            (size_t[]){4, key_len, 1, (size_t)n});
+    command(ss, 8, (const char *[]){"HSET", key, "m", expiry, "n", ss->node, "t", token},
+            (size_t[]){4, key_len, 1, (size_t)n, 1, strlen(ss->node), 1, strlen(token)});
+    if (set)
+        command(ss, 3, (const char *[]){"SADD", set, s->client_id},
+                (size_t[]){4, set_len, cid_len});
+    scratch_free(&sc);
     /* Offline, Redis ends it at its expiry unless a node resumes it first. */
     if (r->expiry == SESSION_NEVER_EXPIRES) {
         command(ss, 2, (const char *[]){"PERSIST", key}, (size_t[]){7, key_len});
@@ -177,7 +233,7 @@ void sessions_record(struct sessions *ss, struct session *s, const struct journa
     switch (r->type) {
     case JOURNAL_SESSION_PUT:
     case JOURNAL_SESSION_DROP:
-        record_state(ss, key, key_len, r);
+        record_state(ss, s, key, key_len, r);
         break;
     case JOURNAL_SUB_PUT:
     case JOURNAL_SUB_DROP:
@@ -277,15 +333,34 @@ static void rebuild_outs(struct session *s, const redisReply *r)
  * running, as if this node had held it all along; NULL when the hash holds
  * no session. The login that asked resumes it at once.
  */
+/* The value of the one-letter field `name` of hash `r`, a string; NULL when it has none. */
+static const redisReply *hash_field(const redisReply *r, char name)
+{
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (r->element[i]->len == 1 && r->element[i]->str[0] == name &&
+            r->element[i + 1]->type == REDIS_REPLY_STRING)
+            return r->element[i + 1];
+    return NULL;
+}
+
+/* Cloud: the token of the session's last login, if the catalog still has it. */
+static void rebuild_token(struct sessions *ss, struct session *s, const redisReply *r)
+{
+    const redisReply *t = hash_field(r, 't');
+    struct catalog_token *token =
+        ss->broker->cloud && t && t->len ? catalog_token_by_id(ss->broker->catalog, t->str) : NULL;
+
+    s->token = token ? catalog_token_ref(token) : NULL;
+    /* Gone (revoked, expired): nothing is delivered to it until a login brings one. */
+    s->token_lost = ss->broker->cloud && !token;
+}
+
 static struct session *rebuild(struct sessions *ss, struct instance *inst, const char *client_id,
                                const redisReply *r)
 {
-    const redisReply *meta = NULL;
+    const redisReply *meta = r->type == REDIS_REPLY_ARRAY ? hash_field(r, 'm') : NULL;
 
-    for (size_t i = 0; i + 1 < r->elements; i += 2)
-        if (r->element[i]->len == 1 && r->element[i]->str[0] == 'm')
-            meta = r->element[i + 1];
-    if (!meta || meta->type != REDIS_REPLY_STRING)
+    if (!meta)
         return NULL;
     unsigned long expiry = strtoul(meta->str, NULL, 10);
     struct session *s = expiry ? session_new(inst, client_id, (uint32_t)expiry) : NULL;
@@ -293,8 +368,7 @@ static struct session *rebuild(struct sessions *ss, struct instance *inst, const
         session_free(s);
         return NULL;
     }
-    /* Nothing is delivered to it until the login brings its token. */
-    s->token_lost = ss->broker->cloud;
+    rebuild_token(ss, s, r);
     for (size_t i = 0; i + 1 < r->elements; i += 2)
         if (r->element[i]->len > 2 && !strncmp(r->element[i]->str, "s:", 2) &&
             r->element[i + 1]->type == REDIS_REPLY_STRING)
@@ -321,6 +395,9 @@ static void fetched_cb(void *arg, redisReply *r)
     struct conn *c = f->c;
 
     fetch_unlink(f);
+    if (r && r->type == REDIS_REPLY_ERROR)
+        log_warning("cluster: client %s: cannot read its session from Redis: %s", f->client_id,
+                    r->str);
     if (c) {
         struct instance *inst = bridge_instance(f->ss->broker, f->instance);
         if (r && r->type == REDIS_REPLY_ARRAY && r->elements && inst && !inst->deleting &&
@@ -343,17 +420,22 @@ static void fetched_cb(void *arg, redisReply *r)
 bool sessions_fetch(struct sessions *ss, struct instance *inst, const char *client_id,
                     struct conn *c)
 {
-    char small[256];
-    struct scratch sc = SCRATCH_INIT(small);
-    size_t key_len;
+    char small[256], small_set[128];
+    struct scratch sc = SCRATCH_INIT(small), sc_set = SCRATCH_INIT(small_set);
+    size_t key_len, set_len;
     char *key = session_key(&sc, inst->name, client_id, &key_len);
+    char *set = holder_key(&sc_set, inst->name, ss->node, &set_len);
     struct fetch *f = calloc(1, sizeof(*f));
 
     if (f) {
         *f = (struct fetch){ss, c, strdup(inst->name), strdup(client_id), ss->fetches};
-        if (!key || !f->instance || !f->client_id ||
-            redis_link_command(ss->cmd, 2, (const char *[]){"HGETALL", key}, (size_t[]){7, key_len},
-                               fetched_cb, f) < 0) {
+        if (!key || !set || !f->instance || !f->client_id ||
+            redis_link_command(
+                ss->cmd, 7,
+                (const char *[]){"EVAL", SESSIONS_FETCH, "2", key, set, ss->node, client_id},
+                (size_t[]){4, sizeof(SESSIONS_FETCH) - 1, 1, key_len, set_len, strlen(ss->node),
+                           strlen(client_id)},
+                fetched_cb, f) < 0) {
             free(f->instance);
             free(f->client_id);
             free(f);
@@ -361,6 +443,7 @@ bool sessions_fetch(struct sessions *ss, struct instance *inst, const char *clie
         }
     }
     scratch_free(&sc);
+    scratch_free(&sc_set);
     if (!f)
         return false;
     ss->fetches = f;
@@ -375,6 +458,101 @@ void sessions_forget(struct sessions *ss, struct conn *c)
         if (f->c == c)
             f->c = NULL;
     c->cluster_waiting = false;
+}
+
+/* An adoption under way: what sessions_adopt() was given. */
+struct adoption {
+    struct sessions *ss;
+    char *instance; /* owned */
+    sessions_adopted_fn *done;
+    void *arg;
+    char dead[]; /* the dead node's id */
+};
+
+/* The sessions the reply holds, rebuilt here, flagged `adopting`, in `out` (count returned). */
+static size_t adopt_each(struct adoption *a, struct instance *inst, const redisReply *r,
+                         struct session **out)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const redisReply *cid = r->element[i], *hash = r->element[i + 1];
+        if (cid->type != REDIS_REPLY_STRING || memchr(cid->str, '\0', cid->len) ||
+            strmap_get(&inst->sessions, cid->str))
+            continue; /* held here already (restored from this node's database) */
+        struct session *s = rebuild(a->ss, inst, cid->str, hash);
+        if (!s) {
+            log_warning("cluster: client %s: the session node %s held could not be taken over "
+                        "(empty or out of memory)",
+                        cid->str, a->dead);
+            continue;
+        }
+        s->adopting = true;
+        out[n++] = s;
+    }
+    return n;
+}
+
+static void adopted_cb(void *arg, redisReply *r)
+{
+    struct adoption *a = arg;
+    struct instance *inst = bridge_instance(a->ss->broker, a->instance);
+    struct session **adopted = NULL;
+    size_t n = 0;
+
+    if (r && r->type == REDIS_REPLY_ERROR)
+        log_warning("cluster: instance %s: cannot take over the sessions of node %s: %s",
+                    a->instance, a->dead, r->str);
+    if (r && r->type == REDIS_REPLY_ARRAY && inst && !inst->deleting && r->elements &&
+        (adopted = malloc(r->elements / 2 * sizeof(*adopted))))
+        n = adopt_each(a, inst, r, adopted);
+    a->done(a->arg, adopted, n);
+    for (size_t i = 0; i < n; i++) {
+        struct session *s = adopted[i];
+        s->adopting = false;
+        /* Its hash is this node's now: written whole, offline, with the messages replayed. */
+        s->mirror = SESSION_MIRROR_ON;
+        session_mirror_again(s);
+        a->ss->broker->cluster_stats.adopted++;
+        log_info("client %s: session taken over from node %s (%zu subscriptions, %zu queued)",
+                 s->log_id, a->dead, s->sub_count, s->queue_count);
+    }
+    free(adopted);
+    free(a->instance);
+    free(a);
+}
+
+bool sessions_adopt(struct sessions *ss, struct instance *inst, const char *dead,
+                    sessions_adopted_fn *done, void *arg)
+{
+    char small[128], small_mine[128], small_prefix[128];
+    struct scratch sc = SCRATCH_INIT(small), sc_mine = SCRATCH_INIT(small_mine),
+                   sc_prefix = SCRATCH_INIT(small_prefix);
+    size_t set_len, mine_len, prefix_len;
+    char *set = holder_key(&sc, inst->name, dead, &set_len);
+    char *mine = holder_key(&sc_mine, inst->name, ss->node, &mine_len);
+    char *prefix = session_key(&sc_prefix, inst->name, "", &prefix_len);
+    struct adoption *a = calloc(1, sizeof(*a) + strlen(dead) + 1);
+    bool started = false;
+
+    if (a && set && mine && prefix && (a->instance = strdup(inst->name))) {
+        *a = (struct adoption){ss, a->instance, done, arg};
+        strcpy(a->dead, dead);
+        started = redis_link_command(ss->cmd, 8,
+                                     (const char *[]){"EVAL", SESSIONS_ADOPT, "2", set, mine, dead,
+                                                      ss->node, prefix},
+                                     (size_t[]){4, sizeof(SESSIONS_ADOPT) - 1, 1, set_len, mine_len,
+                                                strlen(dead), strlen(ss->node), prefix_len},
+                                     adopted_cb, a) == 0;
+    }
+    if (!started && a) {
+        free(a->instance);
+        free(a);
+    }
+    scratch_free(&sc);
+    scratch_free(&sc_mine);
+    scratch_free(&sc_prefix);
+    return started;
 }
 
 void sessions_renew(struct sessions *ss)

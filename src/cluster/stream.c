@@ -77,7 +77,7 @@ void stream_encode_claim(const struct stream_claim *c, uint8_t *out)
 
 size_t stream_load_size(const struct stream_load *l)
 {
-    return 2 + 2 + l->node_len + 4 + 4;
+    return 2 + 2 + l->node_len + 4 + 4 + 8 + 8;
 }
 
 void stream_encode_load(const struct stream_load *l, uint8_t *out)
@@ -89,7 +89,9 @@ void stream_encode_load(const struct stream_load *l, uint8_t *out)
     p = put_u16(p, (uint16_t)l->node_len);
     p = put_bytes(p, l->node, l->node_len);
     p = put_u32(p, l->conns);
-    put_u32(p, l->published);
+    p = put_u32(p, l->published);
+    p = put_u64(p, l->number);
+    put_u64(p, l->through);
 }
 
 /* A cursor over a record: every take checks the bytes are there. */
@@ -174,6 +176,10 @@ static int decode_load(struct reader *rd, struct stream_load *l, char *err, size
     l->node = (const char *)take_bytes(rd, l->node_len);
     l->conns = (uint32_t)take_uint(rd, 4);
     l->published = (uint32_t)take_uint(rd, 4);
+    if (rd->p != rd->end) { /* the numbers (older nodes do not send them) */
+        l->number = take_uint(rd, 8);
+        l->through = take_uint(rd, 8);
+    }
     if (rd->short_read || rd->p != rd->end)
         return error_set(err, errlen, "load record of the wrong length");
     if (!l->node_len)

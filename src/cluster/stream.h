@@ -12,7 +12,10 @@
  *                   properties, then the payload to the end
  *   'C' a claim:    u16 + node id, u16 + client id, u64 connection id
  *   'L' a load:     u16 + node id, u32 live connections, u32 messages
- *                   published in the last second, on that node
+ *                   published in the last second, on that node, u64 the
+ *                   report's number, u64 the number of the node's latest
+ *                   own report it has read back (the two u64 may be absent:
+ *                   read as 0)
  * Integers are big-endian. A retained message in the hash is a 'P' record.
  */
 #ifndef AVIARY_STREAM_H
@@ -61,6 +64,9 @@ struct stream_load {
     size_t node_len;
     uint32_t conns;
     uint32_t published;
+    uint64_t number;  /* counts the node's reports of the instance, from 1 */
+    uint64_t through; /* the node has read back its report of this number, so it has
+                         taken every record before it in the stream; 0: none yet */
 };
 
 struct stream_record {

@@ -100,6 +100,14 @@ static void metrics_cluster(const struct broker_cluster_stats *st, struct evbuff
                  st->taken_over);
     metric_value(out, "aviary_cluster_redis_losses_total", "counter",
                  "Times the connection to Redis was lost.", st->losses);
+    metric_value(out, "aviary_cluster_nodes_dead_total", "counter",
+                 "Other nodes this node found dead, and took their persistent sessions over.",
+                 st->nodes_dead);
+    metric_value(out, "aviary_cluster_sessions_adopted_total", "counter",
+                 "Persistent sessions of dead nodes taken over by this node.", st->adopted);
+    metric_value(out, "aviary_cluster_messages_replayed_total", "counter",
+                 "Messages queued for adopted sessions from the stream this node keeps.",
+                 st->replayed);
 }
 
 static void metrics_process(struct web *w, struct evbuffer *out)

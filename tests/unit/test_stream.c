@@ -91,8 +91,13 @@ END_TEST
 
 START_TEST(test_stream_load_round_trip)
 {
-    struct stream_load in = {.node = "n1", .node_len = 2, .conns = 70000, .published = 12};
-    uint8_t buf[32];
+    struct stream_load in = {.node = "n1",
+                             .node_len = 2,
+                             .conns = 70000,
+                             .published = 12,
+                             .number = 1ull << 40,
+                             .through = 41};
+    uint8_t buf[48];
     struct stream_record r;
 
     stream_encode_load(&in, buf);
@@ -101,7 +106,15 @@ START_TEST(test_stream_load_round_trip)
     ck_assert_mem_eq(r.u.load.node, "n1", 2);
     ck_assert_uint_eq(r.u.load.conns, 70000);
     ck_assert_uint_eq(r.u.load.published, 12);
+    ck_assert_uint_eq(r.u.load.number, 1ull << 40);
+    ck_assert_uint_eq(r.u.load.through, 41);
     ck_assert_int_eq(stream_decode(buf, stream_load_size(&in) - 1, &r, NULL, 0), -1);
+    ck_assert_int_eq(stream_decode(buf, stream_load_size(&in) - 8, &r, NULL, 0), -1);
+    /* A report without its numbers (an older node's) reads as numbers 0. */
+    ck_assert_int_eq(stream_decode(buf, stream_load_size(&in) - 16, &r, NULL, 0), 0);
+    ck_assert_uint_eq(r.u.load.published, 12);
+    ck_assert_uint_eq(r.u.load.number, 0);
+    ck_assert_uint_eq(r.u.load.through, 0);
     struct stream_load nameless = {.node = "", .node_len = 0};
     stream_encode_load(&nameless, buf);
     ck_assert_int_eq(stream_decode(buf, stream_load_size(&nameless), &r, NULL, 0), -1);

@@ -18,6 +18,7 @@
 #include "util/mailbox.h"
 #include "util/passwd.h"
 #include "util/redis_url.h"
+#include "util/fifo.h"
 #include "util/secret.h"
 #include "util/siphash.h"
 #include "util/strmap.h"
@@ -438,6 +439,32 @@ START_TEST(test_redis_url_refuses_what_is_not_one)
 }
 END_TEST
 
+/* Pushes and pops interleaved across several growths keep the order, read at every place. */
+START_TEST(test_fifo_keeps_order_through_wraps_and_growth)
+{
+    struct fifo q = FIFO_INIT(uint32_t);
+    uint32_t next_in = 0, next_out = 0;
+
+    for (int round = 0; round < 200; round++) {
+        for (int i = 0; i < round % 7 + 1; i++, next_in++)
+            ck_assert_int_eq(fifo_push(&q, &next_in), 0);
+        ck_assert_uint_eq(q.count, next_in - next_out);
+        for (size_t i = 0; i < q.count; i++)
+            ck_assert_uint_eq(*(uint32_t *)fifo_at(&q, i), next_out + i);
+        for (int i = 0; i < round % 5 && q.count; i++, next_out++) {
+            ck_assert_uint_eq(*(uint32_t *)fifo_at(&q, 0), next_out);
+            fifo_pop(&q);
+        }
+    }
+    ck_assert_uint_gt(q.cap, 16);
+    fifo_clear(&q);
+    ck_assert_uint_eq(q.count, 0);
+    ck_assert_int_eq(fifo_push(&q, &next_in), 0);
+    ck_assert_uint_eq(*(uint32_t *)fifo_at(&q, 0), next_in);
+    fifo_clear(&q);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("util");
@@ -475,6 +502,9 @@ int main(void)
     tc = tcase_create("redis_url");
     tcase_add_test(tc, test_redis_url_reads_every_part);
     tcase_add_test(tc, test_redis_url_refuses_what_is_not_one);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("fifo");
+    tcase_add_test(tc, test_fifo_keeps_order_through_wraps_and_growth);
     suite_add_tcase(s, tc);
 
     return check_tap_run(s);
