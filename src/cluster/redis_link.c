@@ -13,6 +13,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "util/fifo.h"
 #include "util/log.h"
 
 #define RECONNECT_FIRST_MS 100
@@ -38,40 +39,24 @@ struct redis_link {
     redisReader *reader;
     struct event *retry;
     unsigned retry_ms;
-    bool told_down; /* the loss was reported: report the next one only after an up */
-    /* Callbacks of the commands sent, oldest at `head`: a ring that grows. */
-    struct pending *ring;
-    size_t head, count, cap;
+    bool told_down;      /* the loss was reported: report the next one only after an up */
+    struct fifo waiting; /* struct pending: the commands sent, oldest first */
 };
 
 static void link_connect(struct redis_link *l);
 
-static int ring_push(struct redis_link *l, redis_reply_fn *cb, void *arg)
+static int waiting_push(struct redis_link *l, redis_reply_fn *cb, void *arg)
 {
-    if (l->count == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        struct pending *grown = malloc(cap * sizeof(*grown));
-        if (!grown)
-            return -1;
-        for (size_t i = 0; i < l->count; i++)
-            grown[i] = l->ring[(l->head + i) % l->cap];
-        free(l->ring);
-        l->ring = grown;
-        l->head = 0;
-        l->cap = cap;
-    }
-    l->ring[(l->head + l->count) % l->cap] = (struct pending){cb, arg};
-    l->count++;
-    return 0;
+    struct pending p = {cb, arg};
+    return fifo_push(&l->waiting, &p);
 }
 
-static bool ring_pop(struct redis_link *l, struct pending *out)
+static bool waiting_pop(struct redis_link *l, struct pending *out)
 {
-    if (!l->count)
+    if (!l->waiting.count)
         return false;
-    *out = l->ring[l->head];
-    l->head = (l->head + 1) % l->cap;
-    l->count--;
+    *out = *(struct pending *)fifo_at(&l->waiting, 0);
+    fifo_pop(&l->waiting);
     return true;
 }
 
@@ -90,7 +75,7 @@ static void link_lost(struct redis_link *l, const char *why)
         l->reader = NULL;
     }
     l->state = LINK_DOWN;
-    while (ring_pop(l, &p))
+    while (waiting_pop(l, &p))
         if (p.cb)
             p.cb(p.arg, NULL);
     if (was_up || !l->told_down) {
@@ -117,7 +102,7 @@ static void link_reply(struct redis_link *l, redisReply *r)
 
     if (l->cfg.subscriber && is_push(r)) {
         l->cfg.on_push(l->cfg.ctx, r);
-    } else if (ring_pop(l, &p)) {
+    } else if (waiting_pop(l, &p)) {
         if (p.cb)
             p.cb(p.arg, r);
     } else {
@@ -186,9 +171,9 @@ static int send_raw(struct redis_link *l, int argc, const char **argv, const siz
 
     if (len < 0)
         return -1;
-    int rc = ring_push(l, cb, arg);
+    int rc = waiting_push(l, cb, arg);
     if (rc == 0 && bufferevent_write(l->bev, cmd, (size_t)len) < 0) {
-        l->count--; /* the one just pushed */
+        fifo_drop_last(&l->waiting); /* the one just pushed */
         rc = -1;
     }
     redisFreeCommand(cmd);
@@ -290,6 +275,7 @@ struct redis_link *redis_link_new(struct event_base *base, const struct redis_li
         return NULL;
     l->base = base;
     l->cfg = *cfg;
+    l->waiting = (struct fifo)FIFO_INIT(struct pending);
     l->retry_ms = RECONNECT_FIRST_MS;
     l->retry = evtimer_new(base, retry_cb, l);
     if (!l->retry) {
@@ -330,12 +316,12 @@ void redis_link_free(struct redis_link *l)
         bufferevent_free(l->bev);
     if (l->reader)
         redisReaderFree(l->reader);
-    while (ring_pop(l, &p))
+    while (waiting_pop(l, &p))
         if (p.cb)
             p.cb(p.arg, NULL);
     event_free(l->retry);
     if (l->cfg.tls)
         SSL_CTX_free(l->cfg.tls);
-    free(l->ring);
+    fifo_clear(&l->waiting);
     free(l);
 }

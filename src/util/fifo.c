@@ -34,6 +34,11 @@ void fifo_pop(struct fifo *q)
     q->count--;
 }
 
+void fifo_drop_last(struct fifo *q)
+{
+    q->count--;
+}
+
 void fifo_clear(struct fifo *q)
 {
     free(q->items);

@@ -28,6 +28,9 @@ void *fifo_at(const struct fifo *q, size_t i);
 /* Drop the front item (its contents are the caller's to release first); count > 0. */
 void fifo_pop(struct fifo *q);
 
+/* Drop the back item, the one pushed last; count > 0. */
+void fifo_drop_last(struct fifo *q);
+
 /* Free the array; the queue is empty and usable again. */
 void fifo_clear(struct fifo *q);
 

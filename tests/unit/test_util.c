@@ -457,6 +457,11 @@ START_TEST(test_fifo_keeps_order_through_wraps_and_growth)
         }
     }
     ck_assert_uint_gt(q.cap, 16);
+    size_t before = q.count;
+    ck_assert_int_eq(fifo_push(&q, &next_in), 0);
+    fifo_drop_last(&q); /* the one just pushed, as if never */
+    ck_assert_uint_eq(q.count, before);
+    ck_assert_uint_eq(*(uint32_t *)fifo_at(&q, q.count - 1), next_in - 1);
     fifo_clear(&q);
     ck_assert_uint_eq(q.count, 0);
     ck_assert_int_eq(fifo_push(&q, &next_in), 0);
