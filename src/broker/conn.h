@@ -70,7 +70,7 @@ struct conn {
     bool reading_paused;            /* output over max-outbound-bytes: input waits */
     bool will_due;                  /* lost without DISCONNECT: publish the will when reaped */
     bool cluster_claim_pending;     /* its claim to its client id is not back from the stream */
-    bool cluster_waiting;           /* its CONNECT waits for its session from Redis */
+    bool cluster_waiting;           /* its CONNECT waits for its session or stream (Redis) */
     bool cluster_fetched;           /* that was asked once: not again */
     struct session *session;        /* NULL before CONNECT is accepted and after close */
     struct session *ended_session;  /* clean session ended with this conn; owned till reaped */

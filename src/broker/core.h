@@ -80,7 +80,15 @@ struct broker_cluster {
      */
     bool (*fetch_session)(struct broker_cluster *cl, struct instance *inst, const char *client_id,
                           struct conn *c);
-    /* `c`, which waited for a fetch, is closing. */
+    /*
+     * `c` logs in to `inst`, whose stream this node is not reading yet (the
+     * instance was just made here, at its first login): true when the CONNECT
+     * waits, unread (c->cluster_waiting), until it is, so that the client's
+     * subscriptions miss nothing of the stream or of the retained messages
+     * in Redis. Without Redis nothing waits.
+     */
+    bool (*await_stream)(struct broker_cluster *cl, struct instance *inst, struct conn *c);
+    /* `c`, which waited for a fetch or a stream, is closing. */
     void (*forget)(struct broker_cluster *cl, struct conn *c);
 };
 

@@ -546,10 +546,16 @@ static int connect_client_id(struct conn *c, struct connecting *cn)
 }
 
 /*
- * The instance's limits on connections and on sessions that outlive them;
- * sets cn->s (the id's session, if any) and the expiry granted. Returns 0,
- * or -1 after refusing.
+ * In a cluster, an instance made here by this login is not yet read from its
+ * stream: the CONNECT waits, unread, until it is. Returns 0 or LOGIN_WAITS.
  */
+static int connect_await_stream(struct conn *c, struct connecting *cn)
+{
+    struct broker_cluster *cl = c->broker->cluster;
+
+    return cl && cl->await_stream(cl, cn->inst, c) ? LOGIN_WAITS : 0;
+}
+
 /*
  * In a cluster, a persistent session this node does not hold may be in
  * Redis, left by the node its client was on: the CONNECT waits, unread, until
@@ -566,6 +572,11 @@ static int connect_fetch_session(struct conn *c, struct connecting *cn)
     return cl->fetch_session(cl, cn->inst, cn->client_id, c) ? LOGIN_WAITS : 0;
 }
 
+/*
+ * The instance's limits on connections and on sessions that outlive them;
+ * sets cn->s (the id's session, if any) and the expiry granted. Returns 0,
+ * or -1 after refusing.
+ */
 static int connect_quotas(struct conn *c, struct connecting *cn)
 {
     struct instance *inst = cn->inst;
@@ -745,6 +756,8 @@ int handle_connect(struct conn *c, const struct mqtt_packet *p)
     int rc = connect_login(c, &cn);
     if (rc == 0)
         rc = connect_client_id(c, &cn);
+    if (rc == 0)
+        rc = connect_await_stream(c, &cn);
     if (rc == 0)
         rc = connect_fetch_session(c, &cn);
     if (rc == 0)

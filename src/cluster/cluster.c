@@ -12,6 +12,7 @@
 #include <openssl/ssl.h>
 
 #include "broker/broker.h"
+#include "broker/client.h"
 #include "broker/conn.h"
 #include "broker/core.h"
 #include "broker/instance.h"
@@ -57,23 +58,39 @@
 /* The reports of another node remembered, with where each came in the kept stream. */
 #define LOAD_MARKS 4
 
-/* The set of live nodes, and beside it each node's key ("...:ID") and tombstone. */
+/*
+ * The set of live nodes; beside it each node's key ("...:ID"), and the nodes
+ * gone in the last hour with when they went (a sorted set, "...:gone").
+ */
 static const char NODES_KEY[] = "aviary:{nodes}";
+#define GONE_KEPT_MS 3600000
 
 /*
  * This node lives for ARGV[2] ms more. Returns 0 when it had been taken for
- * dead meanwhile (its tombstone is there: its sessions were taken over), else 1.
+ * gone meanwhile (its sessions were taken over), else 1.
  */
-static const char NODE_BEAT[] = "local was = redis.call('DEL', KEYS[1] .. ':dead:' .. ARGV[1]) "
+static const char NODE_BEAT[] = "local was = redis.call('ZREM', KEYS[1] .. ':gone', ARGV[1]) "
                                 "redis.call('SET', KEYS[1] .. ':' .. ARGV[1], '1', 'PX', ARGV[2]) "
                                 "redis.call('SADD', KEYS[1], ARGV[1]) return 1 - was";
 
-/* The nodes (other than ARGV[1]) whose key lapsed: each leaves the set, once, for its finder. */
+/*
+ * The nodes other than ARGV[1] whose key lapsed move to the gone set; returns
+ * the nodes gone in the last ARGV[2] ms (every node takes over the sessions of
+ * each in the instances it follows: Redis lets only one take each session).
+ */
 static const char NODES_REAP[] =
-    "local dead = {} for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
+    "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+    "local gone = KEYS[1] .. ':gone' "
+    "for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
     "if n ~= ARGV[1] and redis.call('EXISTS', KEYS[1] .. ':' .. n) == 0 then "
-    "redis.call('SREM', KEYS[1], n) redis.call('SET', KEYS[1] .. ':dead:' .. n, '1', 'EX', 86400) "
-    "dead[#dead + 1] = n end end return dead";
+    "redis.call('SREM', KEYS[1], n) redis.call('ZADD', gone, now, n) end end "
+    "redis.call('ZREMRANGEBYSCORE', gone, '-inf', now - tonumber(ARGV[2])) "
+    "return redis.call('ZRANGE', gone, 0, -1)";
+
+/* A node id, as a value. */
+struct node_id {
+    char id[HEX_SIZE(NODE_ID_BYTES)];
+};
 
 /* Where an instance's stream stands on this node. */
 enum follow_state {
@@ -145,6 +162,7 @@ struct follow {
     bool reported;            /* the last report was not all zeros */
     uint64_t reports_sent;    /* this node's reports of the instance */
     uint64_t reports_back;    /* the number of the latest of them read back */
+    struct fifo waiters;      /* struct conn *: logins waiting for the stream to be ready */
     struct fifo kept;         /* struct kept, oldest first */
     uint64_t kept_total;      /* records ever kept: kept's front is number kept_total - count */
     size_t kept_bytes;
@@ -166,6 +184,7 @@ struct cluster {
     bool backlog_warned; /* the command link's backlog passed its bound */
     uint64_t next_seq;   /* the number of the next message this node sends */
     bool warned;         /* the loss was logged: not again until connected */
+    struct fifo gone;    /* struct node_id: the nodes gone, as Redis last said */
 };
 
 static struct cluster *of(struct broker_cluster *h)
@@ -438,6 +457,13 @@ static void adopt_sessions(struct follow *f, const char *dead)
                     f->name, dead);
         free(a);
     }
+}
+
+/* A follow ready now takes over the sessions of every node gone (none, mostly). */
+static void adopt_from_gone(struct follow *f)
+{
+    for (size_t i = 0; i < f->cl->gone.count; i++)
+        adopt_sessions(f, ((struct node_id *)fifo_at(&f->cl->gone, i))->id);
 }
 
 static void take_record(struct follow *f, const uint8_t *data, size_t len)
@@ -719,9 +745,48 @@ static bool hook_fetch_session(struct broker_cluster *h, struct instance *inst,
     return connected(cl) && sessions_fetch(cl->sessions, inst, client_id, c);
 }
 
+/* Logins wait while the stream is being subscribed and its retained messages read. */
+static bool hook_await_stream(struct broker_cluster *h, struct instance *inst, struct conn *c)
+{
+    struct cluster *cl = of(h);
+    struct follow *f = strmap_get(&cl->follows, inst->name);
+
+    if (!f || !connected(cl) || (f->state != FOLLOW_SUBSCRIBING && f->state != FOLLOW_SYNCING) ||
+        fifo_push(&f->waiters, &c) < 0)
+        return false;
+    c->cluster_waiting = true;
+    link_pause_reading(&c->link);
+    return true;
+}
+
+/* The stream is ready, or cannot be had: the logins that waited go on. */
+static void release_waiters(struct follow *f)
+{
+    /* Taken first: a login read again may close another connection, which forgets itself. */
+    struct fifo waiting = f->waiters;
+
+    f->waiters = (struct fifo)FIFO_INIT(struct conn *);
+    for (size_t i = 0; i < waiting.count; i++) {
+        struct conn *c = *(struct conn **)fifo_at(&waiting, i);
+        if (!c)
+            continue; /* closed meanwhile */
+        c->cluster_waiting = false;
+        client_read_again(c);
+    }
+    fifo_clear(&waiting);
+}
+
 static void hook_forget(struct broker_cluster *h, struct conn *c)
 {
-    sessions_forget(of(h)->sessions, c);
+    struct cluster *cl = of(h);
+    size_t pos = 0;
+    struct follow *f;
+
+    sessions_forget(cl->sessions, c);
+    while ((f = strmap_next(&cl->follows, &pos, NULL)))
+        for (size_t i = 0; i < f->waiters.count; i++)
+            if (*(struct conn **)fifo_at(&f->waiters, i) == c)
+                *(struct conn **)fifo_at(&f->waiters, i) = NULL;
 }
 
 /* ---- following an instance's stream ---- */
@@ -816,6 +881,8 @@ static void synced_cb(void *arg, redisReply *r)
     release_held(f, true);
     if (inst)
         claim_all(f->cl, inst);
+    release_waiters(f);
+    adopt_from_gone(f);
 }
 
 static void subscribed_cb(void *arg, redisReply *r)
@@ -829,6 +896,7 @@ static void subscribed_cb(void *arg, redisReply *r)
         log_warning("cluster: instance %s: Redis refused SSUBSCRIBE: %s", f->name, r->str);
         f->state = FOLLOW_NONE;
         release_held(f, false);
+        release_waiters(f);
         return;
     }
     f->state = FOLLOW_SYNCING;
@@ -837,6 +905,8 @@ static void subscribed_cb(void *arg, redisReply *r)
         f->state = FOLLOW_READY; /* no retained messages from Redis this time */
         deliver_early(f);
         release_held(f, true);
+        release_waiters(f);
+        adopt_from_gone(f);
     }
 }
 
@@ -873,6 +943,7 @@ static void follow_reset(struct follow *f)
         f->sent_count--;
     }
     release_held(f, false);
+    release_waiters(f); /* served alone now */
 }
 
 static struct follow *follow_new(struct cluster *cl, const char *name)
@@ -884,6 +955,7 @@ static struct follow *follow_new(struct cluster *cl, const char *name)
         return NULL;
     f->cl = cl;
     f->kept = (struct fifo)FIFO_INIT(struct kept);
+    f->waiters = (struct fifo)FIFO_INIT(struct conn *);
     f->name = strdup(name);
     f->channel = malloc(len + 10);
     f->retained_key = malloc(len + 19);
@@ -910,6 +982,7 @@ static void follow_free(struct follow *f)
     sent_drop_all(f);
     free(f->sent);
     kept_clear(f);
+    fifo_clear(&f->waiters); /* the connections are gone (the broker closed them first) */
     free(f->loads);
     free(f->held);
     free(f->name);
@@ -946,6 +1019,13 @@ static void hook_instance_removed(struct broker_cluster *h, struct instance *ins
     sent_drop_all(f); /* not wanted: forgotten */
     kept_clear(f);
     release_held(f, false); /* not wanted: dropped */
+    /* Their instance is going (not to be read again from under it): they close. */
+    for (size_t i = 0; i < f->waiters.count; i++) {
+        struct conn *c = *(struct conn **)fifo_at(&f->waiters, i);
+        if (c)
+            conn_close(c, "its instance was deleted while it logged in");
+    }
+    fifo_clear(&f->waiters);
     if (f->state != FOLLOW_NONE && redis_link_up(cl->sub))
         redis_link_command(cl->sub, 2, (const char *[]){"SUNSUBSCRIBE", f->channel},
                            (size_t[]){12, strlen(f->channel)}, NULL, NULL);
@@ -1043,41 +1123,56 @@ static void beat(struct cluster *cl)
 }
 
 /* Nodes found dead: this node takes over their sessions, instance by instance. */
+static bool gone_known(const struct fifo *gone, const char *id)
+{
+    for (size_t i = 0; i < gone->count; i++)
+        if (!strcmp(((const struct node_id *)fifo_at(gone, i))->id, id))
+            return true;
+    return false;
+}
+
+/* The nodes gone: of each new one, this node takes over the sessions it follows. */
 static void reaped_cb(void *arg, redisReply *r)
 {
     struct cluster *cl = arg;
+    struct fifo now = FIFO_INIT(struct node_id);
 
     if (!r || r->type != REDIS_REPLY_ARRAY)
         return;
     for (size_t i = 0; i < r->elements; i++) {
-        const redisReply *dead = r->element[i];
-        if (dead->type != REDIS_REPLY_STRING || dead->len != 2 * NODE_ID_BYTES)
+        const redisReply *e = r->element[i];
+        struct node_id n;
+        if (e->type != REDIS_REPLY_STRING || e->len != 2 * NODE_ID_BYTES)
+            continue;
+        memcpy(n.id, e->str, e->len + 1);
+        if (fifo_push(&now, &n) < 0)
+            break; /* out of memory: the rest on the next tick */
+        if (gone_known(&cl->gone, n.id))
             continue;
         cl->broker->cluster_stats.nodes_dead++;
-        log_notice("cluster: node %s gave no sign of life for %d ms: taking over its persistent "
-                   "sessions",
-                   dead->str, NODE_ALIVE_MS);
+        log_notice("cluster: node %s gave no sign of life for %d ms: its persistent sessions in "
+                   "the instances followed here are taken over",
+                   n.id, NODE_ALIVE_MS);
         size_t pos = 0;
         struct follow *f;
         while ((f = strmap_next(&cl->follows, &pos, NULL)))
             if (f->wanted && f->state == FOLLOW_READY)
-                adopt_sessions(f, dead->str);
+                adopt_sessions(f, n.id);
     }
+    fifo_clear(&cl->gone);
+    cl->gone = now;
 }
 
-/* Only once every instance is followed: a session is never left to no node. */
 static void reap(struct cluster *cl)
 {
-    size_t pos = 0;
-    struct follow *f;
+    char kept[16];
+    int n = snprintf(kept, sizeof(kept), "%d", GONE_KEPT_MS);
 
-    while ((f = strmap_next(&cl->follows, &pos, NULL)))
-        if (f->wanted && f->state != FOLLOW_READY)
-            return;
-    redis_link_command(
-        cl->cmd, 5, (const char *[]){"EVAL", NODES_REAP, "1", NODES_KEY, cl->node},
-        (size_t[]){4, sizeof(NODES_REAP) - 1, 1, sizeof(NODES_KEY) - 1, strlen(cl->node)},
-        reaped_cb, cl);
+    redis_link_command(cl->cmd, 6,
+                       (const char *[]){"EVAL", NODES_REAP, "1", NODES_KEY, cl->node, kept},
+                       (size_t[]){4, sizeof(NODES_REAP) - 1, 1, sizeof(NODES_KEY) - 1,
+                                  strlen(cl->node), (size_t)n},
+                       reaped_cb, cl);
 }
 
 static void load_cb(evutil_socket_t fd, short what, void *arg)
@@ -1197,6 +1292,7 @@ struct cluster *cluster_start(struct broker *b, const char *url, const char *ca_
         return NULL;
     }
     cl->broker = b;
+    cl->gone = (struct fifo)FIFO_INIT(struct node_id);
     cl->hooks = (struct broker_cluster){
         .publish = hook_publish,
         .claim = hook_claim,
@@ -1204,6 +1300,7 @@ struct cluster *cluster_start(struct broker *b, const char *url, const char *ca_
         .instance_removed = hook_instance_removed,
         .session_record = hook_session_record,
         .fetch_session = hook_fetch_session,
+        .await_stream = hook_await_stream,
         .forget = hook_forget,
     };
     if (redis_url_parse(url, &cl->url, err, errlen) < 0 ||
@@ -1259,6 +1356,7 @@ void cluster_stop(struct cluster *cl)
     while ((f = strmap_next(&cl->follows, &pos, NULL)))
         follow_free(f);
     strmap_clear(&cl->follows);
+    fifo_clear(&cl->gone);
     SSL_CTX_free(cl->tls);
     redis_url_clear(&cl->url);
     free(cl);

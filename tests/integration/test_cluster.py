@@ -574,6 +574,49 @@ def _shard_subscribers(redis, instance):
     return int(out[-1])
 
 
+def test_first_login_on_a_node_waits_for_the_stream():
+    """Cloud mode: an instance is made on a node at its first login there, and that
+    node starts reading its stream then. A client whose CONNECT and SUBSCRIBE arrive in
+    one write gets the retained message set on the other node, and every message
+    published there from the first moment: the CONNECT waited until the stream was
+    subscribed and its retained messages read."""
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(RedisServer())
+        _cctl(redis.url, "init")
+        login = _new_instance(redis.url, unique("inst"))
+        n1, n2 = _nodes(stack, redis.url, count=2, cloud=True)
+        pub = stack.enter_context(_client(n1, **login))
+        pub.publish("r/kept", b"kept", 1, retain=True)
+        stop = threading.Event()
+        sent = []
+
+        def publish_steadily():
+            for i in range(2000):
+                if stop.is_set():
+                    break
+                pub.publish("r/flow", b"%d" % i, 1)
+                sent.append(i)
+                time.sleep(0.002)
+        flow = threading.Thread(target=publish_steadily)
+        flow.start()
+        try:
+            wait_for(lambda: len(sent) >= 20, 5.0, what="the flow on node 1")
+            c = stack.enter_context(RawClient(n2.port))
+            c.send(at.connect_packet(unique("first"), username=login["username"],
+                                     password=login["password"])
+                   + at.subscribe_packet(1, [("r/#", 1)]))
+            c.expect(at.CONNACK, 5.0)
+            c.expect(at.SUBACK, 5.0, pid=1)
+            first = c.receive(5.0)
+            check_equal((first.topic, first.payload, first.retain), ("r/kept", b"kept", True),
+                        "the first message on node 2")
+            got = [int(c.receive(5.0).payload) for _ in range(20)]
+        finally:
+            stop.set()
+            flow.join(10)
+        check_equal(got, list(range(got[0], got[0] + 20)), "the flow as node 2 delivered it")
+
+
 def test_instance_made_and_deleted_while_nodes_run():
     """Cloud mode: an instance made while three nodes run is followed by all of them
     (three subscribers of its channel, delivery across nodes); deleted, the nodes leave
@@ -1210,6 +1253,34 @@ def test_node_killed_cloud_sessions_keep_their_tokens():
         check(back.session_present, "keep-0 resumed without its session")
         check_equal([m.payload for m in back.wait_messages(5, 10.0)],
                     [b"m%d" % i for i in range(5)], "what keep-0 received")
+
+
+def test_node_killed_its_instance_followed_later_elsewhere():
+    """Cloud mode: an instance has clients on node 1 only (node 2 has never made it).
+    Node 1 is killed with -9; node 2 finds it gone but follows nothing of that
+    instance. A publisher then logs in to node 2, which makes the instance, starts
+    following it, and takes node 1's offline session over at once: what it publishes
+    is queued for the session, and its client resumes it on node 2 with all of it."""
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(RedisServer())
+        _cctl(redis.url, "init")
+        login = _new_instance(redis.url, unique("inst"))
+        n1, n2 = _nodes(stack, redis.url, count=2, cloud=True)
+        c = _client(n1, client_id="late-1", clean_session=False, **login)
+        c.subscribe("l/#", 1)
+        c.close()
+        _kill9(n1)
+        wait_for(lambda: _metrics(n2)["nodes_dead_total"] == 1, 15.0, what="node 1 found gone")
+        check_equal(_adopted([n2]), 0, "sessions taken over before node 2 had the instance")
+        pub = stack.enter_context(_client(n2, **login))
+        for i in range(5):
+            pub.publish("l/x", b"%d" % i, 1)
+        wait_for(lambda: _adopted([n2]) == 1, 5.0,
+                 what="late-1 taken over when node 2 made the instance")
+        back = stack.enter_context(_client(n2, client_id="late-1", clean_session=False, **login))
+        check(back.session_present, "late-1 resumed without its session")
+        check_equal([m.payload for m in back.wait_messages(5, 10.0)],
+                    [b"%d" % i for i in range(5)], "what late-1 received")
 
 
 # ---------------------------------------------------------------------------
