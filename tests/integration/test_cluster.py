@@ -1115,6 +1115,14 @@ def _adopted(nodes):
     return sum(_metrics(n)["sessions_adopted_total"] for n in nodes)
 
 
+def _leave_session(b, client_id, topic, **login):
+    """A persistent session of `client_id` on node `b`, subscribed to `topic` at QoS 1,
+    left offline."""
+    c = _client(b, client_id=client_id, clean_session=False, **login)
+    c.subscribe(topic, 1)
+    c.close()
+
+
 def test_node_killed_sessions_resume_elsewhere():
     """Two persistent sessions live on node 1: one offline with 20 QoS 1 messages
     queued, one online. Node 1 is killed with -9, and 5 more messages are published.
@@ -1127,9 +1135,7 @@ def test_node_killed_sessions_resume_elsewhere():
         redis = stack.enter_context(RedisServer())
         n1, n2, n3 = _nodes(stack, redis.url)
         _await_cluster([n1, n2, n3])
-        off = _client(n1, client_id="off-1", clean_session=False)
-        off.subscribe("k/#", 1)
-        off.close()
+        _leave_session(n1, "off-1", "k/#")
         on = stack.enter_context(_client(n1, client_id="on-1", clean_session=False))
         on.subscribe("k/#", 1)
         pub = stack.enter_context(_client(n2))
@@ -1232,9 +1238,7 @@ def test_node_killed_cloud_sessions_keep_their_tokens():
         n1, n2 = _nodes(stack, redis.url, count=2, cloud=True)
         _await_cluster([n1, n2], **logins[0])
         for k, lg in enumerate(logins):
-            c = _client(n1, client_id="keep-%d" % k, clean_session=False, **lg)
-            c.subscribe("t/#", 1)
-            c.close()
+            _leave_session(n1, "keep-%d" % k, "t/#", **lg)
         _cctl(redis.url, "token", "revoke", name, tokens[1]["id"])
         time.sleep(3.5)  # node 1's reports go round
         _kill9(n1)
@@ -1266,9 +1270,7 @@ def test_node_killed_its_instance_followed_later_elsewhere():
         _cctl(redis.url, "init")
         login = _new_instance(redis.url, unique("inst"))
         n1, n2 = _nodes(stack, redis.url, count=2, cloud=True)
-        c = _client(n1, client_id="late-1", clean_session=False, **login)
-        c.subscribe("l/#", 1)
-        c.close()
+        _leave_session(n1, "late-1", "l/#", **login)
         _kill9(n1)
         wait_for(lambda: _metrics(n2)["nodes_dead_total"] == 1, 15.0, what="node 1 found gone")
         check_equal(_adopted([n2]), 0, "sessions taken over before node 2 had the instance")
