@@ -44,8 +44,8 @@
 #define BACKLOG_MAX (64u << 20)
 /*
  * Every node says it is alive every LOAD_INTERVAL_MS (a key that lives this
- * long); one silent this long is dead, and the first node to see it takes
- * over its persistent sessions.
+ * long); one silent this long is gone, and the nodes that follow its
+ * instances take over its persistent sessions.
  */
 #define NODE_ALIVE_MS 5000
 /*
@@ -264,7 +264,11 @@ static void take_claim(struct cluster *cl, struct instance *inst, const struct s
     }
 }
 
-/* The other nodes' fresh reports, summed into the instance's cluster-wide limits. */
+/*
+ * The other nodes' fresh reports, summed into the instance's cluster-wide
+ * limits; a node not heard of for as long as the gone are remembered is
+ * forgotten (node ids are new at each start).
+ */
 static void loads_apply(struct follow *f, struct instance *inst)
 {
     uint64_t now = clock_ms();
@@ -272,6 +276,10 @@ static void loads_apply(struct follow *f, struct instance *inst)
     unsigned publishing = 1;
 
     for (size_t i = 0; i < f->load_count; i++) {
+        if (now - f->loads[i].seen_ms > GONE_KEPT_MS) {
+            f->loads[i--] = f->loads[--f->load_count];
+            continue;
+        }
         if (now - f->loads[i].seen_ms > LOAD_FRESH_MS)
             continue;
         conns += f->loads[i].conns;
