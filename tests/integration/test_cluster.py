@@ -1178,7 +1178,7 @@ def test_node_killed_under_traffic_loses_nothing():
     the kill or after the resume), none lost; those in the last second or two before
     the kill may come twice (at least once: the replay starts at node 1's last report
     of where it stood), and how many did is reported."""
-    total = 400
+    total = 1000
     with contextlib.ExitStack() as stack:
         redis = stack.enter_context(RedisServer())
         n1, n2, n3 = _nodes(stack, redis.url)
