@@ -498,7 +498,12 @@ static int connect_login(struct conn *c, struct connecting *cn)
     } else if (b->passwords && desktop_login(c, ck) < 0) {
         return -1;
     }
-    /* The conn owns the reference from here: conn_free() drops it whatever happens. */
+    /*
+     * The conn owns the reference from here: conn_free() drops it whatever
+     * happens. A CONNECT read again after waiting logs in again: the first
+     * login's reference goes.
+     */
+    catalog_token_unref(c->token);
     c->token = cn->token;
     cn->l = &cn->inst->limits;
     return 0;
