@@ -54,7 +54,8 @@
  * cover the death, its detection, and the dead node's last report.
  */
 #define HISTORY_MS (3 * NODE_ALIVE_MS)
-#define HISTORY_MAX (16u << 20)
+#define HISTORY_MAX (16u << 20)       /* per instance */
+#define HISTORY_NODE_MAX (128u << 20) /* all instances: past it, the busiest keep less */
 /* The reports of another node remembered, with where each came in the kept stream. */
 #define LOAD_MARKS 4
 
@@ -185,6 +186,7 @@ struct cluster {
     uint64_t next_seq;   /* the number of the next message this node sends */
     bool warned;         /* the loss was logged: not again until connected */
     struct fifo gone;    /* struct node_id: the nodes gone, as Redis last said */
+    size_t kept_bytes;   /* what all follows keep of their streams */
 };
 
 static struct cluster *of(struct broker_cluster *h)
@@ -363,14 +365,20 @@ static bool echoed(struct follow *f, uint64_t seq)
 
 /* ---- the stream kept, for the sessions of a node that dies ---- */
 
-/* Records older than HISTORY_MS, or past HISTORY_MAX bytes, go. */
+/*
+ * Records older than HISTORY_MS go, and the oldest past HISTORY_MAX bytes,
+ * or past HISTORY_NODE_MAX for the whole node (the instance that adds is the
+ * one that gives up its oldest).
+ */
 static void kept_trim(struct follow *f, uint64_t now)
 {
     while (f->kept.count) {
         struct kept *k = fifo_at(&f->kept, 0);
-        if (now - k->at_ms <= HISTORY_MS && f->kept_bytes <= HISTORY_MAX)
+        if (now - k->at_ms <= HISTORY_MS && f->kept_bytes <= HISTORY_MAX &&
+            f->cl->kept_bytes <= HISTORY_NODE_MAX)
             break;
         f->kept_bytes -= k->len;
+        f->cl->kept_bytes -= k->len;
         free(k->data);
         fifo_pop(&f->kept);
     }
@@ -393,6 +401,7 @@ static void keep_record(struct follow *f, const uint8_t *data, size_t len)
     memcpy(k.data, data, len);
     f->kept_total++;
     f->kept_bytes += len;
+    f->cl->kept_bytes += len;
     kept_trim(f, k.at_ms);
 }
 
