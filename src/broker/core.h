@@ -82,6 +82,12 @@ struct broker_cluster {
                           struct conn *c);
     /* `c`, which waited for a fetch, is closing. */
     void (*forget)(struct broker_cluster *cl, struct conn *c);
+    /*
+     * Not a hook, the cluster's word: while true, this node's messages not
+     * yet back from Redis are past their mark, and a connection's next
+     * PUBLISH waits unread (c->cluster_paused) until broker_cluster_resume().
+     */
+    bool hold_publishers;
 };
 
 /* What the cluster did, for /metrics. */
@@ -94,6 +100,7 @@ struct broker_cluster_stats {
     uint64_t taken_over; /* connections ended by a login on another node */
     uint64_t losses;     /* times the connection to Redis was lost */
     uint64_t fetched;    /* persistent sessions taken from Redis at a login */
+    uint64_t paused;     /* times publishers waited for this node's stream to catch up */
 };
 
 struct broker_match {

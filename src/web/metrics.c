@@ -100,6 +100,10 @@ static void metrics_cluster(const struct broker_cluster_stats *st, struct evbuff
                  st->taken_over);
     metric_value(out, "aviary_cluster_redis_losses_total", "counter",
                  "Times the connection to Redis was lost.", st->losses);
+    metric_value(out, "aviary_cluster_publishers_paused_total", "counter",
+                 "Times this node stopped reading its publishers: its messages were too far "
+                 "ahead of its subscription in Redis.",
+                 st->paused);
 }
 
 static void metrics_process(struct web *w, struct evbuffer *out)
