@@ -91,6 +91,12 @@ void broker_keep_resume(void *ctx)
         client_keep_resume(c);
 }
 
+void broker_cluster_resume(struct broker *b)
+{
+    for (struct conn *c = b->conns; c; c = c->next)
+        client_cluster_resume(c);
+}
+
 void broker_close_all(struct broker *b, const char *reason)
 {
     for (struct conn *c = b->conns; c; c = c->next)

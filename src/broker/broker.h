@@ -33,6 +33,12 @@ void broker_free(struct broker *b);
  */
 void broker_keep_resume(void *ctx);
 
+/*
+ * The cluster's stream caught up (core.h, broker_cluster.hold_publishers
+ * went false): publishers it held back are read again.
+ */
+void broker_cluster_resume(struct broker *b);
+
 /* Close every connection with `reason` (used on SIGTERM); conns are reaped by the loop. */
 void broker_close_all(struct broker *b, const char *reason);
 

@@ -170,8 +170,8 @@ static void client_written(void *owner)
         return;
     c->reading_paused = false;
     link_watch_output(&c->link, 0);
-    if (c->rate_paused || c->kept_paused)
-        return; /* the rate timer, or the database writer, takes the input again */
+    if (c->rate_paused || c->kept_paused || c->cluster_paused)
+        return; /* the rate timer, the database writer or the cluster takes the input again */
     link_resume_reading(&c->link);
     log_debug("client %s: output drained, reading again", c->client_id);
     /* Packets that arrived meanwhile are already buffered: no read event will announce them. */
@@ -183,8 +183,8 @@ static void client_rate_timer_cb(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
 
     c->rate_paused = false;
-    if (c->state != CONN_ACTIVE || c->reading_paused || c->kept_paused)
-        return; /* the write callback (or the writer) takes the input again */
+    if (c->state != CONN_ACTIVE || c->reading_paused || c->kept_paused || c->cluster_paused)
+        return; /* the write callback (or the writer, or the cluster) takes the input again */
     link_resume_reading(&c->link);
     /* The PUBLISH that found the bucket empty is still buffered: no read event will come. */
     client_readable(c);
@@ -253,7 +253,31 @@ void client_keep_resume(struct conn *c)
     if (!c->kept_paused)
         return;
     c->kept_paused = false;
-    if (c->state == CONN_ACTIVE && !c->reading_paused && !c->rate_paused)
+    if (c->state == CONN_ACTIVE && !c->reading_paused && !c->rate_paused && !c->cluster_paused)
+        client_read_again(c);
+}
+
+/*
+ * This node's messages are too far ahead of its stream in Redis (core.h,
+ * hold_publishers): its publishers wait, as for the database writer, rather
+ * than Redis dropping the node's subscription and what it holds. The
+ * cluster logs and counts the pause, once for all of them.
+ */
+static bool client_cluster_held(struct conn *c)
+{
+    if (!c->broker->cluster || !c->broker->cluster->hold_publishers)
+        return false;
+    c->cluster_paused = true;
+    link_pause_reading(&c->link);
+    return true;
+}
+
+void client_cluster_resume(struct conn *c)
+{
+    if (!c->cluster_paused)
+        return;
+    c->cluster_paused = false;
+    if (c->state == CONN_ACTIVE && !c->reading_paused && !c->rate_paused && !c->kept_paused)
         client_read_again(c);
 }
 
@@ -350,6 +374,8 @@ static int client_read(struct conn *c)
             client_keep_pause(c);
             return 0;
         }
+        if (type == MQTT_PUBLISH && c->state == CONN_ACTIVE && client_cluster_held(c))
+            return 0;
         if (type == MQTT_PUBLISH && c->state == CONN_ACTIVE &&
             (wait = instance_rate_take(c->instance, &c->rate)) > 0) {
             client_rate_pause(c, wait);

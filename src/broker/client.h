@@ -29,4 +29,7 @@ void client_read_again(struct conn *c);
 /* The database writer caught up: a publisher it held back is read again. */
 void client_keep_resume(struct conn *c);
 
+/* The cluster's stream caught up: a publisher it held back is read again. */
+void client_cluster_resume(struct conn *c);
+
 #endif

@@ -109,7 +109,8 @@ struct conn {
     struct bucket rate;
     struct event *rate_timer; /* owned; made at the first pause (client.c) */
     bool rate_paused;
-    bool kept_paused; /* its instance is over its share of the database backlog (durable.h) */
+    bool kept_paused;    /* its instance is over its share of the database backlog (durable.h) */
+    bool cluster_paused; /* this node's messages are too far ahead of its stream (cluster) */
 
     bool reap_queued;            /* on core->reap already */
     struct log_every denied_log; /* PUBLISHes the token did not allow */

@@ -90,6 +90,12 @@ struct broker_cluster {
     bool (*await_stream)(struct broker_cluster *cl, struct instance *inst, struct conn *c);
     /* `c`, which waited for a fetch or a stream, is closing. */
     void (*forget)(struct broker_cluster *cl, struct conn *c);
+    /*
+     * Not a hook, the cluster's word: while true, this node's messages not
+     * yet back from Redis are past their mark, and a connection's next
+     * PUBLISH waits unread (c->cluster_paused) until broker_cluster_resume().
+     */
+    bool hold_publishers;
 };
 
 /* What the cluster did, for /metrics. */
@@ -105,6 +111,7 @@ struct broker_cluster_stats {
     uint64_t nodes_dead; /* other nodes found dead by this one (their sessions adopted) */
     uint64_t adopted;    /* persistent sessions of dead nodes taken over here */
     uint64_t replayed;   /* messages they missed, queued for them from the kept stream */
+    uint64_t paused;     /* times publishers waited for this node's stream to catch up */
 };
 
 struct broker_match {

@@ -21,6 +21,7 @@
 #include "broker/session.h"
 #include "broker/topic.h"
 #include "cluster/bridge.h"
+#include "cluster/pressure.h"
 #include "cluster/redis_link.h"
 #include "cluster/sessions.h"
 #include "cluster/stream.h"
@@ -92,6 +93,8 @@ static const char NODES_REAP[] =
 struct node_id {
     char id[HEX_SIZE(NODE_ID_BYTES)];
 };
+/* At most one line this often about publishers waiting for this node's stream. */
+#define PAUSED_LOG_INTERVAL_SEC 10
 
 /* Where an instance's stream stands on this node. */
 enum follow_state {
@@ -106,6 +109,7 @@ struct held {
     struct message *m; /* a reference */
     char *client_id;   /* owned; NULL for none */
     uint64_t seq;      /* sent: its number (stream.h); held: 0 */
+    size_t cost;       /* sent: what it counts in the cluster's pressure; held: 0 */
 };
 
 /* A record that came while the retained hash was being read. */
@@ -187,6 +191,11 @@ struct cluster {
     bool warned;         /* the loss was logged: not again until connected */
     struct fifo gone;    /* struct node_id: the nodes gone, as Redis last said */
     size_t kept_bytes;   /* what all follows keep of their streams */
+
+    /* Back-pressure: publishers wait while our messages are far ahead of our stream. */
+    struct pressure pressure;    /* our messages in Redis, not yet back: every follow's `sent` */
+    struct event *resume_ev;     /* reads the publishers again, outside Redis's callbacks */
+    struct log_every paused_log; /* pauses of the publishers */
 };
 
 static struct cluster *of(struct broker_cluster *h)
@@ -339,12 +348,83 @@ static void held_clear(struct held *h)
     free(h->client_id);
 }
 
+/* ---- back-pressure: publishers wait while our messages are far ahead of our stream ---- */
+
+static void publishers_go(struct cluster *cl)
+{
+    cl->hooks.hold_publishers = false;
+    event_active(cl->resume_ev, EV_TIMEOUT, 0);
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct cluster *cl = arg;
+
+    if (!cl->hooks.hold_publishers) /* not held again meanwhile */
+        broker_cluster_resume(cl->broker);
+}
+
+/*
+ * `cost` more bytes of ours in Redis. Past the mark Redis is slower to give
+ * them back than our publishers are to send them: they wait (TCP holds them
+ * back, as a lone node's), rather than Redis closing our subscription.
+ */
+static void pressure_more(struct cluster *cl, size_t cost)
+{
+    if (!pressure_add(&cl->pressure, cost))
+        return;
+    cl->hooks.hold_publishers = true;
+    cl->broker->cluster_stats.paused++;
+    if (log_every_due(&cl->paused_log, time(NULL), PAUSED_LOG_INTERVAL_SEC))
+        log_notice("cluster: %zu bytes of this node's messages are in Redis at %s and not yet "
+                   "back (mark %zu): its publishers are read again under half of it (%llu "
+                   "times so far)",
+                   cl->pressure.bytes, cl->shown, cl->pressure.mark,
+                   (unsigned long long)cl->paused_log.count);
+}
+
+/* The head of `sent` came back, or is dropped. */
+static void sent_pop(struct follow *f)
+{
+    struct held *h = &f->sent[f->sent_head];
+
+    if (pressure_sub(&f->cl->pressure, h->cost))
+        publishers_go(f->cl);
+    held_clear(h);
+    f->sent_head = (f->sent_head + 1) % f->sent_cap;
+    f->sent_count--;
+}
+
+/* Redis's limit for a subscriber's output: the mark is well under it (pressure.h). */
+static void limits_cb(void *arg, redisReply *r)
+{
+    struct cluster *cl = arg;
+
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[1]->type != REDIS_REPLY_STRING)
+        return; /* CONFIG refused (a managed Redis, say): the default mark */
+    size_t mark = pressure_mark_of(r->element[1]->str);
+    if (!mark || mark == cl->pressure.mark)
+        return;
+    log_notice("cluster: Redis at %s limits a subscriber's output to \"%s\": this node's "
+               "publishers wait past %zu bytes of its messages not yet back",
+               cl->shown, r->element[1]->str, mark);
+    if (pressure_set_mark(&cl->pressure, mark))
+        publishers_go(cl);
+}
+
+static void ask_limits(struct cluster *cl)
+{
+    static const char *const argv[] = {"CONFIG", "GET", "client-output-buffer-limit"};
+    static const size_t lens[] = {6, 3, 26};
+
+    redis_link_command(cl->cmd, 3, (const char **)argv, lens, limits_cb, cl);
+}
+
 static void sent_drop_all(struct follow *f)
 {
-    for (; f->sent_count; f->sent_count--) {
-        held_clear(&f->sent[f->sent_head]);
-        f->sent_head = (f->sent_head + 1) % f->sent_cap;
-    }
+    while (f->sent_count)
+        sent_pop(f);
 }
 
 /*
@@ -355,11 +435,8 @@ static bool echoed(struct follow *f, uint64_t seq)
 {
     if (seq <= f->routed_through)
         return false;
-    while (f->sent_count && f->sent[f->sent_head].seq <= seq) {
-        held_clear(&f->sent[f->sent_head]);
-        f->sent_head = (f->sent_head + 1) % f->sent_cap;
-        f->sent_count--;
-    }
+    while (f->sent_count && f->sent[f->sent_head].seq <= seq)
+        sent_pop(f);
     return true;
 }
 
@@ -575,7 +652,8 @@ static void push_cb(void *ctx, redisReply *r)
  * The retained hash first, then the channel (unless only `keep`ing it in the
  * hash): a node that reads the hash later misses nothing.
  */
-static int send_record(struct follow *f, const struct message *m, const char *client_id, bool keep)
+static int send_record(struct follow *f, const struct message *m, const char *client_id, bool keep,
+                       size_t *cost)
 {
     struct cluster *cl = f->cl;
     struct stream_message sm;
@@ -594,6 +672,8 @@ static int send_record(struct follow *f, const struct message *m, const char *cl
     if (!rec)
         goto out;
     stream_encode_message(&sm, rec);
+    if (cost)
+        *cost = pressure_cost(len, strlen(f->channel));
     if (m->retain && m->payload_len)
         rc = redis_link_command(
             cl->cmd, 4, (const char *[]){"HSET", f->retained_key, m->topic, (const char *)rec},
@@ -612,7 +692,8 @@ out:
     return rc;
 }
 
-static int sent_push(struct follow *f, struct message *m, const char *client_id, uint64_t seq)
+static int sent_push(struct follow *f, struct message *m, const char *client_id, uint64_t seq,
+                     size_t cost)
 {
     if (f->sent_count == f->sent_cap) {
         size_t cap = f->sent_cap ? f->sent_cap * 2 : 64;
@@ -629,18 +710,22 @@ static int sent_push(struct follow *f, struct message *m, const char *client_id,
     char *cid = client_id ? strdup(client_id) : NULL;
     if (client_id && !cid)
         return -1;
-    f->sent[(f->sent_head + f->sent_count) % f->sent_cap] = (struct held){message_ref(m), cid, seq};
+    f->sent[(f->sent_head + f->sent_count) % f->sent_cap] =
+        (struct held){message_ref(m), cid, seq, cost};
     f->sent_count++;
+    pressure_more(f->cl, cost);
     return 0;
 }
 
 /* To the channel, and kept until it comes back. */
 static int send_message(struct follow *f, struct message *m, const char *client_id)
 {
-    if (send_record(f, m, client_id, false) < 0)
+    size_t cost = 0;
+
+    if (send_record(f, m, client_id, false, &cost) < 0)
         return -1;
     uint64_t seq = ++f->cl->next_seq;
-    if (sent_push(f, m, client_id, seq) < 0)
+    if (sent_push(f, m, client_id, seq, cost) < 0)
         log_warning("cluster: out of memory remembering a message sent: lost here if Redis is");
     return 0;
 }
@@ -658,7 +743,7 @@ static int hold(struct follow *f, struct message *m, const char *client_id)
     char *cid = client_id ? strdup(client_id) : NULL;
     if (client_id && !cid)
         return -1;
-    f->held[f->held_count++] = (struct held){message_ref(m), cid, 0};
+    f->held[f->held_count++] = (struct held){message_ref(m), cid, 0, 0};
     return 0;
 }
 
@@ -840,7 +925,7 @@ static void upload_one(void *ctx, const char *topic, void *msg)
 {
     struct upload *u = ctx;
 
-    if (send_record(u->f, msg, NULL, true) == 0)
+    if (send_record(u->f, msg, NULL, true, NULL) == 0)
         u->count++;
 }
 
@@ -955,9 +1040,7 @@ static void follow_reset(struct follow *f)
                                    h->client_id ? strmap_get(&inst->sessions, h->client_id) : NULL);
         }
         f->routed_through = h->seq;
-        held_clear(h);
-        f->sent_head = (f->sent_head + 1) % f->sent_cap;
-        f->sent_count--;
+        sent_pop(f); /* publishers that waited for it go on, routed here alone */
     }
     release_held(f, false);
     release_waiters(f); /* served alone now */
@@ -1235,6 +1318,7 @@ static void link_state(void *ctx, bool up, const char *why)
                    cl->shown, cl->follows.count);
         /* Before the sessions are written again: were they taken over meanwhile? */
         beat(cl);
+        ask_limits(cl);
         while ((f = strmap_next(&cl->follows, &pos, NULL)))
             follow_start(f);
     } else if (!up) {
@@ -1310,6 +1394,7 @@ struct cluster *cluster_start(struct broker *b, const char *url, const char *ca_
     }
     cl->broker = b;
     cl->gone = (struct fifo)FIFO_INIT(struct node_id);
+    pressure_init(&cl->pressure);
     cl->hooks = (struct broker_cluster){
         .publish = hook_publish,
         .claim = hook_claim,
@@ -1339,7 +1424,8 @@ struct cluster *cluster_start(struct broker *b, const char *url, const char *ca_
     }
     struct timeval every = {LOAD_INTERVAL_MS / 1000, (LOAD_INTERVAL_MS % 1000) * 1000};
     cl->load_timer = event_new(b->base, -1, EV_PERSIST, load_cb, cl);
-    if (!cl->load_timer || evtimer_add(cl->load_timer, &every) < 0) {
+    cl->resume_ev = event_new(b->base, -1, 0, resume_cb, cl);
+    if (!cl->load_timer || !cl->resume_ev || evtimer_add(cl->load_timer, &every) < 0) {
         snprintf(err, errlen, "out of memory");
         cluster_stop(cl);
         return NULL;
@@ -1374,6 +1460,9 @@ void cluster_stop(struct cluster *cl)
         follow_free(f);
     strmap_clear(&cl->follows);
     fifo_clear(&cl->gone);
+    /* After the follows: dropping what they sent may ask for it. */
+    if (cl->resume_ev)
+        event_free(cl->resume_ev);
     SSL_CTX_free(cl->tls);
     redis_url_clear(&cl->url);
     free(cl);

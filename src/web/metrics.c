@@ -108,6 +108,10 @@ static void metrics_cluster(const struct broker_cluster_stats *st, struct evbuff
     metric_value(out, "aviary_cluster_messages_replayed_total", "counter",
                  "Messages queued for adopted sessions from the stream this node keeps.",
                  st->replayed);
+    metric_value(out, "aviary_cluster_publishers_paused_total", "counter",
+                 "Times this node stopped reading its publishers: its messages were too far "
+                 "ahead of its subscription in Redis.",
+                 st->paused);
 }
 
 static void metrics_process(struct web *w, struct evbuffer *out)

@@ -1338,5 +1338,109 @@ def test_instance_rate_is_shared_by_the_nodes():
         check(35 <= steady <= 70, "%.1f messages/s under a shared limit of 50/s" % steady)
 
 
+# ---------------------------------------------------------------------------
+# 13. Back-pressure: Redis slower to give a node its messages back than its publishers
+
+def _count_bytes(sock, total, stop):
+    """Read `sock` until `stop` is set; total[0] counts the bytes."""
+    sock.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            chunk = sock.recv(1 << 20)
+        except socket.timeout:
+            continue
+        except OSError:
+            return
+        if not chunk:
+            return
+        total[0] += len(chunk)
+
+
+def test_publishers_wait_for_redis_not_redis_for_the_node():
+    """Redis with `client-output-buffer-limit pubsub 1mb 512kb 60` and one node; four
+    publishers send 8000 QoS 0 messages of 2 KB each as fast as TCP takes them, to one
+    subscriber. The node reads its publishers faster than it reads their messages back
+    from Redis; without back-pressure Redis's buffer for the node's subscription passes
+    1 MB, Redis closes it and what it held is lost. With it, the node stops reading its
+    publishers while a quarter of that limit of its messages is not back, and every
+    message arrives, with the link to Redis never lost."""
+    publishers, each, size = 4, 8000, 2000
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(
+            RedisServer(extra_args=("--client-output-buffer-limit", "pubsub 1mb 512kb 60")))
+        node = stack.enter_context(_node(redis.url))
+        _await_cluster([node])
+        sub = stack.enter_context(at.raw_connect(node.port, unique("sub"))[0])
+        sub.subscribe("bp/#")
+        pkt = at.publish_packet("bp/x", b"p" * size)
+        total, stop = [0], threading.Event()
+        reader = threading.Thread(target=_count_bytes, args=(sub.sock, total, stop), daemon=True)
+        reader.start()
+        stack.callback(stop.set)
+        pubs = [stack.enter_context(at.raw_connect(node.port, unique("pub"))[0])
+                for _ in range(publishers)]
+        start = time.monotonic()
+        senders = [threading.Thread(target=p.sock.sendall, args=(pkt * each,), daemon=True)
+                   for p in pubs]
+        for t in senders:
+            t.start()
+        want = publishers * each * len(pkt)
+        last, still = -1, time.monotonic()
+        while total[0] < want and time.monotonic() - still < 5.0:
+            if total[0] != last:
+                last, still = total[0], time.monotonic()
+            time.sleep(0.1)
+        for t in senders:
+            t.join(10.0)
+        delivered = total[0] // len(pkt)
+        m = _metrics(node)
+        at._diag("%d of %d messages delivered in %.1f s; Redis lost %d times, publishers "
+                 "paused %s times" % (delivered, publishers * each, time.monotonic() - start,
+                                      m["redis_losses_total"],
+                                      m.get("publishers_paused_total")))
+        check_equal(m["redis_losses_total"], 0, "times the node lost Redis")
+        check_equal(_count(node, LOST), 0, "'lost Redis' lines in the node's log")
+        check_equal(delivered, publishers * each, "messages delivered")
+        check(m["publishers_paused_total"] > 0, "the publishers were never paused")
+        check_equal(m["connected"], 1, "aviary_cluster_connected")
+        check(_count(node, r"publishers are read again under half") >= 1,
+              "no line about the publishers waiting in the log:\n%s" % node.log_tail(20))
+
+
+def test_paused_publishers_go_on_when_redis_is_lost():
+    """Redis stops taking the node's messages (CLIENT PAUSE WRITE) while a publisher sends
+    12000 QoS 0 messages of 2 KB (24 MB, more than the sockets hold): past 4 MB not back,
+    the node stops reading it. Then Redis dies: what was sent and not back is routed on
+    the node, which ends the pause, and the rest of the publisher's messages are read and
+    routed there too. Nothing waits for ever: the subscriber gets all 12000."""
+    count, size = 12000, 2000
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(RedisServer())
+        node = stack.enter_context(_node(redis.url))
+        _await_cluster([node])
+        sub = stack.enter_context(at.raw_connect(node.port, unique("sub"))[0])
+        sub.subscribe("bp/#")
+        pub = stack.enter_context(at.raw_connect(node.port, unique("pub"))[0])
+        pkt = at.publish_packet("bp/y", b"q" * size)
+        total, stop = [0], threading.Event()
+        reader = threading.Thread(target=_count_bytes, args=(sub.sock, total, stop), daemon=True)
+        reader.start()
+        stack.callback(stop.set)
+        redis.cli("CLIENT", "PAUSE", "20000", "WRITE")
+        sender = threading.Thread(target=pub.try_send, args=(pkt * count,), daemon=True)
+        sender.start()
+        _wait_metric(node, "publishers_paused_total", lambda v: v >= 1, timeout=10.0,
+                     what="once Redis holds the node's messages")
+        check(sender.is_alive(), "the publisher's messages were all read during the pause")
+        redis.kill_now()
+        want = count * len(pkt)
+        wait_for(lambda: total[0] >= want, 15.0, interval=0.1,
+                 what="every message, routed on the node once Redis was lost (%d of %d bytes)"
+                 % (total[0], want))
+        sender.join(5.0)
+        check_equal(total[0] // len(pkt), count, "messages delivered")
+        check(_metrics(node)["local_only_total"] > 0, "nothing was routed on the node alone")
+
+
 if __name__ == "__main__":
     run_tests(globals())
