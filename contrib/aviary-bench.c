@@ -596,7 +596,8 @@ static double percentile_us(const struct samples *s, double q)
 
 static void print_latency(const char *prefix, struct samples *s)
 {
-    qsort(s->ns, s->n, sizeof *s->ns, cmp_u64);
+    if (s->n) /* none: ns may be NULL, which qsort must not be given */
+        qsort(s->ns, s->n, sizeof *s->ns, cmp_u64);
     printf("%slat_samples=%zu\n", prefix, s->n);
     printf("%slat_p50_us=%.0f\n%slat_p99_us=%.0f\n%slat_p999_us=%.0f\n%slat_max_us=%.0f\n", prefix,
            percentile_us(s, 0.5), prefix, percentile_us(s, 0.99), prefix, percentile_us(s, 0.999),
