@@ -234,9 +234,8 @@ fail:
 static void catalog_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct daemon_state *d = arg;
-    /* The looks first: the catalog a look loaded is in the mailbox by then. */
-    uint64_t looked = watcher_looked(d->watcher);
-    struct catalog *cat = watcher_take(d->watcher);
+    uint64_t looked;
+    struct catalog *cat = watcher_take(d->watcher, &looked);
     if (cat)
         broker_apply_catalog(d->broker, cat);
     broker_login_rechecked(d->broker, looked);

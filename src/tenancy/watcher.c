@@ -181,9 +181,17 @@ int watcher_fd(const struct watcher *w)
     return mailbox_fd(w->mailbox);
 }
 
-struct catalog *watcher_take(struct watcher *w)
+struct catalog *watcher_take(struct watcher *w, uint64_t *looked)
 {
-    return mailbox_take(w->mailbox);
+    /*
+     * In this order: a look finished after the drain wakes the core again, and
+     * the catalog of every look counted in *looked was put before it was counted.
+     */
+    mailbox_drain(w->mailbox);
+    pthread_mutex_lock(&w->lock);
+    *looked = w->look_done;
+    pthread_mutex_unlock(&w->lock);
+    return mailbox_pop(w->mailbox);
 }
 
 struct watcher *watcher_start(const char *path, const struct limits *base, char *err, size_t errlen)
@@ -224,14 +232,6 @@ void watcher_look(struct watcher *w, uint64_t n)
         pthread_cond_signal(&w->wake);
     }
     pthread_mutex_unlock(&w->lock);
-}
-
-uint64_t watcher_looked(struct watcher *w)
-{
-    pthread_mutex_lock(&w->lock);
-    uint64_t done = w->look_done;
-    pthread_mutex_unlock(&w->lock);
-    return done;
 }
 
 void watcher_set_base(struct watcher *w, const struct limits *base)

@@ -59,13 +59,11 @@ int watcher_fd(const struct watcher *w);
 void watcher_look(struct watcher *w, uint64_t n);
 
 /*
- * Every look up to the number returned has been made. Read it before
- * watcher_take(): the catalog a look loaded is then already in the mailbox.
+ * Empty the pipe and return the waiting catalog (the caller's), or NULL. Every
+ * look up to *looked has been made, and the catalog it loaded is the one
+ * returned or one taken before.
  */
-uint64_t watcher_looked(struct watcher *w);
-
-/* Empty the pipe and return the waiting catalog (the caller's), or NULL. */
-struct catalog *watcher_take(struct watcher *w);
+struct catalog *watcher_take(struct watcher *w, uint64_t *looked);
 
 /* New base limits (SIGHUP): a new catalog is built with them at once. */
 void watcher_set_base(struct watcher *w, const struct limits *base);

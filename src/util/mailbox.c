@@ -99,16 +99,16 @@ int mailbox_replace(struct mailbox *m, void *item, void **replaced)
     return rc;
 }
 
-void *mailbox_take(struct mailbox *m)
+void mailbox_drain(struct mailbox *m)
 {
     char buf[64];
 
-    /*
-     * The pipe first: a producer writes its byte after its item is in, so an
-     * item this take misses leaves a byte behind, and the consumer is woken again.
-     */
     while (read(m->pipe_fd[0], buf, sizeof(buf)) > 0)
         ;
+}
+
+void *mailbox_pop(struct mailbox *m)
+{
     pthread_mutex_lock(&m->lock);
     struct mailbox_node *n = m->head;
     if (n) {
@@ -122,6 +122,16 @@ void *mailbox_take(struct mailbox *m)
     void *item = n->item;
     free(n);
     return item;
+}
+
+void *mailbox_take(struct mailbox *m)
+{
+    /*
+     * The pipe first: a producer writes its byte after its item is in, so an
+     * item this take misses leaves a byte behind, and the consumer is woken again.
+     */
+    mailbox_drain(m);
+    return mailbox_pop(m);
 }
 
 void mailbox_free(struct mailbox *m, void (*release)(void *item))

@@ -47,6 +47,15 @@ void mailbox_wake(struct mailbox *m);
 void *mailbox_take(struct mailbox *m);
 
 /*
+ * The two halves of mailbox_take(), for a consumer that also reads state
+ * announced by mailbox_wake(): empty the pipe, read that state, then pop.
+ * Every change made after the drain leaves a byte behind, so none is missed;
+ * a second drain after the read could swallow one.
+ */
+void mailbox_drain(struct mailbox *m);
+void *mailbox_pop(struct mailbox *m);
+
+/*
  * Free the mailbox, handing each item still waiting to `release` (oldest
  * first; NULL to leave them be). NULL is fine.
  */

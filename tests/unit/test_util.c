@@ -250,6 +250,23 @@ START_TEST(test_mailbox_wake_without_an_item)
 }
 END_TEST
 
+/* A wake-up between the drain and the pop stays for the next turn of the loop. */
+START_TEST(test_mailbox_pop_leaves_a_later_wake_up)
+{
+    struct mailbox *m = mailbox_new("test");
+    int a = 1;
+
+    ck_assert_int_eq(mailbox_put(m, &a), 0);
+    mailbox_drain(m);
+    ck_assert(!mailbox_readable(m));
+    mailbox_wake(m);
+    ck_assert_ptr_eq(mailbox_pop(m), &a);
+    ck_assert(mailbox_readable(m));
+    ck_assert_ptr_null(mailbox_pop(m));
+    mailbox_free(m, NULL);
+}
+END_TEST
+
 static int released[4];
 static size_t released_count;
 
@@ -497,6 +514,7 @@ int main(void)
     tcase_add_test(tc, test_mailbox_gives_items_oldest_first_and_wakes_once_per_batch);
     tcase_add_test(tc, test_mailbox_replace_keeps_only_the_latest);
     tcase_add_test(tc, test_mailbox_wake_without_an_item);
+    tcase_add_test(tc, test_mailbox_pop_leaves_a_later_wake_up);
     tcase_add_test(tc, test_mailbox_free_releases_what_waits_oldest_first);
     tcase_add_test(tc, test_mailbox_carries_every_item_between_threads);
     suite_add_tcase(s, tc);
