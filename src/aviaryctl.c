@@ -933,21 +933,25 @@ static bool read_line(char *buf, size_t size)
     return true;
 }
 
-/* `prompt` on standard error, then a line read with the terminal's echo off. */
+/*
+ * The terminal's echo off, then `prompt` on standard error, then a line. In
+ * this order: an answer typed as soon as the prompt shows is neither echoed
+ * nor flushed away (TCSAFLUSH drops only what was typed before the prompt).
+ */
 static bool read_hidden(const char *prompt, char *buf, size_t size)
 {
     struct termios saved, quiet;
     bool ok;
 
-    fputs(prompt, stderr);
-    fflush(stderr);
     if (tcgetattr(STDIN_FILENO, &saved) < 0)
         return false;
     quiet = saved;
     quiet.c_lflag &= ~(tcflag_t)ECHO;
     tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    fputs(prompt, stderr);
+    fflush(stderr);
     ok = read_line(buf, size);
-    tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+    tcsetattr(STDIN_FILENO, TCSANOW, &saved);
     fputc('\n', stderr);
     return ok;
 }
