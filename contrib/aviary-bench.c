@@ -12,7 +12,8 @@
  *   latency  publishers paced at a fixed total rate for a fixed time
  *   conns    C idle connections (CONNECT, one SUBSCRIBE each), the broker's
  *            RSS before and after; --during-sub: a steady stream is measured
- *            while the C connections are opened all at once
+ *            while a second process of this tool opens the C connections all
+ *            at once
  *   noisy    a steady QoS 1 tenant measured alone, then next to a tenant
  *            flooding at QoS 0 (each tenant its own login)
  *
@@ -24,7 +25,8 @@
  *   - the broker's CPU from utime+stime of /proc/PID/stat and its memory from
  *     VmRSS of /proc/PID/status (--pid), over the same interval.
  *
- * One thread, one libevent loop; TCP, TLS (bufferevent_openssl) and
+ * One thread, one libevent loop (conns --during-sub: and one child process,
+ * the burst); TCP, TLS (bufferevent_openssl) and
  * WebSocket (RFC 6455 client framing written here); MQTT 3.1.1 and 5.0
  * packets encoded and decoded here. Every loop is bounded in count, and the
  * whole run by --timeout.
@@ -40,6 +42,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -52,8 +55,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -94,7 +99,10 @@
 #define LATE_NS (10 * MS)
 #define WS_HEADER_MAX 8192
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#define NPHASES 3 /* noisy: 0 quiet, 1 flood warming up (not counted), 2 noisy */
+#define NPHASES 3            /* noisy: 0 quiet, 1 flood warming up (not counted), 2 noisy */
+#define BURST_ARGS 40        /* argv of the burst process, NULL included */
+#define BURST_OUT_MAX 16384  /* what the burst process prints (about 1 KiB) */
+#define BURST_REAP_TRIES 500 /* after SIGKILL, 10 ms apart */
 
 enum { EXIT_OK = 0, EXIT_USAGE = 2, EXIT_FAILED = 3 };
 
@@ -109,6 +117,7 @@ struct options {
     const char *name, *host, *port, *user, *password, *cafile, *ws_path;
     const char *flood_user, *flood_password;
     bool tls, ws, v5, during_sub;
+    bool burst_child; /* --burst-child: the burst of a --during-sub run (see start_burst) */
     long pubs, subs, msgs, size, qos, window, rate, conns, concurrency, pid, src_addrs;
     long flood_pubs, flood_size;
     double duration, timeout, drain, hold, lead;
@@ -168,6 +177,12 @@ struct bench {
 
     /* conns --during-sub: gaps between deliveries of the stream, and between sends */
     uint64_t last_rx_ns, last_tx_ns, gap_before, gap_during, send_gap_during, lat_during_max;
+    uint64_t t_start; /* when the --timeout deadline was armed */
+    pid_t burst_pid;  /* the process making the burst, while burst_running */
+    int burst_fd;     /* the read end of its stdout */
+    bool burst_started, burst_running;
+    char burst_out[BURST_OUT_MAX]; /* its stdout, printed with this process's report */
+    size_t burst_len;
 
     struct proc_sample proc0, proc1;
     long rss_max_kb;
@@ -212,7 +227,8 @@ static void usage(FILE *f)
         "  -C, --conns N             conns: idle connections (default 1000)\n"
         "      --concurrency N       conns: handshakes in flight (default 100; all with "
         "--during-sub)\n"
-        "      --during-sub          conns: measure a stream while the connections open\n"
+        "      --during-sub          conns: measure a stream while a child process opens\n"
+        "                            the connections\n"
         "      --hold SECONDS        conns: wait before reading RSS after (default 1)\n"
         "      --src-addrs N         connect from 127.0.0.1 to 127.0.0.N, in turn (IPv4;\n"
         "                            conns 16, others 1)\n"
@@ -282,6 +298,7 @@ static const struct option long_options[] = {{"host", required_argument, 0, 'H'}
                                              {"conns", required_argument, 0, 'C'},
                                              {"concurrency", required_argument, 0, 'c'},
                                              {"during-sub", no_argument, 0, 'g'},
+                                             {"burst-child", no_argument, 0, 'B'},
                                              {"hold", required_argument, 0, 'o'},
                                              {"flood-pubs", required_argument, 0, 'F'},
                                              {"flood-size", required_argument, 0, 'Z'},
@@ -295,9 +312,33 @@ static const struct option long_options[] = {{"host", required_argument, 0, 'H'}
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
 
+/* The field of an option without a value, or NULL. */
+static bool *flag_of(struct options *o, int ch)
+{
+    switch (ch) {
+    case 'T':
+        return &o->tls;
+    case 'W':
+        return &o->ws;
+    case '5':
+        return &o->v5;
+    case 'g':
+        return &o->during_sub;
+    case 'B':
+        return &o->burst_child;
+    default:
+        return NULL;
+    }
+}
+
 /* One option into `o`; returns 0, or -1 for a bad value. */
 static int apply_option(struct options *o, int ch, const char *arg)
 {
+    bool *flag = flag_of(o, ch);
+    if (flag) {
+        *flag = true;
+        return 0;
+    }
     switch (ch) {
     case 'H':
         o->host = arg;
@@ -305,21 +346,12 @@ static int apply_option(struct options *o, int ch, const char *arg)
     case 'p':
         o->port = arg;
         return 0;
-    case 'T':
-        o->tls = true;
-        return 0;
     case 'A':
         o->cafile = arg;
-        return 0;
-    case 'W':
-        o->ws = true;
         return 0;
     case 'X':
         o->ws_path = arg;
         return arg[0] == '/' && !strpbrk(arg, " \r\n") ? 0 : -1;
-    case '5':
-        o->v5 = true;
-        return 0;
     case 'u':
         o->user = arg;
         return strlen(arg) < 65536 ? 0 : -1;
@@ -352,9 +384,6 @@ static int apply_option(struct options *o, int ch, const char *arg)
         return parse_long(arg, 1, MAX_CLIENTS, &o->conns);
     case 'c':
         return parse_long(arg, 1, MAX_CLIENTS, &o->concurrency);
-    case 'g':
-        o->during_sub = true;
-        return 0;
     case 'o':
         return parse_seconds(arg, 0, &o->hold);
     case 'F':
@@ -411,6 +440,10 @@ static int check_options(const struct options *o)
     }
     if (o->scenario == SC_NOISY && o->rate < 1) {
         fprintf(stderr, "aviary-bench: noisy needs --rate of 1 at least\n");
+        return -1;
+    }
+    if (o->burst_child && (o->scenario != SC_CONNS || o->during_sub)) {
+        fprintf(stderr, "aviary-bench: --burst-child is for conns without --during-sub\n");
         return -1;
     }
     if (o->password && !o->user) {
@@ -1002,6 +1035,9 @@ static int client_open(struct client *c)
         c->reaped = true;
         return -1;
     }
+    /* libevent makes its sockets without FD_CLOEXEC: the burst process must not hold
+       the stream's connections open */
+    evutil_make_socket_closeonexec(bufferevent_getfd(bev));
     return 0;
 }
 
@@ -1346,6 +1382,213 @@ static void start_idle(struct bench *b)
     open_next_idle(b);
 }
 
+/* ------------------------------------------------------------------ the burst process */
+
+/*
+ * The burst of idle connections of a --during-sub run is made by a second
+ * process of this tool, a plain `conns` run with --burst-child. Made here, in
+ * the loop that reads the stream, 19,000 handshakes delayed that reading by
+ * 1.2-1.3 s against aviaryd and Mosquitto alike (priorities did not help),
+ * where a separate process's burst showed 14-39 ms: the tool measured itself.
+ */
+struct burst_argv {
+    char *argv[BURST_ARGS];
+    int n;
+    char num[6][32];
+};
+
+static void arg_add(struct burst_argv *a, const char *s)
+{
+    if (a->n < BURST_ARGS - 1) /* at most 31 are added below */
+        a->argv[a->n++] = (char *)s;
+    a->argv[a->n] = NULL;
+}
+
+/* The burst process's command line: this run's connection options, without --during-sub. */
+static void burst_argv_build(const struct bench *b, double timeout, struct burst_argv *a)
+{
+    const struct options *o = &b->o;
+    a->n = 0;
+    snprintf(a->num[0], sizeof a->num[0], "%ld", o->conns);
+    snprintf(a->num[1], sizeof a->num[1], "%ld", o->concurrency);
+    snprintf(a->num[2], sizeof a->num[2], "%ld", o->src_addrs);
+    snprintf(a->num[3], sizeof a->num[3], "%.3f", o->hold);
+    snprintf(a->num[4], sizeof a->num[4], "%.3f", timeout);
+    snprintf(a->num[5], sizeof a->num[5], "%ld", o->pid);
+    arg_add(a, "aviary-bench");
+    arg_add(a, "conns");
+    arg_add(a, "--burst-child");
+    const char *pairs[][2] = {{"--host", o->host},
+                              {"-p", o->port},
+                              {"-C", a->num[0]},
+                              {"--concurrency", a->num[1]},
+                              {"--src-addrs", a->num[2]},
+                              {"--hold", a->num[3]},
+                              {"-t", a->num[4]},
+                              {"--pid", o->pid ? a->num[5] : NULL},
+                              {"--cafile", o->cafile},
+                              {"--ws-path", o->ws ? o->ws_path : NULL},
+                              {"-u", o->user},
+                              {"--password", o->password}};
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        if (pairs[i][1]) {
+            arg_add(a, pairs[i][0]);
+            arg_add(a, pairs[i][1]);
+        }
+    }
+    if (o->tls)
+        arg_add(a, "--tls");
+    if (o->ws)
+        arg_add(a, "--ws");
+    if (o->v5)
+        arg_add(a, "--v5");
+}
+
+/* In the child of fork(): become the burst process, its stdout into out_fd. */
+static void burst_exec(int out_fd, pid_t parent, struct burst_argv *a)
+{
+    /* Killed when the measuring process ends, however it ends (even by SIGKILL); if
+       it ended before prctl(), getppid() is no longer it. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+        _exit(127);
+    if (out_fd == STDOUT_FILENO ? fcntl(out_fd, F_SETFD, 0) < 0 : dup2(out_fd, STDOUT_FILENO) < 0)
+        _exit(127);
+    execv("/proc/self/exe", a->argv);
+    _exit(127);
+}
+
+static void burst_fail(struct bench *b, const char *what)
+{
+    fprintf(stderr, "aviary-bench: burst process: %s: %s\n", what, strerror(errno));
+    b->failures++;
+    finish(b);
+}
+
+/* Fork and exec the burst process; the gap window and the broker's CPU start here. */
+static void start_burst(struct bench *b)
+{
+    struct burst_argv a;
+    int fds[2];
+    /* It ends on its own a second before this run's --timeout (at least 1 s, its minimum) */
+    double left = b->o.timeout - (now_ns() - b->t_start) / 1e9 - 1;
+    b->burst_started = true;
+    burst_argv_build(b, left > 1 ? left : 1, &a);
+    if (pipe2(fds, O_CLOEXEC) < 0) {
+        burst_fail(b, "pipe");
+        return;
+    }
+    if (fcntl(fds[0], F_SETFL, O_NONBLOCK) < 0) {
+        burst_fail(b, "fcntl");
+        close(fds[0]);
+        close(fds[1]);
+        return;
+    }
+    pid_t parent = getpid();
+    fflush(stdout); /* nothing is buffered yet; the child's copy is lost in execv anyway */
+    pid_t pid = fork();
+    if (pid == 0)
+        burst_exec(fds[1], parent, &a);
+    if (pid < 0)
+        burst_fail(b, "fork");
+    close(fds[1]);
+    if (pid < 0) {
+        close(fds[0]);
+        return;
+    }
+    b->burst_pid = pid;
+    b->burst_fd = fds[0];
+    b->burst_running = true;
+    measure_start(b);
+    b->t_burst = now_ns();
+}
+
+/* Take what the burst process printed so far, without blocking (bounded: 256 KiB). */
+static void burst_read(struct bench *b)
+{
+    char buf[4096];
+    for (int i = 0; i < 64 && b->burst_fd >= 0; i++) {
+        ssize_t n = read(b->burst_fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return; /* EAGAIN: nothing more yet; 0: its end; an error: nothing to read */
+        size_t room = sizeof b->burst_out - 1 - b->burst_len;
+        size_t keep = (size_t)n < room ? (size_t)n : room;
+        memcpy(b->burst_out + b->burst_len, buf, keep);
+        b->burst_len += keep;
+    }
+}
+
+/* The burst process ended with waitpid()'s `status`: its output taken, a failure counted. */
+static void burst_ended(struct bench *b, int status)
+{
+    b->burst_running = false;
+    burst_read(b);
+    close(b->burst_fd);
+    b->burst_fd = -1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return;
+    b->failures++;
+    if (WIFEXITED(status))
+        fprintf(stderr, "aviary-bench: burst process %d exited with status %d\n", (int)b->burst_pid,
+                WEXITSTATUS(status));
+    else
+        fprintf(stderr, "aviary-bench: burst process %d ended by signal %d\n", (int)b->burst_pid,
+                WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+/* Each tick while it runs: its output read, and once it ended, --hold more of the stream. */
+static void burst_poll(struct bench *b, uint64_t now)
+{
+    int status;
+    burst_read(b);
+    pid_t r = waitpid(b->burst_pid, &status, WNOHANG);
+    if (r == 0)
+        return;
+    if (r < 0) {
+        burst_fail(b, "waitpid");
+        b->burst_running = false; /* not a child of ours (cannot be): nothing to kill */
+        close(b->burst_fd);
+        b->burst_fd = -1;
+        return;
+    }
+    burst_ended(b, status);
+    b->t_hold_until = now + (uint64_t)(b->o.hold * 1e9);
+}
+
+/* At the end of the run: a burst process still running (this run failed or timed out)
+   is killed, by its PID, and reaped within BURST_REAP_TRIES x 10 ms. */
+static void burst_stop(struct bench *b)
+{
+    if (!b->burst_running)
+        return;
+    int status = 0;
+    pid_t r = waitpid(b->burst_pid, &status, WNOHANG);
+    if (r == 0) {
+        fprintf(stderr, "aviary-bench: burst process %d still running at the end: killed\n",
+                (int)b->burst_pid);
+        /* ESRCH: it ended meanwhile, and the loop below reaps it all the same */
+        kill(b->burst_pid, SIGKILL);
+        struct timespec pause = {0, 10 * 1000000};
+        for (int i = 0; i < BURST_REAP_TRIES && r == 0; i++)
+            if ((r = waitpid(b->burst_pid, &status, WNOHANG)) == 0)
+                nanosleep(&pause, NULL);
+    }
+    if (r <= 0) {
+        fprintf(stderr, "aviary-bench: burst process %d: not reaped\n", (int)b->burst_pid);
+        status = SIGKILL; /* as if killed: a failure */
+    }
+    burst_ended(b, status);
+}
+
+/* The burst process's lines (conns=, conns_ok=, ..., its "# how it was measured"). */
+static void burst_print(const struct bench *b)
+{
+    fwrite(b->burst_out, 1, b->burst_len, stdout);
+    if (b->burst_len && b->burst_out[b->burst_len - 1] != '\n')
+        putchar('\n'); /* it was killed in the middle of a line */
+}
+
 static bool publishers_done(struct bench *b)
 {
     for (long i = 0; i < b->npubs; i++) {
@@ -1415,8 +1658,10 @@ static void step_noisy(struct bench *b, uint64_t now)
 
 static void step_conns(struct bench *b, uint64_t now)
 {
-    if (b->o.during_sub && !b->idle_opened && now - b->t_first_pub >= 1 * NS)
-        start_idle(b);
+    if (b->o.during_sub && !b->burst_started && now - b->t_first_pub >= 1 * NS)
+        start_burst(b);
+    if (b->burst_running)
+        burst_poll(b, now);
     if (b->t_hold_until && now >= b->t_hold_until)
         finish(b);
 }
@@ -1559,7 +1804,8 @@ static int setup_clients(struct bench *b)
     const struct options *o = &b->o;
     b->nsubs = o->subs;
     b->npubs = o->pubs;
-    b->nidle = o->scenario == SC_CONNS ? o->conns : 0;
+    /* --during-sub: the idle connections are the burst process's, not this one's */
+    b->nidle = o->scenario == SC_CONNS && !o->during_sub ? o->conns : 0;
     b->nflood = o->scenario == SC_NOISY ? o->flood_pubs + 1 : 0;
     if (b->nsubs + b->npubs + b->nidle + b->nflood > MAX_CLIENTS)
         return -1;
@@ -1595,8 +1841,10 @@ static void raise_nofile(void)
 }
 
 /* A loop that runs the measured clients' callbacks first, and looks for them again
-   after every BULK_CALLBACKS callbacks of bulk ones: a burst of 19,000 connections
-   in this very process must not hold up the stream it measures. */
+   after every BULK_CALLBACKS callbacks of bulk ones: noisy's flood in this very
+   process must not hold up the tenant it measures. (It did not keep a burst of
+   19,000 handshakes from stalling conns --during-sub's stream for over a second:
+   that burst is made by another process, see start_burst.) */
 static struct event_base *new_base(void)
 {
     struct event_config *cfg = event_config_new();
@@ -1621,6 +1869,8 @@ static int setup(struct bench *b)
     b->mask_state |= 1;
     b->scratch = malloc(PKT_HEAD + MAX_PACKET);
     b->base = new_base();
+    b->t_start = now_ns();
+    b->burst_fd = -1;
     if (!b->scratch || !b->base || (b->o.tls && setup_tls(b) < 0) || setup_clients(b) < 0)
         return -1;
     b->tick = event_new(b->base, -1, EV_PERSIST, on_tick, b);
@@ -1765,6 +2015,7 @@ static void report_flow(struct bench *b)
            sysconf(_SC_CLK_TCK));
 }
 
+/* conns: the idle connections made by this process (without --during-sub). */
 static void report_conns(struct bench *b)
 {
     const struct options *o = &b->o;
@@ -1779,27 +2030,39 @@ static void report_conns(struct bench *b)
             printf("rss_per_conn_bytes=%.0f\n",
                    (double)(b->proc1.rss_kb - b->proc0.rss_kb) * 1024 / b->idle_ok);
     }
-    if (o->during_sub) {
-        uint64_t tail = b->t_proc1 > b->last_rx_ns ? b->t_proc1 - b->last_rx_ns : 0;
-        uint64_t gap = b->gap_during > tail ? b->gap_during : tail;
-        printf("stream_rate=%ld\nstream_delivered=%ld\nstream_sent=%ld\n", o->rate, b->delivered[0],
-               b->sent[0]);
-        printf("max_gap_before_ms=%.1f\nmax_gap_ms=%.1f\nmax_send_gap_ms=%.1f\n"
-               "max_latency_during_ms=%.1f\n",
-               b->gap_before / 1e6, gap / 1e6, b->send_gap_during / 1e6, b->lat_during_max / 1e6);
-    }
-    print_cpu(b, 0);
+    if (!o->burst_child)
+        print_cpu(b, 0); /* the burst process's figures are its parent's */
     printf("# how it was measured: %ld connection(s) over %s, each CONNECT (keep-alive %d s) and "
            "one SUBSCRIBE to its own topic, %ld handshake(s) in flight; connect_rate = "
            "subscribed connections / (last SUBACK - first connect()); rss_per_conn_bytes = "
            "(VmRSS of /proc/PID/status %.1f s after the last SUBACK - VmRSS before) / "
-           "connections%s\n",
-           b->nidle, transport(o), KEEPALIVE_S, o->concurrency, o->hold,
-           o->during_sub ? "; max_gap_ms = longest time between two deliveries of a stream of "
-                           "--rate msg/s on one subscriber, from the first connect() of the "
-                           "burst to the end (max_send_gap_ms: the same on the publisher's "
-                           "side, this tool's own stalls)"
-                         : "");
+           "connections\n",
+           b->nidle, transport(o), KEEPALIVE_S, o->concurrency, o->hold);
+}
+
+/* conns --during-sub: the burst process's lines, then the stream's figures. */
+static void report_during_sub(struct bench *b)
+{
+    const struct options *o = &b->o;
+    burst_print(b);
+    uint64_t tail = b->t_proc1 > b->last_rx_ns ? b->t_proc1 - b->last_rx_ns : 0;
+    uint64_t gap = b->gap_during > tail ? b->gap_during : tail;
+    printf("stream_rate=%ld\nstream_delivered=%ld\nstream_sent=%ld\n", o->rate, b->delivered[0],
+           b->sent[0]);
+    printf("max_gap_before_ms=%.1f\nmax_gap_ms=%.1f\nmax_send_gap_ms=%.1f\n"
+           "max_latency_during_ms=%.1f\n",
+           b->gap_before / 1e6, gap / 1e6, b->send_gap_during / 1e6, b->lat_during_max / 1e6);
+    print_cpu(b, 0);
+    printf("# how it was measured: a stream of --rate msg/s (1 publisher, 1 subscriber of "
+           "bench/stream, %ld-byte QoS 0 messages) over %s; 1 s after it began, a separate "
+           "process of this tool (the conns= lines above and their own line) opened the "
+           "%ld connection(s) all at once, so that this process only runs the stream; "
+           "max_gap_ms = longest time between two deliveries of the stream from that process's "
+           "start to its exit + %.1f s (--hold); max_send_gap_ms: the same on the publisher's "
+           "side (this process's own stalls); max_latency_during_ms = read time - "
+           "CLOCK_MONOTONIC ns in the payload over the same time; broker CPU over the same "
+           "time\n",
+           o->size, transport(o), o->conns, o->hold);
 }
 
 static void report_noisy(struct bench *b)
@@ -1835,8 +2098,15 @@ static void report_noisy(struct bench *b)
 
 static int report(struct bench *b)
 {
+    if (b->o.burst_child) { /* its parent prints the rest */
+        report_conns(b);
+        fflush(stdout);
+        return b->timed_out || b->idle_ok < b->nidle ? EXIT_FAILED : EXIT_OK;
+    }
     print_common(b);
-    if (b->o.scenario == SC_CONNS)
+    if (b->o.scenario == SC_CONNS && b->o.during_sub)
+        report_during_sub(b);
+    else if (b->o.scenario == SC_CONNS)
         report_conns(b);
     else if (b->o.scenario == SC_NOISY)
         report_noisy(b);
@@ -1872,6 +2142,7 @@ int main(int argc, char **argv)
     }
     event_base_dispatch(b->base);
     measure_stop(b);
+    burst_stop(b); /* never left running, whatever ended the run */
     int status = report(b);
     teardown(b);
     return status;

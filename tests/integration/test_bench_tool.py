@@ -140,14 +140,39 @@ def test_conns_reports_memory_per_connection():
         check(0 <= _num(f, "rss_per_conn_bytes") < 1e6, "RSS per connection: %r" % f)
 
 
+def _tool_processes():
+    """PIDs of running processes of the aviary-bench binary under test (from /proc)."""
+    tool = os.path.realpath(_tool())
+    pids = []
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and os.readlink("/proc/%s/exe" % pid) == tool:
+                pids.append(int(pid))
+        except OSError:
+            pass  # gone meanwhile, or not ours to read
+    return pids
+
+
 def test_conns_during_sub_measures_the_stream_gap():
     with Broker(log_level="warning") as b:
+        # the burst is made by a child process of the tool; its lines are in the output
         f = _bench("conns", "-p", b.port, "-C", 300, "--during-sub", "-r", 200, "--hold", 0.5)
+        check_equal(f["conns"], "300", "connections asked for")
         check_equal(f["conns_ok"], "300", "connections made")
+        check_equal(f["conns_failed"], "0", "connections failed")
         check_equal(f["concurrency"], "300", "all at once")
+        check(_num(f, "connect_rate") > 0, "connect rate: %r" % f)
         check(_num(f, "stream_delivered") >= 200, "the stream ran: %r" % f)
         check(0 < _num(f, "max_gap_ms") < 10000, "max_gap_ms: %r" % f)
         check("max_send_gap_ms" in f and "max_gap_before_ms" in f, "gap figures: %r" % f)
+        check_equal(f["failures"], "0", "failures")
+        check_equal(_tool_processes(), [], "aviary-bench processes left running")
+        # its --timeout reached while the burst process still holds its connections
+        # (--hold 5): exit 3, and the burst process gone all the same
+        f = _bench("conns", "-p", b.port, "-C", 300, "--during-sub", "-r", 200, "--hold", 5,
+                   "-t", 3, expect=3)
+        check_equal(f["timed_out"], "1", "timed_out")
+        check_equal(_tool_processes(), [], "aviary-bench processes left after a timeout")
 
 
 # ---------------------------------------------------------------------------
