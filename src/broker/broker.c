@@ -59,10 +59,12 @@ struct broker *broker_new(struct event_base *base, const struct limits *limits)
     b->connect_timeout = BROKER_DEFAULT_CONNECT_TIMEOUT;
     b->reap_ev = event_new(base, -1, 0, broker_reap_cb, b);
     b->sys_timer = event_new(base, -1, EV_PERSIST, broker_sys_cb, b);
+    b->deadlines = deadlines_new(base, timers_conn_due);
     b->held = account_new(NULL);
     b->local = b->held ? instance_new(b, "local", limits) : NULL;
     struct timeval every = {SYSTOPIC_INFO_INTERVAL_SEC, 0};
-    if (!b->reap_ev || !b->local || !b->sys_timer || evtimer_add(b->sys_timer, &every) < 0) {
+    if (!b->reap_ev || !b->local || !b->sys_timer || !b->deadlines ||
+        evtimer_add(b->sys_timer, &every) < 0) {
         broker_free(b);
         return NULL;
     }
@@ -129,6 +131,7 @@ void broker_free(struct broker *b)
         event_free(b->reap_ev);
     if (b->sys_timer)
         event_free(b->sys_timer);
+    deadlines_free(b->deadlines);
     if (b->recheck_ev)
         event_free(b->recheck_ev);
     free(b->matches);

@@ -33,9 +33,10 @@ static const struct link_events client_events = {
     client_done,
 };
 
-struct conn *client_accept(struct broker *b, struct bufferevent *bev, const struct link_meta *meta)
+struct conn *client_accept(struct broker *b, const struct link_stream *stream,
+                           const struct link_meta *meta)
 {
-    struct conn *c = conn_new(b, bev, meta, &client_events);
+    struct conn *c = conn_new(b, stream, meta, &client_events);
 
     if (c && timers_start_connect(c) == 0)
         log_debug("conn %llu: accepted from %s", (unsigned long long)c->id, meta->peer);
@@ -357,7 +358,7 @@ static int client_read(struct conn *c)
     size_t total;
     double wait;
 
-    while (c->state != CONN_CLOSING) {
+    while (in && c->state != CONN_CLOSING) {
         if (sender_pending(&c->out) > client_max_outbound(c)) {
             client_pause_reading(c);
             return 0;
@@ -409,4 +410,5 @@ void client_read_again(struct conn *c)
         return;
     link_resume_reading(&c->link);
     client_readable(c);
+    link_input_settled(&c->link);
 }

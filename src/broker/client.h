@@ -13,15 +13,16 @@
 #define AVIARY_CLIENT_H
 
 struct broker;
-struct bufferevent;
 struct conn;
 struct link_meta;
+struct link_stream;
 
 /*
- * A new connection on `bev` (taken, also on failure) from the listener that
- * knows `meta`. Returns its conn, or NULL when out of memory.
+ * A new connection over `stream` (taken, also on failure) from the listener
+ * that knows `meta`. Returns its conn, or NULL when out of memory.
  */
-struct conn *client_accept(struct broker *b, struct bufferevent *bev, const struct link_meta *meta);
+struct conn *client_accept(struct broker *b, const struct link_stream *stream,
+                           const struct link_meta *meta);
 
 /* Take the input again after a login wait and handle what is buffered (the CONNECT). */
 void client_read_again(struct conn *c);

@@ -37,16 +37,16 @@ static void conn_sender_failed(void *owner, const char *why)
     conn_close(owner, "%s", why);
 }
 
-struct conn *conn_new(struct broker *b, struct bufferevent *bev, const struct link_meta *meta,
-                      const struct link_events *events)
+struct conn *conn_new(struct broker *b, const struct link_stream *stream,
+                      const struct link_meta *meta, const struct link_events *events)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
         log_error("out of memory accepting a connection from %s", meta->peer);
-        bufferevent_free(bev);
+        link_stream_drop(stream);
         return NULL;
     }
-    link_init(&c->link, bev, meta, events, c);
+    link_init(&c->link, stream, meta, events, c);
     c->broker = b;
     c->state = CONN_AWAIT_CONNECT;
     c->id = ++b->next_conn_id;
@@ -92,8 +92,7 @@ void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     b->conn_count--;
-    if (c->timer)
-        event_free(c->timer);
+    deadlines_cancel(b->deadlines, &c->deadline);
     if (c->token_timer)
         event_free(c->token_timer);
     if (c->rate_timer)
@@ -291,8 +290,7 @@ static void conn_stop(struct conn *c)
         conn_login_forget(c);
     if (c->cluster_waiting && c->broker->cluster)
         c->broker->cluster->forget(c->broker->cluster, c);
-    if (c->timer)
-        evtimer_del(c->timer);
+    deadlines_cancel(c->broker->deadlines, &c->deadline);
     if (c->token_timer)
         evtimer_del(c->token_timer);
     if (c->rate_timer)

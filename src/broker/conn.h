@@ -36,6 +36,7 @@
 #include "broker/sender.h"
 #include "net/link.h"
 #include "util/bucket.h"
+#include "util/deadlines.h"
 #include "util/log.h"
 
 struct broker;
@@ -78,7 +79,7 @@ struct conn {
     struct instance *will_instance; /* where the will goes when will_due */
     char client_id[80];             /* for the log; may be truncated */
     uint64_t id;                    /* a number for the log, unique per process */
-    struct event *timer;            /* CONNECT deadline, then keep-alive (timers.c); owned */
+    struct deadline deadline;       /* CONNECT, then keep-alive and idle (timers.c) */
     struct timeval last_packet;     /* when the last whole packet arrived */
     struct conn_end end;            /* set by conn_fail() and its kin */
 
@@ -119,12 +120,12 @@ struct conn {
 };
 
 /*
- * A conn for a connected bufferevent (taken, also on failure) whose link
- * reports to `events` with the conn as owner; on the broker's list. NULL
- * when out of memory. (client_accept() is the way in.)
+ * A conn over `stream` (taken, also on failure) whose link reports to
+ * `events` with the conn as owner; on the broker's list. NULL when out of
+ * memory. (client_accept() is the way in.)
  */
-struct conn *conn_new(struct broker *b, struct bufferevent *bev, const struct link_meta *meta,
-                      const struct link_events *events);
+struct conn *conn_new(struct broker *b, const struct link_stream *stream,
+                      const struct link_meta *meta, const struct link_events *events);
 
 /*
  * CONNECT was accepted: `c` is ACTIVE in session `s` (which sends through

@@ -154,7 +154,8 @@ struct broker {
     size_t conn_count;
     struct conn *reap; /* closed conns waiting to be freed */
     struct event *reap_ev;
-    struct event *sys_timer; /* $info's interval (systopic.h); owned */
+    struct event *sys_timer;     /* $info's interval (systopic.h); owned */
+    struct deadlines *deadlines; /* every conn's (timers.h); owned */
     uint64_t next_conn_id;
     bool stopping;           /* SIGTERM: no more wills, no new work */
     struct durable *durable; /* what the database keeps (the program's); NULL: nothing */

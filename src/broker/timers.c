@@ -5,27 +5,34 @@
 
 #include <event2/event.h>
 
+#include <stddef.h>
+
 #include "broker/conn.h"
 #include "broker/core.h"
 #include "broker/instance.h"
 #include "broker/message.h"
 #include "broker/session.h"
 #include "tenancy/catalog.h"
+#include "util/clock.h"
+#include "util/deadlines.h"
 
-static void timers_conn_cb(evutil_socket_t fd, short what, void *arg);
+/* Set the conn's deadline `after` from now; out of memory closes it. Returns 0 or -1. */
+static int timers_arm(struct conn *c, const struct timeval *after)
+{
+    uint64_t ms = (uint64_t)after->tv_sec * 1000u + (uint64_t)after->tv_usec / 1000u;
+
+    if (deadlines_set(c->broker->deadlines, &c->deadline, clock_ms() + ms) == 0)
+        return 0;
+    conn_close(c, "out of memory setting a deadline");
+    return -1;
+}
 
 int timers_start_connect(struct conn *c)
 {
-    struct broker *b = c->broker;
     /* An absolute deadline: trickling bytes of a CONNECT does not extend it. */
-    struct timeval connect_timeout = {(time_t)b->connect_timeout, 0};
+    struct timeval connect_timeout = {(time_t)c->broker->connect_timeout, 0};
 
-    c->timer = evtimer_new(b->base, timers_conn_cb, c);
-    if (!c->timer || evtimer_add(c->timer, &connect_timeout) < 0) {
-        conn_close(c, "out of memory setting up the connection");
-        return -1;
-    }
-    return 0;
+    return timers_arm(c, &connect_timeout);
 }
 
 /* 1.5 times the keep-alive (MQTT-3.1.2-24). */
@@ -45,7 +52,7 @@ void timers_start_keepalive(struct conn *c)
     unsigned idle_timeout = c->instance ? c->instance->limits.idle_timeout : 0;
     if (idle_timeout && (unsigned long)idle_timeout < (unsigned long)limit.tv_sec)
         limit = (struct timeval){idle_timeout, 0};
-    evtimer_add(c->timer, &limit);
+    timers_arm(c, &limit);
 }
 
 void timers_limits_changed(struct conn *c)
@@ -54,7 +61,7 @@ void timers_limits_changed(struct conn *c)
 
     /* The timer callback measures both deadlines again and re-arms for the nearer. */
     if (c->state == CONN_ACTIVE)
-        evtimer_add(c->timer, &now);
+        timers_arm(c, &now);
 }
 
 /* No CONNECT in time: name the handshake when that is what never finished. */
@@ -101,9 +108,9 @@ static bool timers_idle_check(struct conn *c, const struct timeval *now, struct 
     return true;
 }
 
-static void timers_conn_cb(evutil_socket_t fd, short what, void *arg)
+void timers_conn_due(struct deadline *d)
 {
-    struct conn *c = arg;
+    struct conn *c = (struct conn *)((char *)d - offsetof(struct conn, deadline));
     struct timeval now, idle, left, limit;
 
     if (c->state == CONN_AWAIT_CONNECT) {
@@ -128,7 +135,7 @@ static void timers_conn_cb(evutil_socket_t fd, short what, void *arg)
     }
     evutil_timersub(&limit, &idle, &left);
     if (timers_idle_check(c, &now, &left))
-        evtimer_add(c->timer, &left);
+        timers_arm(c, &left);
 }
 
 void timers_token_warning(struct conn *c)

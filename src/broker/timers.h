@@ -1,21 +1,27 @@
 /*
  * timers — the deadlines of a client connection.
  *
- * One timer per connection, re-armed only when it fires: first the CONNECT
+ * One deadline per connection (util/deadlines.h: the broker's heap of them,
+ * under one timer), re-armed only when it is due: first the CONNECT
  * deadline (connect-timeout), then the keep-alive (1.5 times the client's,
  * from the last whole packet) and the idle timeout (from the last PUBLISH,
  * SUBSCRIBE or UNSUBSCRIBE), whichever is nearer. A cloud login with an
- * expiring token has a second one: the expiry warning, then the close at
- * expiry. The events are the conn's (conn_free frees them). Core thread only.
+ * expiring token has a timer of its own: the expiry warning, then the close
+ * at expiry. The timer is the conn's (conn_free frees it, and cancels the
+ * deadline). Core thread only.
  */
 #ifndef AVIARY_TIMERS_H
 #define AVIARY_TIMERS_H
 
 struct conn;
+struct deadline;
 
 /* A client topic that hears about its token: "expirywarning" before expiry. */
 #define TIMERS_TOKEN_EVENTS_TOPIC "[mqtt]tokenevents"
 #define TIMERS_TOKEN_WARNING_PAYLOAD "expirywarning"
+
+/* The broker's deadlines call this for a conn's (struct conn.deadline). */
+void timers_conn_due(struct deadline *d);
 
 /* A new connection has connect-timeout seconds to send CONNECT. Returns 0 or -1 (closed). */
 int timers_start_connect(struct conn *c);

@@ -746,7 +746,7 @@ void http_server_accept(struct http_server *s, struct bufferevent *bev,
     if (s->conns)
         s->conns->prev = c;
     s->conns = c;
-    link_init(&c->link, bev, meta, &http_link_events, c);
+    link_init(&c->link, &(struct link_stream){.bev = bev}, meta, &http_link_events, c);
     if (over) {
         s->refusing++;
         s->stats.refused_conns++;

@@ -19,10 +19,28 @@ static _Atomic uint64_t ws_handshake_failures;
 static void link_read_cb(struct bufferevent *bev, void *arg);
 static void link_write_cb(struct bufferevent *bev, void *arg);
 static void link_event_cb(struct bufferevent *bev, short what, void *arg);
+static void socket_read_cb(evutil_socket_t fd, short what, void *arg);
+static void socket_write_cb(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * Per readable or writable socket at most this much is read or written, as a
+ * bufferevent does: one busy connection does not starve the others.
+ */
+#define LINK_IO_MAX 16384
+
+static evutil_socket_t link_fd(const struct link *l)
+{
+    return l->bev ? bufferevent_getfd(l->bev) : event_get_fd(&l->read_ev);
+}
+
+static struct event_base *link_base(struct link *l)
+{
+    return l->bev ? bufferevent_get_base(l->bev) : event_get_base(&l->read_ev);
+}
 
 static void tcp_shutdown_write(struct link *l)
 {
-    evutil_socket_t fd = bufferevent_getfd(l->bev);
+    evutil_socket_t fd = link_fd(l);
     if (fd >= 0)
         shutdown(fd, SHUT_WR);
 }
@@ -34,7 +52,7 @@ static void tls_shutdown_write(struct link *l)
 
 static const char *tcp_link_error(struct link *l, char *out, size_t size)
 {
-    snprintf(out, size, "%s", strerror(errno));
+    snprintf(out, size, "%s", strerror(l->bev ? errno : l->error));
     return out;
 }
 
@@ -47,35 +65,119 @@ static const char *tls_link_error(struct link *l, char *out, size_t size)
 static const struct link_ops tcp_ops = {false, tcp_shutdown_write, tcp_link_error};
 static const struct link_ops tls_ops = {true, tls_shutdown_write, tls_link_error};
 
-void link_init(struct link *l, struct bufferevent *bev, const struct link_meta *meta,
+void link_stream_drop(const struct link_stream *s)
+{
+    if (s->bev)
+        bufferevent_free(s->bev);
+    else if (s->fd >= 0)
+        evutil_closesocket(s->fd);
+}
+
+void link_init(struct link *l, const struct link_stream *stream, const struct link_meta *meta,
                const struct link_events *events, void *owner)
 {
-    *l = (struct link){.bev = bev, .meta = *meta, .events = events, .owner = owner};
+    *l = (struct link){.bev = stream->bev, .meta = *meta, .events = events, .owner = owner};
     l->ops = meta->transport == LINK_TLS ? &tls_ops : &tcp_ops;
-    bufferevent_setcb(bev, link_read_cb, link_write_cb, link_event_cb, l);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (l->bev) {
+        bufferevent_setcb(l->bev, link_read_cb, link_write_cb, link_event_cb, l);
+        bufferevent_enable(l->bev, EV_READ | EV_WRITE);
+        return;
+    }
+    /* Neither can fail for a real socket and base. */
+    event_assign(&l->read_ev, stream->base, stream->fd, EV_READ | EV_PERSIST, socket_read_cb, l);
+    event_assign(&l->write_ev, stream->base, stream->fd, EV_WRITE, socket_write_cb, l);
+    l->reading = event_add(&l->read_ev, NULL) == 0;
 }
 
 void link_release(struct link *l)
 {
     if (l->timer)
         event_free(l->timer);
-    bufferevent_free(l->bev);
+    if (l->bev) {
+        bufferevent_free(l->bev);
+        return;
+    }
+    event_del(&l->read_ev);
+    event_del(&l->write_ev);
+    if (l->in)
+        evbuffer_free(l->in);
+    if (l->out)
+        evbuffer_free(l->out);
+    evutil_closesocket(event_get_fd(&l->read_ev));
 }
 
 void link_pause_reading(struct link *l)
 {
-    bufferevent_disable(l->bev, EV_READ);
+    if (l->bev) {
+        bufferevent_disable(l->bev, EV_READ);
+    } else if (l->reading) {
+        event_del(&l->read_ev);
+        l->reading = false;
+    }
 }
 
 void link_resume_reading(struct link *l)
 {
-    bufferevent_enable(l->bev, EV_READ);
+    if (l->bev)
+        bufferevent_enable(l->bev, EV_READ);
+    else if (!l->reading && !l->peer_eof)
+        l->reading = event_add(&l->read_ev, NULL) == 0;
 }
 
 void link_watch_output(struct link *l, size_t low)
 {
-    bufferevent_setwatermark(l->bev, EV_WRITE, low, 0);
+    if (l->bev)
+        bufferevent_setwatermark(l->bev, EV_WRITE, low, 0);
+    else
+        l->write_low = low;
+}
+
+void link_input_settled(struct link *l)
+{
+    if (l->in && !l->in_callback && evbuffer_get_length(l->in) == 0) {
+        evbuffer_free(l->in);
+        l->in = NULL;
+    }
+}
+
+/* The output buffer of a socket link, made when first needed; NULL when out of memory. */
+static struct evbuffer *socket_output(struct link *l)
+{
+    if (!l->out)
+        l->out = evbuffer_new();
+    return l->out;
+}
+
+/* Something was queued: write it once this turn of the loop has run its callbacks. */
+static void socket_schedule_write(struct link *l)
+{
+    if (l->write_scheduled || l->writing_off)
+        return;
+    l->write_scheduled = true;
+    event_active(&l->write_ev, EV_WRITE, 1);
+}
+
+int link_write(struct link *l, const void *data, size_t len)
+{
+    if (l->bev)
+        return evbuffer_add(bufferevent_get_output(l->bev), data, len);
+    struct evbuffer *out = socket_output(l);
+    if (!out || evbuffer_add(out, data, len) < 0)
+        return -1;
+    socket_schedule_write(l);
+    return 0;
+}
+
+int link_write_reference(struct link *l, const void *data, size_t len,
+                         void (*release)(const void *data, size_t len, void *arg), void *arg)
+{
+    if (l->bev)
+        return evbuffer_add_reference(bufferevent_get_output(l->bev), data, len, release, arg);
+    struct evbuffer *out = socket_output(l);
+    if (!out || evbuffer_add_reference(out, data, len, release, arg) < 0)
+        return -1;
+    socket_schedule_write(l);
+    return 0;
 }
 
 uint64_t link_tls_handshake_failures(void)
@@ -104,7 +206,7 @@ static void link_read_cb(struct bufferevent *bev, void *arg)
 
     l->any_input = true;
     if (l->closing) { /* what the peer still sends is dropped */
-        struct evbuffer *in = bufferevent_get_input(bev);
+        struct evbuffer *in = link_input(l);
         evbuffer_drain(in, evbuffer_get_length(in));
         return;
     }
@@ -122,7 +224,7 @@ static void link_done(struct link *l)
 static void link_drained(struct link *l)
 {
     /* Without a socket (an in-memory pair) there is no reset to fear. */
-    if (l->peer_eof || !l->timer || bufferevent_getfd(l->bev) < 0) {
+    if (l->peer_eof || !l->timer || link_fd(l) < 0) {
         link_done(l);
         return;
     }
@@ -147,15 +249,26 @@ void link_close(struct link *l, bool abandon, unsigned linger, unsigned drain)
     l->closing = true;
     l->drain = drain;
     if (abandon) {
-        bufferevent_disable(l->bev, EV_READ | EV_WRITE);
+        if (l->bev) {
+            bufferevent_disable(l->bev, EV_READ | EV_WRITE);
+        } else {
+            link_pause_reading(l);
+            event_del(&l->write_ev);
+            l->writing_off = true;
+        }
         l->events->done(l->owner);
         return;
     }
     /* What is queued (a CONNACK, a DISCONNECT) still goes out; what comes in is dropped. */
-    bufferevent_setwatermark(l->bev, EV_WRITE, 0, 0);
-    bufferevent_enable(l->bev, EV_READ | EV_WRITE);
+    if (l->bev) {
+        bufferevent_setwatermark(l->bev, EV_WRITE, 0, 0);
+        bufferevent_enable(l->bev, EV_READ | EV_WRITE);
+    } else {
+        l->write_low = 0;
+        link_resume_reading(l);
+    }
     struct timeval tv = {(time_t)linger, 0};
-    l->timer = evtimer_new(bufferevent_get_base(l->bev), link_timer_cb, l);
+    l->timer = evtimer_new(link_base(l), link_timer_cb, l);
     if (l->timer)
         evtimer_add(l->timer, &tv);
     if (link_output_pending(l) == 0)
@@ -200,4 +313,65 @@ static void link_event_cb(struct bufferevent *bev, short what, void *arg)
         snprintf(why, sizeof(why), "connection lost: %s",
                  l->ops->error_text(l, text, sizeof(text)));
     l->events->lost(l->owner, false, why);
+}
+
+/* A read or write that failed only for now (Linux's EAGAIN and EWOULDBLOCK are one). */
+static bool io_retriable(int error)
+{
+    return error == EAGAIN || error == EINTR;
+}
+
+/* The peer closed (`error` 0) or the socket failed: reported as a bufferevent would. */
+static void socket_failed(struct link *l, short what, int error)
+{
+    link_pause_reading(l);
+    l->error = error;
+    link_event_cb(NULL, what, l);
+}
+
+static void socket_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct link *l = arg;
+
+    if (!l->in && !(l->in = evbuffer_new())) {
+        socket_failed(l, BEV_EVENT_READING | BEV_EVENT_ERROR, ENOMEM);
+        return;
+    }
+    int n = evbuffer_read(l->in, fd, LINK_IO_MAX);
+    if (n <= 0) {
+        int error = n < 0 ? EVUTIL_SOCKET_ERROR() : 0;
+        if (n < 0 && io_retriable(error))
+            return;
+        link_input_settled(l);
+        socket_failed(l, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), error);
+        return;
+    }
+    l->in_callback = true;
+    link_read_cb(NULL, l);
+    l->in_callback = false;
+    link_input_settled(l);
+}
+
+static void socket_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct link *l = arg;
+
+    l->write_scheduled = false;
+    if (l->writing_off || !l->out)
+        return;
+    int n = evbuffer_write_atmost(l->out, fd, LINK_IO_MAX);
+    int error = n < 0 ? EVUTIL_SOCKET_ERROR() : 0;
+    if (n < 0 && !io_retriable(error)) {
+        l->writing_off = true;
+        socket_failed(l, BEV_EVENT_WRITING | BEV_EVENT_ERROR, error);
+        return;
+    }
+    if (evbuffer_get_length(l->out) > 0) { /* the rest once the socket takes more */
+        l->write_scheduled = event_add(&l->write_ev, NULL) == 0;
+    } else { /* an idle connection keeps no buffer; `written` may make a new one */
+        evbuffer_free(l->out);
+        l->out = NULL;
+    }
+    if (n > 0 && link_output_pending(l) <= l->write_low)
+        link_write_cb(NULL, l);
 }

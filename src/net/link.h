@@ -1,8 +1,12 @@
 /*
  * link — the byte stream under one client connection, whatever carries it.
  *
- * A link owns a connected bufferevent (TCP, TLS over TCP, or the WebSocket
- * thread's socketpair) and knows the few things that differ between them:
+ * A link runs over one of two things (struct link_stream). A plain socket
+ * (TCP, or the WebSocket thread's socketpair) it reads and writes itself,
+ * with two events kept inside it and buffers made only while bytes wait: an
+ * idle connection holds no buffer at all. Anything else (TLS, in-memory
+ * pairs in the tests) comes as a bufferevent, which the link owns. It knows
+ * the few things that differ between transports:
  * whether a handshake comes before data, how to shut our side only, and how
  * to put a failure into words. Those live behind a small table of operations
  * (struct link_ops), so that nothing above the link asks which transport a
@@ -12,8 +16,8 @@
  * that the link is done.
  *
  * Ownership: the link lives inside its owner (a client connection), which
- * releases it with link_release(); the link owns its bufferevent and its
- * timer. The owner's callbacks (struct link_events) may close the link they
+ * releases it with link_release(); the link owns its socket or bufferevent,
+ * its buffers and its timer. The owner's callbacks (struct link_events) may close the link they
  * run on. Core thread only.
  */
 #ifndef AVIARY_LINK_H
@@ -25,6 +29,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event_struct.h> /* the socket's events live inside the link */
 
 struct event;
 struct link;
@@ -50,6 +55,19 @@ struct link_meta {
     char peer[64]; /* "127.0.0.1:53422" or "[::1]:53422", for the log */
 };
 
+/*
+ * What a link runs over: a bufferevent `bev` (TLS, in-memory pairs), or, when
+ * that is NULL, the connected socket `fd` on `base`.
+ */
+struct link_stream {
+    struct bufferevent *bev;
+    evutil_socket_t fd;
+    struct event_base *base;
+};
+
+/* Free what a stream holds that no link took (its bufferevent, or closes its socket). */
+void link_stream_drop(const struct link_stream *s);
+
 /* What the owner hears from its link. `owner` is the pointer given to link_init(). */
 struct link_events {
     void (*readable)(void *owner); /* input arrived */
@@ -72,7 +90,7 @@ struct link_ops {
 };
 
 struct link {
-    struct bufferevent *bev; /* owned */
+    struct bufferevent *bev; /* owned; NULL over a plain socket */
     const struct link_ops *ops;
     struct link_meta meta;
     const struct link_events *events;
@@ -83,42 +101,58 @@ struct link {
     bool closing;        /* link_close() was called */
     bool half_closed;    /* closing: our side is shut */
     unsigned drain;      /* closing: seconds the peer gets to close after that */
+
+    /* A plain socket (bev NULL): */
+    bool reading;         /* read_ev is added */
+    bool in_callback;     /* inside `readable`: the input must stay */
+    bool writing_off;     /* link_close(abandon): nothing more is written */
+    bool write_scheduled; /* write_ev is active or added */
+    int error;            /* errno of the failure, for the log */
+    size_t write_low;     /* link_watch_output() */
+    struct evbuffer *in;  /* owned; NULL while nothing waits to be framed */
+    struct evbuffer *out; /* owned; NULL while nothing waits to go out */
+    struct event read_ev, write_ev;
 };
 
-/* Make `l` the link over a connected bufferevent (it takes `bev`) and start reading. */
-void link_init(struct link *l, struct bufferevent *bev, const struct link_meta *meta,
+/*
+ * Make `l` the link over `stream` (it takes it) and start reading. Over a
+ * socket, output is written once the callbacks of this turn of the event
+ * loop have run, so what they queue goes out in one write.
+ */
+void link_init(struct link *l, const struct link_stream *stream, const struct link_meta *meta,
                const struct link_events *events, void *owner);
 
-/* Free the link's bufferevent (what is unsent is dropped) and timer. */
+/* Free the link's socket or bufferevent (what is unsent is dropped), buffers and timer. */
 void link_release(struct link *l);
 
-/* The input buffer: whole packets are framed from it in place. */
+/*
+ * The input buffer: whole packets are framed from it in place. NULL when
+ * nothing has arrived that is not consumed already (over a socket).
+ */
 static inline struct evbuffer *link_input(struct link *l)
 {
-    return bufferevent_get_input(l->bev);
+    return l->bev ? bufferevent_get_input(l->bev) : l->in;
 }
 
+/* Outside `readable`: the owner has framed what it could; an empty input buffer goes. */
+void link_input_settled(struct link *l);
+
 /* Queue `len` bytes for writing. Returns 0 or -1 (out of memory). */
-static inline int link_write(struct link *l, const void *data, size_t len)
-{
-    return evbuffer_add(bufferevent_get_output(l->bev), data, len);
-}
+int link_write(struct link *l, const void *data, size_t len);
 
 /*
  * Queue `len` bytes without copying them: `release(data, len, arg)` is called
  * once they are written or dropped. Returns 0 or -1 (nothing was queued).
  */
-static inline int link_write_reference(struct link *l, const void *data, size_t len,
-                                       void (*release)(const void *data, size_t len, void *arg),
-                                       void *arg)
-{
-    return evbuffer_add_reference(bufferevent_get_output(l->bev), data, len, release, arg);
-}
+int link_write_reference(struct link *l, const void *data, size_t len,
+                         void (*release)(const void *data, size_t len, void *arg), void *arg);
 
 /* Bytes waiting to be written. */
 static inline size_t link_output_pending(const struct link *l)
 {
-    return evbuffer_get_length(bufferevent_get_output(l->bev));
+    if (l->bev)
+        return evbuffer_get_length(bufferevent_get_output(l->bev));
+    return l->out ? evbuffer_get_length(l->out) : 0;
 }
 
 /* Stop and start reading (back-pressure and rate limits); input stays buffered. */

@@ -66,6 +66,9 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, s
             bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
         else
             SSL_free(ssl);
+    } else if (!l->http) { /* the link reads and writes the socket itself */
+        client_accept(l->broker, &(struct link_stream){.fd = fd, .base = base}, &meta);
+        return;
     } else {
         bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
@@ -77,7 +80,7 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, s
     if (l->http)
         http_server_accept(l->http, bev, &meta, l->http_flags);
     else
-        client_accept(l->broker, bev, &meta);
+        client_accept(l->broker, &(struct link_stream){.bev = bev}, &meta);
 }
 
 static void listener_resume_cb(evutil_socket_t fd, short what, void *arg)

@@ -527,14 +527,8 @@ static void handoff_cb(evutil_socket_t fd, short what, void *arg)
     struct ws_handoff *h;
 
     while ((h = mailbox_take(ws->handoffs))) {
-        struct bufferevent *bev =
-            bufferevent_socket_new(ws->broker->base, h->fd, BEV_OPT_CLOSE_ON_FREE);
-        if (bev) {
-            client_accept(ws->broker, bev, &h->meta);
-        } else {
-            log_error("cannot set up a connection from %s: out of memory", h->meta.peer);
-            close(h->fd);
-        }
+        struct link_stream stream = {.fd = h->fd, .base = ws->broker->base};
+        client_accept(ws->broker, &stream, &h->meta);
         free(h);
     }
 }

@@ -286,7 +286,8 @@ static int client_connect(struct client *cl)
     if (bufferevent_pair_new(h->base, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS, pair) < 0)
         return -1;
     snprintf(meta.peer, sizeof(meta.peer), "10.0.0.%u:%u", cl->index + 1, ++h->connections);
-    struct conn *c = client_accept(h->broker, pair[0], &meta); /* takes pair[0] in any case */
+    struct conn *c = client_accept(h->broker, &(struct link_stream){.bev = pair[0]},
+                                   &meta); /* takes pair[0] in any case */
     if (!c) {
         bufferevent_free(pair[1]);
         return -1;

@@ -116,7 +116,7 @@ static struct client *client_new(void)
     ck_assert_uint_lt(client_count, MAX_CLIENTS);
     ck_assert_int_eq(bufferevent_pair_new(base, 0, pair), 0);
     snprintf(meta.peer, sizeof(meta.peer), "pair:%zu", client_count);
-    struct conn *c = client_accept(broker, pair[0], &meta);
+    struct conn *c = client_accept(broker, &(struct link_stream){.bev = pair[0]}, &meta);
     ck_assert_ptr_nonnull(c);
 
     struct client *cl = &clients[client_count++];

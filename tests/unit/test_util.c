@@ -12,7 +12,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "check_tap.h"
+#include "util/clock.h"
+#include "util/deadlines.h"
 #include "util/hex.h"
 #include "util/log.h"
 #include "util/mailbox.h"
@@ -457,6 +461,64 @@ START_TEST(test_redis_url_refuses_what_is_not_one)
 END_TEST
 
 /* Pushes and pops interleaved across several growths keep the order, read at every place. */
+/* ---- deadlines ---- */
+
+struct timed {
+    struct deadline d;
+    uint64_t when;
+    bool cancelled;
+};
+
+static struct timed timed[300];
+static size_t heard[300], heard_count;
+static struct deadlines *heap;
+
+static void heard_due(struct deadline *d)
+{
+    struct timed *t = (struct timed *)d;
+    heard[heard_count++] = (size_t)(t - timed);
+    ck_assert(!deadline_set(d)); /* taken out before it is heard */
+    if (t - timed == 7)          /* one re-arms itself, later: it is heard again */
+        ck_assert_int_eq(deadlines_set(heap, d, t->when + 1000000), 0);
+}
+
+/* Random deadlines, some moved and some cancelled, are heard once each, in order. */
+START_TEST(test_deadlines_come_in_order_and_cancelled_ones_never)
+{
+    struct event_base *base = event_base_new();
+    uint64_t now = clock_ms(), seed = 12345;
+    size_t n = sizeof(timed) / sizeof(timed[0]);
+
+    heap = deadlines_new(base, heard_due);
+    ck_assert_ptr_nonnull(heap);
+    memset(timed, 0, sizeof(timed));
+    heard_count = 0;
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005u + 1442695040888963407u;
+        timed[i].when = now - 1000000 + (seed >> 33) % 500000 * 2 + i % 2; /* all past, distinct */
+        ck_assert_int_eq(deadlines_set(heap, &timed[i].d, now + 60000), 0);
+    }
+    for (size_t i = 0; i < n; i++) /* moved from the future into the past */
+        ck_assert_int_eq(deadlines_set(heap, &timed[i].d, timed[i].when), 0);
+    for (size_t i = 0; i < n; i += 3) {
+        deadlines_cancel(heap, &timed[i].d);
+        deadlines_cancel(heap, &timed[i].d); /* twice is fine */
+        timed[i].cancelled = true;
+    }
+    ck_assert_uint_eq(deadlines_count(heap), n - (n + 2) / 3);
+    event_base_loop(base, EVLOOP_ONCE);
+    ck_assert_uint_eq(heard_count, n - (n + 2) / 3);
+    for (size_t k = 0; k < heard_count; k++) {
+        ck_assert(!timed[heard[k]].cancelled);
+        if (k > 0)
+            ck_assert_uint_le(timed[heard[k - 1]].when, timed[heard[k]].when);
+    }
+    ck_assert_uint_eq(deadlines_count(heap), 1); /* number 7, set again far ahead */
+    deadlines_free(heap);
+    event_base_free(base);
+}
+END_TEST
+
 START_TEST(test_fifo_keeps_order_through_wraps_and_growth)
 {
     struct fifo q = FIFO_INIT(uint32_t);
@@ -528,6 +590,7 @@ int main(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("fifo");
     tcase_add_test(tc, test_fifo_keeps_order_through_wraps_and_growth);
+    tcase_add_test(tc, test_deadlines_come_in_order_and_cancelled_ones_never);
     suite_add_tcase(s, tc);
 
     return check_tap_run(s);
