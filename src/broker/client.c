@@ -26,12 +26,49 @@ static void client_written(void *owner);
 static void client_lost(void *owner, bool orderly, const char *why);
 static void client_done(void *owner);
 
+static bool client_may_read(void *owner);
+
 static const struct link_events client_events = {
-    client_readable,
-    client_written,
-    client_lost,
-    client_done,
+    client_readable, client_written, client_lost, client_done, client_may_read,
 };
+
+/*
+ * A burst of new connections must not stall the clients already served: the
+ * first packets of a connection (its CONNECT, its first SUBSCRIBEs) are read
+ * only while the loop's turn has used less than this, or for the first few
+ * of each turn. The others stay in their sockets until a later turn.
+ */
+#define CLIENT_YOUNG_PACKETS 3
+#define CLIENT_YOUNG_TURN_US 5000
+#define CLIENT_YOUNG_MIN_PER_TURN 8
+
+static bool client_may_read(void *owner)
+{
+    struct conn *c = owner;
+    struct broker *b = c->broker;
+    struct timeval turn, now, spent;
+
+    if (c->early_packets >= CLIENT_YOUNG_PACKETS)
+        return true;
+    /* The cached time is taken once per turn, after polling: it names the turn. */
+    event_base_gettimeofday_cached(b->base, &turn);
+    if (evutil_timercmp(&turn, &b->young_turn, !=)) {
+        b->young_turn = turn;
+        b->young_admitted = 0;
+    }
+    if (b->young_admitted < CLIENT_YOUNG_MIN_PER_TURN) {
+        b->young_admitted++;
+        return true;
+    }
+    evutil_gettimeofday(&now, NULL);
+    evutil_timersub(&now, &turn, &spent);
+    if (spent.tv_sec > 0 || spent.tv_usec >= CLIENT_YOUNG_TURN_US) {
+        b->young_deferred++;
+        return false;
+    }
+    b->young_admitted++;
+    return true;
+}
 
 struct conn *client_accept(struct broker *b, const struct link_stream *stream,
                            const struct link_meta *meta)
@@ -389,6 +426,8 @@ static int client_read(struct conn *c)
             return 0;
         /* The handlers copied what they keep; the packet's bytes can go. */
         evbuffer_drain(in, total);
+        if (c->early_packets < CLIENT_YOUNG_PACKETS)
+            c->early_packets++;
         event_base_gettimeofday_cached(c->broker->base, &c->last_packet);
         if (type == MQTT_PUBLISH || type == MQTT_SUBSCRIBE || type == MQTT_UNSUBSCRIBE)
             c->last_activity = c->last_packet;

@@ -73,6 +73,7 @@ struct conn {
     bool cluster_claim_pending;     /* its claim to its client id is not back from the stream */
     bool cluster_waiting;           /* its CONNECT waits for its session or stream (Redis) */
     bool cluster_fetched;           /* that was asked once: not again */
+    uint8_t early_packets;          /* packets handled, up to a few (client.c's burst guard) */
     struct session *session;        /* NULL before CONNECT is accepted and after close */
     struct session *ended_session;  /* clean session ended with this conn; owned till reaped */
     struct message *will;           /* owned; NULL when there is none */

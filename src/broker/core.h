@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/time.h>
 
 #include "util/account.h"
 #include "util/limits.h"
@@ -156,6 +157,9 @@ struct broker {
     struct event *reap_ev;
     struct event *sys_timer;     /* $info's interval (systopic.h); owned */
     struct deadlines *deadlines; /* every conn's (timers.h); owned */
+    struct timeval young_turn;   /* the loop's turn young_admitted counts (client.c) */
+    unsigned young_admitted;     /* new connections read in that turn */
+    uint64_t young_deferred;     /* reads of new connections put off to a later turn */
     uint64_t next_conn_id;
     bool stopping;           /* SIGTERM: no more wills, no new work */
     struct durable *durable; /* what the database keeps (the program's); NULL: nothing */

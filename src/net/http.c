@@ -648,8 +648,9 @@ static void http_link_done(void *owner)
     event_active(c->wake, EV_TIMEOUT, 0);
 }
 
-static const struct link_events http_link_events = {http_link_readable, http_link_written,
-                                                    http_link_lost, http_link_done};
+static const struct link_events http_link_events = {
+    http_link_readable, http_link_written, http_link_lost, http_link_done, NULL,
+};
 
 static void http_conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {

@@ -333,6 +333,8 @@ static void socket_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct link *l = arg;
 
+    if (l->events->may_read && !l->closing && !l->events->may_read(l->owner))
+        return;
     if (!l->in && !(l->in = evbuffer_new())) {
         socket_failed(l, BEV_EVENT_READING | BEV_EVENT_ERROR, ENOMEM);
         return;

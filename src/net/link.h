@@ -78,6 +78,12 @@ struct link_events {
      */
     void (*lost)(void *owner, bool orderly, const char *why);
     void (*done)(void *owner); /* after link_close(): the link has nothing left to do */
+    /*
+     * Optional, over a socket: asked before reading what arrived; false
+     * leaves it in the socket, whose readiness is reported again at the
+     * next turn of the event loop (how a burst of new clients waits).
+     */
+    bool (*may_read)(void *owner);
 };
 
 /* How one transport differs from the others. */

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* accept4 */
 #include "net/listener.h"
 
 #include <errno.h>
@@ -13,7 +14,6 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 #include <event2/util.h>
 #include <openssl/ssl.h>
 
@@ -32,28 +32,36 @@
 /* After running out of descriptors, stop accepting for this long. */
 #define LISTENER_PAUSE_SEC 1
 
+/*
+ * Connections accepted per turn of the event loop. A burst of thousands
+ * waits in the kernel's backlog and comes in a few dozen at a time, so that
+ * the clients already connected are served between them.
+ */
+#define LISTENER_ACCEPT_BATCH 64
+
 struct listener {
     struct broker *broker;    /* tcp:// and tls://: who takes the connections */
     struct http_server *http; /* http:// and https://: who takes them instead */
     unsigned http_flags;      /* HTTP_LISTENER_* of this listener */
-    struct evconnlistener *evl;
-    struct event *resume; /* re-enables accepting after a pause */
+    evutil_socket_t fd;        /* listening; owned */
+    struct event *accept_ev;   /* readable: connections wait; owned */
+    struct event *resume;      /* re-enables accepting after a pause */
     uint64_t paused;      /* times accepting was paused for lack of descriptors */
     enum link_transport transport;
     struct tls_server *tls; /* tls://: the program's; NULL for tcp:// */
     char url[128];
 };
 
-static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
-                               int salen, void *arg)
+/* Take the accepted connection `fd` from `sa`. */
+static void listener_take(struct listener *l, evutil_socket_t fd, struct sockaddr *sa,
+                          socklen_t salen)
 {
-    struct listener *l = arg;
     struct link_meta meta = {.transport = l->transport, .over_tls = l->tls != NULL};
-    struct event_base *base = evconnlistener_get_base(evl);
+    struct event_base *base = event_get_base(l->accept_ev);
     struct bufferevent *bev;
     int one = 1;
 
-    addr_format(sa, (socklen_t)salen, meta.peer, sizeof(meta.peer));
+    addr_format(sa, salen, meta.peer, sizeof(meta.peer));
     /* MQTT packets are small and latency matters more than batching. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (l->tls) {
@@ -86,13 +94,12 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, s
 static void listener_resume_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct listener *l = arg;
-    evconnlistener_enable(l->evl);
+    event_add(l->accept_ev, NULL);
 }
 
-static void listener_error_cb(struct evconnlistener *evl, void *arg)
+/* accept() failed with `err` (not for want of a connection). */
+static void listener_failed(struct listener *l, int err)
 {
-    struct listener *l = arg;
-    int err = EVUTIL_SOCKET_ERROR();
     struct timeval pause = {LISTENER_PAUSE_SEC, 0};
 
     if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
@@ -104,11 +111,33 @@ static void listener_error_cb(struct evconnlistener *evl, void *arg)
      * readable: without a pause the loop would spin on it. Existing clients
      * keep being served meanwhile.
      */
-    evconnlistener_disable(evl);
+    event_del(l->accept_ev);
     event_add(l->resume, &pause);
     if (log_every_nth(&l->paused, 60))
         log_error("%s: accept failed: %s; not accepting for %d s (%llu pauses so far)", l->url,
                   strerror(err), LISTENER_PAUSE_SEC, (unsigned long long)l->paused);
+}
+
+static void listener_accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct listener *l = arg;
+
+    for (int n = 0; n < LISTENER_ACCEPT_BATCH; n++) {
+        struct sockaddr_storage ss;
+        socklen_t sslen = sizeof(ss);
+        evutil_socket_t conn = accept4(fd, (struct sockaddr *)&ss, &sslen,
+                                       SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (conn >= 0) {
+            listener_take(l, conn, (struct sockaddr *)&ss, sslen);
+            continue;
+        }
+        /* A peer that gave up in the backlog is no failure of ours. */
+        if (errno == ECONNABORTED || errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            listener_failed(l, errno);
+        return;
+    }
 }
 
 /* A bound, listening socket on host:port, or -1 with errno set and the reason in `err`. */
@@ -206,17 +235,10 @@ static struct listener *listener_bind(struct event_base *base, const char *url,
     }
     l->transport = tls ? LINK_TLS : LINK_TCP;
     l->tls = tls;
-    /* Backlog 0: bind_socket() listened already, with room for a burst (-1 would make it 128). */
-    l->evl = evconnlistener_new(base, listener_accept_cb, l, LEV_OPT_CLOSE_ON_FREE, 0, fd);
-    if (!l->evl) {
-        close(fd);
-        free(l);
-        snprintf(err, errlen, "%s: cannot create the listener", url);
-        return NULL;
-    }
-    evconnlistener_set_error_cb(l->evl, listener_error_cb);
+    l->fd = fd; /* bind_socket() listened already, with room for a burst */
+    l->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, listener_accept_cb, l);
     l->resume = evtimer_new(base, listener_resume_cb, l);
-    if (!l->resume) {
+    if (!l->accept_ev || !l->resume || event_add(l->accept_ev, NULL) < 0) {
         listener_free(l);
         snprintf(err, errlen, "%s: out of memory", url);
         return NULL;
@@ -297,8 +319,10 @@ void listener_free(struct listener *l)
 {
     if (!l)
         return;
-    evconnlistener_free(l->evl);
+    if (l->accept_ev)
+        event_free(l->accept_ev);
     if (l->resume)
         event_free(l->resume);
+    close(l->fd);
     free(l);
 }
