@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -20,7 +21,13 @@ static void link_read_cb(struct bufferevent *bev, void *arg);
 static void link_write_cb(struct bufferevent *bev, void *arg);
 static void link_event_cb(struct bufferevent *bev, short what, void *arg);
 static void socket_read_cb(evutil_socket_t fd, short what, void *arg);
-static void socket_write_cb(evutil_socket_t fd, short what, void *arg);
+static void socket_writable_cb(evutil_socket_t fd, short what, void *arg);
+static void socket_flush(struct link *l);
+
+struct link_flusher {
+    struct event *ev;  /* active while `head` is not empty */
+    struct link *head; /* links with output to write this turn */
+};
 
 /*
  * Per readable or writable socket at most this much is read or written, as a
@@ -65,6 +72,49 @@ static const char *tls_link_error(struct link *l, char *out, size_t size)
 static const struct link_ops tcp_ops = {false, tcp_shutdown_write, tcp_link_error};
 static const struct link_ops tls_ops = {true, tls_shutdown_write, tls_link_error};
 
+/* Off the flusher's list, if on it. */
+static void flush_unqueue(struct link *l)
+{
+    if (!l->flush_prev)
+        return;
+    *l->flush_prev = l->flush_next;
+    if (l->flush_next)
+        l->flush_next->flush_prev = l->flush_prev;
+    l->flush_next = NULL;
+    l->flush_prev = NULL;
+}
+
+static void flusher_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct link_flusher *f = arg;
+    struct link *l;
+
+    /* What a link's `written` queues on another link is written in this same pass. */
+    while ((l = f->head)) {
+        flush_unqueue(l);
+        socket_flush(l);
+    }
+}
+
+struct link_flusher *link_flusher_new(struct event_base *base)
+{
+    struct link_flusher *f = calloc(1, sizeof(*f));
+
+    if (f && !(f->ev = event_new(base, -1, 0, flusher_cb, f))) {
+        free(f);
+        f = NULL;
+    }
+    return f;
+}
+
+void link_flusher_free(struct link_flusher *f)
+{
+    if (!f)
+        return;
+    event_free(f->ev);
+    free(f);
+}
+
 void link_stream_drop(const struct link_stream *s)
 {
     if (s->bev)
@@ -85,7 +135,7 @@ void link_init(struct link *l, const struct link_stream *stream, const struct li
     }
     /* Neither can fail for a real socket and base. */
     event_assign(&l->read_ev, stream->base, stream->fd, EV_READ | EV_PERSIST, socket_read_cb, l);
-    event_assign(&l->write_ev, stream->base, stream->fd, EV_WRITE, socket_write_cb, l);
+    l->flusher = stream->flusher;
     l->reading = event_add(&l->read_ev, NULL) == 0;
 }
 
@@ -98,7 +148,9 @@ void link_release(struct link *l)
         return;
     }
     event_del(&l->read_ev);
-    event_del(&l->write_ev);
+    flush_unqueue(l);
+    if (l->write_ev)
+        event_free(l->write_ev);
     if (l->in)
         evbuffer_free(l->in);
     if (l->out)
@@ -151,10 +203,17 @@ static struct evbuffer *socket_output(struct link *l)
 /* Something was queued: write it once this turn of the loop has run its callbacks. */
 static void socket_schedule_write(struct link *l)
 {
-    if (l->write_scheduled || l->writing_off)
+    struct link_flusher *f = l->flusher;
+
+    if (l->flush_prev || l->write_waiting || l->writing_off)
         return;
-    l->write_scheduled = true;
-    event_active(&l->write_ev, EV_WRITE, 1);
+    if (!f->head)
+        event_active(f->ev, EV_WRITE, 1);
+    l->flush_next = f->head;
+    if (f->head)
+        f->head->flush_prev = &l->flush_next;
+    l->flush_prev = &f->head;
+    f->head = l;
 }
 
 int link_write(struct link *l, const void *data, size_t len)
@@ -253,7 +312,9 @@ void link_close(struct link *l, bool abandon, unsigned linger, unsigned drain)
             bufferevent_disable(l->bev, EV_READ | EV_WRITE);
         } else {
             link_pause_reading(l);
-            event_del(&l->write_ev);
+            flush_unqueue(l);
+            if (l->write_ev)
+                event_del(l->write_ev);
             l->writing_off = true;
         }
         l->events->done(l->owner);
@@ -354,13 +415,12 @@ static void socket_read_cb(evutil_socket_t fd, short what, void *arg)
     link_input_settled(l);
 }
 
-static void socket_write_cb(evutil_socket_t fd, short what, void *arg)
+/* Write what the socket takes; wait for it to be writable for the rest. */
+static void socket_flush(struct link *l)
 {
-    struct link *l = arg;
-
-    l->write_scheduled = false;
     if (l->writing_off || !l->out)
         return;
+    evutil_socket_t fd = event_get_fd(&l->read_ev);
     int n = evbuffer_write_atmost(l->out, fd, LINK_IO_MAX);
     int error = n < 0 ? EVUTIL_SOCKET_ERROR() : 0;
     if (n < 0 && !io_retriable(error)) {
@@ -369,11 +429,27 @@ static void socket_write_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (evbuffer_get_length(l->out) > 0) { /* the rest once the socket takes more */
-        l->write_scheduled = event_add(&l->write_ev, NULL) == 0;
+        if (!l->write_ev)
+            l->write_ev =
+                event_new(event_get_base(&l->read_ev), fd, EV_WRITE, socket_writable_cb, l);
+        l->write_waiting = l->write_ev && event_add(l->write_ev, NULL) == 0;
+        if (!l->write_waiting) {
+            l->writing_off = true;
+            socket_failed(l, BEV_EVENT_WRITING | BEV_EVENT_ERROR, ENOMEM);
+            return;
+        }
     } else { /* an idle connection keeps no buffer; `written` may make a new one */
         evbuffer_free(l->out);
         l->out = NULL;
     }
     if (n > 0 && link_output_pending(l) <= l->write_low)
         link_write_cb(NULL, l);
+}
+
+static void socket_writable_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct link *l = arg;
+
+    l->write_waiting = false;
+    socket_flush(l);
 }

@@ -56,13 +56,24 @@ struct link_meta {
 };
 
 /*
+ * Writes the output of every socket link once per turn of the event loop:
+ * one event for all of them rather than a write event in each. A link gets
+ * an event of its own only once its socket is full. Freed after every link
+ * that uses it.
+ */
+struct link_flusher;
+struct link_flusher *link_flusher_new(struct event_base *base);
+void link_flusher_free(struct link_flusher *f);
+
+/*
  * What a link runs over: a bufferevent `bev` (TLS, in-memory pairs), or, when
- * that is NULL, the connected socket `fd` on `base`.
+ * that is NULL, the connected socket `fd` on `base`, written by `flusher`.
  */
 struct link_stream {
     struct bufferevent *bev;
     evutil_socket_t fd;
     struct event_base *base;
+    struct link_flusher *flusher;
 };
 
 /* Free what a stream holds that no link took (its bufferevent, or closes its socket). */
@@ -111,13 +122,16 @@ struct link {
     /* A plain socket (bev NULL): */
     bool reading;         /* read_ev is added */
     bool in_callback;     /* inside `readable`: the input must stay */
-    bool writing_off;     /* link_close(abandon): nothing more is written */
-    bool write_scheduled; /* write_ev is active or added */
+    bool writing_off;     /* link_close(abandon) or a failed write: nothing more is written */
+    bool write_waiting;   /* the socket was full: write_ev is added */
     int error;            /* errno of the failure, for the log */
     size_t write_low;     /* link_watch_output() */
     struct evbuffer *in;  /* owned; NULL while nothing waits to be framed */
     struct evbuffer *out; /* owned; NULL while nothing waits to go out */
-    struct event read_ev, write_ev;
+    struct link_flusher *flusher;
+    struct link *flush_next, **flush_prev; /* on the flusher's list; flush_prev NULL when not */
+    struct event *write_ev;                /* owned; made the first time the socket was full */
+    struct event read_ev;
 };
 
 /*

@@ -43,10 +43,10 @@ struct listener {
     struct broker *broker;    /* tcp:// and tls://: who takes the connections */
     struct http_server *http; /* http:// and https://: who takes them instead */
     unsigned http_flags;      /* HTTP_LISTENER_* of this listener */
-    evutil_socket_t fd;        /* listening; owned */
-    struct event *accept_ev;   /* readable: connections wait; owned */
-    struct event *resume;      /* re-enables accepting after a pause */
-    uint64_t paused;      /* times accepting was paused for lack of descriptors */
+    evutil_socket_t fd;       /* listening; owned */
+    struct event *accept_ev;  /* readable: connections wait; owned */
+    struct event *resume;     /* re-enables accepting after a pause */
+    uint64_t paused;          /* times accepting was paused for lack of descriptors */
     enum link_transport transport;
     struct tls_server *tls; /* tls://: the program's; NULL for tcp:// */
     char url[128];
@@ -75,7 +75,8 @@ static void listener_take(struct listener *l, evutil_socket_t fd, struct sockadd
         else
             SSL_free(ssl);
     } else if (!l->http) { /* the link reads and writes the socket itself */
-        client_accept(l->broker, &(struct link_stream){.fd = fd, .base = base}, &meta);
+        struct link_stream stream = {.fd = fd, .base = base, .flusher = l->broker->flusher};
+        client_accept(l->broker, &stream, &meta);
         return;
     } else {
         bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -125,8 +126,8 @@ static void listener_accept_cb(evutil_socket_t fd, short what, void *arg)
     for (int n = 0; n < LISTENER_ACCEPT_BATCH; n++) {
         struct sockaddr_storage ss;
         socklen_t sslen = sizeof(ss);
-        evutil_socket_t conn = accept4(fd, (struct sockaddr *)&ss, &sslen,
-                                       SOCK_NONBLOCK | SOCK_CLOEXEC);
+        evutil_socket_t conn =
+            accept4(fd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (conn >= 0) {
             listener_take(l, conn, (struct sockaddr *)&ss, sslen);
             continue;
