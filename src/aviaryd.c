@@ -39,6 +39,7 @@
 #include "util/journal.h"
 #include "util/log.h"
 #include "util/mailbox.h"
+#include "util/memory.h"
 #include "web/web.h"
 
 /* On SIGTERM, connections get this long to flush before the loop ends regardless. */
@@ -545,6 +546,7 @@ static void set_up_process(const struct config *cfg)
     /* A peer that vanishes must cost us an error code, not the process. */
     signal(SIGPIPE, SIG_IGN);
     raise_descriptor_limit();
+    memory_keep_freed(16 << 20, 4 << 20);
 }
 
 static int make_broker(struct daemon_state *d, const struct config *cfg)

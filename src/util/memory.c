@@ -21,6 +21,18 @@ size_t memory_resident(void)
     return (size_t)pages_resident * (size_t)(page > 0 ? page : 4096);
 }
 
+void memory_keep_freed(size_t bytes, size_t direct_above)
+{
+#ifdef __GLIBC__
+    /* Either setting turns glibc's own adjustment of both off: set both. */
+    mallopt(M_TRIM_THRESHOLD, (int)bytes);
+    mallopt(M_MMAP_THRESHOLD, (int)direct_above);
+#else
+    (void)bytes;
+    (void)direct_above;
+#endif
+}
+
 void memory_release_unused(void)
 {
 #ifdef __GLIBC__
