@@ -16,6 +16,7 @@
 #include "broker/session.h"
 #include "broker/systopic.h"
 #include "broker/timers.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 /* At most one line per instance this often about publishers held back for the writer. */
@@ -35,8 +36,9 @@ static const struct link_events client_events = {
 /*
  * A burst of new connections must not stall the clients already served: the
  * first packets of a connection (its CONNECT, its first SUBSCRIBEs) are read
- * only while the loop's turn has used less than this, or for the first few
- * of each turn. The others stay in their sockets until a later turn.
+ * only for the first few of each turn of the loop, and after them only while
+ * less than this time has passed since the first. The others stay in their sockets until a later
+ * turn.
  */
 #define CLIENT_YOUNG_PACKETS 3
 #define CLIENT_YOUNG_TURN_US 5000
@@ -46,28 +48,28 @@ static bool client_may_read(void *owner)
 {
     struct conn *c = owner;
     struct broker *b = c->broker;
-    struct timeval turn, now, spent;
+    struct timeval turn;
 
     if (c->early_packets >= CLIENT_YOUNG_PACKETS)
         return true;
-    /* The cached time is taken once per turn, after polling: it names the turn. */
+    /*
+     * The cached time is taken once per turn, after polling: it names the
+     * turn. It is not compared with another clock: libevent derives it from
+     * the monotonic clock and corrects it to the wall clock only now and then.
+     */
     event_base_gettimeofday_cached(b->base, &turn);
     if (evutil_timercmp(&turn, &b->young_turn, !=)) {
         b->young_turn = turn;
+        b->young_since_us = clock_us();
         b->young_admitted = 0;
     }
-    if (b->young_admitted < CLIENT_YOUNG_MIN_PER_TURN) {
+    if (b->young_admitted < CLIENT_YOUNG_MIN_PER_TURN ||
+        clock_us() - b->young_since_us < CLIENT_YOUNG_TURN_US) {
         b->young_admitted++;
         return true;
     }
-    evutil_gettimeofday(&now, NULL);
-    evutil_timersub(&now, &turn, &spent);
-    if (spent.tv_sec > 0 || spent.tv_usec >= CLIENT_YOUNG_TURN_US) {
-        b->young_deferred++;
-        return false;
-    }
-    b->young_admitted++;
-    return true;
+    b->young_deferred++;
+    return false;
 }
 
 struct conn *client_accept(struct broker *b, const struct link_stream *stream,

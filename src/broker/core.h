@@ -160,6 +160,7 @@ struct broker {
     struct deadlines *deadlines;  /* every conn's (timers.h); owned */
     struct link_flusher *flusher; /* writes every conn's socket (net/link.h); owned */
     struct timeval young_turn;    /* the loop's turn young_admitted counts (client.c) */
+    uint64_t young_since_us;      /* clock_us() at the first such read of that turn */
     unsigned young_admitted;      /* new connections read in that turn */
     uint64_t young_deferred;      /* reads of new connections put off to a later turn */
     uint64_t next_conn_id;

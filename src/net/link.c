@@ -23,10 +23,22 @@ static void link_event_cb(struct bufferevent *bev, short what, void *arg);
 static void socket_read_cb(evutil_socket_t fd, short what, void *arg);
 static void socket_writable_cb(evutil_socket_t fd, short what, void *arg);
 static void socket_flush(struct link *l);
+static void socket_read(struct link *l);
+static void socket_failed(struct link *l, short what, int error);
+static void resume_cb(evutil_socket_t fd, short what, void *arg);
 
 struct link_flusher {
     struct event *ev;  /* active while `head` is not empty */
     struct link *head; /* links with output to write this turn */
+    /*
+     * Links whose owner put off reading (link_events.may_read), oldest
+     * first from waiting[first]; a slot is NULL once its link has gone.
+     * Their read events are off, so that the poll does not return them
+     * every turn; `resume` (a zero timer: the next turn) reads them again.
+     */
+    struct event *resume;
+    struct link **waiting;
+    size_t first, count, room;
 };
 
 /*
@@ -96,13 +108,84 @@ static void flusher_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static const struct timeval next_turn = {0, 0};
+
+/* Off the list of links waiting to read, if on it. */
+static void socket_unwait(struct link *l)
+{
+    if (!l->deferred)
+        return;
+    l->flusher->waiting[l->wait_slot] = NULL;
+    l->deferred = false;
+}
+
+/*
+ * The owner put off reading: stop polling the socket until the next turn,
+ * when resume_cb asks again, oldest first. If the list cannot grow, the
+ * read event stays on and the poll reports the socket again instead.
+ */
+static void socket_defer(struct link *l)
+{
+    struct link_flusher *f = l->flusher;
+
+    if (f->first + f->count == f->room) {
+        size_t room = f->room ? 2 * f->room : 64;
+        struct link **waiting = realloc(f->waiting, room * sizeof(*waiting));
+        if (!waiting)
+            return;
+        f->waiting = waiting;
+        f->room = room;
+    }
+    event_del(&l->read_ev);
+    l->deferred = true;
+    l->wait_slot = (unsigned)(f->first + f->count);
+    f->waiting[f->first + f->count++] = l;
+    if (!evtimer_pending(f->resume, NULL))
+        evtimer_add(f->resume, &next_turn);
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct link_flusher *f = arg;
+
+    while (f->count > 0) {
+        struct link *l = f->waiting[f->first];
+        if (l && !l->closing && !l->events->may_read(l->owner))
+            break;
+        f->first++;
+        f->count--;
+        if (!l)
+            continue;
+        l->deferred = false;
+        if (event_add(&l->read_ev, NULL) < 0) {
+            socket_failed(l, BEV_EVENT_READING | BEV_EVENT_ERROR, ENOMEM);
+            continue;
+        }
+        socket_read(l); /* what waited in the socket; this may end the link */
+    }
+    if (f->count > 0) {
+        evtimer_add(f->resume, &next_turn);
+        return;
+    }
+    f->first = 0;
+    if (f->room > 4096) { /* a burst is over: give its list back */
+        free(f->waiting);
+        f->waiting = NULL;
+        f->room = 0;
+    }
+}
+
 struct link_flusher *link_flusher_new(struct event_base *base)
 {
     struct link_flusher *f = calloc(1, sizeof(*f));
 
-    if (f && !(f->ev = event_new(base, -1, 0, flusher_cb, f))) {
-        free(f);
-        f = NULL;
+    if (!f)
+        return NULL;
+    f->ev = event_new(base, -1, 0, flusher_cb, f);
+    f->resume = evtimer_new(base, resume_cb, f);
+    if (!f->ev || !f->resume) {
+        link_flusher_free(f);
+        return NULL;
     }
     return f;
 }
@@ -111,7 +194,11 @@ void link_flusher_free(struct link_flusher *f)
 {
     if (!f)
         return;
-    event_free(f->ev);
+    if (f->ev)
+        event_free(f->ev);
+    if (f->resume)
+        event_free(f->resume);
+    free(f->waiting);
     free(f);
 }
 
@@ -148,6 +235,7 @@ void link_release(struct link *l)
         return;
     }
     event_del(&l->read_ev);
+    socket_unwait(l);
     flush_unqueue(l);
     if (l->write_ev)
         event_free(l->write_ev);
@@ -164,6 +252,7 @@ void link_pause_reading(struct link *l)
         bufferevent_disable(l->bev, EV_READ);
     } else if (l->reading) {
         event_del(&l->read_ev);
+        socket_unwait(l);
         l->reading = false;
     }
 }
@@ -306,7 +395,7 @@ void link_close(struct link *l, bool abandon, unsigned linger, unsigned drain)
     if (l->closing)
         return;
     l->closing = true;
-    l->drain = drain;
+    l->drain = drain > UINT16_MAX ? UINT16_MAX : (uint16_t)drain;
     if (abandon) {
         if (l->bev) {
             bufferevent_disable(l->bev, EV_READ | EV_WRITE);
@@ -394,8 +483,17 @@ static void socket_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct link *l = arg;
 
-    if (l->events->may_read && !l->closing && !l->events->may_read(l->owner))
+    if (l->events->may_read && !l->closing && !l->events->may_read(l->owner)) {
+        socket_defer(l);
         return;
+    }
+    socket_read(l);
+}
+
+static void socket_read(struct link *l)
+{
+    evutil_socket_t fd = event_get_fd(&l->read_ev);
+
     if (!l->in && !(l->in = evbuffer_new())) {
         socket_failed(l, BEV_EVENT_READING | BEV_EVENT_ERROR, ENOMEM);
         return;

@@ -91,8 +91,9 @@ struct link_events {
     void (*done)(void *owner); /* after link_close(): the link has nothing left to do */
     /*
      * Optional, over a socket: asked before reading what arrived; false
-     * leaves it in the socket, whose readiness is reported again at the
-     * next turn of the event loop (how a burst of new clients waits).
+     * leaves it in the socket and asks again at the next turn of the event
+     * loop, after the links put off before it (how a burst of new clients
+     * waits). The socket is not polled meanwhile.
      */
     bool (*may_read)(void *owner);
 };
@@ -113,17 +114,21 @@ struct link {
     const struct link_events *events;
     void *owner;
     struct event *timer; /* the linger, then the drain; owned; made at link_close() */
-    bool any_input;      /* a byte has arrived (over TLS: the handshake is done) */
-    bool peer_eof;       /* the peer closed or the transport failed */
-    bool closing;        /* link_close() was called */
-    bool half_closed;    /* closing: our side is shut */
-    unsigned drain;      /* closing: seconds the peer gets to close after that */
+    /* Flags are bits: every connection holds a link. */
+    bool any_input : 1;   /* a byte has arrived (over TLS: the handshake is done) */
+    bool peer_eof : 1;    /* the peer closed or the transport failed */
+    bool closing : 1;     /* link_close() was called */
+    bool half_closed : 1; /* closing: our side is shut */
 
     /* A plain socket (bev NULL): */
-    bool reading;         /* read_ev is added */
-    bool in_callback;     /* inside `readable`: the input must stay */
-    bool writing_off;     /* link_close(abandon) or a failed write: nothing more is written */
-    bool write_waiting;   /* the socket was full: write_ev is added */
+    bool reading : 1;       /* read_ev is added, or deferred */
+    bool in_callback : 1;   /* inside `readable`: the input must stay */
+    bool writing_off : 1;   /* link_close(abandon) or a failed write: nothing more is written */
+    bool write_waiting : 1; /* the socket was full: write_ev is added */
+    bool deferred : 1;      /* may_read said no: on the flusher's waiting list, read_ev off */
+
+    uint16_t drain;       /* closing: seconds the peer gets to close after our side is shut */
+    unsigned wait_slot;   /* deferred: where on that list */
     int error;            /* errno of the failure, for the log */
     size_t write_low;     /* link_watch_output() */
     struct evbuffer *in;  /* owned; NULL while nothing waits to be framed */

@@ -1,5 +1,5 @@
 /*
- * clock — a monotonic millisecond clock for durations (expiry intervals),
+ * clock — a monotonic clock for durations (expiry intervals),
  * which a change of the wall clock must not shorten or stretch.
  * Header only; any module may include it.
  */
@@ -15,6 +15,14 @@ static inline uint64_t clock_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Microseconds on the same clock. */
+static inline uint64_t clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 #endif

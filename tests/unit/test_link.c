@@ -35,7 +35,12 @@ struct owner {
     bool orderly;
     char why[256];
     bool allow_read;
+    int may_read_asked;
+    int read_order; /* when `readable` was first heard, counted over all owners */
+    bool joined;    /* shares another owner's base and flusher */
 };
+
+static int readable_heard;
 
 static void on_readable(void *arg)
 {
@@ -43,7 +48,8 @@ static void on_readable(void *arg)
     struct evbuffer *in = link_input(&o->link);
     size_t n = evbuffer_get_length(in);
 
-    o->readable++;
+    if (o->readable++ == 0)
+        o->read_order = ++readable_heard;
     if (n > o->consume)
         n = o->consume;
     if (n > sizeof(o->got) - o->got_len)
@@ -72,20 +78,25 @@ static void on_done(void *arg)
 
 static bool on_may_read(void *arg)
 {
-    return ((struct owner *)arg)->allow_read;
+    struct owner *o = arg;
+
+    o->may_read_asked++;
+    return o->allow_read;
 }
 
 static const struct link_events events = {on_readable, on_written, on_lost, on_done, on_may_read};
 
-static struct owner *owner_new(void)
+/* An owner of a link on `base` and `flusher`, or on new ones when they are NULL. */
+static struct owner *owner_on(struct event_base *base, struct link_flusher *flusher)
 {
     struct owner *o = calloc(1, sizeof(*o));
     int sv[2];
 
     ck_assert_ptr_nonnull(o);
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-    o->base = event_base_new();
-    o->flusher = link_flusher_new(o->base);
+    o->joined = base != NULL;
+    o->base = base ? base : event_base_new();
+    o->flusher = flusher ? flusher : link_flusher_new(o->base);
     ck_assert_ptr_nonnull(o->flusher);
     o->peer = sv[1];
     o->consume = SIZE_MAX;
@@ -97,13 +108,21 @@ static struct owner *owner_new(void)
     return o;
 }
 
+static struct owner *owner_new(void)
+{
+    return owner_on(NULL, NULL);
+}
+
+/* Freed before the owner it joined. */
 static void owner_free(struct owner *o)
 {
     link_release(&o->link);
-    link_flusher_free(o->flusher);
+    if (!o->joined) {
+        link_flusher_free(o->flusher);
+        event_base_free(o->base);
+    }
     if (o->peer >= 0)
         close(o->peer);
-    event_base_free(o->base);
     free(o);
 }
 
@@ -286,6 +305,68 @@ START_TEST(test_a_read_put_off_stays_in_the_socket)
 }
 END_TEST
 
+START_TEST(test_reads_put_off_are_not_polled_and_resume_oldest_first)
+{
+    struct owner *first = owner_new();
+    struct owner *gone = owner_on(first->base, first->flusher);
+    struct owner *second = owner_on(first->base, first->flusher);
+
+    first->allow_read = gone->allow_read = second->allow_read = false;
+    ck_assert_int_eq(write(first->peer, "one", 3), 3);
+    turn(first);
+    ck_assert_int_eq(write(gone->peer, "gone", 4), 4);
+    ck_assert_int_eq(write(second->peer, "two", 3), 3);
+    turn(first);
+    ck_assert(first->link.deferred && second->link.deferred);
+    /* The poll no longer watches them; the next turn asks again. */
+    ck_assert(!event_pending(&first->link.read_ev, EV_READ, NULL));
+    ck_assert(!event_pending(&second->link.read_ev, EV_READ, NULL));
+    int asked = first->may_read_asked;
+    ck_assert_int_ge(asked, 2);
+    event_base_loop(first->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    ck_assert_int_eq(first->may_read_asked, asked + 1);
+    /* The oldest says no: those after it are not asked in that turn. */
+    ck_assert_int_eq(second->may_read_asked, 1);
+    owner_free(gone); /* its place on the list is skipped */
+
+    second->allow_read = true;
+    event_base_loop(first->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    ck_assert_int_eq(second->readable, 0);
+    first->allow_read = true;
+    turn(first);
+    ck_assert_int_eq(first->readable, 1);
+    ck_assert_int_eq(second->readable, 1);
+    ck_assert_int_lt(first->read_order, second->read_order);
+    ck_assert(!first->link.deferred && !second->link.deferred);
+    ck_assert(event_pending(&second->link.read_ev, EV_READ, NULL));
+    ck_assert_int_eq(write(second->peer, "more", 4), 4);
+    turn(first);
+    ck_assert_uint_eq(second->got_len, 7);
+    owner_free(second);
+    owner_free(first);
+}
+END_TEST
+
+START_TEST(test_a_read_put_off_then_paused_waits_for_resume)
+{
+    struct owner *o = owner_new();
+
+    o->allow_read = false;
+    ck_assert_int_eq(write(o->peer, "held", 4), 4);
+    turn(o);
+    ck_assert(o->link.deferred);
+    link_pause_reading(&o->link);
+    ck_assert(!o->link.deferred);
+    o->allow_read = true;
+    turn(o);
+    ck_assert_int_eq(o->readable, 0);
+    link_resume_reading(&o->link);
+    turn(o);
+    ck_assert_int_eq(o->readable, 1);
+    owner_free(o);
+}
+END_TEST
+
 START_TEST(test_paused_reading_reads_nothing_until_resumed)
 {
     struct owner *o = owner_new();
@@ -316,6 +397,8 @@ int main(void)
     tcase_add_test(tc, test_close_sends_what_is_queued_then_shuts_and_waits_for_the_peer);
     tcase_add_test(tc, test_an_abandoned_link_writes_nothing_more);
     tcase_add_test(tc, test_a_read_put_off_stays_in_the_socket);
+    tcase_add_test(tc, test_reads_put_off_are_not_polled_and_resume_oldest_first);
+    tcase_add_test(tc, test_a_read_put_off_then_paused_waits_for_resume);
     tcase_add_test(tc, test_paused_reading_reads_nothing_until_resumed);
     suite_add_tcase(s, tc);
     return check_tap_run(s);
