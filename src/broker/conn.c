@@ -37,6 +37,9 @@ static void conn_sender_failed(void *owner, const char *why)
     conn_close(owner, "%s", why);
 }
 
+/* The log's name of a connection before its CONNECT (not owned). */
+static const char conn_unnamed[] = "-";
+
 struct conn *conn_new(struct broker *b, const struct link_stream *stream,
                       const struct link_meta *meta, const struct link_events *events)
 {
@@ -51,7 +54,7 @@ struct conn *conn_new(struct broker *b, const struct link_stream *stream,
     c->state = CONN_AWAIT_CONNECT;
     c->id = ++b->next_conn_id;
     c->problem_info = true;
-    snprintf(c->client_id, sizeof(c->client_id), "-");
+    c->client_id = conn_unnamed;
     sender_init(&c->out, &c->link, &b->limits, conn_sender_failed);
     c->out.who = c->client_id;
 
@@ -110,7 +113,23 @@ void conn_free(struct conn *c)
         conn_publish_will(c);
     message_unref(c->will);
     session_free(c->ended_session);
+    if (c->client_id != conn_unnamed)
+        free((char *)c->client_id);
     free(c);
+}
+
+void conn_name(struct conn *c, const char *client_id)
+{
+    /* Escaped, so an id cannot forge log lines, and cut to fit a line. */
+    char shown[80];
+    log_escape(client_id, strlen(client_id), shown, sizeof(shown));
+    char *copy = strdup(shown);
+    if (!copy)
+        return; /* the log goes on calling it "-" */
+    if (c->client_id != conn_unnamed)
+        free((char *)c->client_id);
+    c->client_id = copy;
+    c->out.who = copy;
 }
 
 void conn_attach(struct conn *c, struct session *s)

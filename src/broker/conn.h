@@ -78,7 +78,7 @@ struct conn {
     struct session *ended_session;  /* clean session ended with this conn; owned till reaped */
     struct message *will;           /* owned; NULL when there is none */
     struct instance *will_instance; /* where the will goes when will_due */
-    char client_id[80];             /* for the log; may be truncated */
+    const char *client_id;          /* for the log (conn_name); owned once named */
     uint64_t id;                    /* a number for the log, unique per process */
     struct deadline deadline;       /* CONNECT, then keep-alive and idle (timers.c) */
     struct timeval last_packet;     /* when the last whole packet arrived */
@@ -209,6 +209,9 @@ void conn_reap_later(struct conn *c);
 
 /* Free a closed conn (the broker's reaper calls this; nobody else). */
 void conn_free(struct conn *c);
+
+/* Call `c` by `client_id` in the log from now on (escaped and cut to 79 bytes). */
+void conn_name(struct conn *c, const char *client_id);
 
 /*
  * A Reason String for an acknowledgement (PUBACK, SUBACK, ...) to `c`: `why`

@@ -542,8 +542,7 @@ static int connect_client_id(struct conn *c, struct connecting *cn)
         memcpy(cn->client_id, in->data, in->len);
         cn->client_id[in->len] = '\0';
     }
-    /* The log's copy: escaped, so an id cannot forge log lines, and truncated to fit. */
-    log_escape(cn->client_id, strlen(cn->client_id), c->client_id, sizeof(c->client_id));
+    conn_name(c, cn->client_id);
     int rc = check_binding(c, cn->token, cn->client_id);
     if (rc < 0)
         cn->rule = "token";

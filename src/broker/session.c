@@ -34,7 +34,8 @@ static void session_release(struct session *s, size_t n)
 /* The session's own block and its client id. */
 static size_t session_own_bytes(const struct session *s)
 {
-    return sizeof(*s) + strlen(s->client_id) + 1;
+    size_t log_copy = s->log_id != s->client_id ? strlen(s->log_id) + 1 : 0;
+    return sizeof(*s) + strlen(s->client_id) + 1 + log_copy;
 }
 
 static size_t outgoing_bytes(const struct outgoing *o)
@@ -259,12 +260,16 @@ struct session *session_new(struct instance *inst, const char *client_id, uint32
     struct session *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
+    /* Most client ids are their own log form: only the others get a copy. */
+    char log_id[80];
+    log_escape(client_id, strlen(client_id), log_id, sizeof(log_id));
     s->client_id = strdup(client_id);
-    if (!s->client_id) {
+    s->log_id = s->client_id && strcmp(log_id, client_id) != 0 ? strdup(log_id) : s->client_id;
+    if (!s->client_id || !s->log_id) {
+        free(s->client_id);
         free(s);
         return NULL;
     }
-    log_escape(client_id, strlen(client_id), s->log_id, sizeof(s->log_id));
     s->instance = inst;
     session_set_expiry(s, expiry);
     session_charge(s, session_own_bytes(s));
@@ -356,6 +361,8 @@ void session_free(struct session *s)
         event_free(s->will_timer);
     message_unref(s->will);
     catalog_token_unref(s->token);
+    if (s->log_id != s->client_id)
+        free((char *)s->log_id);
     free(s->client_id);
     free(s);
 }
@@ -401,7 +408,7 @@ int session_sub_record(struct session *s, const struct session_sub *sub, int is_
 
     if (!rec) {
         if (s->sub_count == s->sub_cap) {
-            size_t cap = s->sub_cap ? s->sub_cap * 2 : 4;
+            size_t cap = s->sub_cap ? s->sub_cap * 2 : 1; /* most hold one */
             struct session_sub *subs = realloc(s->subs, cap * sizeof(*subs));
             if (!subs)
                 return -ENOMEM;

@@ -75,7 +75,8 @@ enum session_mirror {
 struct session {
     struct instance *instance;
     char *client_id;             /* owned */
-    char log_id[80];             /* client_id escaped and truncated for the log */
+    const char *log_id;          /* client_id escaped and cut to 79 bytes for the log:
+                                    client_id itself when that changes nothing, else owned */
     uint32_t expiry;             /* seconds it outlives its connection; 0: ends with it
                                     (set through session_set_expiry) */
     struct conn *conn;           /* its client's connection, for the modules above; NULL offline */

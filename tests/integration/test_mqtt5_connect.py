@@ -355,6 +355,33 @@ def _drain(c, timeout):
             return got, True
 
 
+def test_client_ids_are_logged_escaped_and_cut():
+    """A client id is shown in the log with its control bytes and backslashes escaped, so it
+    cannot forge a line, and cut with "..." to fit one; the lines of its connection and of
+    its session show it alike. A plain id is shown as it is."""
+    aviary_only("the log's form of a client id")
+    odd = "a\nb\\c" + "\x01" * 40
+    plain = unique("plain")
+    with broker() as b:
+        mark = b.log_mark()
+        for client_id in (odd, plain):
+            c = V5Client(b.port)
+            c.connect(client_id, session_expiry=1)
+            c.disconnect_and_wait()
+        shown = r"a\\x0ab\\x5cc(?:\\x01)+\.\.\."
+        b.wait_log(r"client %s: session expired" % shown, since=mark)
+        b.wait_log(r"client %s: session expired" % re.escape(plain), since=mark)
+        text = b.log_text(mark)
+        for what in ("connected from", r"\(127\.0\.0\.1:\d+, conn \d+\): closed"):
+            line = re.search(r"client (%s) %s" % (shown, what), text)
+            check(line, "no line /client %s %s/ in the log:\n%s" % (shown, what, text[-3000:]))
+            check(len(line.group(1)) <= 79, "the client id is shown with %d bytes, over 79: %s"
+                  % (len(line.group(1)), line.group(1)))
+            check(re.search(r"client %s %s" % (re.escape(plain), what), text),
+                  "no line /client %s %s/ in the log" % (plain, what))
+        check("a\nb" not in text, "the client id's newline reached the log")
+
+
 def test_idle_timeout_gets_0x8d():
     """idle-timeout 2: a client that only pings is closed with DISCONNECT 0x8D and a
     Reason String naming idle-timeout 2; a client that publishes stays."""
