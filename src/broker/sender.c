@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -28,7 +29,11 @@ void sender_init(struct sender *s, struct link *link, const struct limits *limit
 
 void sender_release(struct sender *s)
 {
-    strmap_clear(&s->aliases);
+    if (s->aliases) {
+        strmap_clear(s->aliases);
+        free(s->aliases);
+        s->aliases = NULL;
+    }
     account_release(s->account, s->charged);
     account_unref(s->account);
     s->account = NULL;
@@ -272,13 +277,16 @@ static uint16_t sender_alias(struct sender *s, const char *topic, bool *fresh)
     *fresh = false;
     if (s->alias_max == 0)
         return 0;
-    uintptr_t have = (uintptr_t)strmap_get(&s->aliases, topic);
+    uintptr_t have = s->aliases ? (uintptr_t)strmap_get(s->aliases, topic) : 0;
     if (have)
         return (uint16_t)have;
     if (s->alias_count >= s->alias_max)
         return 0;
+    /* Made at the first alias: most clients never take one. */
+    if (!s->aliases && !(s->aliases = calloc(1, sizeof(*s->aliases))))
+        return 0;
     uint16_t alias = (uint16_t)(s->alias_count + 1);
-    if (strmap_put(&s->aliases, topic, (void *)(uintptr_t)alias, NULL) < 0)
+    if (strmap_put(s->aliases, topic, (void *)(uintptr_t)alias, NULL) < 0)
         return 0; /* out of memory: the topic goes in full */
     s->alias_count++;
     *fresh = true;
@@ -288,7 +296,7 @@ static uint16_t sender_alias(struct sender *s, const char *topic, bool *fresh)
 /* A PUBLISH that was not sent after all gives its fresh alias back. */
 static void sender_unalias(struct sender *s, const char *topic)
 {
-    strmap_remove(&s->aliases, topic);
+    strmap_remove(s->aliases, topic);
     s->alias_count--;
 }
 

@@ -47,7 +47,8 @@ struct sender {
     uint32_t max_packet;  /* its Maximum Packet Size; 0: no limit */
     uint16_t alias_max;   /* Topic Alias Maximum it accepts from us */
     uint16_t alias_count;
-    struct strmap aliases; /* topic -> alias we gave it (as uintptr_t) */
+    struct strmap
+        *aliases; /* topic -> alias we gave it (as uintptr_t); owned; NULL until the first */
 
     /* Its output counts against its instance's bytes from login until it is freed. */
     struct account *account; /* a reference; NULL before login */

@@ -210,10 +210,16 @@ void link_stream_drop(const struct link_stream *s)
         evutil_closesocket(s->fd);
 }
 
+static const char link_unknown_peer[] = "?";
+
 void link_init(struct link *l, const struct link_stream *stream, const struct link_meta *meta,
                const struct link_events *events, void *owner)
 {
     *l = (struct link){.bev = stream->bev, .meta = *meta, .events = events, .owner = owner};
+    /* Out of memory, the log calls the peer "?": not worth refusing the client for. */
+    l->meta.peer = strdup(meta->peer);
+    if (!l->meta.peer)
+        l->meta.peer = link_unknown_peer;
     l->ops = meta->transport == LINK_TLS ? &tls_ops : &tcp_ops;
     if (l->bev) {
         bufferevent_setcb(l->bev, link_read_cb, link_write_cb, link_event_cb, l);
@@ -228,6 +234,9 @@ void link_init(struct link *l, const struct link_stream *stream, const struct li
 
 void link_release(struct link *l)
 {
+    if (l->meta.peer != link_unknown_peer)
+        free((char *)l->meta.peer);
+    l->meta.peer = link_unknown_peer;
     if (l->timer)
         event_free(l->timer);
     if (l->bev) {

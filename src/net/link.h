@@ -52,8 +52,14 @@ static inline const char *link_transport_name(enum link_transport t)
 struct link_meta {
     enum link_transport transport;
     bool over_tls; /* arrived over TLS (tls:// and wss://) */
-    char peer[64]; /* "127.0.0.1:53422" or "[::1]:53422", for the log */
+    /*
+     * "127.0.0.1:53422" or "[::1]:53422", for the log. Given to link_init()
+     * (LINK_PEER_SIZE at most), which keeps its own copy.
+     */
+    const char *peer;
 };
+
+#define LINK_PEER_SIZE 64
 
 /*
  * Writes the output of every socket link once per turn of the event loop:

@@ -56,12 +56,13 @@ struct listener {
 static void listener_take(struct listener *l, evutil_socket_t fd, struct sockaddr *sa,
                           socklen_t salen)
 {
-    struct link_meta meta = {.transport = l->transport, .over_tls = l->tls != NULL};
+    char peer[LINK_PEER_SIZE];
+    struct link_meta meta = {.transport = l->transport, .over_tls = l->tls != NULL, .peer = peer};
     struct event_base *base = event_get_base(l->accept_ev);
     struct bufferevent *bev;
     int one = 1;
 
-    addr_format(sa, salen, meta.peer, sizeof(meta.peer));
+    addr_format(sa, salen, peer, sizeof(peer));
     /* MQTT packets are small and latency matters more than batching. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (l->tls) {

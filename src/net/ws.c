@@ -33,7 +33,8 @@
 /* A new session's core end, waiting in the mailbox for the core thread. */
 struct ws_handoff {
     int fd;
-    struct link_meta meta;
+    struct link_meta meta; /* its peer is `peer` */
+    char peer[LINK_PEER_SIZE];
 };
 
 /*
@@ -133,7 +134,8 @@ static void handoff(struct ws_server *ws, int fd, const struct ws_session *s, bo
     h->fd = fd;
     h->meta.transport = tls ? LINK_WSS : LINK_WS;
     h->meta.over_tls = tls;
-    snprintf(h->meta.peer, sizeof(h->meta.peer), "%s", s->peer);
+    snprintf(h->peer, sizeof(h->peer), "%s", s->peer);
+    h->meta.peer = h->peer;
     if (mailbox_put(ws->handoffs, h) < 0) {
         log_error("ws: out of memory handing over a session from %s", s->peer);
         close(fd);

@@ -60,7 +60,10 @@
 #include "broker/broker.h"
 #include "broker/client.h"
 #include "broker/conn.h"
+#include "broker/core.h"
+#include "broker/timers.h"
 #include "codec/codec.h"
+#include "util/deadlines.h"
 #include "util/limits.h"
 #include "util/log.h"
 
@@ -279,13 +282,14 @@ static int client_connect(struct client *cl)
 {
     struct harness *h = cl->h;
     struct bufferevent *pair[2];
-    struct link_meta meta = {.transport = LINK_TCP};
+    char peer[LINK_PEER_SIZE];
+    struct link_meta meta = {.transport = LINK_TCP, .peer = peer};
 
     client_drop(cl);
     /* Deferred callbacks (pairs always use them): no callback runs inside another's write. */
     if (bufferevent_pair_new(h->base, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS, pair) < 0)
         return -1;
-    snprintf(meta.peer, sizeof(meta.peer), "10.0.0.%u:%u", cl->index + 1, ++h->connections);
+    snprintf(peer, sizeof(peer), "10.0.0.%u:%u", cl->index + 1, ++h->connections);
     struct conn *c = client_accept(h->broker, &(struct link_stream){.bev = pair[0]},
                                    &meta); /* takes pair[0] in any case */
     if (!c) {
@@ -352,8 +356,9 @@ static void client_kick(struct client *cl, bool error)
     if (error) {
         errno = ECONNRESET;
         bufferevent_trigger_event(c->link.bev, BEV_EVENT_ERROR | BEV_EVENT_READING, 0);
-    } else if (c->timer) {
-        event_active(c->timer, EV_TIMEOUT, 1);
+    } else if (deadline_set(&c->deadline)) { /* as the deadlines' heap would at its time */
+        deadlines_cancel(cl->h->broker->deadlines, &c->deadline);
+        timers_conn_due(&c->deadline);
     }
 }
 

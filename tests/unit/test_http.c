@@ -84,7 +84,7 @@ static void rig_connect(struct rig *r)
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
     fcntl(sv[1], F_SETFL, O_NONBLOCK);
-    snprintf(meta.peer, sizeof(meta.peer), "127.0.0.1:4242");
+    meta.peer = "127.0.0.1:4242";
     http_server_accept(r->server, bufferevent_socket_new(r->base, sv[1], BEV_OPT_CLOSE_ON_FREE),
                        &meta, 0);
     r->client = sv[0];

@@ -111,11 +111,12 @@ static void pump(void)
 static struct client *client_new(void)
 {
     struct bufferevent *pair[2];
-    struct link_meta meta = {.transport = LINK_TCP};
+    char peer[LINK_PEER_SIZE];
+    struct link_meta meta = {.transport = LINK_TCP, .peer = peer};
 
     ck_assert_uint_lt(client_count, MAX_CLIENTS);
     ck_assert_int_eq(bufferevent_pair_new(base, 0, pair), 0);
-    snprintf(meta.peer, sizeof(meta.peer), "pair:%zu", client_count);
+    snprintf(peer, sizeof(peer), "pair:%zu", client_count);
     struct conn *c = client_accept(broker, &(struct link_stream){.bev = pair[0]}, &meta);
     ck_assert_ptr_nonnull(c);
 

@@ -102,7 +102,7 @@ static struct owner *owner_on(struct event_base *base, struct link_flusher *flus
     o->consume = SIZE_MAX;
     o->allow_read = true;
     struct link_meta meta = {.transport = LINK_TCP};
-    snprintf(meta.peer, sizeof(meta.peer), "test");
+    meta.peer = "test";
     struct link_stream stream = {.fd = sv[0], .base = o->base, .flusher = o->flusher};
     link_init(&o->link, &stream, &meta, &events, o);
     return o;
