@@ -1,6 +1,7 @@
 #include "broker/client.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -416,10 +417,14 @@ static int client_read(struct conn *c)
         }
         if (type == MQTT_PUBLISH && c->state == CONN_ACTIVE && client_cluster_held(c))
             return 0;
-        if (type == MQTT_PUBLISH && c->state == CONN_ACTIVE &&
-            (wait = instance_rate_take(c->instance, &c->rate)) > 0) {
-            client_rate_pause(c, wait);
-            return 0;
+        if (type == MQTT_PUBLISH && c->state == CONN_ACTIVE) {
+            if (c->instance->limits.max_messages_per_second && !c->rate &&
+                !(c->rate = calloc(1, sizeof(*c->rate))))
+                return conn_fail(c, "out of memory reading a packet");
+            if ((wait = instance_rate_take(c->instance, c->rate)) > 0) {
+                client_rate_pause(c, wait);
+                return 0;
+            }
         }
         if (client_handle(c, buf, total) < 0)
             return -1;

@@ -82,7 +82,7 @@ void conn_reap_later(struct conn *c)
 static void conn_publish_will(struct conn *c)
 {
     c->will_due = false;
-    route_will(c->will_instance, c->will, c->token, &c->rate, c->client_id);
+    route_will(c->will_instance, c->will, c->token, c->rate, c->client_id);
 }
 
 void conn_free(struct conn *c)
@@ -100,6 +100,7 @@ void conn_free(struct conn *c)
         event_free(c->token_timer);
     if (c->rate_timer)
         event_free(c->rate_timer);
+    free(c->rate);
     catalog_token_unref(c->token);
     if (c->in_aliases)
         for (size_t i = 0; i < c->in_alias_max; i++)

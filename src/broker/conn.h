@@ -108,7 +108,7 @@ struct conn {
     struct conn *login_next; /* core->login_waiters */
 
     /* max-messages-per-second: an empty bucket (its, or its instance's) pauses reading. */
-    struct bucket rate;
+    struct bucket *rate;      /* owned; made at the first PUBLISH under such a limit */
     struct event *rate_timer; /* owned; made at the first pause (client.c) */
     bool rate_paused;
     bool kept_paused;    /* its instance is over its share of the database backlog (durable.h) */

@@ -673,7 +673,7 @@ static int connect_session(struct conn *c, struct connecting *cn)
         session_set_expiry(s, cn->granted);
     } else {
         s = session_new(inst, cn->client_id, cn->granted);
-        if (!s || strmap_put(&inst->sessions, cn->client_id, s, NULL) < 0) {
+        if (!s || strmap_put(&inst->sessions, s->client_id, s, NULL) < 0) {
             session_free(s);
             return refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory creating the session");
         }

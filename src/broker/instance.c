@@ -27,6 +27,7 @@ struct instance *instance_new(struct broker *b, const char *name, const struct l
     inst->broker = b;
     inst->limits = *limits;
     inst->name = strdup(name);
+    strmap_borrow_keys(&inst->sessions); /* each session's own client id */
     inst->tree = topic_tree_new();
     inst->account = account_new(b->held);
     inst->kept_backlog = durable_backlog_new();

@@ -71,7 +71,8 @@ struct instance {
     struct account *account; /* bytes held for it (one reference); see util/account.h */
     struct durable_backlog *kept_backlog; /* its share of the database writer's backlog (a ref) */
     struct topic_tree *tree;              /* owned */
-    struct strmap sessions;               /* client id -> struct session (owned) */
+    struct strmap sessions;               /* client id -> struct session (owned); keys are
+                                             the sessions' own client ids */
     size_t persistent_sessions; /* sessions with an expiry, online or not (max-sessions) */
     struct strmap shares;       /* "GROUP/FILTER" -> struct share_group (owned) */
     /*

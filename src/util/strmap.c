@@ -85,11 +85,13 @@ int strmap_put(struct strmap *m, const char *key, void *value, void **old)
         *old = s ? s->value : NULL;
     if (s) {
         s->value = value;
+        if (m->borrowed) /* the old value's key may go with it */
+            s->key = (char *)key;
         return 0;
     }
     if (probe_must_grow(m->count, m->cap) && strmap_grow(m) < 0)
         return -ENOMEM;
-    char *copy = strdup(key);
+    char *copy = m->borrowed ? (char *)key : strdup(key);
     if (!copy)
         return -ENOMEM;
     size_t i = probe_free_slot(m->slots, m->cap, hash, slot_empty);
@@ -104,7 +106,8 @@ void *strmap_remove(struct strmap *m, const char *key)
     if (!s)
         return NULL;
     void *value = s->value;
-    free(s->key);
+    if (!m->borrowed)
+        free(s->key);
     s->key = NULL;
     m->count--;
     probe_delete(m->slots, m->cap, (size_t)(s - m->slots), slot_empty, slot_hash, slot_move);
@@ -113,10 +116,11 @@ void *strmap_remove(struct strmap *m, const char *key)
 
 void strmap_clear(struct strmap *m)
 {
-    for (size_t i = 0; i < m->cap; i++)
+    bool borrowed = m->borrowed;
+    for (size_t i = 0; i < m->cap && !borrowed; i++)
         free(m->slots[i].key);
     free(m->slots);
-    *m = (struct strmap){0};
+    *m = (struct strmap){.borrowed = borrowed};
 }
 
 void *strmap_next(const struct strmap *m, size_t *pos, const char **key)

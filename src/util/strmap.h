@@ -1,8 +1,9 @@
 /*
  * strmap — a hash map from NUL-terminated strings to pointers.
  *
- * The map copies each key and frees its copies; values are the caller's and
- * are never freed by the map. Keys are hashed with a random SipHash key, so
+ * The map copies each key and frees its copies, unless told to borrow them
+ * (strmap_borrow_keys); values are the caller's and are never freed by the
+ * map. Keys are hashed with a random SipHash key, so
  * clients choosing ids cannot make them collide. Open addressing with linear
  * probing and tombstone-free deletion (backward shift, util/probe.h), so
  * lookups stay short.
@@ -11,6 +12,7 @@
 #ifndef AVIARY_STRMAP_H
 #define AVIARY_STRMAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "util/siphash.h"
@@ -26,9 +28,21 @@ struct strmap {
     size_t cap; /* a power of two, or 0 before the first insert */
     size_t count;
     struct siphash_key key; /* drawn at the first insert: keys come from clients */
+    bool borrowed;          /* keys are the callers' strings, not copies */
 };
 
 /* An empty map needs no allocation: `struct strmap m = {0};` is valid. */
+
+/*
+ * Keep the caller's key strings instead of copies, for a map whose values
+ * hold their own keys: each key passed to strmap_put() must stay unchanged
+ * until its entry is replaced or removed. Call on an empty map; it lasts
+ * through strmap_clear().
+ */
+static inline void strmap_borrow_keys(struct strmap *m)
+{
+    m->borrowed = true;
+}
 
 /* The value stored under `key`, or NULL. */
 void *strmap_get(const struct strmap *m, const char *key);

@@ -55,6 +55,38 @@ START_TEST(test_strmap_put_replaces_and_reports_the_old_value)
 }
 END_TEST
 
+/* A map that borrows its keys holds the caller's strings: the newest for a replaced key. */
+START_TEST(test_strmap_borrowed_keys_are_the_callers_own)
+{
+    struct strmap m = {0};
+    char *first = strdup("client-7"), *second = strdup("client-7");
+    const char *key = NULL;
+    size_t pos = 0;
+    int one = 1, two = 2;
+
+    ck_assert_ptr_nonnull(first);
+    ck_assert_ptr_nonnull(second);
+    strmap_borrow_keys(&m);
+    ck_assert_int_eq(strmap_put(&m, first, &one, NULL), 0);
+    ck_assert_ptr_eq(strmap_next(&m, &pos, &key), &one);
+    ck_assert_ptr_eq(key, first);
+    /* The value that held `first` is replaced and goes, with its key. */
+    ck_assert_int_eq(strmap_put(&m, second, &two, NULL), 0);
+    free(first);
+    ck_assert_ptr_eq(strmap_get(&m, "client-7"), &two);
+    pos = 0;
+    ck_assert_ptr_eq(strmap_next(&m, &pos, &key), &two);
+    ck_assert_ptr_eq(key, second);
+    ck_assert_ptr_eq(strmap_remove(&m, "client-7"), &two);
+    ck_assert_str_eq(second, "client-7"); /* not freed by the map */
+    ck_assert_int_eq(strmap_put(&m, second, &one, NULL), 0);
+    strmap_clear(&m);
+    ck_assert(m.borrowed);
+    ck_assert_str_eq(second, "client-7");
+    free(second);
+}
+END_TEST
+
 /*
  * Deletion shifts later members of a probe run back into the hole; check it
  * against a plain array through many growths and interleaved removals.
@@ -555,6 +587,7 @@ int main(void)
     TCase *tc = tcase_create("strmap");
     tcase_add_test(tc, test_strmap_empty_map_needs_no_setup);
     tcase_add_test(tc, test_strmap_put_replaces_and_reports_the_old_value);
+    tcase_add_test(tc, test_strmap_borrowed_keys_are_the_callers_own);
     tcase_add_test(tc, test_strmap_matches_a_reference_through_removals);
     suite_add_tcase(s, tc);
     tc = tcase_create("siphash");
