@@ -19,6 +19,7 @@
 #include "broker/topic.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,14 +186,15 @@ struct topic_node {
     struct topic_node *child_plus; /* the "+" level of a filter */
     struct topic_node *child_hash; /* the "#" level of a filter */
     struct topic_node **slots;     /* other children: open addressing, NULL = free */
-    size_t child_count;
-    size_t child_cap; /* 0 or a power of two */
     struct topic_sub *subs;
-    size_t sub_count;
-    size_t sub_cap;
     void *retained;
     uint64_t hash; /* of `level`, kept for rehashing the parent's table */
-    size_t len;
+    /* Counts in 32 bits: a node per topic level adds up, and none comes near 2^32. */
+    uint32_t child_count;
+    uint32_t child_cap; /* 0 or a power of two */
+    uint32_t sub_count;
+    uint32_t sub_cap;
+    uint32_t len;
     char level[]; /* NUL-terminated; may be empty */
 };
 
@@ -234,7 +236,7 @@ static void tree_release(struct topic_tree *t, size_t n)
 
 static size_t node_size(size_t len)
 {
-    return sizeof(struct topic_node) + len + 1;
+    return offsetof(struct topic_node, level) + len + 1;
 }
 
 void topic_tree_set_account(struct topic_tree *t, struct account *a)
@@ -266,10 +268,10 @@ static struct topic_node *node_new(struct topic_tree *t, struct topic_node *pare
     if (!n)
         return NULL;
     tree_charge(t, node_size(len));
-    memset(n, 0, sizeof(*n));
+    memset(n, 0, offsetof(struct topic_node, level));
     n->parent = parent;
     n->hash = hash;
-    n->len = len;
+    n->len = (uint32_t)len;
     memcpy(n->level, level, len);
     n->level[len] = '\0';
     return n;
@@ -380,7 +382,7 @@ static void node_remove_child(struct topic_tree *t, struct topic_node *n, struct
         free(n->slots);
         n->slots = NULL;
         n->child_cap = 0;
-    } else if (n->child_cap > CHILD_MIN_CAP && n->child_count * 8 <= n->child_cap) {
+    } else if (n->child_cap > CHILD_MIN_CAP && (size_t)n->child_count * 8 <= n->child_cap) {
         /* Give back a table emptied by a mass unsubscribe; failing to is harmless. */
         (void)node_rehash(t, n, n->child_cap / 4);
     }
