@@ -37,9 +37,9 @@ static const struct link_events client_events = {
 /*
  * A burst of new connections must not stall the clients already served: the
  * first packets of a connection (its CONNECT, its first SUBSCRIBEs) are read
- * only for the first few of each turn of the loop, and after them only while
- * less than this time has passed since the first. The others stay in their sockets until a later
- * turn.
+ * for the first few new connections of each turn of the loop, and after them
+ * only until this long has passed since the first. The others stay in their
+ * sockets until a later turn.
  */
 #define CLIENT_YOUNG_PACKETS 3
 #define CLIENT_YOUNG_TURN_US 5000

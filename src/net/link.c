@@ -120,6 +120,39 @@ static void socket_unwait(struct link *l)
 }
 
 /*
+ * Room for one more link at the end of the waiting list. While new links
+ * keep coming the list never empties, so the front that resume_cb has read
+ * is reused once it is at least half of the list (the links move there,
+ * without the slots of links gone); only a list over half full grows.
+ * Returns 0, or -1 when it cannot grow.
+ */
+static int waiting_make_room(struct link_flusher *f)
+{
+    if (f->first + f->count < f->room)
+        return 0;
+    if (f->first > 0 && f->first >= f->count) {
+        size_t kept = 0;
+        for (size_t i = f->first; i < f->first + f->count; i++) {
+            struct link *l = f->waiting[i];
+            if (l) {
+                l->wait_slot = (unsigned)kept;
+                f->waiting[kept++] = l;
+            }
+        }
+        f->first = 0;
+        f->count = kept;
+        return 0;
+    }
+    size_t room = f->room ? 2 * f->room : 64;
+    struct link **waiting = realloc(f->waiting, room * sizeof(*waiting));
+    if (!waiting)
+        return -1;
+    f->waiting = waiting;
+    f->room = room;
+    return 0;
+}
+
+/*
  * The owner put off reading: stop polling the socket until the next turn,
  * when resume_cb asks again, oldest first. If the list cannot grow, the
  * read event stays on and the poll reports the socket again instead.
@@ -128,14 +161,8 @@ static void socket_defer(struct link *l)
 {
     struct link_flusher *f = l->flusher;
 
-    if (f->first + f->count == f->room) {
-        size_t room = f->room ? 2 * f->room : 64;
-        struct link **waiting = realloc(f->waiting, room * sizeof(*waiting));
-        if (!waiting)
-            return;
-        f->waiting = waiting;
-        f->room = room;
-    }
+    if (waiting_make_room(f) < 0)
+        return;
     event_del(&l->read_ev);
     l->deferred = true;
     l->wait_slot = (unsigned)(f->first + f->count);
@@ -188,6 +215,11 @@ struct link_flusher *link_flusher_new(struct event_base *base)
         return NULL;
     }
     return f;
+}
+
+size_t link_flusher_waiting_room(const struct link_flusher *f)
+{
+    return f->room;
 }
 
 void link_flusher_free(struct link_flusher *f)

@@ -71,6 +71,9 @@ struct link_flusher;
 struct link_flusher *link_flusher_new(struct event_base *base);
 void link_flusher_free(struct link_flusher *f);
 
+/* Slots of the list of links whose reading waits (link_events.may_read): for tests. */
+size_t link_flusher_waiting_room(const struct link_flusher *f);
+
 /*
  * What a link runs over: a bufferevent `bev` (TLS, in-memory pairs), or, when
  * that is NULL, the connected socket `fd` on `base`, written by `flusher`.

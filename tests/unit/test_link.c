@@ -347,6 +347,43 @@ START_TEST(test_reads_put_off_are_not_polled_and_resume_oldest_first)
 }
 END_TEST
 
+/* Run the loop once at a time until `done` holds (at most 8 turns). */
+#define TURN_UNTIL(o, done)                                                                        \
+    for (int turns_ = 0; !(done) && turns_ < 8; turns_++)                                          \
+    event_base_loop((o)->base, EVLOOP_ONCE | EVLOOP_NONBLOCK)
+
+/*
+ * Links keep being put off while the older ones are read: the list never
+ * empties, and must reuse the room the read ones left instead of growing.
+ */
+START_TEST(test_a_list_that_never_empties_does_not_grow)
+{
+    struct owner *a = owner_new();
+    struct owner *b = owner_on(a->base, a->flusher);
+    enum { ROUNDS = 400 };
+
+    a->allow_read = b->allow_read = false;
+    ck_assert_int_eq(write(a->peer, "x", 1), 1);
+    TURN_UNTIL(a, a->link.deferred);
+    ck_assert(a->link.deferred);
+    for (int i = 0; i < ROUNDS; i++) {
+        struct owner *waiting = i % 2 ? b : a, *next = i % 2 ? a : b;
+        ck_assert_int_eq(write(next->peer, "x", 1), 1);
+        TURN_UNTIL(a, next->link.deferred);
+        ck_assert_msg(next->link.deferred, "round %d: the new read was not put off", i);
+        int heard = waiting->readable;
+        waiting->allow_read = true;
+        TURN_UNTIL(a, waiting->readable > heard);
+        ck_assert_msg(waiting->readable > heard, "round %d: the oldest was not read", i);
+        waiting->allow_read = false;
+    }
+    ck_assert_uint_eq(a->got_len + b->got_len, ROUNDS);
+    ck_assert_uint_le(link_flusher_waiting_room(a->flusher), 64);
+    owner_free(b);
+    owner_free(a);
+}
+END_TEST
+
 START_TEST(test_a_read_put_off_then_paused_waits_for_resume)
 {
     struct owner *o = owner_new();
@@ -398,6 +435,7 @@ int main(void)
     tcase_add_test(tc, test_an_abandoned_link_writes_nothing_more);
     tcase_add_test(tc, test_a_read_put_off_stays_in_the_socket);
     tcase_add_test(tc, test_reads_put_off_are_not_polled_and_resume_oldest_first);
+    tcase_add_test(tc, test_a_list_that_never_empties_does_not_grow);
     tcase_add_test(tc, test_a_read_put_off_then_paused_waits_for_resume);
     tcase_add_test(tc, test_paused_reading_reads_nothing_until_resumed);
     suite_add_tcase(s, tc);
