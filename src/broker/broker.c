@@ -60,11 +60,11 @@ struct broker *broker_new(struct event_base *base, const struct limits *limits)
     b->reap_ev = event_new(base, -1, 0, broker_reap_cb, b);
     b->sys_timer = event_new(base, -1, EV_PERSIST, broker_sys_cb, b);
     b->deadlines = deadlines_new(base, timers_conn_due);
-    b->flusher = link_flusher_new(base);
+    b->driver = link_driver_new(base);
     b->held = account_new(NULL);
     b->local = b->held ? instance_new(b, "local", limits) : NULL;
     struct timeval every = {SYSTOPIC_INFO_INTERVAL_SEC, 0};
-    if (!b->reap_ev || !b->local || !b->sys_timer || !b->deadlines || !b->flusher ||
+    if (!b->reap_ev || !b->local || !b->sys_timer || !b->deadlines || !b->driver ||
         evtimer_add(b->sys_timer, &every) < 0) {
         broker_free(b);
         return NULL;
@@ -133,7 +133,7 @@ void broker_free(struct broker *b)
     if (b->sys_timer)
         event_free(b->sys_timer);
     deadlines_free(b->deadlines);
-    link_flusher_free(b->flusher);
+    link_driver_free(b->driver);
     if (b->recheck_ev)
         event_free(b->recheck_ev);
     free(b->matches);

@@ -27,7 +27,7 @@ struct catalog;
 struct catalog_token;
 struct event;
 struct event_base;
-struct link_flusher;
+struct link_driver;
 struct conn;
 struct durable;
 struct instance;
@@ -156,13 +156,13 @@ struct broker {
     size_t conn_count;
     struct conn *reap; /* closed conns waiting to be freed */
     struct event *reap_ev;
-    struct event *sys_timer;      /* $info's interval (systopic.h); owned */
-    struct deadlines *deadlines;  /* every conn's (timers.h); owned */
-    struct link_flusher *flusher; /* writes every conn's socket (net/link.h); owned */
-    struct timeval young_turn;    /* the loop's turn young_admitted counts (client.c) */
-    uint64_t young_since_us;      /* clock_us() at the first such read of that turn */
-    unsigned young_admitted;      /* new connections read in that turn */
-    uint64_t young_deferred;      /* reads of new connections put off to a later turn */
+    struct event *sys_timer;     /* $info's interval (systopic.h); owned */
+    struct deadlines *deadlines; /* every conn's (timers.h); owned */
+    struct link_driver *driver;  /* polls and writes every conn's socket (net/link.h); owned */
+    struct timeval young_turn;   /* the loop's turn young_admitted counts (client.c) */
+    uint64_t young_since_us;     /* clock_us() at the first such read of that turn */
+    unsigned young_admitted;     /* new connections read in that turn */
+    uint64_t young_deferred;     /* reads of new connections put off to a later turn */
     uint64_t next_conn_id;
     bool stopping;           /* SIGTERM: no more wills, no new work */
     struct durable *durable; /* what the database keeps (the program's); NULL: nothing */

@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -20,20 +22,34 @@ static _Atomic uint64_t ws_handshake_failures;
 static void link_read_cb(struct bufferevent *bev, void *arg);
 static void link_write_cb(struct bufferevent *bev, void *arg);
 static void link_event_cb(struct bufferevent *bev, short what, void *arg);
-static void socket_read_cb(evutil_socket_t fd, short what, void *arg);
-static void socket_writable_cb(evutil_socket_t fd, short what, void *arg);
+static void socket_readable(struct link *l);
+static void socket_writable(struct link *l);
 static void socket_flush(struct link *l);
 static void socket_read(struct link *l);
 static void socket_failed(struct link *l, short what, int error);
 static void resume_cb(evutil_socket_t fd, short what, void *arg);
 
-struct link_flusher {
-    struct event *ev;  /* active while `head` is not empty */
-    struct link *head; /* links with output to write this turn */
+/* Readiness taken from the epoll set at a time; more waits for the next round. */
+#define LINK_POLL_BATCH 64
+/* Rounds of one poll callback at most, so that timers and the listener get their turn. */
+#define LINK_POLL_ROUNDS 64
+
+struct link_driver {
+    struct event_base *base;
+    int epfd;           /* the epoll set of every socket link; owned */
+    struct event *poll; /* the loop's event for `epfd` */
+    /*
+     * The round being dispatched: batch[next..count) are still to come. A
+     * link released meanwhile has its entries cleared (poll_forget).
+     */
+    struct epoll_event batch[LINK_POLL_BATCH];
+    int batch_next, batch_count;
+    struct event *flush; /* active while `head` is not empty */
+    struct link *head;   /* links with output to write this turn */
     /*
      * Links whose owner put off reading (link_events.may_read), oldest
      * first from waiting[first]; a slot is NULL once its link has gone.
-     * Their read events are off, so that the poll does not return them
+     * They are not polled for input, so that the poll does not return them
      * every turn; `resume` (a zero timer: the next turn) reads them again.
      */
     struct event *resume;
@@ -49,12 +65,73 @@ struct link_flusher {
 
 static evutil_socket_t link_fd(const struct link *l)
 {
-    return l->bev ? bufferevent_getfd(l->bev) : event_get_fd(&l->read_ev);
+    return l->bev ? bufferevent_getfd(l->bev) : l->fd;
 }
 
 static struct event_base *link_base(struct link *l)
 {
-    return l->bev ? bufferevent_get_base(l->bev) : event_get_base(&l->read_ev);
+    return l->bev ? bufferevent_get_base(l->bev) : l->driver->base;
+}
+
+/*
+ * Make the epoll set watch what the link wants now: input while it reads
+ * and is not put off, output while its socket is full. Returns 0, or -1
+ * when the set could not be changed (out of memory); then nothing changed.
+ */
+static int poll_update(struct link *l)
+{
+    bool in = l->reading && !l->deferred, out = l->write_waiting;
+
+    if (in == l->polled_in && out == l->polled_out)
+        return 0;
+    int op = !l->polled_in && !l->polled_out ? EPOLL_CTL_ADD
+             : !in && !out                   ? EPOLL_CTL_DEL
+                                             : EPOLL_CTL_MOD;
+    struct epoll_event ev = {.events = (in ? EPOLLIN : 0) | (out ? EPOLLOUT : 0), .data.ptr = l};
+    if (epoll_ctl(l->driver->epfd, op, l->fd, &ev) < 0 && op != EPOLL_CTL_DEL)
+        return -1;
+    l->polled_in = in;
+    l->polled_out = out;
+    return 0;
+}
+
+/* `l` is going: what the round being dispatched holds for it is dropped. */
+static void poll_forget(struct link *l)
+{
+    struct link_driver *d = l->driver;
+
+    for (int i = d->batch_next; i < d->batch_count; i++)
+        if (d->batch[i].data.ptr == l)
+            d->batch[i].data.ptr = NULL;
+}
+
+/*
+ * The epoll set has ready sockets. Level-triggered: what a round leaves is
+ * reported again. A hang-up or an error goes to whichever side is polled,
+ * whose read or write then meets it.
+ */
+static void poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct link_driver *d = arg;
+
+    for (int round = 0; round < LINK_POLL_ROUNDS; round++) {
+        int n = epoll_wait(d->epfd, d->batch, LINK_POLL_BATCH, 0);
+        if (n <= 0)
+            break;
+        d->batch_count = n;
+        for (d->batch_next = 0; d->batch_next < d->batch_count;) {
+            struct epoll_event *e = &d->batch[d->batch_next++];
+            struct link *l = e->data.ptr;
+            if (l && l->polled_in && (e->events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+                socket_readable(l);
+            l = e->data.ptr; /* NULL if reading released it */
+            if (l && l->polled_out && (e->events & (EPOLLOUT | EPOLLHUP | EPOLLERR)))
+                socket_writable(l);
+        }
+        d->batch_count = d->batch_next = 0;
+        if (n < LINK_POLL_BATCH)
+            break;
+    }
 }
 
 static void tcp_shutdown_write(struct link *l)
@@ -84,7 +161,7 @@ static const char *tls_link_error(struct link *l, char *out, size_t size)
 static const struct link_ops tcp_ops = {false, tcp_shutdown_write, tcp_link_error};
 static const struct link_ops tls_ops = {true, tls_shutdown_write, tls_link_error};
 
-/* Off the flusher's list, if on it. */
+/* Off the driver's list of links to write, if on it. */
 static void flush_unqueue(struct link *l)
 {
     if (!l->flush_prev)
@@ -96,13 +173,13 @@ static void flush_unqueue(struct link *l)
     l->flush_prev = NULL;
 }
 
-static void flusher_cb(evutil_socket_t fd, short what, void *arg)
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct link_flusher *f = arg;
+    struct link_driver *d = arg;
     struct link *l;
 
     /* What a link's `written` queues on another link is written in this same pass. */
-    while ((l = f->head)) {
+    while ((l = d->head)) {
         flush_unqueue(l);
         socket_flush(l);
     }
@@ -115,7 +192,7 @@ static void socket_unwait(struct link *l)
 {
     if (!l->deferred)
         return;
-    l->flusher->waiting[l->wait_slot] = NULL;
+    l->driver->waiting[l->wait_slot] = NULL;
     l->deferred = false;
 }
 
@@ -126,112 +203,122 @@ static void socket_unwait(struct link *l)
  * without the slots of links gone); only a list over half full grows.
  * Returns 0, or -1 when it cannot grow.
  */
-static int waiting_make_room(struct link_flusher *f)
+static int waiting_make_room(struct link_driver *d)
 {
-    if (f->first + f->count < f->room)
+    if (d->first + d->count < d->room)
         return 0;
-    if (f->first > 0 && f->first >= f->count) {
+    if (d->first > 0 && d->first >= d->count) {
         size_t kept = 0;
-        for (size_t i = f->first; i < f->first + f->count; i++) {
-            struct link *l = f->waiting[i];
+        for (size_t i = d->first; i < d->first + d->count; i++) {
+            struct link *l = d->waiting[i];
             if (l) {
                 l->wait_slot = (unsigned)kept;
-                f->waiting[kept++] = l;
+                d->waiting[kept++] = l;
             }
         }
-        f->first = 0;
-        f->count = kept;
+        d->first = 0;
+        d->count = kept;
         return 0;
     }
-    size_t room = f->room ? 2 * f->room : 64;
-    struct link **waiting = realloc(f->waiting, room * sizeof(*waiting));
+    size_t room = d->room ? 2 * d->room : 64;
+    struct link **waiting = realloc(d->waiting, room * sizeof(*waiting));
     if (!waiting)
         return -1;
-    f->waiting = waiting;
-    f->room = room;
+    d->waiting = waiting;
+    d->room = room;
     return 0;
 }
 
 /*
  * The owner put off reading: stop polling the socket until the next turn,
  * when resume_cb asks again, oldest first. If the list cannot grow, the
- * read event stays on and the poll reports the socket again instead.
+ * socket stays polled and the poll reports it again instead.
  */
 static void socket_defer(struct link *l)
 {
-    struct link_flusher *f = l->flusher;
+    struct link_driver *d = l->driver;
 
-    if (waiting_make_room(f) < 0)
+    if (waiting_make_room(d) < 0)
         return;
-    event_del(&l->read_ev);
     l->deferred = true;
-    l->wait_slot = (unsigned)(f->first + f->count);
-    f->waiting[f->first + f->count++] = l;
-    if (!evtimer_pending(f->resume, NULL))
-        evtimer_add(f->resume, &next_turn);
+    if (poll_update(l) < 0) {
+        l->deferred = false;
+        return;
+    }
+    l->wait_slot = (unsigned)(d->first + d->count);
+    d->waiting[d->first + d->count++] = l;
+    if (!evtimer_pending(d->resume, NULL))
+        evtimer_add(d->resume, &next_turn);
 }
 
 static void resume_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct link_flusher *f = arg;
+    struct link_driver *d = arg;
 
-    while (f->count > 0) {
-        struct link *l = f->waiting[f->first];
+    while (d->count > 0) {
+        struct link *l = d->waiting[d->first];
         if (l && !l->closing && !l->events->may_read(l->owner))
             break;
-        f->first++;
-        f->count--;
+        d->first++;
+        d->count--;
         if (!l)
             continue;
         l->deferred = false;
-        if (event_add(&l->read_ev, NULL) < 0) {
+        if (poll_update(l) < 0) {
             socket_failed(l, BEV_EVENT_READING | BEV_EVENT_ERROR, ENOMEM);
             continue;
         }
         socket_read(l); /* what waited in the socket; this may end the link */
     }
-    if (f->count > 0) {
-        evtimer_add(f->resume, &next_turn);
+    if (d->count > 0) {
+        evtimer_add(d->resume, &next_turn);
         return;
     }
-    f->first = 0;
-    if (f->room > 4096) { /* a burst is over: give its list back */
-        free(f->waiting);
-        f->waiting = NULL;
-        f->room = 0;
+    d->first = 0;
+    if (d->room > 4096) { /* a burst is over: give its list back */
+        free(d->waiting);
+        d->waiting = NULL;
+        d->room = 0;
     }
 }
 
-struct link_flusher *link_flusher_new(struct event_base *base)
+struct link_driver *link_driver_new(struct event_base *base)
 {
-    struct link_flusher *f = calloc(1, sizeof(*f));
+    struct link_driver *d = calloc(1, sizeof(*d));
 
-    if (!f)
+    if (!d)
         return NULL;
-    f->ev = event_new(base, -1, 0, flusher_cb, f);
-    f->resume = evtimer_new(base, resume_cb, f);
-    if (!f->ev || !f->resume) {
-        link_flusher_free(f);
+    d->base = base;
+    d->epfd = epoll_create1(EPOLL_CLOEXEC);
+    d->poll = d->epfd >= 0 ? event_new(base, d->epfd, EV_READ | EV_PERSIST, poll_cb, d) : NULL;
+    d->flush = event_new(base, -1, 0, flush_cb, d);
+    d->resume = evtimer_new(base, resume_cb, d);
+    if (!d->poll || event_add(d->poll, NULL) < 0 || !d->flush || !d->resume) {
+        link_driver_free(d);
         return NULL;
     }
-    return f;
+    return d;
 }
 
-size_t link_flusher_waiting_room(const struct link_flusher *f)
+size_t link_driver_waiting_room(const struct link_driver *d)
 {
-    return f->room;
+    return d->room;
 }
 
-void link_flusher_free(struct link_flusher *f)
+void link_driver_free(struct link_driver *d)
 {
-    if (!f)
+    if (!d)
         return;
-    if (f->ev)
-        event_free(f->ev);
-    if (f->resume)
-        event_free(f->resume);
-    free(f->waiting);
-    free(f);
+    if (d->poll)
+        event_free(d->poll);
+    if (d->epfd >= 0)
+        close(d->epfd);
+    if (d->flush)
+        event_free(d->flush);
+    if (d->resume)
+        event_free(d->resume);
+    free(d->waiting);
+    free(d);
 }
 
 void link_stream_drop(const struct link_stream *s)
@@ -258,10 +345,12 @@ void link_init(struct link *l, const struct link_stream *stream, const struct li
         bufferevent_enable(l->bev, EV_READ | EV_WRITE);
         return;
     }
-    /* Neither can fail for a real socket and base. */
-    event_assign(&l->read_ev, stream->base, stream->fd, EV_READ | EV_PERSIST, socket_read_cb, l);
-    l->flusher = stream->flusher;
-    l->reading = event_add(&l->read_ev, NULL) == 0;
+    l->fd = stream->fd;
+    l->driver = stream->driver;
+    /* Out of memory, the link never reads: the connect timeout ends it. */
+    l->reading = true;
+    if (poll_update(l) < 0)
+        l->reading = false;
 }
 
 void link_release(struct link *l)
@@ -275,16 +364,16 @@ void link_release(struct link *l)
         bufferevent_free(l->bev);
         return;
     }
-    event_del(&l->read_ev);
+    l->reading = l->write_waiting = false;
+    poll_update(l);
+    poll_forget(l);
     socket_unwait(l);
     flush_unqueue(l);
-    if (l->write_ev)
-        event_free(l->write_ev);
     if (l->in)
         evbuffer_free(l->in);
     if (l->out)
         evbuffer_free(l->out);
-    evutil_closesocket(event_get_fd(&l->read_ev));
+    evutil_closesocket(l->fd);
 }
 
 void link_pause_reading(struct link *l)
@@ -292,9 +381,9 @@ void link_pause_reading(struct link *l)
     if (l->bev) {
         bufferevent_disable(l->bev, EV_READ);
     } else if (l->reading) {
-        event_del(&l->read_ev);
         socket_unwait(l);
         l->reading = false;
+        poll_update(l); /* taking away cannot fail */
     }
 }
 
@@ -302,8 +391,11 @@ void link_resume_reading(struct link *l)
 {
     if (l->bev)
         bufferevent_enable(l->bev, EV_READ);
-    else if (!l->reading && !l->peer_eof)
-        l->reading = event_add(&l->read_ev, NULL) == 0;
+    else if (!l->reading && !l->peer_eof) {
+        l->reading = true;
+        if (poll_update(l) < 0)
+            l->reading = false;
+    }
 }
 
 void link_watch_output(struct link *l, size_t low)
@@ -333,17 +425,17 @@ static struct evbuffer *socket_output(struct link *l)
 /* Something was queued: write it once this turn of the loop has run its callbacks. */
 static void socket_schedule_write(struct link *l)
 {
-    struct link_flusher *f = l->flusher;
+    struct link_driver *d = l->driver;
 
     if (l->flush_prev || l->write_waiting || l->writing_off)
         return;
-    if (!f->head)
-        event_active(f->ev, EV_WRITE, 1);
-    l->flush_next = f->head;
-    if (f->head)
-        f->head->flush_prev = &l->flush_next;
-    l->flush_prev = &f->head;
-    f->head = l;
+    if (!d->head)
+        event_active(d->flush, EV_WRITE, 1);
+    l->flush_next = d->head;
+    if (d->head)
+        d->head->flush_prev = &l->flush_next;
+    l->flush_prev = &d->head;
+    d->head = l;
 }
 
 int link_write(struct link *l, const void *data, size_t len)
@@ -443,8 +535,8 @@ void link_close(struct link *l, bool abandon, unsigned linger, unsigned drain)
         } else {
             link_pause_reading(l);
             flush_unqueue(l);
-            if (l->write_ev)
-                event_del(l->write_ev);
+            l->write_waiting = false;
+            poll_update(l);
             l->writing_off = true;
         }
         l->events->done(l->owner);
@@ -520,10 +612,8 @@ static void socket_failed(struct link *l, short what, int error)
     link_event_cb(NULL, what, l);
 }
 
-static void socket_read_cb(evutil_socket_t fd, short what, void *arg)
+static void socket_readable(struct link *l)
 {
-    struct link *l = arg;
-
     if (l->events->may_read && !l->closing && !l->events->may_read(l->owner)) {
         socket_defer(l);
         return;
@@ -533,13 +623,11 @@ static void socket_read_cb(evutil_socket_t fd, short what, void *arg)
 
 static void socket_read(struct link *l)
 {
-    evutil_socket_t fd = event_get_fd(&l->read_ev);
-
     if (!l->in && !(l->in = evbuffer_new())) {
         socket_failed(l, BEV_EVENT_READING | BEV_EVENT_ERROR, ENOMEM);
         return;
     }
-    int n = evbuffer_read(l->in, fd, LINK_IO_MAX);
+    int n = evbuffer_read(l->in, l->fd, LINK_IO_MAX);
     if (n <= 0) {
         int error = n < 0 ? EVUTIL_SOCKET_ERROR() : 0;
         if (n < 0 && io_retriable(error))
@@ -559,8 +647,7 @@ static void socket_flush(struct link *l)
 {
     if (l->writing_off || !l->out)
         return;
-    evutil_socket_t fd = event_get_fd(&l->read_ev);
-    int n = evbuffer_write_atmost(l->out, fd, LINK_IO_MAX);
+    int n = evbuffer_write_atmost(l->out, l->fd, LINK_IO_MAX);
     int error = n < 0 ? EVUTIL_SOCKET_ERROR() : 0;
     if (n < 0 && !io_retriable(error)) {
         l->writing_off = true;
@@ -568,11 +655,9 @@ static void socket_flush(struct link *l)
         return;
     }
     if (evbuffer_get_length(l->out) > 0) { /* the rest once the socket takes more */
-        if (!l->write_ev)
-            l->write_ev =
-                event_new(event_get_base(&l->read_ev), fd, EV_WRITE, socket_writable_cb, l);
-        l->write_waiting = l->write_ev && event_add(l->write_ev, NULL) == 0;
-        if (!l->write_waiting) {
+        l->write_waiting = true;
+        if (poll_update(l) < 0) {
+            l->write_waiting = false;
             l->writing_off = true;
             socket_failed(l, BEV_EVENT_WRITING | BEV_EVENT_ERROR, ENOMEM);
             return;
@@ -585,10 +670,9 @@ static void socket_flush(struct link *l)
         link_write_cb(NULL, l);
 }
 
-static void socket_writable_cb(evutil_socket_t fd, short what, void *arg)
+static void socket_writable(struct link *l)
 {
-    struct link *l = arg;
-
     l->write_waiting = false;
+    poll_update(l); /* taking away cannot fail */
     socket_flush(l);
 }

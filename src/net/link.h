@@ -2,10 +2,12 @@
  * link — the byte stream under one client connection, whatever carries it.
  *
  * A link runs over one of two things (struct link_stream). A plain socket
- * (TCP, or the WebSocket thread's socketpair) it reads and writes itself,
- * with two events kept inside it and buffers made only while bytes wait: an
- * idle connection holds no buffer at all. Anything else (TLS, in-memory
- * pairs in the tests) comes as a bufferevent, which the link owns. It knows
+ * (TCP, or the WebSocket thread's socketpair) it reads and writes itself:
+ * the driver (struct link_driver) polls every such socket in an epoll set of
+ * its own, so that a link holds no event, and buffers are made only while
+ * bytes wait: an idle connection holds no buffer at all. Anything else (TLS,
+ * in-memory pairs in the tests) comes as a bufferevent, which the link owns.
+ * It knows
  * the few things that differ between transports:
  * whether a handshake comes before data, how to shut our side only, and how
  * to put a failure into words. Those live behind a small table of operations
@@ -29,7 +31,6 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <event2/event_struct.h> /* the socket's events live inside the link */
 
 struct event;
 struct link;
@@ -62,27 +63,29 @@ struct link_meta {
 #define LINK_PEER_SIZE 64
 
 /*
- * Writes the output of every socket link once per turn of the event loop:
- * one event for all of them rather than a write event in each. A link gets
- * an event of its own only once its socket is full. Freed after every link
+ * Drives every socket link of an event loop. It polls their sockets in an
+ * epoll set of its own, which the loop watches as one descriptor: a
+ * libevent event in each link would cost it 128 bytes and an entry in the
+ * loop's map of descriptors. It writes their output once per turn of the
+ * loop, so that what one turn queues on a link goes out in one write, and
+ * keeps the list of links whose reading was put off. Freed after every link
  * that uses it.
  */
-struct link_flusher;
-struct link_flusher *link_flusher_new(struct event_base *base);
-void link_flusher_free(struct link_flusher *f);
+struct link_driver;
+struct link_driver *link_driver_new(struct event_base *base);
+void link_driver_free(struct link_driver *f);
 
 /* Slots of the list of links whose reading waits (link_events.may_read): for tests. */
-size_t link_flusher_waiting_room(const struct link_flusher *f);
+size_t link_driver_waiting_room(const struct link_driver *f);
 
 /*
  * What a link runs over: a bufferevent `bev` (TLS, in-memory pairs), or, when
- * that is NULL, the connected socket `fd` on `base`, written by `flusher`.
+ * that is NULL, the connected socket `fd`, driven by `driver`.
  */
 struct link_stream {
     struct bufferevent *bev;
     evutil_socket_t fd;
-    struct event_base *base;
-    struct link_flusher *flusher;
+    struct link_driver *driver;
 };
 
 /* Free what a stream holds that no link took (its bufferevent, or closes its socket). */
@@ -130,22 +133,23 @@ struct link {
     bool half_closed : 1; /* closing: our side is shut */
 
     /* A plain socket (bev NULL): */
-    bool reading : 1;       /* read_ev is added, or deferred */
+    bool reading : 1;       /* wants input: polled for it, or deferred */
     bool in_callback : 1;   /* inside `readable`: the input must stay */
     bool writing_off : 1;   /* link_close(abandon) or a failed write: nothing more is written */
-    bool write_waiting : 1; /* the socket was full: write_ev is added */
-    bool deferred : 1;      /* may_read said no: on the flusher's waiting list, read_ev off */
+    bool write_waiting : 1; /* the socket was full: polled until it is writable */
+    bool deferred : 1;      /* may_read said no: on the driver's waiting list, not polled */
+    bool polled_in : 1;     /* what the driver's epoll set watches of the socket */
+    bool polled_out : 1;
 
     uint16_t drain;       /* closing: seconds the peer gets to close after our side is shut */
+    evutil_socket_t fd;   /* owned */
     unsigned wait_slot;   /* deferred: where on that list */
     int error;            /* errno of the failure, for the log */
     size_t write_low;     /* link_watch_output() */
     struct evbuffer *in;  /* owned; NULL while nothing waits to be framed */
     struct evbuffer *out; /* owned; NULL while nothing waits to go out */
-    struct link_flusher *flusher;
-    struct link *flush_next, **flush_prev; /* on the flusher's list; flush_prev NULL when not */
-    struct event *write_ev;                /* owned; made the first time the socket was full */
-    struct event read_ev;
+    struct link_driver *driver;
+    struct link *flush_next, **flush_prev; /* on the driver's list; flush_prev NULL when not */
 };
 
 /*

@@ -76,7 +76,7 @@ static void listener_take(struct listener *l, evutil_socket_t fd, struct sockadd
         else
             SSL_free(ssl);
     } else if (!l->http) { /* the link reads and writes the socket itself */
-        struct link_stream stream = {.fd = fd, .base = base, .flusher = l->broker->flusher};
+        struct link_stream stream = {.fd = fd, .driver = l->broker->driver};
         client_accept(l->broker, &stream, &meta);
         return;
     } else {

@@ -529,8 +529,7 @@ static void handoff_cb(evutil_socket_t fd, short what, void *arg)
     struct ws_handoff *h;
 
     while ((h = mailbox_take(ws->handoffs))) {
-        struct link_stream stream = {
-            .fd = h->fd, .base = ws->broker->base, .flusher = ws->broker->flusher};
+        struct link_stream stream = {.fd = h->fd, .driver = ws->broker->driver};
         client_accept(ws->broker, &stream, &h->meta);
         free(h);
     }
