@@ -435,9 +435,8 @@ static int client_read(struct conn *c)
         evbuffer_drain(in, total);
         if (c->early_packets < CLIENT_YOUNG_PACKETS)
             c->early_packets++;
-        event_base_gettimeofday_cached(c->broker->base, &c->last_packet);
-        if (type == MQTT_PUBLISH || type == MQTT_SUBSCRIBE || type == MQTT_UNSUBSCRIBE)
-            c->last_activity = c->last_packet;
+        timers_packet_arrived(c, type == MQTT_PUBLISH || type == MQTT_SUBSCRIBE ||
+                                     type == MQTT_UNSUBSCRIBE);
     }
     return 0;
 }

@@ -40,6 +40,8 @@ static void conn_sender_failed(void *owner, const char *why)
 /* The log's name of a connection before its CONNECT (not owned). */
 static const char conn_unnamed[] = "-";
 
+static void conn_set_name(struct conn *c, const char *name, bool owned);
+
 struct conn *conn_new(struct broker *b, const struct link_stream *stream,
                       const struct link_meta *meta, const struct link_events *events)
 {
@@ -114,9 +116,18 @@ void conn_free(struct conn *c)
         conn_publish_will(c);
     message_unref(c->will);
     session_free(c->ended_session);
-    if (c->client_id != conn_unnamed)
-        free((char *)c->client_id);
+    conn_set_name(c, conn_unnamed, false);
     free(c);
+}
+
+/* Name `c` in the log `name`: a copy it owns (`owned`), or a string that outlives it. */
+static void conn_set_name(struct conn *c, const char *name, bool owned)
+{
+    if (c->client_id != conn_unnamed && !c->name_borrowed)
+        free((char *)c->client_id);
+    c->client_id = name;
+    c->name_borrowed = name != conn_unnamed && !owned;
+    c->out.who = name;
 }
 
 void conn_name(struct conn *c, const char *client_id)
@@ -127,10 +138,26 @@ void conn_name(struct conn *c, const char *client_id)
     char *copy = strdup(shown);
     if (!copy)
         return; /* the log goes on calling it "-" */
-    if (c->client_id != conn_unnamed)
-        free((char *)c->client_id);
-    c->client_id = copy;
-    c->out.who = copy;
+    conn_set_name(c, copy, true);
+}
+
+/*
+ * While it holds its session, the conn's log name is the session's (the
+ * same escaped id): one copy fewer for every connected client. It takes a
+ * copy of its own when it lets the session go, which may end first.
+ */
+static void conn_borrow_name(struct conn *c, const struct session *s)
+{
+    if (strcmp(c->client_id, s->log_id) == 0)
+        conn_set_name(c, s->log_id, false);
+}
+
+static void conn_own_name(struct conn *c)
+{
+    if (!c->name_borrowed)
+        return;
+    char *copy = strdup(c->client_id);
+    conn_set_name(c, copy ? copy : conn_unnamed, true);
 }
 
 void conn_attach(struct conn *c, struct session *s)
@@ -140,6 +167,7 @@ void conn_attach(struct conn *c, struct session *s)
     s->conn = c;
     s->out = &c->out;
     c->session = s;
+    conn_borrow_name(c, s);
     c->state = CONN_ACTIVE;
     c->instance = inst;
     c->counted = true;
@@ -253,6 +281,7 @@ static void conn_detach(struct conn *c, bool clean_disconnect)
     }
     if (!s)
         return;
+    conn_own_name(c);
     c->session = NULL;
     s->conn = NULL;
     s->out = NULL;

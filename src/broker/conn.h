@@ -68,56 +68,59 @@ struct conn {
     struct sender out; /* what goes to the client; out.version is its protocol level */
     enum conn_state state;
     uint16_t keepalive;             /* effective keep-alive in seconds (after clamping) */
-    bool reading_paused;            /* output over max-outbound-bytes: input waits */
-    bool will_due;                  /* lost without DISCONNECT: publish the will when reaped */
-    bool cluster_claim_pending;     /* its claim to its client id is not back from the stream */
-    bool cluster_waiting;           /* its CONNECT waits for its session or stream (Redis) */
-    bool cluster_fetched;           /* that was asked once: not again */
-    uint8_t early_packets;          /* packets handled, up to a few (client.c's burst guard) */
+    uint16_t in_alias_max;          /* MQTT 5: aliases it may set (max-topic-aliases) */
     struct session *session;        /* NULL before CONNECT is accepted and after close */
     struct session *ended_session;  /* clean session ended with this conn; owned till reaped */
     struct message *will;           /* owned; NULL when there is none */
     struct instance *will_instance; /* where the will goes when will_due */
-    const char *client_id;          /* for the log (conn_name); owned once named */
+    const char *client_id;          /* for the log (conn_name): owned once named, but
+                                       borrowed from its session while it holds one */
     uint64_t id;                    /* a number for the log, unique per process */
     struct deadline deadline;       /* CONNECT, then keep-alive and idle (timers.c) */
-    struct timeval last_packet;     /* when the last whole packet arrived */
+    uint32_t idle_published;        /* out.published when last_activity was last looked at */
+    int64_t last_packet_ms;         /* when the last whole packet arrived (timers.c's clock) */
     struct conn_end end;            /* set by conn_fail() and its kin */
 
-    /* MQTT 5, from CONNECT. */
-    uint32_t will_delay;   /* Will Delay Interval of its will, seconds */
-    uint16_t in_alias_max; /* aliases it may set (max-topic-aliases at CONNECT) */
-    bool problem_info;     /* Request Problem Information: reason strings on acks */
-    char **in_aliases;     /* topic of each alias it set, [alias - 1]; owned */
+    char **in_aliases; /* MQTT 5: topic of each alias it set, [alias - 1]; owned */
 
     /* Set when CONNECT is accepted. */
-    struct instance *instance;    /* where it logged in; counted in conn_count while counted */
-    struct catalog_token *token;  /* cloud: the token it logged in with (a reference) */
-    struct event *token_timer;    /* expiry warning, then expiry (timers.c); owned; NULL for keys */
-    struct timeval last_activity; /* last PUBLISH, SUBSCRIBE or UNSUBSCRIBE either way
-                                     (idle-timeout) */
-    uint32_t idle_published;      /* out.published when last_activity was last looked at */
-    bool counted;
-    bool token_warning_due; /* the warning's time has come */
-    bool token_warned;      /* expirywarning was sent */
+    struct instance *instance;   /* where it logged in; counted in conn_count while counted */
+    struct catalog_token *token; /* cloud: the token it logged in with (a reference) */
+    struct event *token_timer;   /* expiry warning, then expiry (timers.c); owned; NULL for keys */
+    int64_t last_activity_ms;    /* last PUBLISH, SUBSCRIBE or UNSUBSCRIBE either way
+                                    (idle-timeout), on the same clock */
 
     /* Cloud login miss: the CONNECT waits (unread) for a fresh look at the database. */
-    bool login_waiting;
-    bool login_rechecked;    /* it waited once already: a second miss is final */
     uint64_t login_look;     /* the look at the database it waits for */
     struct conn *login_next; /* core->login_waiters */
 
     /* max-messages-per-second: an empty bucket (its, or its instance's) pauses reading. */
     struct bucket *rate;      /* owned; made at the first PUBLISH under such a limit */
     struct event *rate_timer; /* owned; made at the first pause (client.c) */
-    bool rate_paused;
-    bool kept_paused;    /* its instance is over its share of the database backlog (durable.h) */
-    bool cluster_paused; /* this node's messages are too far ahead of its stream (cluster) */
 
-    bool reap_queued;            /* on core->reap already */
     struct log_every denied_log; /* PUBLISHes the token did not allow */
     struct conn *next, *prev;    /* core->conns */
     struct conn *reap_next;      /* core->reap */
+
+    /* Small fields last, where they pack: every client holds a conn. */
+    uint32_t will_delay;            /* MQTT 5: Will Delay Interval of its will, seconds */
+    uint8_t early_packets;          /* packets handled, up to a few (client.c's burst guard) */
+    bool reading_paused : 1;        /* output over max-outbound-bytes: input waits */
+    bool will_due : 1;              /* lost without DISCONNECT: publish the will when reaped */
+    bool cluster_claim_pending : 1; /* its claim to its client id is not back from the stream */
+    bool cluster_waiting : 1;       /* its CONNECT waits for its session or stream (Redis) */
+    bool cluster_fetched : 1;       /* that was asked once: not again */
+    bool problem_info : 1;          /* MQTT 5 Request Problem Information: reasons on acks */
+    bool counted : 1;               /* in its instance's conn_count */
+    bool token_warning_due : 1;     /* the warning's time has come */
+    bool token_warned : 1;          /* expirywarning was sent */
+    bool login_waiting : 1;         /* a cloud login miss: waits for a fresh look */
+    bool login_rechecked : 1;       /* it waited once already: a second miss is final */
+    bool rate_paused : 1;           /* max-messages-per-second: its bucket ran dry */
+    bool kept_paused : 1;    /* its instance is over its database backlog share (durable.h) */
+    bool cluster_paused : 1; /* this node is too far ahead of its stream (cluster) */
+    bool reap_queued : 1;    /* on core->reap already */
+    bool name_borrowed : 1;  /* client_id is its session's log_id (conn.c) */
 };
 
 /*

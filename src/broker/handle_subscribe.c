@@ -257,7 +257,7 @@ static uint8_t quota_refusal(struct conn *c, const struct mqtt_buf *filter, cons
         return 0;
     if (s->sub_count >= l->max_subscriptions) {
         snprintf(why, sizeof(why),
-                 "quota exceeded: already %zu subscriptions "
+                 "quota exceeded: already %u subscriptions "
                  "(max-subscriptions %zu)",
                  s->sub_count, l->max_subscriptions);
         refusal_note(c, r, filter, "max-subscriptions", why, why);

@@ -38,15 +38,10 @@ struct delivery {
 
 struct sender {
     struct link *link;           /* where the bytes go (the connection's) */
-    uint8_t version;             /* protocol level from CONNECT */
-    bool closed;                 /* the connection is closing: nothing more is sent */
     const struct limits *limits; /* max-outbound-bytes: the instance's once logged in */
-
-    /* What the client said it can take (MQTT 5 CONNECT). */
-    uint16_t receive_max; /* its Receive Maximum: bounds our window; 0: max-inflight */
-    uint32_t max_packet;  /* its Maximum Packet Size; 0: no limit */
-    uint16_t alias_max;   /* Topic Alias Maximum it accepts from us */
-    uint16_t alias_count;
+    const char *who;             /* the client, for the log (the conn's client id) */
+    /* Close the connection, logging `why`; `owner` is the link's. */
+    void (*fail)(void *owner, const char *why);
     struct strmap
         *aliases; /* topic -> alias we gave it (as uintptr_t); owned; NULL until the first */
 
@@ -56,9 +51,16 @@ struct sender {
 
     struct log_every dropped; /* QoS 0 messages dropped because the output was full */
     uint32_t published;       /* PUBLISH packets queued to it (wraps): idle-timeout looks */
-    const char *who;          /* the client, for the log (the conn's client id) */
-    /* Close the connection, logging `why`; `owner` is the link's. */
-    void (*fail)(void *owner, const char *why);
+
+    /* What the client said it can take (MQTT 5 CONNECT). */
+    uint32_t max_packet;  /* its Maximum Packet Size; 0: no limit */
+    uint16_t receive_max; /* its Receive Maximum: bounds our window; 0: max-inflight */
+    uint16_t alias_max;   /* Topic Alias Maximum it accepts from us */
+    uint16_t alias_count;
+
+    /* Small fields last, where they pack: every connection holds a sender. */
+    uint8_t version; /* protocol level from CONNECT */
+    bool closed;     /* the connection is closing: nothing more is sent */
 };
 
 /* sender_publish(): the client cannot take it (its Maximum Packet Size). */

@@ -257,16 +257,16 @@ void session_keep_will(struct session *s, int64_t due_ms)
 
 struct session *session_new(struct instance *inst, const char *client_id, uint32_t expiry)
 {
-    struct session *s = calloc(1, sizeof(*s));
+    size_t id_size = strlen(client_id) + 1;
+    struct session *s = calloc(1, sizeof(*s) + id_size);
     if (!s)
         return NULL;
+    memcpy(s->client_id, client_id, id_size);
     /* Most client ids are their own log form: only the others get a copy. */
     char log_id[80];
-    log_escape(client_id, strlen(client_id), log_id, sizeof(log_id));
-    s->client_id = strdup(client_id);
-    s->log_id = s->client_id && strcmp(log_id, client_id) != 0 ? strdup(log_id) : s->client_id;
-    if (!s->client_id || !s->log_id) {
-        free(s->client_id);
+    log_escape(client_id, id_size - 1, log_id, sizeof(log_id));
+    s->log_id = strcmp(log_id, client_id) != 0 ? strdup(log_id) : s->client_id;
+    if (!s->log_id) {
         free(s);
         return NULL;
     }
@@ -363,7 +363,6 @@ void session_free(struct session *s)
     catalog_token_unref(s->token);
     if (s->log_id != s->client_id)
         free((char *)s->log_id);
-    free(s->client_id);
     free(s);
 }
 

@@ -74,37 +74,27 @@ enum session_mirror {
 
 struct session {
     struct instance *instance;
-    char *client_id;             /* owned */
     const char *log_id;          /* client_id escaped and cut to 79 bytes for the log:
                                     client_id itself when that changes nothing, else owned */
-    uint32_t expiry;             /* seconds it outlives its connection; 0: ends with it
-                                    (set through session_set_expiry) */
     struct conn *conn;           /* its client's connection, for the modules above; NULL offline */
     struct sender *out;          /* that connection's sender; NULL offline */
     struct catalog_token *token; /* cloud: the token of the last login (a reference);
                                     what it may read is checked at every delivery */
-    bool token_events;           /* subscribed to [mqtt]tokenevents */
     uint64_t kept_id;            /* its id in the database (durable.h); 0: not kept */
-    bool token_lost;             /* cloud, restored: its token was gone; nothing is delivered
-                                    to it until a login brings one */
-    uint8_t mirror;              /* enum session_mirror: the cluster's copy in Redis */
-    bool adopting;               /* the cluster replays to it what it missed (route_replay) */
 
     struct session_sub *subs; /* owned array */
-    size_t sub_count, sub_cap;
+    uint32_t sub_count, sub_cap;
 
     /* In-flight window, in the order sent (re-sent in this order on resume). */
     struct outgoing *inflight_head, *inflight_tail;
-    size_t inflight_count;
     /* Waiting for room in the window, or for the client to come back. */
     struct outgoing *queue_head, *queue_tail;
-    size_t queue_count;
+    uint32_t inflight_count;
+    uint32_t queue_count;
     uint64_t dropped; /* queued messages dropped at the bound */
     uint64_t expired; /* queued messages dropped at their expiry */
 
-    uint16_t last_packet_id;   /* the id given last; the next one is searched after it */
     struct idset outgoing_ids; /* the packet ids of the in-flight window */
-
     /* Packet ids of QoS 2 PUBLISHes received and answered with PUBREC, not yet released. */
     struct idset incoming_qos2;
 
@@ -115,7 +105,19 @@ struct session {
 
     /* Routing scratch: deduplicates overlapping subscriptions per publish. */
     uint64_t match_gen;
-    size_t match_index;
+    uint32_t match_index;
+
+    /* Small fields last, where they pack: every client holds a session. */
+    uint32_t expiry;         /* seconds it outlives its connection; 0: ends with it
+                                (set through session_set_expiry) */
+    uint16_t last_packet_id; /* the id given last; the next one is searched after it */
+    uint8_t mirror;          /* enum session_mirror: the cluster's copy in Redis */
+    bool token_events;       /* subscribed to [mqtt]tokenevents */
+    bool token_lost;         /* cloud, restored: its token was gone; nothing is delivered
+                                to it until a login brings one */
+    bool adopting;           /* the cluster replays to it what it missed (route_replay) */
+
+    char client_id[]; /* the end of the session's own block */
 };
 
 /* Is the session's client connected (and its connection not closing)? */

@@ -16,52 +16,60 @@
 #include "util/clock.h"
 #include "util/deadlines.h"
 
-/* Set the conn's deadline `after` from now; out of memory closes it. Returns 0 or -1. */
-static int timers_arm(struct conn *c, const struct timeval *after)
+/* Set the conn's deadline `ms` from now; out of memory closes it. Returns 0 or -1. */
+static int timers_arm(struct conn *c, int64_t ms)
 {
-    uint64_t ms = (uint64_t)after->tv_sec * 1000u + (uint64_t)after->tv_usec / 1000u;
-
-    if (deadlines_set(c->broker->deadlines, &c->deadline, clock_ms() + ms) == 0)
+    if (deadlines_set(c->broker->deadlines, &c->deadline, clock_ms() + (uint64_t)ms) == 0)
         return 0;
     conn_close(c, "out of memory setting a deadline");
     return -1;
 }
 
+/* The loop's cached time in milliseconds: no clock is read per packet. */
+static int64_t loop_ms(const struct conn *c)
+{
+    struct timeval now;
+
+    event_base_gettimeofday_cached(c->broker->base, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_usec / 1000;
+}
+
 int timers_start_connect(struct conn *c)
 {
     /* An absolute deadline: trickling bytes of a CONNECT does not extend it. */
-    struct timeval connect_timeout = {(time_t)c->broker->connect_timeout, 0};
-
-    return timers_arm(c, &connect_timeout);
+    return timers_arm(c, (int64_t)c->broker->connect_timeout * 1000);
 }
 
-/* 1.5 times the keep-alive (MQTT-3.1.2-24). */
-static struct timeval keepalive_limit(const struct conn *c)
+/* 1.5 times the keep-alive (MQTT-3.1.2-24), in milliseconds. */
+static int64_t keepalive_limit_ms(const struct conn *c)
 {
-    struct timeval limit = {c->keepalive + c->keepalive / 2, (c->keepalive % 2) * 500000};
-    return limit;
+    return (int64_t)c->keepalive * 1500;
 }
 
 void timers_start_keepalive(struct conn *c)
 {
-    struct timeval limit = keepalive_limit(c);
+    int64_t limit = keepalive_limit_ms(c);
 
-    event_base_gettimeofday_cached(c->broker->base, &c->last_packet);
-    c->last_activity = c->last_packet;
+    c->last_packet_ms = c->last_activity_ms = loop_ms(c);
     c->idle_published = c->out.published;
     unsigned idle_timeout = c->instance ? c->instance->limits.idle_timeout : 0;
-    if (idle_timeout && (unsigned long)idle_timeout < (unsigned long)limit.tv_sec)
-        limit = (struct timeval){idle_timeout, 0};
-    timers_arm(c, &limit);
+    if (idle_timeout && (int64_t)idle_timeout * 1000 < limit)
+        limit = (int64_t)idle_timeout * 1000;
+    timers_arm(c, limit);
+}
+
+void timers_packet_arrived(struct conn *c, bool activity)
+{
+    c->last_packet_ms = loop_ms(c);
+    if (activity)
+        c->last_activity_ms = c->last_packet_ms;
 }
 
 void timers_limits_changed(struct conn *c)
 {
-    static const struct timeval now = {0, 0};
-
     /* The timer callback measures both deadlines again and re-arms for the nearer. */
     if (c->state == CONN_ACTIVE)
-        timers_arm(c, &now);
+        timers_arm(c, 0);
 }
 
 /* No CONNECT in time: name the handshake when that is what never finished. */
@@ -83,35 +91,33 @@ static void timers_connect_missed(struct conn *c)
  * that it counts as active from this look, not from the delivery, so it is
  * closed after between one and two idle-timeouts of silence.
  */
-static bool timers_idle_check(struct conn *c, const struct timeval *now, struct timeval *left)
+static bool timers_idle_check(struct conn *c, int64_t now, int64_t *left)
 {
     unsigned idle_timeout = c->instance ? c->instance->limits.idle_timeout : 0;
-    struct timeval quiet, idle_limit = {idle_timeout, 0}, idle_left;
+    int64_t idle_limit = (int64_t)idle_timeout * 1000;
 
     if (!idle_timeout)
         return true;
     if (c->out.published != c->idle_published) {
         c->idle_published = c->out.published;
-        c->last_activity = *now;
+        c->last_activity_ms = now;
     }
-    evutil_timersub(now, &c->last_activity, &quiet);
-    if (!evutil_timercmp(&quiet, &idle_limit, <)) {
+    int64_t quiet = now - c->last_activity_ms;
+    if (quiet >= idle_limit) {
         conn_disconnect(c, MQTT_RC_KEEP_ALIVE_TIMEOUT,
                         "idle: no PUBLISH either way, SUBSCRIBE or UNSUBSCRIBE for %u s "
                         "(idle-timeout)",
                         idle_timeout);
         return false;
     }
-    evutil_timersub(&idle_limit, &quiet, &idle_left);
-    if (evutil_timercmp(&idle_left, left, <))
-        *left = idle_left;
+    if (idle_limit - quiet < *left)
+        *left = idle_limit - quiet;
     return true;
 }
 
 void timers_conn_due(struct deadline *d)
 {
     struct conn *c = (struct conn *)((char *)d - offsetof(struct conn, deadline));
-    struct timeval now, idle, left, limit;
 
     if (c->state == CONN_AWAIT_CONNECT) {
         timers_connect_missed(c);
@@ -119,10 +125,8 @@ void timers_conn_due(struct deadline *d)
     }
     if (c->state != CONN_ACTIVE)
         return;
-    limit = keepalive_limit(c);
-    event_base_gettimeofday_cached(c->broker->base, &now);
-    evutil_timersub(&now, &c->last_packet, &idle);
-    if (!evutil_timercmp(&idle, &limit, <)) {
+    int64_t now = loop_ms(c), limit = keepalive_limit_ms(c), idle = now - c->last_packet_ms;
+    if (idle >= limit) {
         if (c->reading_paused)
             conn_disconnect(c, MQTT_RC_KEEP_ALIVE_TIMEOUT,
                             "not reading its output: %zu bytes pending, nothing read for 1.5 x "
@@ -133,9 +137,9 @@ void timers_conn_due(struct deadline *d)
                             "keep-alive timeout: no packet for 1.5 x %u s", c->keepalive);
         return;
     }
-    evutil_timersub(&limit, &idle, &left);
-    if (timers_idle_check(c, &now, &left))
-        timers_arm(c, &left);
+    int64_t left = limit - idle;
+    if (timers_idle_check(c, now, &left))
+        timers_arm(c, left);
 }
 
 void timers_token_warning(struct conn *c)

@@ -13,6 +13,8 @@
 #ifndef AVIARY_TIMERS_H
 #define AVIARY_TIMERS_H
 
+#include <stdbool.h>
+
 struct conn;
 struct deadline;
 
@@ -32,6 +34,9 @@ int timers_start_connect(struct conn *c);
  * that [MQTT-3.1.2-24], or nothing but pings for idle-timeout.
  */
 void timers_start_keepalive(struct conn *c);
+
+/* A whole packet arrived; `activity`: a PUBLISH, SUBSCRIBE or UNSUBSCRIBE (idle-timeout). */
+void timers_packet_arrived(struct conn *c, bool activity);
 
 /* The instance's limits changed: apply a new keep-alive or idle deadline at once. */
 void timers_limits_changed(struct conn *c);

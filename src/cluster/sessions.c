@@ -405,7 +405,7 @@ static void fetched_cb(void *arg, redisReply *r)
             struct session *s = rebuild(f->ss, inst, f->client_id, r);
             if (s) {
                 f->ss->broker->cluster_stats.fetched++;
-                log_info("client %s: session taken from Redis (%zu subscriptions, %zu queued)",
+                log_info("client %s: session taken from Redis (%u subscriptions, %u queued)",
                          s->log_id, s->sub_count, s->queue_count);
             }
         }
@@ -514,7 +514,7 @@ static void adopted_cb(void *arg, redisReply *r)
         s->mirror = SESSION_MIRROR_ON;
         session_mirror_again(s);
         a->ss->broker->cluster_stats.adopted++;
-        log_info("client %s: session taken over from node %s (%zu subscriptions, %zu queued)",
+        log_info("client %s: session taken over from node %s (%u subscriptions, %u queued)",
                  s->log_id, a->dead, s->sub_count, s->queue_count);
     }
     free(adopted);

@@ -31,7 +31,7 @@
 static struct event_base *base;
 static struct broker *broker;
 static struct instance *inst;
-static struct session sessions[SESSIONS];
+static struct session *sessions[SESSIONS]; /* zeroed, each its own block */
 
 static void setup(void)
 {
@@ -43,7 +43,10 @@ static void setup(void)
     ck_assert_ptr_nonnull(broker);
     inst = instance_new(broker, "share-test", &l);
     ck_assert_ptr_nonnull(inst);
-    memset(sessions, 0, sizeof(sessions));
+    for (int i = 0; i < SESSIONS; i++) {
+        sessions[i] = calloc(1, sizeof(*sessions[i]));
+        ck_assert_ptr_nonnull(sessions[i]);
+    }
 }
 
 /* Every test leaves its groups empty: an instance frees groups only through their sessions. */
@@ -53,6 +56,8 @@ static void teardown(void)
     instance_free(inst);
     broker_free(broker);
     event_base_free(base);
+    for (int i = 0; i < SESSIONS; i++)
+        free(sessions[i]);
 }
 
 /* ------------------------------------------------------------ helpers */
@@ -72,7 +77,7 @@ static struct share_group *join_n(const char *key, size_t n)
     struct share_group *g = NULL;
     for (size_t i = 0; i < n; i++) {
         struct share_group *got;
-        ck_assert_int_eq(join(key, &sessions[i], 1, &got), 1);
+        ck_assert_int_eq(join(key, sessions[i], 1, &got), 1);
         if (g)
             ck_assert_ptr_eq(got, g);
         g = got;
@@ -86,8 +91,11 @@ static int pick(struct share_group *g)
     const struct share_member *m = route_pick_member(g, "a/b");
     if (!m)
         return -1;
-    ck_assert_ptr_nonnull(m->session);
-    return (int)(m->session - sessions);
+    for (int i = 0; i < SESSIONS; i++)
+        if (m->session == sessions[i])
+            return i;
+    ck_abort_msg("the pick is none of sessions[]");
+    return -1;
 }
 
 /* Leave with every member, the group's last leave freeing it. */
@@ -242,16 +250,16 @@ START_TEST(test_first_join_makes_group_and_one_tree_subscription)
 {
     struct share_group *g = NULL;
 
-    ck_assert_int_eq(join("g/a/+", &sessions[0], 1, &g), 1);
+    ck_assert_int_eq(join("g/a/+", sessions[0], 1, &g), 1);
     ck_assert_ptr_nonnull(g);
     ck_assert_str_eq(g->key, "g/a/+");
     ck_assert_str_eq(g->filter, "a/+");
     ck_assert_uint_eq(g->count, 1);
-    ck_assert_ptr_eq(g->members[0].session, &sessions[0]);
+    ck_assert_ptr_eq(g->members[0].session, sessions[0]);
     ck_assert_ptr_eq(strmap_get(&inst->shares, "g/a/+"), g);
 
     /* One subscription, owned by the group, stands for all its members. */
-    ck_assert_int_eq(join("g/a/+", &sessions[1], 1, &g), 1);
+    ck_assert_int_eq(join("g/a/+", sessions[1], 1, &g), 1);
     ck_assert_uint_eq(topic_tree_sub_count(inst->tree), 1);
     struct owners o = tree_owners("a/b");
     ck_assert_uint_eq(o.count, 1);
@@ -264,7 +272,7 @@ END_TEST
 START_TEST(test_join_again_updates_member_options)
 {
     struct share_group *g, *again;
-    struct share_member m = {.session = &sessions[0], .options = 0, .sub_id = 7};
+    struct share_member m = {.session = sessions[0], .options = 0, .sub_id = 7};
 
     ck_assert_int_eq(share_join(inst, "g/t", 1, &m, &g), 1);
     m.options = 2;
@@ -284,9 +292,9 @@ START_TEST(test_MQTT_4_8_2_groups_differ_by_name_and_by_filter)
 {
     struct share_group *g1, *g2, *g3;
 
-    ck_assert_int_eq(join("one/a/b", &sessions[0], 1, &g1), 1);
-    ck_assert_int_eq(join("two/a/b", &sessions[0], 1, &g2), 1);
-    ck_assert_int_eq(join("one/a/+", &sessions[0], 1, &g3), 1);
+    ck_assert_int_eq(join("one/a/b", sessions[0], 1, &g1), 1);
+    ck_assert_int_eq(join("two/a/b", sessions[0], 1, &g2), 1);
+    ck_assert_int_eq(join("one/a/+", sessions[0], 1, &g3), 1);
     ck_assert_ptr_ne(g1, g2);
     ck_assert_ptr_ne(g1, g3);
     ck_assert_ptr_ne(g2, g3);
@@ -306,12 +314,12 @@ START_TEST(test_last_leave_frees_group_and_its_subscription)
     struct share_group *g = join_n("g/x/y", 3);
 
     ck_assert_uint_gt(inst->account->bytes, before);
-    ck_assert_int_eq(share_leave(inst, g, &sessions[1]), 0);
+    ck_assert_int_eq(share_leave(inst, g, sessions[1]), 0);
     ck_assert_uint_eq(g->count, 2);
-    ck_assert_int_eq(share_leave(inst, g, &sessions[0]), 0);
+    ck_assert_int_eq(share_leave(inst, g, sessions[0]), 0);
     ck_assert_uint_eq(g->count, 1);
     ck_assert_ptr_eq(strmap_get(&inst->shares, "g/x/y"), g);
-    ck_assert_int_eq(share_leave(inst, g, &sessions[2]), 0);
+    ck_assert_int_eq(share_leave(inst, g, sessions[2]), 0);
 
     ck_assert_ptr_null(strmap_get(&inst->shares, "g/x/y"));
     ck_assert_uint_eq(topic_tree_sub_count(inst->tree), 0);
@@ -325,7 +333,7 @@ START_TEST(test_leave_by_non_member_is_enoent)
 {
     struct share_group *g = join_n("g/t", 2);
 
-    ck_assert_int_eq(share_leave(inst, g, &sessions[5]), -ENOENT);
+    ck_assert_int_eq(share_leave(inst, g, sessions[5]), -ENOENT);
     ck_assert_uint_eq(g->count, 2);
     leave_all(g);
 }
@@ -335,10 +343,10 @@ START_TEST(test_leave_twice_is_enoent)
 {
     struct share_group *g = join_n("g/t", 2);
 
-    ck_assert_int_eq(share_leave(inst, g, &sessions[0]), 0);
-    ck_assert_int_eq(share_leave(inst, g, &sessions[0]), -ENOENT);
+    ck_assert_int_eq(share_leave(inst, g, sessions[0]), 0);
+    ck_assert_int_eq(share_leave(inst, g, sessions[0]), -ENOENT);
     ck_assert_uint_eq(g->count, 1);
-    ck_assert_ptr_eq(g->members[0].session, &sessions[1]);
+    ck_assert_ptr_eq(g->members[0].session, sessions[1]);
     leave_all(g);
 }
 END_TEST
@@ -350,7 +358,7 @@ START_TEST(test_join_out_of_memory_leaves_nothing)
 
     /* The group's subscription cannot be made: no group either. */
     topic_tree_fail_allocs_after(inst->tree, 0);
-    ck_assert_int_eq(join("g/a/b", &sessions[0], 1, &g), -ENOMEM);
+    ck_assert_int_eq(join("g/a/b", sessions[0], 1, &g), -ENOMEM);
     topic_tree_fail_allocs_after(inst->tree, -1);
     ck_assert_ptr_null(strmap_get(&inst->shares, "g/a/b"));
     ck_assert_uint_eq(topic_tree_sub_count(inst->tree), 0);
@@ -358,7 +366,7 @@ START_TEST(test_join_out_of_memory_leaves_nothing)
     ck_assert_uint_eq(inst->account->bytes, before);
 
     /* The same join succeeds once memory is back. */
-    ck_assert_int_eq(join("g/a/b", &sessions[0], 1, &g), 1);
+    ck_assert_int_eq(join("g/a/b", sessions[0], 1, &g), 1);
     leave_all(g);
 }
 END_TEST
@@ -370,7 +378,7 @@ START_TEST(test_many_members_grow_the_array)
     ck_assert_uint_eq(g->count, SESSIONS);
     ck_assert_uint_ge(g->cap, SESSIONS);
     for (size_t i = 0; i < SESSIONS; i++)
-        ck_assert_ptr_eq(g->members[i].session, &sessions[i]);
+        ck_assert_ptr_eq(g->members[i].session, sessions[i]);
     leave_all(g);
 }
 END_TEST
@@ -403,7 +411,7 @@ START_TEST(test_rejoin_keeps_the_turn_order)
     struct share_group *g = join_n("g/t", 3), *again;
 
     ck_assert_int_eq(pick(g), 0);
-    ck_assert_int_eq(join("g/t", &sessions[0], 2, &again), 0);
+    ck_assert_int_eq(join("g/t", sessions[0], 2, &again), 0);
     ck_assert_int_eq(pick(g), 1);
     ck_assert_int_eq(pick(g), 2);
     ck_assert_int_eq(pick(g), 0);
@@ -417,7 +425,7 @@ START_TEST(test_member_that_left_is_never_picked)
     int seen[SESSIONS] = {0};
 
     ck_assert_int_eq(pick(g), 0);
-    ck_assert_int_eq(share_leave(inst, g, &sessions[1]), 0);
+    ck_assert_int_eq(share_leave(inst, g, sessions[1]), 0);
     /* Three rounds of three: each remaining member exactly three times. */
     for (int i = 0; i < 9; i++) {
         int k = pick(g);
@@ -439,7 +447,7 @@ START_TEST(test_turn_wraps_when_last_member_leaves)
     ck_assert_int_eq(pick(g), 0);
     ck_assert_int_eq(pick(g), 1);
     /* The next turn was sessions[2]'s; with it gone, the turn starts over. */
-    ck_assert_int_eq(share_leave(inst, g, &sessions[2]), 0);
+    ck_assert_int_eq(share_leave(inst, g, sessions[2]), 0);
     ck_assert_uint_lt(g->next, g->count);
     ck_assert_int_eq(pick(g), 0);
     ck_assert_int_eq(pick(g), 1);
@@ -453,7 +461,7 @@ START_TEST(test_new_member_joins_the_rotation)
     int seen[SESSIONS] = {0};
 
     ck_assert_int_eq(pick(g), 0);
-    ck_assert_int_eq(join("g/t", &sessions[2], 1, &same), 1);
+    ck_assert_int_eq(join("g/t", sessions[2], 1, &same), 1);
     ck_assert_ptr_eq(same, g);
     for (int i = 0; i < 6; i++)
         seen[pick(g)]++;
@@ -472,17 +480,17 @@ START_TEST(test_connected_members_come_before_offline_ones)
     struct sender online = {0}, closing = {.closed = true};
     struct share_group *g = join_n("g/a/b", 4);
 
-    sessions[1].out = &online;
-    sessions[3].out = &online;
-    sessions[2].out = &closing; /* a closing connection counts as offline */
+    sessions[1]->out = &online;
+    sessions[3]->out = &online;
+    sessions[2]->out = &closing; /* a closing connection counts as offline */
     ck_assert_int_eq(pick(g), 1);
     ck_assert_int_eq(pick(g), 3);
     ck_assert_int_eq(pick(g), 1);
-    sessions[1].out = sessions[3].out = NULL;
+    sessions[1]->out = sessions[3]->out = NULL;
     /* Nobody connected: the offline ones take turns (their sessions queue it). */
     int first = pick(g);
     ck_assert_int_ne(pick(g), first);
-    sessions[2].out = NULL;
+    sessions[2]->out = NULL;
     leave_all(g);
 }
 END_TEST
