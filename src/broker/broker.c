@@ -184,17 +184,17 @@ void broker_login_rechecked(struct broker *b, uint64_t n)
 
     while (*p) {
         struct conn *c = *p;
-        if (c->login_look > n) {
-            p = &c->login_next;
+        if (c->rare->login_look > n) {
+            p = &c->rare->login_next;
             continue;
         }
-        *p = c->login_next;
-        c->login_next = ready;
+        *p = c->rare->login_next;
+        c->rare->login_next = ready;
         ready = c;
     }
     while (ready) {
         struct conn *c = ready;
-        ready = c->login_next;
+        ready = c->rare->login_next;
         c->login_waiting = false;
         c->login_rechecked = true;
         client_read_again(c);

@@ -259,8 +259,10 @@ static void client_rate_pause(struct conn *c, double wait)
 {
     struct timeval delay = {(time_t)wait, (suseconds_t)((wait - (double)(time_t)wait) * 1e6) + 1};
 
-    if (!c->rate_timer &&
-        !(c->rate_timer = evtimer_new(c->broker->base, client_rate_timer_cb, c))) {
+    struct conn_rare *rare = conn_rare(c);
+    if (rare && !rare->rate_timer)
+        rare->rate_timer = evtimer_new(c->broker->base, client_rate_timer_cb, c);
+    if (!rare || !rare->rate_timer) {
         conn_close(c, "out of memory pacing its messages");
         return;
     }
@@ -268,7 +270,7 @@ static void client_rate_pause(struct conn *c, double wait)
         client_rate_note(c);
     c->rate_paused = true;
     link_pause_reading(&c->link);
-    evtimer_add(c->rate_timer, &delay);
+    evtimer_add(rare->rate_timer, &delay);
 }
 
 /*

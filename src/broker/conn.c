@@ -41,6 +41,7 @@ static void conn_sender_failed(void *owner, const char *why)
 static const char conn_unnamed[] = "-";
 
 static void conn_set_name(struct conn *c, const char *name, bool owned);
+static void conn_rare_free(struct conn *c);
 
 struct conn *conn_new(struct broker *b, const struct link_stream *stream,
                       const struct link_meta *meta, const struct link_events *events)
@@ -84,7 +85,7 @@ void conn_reap_later(struct conn *c)
 static void conn_publish_will(struct conn *c)
 {
     c->will_due = false;
-    route_will(c->will_instance, c->will, c->token, c->rate, c->client_id);
+    route_will(c->instance, c->will, c->token, c->rate, c->client_id);
 }
 
 void conn_free(struct conn *c)
@@ -100,14 +101,9 @@ void conn_free(struct conn *c)
     deadlines_cancel(b->deadlines, &c->deadline);
     if (c->token_timer)
         event_free(c->token_timer);
-    if (c->rate_timer)
-        event_free(c->rate_timer);
+    conn_rare_free(c);
     free(c->rate);
     catalog_token_unref(c->token);
-    if (c->in_aliases)
-        for (size_t i = 0; i < c->in_alias_max; i++)
-            free(c->in_aliases[i]);
-    free(c->in_aliases);
     sender_release(&c->out);
     link_release(&c->link);
     free(c->end.why);
@@ -128,6 +124,28 @@ static void conn_set_name(struct conn *c, const char *name, bool owned)
     c->client_id = name;
     c->name_borrowed = name != conn_unnamed && !owned;
     c->out.who = name;
+}
+
+static void conn_rare_free(struct conn *c)
+{
+    struct conn_rare *rare = c->rare;
+
+    if (!rare)
+        return;
+    if (rare->rate_timer)
+        event_free(rare->rate_timer);
+    if (rare->in_aliases)
+        for (size_t i = 0; i < c->in_alias_max; i++)
+            free(rare->in_aliases[i]);
+    free(rare->in_aliases);
+    free(rare);
+}
+
+struct conn_rare *conn_rare(struct conn *c)
+{
+    if (!c->rare)
+        c->rare = calloc(1, sizeof(*c->rare));
+    return c->rare;
 }
 
 void conn_name(struct conn *c, const char *client_id)
@@ -275,10 +293,9 @@ static void conn_detach(struct conn *c, bool clean_disconnect)
 {
     struct session *s = c->session;
 
-    if (c->will && !clean_disconnect && s && !c->broker->stopping) {
+    /* The will goes to c->instance: the session's, set with it at conn_attach. */
+    if (c->will && !clean_disconnect && s && !c->broker->stopping)
         c->will_due = true;
-        c->will_instance = s->instance;
-    }
     if (!s)
         return;
     conn_own_name(c);
@@ -296,9 +313,10 @@ static void conn_detach(struct conn *c, bool clean_disconnect)
         c->ended_session = s;
         session_keep_state(s, 0); /* kept until its client set its expiry to 0: dropped */
     } else {
-        struct message *delayed = c->will_due && c->will_delay ? c->will : NULL;
+        uint32_t will_delay = c->rare ? c->rare->will_delay : 0;
+        struct message *delayed = c->will_due && will_delay ? c->will : NULL;
         session_keep_state(s, durable_wall_ms());
-        if (conn_park_session(s, delayed, c->will_delay) < 0)
+        if (conn_park_session(s, delayed, will_delay) < 0)
             log_error("client %s: out of memory arming its session's timers: the session "
                       "stays until it is resumed, the will goes now",
                       c->client_id);
@@ -323,9 +341,9 @@ static void conn_send_disconnect(struct conn *c, uint8_t reason, const char *why
 /* `c` closed while its login waited for a fresh look at the database: forget it. */
 static void conn_login_forget(struct conn *c)
 {
-    for (struct conn **p = &c->broker->login_waiters; *p; p = &(*p)->login_next) {
+    for (struct conn **p = &c->broker->login_waiters; *p; p = &(*p)->rare->login_next) {
         if (*p == c) {
-            *p = c->login_next;
+            *p = c->rare->login_next;
             break;
         }
     }
@@ -342,8 +360,8 @@ static void conn_stop(struct conn *c)
     deadlines_cancel(c->broker->deadlines, &c->deadline);
     if (c->token_timer)
         evtimer_del(c->token_timer);
-    if (c->rate_timer)
-        evtimer_del(c->rate_timer);
+    if (c->rare && c->rare->rate_timer)
+        evtimer_del(c->rare->rate_timer);
     if (c->counted) {
         c->counted = false;
         c->instance->conn_count--;
@@ -487,7 +505,6 @@ void conn_close_ended(struct conn *c)
 static bool conn_in_deleted_instance(const struct conn *c)
 {
     return (c->instance && c->instance->deleting) ||
-           (c->will_instance && c->will_instance->deleting) ||
            (c->ended_session && c->ended_session->instance->deleting);
 }
 
@@ -499,7 +516,6 @@ bool conn_leave_deleted_instance(struct conn *c)
     message_unref(c->will);
     c->will = NULL;
     c->will_due = false;
-    c->will_instance = NULL;
     conn_disconnect(c, MQTT_RC_ADMINISTRATIVE_ACTION, "instance %s was deleted", name);
     /* A clean session ended by an earlier close still holds subscriptions in its tree. */
     session_free(c->ended_session);

@@ -62,49 +62,32 @@ struct conn_end {
     bool clean; /* after the client's DISCONNECT: the will is discarded */
 };
 
+/*
+ * What most connections never use, made at its first use (conn_rare()) and
+ * freed with the connection: the wait of a cloud login that missed, the
+ * log limiter of PUBLISHes its token refused, the timer of its message
+ * rate, its will's delay, the topic aliases it set. An idle connection
+ * does not carry its bytes.
+ */
+struct conn_rare {
+    /* Cloud login miss: the CONNECT waits (unread) for a fresh look at the database. */
+    uint64_t login_look;         /* the look at the database it waits for */
+    struct conn *login_next;     /* core->login_waiters */
+    struct event *rate_timer;    /* max-messages-per-second: resumes reading (client.c); owned */
+    struct log_every denied_log; /* PUBLISHes the token did not allow */
+    uint32_t will_delay;         /* MQTT 5: Will Delay Interval of its will, seconds */
+    char **in_aliases;           /* MQTT 5: topic of each alias it set, [alias - 1]; owned */
+};
+
 struct conn {
     struct broker *broker;
-    struct link link;  /* the byte stream; owned */
-    struct sender out; /* what goes to the client; out.version is its protocol level */
-    enum conn_state state;
-    uint16_t keepalive;             /* effective keep-alive in seconds (after clamping) */
-    uint16_t in_alias_max;          /* MQTT 5: aliases it may set (max-topic-aliases) */
-    struct session *session;        /* NULL before CONNECT is accepted and after close */
-    struct session *ended_session;  /* clean session ended with this conn; owned till reaped */
-    struct message *will;           /* owned; NULL when there is none */
-    struct instance *will_instance; /* where the will goes when will_due */
-    const char *client_id;          /* for the log (conn_name): owned once named, but
-                                       borrowed from its session while it holds one */
-    uint64_t id;                    /* a number for the log, unique per process */
-    struct deadline deadline;       /* CONNECT, then keep-alive and idle (timers.c) */
-    uint32_t idle_published;        /* out.published when last_activity was last looked at */
-    int64_t last_packet_ms;         /* when the last whole packet arrived (timers.c's clock) */
-    struct conn_end end;            /* set by conn_fail() and its kin */
-
-    char **in_aliases; /* MQTT 5: topic of each alias it set, [alias - 1]; owned */
-
-    /* Set when CONNECT is accepted. */
-    struct instance *instance;   /* where it logged in; counted in conn_count while counted */
-    struct catalog_token *token; /* cloud: the token it logged in with (a reference) */
-    struct event *token_timer;   /* expiry warning, then expiry (timers.c); owned; NULL for keys */
-    int64_t last_activity_ms;    /* last PUBLISH, SUBSCRIBE or UNSUBSCRIBE either way
-                                    (idle-timeout), on the same clock */
-
-    /* Cloud login miss: the CONNECT waits (unread) for a fresh look at the database. */
-    uint64_t login_look;     /* the look at the database it waits for */
-    struct conn *login_next; /* core->login_waiters */
-
-    /* max-messages-per-second: an empty bucket (its, or its instance's) pauses reading. */
-    struct bucket *rate;      /* owned; made at the first PUBLISH under such a limit */
-    struct event *rate_timer; /* owned; made at the first pause (client.c) */
-
-    struct log_every denied_log; /* PUBLISHes the token did not allow */
-    struct conn *next, *prev;    /* core->conns */
-    struct conn *reap_next;      /* core->reap */
-
-    /* Small fields last, where they pack: every client holds a conn. */
-    uint32_t will_delay;            /* MQTT 5: Will Delay Interval of its will, seconds */
-    uint8_t early_packets;          /* packets handled, up to a few (client.c's burst guard) */
+    struct link link;      /* the byte stream; owned */
+    struct sender out;     /* what goes to the client; out.version is its protocol level */
+    uint8_t state;         /* enum conn_state, in a byte */
+    uint8_t early_packets; /* packets handled, up to a few (client.c's burst guard) */
+    uint16_t keepalive;    /* effective keep-alive in seconds (after clamping) */
+    uint16_t in_alias_max; /* MQTT 5: aliases it may set (max-topic-aliases) */
+    /* Flags, as bits, beside the small fields above: every client holds a conn. */
     bool reading_paused : 1;        /* output over max-outbound-bytes: input waits */
     bool will_due : 1;              /* lost without DISCONNECT: publish the will when reaped */
     bool cluster_claim_pending : 1; /* its claim to its client id is not back from the stream */
@@ -117,10 +100,34 @@ struct conn {
     bool login_waiting : 1;         /* a cloud login miss: waits for a fresh look */
     bool login_rechecked : 1;       /* it waited once already: a second miss is final */
     bool rate_paused : 1;           /* max-messages-per-second: its bucket ran dry */
-    bool kept_paused : 1;    /* its instance is over its database backlog share (durable.h) */
-    bool cluster_paused : 1; /* this node is too far ahead of its stream (cluster) */
-    bool reap_queued : 1;    /* on core->reap already */
-    bool name_borrowed : 1;  /* client_id is its session's log_id (conn.c) */
+    bool kept_paused : 1;          /* its instance is over its database backlog share (durable.h) */
+    bool cluster_paused : 1;       /* this node is too far ahead of its stream (cluster) */
+    bool reap_queued : 1;          /* on core->reap already */
+    bool name_borrowed : 1;        /* client_id is its session's log_id (conn.c) */
+    struct session *session;       /* NULL before CONNECT is accepted and after close */
+    struct session *ended_session; /* clean session ended with this conn; owned till reaped */
+    struct message *will;          /* owned; NULL when there is none */
+    const char *client_id;         /* for the log (conn_name): owned once named, but
+                                      borrowed from its session while it holds one */
+    uint64_t id;                   /* a number for the log, unique per process */
+    struct deadline deadline;      /* CONNECT, then keep-alive and idle (timers.c) */
+    uint32_t idle_published;       /* out.published when last_activity was last looked at */
+    int64_t last_packet_ms;        /* when the last whole packet arrived (timers.c's clock) */
+    struct conn_end end;           /* set by conn_fail() and its kin */
+
+    /* Set when CONNECT is accepted. */
+    struct instance *instance;   /* where it logged in; counted in conn_count while counted */
+    struct catalog_token *token; /* cloud: the token it logged in with (a reference) */
+    struct event *token_timer;   /* expiry warning, then expiry (timers.c); owned; NULL for keys */
+    int64_t last_activity_ms;    /* last PUBLISH, SUBSCRIBE or UNSUBSCRIBE either way
+                                    (idle-timeout), on the same clock */
+
+    /* max-messages-per-second: an empty bucket (its, or its instance's) pauses reading. */
+    struct bucket *rate; /* owned; made at the first PUBLISH under such a limit */
+
+    struct conn_rare *rare;   /* owned; NULL until first needed */
+    struct conn *next, *prev; /* core->conns */
+    struct conn *reap_next;   /* core->reap */
 };
 
 /*
@@ -215,6 +222,9 @@ void conn_free(struct conn *c);
 
 /* Call `c` by `client_id` in the log from now on (escaped and cut to 79 bytes). */
 void conn_name(struct conn *c, const char *client_id);
+
+/* The rare part of `c` (struct conn_rare), made now if it has none; NULL when out of memory. */
+struct conn_rare *conn_rare(struct conn *c);
 
 /*
  * A Reason String for an acknowledgement (PUBACK, SUBACK, ...) to `c`: `why`

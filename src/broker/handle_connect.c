@@ -144,8 +144,12 @@ static int take_will(struct conn *c, const struct mqtt_connect *ck, const struct
     propbuf_init(&pb);
     if (ck->version == MQTT_V5) {
         struct mqtt_prop delay;
-        if (codec_find_prop(&ck->will_props, MQTT_PROP_WILL_DELAY, &delay))
-            c->will_delay = delay.u32;
+        if (codec_find_prop(&ck->will_props, MQTT_PROP_WILL_DELAY, &delay) && delay.u32) {
+            struct conn_rare *rare = conn_rare(c);
+            if (!rare)
+                return refuse(c, MQTT_CONNACK_UNAVAILABLE, "out of memory keeping its will");
+            rare->will_delay = delay.u32;
+        }
         bool text = message_props_take(&ck->will_props, &pb, &v5);
         if (text && codec_check_utf8(ck->will_payload.data, ck->will_payload.len) != CODEC_OK) {
             propbuf_free(&pb);

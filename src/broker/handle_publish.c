@@ -36,11 +36,13 @@ static void note_denied(struct conn *c, const char *topic, const char *why)
 
     systopic_refused(c->session->instance, c->session->client_id, "publish",
                      c->token && !topic_is_reserved(topic) ? "token" : "system topic", topic, why);
-    if (!log_every_due(&c->denied_log, time(NULL), DENIED_LOG_INTERVAL_SEC))
+    /* Out of memory, every refusal is logged. */
+    struct conn_rare *rare = conn_rare(c);
+    if (rare && !log_every_due(&rare->denied_log, time(NULL), DENIED_LOG_INTERVAL_SEC))
         return;
     log_escape(topic, strlen(topic), shown, sizeof(shown));
     log_notice("client %s: PUBLISH to '%s' %s: dropped (%llu so far)", c->client_id, shown, why,
-               (unsigned long long)c->denied_log.count);
+               rare ? (unsigned long long)rare->denied_log.count : 0ULL);
 }
 
 /*
@@ -116,9 +118,12 @@ static int resolve_alias(struct conn *c, const struct mqtt_publish *pub, struct 
         return conn_fail_with(c, MQTT_RC_TOPIC_ALIAS_INVALID,
                               "topic alias %u outside 1..%u (max-topic-aliases)", alias,
                               c->in_alias_max);
-    if (!c->in_aliases && !(c->in_aliases = calloc(c->in_alias_max, sizeof(char *))))
+    struct conn_rare *rare = conn_rare(c);
+    if (rare && !rare->in_aliases)
+        rare->in_aliases = calloc(c->in_alias_max, sizeof(char *));
+    if (!rare || !rare->in_aliases)
         return conn_fail(c, "out of memory recording a topic alias");
-    char **slot = &c->in_aliases[alias - 1];
+    char **slot = &rare->in_aliases[alias - 1];
     if (topic->len == 0) {
         if (!*slot)
             return conn_fail_with(c, MQTT_RC_PROTOCOL_ERROR,

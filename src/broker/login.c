@@ -9,6 +9,7 @@
 #include "broker/instance.h"
 #include "tenancy/catalog.h"
 #include "util/clock.h"
+#include "util/log.h"
 #include "util/strmap.h"
 
 bool login_credentials(const uint8_t *user, size_t user_len, const uint8_t *password,
@@ -79,10 +80,16 @@ bool login_wait(struct broker *b, struct conn *c)
 {
     if (!b->recheck || c->login_rechecked)
         return false;
+    struct conn_rare *rare = conn_rare(c);
+    if (!rare) {
+        log_error("client %s: out of memory: its login miss is final without a fresh look",
+                  c->client_id);
+        return false;
+    }
     /* A look asked before this login arrived may have missed what aviaryctl just made. */
-    c->login_look = b->recheck_asked + 1;
+    rare->login_look = b->recheck_asked + 1;
     c->login_waiting = true;
-    c->login_next = b->login_waiters;
+    rare->login_next = b->login_waiters;
     b->login_waiters = c;
     link_pause_reading(&c->link);
     login_recheck_soon(b);

@@ -161,6 +161,12 @@ static const char *tls_link_error(struct link *l, char *out, size_t size)
 static const struct link_ops tcp_ops = {false, tcp_shutdown_write, tcp_link_error};
 static const struct link_ops tls_ops = {true, tls_shutdown_write, tls_link_error};
 
+/* A link's operations follow from its transport: no pointer to them in every link. */
+static const struct link_ops *link_ops(const struct link *l)
+{
+    return l->meta.transport == LINK_TLS ? &tls_ops : &tcp_ops;
+}
+
 /* Off the driver's list of links to write, if on it. */
 static void flush_unqueue(struct link *l)
 {
@@ -339,7 +345,6 @@ void link_init(struct link *l, const struct link_stream *stream, const struct li
     l->meta.peer = strdup(meta->peer);
     if (!l->meta.peer)
         l->meta.peer = link_unknown_peer;
-    l->ops = meta->transport == LINK_TLS ? &tls_ops : &tcp_ops;
     if (l->bev) {
         bufferevent_setcb(l->bev, link_read_cb, link_write_cb, link_event_cb, l);
         bufferevent_enable(l->bev, EV_READ | EV_WRITE);
@@ -478,7 +483,7 @@ uint64_t link_ws_handshake_failures(void)
 
 bool link_handshaking(const struct link *l)
 {
-    return l->ops->handshake && !l->any_input;
+    return link_ops(l)->handshake && !l->any_input;
 }
 
 static void link_read_cb(struct bufferevent *bev, void *arg)
@@ -512,7 +517,7 @@ static void link_drained(struct link *l)
     if (l->half_closed)
         return;
     l->half_closed = true;
-    l->ops->shutdown_write(l);
+    link_ops(l)->shutdown_write(l);
     struct timeval drain = {(time_t)l->drain, 0};
     evtimer_add(l->timer, &drain);
 }
@@ -586,15 +591,15 @@ static void link_event_cb(struct bufferevent *bev, short what, void *arg)
                         handshaking ? "closed by the peer during the TLS handshake" : NULL);
         return;
     }
-    if (l->ops->handshake && handshaking)
+    if (link_ops(l)->handshake && handshaking)
         tls_handshake_failures++;
-    if (l->ops->handshake)
+    if (link_ops(l)->handshake)
         snprintf(why, sizeof(why), "%s: %s",
                  handshaking ? "TLS handshake failed" : "TLS connection lost",
-                 l->ops->error_text(l, text, sizeof(text)));
+                 link_ops(l)->error_text(l, text, sizeof(text)));
     else
         snprintf(why, sizeof(why), "connection lost: %s",
-                 l->ops->error_text(l, text, sizeof(text)));
+                 link_ops(l)->error_text(l, text, sizeof(text)));
     l->events->lost(l->owner, false, why);
 }
 

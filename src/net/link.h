@@ -121,7 +121,6 @@ struct link_ops {
 
 struct link {
     struct bufferevent *bev; /* owned; NULL over a plain socket */
-    const struct link_ops *ops;
     struct link_meta meta;
     const struct link_events *events;
     void *owner;
