@@ -675,9 +675,13 @@ static void socket_flush(struct link *l)
         link_write_cb(NULL, l);
 }
 
+/*
+ * The set is told only once the flush is done: a socket that takes part of
+ * the output stays polled for output without a change to the set either way.
+ */
 static void socket_writable(struct link *l)
 {
     l->write_waiting = false;
-    poll_update(l); /* taking away cannot fail */
     socket_flush(l);
+    poll_update(l); /* taking away cannot fail */
 }
