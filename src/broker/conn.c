@@ -197,13 +197,10 @@ void conn_attach(struct conn *c, struct session *s)
 /* Publish an offline session's delayed will now (its delay passed, or the session ends). */
 static void conn_publish_delayed_will(struct session *s)
 {
-    struct message *will = s->will;
+    struct message *will = session_take_will(s);
 
     if (!will)
         return;
-    s->will = NULL;
-    if (s->will_timer)
-        evtimer_del(s->will_timer);
     session_keep_will(s, 0);
     /* Its connection is long gone: only the instance's message rate applies. */
     route_will(s->instance, will, s->token, NULL, s->log_id);
@@ -250,15 +247,20 @@ static int session_arm(struct session *s, struct event **ev, event_callback_fn c
  */
 static int conn_park_session(struct session *s, struct message *will, uint32_t will_delay)
 {
-    if (s->expiry != SESSION_NEVER_EXPIRES &&
-        session_arm(s, &s->expiry_timer, session_expiry_cb, (uint64_t)s->expiry * 1000) < 0)
+    bool expires = s->expiry != SESSION_NEVER_EXPIRES;
+    struct session_wait *w = expires || will ? session_wait(s) : NULL;
+
+    if ((expires || will) && !w)
+        return -ENOMEM;
+    if (expires &&
+        session_arm(s, &w->expiry_timer, session_expiry_cb, (uint64_t)s->expiry * 1000) < 0)
         return -ENOMEM;
     if (!will)
         return 0;
-    if (session_arm(s, &s->will_timer, session_will_cb, (uint64_t)will_delay * 1000) < 0)
+    if (session_arm(s, &w->will_timer, session_will_cb, (uint64_t)will_delay * 1000) < 0)
         return -ENOMEM;
-    message_unref(s->will);
-    s->will = will;
+    message_unref(w->will);
+    w->will = will;
     session_keep_will(s, durable_wall_ms() + (int64_t)will_delay * 1000);
     return 0;
 }
@@ -270,12 +272,17 @@ int conn_park_restored(struct session *s, int64_t expiry_left_ms, int64_t will_l
         conn_end_session(s);
         return 0;
     }
-    if (s->will && will_left_ms <= 0)
+    if (session_will(s) && will_left_ms <= 0)
         conn_publish_delayed_will(s);
-    if (s->expiry != SESSION_NEVER_EXPIRES &&
-        session_arm(s, &s->expiry_timer, session_expiry_cb, (uint64_t)expiry_left_ms) < 0)
+    bool expires = s->expiry != SESSION_NEVER_EXPIRES;
+    struct session_wait *w = expires ? session_wait(s) : s->wait;
+    if (expires && !w)
         return -ENOMEM;
-    if (s->will && session_arm(s, &s->will_timer, session_will_cb, (uint64_t)will_left_ms) < 0)
+    if (expires &&
+        session_arm(s, &w->expiry_timer, session_expiry_cb, (uint64_t)expiry_left_ms) < 0)
+        return -ENOMEM;
+    if (session_will(s) &&
+        session_arm(s, &w->will_timer, session_will_cb, (uint64_t)will_left_ms) < 0)
         return -ENOMEM;
     return 0;
 }

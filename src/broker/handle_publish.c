@@ -195,10 +195,10 @@ static int publish_admit(struct conn *c, const struct mqtt_publish *pub)
         return conn_fail_with(c, MQTT_RC_PACKET_TOO_LARGE,
                               "PUBLISH payload of %zu bytes exceeds max-payload %zu",
                               pub->payload.len, l->max_payload);
-    bool duplicate = pub->qos == 2 && idset_has(&s->incoming_qos2, pub->packet_id);
+    bool duplicate = pub->qos == 2 && session_qos2_pending(s, pub->packet_id);
     /* Our Receive Maximum: QoS 2 messages waiting for their PUBREL [MQTT-3.3.4-9]. */
     if (c->out.version == MQTT_V5 && pub->qos == 2 && !duplicate &&
-        s->incoming_qos2.count >= l->max_inflight)
+        session_qos2_count(s) >= l->max_inflight)
         return conn_fail_with(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED,
                               "more than %zu QoS 2 messages awaiting PUBREL (max-inflight, the "
                               "Receive Maximum announced)",

@@ -246,7 +246,7 @@ static int restore_outgoing(struct restore *r, const struct journal_record *rec)
 
     /* Past PUBREC only the packet id is left: without a usable one there is nothing to finish. */
     bool id_taken =
-        rs && (rec->packet_id == 0 || idset_has(&rs->session->outgoing_ids, rec->packet_id));
+        rs && (rec->packet_id == 0 || session_id_in_flight(rs->session, rec->packet_id));
     if (!rs || (rec->message && !m) || (!m && (rec->state != OUT_AWAIT_PUBCOMP || id_taken))) {
         r->counts->dropped++;
         return 0;
@@ -271,7 +271,7 @@ static int restore_outgoing(struct restore *r, const struct journal_record *rec)
     o->packet_id = rec->packet_id;
     /* In flight needs an id of its own; a damaged row goes back to the queue. */
     bool inflight =
-        o->state != OUT_QUEUED && o->packet_id && !idset_has(&s->outgoing_ids, o->packet_id);
+        o->state != OUT_QUEUED && o->packet_id && !session_id_in_flight(s, o->packet_id);
     if (!inflight && o->msg) {
         o->state = OUT_QUEUED;
         o->packet_id = 0;
@@ -296,9 +296,12 @@ static int restore_will(struct restore *r, const struct journal_record *rec)
     /* A will goes out under its client's token: none left (revoked), no will. */
     if (!rs || !m || (r->broker->cloud && !rs->session->token))
         return 0;
-    message_unref(rs->session->will);
-    rs->session->will = message_ref(restore_charge(m, rs->session->instance));
-    message_restart_expiry(rs->session->will);
+    struct session_wait *w = session_wait(rs->session);
+    if (!w)
+        return -ENOMEM;
+    message_unref(w->will);
+    w->will = message_ref(restore_charge(m, rs->session->instance));
+    message_restart_expiry(w->will);
     rs->will_due = rec->when_ms;
     return 0;
 }

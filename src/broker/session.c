@@ -49,6 +49,51 @@ static size_t idset_bytes(const struct idset *set)
     return set->bits ? IDSET_BYTES : 0;
 }
 
+/* Kept until the session ends: a QoS 1 stream whose window empties between messages makes it once.
+ */
+struct session_flow *session_flow(struct session *s)
+{
+    if (!s->flow && (s->flow = calloc(1, sizeof(*s->flow))))
+        session_charge(s, sizeof(*s->flow));
+    return s->flow;
+}
+
+struct session_wait *session_wait(struct session *s)
+{
+    if (!s->wait && (s->wait = calloc(1, sizeof(*s->wait))))
+        session_charge(s, sizeof(*s->wait));
+    return s->wait;
+}
+
+struct message *session_take_will(struct session *s)
+{
+    struct message *will = session_will(s);
+
+    if (will) {
+        s->wait->will = NULL;
+        if (s->wait->will_timer) /* a restored will is armed after this may run */
+            evtimer_del(s->wait->will_timer);
+    }
+    return will;
+}
+
+/* The client is back, or the session ends: nothing waits any more. */
+static void session_wait_free(struct session *s)
+{
+    struct session_wait *w = s->wait;
+
+    if (!w)
+        return;
+    if (w->expiry_timer)
+        event_free(w->expiry_timer);
+    if (w->will_timer)
+        event_free(w->will_timer);
+    message_unref(w->will);
+    session_release(s, sizeof(*w));
+    free(w);
+    s->wait = NULL;
+}
+
 /* ---- what the database keeps of it (durable.h) ---------------------------- */
 
 /* The broker's keeper when the session is kept and the keeper records; else NULL. */
@@ -145,15 +190,19 @@ static void session_keep_id(struct session *s, uint8_t type, uint16_t packet_id,
 /* Everything the session holds, the first time it is written. */
 static void session_keep_contents(struct session *s)
 {
+    struct session_flow *f = s->flow;
+
     for (size_t i = 0; i < s->sub_count; i++)
         session_keep_sub(s, &s->subs[i]);
-    for (struct outgoing *o = s->inflight_head; o; o = o->next)
+    if (!f)
+        return;
+    for (struct outgoing *o = f->inflight_head; o; o = o->next)
         session_keep_out(s, o);
-    for (struct outgoing *o = s->queue_head; o; o = o->next)
+    for (struct outgoing *o = f->queue_head; o; o = o->next)
         session_keep_out(s, o);
     /* Rare (a session that was not kept before) and bounded: a walk of the id space. */
-    for (uint32_t id = 1; s->incoming_qos2.bits && id <= UINT16_MAX; id++)
-        if (idset_has(&s->incoming_qos2, (uint16_t)id))
+    for (uint32_t id = 1; f->incoming_qos2.bits && id <= UINT16_MAX; id++)
+        if (idset_has(&f->incoming_qos2, (uint16_t)id))
             session_keep_id(s, JOURNAL_QOS2_ADD, (uint16_t)id, NULL);
 }
 
@@ -184,7 +233,8 @@ static void session_mirror_state(struct session *s, int64_t offline_since_ms)
         struct journal_record r = sub_record(&s->subs[i]);
         cl->session_record(cl, s, &r, NULL);
     }
-    struct outgoing *lists[] = {s->inflight_head, s->queue_head};
+    struct outgoing *lists[] = {s->flow ? s->flow->inflight_head : NULL,
+                                s->flow ? s->flow->queue_head : NULL};
     for (size_t i = 0; i < 2; i++) {
         for (struct outgoing *o = lists[i]; o; o = o->next) {
             if (!o->seq)
@@ -245,9 +295,9 @@ void session_keep_will(struct session *s, int64_t due_ms)
     if (!d)
         return;
     struct journal_record r = {.type = JOURNAL_WILL_CLEAR};
-    if (s->will) {
+    if (session_will(s)) {
         r.type = JOURNAL_WILL_SET;
-        r.message = durable_keep_message(d, s->instance->kept_backlog, s->will, true);
+        r.message = durable_keep_message(d, s->instance->kept_backlog, session_will(s), true);
         r.when_ms = due_ms;
     }
     session_keep(d, s, &r);
@@ -349,17 +399,17 @@ void session_free(struct session *s)
     }
     session_release(s, s->sub_cap * sizeof(*s->subs));
     free(s->subs);
-    outgoing_free_list(s, s->inflight_head);
-    outgoing_free_list(s, s->queue_head);
-    session_idset_free(s, &s->outgoing_ids);
-    session_idset_free(s, &s->incoming_qos2);
+    if (s->flow) {
+        outgoing_free_list(s, s->flow->inflight_head);
+        outgoing_free_list(s, s->flow->queue_head);
+        session_idset_free(s, &s->flow->outgoing_ids);
+        session_idset_free(s, &s->flow->incoming_qos2);
+        session_release(s, sizeof(*s->flow));
+        free(s->flow);
+    }
     session_set_expiry(s, 0);
     session_release(s, session_own_bytes(s));
-    if (s->expiry_timer)
-        event_free(s->expiry_timer);
-    if (s->will_timer)
-        event_free(s->will_timer);
-    message_unref(s->will);
+    session_wait_free(s);
     catalog_token_unref(s->token);
     if (s->log_id != s->client_id)
         free((char *)s->log_id);
@@ -453,12 +503,13 @@ int session_sub_forget(struct session *s, const char *filter)
  */
 static int session_take_packet_id(struct session *s, uint16_t *id)
 {
-    uint16_t next = idset_next_clear(&s->outgoing_ids, s->last_packet_id);
+    struct session_flow *f = s->flow;
+    uint16_t next = idset_next_clear(&f->outgoing_ids, f->last_packet_id);
     if (next == 0)
         return -EAGAIN;
-    if (session_idset_add(s, &s->outgoing_ids, next) < 0)
+    if (session_idset_add(s, &f->outgoing_ids, next) < 0)
         return -ENOMEM;
-    s->last_packet_id = next;
+    f->last_packet_id = next;
     *id = next;
     return 0;
 }
@@ -518,17 +569,18 @@ static size_t session_window(const struct session *s)
  */
 static bool session_send_inflight(struct session *s, struct outgoing *o, uint16_t packet_id)
 {
+    struct session_flow *f = s->flow;
     struct delivery d = outgoing_delivery(o);
 
     o->packet_id = packet_id;
     o->state = o->qos == 1 ? OUT_AWAIT_PUBACK : OUT_AWAIT_PUBREC;
     if (sender_publish(s->out, o->msg, &d, o->packet_id, false) == SENDER_SKIPPED) {
-        idset_remove(&s->outgoing_ids, packet_id);
+        idset_remove(&f->outgoing_ids, packet_id);
         outgoing_free_list(s, o);
         return false;
     }
-    list_append(&s->inflight_head, &s->inflight_tail, o);
-    s->inflight_count++;
+    list_append(&f->inflight_head, &f->inflight_tail, o);
+    f->inflight_count++;
     session_keep_out(s, o);
     return true;
 }
@@ -537,22 +589,25 @@ static bool session_send_inflight(struct session *s, struct outgoing *o, uint16_
 static void session_drop_expired(struct session *s, struct outgoing *o)
 {
     s->instance->expired_drops++;
-    if (log_every_nth(&s->expired, 1000))
+    if (log_every_nth(&s->flow->expired, 1000))
         log_info("client %s: a queued message on %s expired before it could be sent "
                  "(%llu so far)",
-                 s->log_id, o->msg->topic, (unsigned long long)s->expired);
+                 s->log_id, o->msg->topic, (unsigned long long)s->flow->expired);
     outgoing_free_list(s, o);
 }
 
 void session_fill_window(struct session *s)
 {
+    struct session_flow *f = s->flow;
+    if (!f)
+        return;
     size_t window = session_window(s);
     uint64_t now = clock_ms();
 
-    while (session_online(s) && s->inflight_count < window && s->queue_head) {
-        if (message_expired(s->queue_head->msg, now)) {
-            s->queue_count--;
-            session_drop_expired(s, list_pop(&s->queue_head, &s->queue_tail));
+    while (session_online(s) && f->inflight_count < window && f->queue_head) {
+        if (message_expired(f->queue_head->msg, now)) {
+            f->queue_count--;
+            session_drop_expired(s, list_pop(&f->queue_head, &f->queue_tail));
             continue;
         }
         uint16_t id;
@@ -561,8 +616,8 @@ void session_fill_window(struct session *s)
             session_no_packet_id(s, rc);
             return;
         }
-        struct outgoing *o = list_pop(&s->queue_head, &s->queue_tail);
-        s->queue_count--;
+        struct outgoing *o = list_pop(&f->queue_head, &f->queue_tail);
+        f->queue_count--;
         session_send_inflight(s, o, id);
     }
 }
@@ -598,12 +653,13 @@ void session_deliver(struct session *s, struct message *m, const struct delivery
             sender_publish(s->out, m, d, 0, false);
         return;
     }
-    struct outgoing *o = session_outgoing_new(s, m, d);
+    struct session_flow *f = session_flow(s);
+    struct outgoing *o = f ? session_outgoing_new(s, m, d) : NULL;
     if (!o) {
         log_error("client %s: out of memory queueing a message on %s", s->log_id, m->topic);
         return;
     }
-    if (online && s->inflight_count < session_window(s) && !s->queue_head) {
+    if (online && f->inflight_count < session_window(s) && !f->queue_head) {
         uint16_t id;
         int rc = session_take_packet_id(s, &id);
         if (rc == 0) {
@@ -614,7 +670,7 @@ void session_deliver(struct session *s, struct message *m, const struct delivery
     }
     /* Past max-memory nothing more waits in a queue: the window is all a session gets. */
     if (core_memory_full(s->instance->broker)) {
-        s->dropped++;
+        f->dropped++;
         s->instance->queue_drops++;
         instance_note_refusal(s->instance, INSTANCE_REFUSED_MEMORY,
                               "over max-memory: a message on %s not queued for client %s", m->topic,
@@ -622,16 +678,16 @@ void session_deliver(struct session *s, struct message *m, const struct delivery
         outgoing_free_list(s, o);
         return;
     }
-    if (s->queue_count >= s->instance->limits.max_queued_messages) {
-        struct outgoing *oldest = list_pop(&s->queue_head, &s->queue_tail);
+    if (f->queue_count >= s->instance->limits.max_queued_messages) {
+        struct outgoing *oldest = list_pop(&f->queue_head, &f->queue_tail);
         if (oldest) {
-            s->queue_count--;
+            f->queue_count--;
             s->instance->queue_drops++;
-            if (log_every_nth(&s->dropped, 1000))
+            if (log_every_nth(&f->dropped, 1000))
                 log_warning("client %s: queue full (max-queued-messages %zu), dropping the "
                             "oldest message (%llu dropped so far)",
                             s->log_id, s->instance->limits.max_queued_messages,
-                            (unsigned long long)s->dropped);
+                            (unsigned long long)f->dropped);
             outgoing_free_list(s, oldest);
         }
         if (s->instance->limits.max_queued_messages == 0) {
@@ -639,24 +695,28 @@ void session_deliver(struct session *s, struct message *m, const struct delivery
             return;
         }
     }
-    list_append(&s->queue_head, &s->queue_tail, o);
-    s->queue_count++;
+    list_append(&f->queue_head, &f->queue_tail, o);
+    f->queue_count++;
     session_keep_out(s, o);
 }
 
 int session_restore_outgoing(struct session *s, struct outgoing *o)
 {
+    struct session_flow *f = session_flow(s);
+
+    if (!f)
+        return -ENOMEM;
     if (o->state == OUT_QUEUED) {
-        list_append(&s->queue_head, &s->queue_tail, o);
-        s->queue_count++;
+        list_append(&f->queue_head, &f->queue_tail, o);
+        f->queue_count++;
         return 0;
     }
-    if (session_idset_add(s, &s->outgoing_ids, o->packet_id) < 0)
+    if (session_idset_add(s, &f->outgoing_ids, o->packet_id) < 0)
         return -ENOMEM;
-    if (o->packet_id > s->last_packet_id)
-        s->last_packet_id = o->packet_id;
-    list_append(&s->inflight_head, &s->inflight_tail, o);
-    s->inflight_count++;
+    if (o->packet_id > f->last_packet_id)
+        f->last_packet_id = o->packet_id;
+    list_append(&f->inflight_head, &f->inflight_tail, o);
+    f->inflight_count++;
     return 0;
 }
 
@@ -683,10 +743,10 @@ static size_t session_drop_unreadable(struct session *s, struct outgoing **head,
         if (*tail == o)
             *tail = prev;
         if (inflight) {
-            idset_remove(&s->outgoing_ids, o->packet_id);
-            s->inflight_count--;
+            idset_remove(&s->flow->outgoing_ids, o->packet_id);
+            s->flow->inflight_count--;
         } else {
-            s->queue_count--;
+            s->flow->queue_count--;
         }
         o->next = NULL;
         outgoing_free_list(s, o);
@@ -720,19 +780,18 @@ static size_t session_leave_forbidden_groups(struct session *s)
 void session_resume(struct session *s)
 {
     /* Back within the will's delay: the will is not published [MQTT-3.1.3-9]. */
-    if (s->will) {
+    struct message *will = session_take_will(s);
+    if (will) {
         log_info("client %s: back before its will's delay ended: will discarded", s->log_id);
-        message_unref(s->will);
-        s->will = NULL;
-        if (s->will_timer)
-            evtimer_del(s->will_timer);
+        message_unref(will);
         session_keep_will(s, 0);
     }
-    if (s->expiry_timer)
-        evtimer_del(s->expiry_timer);
+    session_wait_free(s);
+    struct session_flow *f = s->flow;
     if (s->token) {
-        size_t n = session_drop_unreadable(s, &s->inflight_head, &s->inflight_tail, true) +
-                   session_drop_unreadable(s, &s->queue_head, &s->queue_tail, false);
+        size_t n = !f ? 0
+                      : session_drop_unreadable(s, &f->inflight_head, &f->inflight_tail, true) +
+                            session_drop_unreadable(s, &f->queue_head, &f->queue_tail, false);
         if (n)
             log_notice("client %s: %zu queued messages dropped: token %s may not read them",
                        s->log_id, n, s->token->id);
@@ -742,7 +801,7 @@ void session_resume(struct session *s)
                        "filters",
                        s->log_id, n, s->token->id);
     }
-    for (struct outgoing *o = s->inflight_head; o; o = o->next) {
+    for (struct outgoing *o = f ? f->inflight_head : NULL; o; o = o->next) {
         if (o->state == OUT_AWAIT_PUBCOMP) {
             struct mqtt_packet rel = {.type = MQTT_PUBREL, .flags = 2};
             rel.u.ack.packet_id = o->packet_id;
@@ -758,11 +817,12 @@ void session_resume(struct session *s)
 
 int session_ack(struct session *s, uint8_t type, uint16_t packet_id, bool refused)
 {
+    struct session_flow *f = s->flow;
     struct outgoing *prev = NULL, *o;
 
     /* Linear in the window, which max-inflight bounds (20 by default); the id set
      * only says whether an id is in flight, not where its entry is. */
-    for (o = s->inflight_head; o; prev = o, o = o->next)
+    for (o = f ? f->inflight_head : NULL; o; prev = o, o = o->next)
         if (o->packet_id == packet_id)
             break;
     if (!o)
@@ -799,11 +859,11 @@ int session_ack(struct session *s, uint8_t type, uint16_t packet_id, bool refuse
     if (prev)
         prev->next = o->next;
     else
-        s->inflight_head = o->next;
-    if (s->inflight_tail == o)
-        s->inflight_tail = prev;
-    s->inflight_count--;
-    idset_remove(&s->outgoing_ids, packet_id);
+        f->inflight_head = o->next;
+    if (f->inflight_tail == o)
+        f->inflight_tail = prev;
+    f->inflight_count--;
+    idset_remove(&f->outgoing_ids, packet_id);
     o->next = NULL;
     outgoing_free_list(s, o);
     session_fill_window(s);
@@ -812,7 +872,8 @@ int session_ack(struct session *s, uint8_t type, uint16_t packet_id, bool refuse
 
 int session_qos2_receive(struct session *s, uint16_t packet_id)
 {
-    int rc = session_idset_add(s, &s->incoming_qos2, packet_id);
+    struct session_flow *f = session_flow(s);
+    int rc = f ? session_idset_add(s, &f->incoming_qos2, packet_id) : -ENOMEM;
     if (rc == 0)
         session_keep_id(s, JOURNAL_QOS2_ADD, packet_id, NULL);
     return rc;
@@ -820,7 +881,7 @@ int session_qos2_receive(struct session *s, uint16_t packet_id)
 
 int session_qos2_release(struct session *s, uint16_t packet_id)
 {
-    int rc = idset_remove(&s->incoming_qos2, packet_id);
+    int rc = s->flow ? idset_remove(&s->flow->incoming_qos2, packet_id) : -ENOENT;
     if (rc == 0)
         session_keep_id(s, JOURNAL_QOS2_DROP, packet_id, NULL);
     return rc;

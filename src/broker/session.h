@@ -72,6 +72,37 @@ enum session_mirror {
     SESSION_MIRROR_GONE = 2, /* its client went on at another node: never written again */
 };
 
+/*
+ * The QoS 1/2 exchanges with the client, made at the first message either
+ * way and kept while the session lives (its id sets keep their bitmaps):
+ * most clients of a fleet never use QoS 1/2 and pay one pointer for it.
+ */
+struct session_flow {
+    /* In-flight window, in the order sent (re-sent in this order on resume). */
+    struct outgoing *inflight_head, *inflight_tail;
+    /* Waiting for room in the window, or for the client to come back. */
+    struct outgoing *queue_head, *queue_tail;
+    uint32_t inflight_count;
+    uint32_t queue_count;
+    uint64_t dropped; /* queued messages dropped at the bound */
+    uint64_t expired; /* queued messages dropped at their expiry */
+
+    struct idset outgoing_ids; /* the packet ids of the in-flight window */
+    /* Packet ids of QoS 2 PUBLISHes received and answered with PUBREC, not yet released. */
+    struct idset incoming_qos2;
+    uint16_t last_packet_id; /* the id given last; the next one is searched after it */
+};
+
+/*
+ * What an offline session waits for, made when conn.c parks it and freed
+ * when its client comes back: a connected client holds none of it.
+ */
+struct session_wait {
+    struct event *expiry_timer; /* a finite expiry: ends the session; owned */
+    struct message *will;       /* MQTT 5: a will waiting for its delay; owned */
+    struct event *will_timer;   /* publishes `will`; owned */
+};
+
 struct session {
     struct instance *instance;
     const char *log_id;          /* client_id escaped and cut to 79 bytes for the log:
@@ -85,37 +116,22 @@ struct session {
     struct session_sub *subs; /* owned array */
     uint32_t sub_count, sub_cap;
 
-    /* In-flight window, in the order sent (re-sent in this order on resume). */
-    struct outgoing *inflight_head, *inflight_tail;
-    /* Waiting for room in the window, or for the client to come back. */
-    struct outgoing *queue_head, *queue_tail;
-    uint32_t inflight_count;
-    uint32_t queue_count;
-    uint64_t dropped; /* queued messages dropped at the bound */
-    uint64_t expired; /* queued messages dropped at their expiry */
+    struct session_flow *flow; /* owned; NULL until its first QoS 1/2 message either way */
 
-    struct idset outgoing_ids; /* the packet ids of the in-flight window */
-    /* Packet ids of QoS 2 PUBLISHes received and answered with PUBREC, not yet released. */
-    struct idset incoming_qos2;
-
-    /* Offline: armed by conn.c (conn_park_session), cancelled by session_resume(). */
-    struct event *expiry_timer; /* offline with a finite expiry: ends the session; owned */
-    struct message *will;       /* MQTT 5: a will waiting for its delay; owned */
-    struct event *will_timer;   /* publishes `will`; owned */
+    struct session_wait *wait; /* owned; NULL but while it is offline with a timer */
 
     /* Routing scratch: deduplicates overlapping subscriptions per publish. */
     uint64_t match_gen;
     uint32_t match_index;
 
     /* Small fields last, where they pack: every client holds a session. */
-    uint32_t expiry;         /* seconds it outlives its connection; 0: ends with it
-                                (set through session_set_expiry) */
-    uint16_t last_packet_id; /* the id given last; the next one is searched after it */
-    uint8_t mirror;          /* enum session_mirror: the cluster's copy in Redis */
-    bool token_events;       /* subscribed to [mqtt]tokenevents */
-    bool token_lost;         /* cloud, restored: its token was gone; nothing is delivered
-                                to it until a login brings one */
-    bool adopting;           /* the cluster replays to it what it missed (route_replay) */
+    uint32_t expiry;   /* seconds it outlives its connection; 0: ends with it
+                          (set through session_set_expiry) */
+    uint8_t mirror;    /* enum session_mirror: the cluster's copy in Redis */
+    bool token_events; /* subscribed to [mqtt]tokenevents */
+    bool token_lost;   /* cloud, restored: its token was gone; nothing is delivered
+                          to it until a login brings one */
+    bool adopting;     /* the cluster replays to it what it missed (route_replay) */
 
     char client_id[]; /* the end of the session's own block */
 };
@@ -124,6 +140,51 @@ struct session {
 static inline bool session_online(const struct session *s)
 {
     return s->out && !s->out->closed;
+}
+
+/* The session's QoS 1/2 state, made at its first use; NULL when out of memory. */
+struct session_flow *session_flow(struct session *s);
+
+/* What the offline session waits for, made at its first use; NULL when out of memory. */
+struct session_wait *session_wait(struct session *s);
+
+/* The will waiting for its delay, or NULL. */
+static inline struct message *session_will(const struct session *s)
+{
+    return s->wait ? s->wait->will : NULL;
+}
+
+/* Take the delayed will (its timer stopped): the caller's reference now; NULL when none. */
+struct message *session_take_will(struct session *s);
+
+/* Messages in its in-flight window. */
+static inline uint32_t session_inflight_count(const struct session *s)
+{
+    return s->flow ? s->flow->inflight_count : 0;
+}
+
+/* Messages waiting in its queue. */
+static inline uint32_t session_queue_count(const struct session *s)
+{
+    return s->flow ? s->flow->queue_count : 0;
+}
+
+/* QoS 2 PUBLISHes received and not yet released. */
+static inline size_t session_qos2_count(const struct session *s)
+{
+    return s->flow ? s->flow->incoming_qos2.count : 0;
+}
+
+/* Is `packet_id` a QoS 2 PUBLISH received and not yet released? */
+static inline bool session_qos2_pending(const struct session *s, uint16_t packet_id)
+{
+    return s->flow && idset_has(&s->flow->incoming_qos2, packet_id);
+}
+
+/* Is `packet_id` the id of a message in its in-flight window? */
+static inline bool session_id_in_flight(const struct session *s, uint16_t packet_id)
+{
+    return s->flow && idset_has(&s->flow->outgoing_ids, packet_id);
 }
 
 /*

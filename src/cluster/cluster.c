@@ -269,8 +269,7 @@ static void take_claim(struct cluster *cl, struct instance *inst, const struct s
     /* The session goes on where the client is now; what waited here for it is dropped. */
     s = strmap_get(&inst->sessions, cid);
     if (s && !s->conn) {
-        message_unref(s->will);
-        s->will = NULL;
+        message_unref(session_take_will(s));
         conn_end_session(s);
     }
 }
@@ -1189,8 +1188,7 @@ static void taken_for_dead(struct cluster *cl)
             }
         }
         for (size_t i = 0; i < n; i++) {
-            message_unref(gone[i]->will);
-            gone[i]->will = NULL;
+            message_unref(session_take_will(gone[i]));
             conn_end_session(gone[i]);
         }
         ended += n;

@@ -406,7 +406,7 @@ static void fetched_cb(void *arg, redisReply *r)
             if (s) {
                 f->ss->broker->cluster_stats.fetched++;
                 log_info("client %s: session taken from Redis (%u subscriptions, %u queued)",
-                         s->log_id, s->sub_count, s->queue_count);
+                         s->log_id, s->sub_count, session_queue_count(s));
             }
         }
         c->cluster_waiting = false;
@@ -515,7 +515,7 @@ static void adopted_cb(void *arg, redisReply *r)
         session_mirror_again(s);
         a->ss->broker->cluster_stats.adopted++;
         log_info("client %s: session taken over from node %s (%u subscriptions, %u queued)",
-                 s->log_id, a->dead, s->sub_count, s->queue_count);
+                 s->log_id, a->dead, s->sub_count, session_queue_count(s));
     }
     free(adopted);
     free(a->instance);

@@ -968,7 +968,7 @@ START_TEST(test_MQTT_3_3_4_accepted_qos1_publish_reaches_subscriber)
     ck_assert(!rx.dup);
     ck_assert(!rx.retain);
     send_ack(sub, MQTT_PUBACK, rx.packet_id);
-    ck_assert_uint_eq(client_conn(sub)->session->inflight_count, 0);
+    ck_assert_uint_eq(session_inflight_count(client_conn(sub)->session), 0);
     expect_nothing(sub);
 }
 END_TEST
@@ -1034,8 +1034,8 @@ START_TEST(test_SPEC_5_max_inflight_window)
     send_ack(sub, MQTT_PUBACK, m3.packet_id);
     send_ack(sub, MQTT_PUBACK, m4.packet_id);
     expect_nothing(sub);
-    ck_assert_uint_eq(client_conn(sub)->session->inflight_count, 0);
-    ck_assert_uint_eq(client_conn(sub)->session->queue_count, 0);
+    ck_assert_uint_eq(session_inflight_count(client_conn(sub)->session), 0);
+    ck_assert_uint_eq(session_queue_count(client_conn(sub)->session), 0);
 }
 END_TEST
 
@@ -1231,7 +1231,7 @@ START_TEST(test_MQTT_4_3_3_qos2_duplicate_detected_among_3000_unreleased_ids)
         expect_ack(pub, MQTT_PUBREC, id);
         expect_publish(sub, "x", "m", 0);
     }
-    ck_assert_uint_eq(client_conn(pub)->session->incoming_qos2.count, 3000);
+    ck_assert_uint_eq(session_qos2_count(client_conn(pub)->session), 3000);
 
     send_publish_len(pub, "x", 1, "m", 1, 2, 1500, true);
     expect_ack(pub, MQTT_PUBREC, 1500);
@@ -1239,7 +1239,7 @@ START_TEST(test_MQTT_4_3_3_qos2_duplicate_detected_among_3000_unreleased_ids)
 
     send_ack(pub, MQTT_PUBREL, 1500);
     expect_ack(pub, MQTT_PUBCOMP, 1500);
-    ck_assert_uint_eq(client_conn(pub)->session->incoming_qos2.count, 2999);
+    ck_assert_uint_eq(session_qos2_count(client_conn(pub)->session), 2999);
 
     send_publish(pub, "x", "again", 2, 1500);
     expect_ack(pub, MQTT_PUBREC, 1500);
@@ -1316,7 +1316,7 @@ START_TEST(test_MQTT_2_3_1_2_outgoing_ids_skip_ids_in_flight_when_wrapping)
     ck_assert_uint_eq(m1.packet_id, 1);
 
     /* As if 65532 more messages had come and gone while m1 waits for its PUBACK. */
-    s->last_packet_id = 65533;
+    session_flow(s)->last_packet_id = 65533;
     publish_w(pub, "m2", 2);
     publish_w(pub, "m3", 3);
     publish_w(pub, "m4", 4);
@@ -1346,8 +1346,8 @@ START_TEST(test_MQTT_2_3_1_2_outgoing_ids_skip_ids_in_flight_when_wrapping)
     send_ack(sub, MQTT_PUBACK, m5.packet_id);
     send_ack(sub, MQTT_PUBACK, m6.packet_id);
     expect_nothing(sub);
-    ck_assert_uint_eq(s->inflight_count, 0);
-    ck_assert_uint_eq(s->outgoing_ids.count, 0);
+    ck_assert_uint_eq(session_inflight_count(s), 0);
+    ck_assert_uint_eq(s->flow->outgoing_ids.count, 0);
 }
 END_TEST
 
@@ -1363,7 +1363,8 @@ START_TEST(test_MQTT_2_3_1_2_outgoing_qos2_id_held_until_pubcomp)
     struct session *s = client_conn(sub)->session;
     struct client *pub = client_connect("pub", true, false);
 
-    s->last_packet_id = 65535;
+    ck_assert_ptr_nonnull(session_flow(s));
+    s->flow->last_packet_id = 65535;
     send_publish(pub, "w", "q2", 2, 1);
     expect_ack(pub, MQTT_PUBREC, 1);
     struct rx q2 = expect_publish(sub, "w", "q2", 2);
@@ -1371,7 +1372,7 @@ START_TEST(test_MQTT_2_3_1_2_outgoing_qos2_id_held_until_pubcomp)
     send_ack(sub, MQTT_PUBREC, 1);
     expect_ack(sub, MQTT_PUBREL, 1);
 
-    s->last_packet_id = 65535; /* the counter comes round to 1 again before PUBCOMP */
+    s->flow->last_packet_id = 65535; /* the counter comes round to 1 again before PUBCOMP */
     publish_w(pub, "m", 2);
     struct rx m = expect_publish(sub, "w", "m", 1);
     ck_assert_uint_eq(m.packet_id, 2);
@@ -1379,7 +1380,7 @@ START_TEST(test_MQTT_2_3_1_2_outgoing_qos2_id_held_until_pubcomp)
     send_ack(sub, MQTT_PUBCOMP, 1);
     send_ack(sub, MQTT_PUBACK, 2);
     expect_nothing(sub);
-    ck_assert_uint_eq(s->outgoing_ids.count, 0);
+    ck_assert_uint_eq(s->flow->outgoing_ids.count, 0);
 }
 END_TEST
 
