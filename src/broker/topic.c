@@ -186,17 +186,55 @@ struct topic_node {
     struct topic_node *child_plus; /* the "+" level of a filter */
     struct topic_node *child_hash; /* the "#" level of a filter */
     struct topic_node **slots;     /* other children: open addressing, NULL = free */
-    struct topic_sub *subs;
     void *retained;
-    uint64_t hash; /* of `level`, kept for rehashing the parent's table */
-    /* Counts in 32 bits: a node per topic level adds up, and none comes near 2^32. */
+    /*
+     * Most filters have one subscriber: it lives in the node (sub_bits 0),
+     * and an array of their own holds two and more (node_subs).
+     */
+    union {
+        struct topic_sub one;
+        struct topic_sub *many;
+    } subs;
+    /*
+     * Small fields: a node per topic level adds up. Counts in 32 bits, which
+     * none comes near; a level is at most a topic's 65535 bytes; the tables'
+     * sizes, powers of two, as their log2 + 1 (0: no table).
+     */
+    uint32_t hash; /* of `level`, kept for rehashing the parent's table */
     uint32_t child_count;
-    uint32_t child_cap; /* 0 or a power of two */
     uint32_t sub_count;
-    uint32_t sub_cap;
-    uint32_t len;
-    char level[]; /* NUL-terminated; may be empty */
+    uint16_t len;
+    uint8_t child_bits; /* the child table's size (child_cap) */
+    uint8_t sub_bits;   /* the subs array's size (sub_cap); 0: none, `one` */
+    char level[];       /* NUL-terminated; may be empty */
 };
+
+/* The size a table's bits stand for, and the bits of a size (0 or a power of two). */
+static inline size_t cap_of_bits(uint8_t bits)
+{
+    return bits ? (size_t)1 << (bits - 1) : 0;
+}
+
+static inline uint8_t bits_of_cap(size_t cap)
+{
+    return cap ? (uint8_t)(__builtin_ctzl(cap) + 1) : 0;
+}
+
+static inline size_t child_cap(const struct topic_node *n)
+{
+    return cap_of_bits(n->child_bits);
+}
+
+static inline size_t sub_cap(const struct topic_node *n)
+{
+    return cap_of_bits(n->sub_bits);
+}
+
+/* The node's sub_count subscribers, where they are. */
+static inline struct topic_sub *node_subs(struct topic_node *n)
+{
+    return n->sub_bits ? n->subs.many : &n->subs.one;
+}
 
 struct topic_tree {
     struct topic_node *root; /* stands for "no level yet"; never pruned, never retains */
@@ -256,22 +294,24 @@ void topic_tree_fail_allocs_after(struct topic_tree *t, long n)
     t->fail_after = n;
 }
 
-static uint64_t level_hash(const struct topic_tree *t, const char *s, size_t len)
+/* 32 bits of it: tables stay far below 2^32 slots. */
+static uint32_t level_hash(const struct topic_tree *t, const char *s, size_t len)
 {
-    return siphash13(&t->key, s, len);
+    return (uint32_t)siphash13(&t->key, s, len);
 }
 
 static struct topic_node *node_new(struct topic_tree *t, struct topic_node *parent,
-                                   const char *level, size_t len, uint64_t hash)
+                                   const char *level, size_t len, uint32_t hash)
 {
-    struct topic_node *n = tree_alloc(t, NULL, node_size(len));
+    /* Longer than a topic can be: not from a packet, and not what `len` holds. */
+    struct topic_node *n = len <= UINT16_MAX ? tree_alloc(t, NULL, node_size(len)) : NULL;
     if (!n)
         return NULL;
     tree_charge(t, node_size(len));
     memset(n, 0, offsetof(struct topic_node, level));
     n->parent = parent;
     n->hash = hash;
-    n->len = (uint32_t)len;
+    n->len = (uint16_t)len;
     memcpy(n->level, level, len);
     n->level[len] = '\0';
     return n;
@@ -287,7 +327,7 @@ static bool node_is_empty(const struct topic_node *n)
 struct level_key {
     const char *level;
     size_t len;
-    uint64_t hash;
+    uint32_t hash;
 };
 
 /* The callbacks of util/probe.h for a child table (an array of node pointers). */
@@ -319,7 +359,7 @@ static struct topic_node *node_find_child(const struct topic_tree *t, const stru
                                           const char *level, size_t len)
 {
     /* Most nodes have no table at all: leave before hashing. */
-    size_t cap = n->child_cap;
+    size_t cap = child_cap(n);
     if (cap == 0)
         return NULL;
     struct level_key k = {level, len, level_hash(t, level, len)};
@@ -339,29 +379,29 @@ static int node_rehash(struct topic_tree *t, struct topic_node *n, size_t cap)
     if (!slots)
         return -ENOMEM;
     memset(slots, 0, cap * sizeof(*slots));
-    for (size_t i = 0; i < n->child_cap; i++)
+    for (size_t i = 0; i < child_cap(n); i++)
         if (n->slots[i])
             slots_put(slots, cap, n->slots[i]);
     free(n->slots);
-    tree_release(t, n->child_cap * sizeof(*slots));
+    tree_release(t, child_cap(n) * sizeof(*slots));
     tree_charge(t, cap * sizeof(*slots));
     n->slots = slots;
-    n->child_cap = cap;
+    n->child_bits = bits_of_cap(cap);
     return 0;
 }
 
 static struct topic_node *node_add_child(struct topic_tree *t, struct topic_node *n,
                                          const char *level, size_t len)
 {
-    if (probe_must_grow(n->child_count, n->child_cap)) {
-        size_t cap = n->child_cap ? n->child_cap * 2 : CHILD_MIN_CAP;
+    if (probe_must_grow(n->child_count, child_cap(n))) {
+        size_t cap = child_cap(n) ? child_cap(n) * 2 : CHILD_MIN_CAP;
         if (node_rehash(t, n, cap) < 0)
             return NULL;
     }
     struct topic_node *c = node_new(t, n, level, len, level_hash(t, level, len));
     if (!c)
         return NULL;
-    slots_put(n->slots, n->child_cap, c);
+    slots_put(n->slots, child_cap(n), c);
     n->child_count++;
     t->node_count++;
     return c;
@@ -371,27 +411,29 @@ static struct topic_node *node_add_child(struct topic_tree *t, struct topic_node
 static void node_remove_child(struct topic_tree *t, struct topic_node *n, struct topic_node *c)
 {
     /* Found by identity: the node is at hand, so no level is compared. */
-    size_t hole = probe_home(c->hash, n->child_cap);
+    size_t cap = child_cap(n);
+    size_t hole = probe_home(c->hash, cap);
     while (n->slots[hole] != c)
-        hole = probe_next(hole, n->child_cap);
+        hole = probe_next(hole, cap);
     n->slots[hole] = NULL;
-    probe_delete(n->slots, n->child_cap, hole, slot_empty, slot_hash, slot_move);
+    probe_delete(n->slots, cap, hole, slot_empty, slot_hash, slot_move);
     n->child_count--;
     if (n->child_count == 0) {
-        tree_release(t, n->child_cap * sizeof(*n->slots));
+        tree_release(t, cap * sizeof(*n->slots));
         free(n->slots);
         n->slots = NULL;
-        n->child_cap = 0;
-    } else if (n->child_cap > CHILD_MIN_CAP && (size_t)n->child_count * 8 <= n->child_cap) {
+        n->child_bits = 0;
+    } else if (cap > CHILD_MIN_CAP && (size_t)n->child_count * 8 <= cap) {
         /* Give back a table emptied by a mass unsubscribe; failing to is harmless. */
-        (void)node_rehash(t, n, n->child_cap / 4);
+        (void)node_rehash(t, n, cap / 4);
     }
 }
 
 static void node_free(struct topic_node *n)
 {
     free(n->slots);
-    free(n->subs);
+    if (n->sub_bits)
+        free(n->subs.many);
     free(n);
 }
 
@@ -482,8 +524,9 @@ struct topic_tree *topic_tree_new(void)
 
 /*
  * Take one child away from `n` for destruction. The table is never probed
- * again, so child_cap serves as a cursor that only moves down: every slot is
- * looked at once, whatever the number of children.
+ * again, so child_count serves as a cursor that only moves down, from the
+ * table's size (topic_tree_free sets it on the way in): every slot is looked
+ * at once, whatever the number of children.
  */
 static struct topic_node *node_take_child(struct topic_node *n)
 {
@@ -496,8 +539,8 @@ static struct topic_node *node_take_child(struct topic_node *n)
         n->child_hash = NULL;
         return c;
     }
-    while (n->child_cap > 0) {
-        c = n->slots[--n->child_cap];
+    while (n->child_count > 0) {
+        c = n->slots[--n->child_count];
         if (c)
             return c;
     }
@@ -509,10 +552,12 @@ void topic_tree_free(struct topic_tree *t, void (*release)(void *msg))
     if (!t)
         return;
     struct topic_node *n = t->root;
+    n->child_count = (uint32_t)child_cap(n);
     while (n) {
         struct topic_node *c = node_take_child(n);
         if (c) {
             n = c;
+            n->child_count = (uint32_t)child_cap(n);
             continue;
         }
         struct topic_node *parent = n->parent;
@@ -530,25 +575,28 @@ int topic_tree_subscribe(struct topic_tree *t, const char *filter, const struct 
     struct topic_node *n = tree_find(t, filter, true);
     if (!n)
         return -ENOMEM;
+    struct topic_sub *subs = node_subs(n);
     for (size_t i = 0; i < n->sub_count; i++) {
-        if (n->subs[i].owner == sub->owner) {
-            n->subs[i] = *sub;
+        if (subs[i].owner == sub->owner) {
+            subs[i] = *sub;
             return 0;
         }
     }
-    if (n->sub_count == n->sub_cap) {
-        /* Most filters have one subscriber; start small and double. */
-        size_t cap = n->sub_cap ? n->sub_cap * 2 : 1;
-        struct topic_sub *subs = tree_alloc(t, n->subs, cap * sizeof(*subs));
-        if (!subs) {
-            tree_prune(t, n); /* the node may have been made for this call */
-            return -ENOMEM;
-        }
-        tree_charge(t, (cap - n->sub_cap) * sizeof(*subs));
-        n->subs = subs;
-        n->sub_cap = cap;
+    /* The one in the node moves to an array of two, which then doubles. */
+    if (n->sub_count >= 1 && n->sub_count >= sub_cap(n)) {
+        size_t cap = n->sub_count * 2;
+        struct topic_sub *grown =
+            tree_alloc(t, n->sub_bits ? n->subs.many : NULL, cap * sizeof(*grown));
+        if (!grown)
+            return -ENOMEM; /* the node has a subscriber: nothing to prune */
+        if (!n->sub_bits)
+            grown[0] = n->subs.one;
+        tree_charge(t, (cap - sub_cap(n)) * sizeof(*grown));
+        n->subs.many = grown;
+        n->sub_bits = bits_of_cap(cap);
+        subs = grown;
     }
-    n->subs[n->sub_count++] = *sub;
+    subs[n->sub_count++] = *sub;
     t->sub_count++;
     return 1;
 }
@@ -558,17 +606,20 @@ int topic_tree_unsubscribe(struct topic_tree *t, const char *filter, const void 
     struct topic_node *n = tree_find(t, filter, false);
     if (!n)
         return -ENOENT;
+    struct topic_sub *subs = node_subs(n);
     for (size_t i = 0; i < n->sub_count; i++) {
-        if (n->subs[i].owner != owner)
+        if (subs[i].owner != owner)
             continue;
         /* Order among subscribers carries no meaning, so the last one fills the gap. */
-        n->subs[i] = n->subs[--n->sub_count];
+        subs[i] = subs[--n->sub_count];
         t->sub_count--;
-        if (n->sub_count == 0) {
-            tree_release(t, n->sub_cap * sizeof(*n->subs));
-            free(n->subs);
-            n->subs = NULL;
-            n->sub_cap = 0;
+        if (n->sub_bits && n->sub_count == 1) {
+            /* Back into the node: the array goes. */
+            struct topic_sub last = subs[0];
+            tree_release(t, sub_cap(n) * sizeof(*subs));
+            free(subs);
+            n->subs.one = last;
+            n->sub_bits = 0;
         }
         tree_prune(t, n);
         return 0;
@@ -578,8 +629,9 @@ int topic_tree_unsubscribe(struct topic_tree *t, const char *filter, const void 
 
 static void node_report_subs(const struct topic_node *n, topic_match_fn fn, void *ctx)
 {
+    const struct topic_sub *subs = n->sub_bits ? n->subs.many : &n->subs.one;
     for (size_t i = 0; i < n->sub_count; i++)
-        fn(ctx, &n->subs[i]);
+        fn(ctx, &subs[i]);
 }
 
 /*
@@ -783,7 +835,7 @@ static void retained_all(const struct topic_tree *t, const struct topic_node *n,
                          topic_retained_fn fn, void *ctx)
 {
     retained_report(n, b, fn, ctx);
-    for (size_t i = 0; i < n->child_cap; i++) {
+    for (size_t i = 0; i < child_cap(n); i++) {
         const struct topic_node *c = n->slots[i];
         if (!c || (n == t->root && c->level[0] == '$'))
             continue;
@@ -811,7 +863,7 @@ static void retained_match_from(const struct topic_tree *t, const struct topic_n
         return;
     }
     if (len == 1 && *p == '+') {
-        for (size_t i = 0; i < n->child_cap; i++) {
+        for (size_t i = 0; i < child_cap(n); i++) {
             const struct topic_node *c = n->slots[i];
             if (!c || (n == t->root && c->level[0] == '$'))
                 continue;

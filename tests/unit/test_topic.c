@@ -921,6 +921,43 @@ START_TEST(test_many_subscribers_one_filter)
 }
 END_TEST
 
+/*
+ * One subscriber lives in its node; a second moves both to an array of their
+ * own, and the array goes again when one is left: each step reports every
+ * subscriber with its own options, and the bytes come back to what they were.
+ */
+START_TEST(test_subscribers_move_between_node_and_array)
+{
+    struct topic_tree *t = topic_tree_new();
+    size_t empty = topic_tree_bytes(t);
+
+    ck_assert_int_eq(sub(t, "a/b", &o1, 1), 1);
+    size_t one = topic_tree_bytes(t);
+    ck_assert_int_eq(sub(t, "a/b", &o2, 2), 1);
+    ck_assert_int_eq(sub(t, "a/b", &o3, 0), 1);
+    ck_assert_uint_gt(topic_tree_bytes(t), one);
+    ck_assert_uint_eq(match_count(t, "a/b"), 3);
+
+    ck_assert_int_eq(topic_tree_unsubscribe(t, "a/b", &o1), 0);
+    ck_assert_uint_eq(match_owner(t, "a/b", &o2) + match_owner(t, "a/b", &o3), 2);
+    ck_assert_int_eq(topic_tree_unsubscribe(t, "a/b", &o3), 0);
+    struct matches m = match(t, "a/b");
+    ck_assert_uint_eq(m.count, 1);
+    ck_assert_ptr_eq(m.subs[0].owner, &o2);
+    ck_assert_uint_eq(m.subs[0].options, 2);
+    /* Back in the node: no array is charged, and one subscriber costs what one did. */
+    ck_assert_uint_eq(topic_tree_bytes(t), one);
+    ck_assert_int_eq(sub(t, "a/b", &o2, 1), 0); /* replaced in place */
+    ck_assert_uint_eq(match(t, "a/b").subs[0].options, 1);
+
+    ck_assert_int_eq(topic_tree_unsubscribe(t, "a/b", &o2), 0);
+    ck_assert_uint_eq(match_count(t, "a/b"), 0);
+    ck_assert_uint_eq(topic_tree_node_count(t), 0);
+    ck_assert_uint_eq(topic_tree_bytes(t), empty);
+    topic_tree_free(t, NULL);
+}
+END_TEST
+
 /* ------------------------------------------------------------ out of memory */
 
 START_TEST(test_subscribe_out_of_memory_leaves_tree_unchanged)
@@ -941,12 +978,13 @@ START_TEST(test_subscribe_out_of_memory_leaves_tree_unchanged)
         }
     }
     ck_assert_int_eq(rc, 1);
-    ck_assert_int_gt(budget, 3); /* three nodes and a subscription array were needed */
+    /* Three nodes and two child tables; the one subscriber lives in the last node. */
+    ck_assert_int_eq(budget, 6);
     topic_tree_fail_allocs_after(t, -1);
     ck_assert_uint_eq(match_count(t, "a/b/c/d"), 1);
     ck_assert_uint_eq(match_count(t, "a/x"), 1);
 
-    /* Growing an existing node's subscription array fails without losing the others. */
+    /* A second subscriber's array fails without losing the first. */
     topic_tree_fail_allocs_after(t, 0);
     ck_assert_int_eq(sub(t, "a/b/c/d", &o2, 0), -ENOMEM);
     ck_assert_uint_eq(match_count(t, "a/b/c/d"), 1);
@@ -1160,6 +1198,7 @@ static Suite *topic_suite(void)
     tcase_add_test(life, test_tree_free_releases_each_retained_once);
     tcase_add_test(life, test_many_siblings_match_correctly);
     tcase_add_test(life, test_many_subscribers_one_filter);
+    tcase_add_test(life, test_subscribers_move_between_node_and_array);
     suite_add_tcase(s, life);
 
     TCase *one = tcase_create("one filter");
