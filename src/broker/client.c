@@ -273,6 +273,17 @@ static void client_rate_pause(struct conn *c, double wait)
     evtimer_add(rare->rate_timer, &delay);
 }
 
+/* Its max-messages-per-second bucket, made at its first PUBLISH under the limit; NULL: no memory.
+ */
+static struct bucket *client_rate_bucket(struct conn *c)
+{
+    struct conn_rare *rare = conn_rare(c);
+
+    if (rare && !rare->rate)
+        rare->rate = calloc(1, sizeof(*rare->rate));
+    return rare ? rare->rate : NULL;
+}
+
 /*
  * The database writer is behind with the instance's changes: its publishers
  * wait (back-pressure, as over a rate) until client_keep_resume().
@@ -420,10 +431,11 @@ static int client_read(struct conn *c)
         if (type == MQTT_PUBLISH && c->state == CONN_ACTIVE && client_cluster_held(c))
             return 0;
         if (type == MQTT_PUBLISH && c->state == CONN_ACTIVE) {
-            if (c->instance->limits.max_messages_per_second && !c->rate &&
-                !(c->rate = calloc(1, sizeof(*c->rate))))
+            struct bucket *rate = c->rare ? c->rare->rate : NULL;
+            if (c->instance->limits.max_messages_per_second && !rate &&
+                !(rate = client_rate_bucket(c)))
                 return conn_fail(c, "out of memory reading a packet");
-            if ((wait = instance_rate_take(c->instance, c->rate)) > 0) {
+            if ((wait = instance_rate_take(c->instance, rate)) > 0) {
                 client_rate_pause(c, wait);
                 return 0;
             }

@@ -85,7 +85,7 @@ void conn_reap_later(struct conn *c)
 static void conn_publish_will(struct conn *c)
 {
     c->will_due = false;
-    route_will(c->instance, c->will, c->token, c->rate, c->client_id);
+    route_will(c->instance, c->will, c->token, c->rare ? c->rare->rate : NULL, c->client_id);
 }
 
 void conn_free(struct conn *c)
@@ -99,10 +99,7 @@ void conn_free(struct conn *c)
         c->next->prev = c->prev;
     b->conn_count--;
     deadlines_cancel(b->deadlines, &c->deadline);
-    if (c->token_timer)
-        event_free(c->token_timer);
     conn_rare_free(c);
-    free(c->rate);
     catalog_token_unref(c->token);
     sender_release(&c->out);
     link_release(&c->link);
@@ -134,6 +131,7 @@ static void conn_rare_free(struct conn *c)
         return;
     if (rare->rate_timer)
         event_free(rare->rate_timer);
+    free(rare->rate);
     if (rare->in_aliases)
         for (size_t i = 0; i < c->in_alias_max; i++)
             free(rare->in_aliases[i]);
@@ -365,8 +363,6 @@ static void conn_stop(struct conn *c)
     if (c->cluster_waiting && c->broker->cluster)
         c->broker->cluster->forget(c->broker->cluster, c);
     deadlines_cancel(c->broker->deadlines, &c->deadline);
-    if (c->token_timer)
-        evtimer_del(c->token_timer);
     if (c->rare && c->rare->rate_timer)
         evtimer_del(c->rare->rate_timer);
     if (c->counted) {

@@ -71,9 +71,11 @@ struct conn_end {
  */
 struct conn_rare {
     /* Cloud login miss: the CONNECT waits (unread) for a fresh look at the database. */
-    uint64_t login_look;         /* the look at the database it waits for */
-    struct conn *login_next;     /* core->login_waiters */
-    struct event *rate_timer;    /* max-messages-per-second: resumes reading (client.c); owned */
+    uint64_t login_look;     /* the look at the database it waits for */
+    struct conn *login_next; /* core->login_waiters */
+    /* max-messages-per-second: an empty bucket (its, or its instance's) pauses reading. */
+    struct bucket *rate;         /* owned; made at the first PUBLISH under such a limit */
+    struct event *rate_timer;    /* resumes reading (client.c); owned */
     struct log_every denied_log; /* PUBLISHes the token did not allow */
     uint32_t will_delay;         /* MQTT 5: Will Delay Interval of its will, seconds */
     char **in_aliases;           /* MQTT 5: topic of each alias it set, [alias - 1]; owned */
@@ -110,20 +112,17 @@ struct conn {
     const char *client_id;         /* for the log (conn_name): owned once named, but
                                       borrowed from its session while it holds one */
     uint64_t id;                   /* a number for the log, unique per process */
-    struct deadline deadline;      /* CONNECT, then keep-alive and idle (timers.c) */
+    struct deadline deadline;      /* CONNECT, then keep-alive, idle, token (timers.c) */
     uint32_t idle_published;       /* out.published when last_activity was last looked at */
-    int64_t last_packet_ms;        /* when the last whole packet arrived (timers.c's clock) */
-    struct conn_end end;           /* set by conn_fail() and its kin */
+    /* On timers.c's clock, its low 32 bits (ms_since() there). */
+    uint32_t last_packet_ms; /* when the last whole packet arrived */
+    uint32_t
+        last_activity_ms; /* last PUBLISH, SUBSCRIBE or UNSUBSCRIBE either way (idle-timeout) */
+    struct conn_end end;  /* set by conn_fail() and its kin */
 
     /* Set when CONNECT is accepted. */
     struct instance *instance;   /* where it logged in; counted in conn_count while counted */
     struct catalog_token *token; /* cloud: the token it logged in with (a reference) */
-    struct event *token_timer;   /* expiry warning, then expiry (timers.c); owned; NULL for keys */
-    int64_t last_activity_ms;    /* last PUBLISH, SUBSCRIBE or UNSUBSCRIBE either way
-                                    (idle-timeout), on the same clock */
-
-    /* max-messages-per-second: an empty bucket (its, or its instance's) pauses reading. */
-    struct bucket *rate; /* owned; made at the first PUBLISH under such a limit */
 
     struct conn_rare *rare;   /* owned; NULL until first needed */
     struct conn *next, *prev; /* core->conns */

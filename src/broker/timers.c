@@ -34,6 +34,18 @@ static int64_t loop_ms(const struct conn *c)
     return (int64_t)now.tv_sec * 1000 + now.tv_usec / 1000;
 }
 
+/*
+ * Milliseconds from `then` (the low 32 bits of a loop_ms(), as a conn keeps
+ * them) to `now`. Exact within 24 days either way, beyond the longest
+ * keep-alive (1.5 x 65535 s) and idle-timeout (LIMITS_IDLE_MAX, 7 days); a
+ * clock set back comes out negative, as it did with the whole time.
+ */
+static int64_t ms_since(int64_t now, uint32_t then)
+{
+    return (int32_t)((uint32_t)now - then);
+}
+_Static_assert((int64_t)LIMITS_IDLE_MAX * 1000 < INT32_MAX, "idle-timeout fits ms_since()");
+
 int timers_start_connect(struct conn *c)
 {
     /* An absolute deadline: trickling bytes of a CONNECT does not extend it. */
@@ -50,7 +62,7 @@ void timers_start_keepalive(struct conn *c)
 {
     int64_t limit = keepalive_limit_ms(c);
 
-    c->last_packet_ms = c->last_activity_ms = loop_ms(c);
+    c->last_packet_ms = c->last_activity_ms = (uint32_t)loop_ms(c);
     c->idle_published = c->out.published;
     unsigned idle_timeout = c->instance ? c->instance->limits.idle_timeout : 0;
     if (idle_timeout && (int64_t)idle_timeout * 1000 < limit)
@@ -60,7 +72,7 @@ void timers_start_keepalive(struct conn *c)
 
 void timers_packet_arrived(struct conn *c, bool activity)
 {
-    c->last_packet_ms = loop_ms(c);
+    c->last_packet_ms = (uint32_t)loop_ms(c);
     if (activity)
         c->last_activity_ms = c->last_packet_ms;
 }
@@ -100,9 +112,9 @@ static bool timers_idle_check(struct conn *c, int64_t now, int64_t *left)
         return true;
     if (c->out.published != c->idle_published) {
         c->idle_published = c->out.published;
-        c->last_activity_ms = now;
+        c->last_activity_ms = (uint32_t)now;
     }
-    int64_t quiet = now - c->last_activity_ms;
+    int64_t quiet = ms_since(now, c->last_activity_ms);
     if (quiet >= idle_limit) {
         conn_disconnect(c, MQTT_RC_KEEP_ALIVE_TIMEOUT,
                         "idle: no PUBLISH either way, SUBSCRIBE or UNSUBSCRIBE for %u s "
@@ -115,6 +127,31 @@ static bool timers_idle_check(struct conn *c, int64_t now, int64_t *left)
     return true;
 }
 
+/*
+ * An expiring token on top of the time `left`: its expiry closes the
+ * connection (returns false); the warning goes out once its time has come;
+ * `left` is shortened to the nearer of the two still ahead. Unix seconds, as
+ * the catalog gives them.
+ */
+static bool timers_token_check(struct conn *c, int64_t *left)
+{
+    const struct catalog_token *t = c->token;
+
+    if (!t || !t->expires)
+        return true;
+    time_t now = time(NULL), warn_at = t->expires - (time_t)c->broker->token_warning;
+    if (now >= t->expires) {
+        conn_disconnect(c, MQTT_RC_MAXIMUM_CONNECT_TIME, "token %s expired", t->id);
+        return false;
+    }
+    if (now >= warn_at)
+        timers_token_warning(c);
+    int64_t next_ms = (int64_t)((now >= warn_at ? t->expires : warn_at) - now) * 1000;
+    if (next_ms < *left)
+        *left = next_ms;
+    return c->state == CONN_ACTIVE; /* the warning may have failed it */
+}
+
 void timers_conn_due(struct deadline *d)
 {
     struct conn *c = (struct conn *)((char *)d - offsetof(struct conn, deadline));
@@ -125,7 +162,8 @@ void timers_conn_due(struct deadline *d)
     }
     if (c->state != CONN_ACTIVE)
         return;
-    int64_t now = loop_ms(c), limit = keepalive_limit_ms(c), idle = now - c->last_packet_ms;
+    int64_t now = loop_ms(c), limit = keepalive_limit_ms(c),
+            idle = ms_since(now, c->last_packet_ms);
     if (idle >= limit) {
         if (c->reading_paused)
             conn_disconnect(c, MQTT_RC_KEEP_ALIVE_TIMEOUT,
@@ -138,7 +176,7 @@ void timers_conn_due(struct deadline *d)
         return;
     }
     int64_t left = limit - idle;
-    if (timers_idle_check(c, now, &left))
+    if (timers_idle_check(c, now, &left) && timers_token_check(c, &left))
         timers_arm(c, left);
 }
 
@@ -163,43 +201,14 @@ void timers_token_warning(struct conn *c)
     message_unref(m);
 }
 
-/* Seconds from now until Unix time `when`, at least 0. */
-static struct timeval timers_until(time_t when)
-{
-    time_t now = time(NULL);
-    struct timeval tv = {when > now ? when - now : 0, 0};
-    return tv;
-}
-
-static void timers_token_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct conn *c = arg;
-    const struct catalog_token *t = c->token;
-
-    if (c->state != CONN_ACTIVE)
-        return;
-    if (time(NULL) >= t->expires) {
-        conn_disconnect(c, MQTT_RC_MAXIMUM_CONNECT_TIME, "token %s expired", t->id);
-        return;
-    }
-    timers_token_warning(c);
-    struct timeval left = timers_until(t->expires);
-    evtimer_add(c->token_timer, &left);
-}
-
 int timers_start_token(struct conn *c)
 {
     const struct catalog_token *t = c->token;
 
     if (!t || !t->expires)
         return 0;
-    c->token_timer = evtimer_new(c->broker->base, timers_token_cb, c);
-    if (!c->token_timer)
-        return conn_fail(c, "out of memory watching its token's expiry");
-    time_t warn_at = t->expires - (time_t)c->broker->token_warning;
-    struct timeval first = timers_until(warn_at < time(NULL) ? t->expires : warn_at);
-    if (warn_at <= time(NULL))
-        c->token_warning_due = true;
-    evtimer_add(c->token_timer, &first);
-    return 0;
+    if (t->expires - (time_t)c->broker->token_warning <= time(NULL))
+        c->token_warning_due = true; /* sent after CONNACK (handle_connect.c) */
+    /* The deadline's callback measures the token too, and re-arms for the nearest. */
+    return timers_arm(c, 0);
 }

@@ -5,10 +5,9 @@
  * under one timer), re-armed only when it is due: first the CONNECT
  * deadline (connect-timeout), then the keep-alive (1.5 times the client's,
  * from the last whole packet) and the idle timeout (from the last PUBLISH,
- * SUBSCRIBE or UNSUBSCRIBE), whichever is nearer. A cloud login with an
- * expiring token has a timer of its own: the expiry warning, then the close
- * at expiry. The timer is the conn's (conn_free frees it, and cancels the
- * deadline). Core thread only.
+ * SUBSCRIBE or UNSUBSCRIBE), whichever is nearer; with an expiring token
+ * (cloud), its expiry warning and then the close at its expiry are measured
+ * there too. conn_free cancels the deadline. Core thread only.
  */
 #ifndef AVIARY_TIMERS_H
 #define AVIARY_TIMERS_H
@@ -42,9 +41,9 @@ void timers_packet_arrived(struct conn *c, bool activity);
 void timers_limits_changed(struct conn *c);
 
 /*
- * CONNECT was accepted with an expiring token: arm the warning (token-warning
- * seconds ahead) and the close at expiry. Returns 0 or -1 (the handler's
- * failure is recorded: see conn_fail).
+ * CONNECT was accepted with an expiring token: bring the deadline to the
+ * warning (token-warning seconds ahead), or the close at expiry. Returns 0 or
+ * -1 (out of memory: the connection is closed).
  */
 int timers_start_token(struct conn *c);
 
