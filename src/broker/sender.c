@@ -27,12 +27,20 @@ void sender_init(struct sender *s, struct link *link, const struct limits *limit
     s->fail = fail;
 }
 
+/* Its rare part, made at the first call; NULL when out of memory. */
+static struct sender_rare *sender_rare(struct sender *s)
+{
+    if (!s->rare)
+        s->rare = calloc(1, sizeof(*s->rare));
+    return s->rare;
+}
+
 void sender_release(struct sender *s)
 {
-    if (s->aliases) {
-        strmap_clear(s->aliases);
-        free(s->aliases);
-        s->aliases = NULL;
+    if (s->rare) {
+        strmap_clear(&s->rare->aliases);
+        free(s->rare);
+        s->rare = NULL;
     }
     account_release(s->account, s->charged);
     account_unref(s->account);
@@ -260,10 +268,12 @@ static bool sender_drop_qos0(struct sender *s)
     if (sender_pending(s) <= max)
         return false;
     qos0_drops++;
-    if (log_every_due(&s->dropped, time(NULL), SENDER_DROP_LOG_INTERVAL_SEC))
+    /* Out of memory for its count, the drop goes unlogged (/metrics counts it). */
+    struct sender_rare *rare = sender_rare(s);
+    if (rare && log_every_due(&rare->dropped, time(NULL), SENDER_DROP_LOG_INTERVAL_SEC))
         log_warning("client %s (%s): more than %zu bytes of output pending "
                     "(max-outbound-bytes), dropping QoS 0 messages (%llu so far)",
-                    s->who, s->link->meta.peer, max, (unsigned long long)s->dropped.count);
+                    s->who, s->link->meta.peer, max, (unsigned long long)rare->dropped.count);
     return true;
 }
 
@@ -277,16 +287,13 @@ static uint16_t sender_alias(struct sender *s, const char *topic, bool *fresh)
     *fresh = false;
     if (s->alias_max == 0)
         return 0;
-    uintptr_t have = s->aliases ? (uintptr_t)strmap_get(s->aliases, topic) : 0;
+    uintptr_t have = s->rare ? (uintptr_t)strmap_get(&s->rare->aliases, topic) : 0;
     if (have)
         return (uint16_t)have;
-    if (s->alias_count >= s->alias_max)
-        return 0;
-    /* Made at the first alias: most clients never take one. */
-    if (!s->aliases && !(s->aliases = calloc(1, sizeof(*s->aliases))))
-        return 0;
+    if (s->alias_count >= s->alias_max || !sender_rare(s))
+        return 0; /* no alias left, or no memory: the topic goes in full */
     uint16_t alias = (uint16_t)(s->alias_count + 1);
-    if (strmap_put(s->aliases, topic, (void *)(uintptr_t)alias, NULL) < 0)
+    if (strmap_put(&s->rare->aliases, topic, (void *)(uintptr_t)alias, NULL) < 0)
         return 0; /* out of memory: the topic goes in full */
     s->alias_count++;
     *fresh = true;
@@ -296,7 +303,7 @@ static uint16_t sender_alias(struct sender *s, const char *topic, bool *fresh)
 /* A PUBLISH that was not sent after all gives its fresh alias back. */
 static void sender_unalias(struct sender *s, const char *topic)
 {
-    strmap_remove(s->aliases, topic);
+    strmap_remove(&s->rare->aliases, topic);
     s->alias_count--;
 }
 

@@ -36,21 +36,25 @@ struct delivery {
     size_t sub_id_count;
 };
 
+/* What most senders never need, made at its first use: most clients take no alias. */
+struct sender_rare {
+    struct strmap aliases;    /* topic -> alias we gave it (as uintptr_t) */
+    struct log_every dropped; /* QoS 0 messages dropped because the output was full */
+};
+
 struct sender {
     struct link *link;           /* where the bytes go (the connection's) */
     const struct limits *limits; /* max-outbound-bytes: the instance's once logged in */
     const char *who;             /* the client, for the log (the conn's client id) */
     /* Close the connection, logging `why`; `owner` is the link's. */
     void (*fail)(void *owner, const char *why);
-    struct strmap
-        *aliases; /* topic -> alias we gave it (as uintptr_t); owned; NULL until the first */
+    struct sender_rare *rare; /* owned; NULL until the first alias or drop */
 
     /* Its output counts against its instance's bytes from login until it is freed. */
     struct account *account; /* a reference; NULL before login */
     size_t charged;          /* bytes of output charged: never less than pending */
 
-    struct log_every dropped; /* QoS 0 messages dropped because the output was full */
-    uint32_t published;       /* PUBLISH packets queued to it (wraps): idle-timeout looks */
+    uint32_t published; /* PUBLISH packets queued to it (wraps): idle-timeout looks */
 
     /* What the client said it can take (MQTT 5 CONNECT). */
     uint32_t max_packet;  /* its Maximum Packet Size; 0: no limit */
