@@ -19,6 +19,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "alloc_fail.h"
 #include "check_tap.h"
 #include "broker/broker.h"
 #include "broker/client.h"
@@ -163,15 +164,22 @@ static void client_send_raw(struct client *cl, const void *data, size_t len)
     pump();
 }
 
-static void client_send(struct client *cl, const struct mqtt_packet *p, uint8_t version)
+/* Put `p` in the client's output; the broker reads it at the next pump(). */
+static void client_queue(struct client *cl, const struct mqtt_packet *p, uint8_t version)
 {
     long need = codec_encode(p, version, NULL, 0);
     ck_assert_int_gt(need, 0);
     uint8_t *buf = malloc((size_t)need);
     ck_assert_ptr_nonnull(buf);
     ck_assert_int_eq(codec_encode(p, version, buf, (size_t)need), need);
-    client_send_raw(cl, buf, (size_t)need);
+    ck_assert_int_eq(bufferevent_write(cl->bev, buf, (size_t)need), 0);
     free(buf);
+}
+
+static void client_send(struct client *cl, const struct mqtt_packet *p, uint8_t version)
+{
+    client_queue(cl, p, version);
+    pump();
 }
 
 /* Take the next whole packet from the client's input. False when there is none. */
@@ -1667,6 +1675,130 @@ START_TEST(test_SPEC_10_max_sessions_counts_persistent_sessions_only)
 }
 END_TEST
 
+/* ------------------------------------------------------------ out of memory */
+
+/*
+ * The broker reads `p` from `cl` with the `n`th allocation that causes
+ * failing (alloc_fail.h). True when one did: false means the step needs
+ * fewer than n + 1 and went through whole.
+ */
+static bool send_failing(struct client *cl, const struct mqtt_packet *p, long n)
+{
+    client_queue(cl, p, MQTT_V311);
+    alloc_fail_nth(n);
+    pump();
+    bool failed = alloc_fail_done();
+    alloc_fail_nth(-1);
+    return failed;
+}
+
+/* The broker still serves: a new client connects, subscribes and hears its own message. */
+static void expect_serving(void)
+{
+    struct client *probe = client_connect("probe", true, false);
+    ck_assert_uint_eq(subscribe1(probe, 1, "probe", 0), 0);
+    send_publish(probe, "probe", "alive", 0, 0);
+    expect_publish(probe, "probe", "alive", 0);
+}
+
+/* Sweeps stop here at the latest: no step of these makes this many allocations. */
+#define SWEEP_MAX 300
+
+/*
+ * A QoS 1 PUBLISH to a subscriber that never had one (its session's QoS 1/2
+ * state is made then) with each allocation on its way failing in turn: the
+ * broker goes on serving, and the run past the last allocation delivers.
+ */
+START_TEST(test_out_of_memory_at_each_allocation_of_a_first_qos1_delivery)
+{
+    struct limits l = default_limits();
+    struct mqtt_packet p = {.type = MQTT_PUBLISH};
+    p.u.publish = (struct mqtt_publish){
+        .qos = 1, .packet_id = 1, .topic = {(const uint8_t *)"w", 1}, .payload = {"m", 1}};
+    bool failed = true;
+    long n;
+
+    for (n = 0; failed && n < SWEEP_MAX; n++) {
+        start(&l);
+        struct client *sub = client_connect("sub", true, false);
+        ck_assert_uint_eq(subscribe1(sub, 1, "w", 1), 1);
+        struct client *pub = client_connect("pub", true, false);
+        failed = send_failing(pub, &p, n);
+        if (!failed) {
+            expect_ack(pub, MQTT_PUBACK, 1);
+            expect_publish(sub, "w", "m", 1);
+            ck_assert_ptr_nonnull(client_conn(sub)->session->flow);
+        }
+        expect_serving();
+        teardown();
+    }
+    ck_assert_int_lt(n, SWEEP_MAX);
+    ck_assert_int_gt(n, 3); /* the message, its entry, the session's QoS state at least */
+}
+END_TEST
+
+/*
+ * A persistent session with an expiry goes offline (its expiry timer is
+ * made then) with each allocation failing in turn: the broker goes on
+ * serving, and the client finds its session when it comes back.
+ */
+START_TEST(test_out_of_memory_at_each_allocation_of_parking_a_session)
+{
+    struct limits l = default_limits();
+    l.max_session_expiry = 60; /* a 3.1.1 persistent session gets this expiry */
+    struct mqtt_packet p = {.type = MQTT_DISCONNECT};
+    bool failed = true;
+    long n;
+
+    for (n = 0; failed && n < SWEEP_MAX; n++) {
+        start(&l);
+        struct client *sub = client_connect("sleeper", false, false);
+        ck_assert_uint_eq(subscribe1(sub, 1, "q", 1), 1);
+        failed = send_failing(sub, &p, n);
+        expect_closed(sub);
+        struct session *s = strmap_get(&broker->local->sessions, "sleeper");
+        ck_assert_ptr_nonnull(s);
+        if (!failed)
+            ck_assert_ptr_nonnull(s->wait);
+        expect_serving();
+        struct client *back = client_connect("sleeper", false, true);
+        ck_assert_ptr_null(
+            client_conn(back)->session->wait); /* a connected client waits for nothing */
+        teardown();
+    }
+    ck_assert_int_lt(n, SWEEP_MAX);
+    ck_assert_int_gt(n, 1); /* its wait, its timer */
+}
+END_TEST
+
+/* The first PUBLISH under max-messages-per-second makes the connection's bucket. */
+START_TEST(test_out_of_memory_at_each_allocation_of_a_first_rated_publish)
+{
+    struct limits l = default_limits();
+    l.max_messages_per_second = 1000;
+    struct mqtt_packet p = {.type = MQTT_PUBLISH};
+    p.u.publish = (struct mqtt_publish){.topic = {(const uint8_t *)"r", 1}, .payload = {"m", 1}};
+    bool failed = true;
+    long n;
+
+    for (n = 0; failed && n < SWEEP_MAX; n++) {
+        start(&l);
+        struct client *sub = client_connect("sub", true, false);
+        ck_assert_uint_eq(subscribe1(sub, 1, "r", 0), 0);
+        struct client *pub = client_connect("pub", true, false);
+        failed = send_failing(pub, &p, n);
+        if (!failed) {
+            expect_publish(sub, "r", "m", 0);
+            ck_assert_ptr_nonnull(client_conn(pub)->rare->rate);
+        }
+        expect_serving();
+        teardown();
+    }
+    ck_assert_int_lt(n, SWEEP_MAX);
+    ck_assert_int_gt(n, 2); /* its rare part, its bucket, the message */
+}
+END_TEST
+
 /* ------------------------------------------------------------ suite */
 
 static Suite *limits_suite(void)
@@ -1748,6 +1880,13 @@ static Suite *limits_suite(void)
     tcase_add_test(conns, test_MQTT_2_2_3_remaining_length_of_5_bytes_closes_only_that_connection);
     tcase_add_test(conns, test_MQTT_3_3_1_4_publish_qos3_closes_only_that_connection);
     suite_add_tcase(s, conns);
+
+    TCase *oom = tcase_create("out of memory");
+    tcase_add_checked_fixture(oom, NULL, teardown);
+    tcase_add_test(oom, test_out_of_memory_at_each_allocation_of_a_first_qos1_delivery);
+    tcase_add_test(oom, test_out_of_memory_at_each_allocation_of_parking_a_session);
+    tcase_add_test(oom, test_out_of_memory_at_each_allocation_of_a_first_rated_publish);
+    suite_add_tcase(s, oom);
 
     return s;
 }
