@@ -79,7 +79,8 @@ struct conn *client_accept(struct broker *b, const struct link_stream *stream,
     struct conn *c = conn_new(b, stream, meta, &client_events);
 
     if (c && timers_start_connect(c) == 0)
-        log_debug("conn %llu: accepted from %s", (unsigned long long)c->id, meta->peer);
+        log_debug("conn %llu: accepted from %s", (unsigned long long)c->id,
+                  link_peer_name(&meta->peer).s);
     return c;
 }
 
@@ -197,7 +198,7 @@ static void client_pause_reading(struct conn *c)
     link_watch_output(&c->link, max / 2);
     log_info("client %s (%s): %zu bytes of output pending (max-outbound-bytes %zu): "
              "not reading its input until it reads",
-             c->client_id, c->link.meta.peer, sender_pending(&c->out), max);
+             c->client_id, link_peer_name(&c->link.meta.peer).s, sender_pending(&c->out), max);
 }
 
 /* The client has read its output down to half the limit: take its input again. */

@@ -48,7 +48,7 @@ struct conn *conn_new(struct broker *b, const struct link_stream *stream,
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
-        log_error("out of memory accepting a connection from %s", meta->peer);
+        log_error("out of memory accepting a connection from %s", link_peer_name(&meta->peer).s);
         link_stream_drop(stream);
         return NULL;
     }
@@ -377,8 +377,8 @@ static void conn_end(struct conn *c, enum log_level level, bool clean_disconnect
 {
     if (c->state == CONN_CLOSING)
         return;
-    log_msg(level, "client %s (%s, conn %llu): closed: %s", c->client_id, c->link.meta.peer,
-            (unsigned long long)c->id, why);
+    log_msg(level, "client %s (%s, conn %llu): closed: %s", c->client_id,
+            link_peer_name(&c->link.meta.peer).s, (unsigned long long)c->id, why);
     /* A client that said DISCONNECT may read what it asked for; one we close gets its linger
      * only when it is keeping up. */
     size_t unread = sender_pending(&c->out);

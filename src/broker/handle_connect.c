@@ -660,7 +660,7 @@ static int connect_session(struct conn *c, struct connecting *cn)
     /* Take-over: the same client id in the same instance closes the older connection. */
     if (s && s->conn) {
         log_notice("client %s: taken over by a new connection from %s", c->client_id,
-                   c->link.meta.peer);
+                   link_peer_name(&c->link.meta.peer).s);
         conn_disconnect(s->conn, MQTT_RC_SESSION_TAKEN_OVER,
                         "taken over by a new connection with the same client id");
         s = strmap_get(&inst->sessions, cn->client_id); /* gone if it ended with its connection */
@@ -725,8 +725,8 @@ static int connect_accept(struct conn *c, struct connecting *cn)
         snprintf(expiry, sizeof(expiry), "%lu s", (unsigned long)cn->granted);
     log_info("client %s connected from %s to instance %s%s%s (MQTT %s, clean %d, keep-alive "
              "%u s, session expiry %s%s)",
-             c->client_id, c->link.meta.peer, cn->inst->name, token ? " with token " : "",
-             token ? token->id : "",
+             c->client_id, link_peer_name(&c->link.meta.peer).s, cn->inst->name,
+             token ? " with token " : "", token ? token->id : "",
              ck->version == MQTT_V31  ? "3.1"
              : ck->version == MQTT_V5 ? "5.0"
                                       : "3.1.1",
@@ -736,7 +736,7 @@ static int connect_accept(struct conn *c, struct connecting *cn)
     if (c->broker->cluster)
         c->broker->cluster->claim(c->broker->cluster, cn->inst, c);
     systopic_connected(cn->inst, cn->client_id, link_transport_name(c->link.meta.transport),
-                       ck->version, c->link.meta.peer);
+                       ck->version, link_peer_name(&c->link.meta.peer).s);
     if (cn->session_present)
         session_resume(cn->s);
     if (c->token_warning_due)

@@ -273,7 +273,8 @@ static bool sender_drop_qos0(struct sender *s)
     if (rare && log_every_due(&rare->dropped, time(NULL), SENDER_DROP_LOG_INTERVAL_SEC))
         log_warning("client %s (%s): more than %zu bytes of output pending "
                     "(max-outbound-bytes), dropping QoS 0 messages (%llu so far)",
-                    s->who, s->link->meta.peer, max, (unsigned long long)rare->dropped.count);
+                    s->who, link_peer_name(&s->link->meta.peer).s, max,
+                    (unsigned long long)rare->dropped.count);
     return true;
 }
 

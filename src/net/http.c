@@ -1,6 +1,7 @@
 #include "net/http.h"
 
 #include <ctype.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -323,7 +324,8 @@ static void http_refuse(struct http_conn *c, int status, const char *why)
     struct evbuffer *out = bufferevent_get_output(c->link.bev);
 
     c->server->stats.bad_requests++;
-    log_notice("http %s: %d %s: %s", c->link.meta.peer, status, http_status_text(status), why);
+    log_notice("http %s: %d %s: %s", link_peer_name(&c->link.meta.peer).s, status,
+               http_status_text(status), why);
     c->keep_alive = false;
     if (c->extra)
         evbuffer_drain(c->extra, evbuffer_get_length(c->extra));
@@ -549,9 +551,11 @@ static void http_dispatch(struct http_conn *c)
     c->body[c->body_wanted] = '\0';
     r->body = c->body;
     r->body_len = c->body_wanted;
-    r->peer = c->link.meta.peer;
+    const struct link_peer *peer = &c->link.meta.peer;
+    snprintf(r->peer, sizeof(r->peer), "%s", link_peer_name(peer).s);
     r->over_tls = c->link.meta.over_tls;
-    r->local = strncmp(r->peer, "127.", 4) == 0 || strncmp(r->peer, "[::1]", 5) == 0;
+    r->local = (peer->family == AF_INET && peer->ip[0] == 127) ||
+               (peer->family == AF_INET6 && memcmp(peer->ip, &in6addr_loopback, 16) == 0);
     r->listener = c->flags;
     c->state = HTTP_HANDLING;
     evtimer_del(c->timer);
@@ -636,7 +640,7 @@ static void http_link_lost(void *owner, bool orderly, const char *why)
     struct http_conn *c = owner;
 
     if (!orderly && why)
-        log_info("http %s: %s", c->link.meta.peer, why);
+        log_info("http %s: %s", link_peer_name(&c->link.meta.peer).s, why);
     http_conn_close(c, true);
 }
 
@@ -732,7 +736,8 @@ void http_server_accept(struct http_server *s, struct bufferevent *bev,
         c->wake = event_new(s->base, -1, 0, http_conn_wake_cb, c);
     }
     if (!c || !c->timer || !c->wake) {
-        log_error("http %s: cannot set up the connection: out of memory", meta->peer);
+        log_error("http %s: cannot set up the connection: out of memory",
+                  link_peer_name(&meta->peer).s);
         if (c && c->timer)
             event_free(c->timer);
         free(c);
@@ -753,7 +758,8 @@ void http_server_accept(struct http_server *s, struct bufferevent *bev,
         s->stats.refused_conns++;
         if (log_every_due(&s->refused_log, time(NULL), 10))
             log_warning("http %s: refused: %zu connections already open (%llu refused so far)",
-                        meta->peer, s->max_connections, (unsigned long long)s->refused_log.count);
+                        link_peer_name(&meta->peer).s, s->max_connections,
+                        (unsigned long long)s->refused_log.count);
         c->state = HTTP_READING;
         c->keep_alive = false;
         http_write_head(c, 503, "text/plain; charset=utf-8", true, 20);

@@ -28,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "net/link.h"
+
 struct bufferevent;
 struct event_base;
 struct evbuffer;
@@ -58,10 +60,10 @@ struct http_request {
     size_t header_count;
     const unsigned char *body; /* body_len bytes, then a NUL */
     size_t body_len;
-    const char *peer;  /* "127.0.0.1:53422", for the log */
-    bool over_tls;     /* arrived on an https:// listener */
-    bool local;        /* from a loopback address */
-    unsigned listener; /* the listener's flags (HTTP_LISTENER_*) */
+    char peer[LINK_PEER_SIZE]; /* "127.0.0.1:53422", for the log */
+    bool over_tls;             /* arrived on an https:// listener */
+    bool local;                /* from a loopback address */
+    unsigned listener;         /* the listener's flags (HTTP_LISTENER_*) */
     /* Called if the connection goes before the answer; the request is gone after it. */
     void (*abort)(void *arg);
     void *abort_arg;

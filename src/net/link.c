@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -335,16 +337,39 @@ void link_stream_drop(const struct link_stream *s)
         evutil_closesocket(s->fd);
 }
 
-static const char link_unknown_peer[] = "?";
+struct link_peer link_peer_of(const struct sockaddr *sa, socklen_t len)
+{
+    struct link_peer p = {0};
+
+    if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        p.family = AF_INET;
+        p.port = ntohs(in->sin_port);
+        memcpy(p.ip, &in->sin_addr, sizeof(in->sin_addr));
+    } else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        p.family = AF_INET6;
+        p.port = ntohs(in6->sin6_port);
+        memcpy(p.ip, &in6->sin6_addr, sizeof(in6->sin6_addr));
+    }
+    return p;
+}
+
+struct link_peer_name link_peer_name(const struct link_peer *p)
+{
+    struct link_peer_name name = {"?"};
+    char host[INET6_ADDRSTRLEN];
+
+    if (p->family && inet_ntop(p->family, p->ip, host, sizeof(host)))
+        snprintf(name.s, sizeof(name.s), p->family == AF_INET6 ? "[%s]:%u" : "%s:%u", host,
+                 (unsigned)p->port);
+    return name;
+}
 
 void link_init(struct link *l, const struct link_stream *stream, const struct link_meta *meta,
                const struct link_events *events, void *owner)
 {
     *l = (struct link){.bev = stream->bev, .meta = *meta, .events = events, .owner = owner};
-    /* Out of memory, the log calls the peer "?": not worth refusing the client for. */
-    l->meta.peer = strdup(meta->peer);
-    if (!l->meta.peer)
-        l->meta.peer = link_unknown_peer;
     if (l->bev) {
         bufferevent_setcb(l->bev, link_read_cb, link_write_cb, link_event_cb, l);
         bufferevent_enable(l->bev, EV_READ | EV_WRITE);
@@ -360,9 +385,6 @@ void link_init(struct link *l, const struct link_stream *stream, const struct li
 
 void link_release(struct link *l)
 {
-    if (l->meta.peer != link_unknown_peer)
-        free((char *)l->meta.peer);
-    l->meta.peer = link_unknown_peer;
     if (l->timer)
         event_free(l->timer);
     if (l->bev) {
@@ -408,7 +430,7 @@ void link_watch_output(struct link *l, size_t low)
     if (l->bev)
         bufferevent_setwatermark(l->bev, EV_WRITE, low, 0);
     else
-        l->write_low = low;
+        l->write_low = low > UINT32_MAX ? UINT32_MAX : (uint32_t)low;
 }
 
 void link_input_settled(struct link *l)

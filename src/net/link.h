@@ -29,6 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/socket.h>
+
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
@@ -49,18 +51,39 @@ static inline const char *link_transport_name(enum link_transport t)
     return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : "?";
 }
 
+/*
+ * The peer's address as its socket gave it, for the log: 20 bytes in the
+ * link, where its text took a block of 32 of its own. Family 0: unknown
+ * (a socket that is neither IPv4 nor IPv6, or an in-memory pair).
+ */
+struct link_peer {
+    uint8_t family; /* AF_INET, AF_INET6 or 0 */
+    uint16_t port;  /* host order */
+    uint8_t ip[16]; /* network order; IPv4 in the first 4 bytes */
+};
+
+/* The text of a peer: "127.0.0.1:53422", "[::1]:53422" or "?" (link_peer_name). */
+#define LINK_PEER_SIZE 64
+
+struct link_peer_name {
+    char s[LINK_PEER_SIZE];
+};
+
+/* The peer at socket address `sa` (`len` bytes); family 0 when it is neither IPv4 nor IPv6. */
+struct link_peer link_peer_of(const struct sockaddr *sa, socklen_t len);
+
+/*
+ * The peer as text, to pass straight to a format (`link_peer_name(p).s`
+ * lives to the end of the full expression that calls it).
+ */
+struct link_peer_name link_peer_name(const struct link_peer *p);
+
 /* What the listener knows about a new connection. */
 struct link_meta {
     enum link_transport transport;
-    bool over_tls; /* arrived over TLS (tls:// and wss://) */
-    /*
-     * "127.0.0.1:53422" or "[::1]:53422", for the log. Given to link_init()
-     * (LINK_PEER_SIZE at most), which keeps its own copy.
-     */
-    const char *peer;
+    bool over_tls;         /* arrived over TLS (tls:// and wss://) */
+    struct link_peer peer; /* who is at the other end */
 };
-
-#define LINK_PEER_SIZE 64
 
 /*
  * Drives every socket link of an event loop. It polls their sockets in an
@@ -122,6 +145,7 @@ struct link_ops {
 struct link {
     struct bufferevent *bev; /* owned; NULL over a plain socket */
     struct link_meta meta;
+    uint32_t write_low; /* link_watch_output(), at most 4 GB: beside meta, where it packs */
     const struct link_events *events;
     void *owner;
     struct event *timer; /* the linger, then the drain; owned; made at link_close() */
@@ -144,7 +168,6 @@ struct link {
     evutil_socket_t fd;   /* owned */
     unsigned wait_slot;   /* deferred: where on that list */
     int error;            /* errno of the failure, for the log */
-    size_t write_low;     /* link_watch_output() */
     struct evbuffer *in;  /* owned; NULL while nothing waits to be framed */
     struct evbuffer *out; /* owned; NULL while nothing waits to go out */
     struct link_driver *driver;

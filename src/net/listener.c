@@ -56,13 +56,12 @@ struct listener {
 static void listener_take(struct listener *l, evutil_socket_t fd, struct sockaddr *sa,
                           socklen_t salen)
 {
-    char peer[LINK_PEER_SIZE];
-    struct link_meta meta = {.transport = l->transport, .over_tls = l->tls != NULL, .peer = peer};
+    struct link_meta meta = {
+        .transport = l->transport, .over_tls = l->tls != NULL, .peer = link_peer_of(sa, salen)};
     struct event_base *base = event_get_base(l->accept_ev);
     struct bufferevent *bev;
     int one = 1;
 
-    addr_format(sa, salen, peer, sizeof(peer));
     /* MQTT packets are small and latency matters more than batching. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (l->tls) {
@@ -83,7 +82,8 @@ static void listener_take(struct listener *l, evutil_socket_t fd, struct sockadd
         bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
     if (!bev) {
-        log_error("cannot set up a connection from %s: out of memory", meta.peer);
+        log_error("cannot set up a connection from %s: out of memory",
+                  link_peer_name(&meta.peer).s);
         evutil_closesocket(fd);
         return;
     }

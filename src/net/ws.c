@@ -33,8 +33,7 @@
 /* A new session's core end, waiting in the mailbox for the core thread. */
 struct ws_handoff {
     int fd;
-    struct link_meta meta; /* its peer is `peer` */
-    char peer[LINK_PEER_SIZE];
+    struct link_meta meta;
 };
 
 /*
@@ -89,7 +88,8 @@ struct ws_session {
     int fd;           /* -1 once closed */
     uint8_t *pending; /* from the WebSocket, not yet taken by the socketpair */
     size_t pending_len, pending_off;
-    char peer[64];
+    struct link_peer addr; /* its client, for the core thread */
+    char peer[64];         /* the same, for this thread's log */
 };
 
 static struct ws_server *server_of(struct lws *wsi)
@@ -97,18 +97,24 @@ static struct ws_server *server_of(struct lws *wsi)
     return lws_context_user(lws_get_context(wsi));
 }
 
-/* "127.0.0.1:5000" or "[::1]:5000" for the client of `wsi`; "unknown" once it is gone. */
-static const char *peer_of(struct lws *wsi, char *out, size_t size)
+/* The client of `wsi`; family 0 ("?") once it is gone. */
+static struct link_peer peer_addr_of(struct lws *wsi)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
     int fd = wsi ? lws_get_socket_fd(wsi) : -1;
 
-    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) < 0) {
-        snprintf(out, size, "unknown");
-        return out;
-    }
-    return addr_format((struct sockaddr *)&ss, len, out, size);
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+        return (struct link_peer){0};
+    return link_peer_of((struct sockaddr *)&ss, len);
+}
+
+/* "127.0.0.1:5000" or "[::1]:5000" for the client of `wsi`; "?" once it is gone. */
+static const char *peer_of(struct lws *wsi, char *out, size_t size)
+{
+    struct link_peer p = peer_addr_of(wsi);
+    snprintf(out, size, "%s", link_peer_name(&p).s);
+    return out;
 }
 
 static bool vhost_is_tls(struct ws_server *ws, struct lws_vhost *vh)
@@ -134,8 +140,7 @@ static void handoff(struct ws_server *ws, int fd, const struct ws_session *s, bo
     h->fd = fd;
     h->meta.transport = tls ? LINK_WSS : LINK_WS;
     h->meta.over_tls = tls;
-    snprintf(h->peer, sizeof(h->peer), "%s", s->peer);
-    h->meta.peer = h->peer;
+    h->meta.peer = s->addr;
     if (mailbox_put(ws->handoffs, h) < 0) {
         log_error("ws: out of memory handing over a session from %s", s->peer);
         close(fd);
@@ -233,7 +238,8 @@ static int ws_session_open(struct ws_server *ws, struct ws_session *s, struct lw
     memset(s, 0, sizeof(*s));
     s->ws = wsi;
     s->fd = -1;
-    peer_of(wsi, s->peer, sizeof(s->peer));
+    s->addr = peer_addr_of(wsi);
+    snprintf(s->peer, sizeof(s->peer), "%s", link_peer_name(&s->addr).s);
     free(lws_get_opaque_user_data(wsi)); /* its struct ws_pending: it is a session now */
     lws_set_opaque_user_data(wsi, NULL);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {

@@ -425,7 +425,7 @@ static void admin_client_json(struct evbuffer *out, const struct conn *c, size_t
                         ", \"protocol\": %u, \"transport\": \"%s\", \"peer\": \"%s\", "
                         "\"keepalive\": %u, \"token\": ",
                         (unsigned)c->out.version, web_transport_name(c->link.meta.transport),
-                        c->link.meta.peer, (unsigned)c->keepalive);
+                        link_peer_name(&c->link.meta.peer).s, (unsigned)c->keepalive);
     if (c->token)
         evbuffer_add_printf(out, "\"%s\"}", c->token->id);
     else

@@ -143,7 +143,8 @@ static void view_client(struct evbuffer *out, const struct session *s)
     if (c) {
         evbuffer_add_printf(out, ",\"transport\":\"%s\",\"version\":%u,\"peer\":",
                             view_transport[c->link.meta.transport & 3], c->out.version);
-        web_json_string(out, c->link.meta.peer, strlen(c->link.meta.peer));
+        struct link_peer_name peer = link_peer_name(&c->link.meta.peer);
+        web_json_string(out, peer.s, strlen(peer.s));
     }
     evbuffer_add(out, ",\"subscriptions\":[", 18);
     for (size_t i = 0; i < s->sub_count; i++) {

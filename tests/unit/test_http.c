@@ -5,6 +5,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,7 +85,9 @@ static void rig_connect(struct rig *r)
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
     fcntl(sv[1], F_SETFL, O_NONBLOCK);
-    meta.peer = "127.0.0.1:4242";
+    struct sockaddr_in from = {.sin_family = AF_INET, .sin_port = htons(4242)};
+    from.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    meta.peer = link_peer_of((struct sockaddr *)&from, sizeof(from));
     http_server_accept(r->server, bufferevent_socket_new(r->base, sv[1], BEV_OPT_CLOSE_ON_FREE),
                        &meta, 0);
     r->client = sv[0];

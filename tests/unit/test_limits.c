@@ -10,6 +10,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,12 +113,13 @@ static void pump(void)
 static struct client *client_new(void)
 {
     struct bufferevent *pair[2];
-    char peer[LINK_PEER_SIZE];
-    struct link_meta meta = {.transport = LINK_TCP, .peer = peer};
+    /* Each client "from" 192.0.2.1 (a documentation address), its index the port. */
+    struct link_meta meta = {.transport = LINK_TCP};
+    meta.peer =
+        (struct link_peer){.family = AF_INET, .port = (uint16_t)client_count, .ip = {192, 0, 2, 1}};
 
     ck_assert_uint_lt(client_count, MAX_CLIENTS);
     ck_assert_int_eq(bufferevent_pair_new(base, 0, pair), 0);
-    snprintf(peer, sizeof(peer), "pair:%zu", client_count);
     struct conn *c = client_accept(broker, &(struct link_stream){.bev = pair[0]}, &meta);
     ck_assert_ptr_nonnull(c);
 
@@ -1713,8 +1715,10 @@ START_TEST(test_out_of_memory_at_each_allocation_of_a_first_qos1_delivery)
 {
     struct limits l = default_limits();
     struct mqtt_packet p = {.type = MQTT_PUBLISH};
-    p.u.publish = (struct mqtt_publish){
-        .qos = 1, .packet_id = 1, .topic = {(const uint8_t *)"w", 1}, .payload = {"m", 1}};
+    p.u.publish = (struct mqtt_publish){.qos = 1,
+                                        .packet_id = 1,
+                                        .topic = {(const uint8_t *)"w", 1},
+                                        .payload = {(const uint8_t *)"m", 1}};
     bool failed = true;
     long n;
 
@@ -1777,7 +1781,8 @@ START_TEST(test_out_of_memory_at_each_allocation_of_a_first_rated_publish)
     struct limits l = default_limits();
     l.max_messages_per_second = 1000;
     struct mqtt_packet p = {.type = MQTT_PUBLISH};
-    p.u.publish = (struct mqtt_publish){.topic = {(const uint8_t *)"r", 1}, .payload = {"m", 1}};
+    p.u.publish = (struct mqtt_publish){.topic = {(const uint8_t *)"r", 1},
+                                        .payload = {(const uint8_t *)"m", 1}};
     bool failed = true;
     long n;
 

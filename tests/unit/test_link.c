@@ -6,6 +6,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -108,8 +110,7 @@ static struct owner *owner_on(struct event_base *base, struct link_driver *drive
     o->peer = sv[1];
     o->consume = SIZE_MAX;
     o->allow_read = true;
-    struct link_meta meta = {.transport = LINK_TCP};
-    meta.peer = "test";
+    struct link_meta meta = {.transport = LINK_TCP}; /* its peer unknown: a socketpair */
     struct link_stream stream = {.fd = sv[0], .driver = o->driver};
     link_init(&o->link, &stream, &meta, &events, o);
     return o;
@@ -451,12 +452,35 @@ START_TEST(test_paused_reading_reads_nothing_until_resumed)
 }
 END_TEST
 
+/* A peer is kept as its address and named in the log as it always was. */
+START_TEST(test_a_peer_is_kept_as_its_address_and_named_as_text)
+{
+    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(53422)};
+    struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_port = htons(1883)};
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+
+    ck_assert_int_eq(inet_pton(AF_INET, "192.0.2.7", &in.sin_addr), 1);
+    ck_assert_int_eq(inet_pton(AF_INET6, "2001:db8::1", &in6.sin6_addr), 1);
+    struct link_peer p = link_peer_of((struct sockaddr *)&in, sizeof(in));
+    ck_assert_str_eq(link_peer_name(&p).s, "192.0.2.7:53422");
+    p = link_peer_of((struct sockaddr *)&in6, sizeof(in6));
+    ck_assert_str_eq(link_peer_name(&p).s, "[2001:db8::1]:1883");
+    /* Neither IPv4 nor IPv6, or shorter than its family's address: unknown. */
+    p = link_peer_of((struct sockaddr *)&un, sizeof(un));
+    ck_assert_uint_eq(p.family, 0);
+    ck_assert_str_eq(link_peer_name(&p).s, "?");
+    p = link_peer_of((struct sockaddr *)&in6, sizeof(in));
+    ck_assert_str_eq(link_peer_name(&p).s, "?");
+}
+END_TEST
+
 int main(void)
 {
     log_set_level(LOG_LEVEL_ERROR);
     signal(SIGPIPE, SIG_IGN); /* as aviaryd: a write to a gone peer fails with EPIPE */
     Suite *s = suite_create("link");
     TCase *tc = tcase_create("socket");
+    tcase_add_test(tc, test_a_peer_is_kept_as_its_address_and_named_as_text);
     tcase_add_test(tc, test_output_goes_in_one_write_and_idle_links_keep_no_buffer);
     tcase_add_test(tc, test_unconsumed_input_stays_for_the_next_read);
     tcase_add_test(tc, test_a_full_socket_waits_and_written_comes_at_the_low_mark);
