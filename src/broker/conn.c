@@ -318,6 +318,7 @@ static void conn_detach(struct conn *c, bool clean_disconnect)
         c->ended_session = s;
         session_keep_state(s, 0); /* kept until its client set its expiry to 0: dropped */
     } else {
+        session_trim(s);
         uint32_t will_delay = c->rare ? c->rare->will_delay : 0;
         struct message *delayed = c->will_due && will_delay ? c->will : NULL;
         session_keep_state(s, durable_wall_ms());

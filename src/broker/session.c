@@ -381,6 +381,16 @@ static const char *session_sub_plain(const struct session_sub *sub)
     return slash ? slash + 1 : sub->filter;
 }
 
+void session_trim(struct session *s)
+{
+    struct session_flow *f = s->flow;
+
+    if (f && f->outgoing_ids.count == 0)
+        session_idset_free(s, &f->outgoing_ids);
+    if (f && f->incoming_qos2.count == 0)
+        session_idset_free(s, &f->incoming_qos2);
+}
+
 void session_free(struct session *s)
 {
     if (!s)

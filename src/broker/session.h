@@ -157,6 +157,15 @@ static inline struct message *session_will(const struct session *s)
 /* Take the delayed will (its timer stopped): the caller's reference now; NULL when none. */
 struct message *session_take_will(struct session *s);
 
+/*
+ * Give back the packet-id bitmaps (8 KB each) of sets that are empty: a
+ * client whose QoS 1/2 exchanges are all done holds one no more, and its
+ * next exchange makes it again. Called when the connection's deadline comes
+ * round (once a keep-alive at most: a stream of messages does not pay for
+ * it at each one) and when the session goes offline.
+ */
+void session_trim(struct session *s);
+
 /* Messages in its in-flight window. */
 static inline uint32_t session_inflight_count(const struct session *s)
 {

@@ -162,6 +162,8 @@ void timers_conn_due(struct deadline *d)
     }
     if (c->state != CONN_ACTIVE)
         return;
+    if (c->session)
+        session_trim(c->session);
     int64_t now = loop_ms(c), limit = keepalive_limit_ms(c),
             idle = ms_since(now, c->last_packet_ms);
     if (idle >= limit) {

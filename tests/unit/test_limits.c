@@ -28,6 +28,7 @@
 #include "broker/idset.h"
 #include "broker/instance.h"
 #include "broker/session.h"
+#include "broker/timers.h"
 #include "codec/codec.h"
 #include "util/limits.h"
 #include "util/log.h"
@@ -1677,6 +1678,48 @@ START_TEST(test_SPEC_10_max_sessions_counts_persistent_sessions_only)
 }
 END_TEST
 
+/*
+ * Once its QoS 1/2 exchanges are done, a session gives back the 8 KB bitmap
+ * of each packet-id set when the connection's deadline comes round; one
+ * still in use is kept, and the next exchange makes it again.
+ */
+START_TEST(test_a_quiet_session_gives_back_its_packet_id_bitmaps)
+{
+    struct limits l = default_limits();
+    start(&l);
+
+    struct client *sub = client_connect("sub", true, false);
+    ck_assert_uint_eq(subscribe1(sub, 1, "w", 1), 1);
+    struct client *pub = client_connect("pub", true, false);
+    struct session *s = client_conn(sub)->session, *p = client_conn(pub)->session;
+
+    publish_w(pub, "m1", 1);
+    struct rx m1 = expect_publish(sub, "w", "m1", 1);
+    timers_conn_due(&client_conn(sub)->deadline); /* m1 is in flight: kept */
+    ck_assert_ptr_nonnull(s->flow->outgoing_ids.bits);
+    send_ack(sub, MQTT_PUBACK, m1.packet_id);
+    size_t busy = held();
+    timers_conn_due(&client_conn(sub)->deadline);
+    ck_assert_ptr_null(s->flow->outgoing_ids.bits);
+    ck_assert_uint_eq(held(), busy - IDSET_BYTES);
+    publish_w(pub, "m2", 2);
+    ck_assert_uint_eq(expect_publish(sub, "w", "m2", 1).packet_id, m1.packet_id + 1);
+    ck_assert_ptr_nonnull(s->flow->outgoing_ids.bits);
+
+    /* The QoS 2 ids a publisher's PUBLISHes hold until PUBREL. */
+    send_publish(pub, "x", "q", 2, 3);
+    expect_ack(pub, MQTT_PUBREC, 3);
+    timers_conn_due(&client_conn(pub)->deadline);
+    ck_assert_ptr_nonnull(p->flow->incoming_qos2.bits);
+    send_ack(pub, MQTT_PUBREL, 3);
+    expect_ack(pub, MQTT_PUBCOMP, 3);
+    timers_conn_due(&client_conn(pub)->deadline);
+    ck_assert_ptr_null(p->flow->incoming_qos2.bits);
+    expect_open(sub);
+    expect_open(pub);
+}
+END_TEST
+
 /* ------------------------------------------------------------ out of memory */
 
 /*
@@ -1867,6 +1910,7 @@ static Suite *limits_suite(void)
     tcase_add_test(flow, test_MQTT_2_3_1_packet_id_set_wraps_and_reports_a_full_set);
     tcase_add_test(flow, test_MQTT_2_3_1_2_outgoing_ids_skip_ids_in_flight_when_wrapping);
     tcase_add_test(flow, test_MQTT_2_3_1_2_outgoing_qos2_id_held_until_pubcomp);
+    tcase_add_test(flow, test_a_quiet_session_gives_back_its_packet_id_bitmaps);
     suite_add_tcase(s, flow);
 
     TCase *acct = tcase_create("accounting");
