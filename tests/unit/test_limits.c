@@ -1749,6 +1749,55 @@ static void expect_serving(void)
 /* Sweeps stop here at the latest: no step of these makes this many allocations. */
 #define SWEEP_MAX 300
 
+/* A step to fail at each of its allocations in turn (sweep_allocations). */
+struct sweep {
+    struct limits limits;
+    struct client *(*setup)(void); /* connects what the step needs; returns the sender */
+    struct mqtt_packet packet;     /* what the sender sends: the step */
+    void (*after)(struct client *sender, bool failed); /* what a run must show */
+};
+
+/* A client of the step besides the sender (a subscriber). */
+static struct client *sweep_other;
+
+/*
+ * Run the step again and again on a fresh broker, its nth allocation failing
+ * for n = 0, 1, ... until a run goes through whole; after each, the broker
+ * must still serve a new client. Returns how many allocations the step makes.
+ */
+static long sweep_allocations(const struct sweep *sw)
+{
+    bool failed = true;
+    long n;
+
+    for (n = 0; failed && n < SWEEP_MAX; n++) {
+        start(&sw->limits);
+        struct client *sender = sw->setup();
+        failed = send_failing(sender, &sw->packet, n);
+        sw->after(sender, failed);
+        expect_serving();
+        teardown();
+    }
+    ck_assert_int_lt(n, SWEEP_MAX);
+    return n - 1;
+}
+
+static struct client *qos1_setup(void)
+{
+    sweep_other = client_connect("sub", true, false);
+    ck_assert_uint_eq(subscribe1(sweep_other, 1, "w", 1), 1);
+    return client_connect("pub", true, false);
+}
+
+static void qos1_after(struct client *pub, bool failed)
+{
+    if (failed)
+        return;
+    expect_ack(pub, MQTT_PUBACK, 1);
+    expect_publish(sweep_other, "w", "m", 1);
+    ck_assert_ptr_nonnull(client_conn(sweep_other)->session->flow);
+}
+
 /*
  * A QoS 1 PUBLISH to a subscriber that never had one (its session's QoS 1/2
  * state is made then) with each allocation on its way failing in turn: the
@@ -1756,94 +1805,77 @@ static void expect_serving(void)
  */
 START_TEST(test_out_of_memory_at_each_allocation_of_a_first_qos1_delivery)
 {
-    struct limits l = default_limits();
-    struct mqtt_packet p = {.type = MQTT_PUBLISH};
-    p.u.publish = (struct mqtt_publish){.qos = 1,
-                                        .packet_id = 1,
-                                        .topic = {(const uint8_t *)"w", 1},
-                                        .payload = {(const uint8_t *)"m", 1}};
-    bool failed = true;
-    long n;
-
-    for (n = 0; failed && n < SWEEP_MAX; n++) {
-        start(&l);
-        struct client *sub = client_connect("sub", true, false);
-        ck_assert_uint_eq(subscribe1(sub, 1, "w", 1), 1);
-        struct client *pub = client_connect("pub", true, false);
-        failed = send_failing(pub, &p, n);
-        if (!failed) {
-            expect_ack(pub, MQTT_PUBACK, 1);
-            expect_publish(sub, "w", "m", 1);
-            ck_assert_ptr_nonnull(client_conn(sub)->session->flow);
-        }
-        expect_serving();
-        teardown();
-    }
-    ck_assert_int_lt(n, SWEEP_MAX);
-    ck_assert_int_gt(n, 3); /* the message, its entry, the session's QoS state at least */
+    struct sweep sw = {.setup = qos1_setup, .after = qos1_after};
+    sw.limits = default_limits();
+    sw.packet = (struct mqtt_packet){.type = MQTT_PUBLISH};
+    sw.packet.u.publish = (struct mqtt_publish){.qos = 1,
+                                                .packet_id = 1,
+                                                .topic = {(const uint8_t *)"w", 1},
+                                                .payload = {(const uint8_t *)"m", 1}};
+    /* The message, its entry, the session's QoS state, its packet ids at least. */
+    ck_assert_int_ge(sweep_allocations(&sw), 4);
 }
 END_TEST
 
+static struct client *park_setup(void)
+{
+    struct client *sub = client_connect("sleeper", false, false);
+    ck_assert_uint_eq(subscribe1(sub, 1, "q", 1), 1);
+    return sub;
+}
+
+static void park_after(struct client *sub, bool failed)
+{
+    expect_closed(sub);
+    struct session *s = strmap_get(&broker->local->sessions, "sleeper");
+    ck_assert_ptr_nonnull(s);
+    if (!failed)
+        ck_assert_ptr_nonnull(s->wait);
+    struct client *back = client_connect("sleeper", false, true);
+    /* A connected client waits for nothing. */
+    ck_assert_ptr_null(client_conn(back)->session->wait);
+}
+
 /*
- * A persistent session with an expiry goes offline (its expiry timer is
+ * A persistent session with an expiry goes offline (what it waits for is
  * made then) with each allocation failing in turn: the broker goes on
  * serving, and the client finds its session when it comes back.
  */
 START_TEST(test_out_of_memory_at_each_allocation_of_parking_a_session)
 {
-    struct limits l = default_limits();
-    l.max_session_expiry = 60; /* a 3.1.1 persistent session gets this expiry */
-    struct mqtt_packet p = {.type = MQTT_DISCONNECT};
-    bool failed = true;
-    long n;
-
-    for (n = 0; failed && n < SWEEP_MAX; n++) {
-        start(&l);
-        struct client *sub = client_connect("sleeper", false, false);
-        ck_assert_uint_eq(subscribe1(sub, 1, "q", 1), 1);
-        failed = send_failing(sub, &p, n);
-        expect_closed(sub);
-        struct session *s = strmap_get(&broker->local->sessions, "sleeper");
-        ck_assert_ptr_nonnull(s);
-        if (!failed)
-            ck_assert_ptr_nonnull(s->wait);
-        expect_serving();
-        struct client *back = client_connect("sleeper", false, true);
-        ck_assert_ptr_null(
-            client_conn(back)->session->wait); /* a connected client waits for nothing */
-        teardown();
-    }
-    ck_assert_int_lt(n, SWEEP_MAX);
-    ck_assert_int_gt(n, 1); /* its wait, its timer */
+    struct sweep sw = {.setup = park_setup, .after = park_after};
+    sw.limits = default_limits();
+    sw.limits.max_session_expiry = 60; /* a 3.1.1 persistent session gets this expiry */
+    sw.packet = (struct mqtt_packet){.type = MQTT_DISCONNECT};
+    ck_assert_int_ge(sweep_allocations(&sw), 1); /* its wait */
 }
 END_TEST
+
+static struct client *rated_setup(void)
+{
+    sweep_other = client_connect("sub", true, false);
+    ck_assert_uint_eq(subscribe1(sweep_other, 1, "r", 0), 0);
+    return client_connect("pub", true, false);
+}
+
+static void rated_after(struct client *pub, bool failed)
+{
+    if (failed)
+        return;
+    expect_publish(sweep_other, "r", "m", 0);
+    ck_assert_ptr_nonnull(client_conn(pub)->rare->rate);
+}
 
 /* The first PUBLISH under max-messages-per-second makes the connection's bucket. */
 START_TEST(test_out_of_memory_at_each_allocation_of_a_first_rated_publish)
 {
-    struct limits l = default_limits();
-    l.max_messages_per_second = 1000;
-    struct mqtt_packet p = {.type = MQTT_PUBLISH};
-    p.u.publish = (struct mqtt_publish){.topic = {(const uint8_t *)"r", 1},
-                                        .payload = {(const uint8_t *)"m", 1}};
-    bool failed = true;
-    long n;
-
-    for (n = 0; failed && n < SWEEP_MAX; n++) {
-        start(&l);
-        struct client *sub = client_connect("sub", true, false);
-        ck_assert_uint_eq(subscribe1(sub, 1, "r", 0), 0);
-        struct client *pub = client_connect("pub", true, false);
-        failed = send_failing(pub, &p, n);
-        if (!failed) {
-            expect_publish(sub, "r", "m", 0);
-            ck_assert_ptr_nonnull(client_conn(pub)->rare->rate);
-        }
-        expect_serving();
-        teardown();
-    }
-    ck_assert_int_lt(n, SWEEP_MAX);
-    ck_assert_int_gt(n, 2); /* its rare part, its bucket, the message */
+    struct sweep sw = {.setup = rated_setup, .after = rated_after};
+    sw.limits = default_limits();
+    sw.limits.max_messages_per_second = 1000;
+    sw.packet = (struct mqtt_packet){.type = MQTT_PUBLISH};
+    sw.packet.u.publish = (struct mqtt_publish){.topic = {(const uint8_t *)"r", 1},
+                                                .payload = {(const uint8_t *)"m", 1}};
+    ck_assert_int_ge(sweep_allocations(&sw), 3); /* its rare part, its bucket, the message */
 }
 END_TEST
 
