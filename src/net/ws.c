@@ -88,8 +88,7 @@ struct ws_session {
     int fd;           /* -1 once closed */
     uint8_t *pending; /* from the WebSocket, not yet taken by the socketpair */
     size_t pending_len, pending_off;
-    struct link_peer addr; /* its client, for the core thread */
-    char peer[64];         /* the same, for this thread's log */
+    struct link_peer addr; /* its client (link_peer_name() for the log) */
 };
 
 static struct ws_server *server_of(struct lws *wsi)
@@ -133,7 +132,7 @@ static void handoff(struct ws_server *ws, int fd, const struct ws_session *s, bo
     struct ws_handoff *h = calloc(1, sizeof(*h));
 
     if (!h) {
-        log_error("ws: out of memory handing over a session from %s", s->peer);
+        log_error("ws: out of memory handing over a session from %s", link_peer_name(&s->addr).s);
         close(fd);
         return;
     }
@@ -142,7 +141,7 @@ static void handoff(struct ws_server *ws, int fd, const struct ws_session *s, bo
     h->meta.over_tls = tls;
     h->meta.peer = s->addr;
     if (mailbox_put(ws->handoffs, h) < 0) {
-        log_error("ws: out of memory handing over a session from %s", s->peer);
+        log_error("ws: out of memory handing over a session from %s", link_peer_name(&s->addr).s);
         close(fd);
         free(h);
     }
@@ -239,16 +238,15 @@ static int ws_session_open(struct ws_server *ws, struct ws_session *s, struct lw
     s->ws = wsi;
     s->fd = -1;
     s->addr = peer_addr_of(wsi);
-    snprintf(s->peer, sizeof(s->peer), "%s", link_peer_name(&s->addr).s);
     free(lws_get_opaque_user_data(wsi)); /* its struct ws_pending: it is a session now */
     lws_set_opaque_user_data(wsi, NULL);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
-        log_error("ws: %s: socketpair: %s", s->peer, strerror(errno));
+        log_error("ws: %s: socketpair: %s", link_peer_name(&s->addr).s, strerror(errno));
         return -1;
     }
     int watched = fcntl(sv[0], F_DUPFD_CLOEXEC, 0);
     if (watched < 0) {
-        log_error("ws: %s: dup: %s", s->peer, strerror(errno));
+        log_error("ws: %s: dup: %s", link_peer_name(&s->addr).s, strerror(errno));
         close(sv[0]);
         close(sv[1]);
         return -1;
@@ -257,7 +255,7 @@ static int ws_session_open(struct ws_server *ws, struct ws_session *s, struct lw
     s->raw = lws_adopt_descriptor_vhost(lws_get_vhost(wsi), LWS_ADOPT_RAW_FILE_DESC, fd,
                                         "aviary-bridge", NULL);
     if (!s->raw) { /* lws closed `watched` */
-        log_error("ws: %s: cannot watch the bridge socket", s->peer);
+        log_error("ws: %s: cannot watch the bridge socket", link_peer_name(&s->addr).s);
         close(sv[0]);
         close(sv[1]);
         return -1;
@@ -265,7 +263,7 @@ static int ws_session_open(struct ws_server *ws, struct ws_session *s, struct lw
     s->fd = sv[0];
     lws_set_opaque_user_data(s->raw, s);
     handoff(ws, sv[1], s, vhost_is_tls(ws, lws_get_vhost(wsi)));
-    log_debug("ws: %s: WebSocket session opened", s->peer);
+    log_debug("ws: %s: WebSocket session opened", link_peer_name(&s->addr).s);
     return 0;
 }
 
@@ -395,7 +393,8 @@ static int on_mqtt(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return ws_session_open(server_of(wsi), s, wsi);
     case LWS_CALLBACK_RECEIVE:
         if (!lws_frame_is_binary(wsi)) { /* MQTT-6.0.0-1 */
-            log_notice("ws: %s: closed: a text frame (MQTT travels in binary frames)", s->peer);
+            log_notice("ws: %s: closed: a text frame (MQTT travels in binary frames)",
+                       link_peer_name(&s->addr).s);
             lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, NULL, 0);
             return -1;
         }
