@@ -1752,8 +1752,9 @@ static void expect_serving(void)
 /* A step to fail at each of its allocations in turn (sweep_allocations). */
 struct sweep {
     struct limits limits;
-    struct client *(*setup)(void); /* connects what the step needs; returns the sender */
-    struct mqtt_packet packet;     /* what the sender sends: the step */
+    /* Connects what the step needs; returns the sender. */
+    struct client *(*setup)(const struct sweep *sw);
+    struct mqtt_packet packet;                         /* what the sender sends: the step */
     void (*after)(struct client *sender, bool failed); /* what a run must show */
 };
 
@@ -1772,7 +1773,7 @@ static long sweep_allocations(const struct sweep *sw)
 
     for (n = 0; failed && n < SWEEP_MAX; n++) {
         start(&sw->limits);
-        struct client *sender = sw->setup();
+        struct client *sender = sw->setup(sw);
         failed = send_failing(sender, &sw->packet, n);
         sw->after(sender, failed);
         expect_serving();
@@ -1782,10 +1783,15 @@ static long sweep_allocations(const struct sweep *sw)
     return n - 1;
 }
 
-static struct client *qos1_setup(void)
+/* A subscriber to the PUBLISH's topic at its QoS (sweep_other), and its publisher. */
+static struct client *publish_setup(const struct sweep *sw)
 {
+    const struct mqtt_publish *p = &sw->packet.u.publish;
+    char topic[64];
+
+    snprintf(topic, sizeof(topic), "%.*s", (int)p->topic.len, (const char *)p->topic.data);
     sweep_other = client_connect("sub", true, false);
-    ck_assert_uint_eq(subscribe1(sweep_other, 1, "w", 1), 1);
+    ck_assert_uint_eq(subscribe1(sweep_other, 1, topic, p->qos), p->qos);
     return client_connect("pub", true, false);
 }
 
@@ -1805,7 +1811,7 @@ static void qos1_after(struct client *pub, bool failed)
  */
 START_TEST(test_out_of_memory_at_each_allocation_of_a_first_qos1_delivery)
 {
-    struct sweep sw = {.setup = qos1_setup, .after = qos1_after};
+    struct sweep sw = {.setup = publish_setup, .after = qos1_after};
     sw.limits = default_limits();
     sw.packet = (struct mqtt_packet){.type = MQTT_PUBLISH};
     sw.packet.u.publish = (struct mqtt_publish){.qos = 1,
@@ -1817,7 +1823,7 @@ START_TEST(test_out_of_memory_at_each_allocation_of_a_first_qos1_delivery)
 }
 END_TEST
 
-static struct client *park_setup(void)
+static struct client *park_setup(const struct sweep *sw)
 {
     struct client *sub = client_connect("sleeper", false, false);
     ck_assert_uint_eq(subscribe1(sub, 1, "q", 1), 1);
@@ -1851,13 +1857,6 @@ START_TEST(test_out_of_memory_at_each_allocation_of_parking_a_session)
 }
 END_TEST
 
-static struct client *rated_setup(void)
-{
-    sweep_other = client_connect("sub", true, false);
-    ck_assert_uint_eq(subscribe1(sweep_other, 1, "r", 0), 0);
-    return client_connect("pub", true, false);
-}
-
 static void rated_after(struct client *pub, bool failed)
 {
     if (failed)
@@ -1869,7 +1868,7 @@ static void rated_after(struct client *pub, bool failed)
 /* The first PUBLISH under max-messages-per-second makes the connection's bucket. */
 START_TEST(test_out_of_memory_at_each_allocation_of_a_first_rated_publish)
 {
-    struct sweep sw = {.setup = rated_setup, .after = rated_after};
+    struct sweep sw = {.setup = publish_setup, .after = rated_after};
     sw.limits = default_limits();
     sw.limits.max_messages_per_second = 1000;
     sw.packet = (struct mqtt_packet){.type = MQTT_PUBLISH};
